@@ -1,0 +1,2 @@
+//! Local simulators of the Memberson CRM and SevenRooms APIs, with seeded fault injection and
+//! ledgers readable over HTTP.
