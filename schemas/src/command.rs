@@ -1,0 +1,324 @@
+//! Commands: what the orchestrator asks a worker to do, one attempt at a time.
+//!
+//! A command names its saga, step, kind (action, compensation, reconcile) and attempt. Two keys
+//! make delivery safe: the [`IdempotencyKey`] is the same for every attempt of one step's action
+//! (or compensation), and is what the downstream effect is keyed on; the [`CommandId`] also
+//! names the attempt, so that a worker can tell a redelivered message (replay the recorded
+//! reply) from a new attempt (call the downstream again, with the same downstream key).
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::reply::StepOutput;
+use crate::request::{BookingRequested, GuestContact};
+use crate::time::Timestamp;
+use crate::values::{
+    Credits, HoldId, MemberNo, PartySize, ReceiptNo, ReservationId, SagaId, SchemaVersion,
+    SlotTime, StepName, VenueId, Worker,
+};
+
+/// What a command is for, relative to its step.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Do the step.
+    Action,
+    /// Undo the step.
+    Compensation,
+    /// Find out whether an action whose outcome is unknown took effect.
+    Reconcile,
+}
+
+impl CommandKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CommandKind::Action => "action",
+            CommandKind::Compensation => "compensation",
+            CommandKind::Reconcile => "reconcile",
+        }
+    }
+}
+
+impl fmt::Display for CommandKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Stable across every attempt of one (saga, step, kind): `<saga>:<step>:<kind>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn new(saga: SagaId, step: &StepName, kind: CommandKind) -> Self {
+        Self(format!("{saga}:{step}:{kind}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One attempt of one command: `<idempotency key>:<attempt>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct CommandId(String);
+
+impl CommandId {
+    pub fn new(key: &IdempotencyKey, attempt: u32) -> Self {
+        Self(format!("{key}:{attempt}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The operations a saga definition can name, as data. Each worker operation knows which
+/// worker runs it and how to build its payload from the saga's request and the outputs of the
+/// steps before it ([`OperationKind::build`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    CheckCredits,
+    HoldSlot,
+    ReleaseHold,
+    RedeemCredits,
+    VoidRedemption,
+    /// Reconcile a redemption: replay the redeem with the same `ReceiptNo`, which Memberson
+    /// answers with the first redemption if there was one.
+    ReplayRedemption,
+    BookExperience,
+    CancelReservation,
+    /// Reconcile a booking: search SevenRooms for the saga's `external_id`.
+    FindReservation,
+    /// Done by the orchestrator itself: publish `BookingConfirmed`.
+    PublishConfirmation,
+}
+
+impl OperationKind {
+    /// The worker that runs it; `None` for what the orchestrator does itself.
+    pub fn worker(&self) -> Option<Worker> {
+        use OperationKind::*;
+        match self {
+            CheckCredits | RedeemCredits | VoidRedemption | ReplayRedemption => Some(Worker::Crm),
+            HoldSlot | ReleaseHold | BookExperience | CancelReservation | FindReservation => {
+                Some(Worker::Sevenrooms)
+            }
+            PublishConfirmation => None,
+        }
+    }
+
+    /// Build the payload of this operation for one saga. `None` for local operations.
+    pub fn build(&self, ctx: &OperationContext<'_>) -> Option<Operation> {
+        let r = ctx.request;
+        let op = match self {
+            OperationKind::CheckCredits => Operation::CheckCredits {
+                member_no: r.member_no.clone(),
+                credits: r.quoted_credits,
+            },
+            OperationKind::HoldSlot => Operation::HoldSlot {
+                venue_id: r.venue_id.clone(),
+                date: r.date,
+                time: r.time,
+                party_size: r.party_size,
+            },
+            OperationKind::ReleaseHold => Operation::ReleaseHold {
+                venue_id: r.venue_id.clone(),
+                hold_id: ctx.hold_id(),
+            },
+            OperationKind::RedeemCredits => Operation::RedeemCredits {
+                member_no: r.member_no.clone(),
+                credits: r.quoted_credits,
+                receipt_no: ReceiptNo::for_saga(ctx.saga_id),
+            },
+            OperationKind::ReplayRedemption => Operation::ReplayRedemption {
+                member_no: r.member_no.clone(),
+                credits: r.quoted_credits,
+                receipt_no: ReceiptNo::for_saga(ctx.saga_id),
+            },
+            OperationKind::VoidRedemption => Operation::VoidRedemption {
+                member_no: r.member_no.clone(),
+                receipt_no: ReceiptNo::for_saga(ctx.saga_id),
+            },
+            OperationKind::BookExperience => Operation::BookExperience {
+                venue_id: r.venue_id.clone(),
+                date: r.date,
+                time: r.time,
+                party_size: r.party_size,
+                hold_id: ctx.hold_id(),
+                external_id: ctx.saga_id.to_string(),
+                loyalty_id: r.member_no.clone(),
+                guest: r.guest.clone(),
+            },
+            OperationKind::CancelReservation => Operation::CancelReservation {
+                venue_id: r.venue_id.clone(),
+                reservation_id: ctx.reservation_id(),
+                external_id: ctx.saga_id.to_string(),
+                date: r.date,
+            },
+            OperationKind::FindReservation => Operation::FindReservation {
+                venue_id: r.venue_id.clone(),
+                external_id: ctx.saga_id.to_string(),
+                date: r.date,
+            },
+            OperationKind::PublishConfirmation => return None,
+        };
+        Some(op)
+    }
+}
+
+impl ReceiptNo {
+    /// The `ReceiptNo` of a saga's redemption: `CS-` and the saga id's 32 hex digits.
+    pub fn for_saga(saga: SagaId) -> ReceiptNo {
+        ReceiptNo::parse(format!("CS-{}", saga.simple()))
+            .unwrap_or_else(|_| unreachable!("hex digits and '-' are a valid receipt number"))
+    }
+}
+
+/// What building an operation's payload may draw on.
+pub struct OperationContext<'a> {
+    pub saga_id: SagaId,
+    pub request: &'a BookingRequested,
+    /// Outputs of the saga's steps so far, in step order.
+    pub outputs: &'a [&'a StepOutput],
+}
+
+impl OperationContext<'_> {
+    fn hold_id(&self) -> Option<HoldId> {
+        self.outputs.iter().find_map(|o| match o {
+            StepOutput::SlotHeld { hold_id } => Some(hold_id.clone()),
+            _ => None,
+        })
+    }
+
+    fn reservation_id(&self) -> Option<ReservationId> {
+        self.outputs.iter().find_map(|o| match o {
+            StepOutput::ExperienceBooked { reservation_id } => Some(reservation_id.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// The payload of a command: what the worker is to do downstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    /// Memberson: the member is ACTIVE and has at least `credits` (read only).
+    CheckCredits { member_no: MemberNo, credits: Credits },
+    /// SevenRooms: hold the slot.
+    HoldSlot {
+        venue_id: VenueId,
+        date: NaiveDate,
+        time: SlotTime,
+        party_size: PartySize,
+    },
+    /// SevenRooms: release the hold. Without a hold id (the hold's outcome was never known)
+    /// there is nothing to release by id: the hold expires by itself.
+    ReleaseHold {
+        venue_id: VenueId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold_id: Option<HoldId>,
+    },
+    /// Memberson: redeem `credits` under `receipt_no`.
+    RedeemCredits {
+        member_no: MemberNo,
+        credits: Credits,
+        receipt_no: ReceiptNo,
+    },
+    /// Memberson: void the redemption `receipt_no` (a receipt never redeemed is nothing to undo).
+    VoidRedemption {
+        member_no: MemberNo,
+        receipt_no: ReceiptNo,
+    },
+    /// Memberson: replay the redeem to learn its outcome (reconcile).
+    ReplayRedemption {
+        member_no: MemberNo,
+        credits: Credits,
+        receipt_no: ReceiptNo,
+    },
+    /// SevenRooms: book, with the hold if there is one, and `external_id` = saga id.
+    BookExperience {
+        venue_id: VenueId,
+        date: NaiveDate,
+        time: SlotTime,
+        party_size: PartySize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold_id: Option<HoldId>,
+        external_id: String,
+        loyalty_id: MemberNo,
+        guest: GuestContact,
+    },
+    /// SevenRooms: cancel the reservation; without its id, find it by `external_id` first.
+    CancelReservation {
+        venue_id: VenueId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reservation_id: Option<ReservationId>,
+        external_id: String,
+        date: NaiveDate,
+    },
+    /// SevenRooms: search for a reservation with `external_id` (reconcile).
+    FindReservation {
+        venue_id: VenueId,
+        external_id: String,
+        date: NaiveDate,
+    },
+}
+
+impl Operation {
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Operation::CheckCredits { .. } => OperationKind::CheckCredits,
+            Operation::HoldSlot { .. } => OperationKind::HoldSlot,
+            Operation::ReleaseHold { .. } => OperationKind::ReleaseHold,
+            Operation::RedeemCredits { .. } => OperationKind::RedeemCredits,
+            Operation::VoidRedemption { .. } => OperationKind::VoidRedemption,
+            Operation::ReplayRedemption { .. } => OperationKind::ReplayRedemption,
+            Operation::BookExperience { .. } => OperationKind::BookExperience,
+            Operation::CancelReservation { .. } => OperationKind::CancelReservation,
+            Operation::FindReservation { .. } => OperationKind::FindReservation,
+        }
+    }
+}
+
+/// A command to a worker: one attempt of one step's action, compensation or reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "WorkerCommand")]
+pub struct WorkerCommand {
+    pub schema_version: SchemaVersion,
+    pub command_id: CommandId,
+    pub idempotency_key: IdempotencyKey,
+    pub saga_id: SagaId,
+    pub step: StepName,
+    pub kind: CommandKind,
+    /// 1 for the first attempt; counts every send of this (step, kind).
+    pub attempt: u32,
+    pub worker: Worker,
+    pub sent_at: Timestamp,
+    /// The worker must not start a downstream call for this command after this moment, nor
+    /// keep retrying past it. The orchestrator times the attempt out only after it, so that a
+    /// reconciliation that follows a time-out cannot race a late call.
+    pub deadline: Timestamp,
+    pub operation: Operation,
+}

@@ -1,0 +1,91 @@
+//! The `BookingRequested` event: a member asks to pay for an experience with Como Credits.
+//!
+//! Parsed once, at the edge, by [`parse_booking_request`]; whatever gets past it is a request
+//! the saga can run with. The quoted price is what the member was shown: the orchestrator
+//! checks it against the venue's own configured price before any credits move, and never
+//! charges it on trust.
+
+use chrono::NaiveDate;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidInput;
+use crate::values::{
+    Credits, Email, MemberNo, PartySize, PersonName, Phone, RequestId, SagaId, SchemaVersion,
+    SlotTime, VenueId,
+};
+
+/// A request to pay for an experience with Como Credits and book it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "BookingRequested")]
+pub struct BookingRequested {
+    pub schema_version: SchemaVersion,
+    /// The caller's id for this request; submitting it again is the same request.
+    pub request_id: RequestId,
+    /// The member who pays.
+    pub member_no: MemberNo,
+    /// The venue of the experience.
+    pub venue_id: VenueId,
+    /// The day of the experience, `YYYY-MM-DD`; today or later.
+    pub date: NaiveDate,
+    /// The slot's start time, `HH:MM`, venue local time.
+    pub time: SlotTime,
+    pub party_size: PartySize,
+    /// The price in credits the member was quoted; checked against the venue's price.
+    pub quoted_credits: Credits,
+    /// Who the reservation is for.
+    pub guest: GuestContact,
+}
+
+/// The guest named on the reservation. Personal data: never logged, never put in a span.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuestContact {
+    pub first_name: PersonName,
+    pub last_name: PersonName,
+    /// E.164, as SevenRooms requires.
+    pub phone: Phone,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+}
+
+impl std::fmt::Debug for GuestContact {
+    // Personal data stays out of logs, even through `{:?}` of a whole request.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GuestContact { .. }")
+    }
+}
+
+impl BookingRequested {
+    /// The saga this request runs as.
+    pub fn saga_id(&self) -> SagaId {
+        SagaId::for_request(&self.request_id)
+    }
+
+    /// Checks that need more than one field or the current date. `today` is the caller's
+    /// today (an input, so that the check is testable and the engine stays clock-free).
+    pub fn validate(&self, today: NaiveDate) -> Result<(), InvalidInput> {
+        if self.date < today {
+            return Err(InvalidInput::new(
+                "date",
+                format!("{} is in the past (today is {today})", self.date),
+            ));
+        }
+        if self.quoted_credits.get() == 0 {
+            return Err(InvalidInput::new(
+                "quoted_credits",
+                "must be greater than 0: an experience paid with credits has a price",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parse and validate a `BookingRequested` event from JSON. The error names the field and the
+/// reason: `invalid field `party_size`: must be between 1 and 50, got 0`.
+pub fn parse_booking_request(json: &[u8], today: NaiveDate) -> Result<BookingRequested, InvalidInput> {
+    let request: BookingRequested = InvalidInput::parse_json(json)?;
+    request.validate(today)?;
+    Ok(request)
+}
