@@ -1,0 +1,313 @@
+//! What both simulators share: fault planning and delays, request counters, the shutdown signal,
+//! and the `/_sim/...` admin routes (ledger, faults, outage, clock, tokens, stats).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::clock::SimClock;
+use crate::faults::{Action, FaultError, FaultRule, FaultSet, InstalledRule, Plan};
+
+/// Renders an error in the simulator's own body format.
+pub(crate) type RenderError = fn(StatusCode, &str, &str) -> Response;
+
+pub(crate) struct Common {
+    pub faults: FaultSet,
+    pub clock: SimClock,
+    shutdown: watch::Receiver<bool>,
+    ops: &'static [&'static str],
+    requests: Vec<AtomicU64>,
+    pub tokens_issued: AtomicU64,
+    pub unauthorized: AtomicU64,
+}
+
+impl Common {
+    pub fn new(
+        seed: u64,
+        ops: &'static [&'static str],
+        refusals: &'static [&'static str],
+        clock: SimClock,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            faults: FaultSet::new(seed, ops, refusals),
+            clock,
+            shutdown,
+            ops,
+            requests: ops.iter().map(|_| AtomicU64::new(0)).collect(),
+            tokens_issued: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a request for `op`, decides its faults, waits out its delay, and answers at once
+    /// when the plan is a plain failure.
+    pub async fn admit(&self, op: &'static str, render: RenderError) -> Result<Plan, Response> {
+        if let Some(i) = self.ops.iter().position(|o| *o == op) {
+            self.requests[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let plan = self.faults.plan(op);
+        if !plan.delay.is_zero() && !self.sleep(plan.delay).await {
+            return Err(render(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SHUTTING_DOWN",
+                "The simulator is shutting down.",
+            ));
+        }
+        if let Action::Fail {
+            status,
+            retry_after_secs,
+        } = plan.action
+        {
+            return Err(failure(render, status, retry_after_secs));
+        }
+        Ok(plan)
+    }
+
+    /// Applies the end of a commit-then-fail plan to a finished response.
+    pub async fn finish(&self, plan: &Plan, response: Response, render: RenderError) -> Response {
+        match plan.action {
+            Action::CommitThenFail {
+                status: Some(status),
+                ..
+            } => failure(render, status, None),
+            Action::CommitThenFail { status: None, lost } => {
+                // The effect is applied; keep the caller waiting past its timeout so that the
+                // answer is lost to it.
+                self.sleep(lost).await;
+                render(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "RESPONSE_LOST",
+                    "The response was lost.",
+                )
+            }
+            _ => response,
+        }
+    }
+
+    /// Sleeps for `d` unless the simulator shuts down first; true when the whole time passed.
+    pub async fn sleep(&self, d: Duration) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        if *shutdown.borrow() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(d) => true,
+            _ = shutdown.changed() => false,
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            requests: self
+                .ops
+                .iter()
+                .zip(&self.requests)
+                .map(|(op, n)| ((*op).to_owned(), n.load(Ordering::Relaxed)))
+                .collect(),
+            faults_fired: self.faults.fired_by_kind(),
+            tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn failure(render: RenderError, status: u16, retry_after_secs: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (name, msg) = match status {
+        429 => ("TOO_MANY_REQUESTS", "Rate limit exceeded."),
+        502 => ("BAD_GATEWAY", "Bad gateway."),
+        503 => ("SERVICE_UNAVAILABLE", "Service unavailable."),
+        504 => ("GATEWAY_TIMEOUT", "Gateway timeout."),
+        _ => ("INTERNAL_ERROR", "Internal server error."),
+    };
+    let mut response = render(code, name, msg);
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// Request and fault counters of one simulator, served at `GET /_sim/stats`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests received per operation, faults included.
+    pub requests: BTreeMap<String, u64>,
+    /// Faults injected per kind.
+    pub faults_fired: BTreeMap<String, u64>,
+    pub tokens_issued: u64,
+    /// Requests refused with 401 (bad, expired or revoked token or credentials).
+    pub unauthorized: u64,
+}
+
+impl Stats {
+    pub fn requests(&self, op: &str) -> u64 {
+        self.requests.get(op).copied().unwrap_or(0)
+    }
+}
+
+/// What each simulator provides to the admin routes.
+pub(crate) trait Simulated: Send + Sync + 'static {
+    type Ledger: Serialize;
+    fn common(&self) -> &Common;
+    fn ledger(&self) -> Self::Ledger;
+    fn expire_tokens(&self);
+}
+
+#[derive(Deserialize)]
+struct OutageBody {
+    for_ms: u64,
+    #[serde(default)]
+    after_ms: u64,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    ops: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AdvanceBody {
+    ms: u64,
+}
+
+#[derive(Serialize)]
+struct ClockView {
+    now: chrono::DateTime<chrono::Utc>,
+    offset_ms: u64,
+}
+
+/// The `/_sim/...` routes of a simulator.
+pub(crate) fn admin_routes<S: Simulated>() -> Router<Arc<S>> {
+    Router::new()
+        .route("/_sim/ledger", get(ledger::<S>))
+        .route("/_sim/stats", get(stats::<S>))
+        .route(
+            "/_sim/faults",
+            get(get_faults::<S>)
+                .put(put_faults::<S>)
+                .post(post_faults::<S>)
+                .delete(delete_faults::<S>),
+        )
+        .route("/_sim/outage", post(outage::<S>))
+        .route("/_sim/tokens/expire", post(expire_tokens::<S>))
+        .route("/_sim/clock", get(clock::<S>))
+        .route("/_sim/clock/advance", post(advance_clock::<S>))
+}
+
+fn bad_request(msg: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": msg.to_string() })),
+    )
+        .into_response()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))
+}
+
+/// Accepts one rule or a list of rules.
+fn parse_rules(body: &Bytes) -> Result<Vec<FaultRule>, Response> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<FaultRule>),
+        One(FaultRule),
+    }
+    Ok(match parse::<OneOrMany>(body)? {
+        OneOrMany::Many(rules) => rules,
+        OneOrMany::One(rule) => vec![rule],
+    })
+}
+
+fn installed(result: Result<(), FaultError>, faults: &FaultSet) -> Response {
+    match result {
+        Ok(()) => Json::<Vec<InstalledRule>>(faults.installed()).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn ledger<S: Simulated>(State(sim): State<Arc<S>>) -> Response {
+    Json(sim.ledger()).into_response()
+}
+
+async fn stats<S: Simulated>(State(sim): State<Arc<S>>) -> Response {
+    Json(sim.common().stats()).into_response()
+}
+
+async fn get_faults<S: Simulated>(State(sim): State<Arc<S>>) -> Response {
+    Json(sim.common().faults.installed()).into_response()
+}
+
+async fn put_faults<S: Simulated>(State(sim): State<Arc<S>>, body: Bytes) -> Response {
+    match parse_rules(&body) {
+        Ok(rules) => installed(sim.common().faults.set(rules), &sim.common().faults),
+        Err(r) => r,
+    }
+}
+
+async fn post_faults<S: Simulated>(State(sim): State<Arc<S>>, body: Bytes) -> Response {
+    match parse_rules(&body) {
+        Ok(rules) => installed(sim.common().faults.add(rules), &sim.common().faults),
+        Err(r) => r,
+    }
+}
+
+async fn delete_faults<S: Simulated>(State(sim): State<Arc<S>>) -> Response {
+    installed(sim.common().faults.set(Vec::new()), &sim.common().faults)
+}
+
+async fn outage<S: Simulated>(State(sim): State<Arc<S>>, body: Bytes) -> Response {
+    let body: OutageBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut rule = FaultRule::new(crate::faults::FaultKind::Outage {
+        status: body.status.unwrap_or(503),
+    })
+    .window(
+        Duration::from_millis(body.after_ms),
+        Duration::from_millis(body.for_ms),
+    );
+    rule.ops = body.ops;
+    installed(sim.common().faults.add(vec![rule]), &sim.common().faults)
+}
+
+async fn expire_tokens<S: Simulated>(State(sim): State<Arc<S>>) -> StatusCode {
+    sim.expire_tokens();
+    StatusCode::NO_CONTENT
+}
+
+fn clock_view(clock: &SimClock) -> Json<ClockView> {
+    Json(ClockView {
+        now: clock.now(),
+        offset_ms: u64::try_from(clock.offset().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+async fn clock<S: Simulated>(State(sim): State<Arc<S>>) -> Response {
+    clock_view(&sim.common().clock).into_response()
+}
+
+async fn advance_clock<S: Simulated>(State(sim): State<Arc<S>>, body: Bytes) -> Response {
+    match parse::<AdvanceBody>(&body) {
+        Ok(b) => {
+            sim.common().clock.advance(Duration::from_millis(b.ms));
+            clock_view(&sim.common().clock).into_response()
+        }
+        Err(r) => r,
+    }
+}
