@@ -129,6 +129,18 @@ impl OperationKind {
         }
     }
 
+    /// Whether running it may change something downstream. A reconciliation that writes
+    /// (replaying a redemption) can itself take effect, so the engine treats an unknown
+    /// outcome of one like an unknown outcome of the action.
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self,
+            OperationKind::CheckCredits
+                | OperationKind::FindReservation
+                | OperationKind::PublishConfirmation
+        )
+    }
+
     /// Build the payload of this operation for one saga. `None` for local operations.
     pub fn build(&self, ctx: &OperationContext<'_>) -> Option<Operation> {
         let r = ctx.request;

@@ -1,0 +1,392 @@
+//! A saga's state: what the engine needs to decide, and the status a dashboard shows.
+//!
+//! The state is small on purpose (history is returned per transition, to be stored apart), so
+//! that a store can keep it in one row or item and rewrite it on every transition.
+
+use como_schemas::events::{CompensatedAs, NeedsOperatorReason};
+use como_schemas::{BookingRequested, CommandKind, SagaId, StepName, StepOutput, Timestamp, Worker};
+use serde::{Deserialize, Serialize};
+
+/// One saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaState {
+    pub saga_id: SagaId,
+    /// The definition this saga is pinned to.
+    pub definition: String,
+    pub definition_version: u32,
+    pub request: BookingRequested,
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Past it, a saga still moving forward compensates.
+    pub deadline: Timestamp,
+    /// Set when compensation begins: past it, the saga asks for an operator.
+    pub compensation_deadline: Option<Timestamp>,
+    pub phase: Phase,
+    pub steps: Vec<StepState>,
+    /// Derived from `phase` on every transition; stored so that stores can index it.
+    pub status: SagaStatus,
+    /// When the runtime must deliver `Input::Timer` next, if ever.
+    pub wake_at: Option<Timestamp>,
+    /// Transitions that changed something; numbers history entries.
+    pub transitions: u64,
+    /// Events published so far; numbers event ids.
+    pub events_published: u64,
+    /// Ids of operator actions already applied, so that a repeated one changes nothing.
+    pub operator_actions: Vec<String>,
+}
+
+/// Where the saga is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Doing step `step`.
+    Forward { step: usize, activity: Activity },
+    /// Undoing step `step`; steps above it are done with.
+    Compensating {
+        step: usize,
+        activity: Activity,
+        end_as: CompensatedAs,
+    },
+    /// Stopped; an operator decides.
+    NeedsOperator {
+        reason: NeedsOperatorReason,
+        step: usize,
+        detail: String,
+        /// Set when the saga was compensating, and how that would have ended.
+        compensating: Option<CompensatedAs>,
+    },
+    Done { outcome: Terminal },
+}
+
+/// What the saga waits for within its current step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "activity", rename_all = "snake_case")]
+pub enum Activity {
+    /// A command is out; it counts as timed out at `timeout_at`.
+    Awaiting {
+        kind: CommandKind,
+        attempt: u32,
+        timeout_at: Timestamp,
+        /// The worker said the downstream is unavailable and the command waits in its queue.
+        waiting_for_downstream: bool,
+    },
+    /// The next attempt of `kind` goes out at `at`.
+    Backoff {
+        kind: CommandKind,
+        at: Timestamp,
+        /// Whether that attempt counts against the retry policy (waiting for a downstream
+        /// that is down does not; the saga's deadline bounds it instead).
+        charged: bool,
+        waiting_for_downstream: bool,
+    },
+}
+
+impl Activity {
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Activity::Awaiting { kind, .. } | Activity::Backoff { kind, .. } => *kind,
+        }
+    }
+
+    pub fn waiting_for_downstream(&self) -> bool {
+        match self {
+            Activity::Awaiting {
+                waiting_for_downstream,
+                ..
+            }
+            | Activity::Backoff {
+                waiting_for_downstream,
+                ..
+            } => *waiting_for_downstream,
+        }
+    }
+
+    pub fn due_at(&self) -> Timestamp {
+        match self {
+            Activity::Awaiting { timeout_at, .. } => *timeout_at,
+            Activity::Backoff { at, .. } => *at,
+        }
+    }
+}
+
+/// How a finished saga ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Terminal {
+    Confirmed,
+    Compensated,
+    Cancelled,
+}
+
+/// Attempts of one kind of command at one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempts {
+    /// Commands sent; the number of the latest attempt.
+    pub sent: u32,
+    /// Attempts that count against the retry policy in the current round.
+    pub charged: u32,
+    /// When the current round's first attempt was sent.
+    pub round_started_at: Option<Timestamp>,
+}
+
+/// What the saga knows about one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepState {
+    pub name: StepName,
+    pub action: Attempts,
+    pub reconcile: Attempts,
+    pub compensation: Attempts,
+    /// Action attempts whose outcome is not known: each may have taken effect.
+    pub unsettled: Vec<u32>,
+    /// Reconcile attempts that write (a replayed redemption) and whose outcome is not known:
+    /// each may have taken effect too.
+    pub unsettled_reconciles: Vec<u32>,
+    /// No action attempt sent so far can take effect after this moment (its deadline plus the
+    /// reply grace). Compensation and reconciliation wait for it, so that a late action can
+    /// never overtake them.
+    pub settles_at: Option<Timestamp>,
+    /// The action's output, once it is known to have taken effect.
+    pub output: Option<StepOutput>,
+    /// The forward path moved past this step.
+    pub completed: bool,
+    /// Its compensation succeeded.
+    pub compensated: bool,
+    pub last_error: Option<String>,
+}
+
+impl StepState {
+    pub fn new(name: StepName) -> Self {
+        Self {
+            name,
+            action: Attempts::default(),
+            reconcile: Attempts::default(),
+            compensation: Attempts::default(),
+            unsettled: Vec::new(),
+            unsettled_reconciles: Vec::new(),
+            settles_at: None,
+            output: None,
+            completed: false,
+            compensated: false,
+            last_error: None,
+        }
+    }
+
+    /// Whether the action took effect, as far as the saga knows.
+    pub fn effect(&self) -> Effect {
+        if self.output.is_some() {
+            Effect::Applied
+        } else if self.is_unsettled() {
+            Effect::Maybe
+        } else if self.action.sent > 0 {
+            Effect::NotApplied
+        } else {
+            Effect::NotAttempted
+        }
+    }
+
+    /// Some attempt that may take effect has an unknown outcome.
+    pub fn is_unsettled(&self) -> bool {
+        !self.unsettled.is_empty() || !self.unsettled_reconciles.is_empty()
+    }
+
+    pub fn attempts(&self, kind: CommandKind) -> &Attempts {
+        match kind {
+            CommandKind::Action => &self.action,
+            CommandKind::Reconcile => &self.reconcile,
+            CommandKind::Compensation => &self.compensation,
+        }
+    }
+
+    pub fn attempts_mut(&mut self, kind: CommandKind) -> &mut Attempts {
+        match kind {
+            CommandKind::Action => &mut self.action,
+            CommandKind::Reconcile => &mut self.reconcile,
+            CommandKind::Compensation => &mut self.compensation,
+        }
+    }
+}
+
+/// Whether a step's action took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    NotAttempted,
+    /// At least one attempt's outcome is unknown.
+    Maybe,
+    Applied,
+    /// Every attempt is known not to have taken effect.
+    NotApplied,
+}
+
+/// The status as a dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// Doing `step`; `attempt` is the latest sent (a retry may be scheduled for `retry_at`).
+    Running {
+        step: StepName,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at: Option<Timestamp>,
+    },
+    /// The downstream of `step` is unavailable (its circuit is open); the saga waits.
+    WaitingForDownstream {
+        step: StepName,
+        downstream: String,
+        compensating: bool,
+    },
+    /// The outcome of `step` is unknown and is being looked up.
+    Reconciling { step: StepName, attempt: u32 },
+    /// Undoing `step`.
+    Compensating { step: StepName, attempt: u32 },
+    Confirmed,
+    Compensated,
+    Cancelled,
+    NeedsOperator {
+        reason: NeedsOperatorReason,
+        step: StepName,
+        detail: String,
+    },
+}
+
+/// The status without its details: what stores index and dashboards count by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    Running,
+    WaitingForDownstream,
+    Reconciling,
+    Compensating,
+    Confirmed,
+    Compensated,
+    Cancelled,
+    NeedsOperator,
+}
+
+impl StatusKind {
+    pub const ALL: [StatusKind; 8] = [
+        StatusKind::Running,
+        StatusKind::WaitingForDownstream,
+        StatusKind::Reconciling,
+        StatusKind::Compensating,
+        StatusKind::Confirmed,
+        StatusKind::Compensated,
+        StatusKind::Cancelled,
+        StatusKind::NeedsOperator,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StatusKind::Running => "running",
+            StatusKind::WaitingForDownstream => "waiting_for_downstream",
+            StatusKind::Reconciling => "reconciling",
+            StatusKind::Compensating => "compensating",
+            StatusKind::Confirmed => "confirmed",
+            StatusKind::Compensated => "compensated",
+            StatusKind::Cancelled => "cancelled",
+            StatusKind::NeedsOperator => "needs_operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StatusKind> {
+        StatusKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Confirmed, compensated or cancelled: nothing more will happen.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            StatusKind::Confirmed | StatusKind::Compensated | StatusKind::Cancelled
+        )
+    }
+}
+
+impl SagaStatus {
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            SagaStatus::Running { .. } => StatusKind::Running,
+            SagaStatus::WaitingForDownstream { .. } => StatusKind::WaitingForDownstream,
+            SagaStatus::Reconciling { .. } => StatusKind::Reconciling,
+            SagaStatus::Compensating { .. } => StatusKind::Compensating,
+            SagaStatus::Confirmed => StatusKind::Confirmed,
+            SagaStatus::Compensated => StatusKind::Compensated,
+            SagaStatus::Cancelled => StatusKind::Cancelled,
+            SagaStatus::NeedsOperator { .. } => StatusKind::NeedsOperator,
+        }
+    }
+}
+
+impl SagaState {
+    /// The status that `phase` shows.
+    pub fn derive_status(&self, worker_of: impl Fn(usize, CommandKind) -> Option<Worker>) -> SagaStatus {
+        let name = |i: usize| self.steps[i].name.clone();
+        let waiting = |i: usize, activity: &Activity, compensating: bool| {
+            activity.waiting_for_downstream().then(|| SagaStatus::WaitingForDownstream {
+                step: name(i),
+                downstream: worker_of(i, activity.kind())
+                    .map(|w| w.downstream().to_owned())
+                    .unwrap_or_default(),
+                compensating,
+            })
+        };
+        match &self.phase {
+            Phase::Forward { step, activity } => {
+                if let Some(w) = waiting(*step, activity, false) {
+                    return w;
+                }
+                let s = &self.steps[*step];
+                match activity {
+                    Activity::Awaiting {
+                        kind: CommandKind::Reconcile,
+                        attempt,
+                        ..
+                    } => SagaStatus::Reconciling {
+                        step: name(*step),
+                        attempt: *attempt,
+                    },
+                    Activity::Backoff {
+                        kind: CommandKind::Reconcile,
+                        ..
+                    } => SagaStatus::Reconciling {
+                        step: name(*step),
+                        attempt: s.reconcile.sent,
+                    },
+                    Activity::Backoff { at, .. } => SagaStatus::Running {
+                        step: name(*step),
+                        attempt: s.action.sent,
+                        retry_at: Some(*at),
+                    },
+                    Activity::Awaiting { attempt, .. } => SagaStatus::Running {
+                        step: name(*step),
+                        attempt: *attempt,
+                        retry_at: None,
+                    },
+                }
+            }
+            Phase::Compensating { step, activity, .. } => waiting(*step, activity, true)
+                .unwrap_or(SagaStatus::Compensating {
+                    step: name(*step),
+                    attempt: self.steps[*step].compensation.sent,
+                }),
+            Phase::NeedsOperator {
+                reason,
+                step,
+                detail,
+                ..
+            } => SagaStatus::NeedsOperator {
+                reason: *reason,
+                step: name(*step),
+                detail: detail.clone(),
+            },
+            Phase::Done { outcome } => match outcome {
+                Terminal::Confirmed => SagaStatus::Confirmed,
+                Terminal::Compensated => SagaStatus::Compensated,
+                Terminal::Cancelled => SagaStatus::Cancelled,
+            },
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.phase, Phase::Done { .. })
+    }
+}
