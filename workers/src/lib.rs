@@ -1,3 +1,13 @@
 //! Workers, one kind per downstream, and the typed clients they call the downstreams with.
 //!
 //! Only this crate talks to Memberson and SevenRooms.
+//!
+//! Layout:
+//! - [`clients`]: the Memberson and SevenRooms clients, the outcome classification
+//!   ([`clients::Outcome`]), deadlines, retry policy, and token sources;
+//! - [`breaker`]: the circuit breaker per downstream;
+//! - [`rate_limit`]: the rate limit per downstream.
+
+pub mod breaker;
+pub mod clients;
+pub mod rate_limit;

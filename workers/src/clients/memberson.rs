@@ -1,0 +1,457 @@
+//! The Memberson CRM client (Como Credits): member summary, redeem points, void a redemption,
+//! and the service-token minter.
+//!
+//! Redeem is idempotent on `ReceiptNo` (the same body again answers as the first time), so a
+//! redeem whose outcome is unknown is settled by sending the very same request again:
+//! [`MembersonClient::reconcile_redeem`]. Void is safe to repeat and its "already voided" and
+//! "never redeemed" answers are successes, as a compensation needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::token::{CachedTokenSource, Token, TokenError, TokenMinter, TokenSource};
+use super::{
+    Answer, Attempt, CallPolicy, Deadline, Effect, Guards, Outcome, call, codes, decode, join,
+    send, send_with_token, transient_status,
+};
+
+/// The long-lived credentials: the `SvcAuth` header and the user that authenticates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersonCredentials {
+    pub svc_auth: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// Membership status as Memberson reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MemberStatus {
+    Active,
+    Expired,
+    Terminated,
+    #[serde(other)]
+    Other,
+}
+
+/// A member's standing and balance in one point type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSummary {
+    pub member_no: String,
+    pub tier: Option<String>,
+    pub status: MemberStatus,
+    pub expiry_date: Option<NaiveDate>,
+    /// Balance in the client's point type (0 when the member has no such account).
+    pub balance: i64,
+}
+
+/// A redeem request. Keep it as built: a replay must be the same body, or Memberson answers
+/// 409 `DUPLICATE_RECEIPT`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RedeemRequest {
+    pub member_no: String,
+    pub point_type: String,
+    pub amount: i64,
+    pub transaction_date: DateTime<Utc>,
+    pub location: String,
+    pub redemption_code: String,
+    pub description: String,
+    /// The idempotency key, derived from the saga and step.
+    pub receipt_no: String,
+}
+
+/// The answer to a redeem (the first one's, on a replay).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Redemption {
+    pub transaction_id: String,
+    pub member_no: String,
+    pub receipt_no: String,
+    pub amount: i64,
+    pub balance: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VoidRequest {
+    pub member_no: String,
+    pub receipt_no: String,
+    pub reason: String,
+}
+
+/// How a void ended; every variant means the points are not (or no longer) taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoidOutcome {
+    Voided {
+        transaction_id: String,
+        balance: i64,
+    },
+    AlreadyVoided,
+    /// Memberson knows no redemption under this receipt: nothing was taken.
+    NeverRedeemed,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VoidAnswer {
+    #[serde(default)]
+    transaction_id: Option<String>,
+    #[serde(default)]
+    balance: Option<i64>,
+    #[serde(default)]
+    already_voided: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SummaryAnswer {
+    #[serde(default)]
+    membership_summaries: Vec<SummaryEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SummaryEntry {
+    member_no: Option<String>,
+    tier: Option<String>,
+    status: Option<MemberStatus>,
+    expiry_date: Option<NaiveDate>,
+    #[serde(default)]
+    account_summaries: Vec<AccountEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AccountEntry {
+    point_type: Option<String>,
+    balance: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+fn error_body(body: &[u8]) -> (String, String) {
+    let e: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    (e.code.unwrap_or_default(), e.message.unwrap_or_default())
+}
+
+/// Classifies an answer that is not a 2xx, 401 (handled by the token layer) or transient.
+fn refusal<T>(answer: &Answer) -> Outcome<T> {
+    let (code, message) = error_body(&answer.body);
+    let stable = match (answer.status, code.as_str()) {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            c @ (codes::INSUFFICIENT_POINTS | codes::MEMBER_EXPIRED | codes::MEMBER_TERMINATED),
+        ) => c,
+        (StatusCode::NOT_FOUND, _) => codes::MEMBER_NOT_FOUND,
+        (StatusCode::CONFLICT, _) => codes::DUPLICATE_RECEIPT,
+        _ => codes::INVALID_REQUEST,
+    };
+    let message = if message.is_empty() {
+        format!("{} {code}", answer.status)
+    } else {
+        message
+    };
+    Outcome::business(stable, message)
+}
+
+/// Mints service tokens with `POST /api/user/authenticate`.
+pub struct MembersonAuthenticator {
+    http: reqwest::Client,
+    base_url: String,
+    credentials: MembersonCredentials,
+    /// Memberson does not say how long a token lives; the cache assumes this.
+    assumed_lifetime: Duration,
+}
+
+impl MembersonAuthenticator {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: impl Into<String>,
+        credentials: MembersonCredentials,
+        assumed_lifetime: Duration,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.into(),
+            credentials,
+            assumed_lifetime,
+        }
+    }
+}
+
+#[async_trait]
+impl TokenMinter for MembersonAuthenticator {
+    async fn mint(&self, deadline: Deadline) -> Result<Token, TokenError> {
+        let request = self
+            .http
+            .post(join(&self.base_url, "/api/user/authenticate"))
+            .header("SvcAuth", &self.credentials.svc_auth)
+            .json(&serde_json::json!({
+                "Username": self.credentials.username,
+                "Password": self.credentials.password,
+            }))
+            .timeout(deadline.remaining());
+        let unavailable = |reason: String, retry_after| TokenError::Unavailable {
+            reason,
+            retry_after,
+        };
+        let answer = send(request)
+            .await
+            .map_err(|t| unavailable(t.reason, t.retry_after))?;
+        match answer.status {
+            s if s.is_success() => {
+                let value: String = serde_json::from_slice(&answer.body)
+                    .map_err(|e| unavailable(format!("unreadable token: {e}"), None))?;
+                Ok(Token::new(
+                    value,
+                    Some(Instant::now() + self.assumed_lifetime),
+                ))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(TokenError::Refused(error_body(&answer.body).1))
+            }
+            s => Err(unavailable(
+                format!("authenticate answered {s}"),
+                answer.retry_after,
+            )),
+        }
+    }
+}
+
+/// Settings for [`MembersonClient::connect`].
+#[derive(Clone, Debug)]
+pub struct MembersonSettings {
+    pub base_url: String,
+    pub credentials: MembersonCredentials,
+    /// The point type redeemed and reported (`COMO_CREDITS` for the Como tenant).
+    pub point_type: String,
+    pub policy: CallPolicy,
+    pub assumed_token_lifetime: Duration,
+    /// Renew a token this long before its assumed expiry.
+    pub token_refresh_margin: Duration,
+}
+
+impl MembersonSettings {
+    pub fn new(base_url: impl Into<String>, credentials: MembersonCredentials) -> Self {
+        Self {
+            base_url: base_url.into(),
+            credentials,
+            point_type: "COMO_CREDITS".to_owned(),
+            policy: CallPolicy::default(),
+            assumed_token_lifetime: Duration::from_secs(3600),
+            token_refresh_margin: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The Memberson client. Cheap to clone; clones share the connection pool and token cache.
+#[derive(Clone)]
+pub struct MembersonClient {
+    http: reqwest::Client,
+    base_url: Arc<str>,
+    svc_auth: Arc<str>,
+    point_type: Arc<str>,
+    tokens: Arc<dyn TokenSource>,
+    policy: CallPolicy,
+    guards: Guards,
+}
+
+impl MembersonClient {
+    /// A client over any token source (the cached authenticator, or a secret store).
+    pub fn new(
+        http: reqwest::Client,
+        base_url: impl Into<Arc<str>>,
+        svc_auth: impl Into<Arc<str>>,
+        point_type: impl Into<Arc<str>>,
+        tokens: Arc<dyn TokenSource>,
+        policy: CallPolicy,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.into(),
+            svc_auth: svc_auth.into(),
+            point_type: point_type.into(),
+            tokens,
+            policy,
+            guards: Guards::default(),
+        }
+    }
+
+    /// A client that authenticates itself and caches its tokens.
+    pub fn connect(http: reqwest::Client, settings: MembersonSettings) -> Self {
+        let minter = MembersonAuthenticator::new(
+            http.clone(),
+            settings.base_url.clone(),
+            settings.credentials.clone(),
+            settings.assumed_token_lifetime,
+        );
+        let tokens = Arc::new(CachedTokenSource::new(
+            minter,
+            settings.token_refresh_margin,
+        ));
+        Self::new(
+            http,
+            settings.base_url,
+            settings.credentials.svc_auth,
+            settings.point_type,
+            tokens,
+            settings.policy,
+        )
+    }
+
+    /// Passes every attempt through this circuit breaker and rate limit.
+    pub fn with_guards(mut self, guards: Guards) -> Self {
+        self.guards = guards;
+        self
+    }
+
+    pub fn guards(&self) -> &Guards {
+        &self.guards
+    }
+
+    async fn attempt<T>(
+        &self,
+        deadline: Deadline,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+        classify: impl Fn(&Answer) -> Attempt<T>,
+    ) -> Attempt<T> {
+        let answer = send_with_token(self.tokens.as_ref(), deadline, |token| {
+            build(token)
+                .header("SvcAuth", &*self.svc_auth)
+                .header("Token", token)
+        })
+        .await?;
+        if let Some(t) = transient_status(&answer) {
+            return Err(t);
+        }
+        classify(&answer)
+    }
+
+    /// The member's status, tier and balance (step 1: check credits).
+    pub async fn member_summary(
+        &self,
+        member_no: &str,
+        deadline: Deadline,
+    ) -> Outcome<MemberSummary> {
+        let url = join(&self.base_url, &format!("/api/profile/{member_no}/summary"));
+        call(&self.policy, &self.guards, Effect::Read, deadline, || {
+            self.attempt(
+                deadline,
+                |_| self.http.get(&url),
+                |answer| {
+                    if !answer.status.is_success() {
+                        return Ok(refusal(answer));
+                    }
+                    let body: SummaryAnswer = decode(&answer.body)?;
+                    let Some(entry) = body.membership_summaries.into_iter().next() else {
+                        return Ok(Outcome::business(
+                            codes::MEMBER_NOT_FOUND,
+                            "no membership in the summary",
+                        ));
+                    };
+                    let balance = entry
+                        .account_summaries
+                        .iter()
+                        .find(|a| a.point_type.as_deref() == Some(&*self.point_type))
+                        .and_then(|a| a.balance)
+                        .unwrap_or(0.0);
+                    Ok(Outcome::Success(MemberSummary {
+                        member_no: entry.member_no.unwrap_or_else(|| member_no.to_owned()),
+                        tier: entry.tier,
+                        status: entry.status.unwrap_or(MemberStatus::Other),
+                        expiry_date: entry.expiry_date,
+                        // Credits are whole; a fractional balance is never enough for a
+                        // fractional part more.
+                        balance: balance.floor() as i64,
+                    }))
+                },
+            )
+        })
+        .await
+    }
+
+    /// Redeems points (step 3). Retried on any transient failure, which the `ReceiptNo` makes
+    /// safe; `Unknown` only when no attempt got a definite answer.
+    pub async fn redeem(&self, request: &RedeemRequest, deadline: Deadline) -> Outcome<Redemption> {
+        let url = join(&self.base_url, "/api/transaction/redeem-point");
+        call(
+            &self.policy,
+            &self.guards,
+            Effect::IdempotentWrite,
+            deadline,
+            || {
+                self.attempt(
+                    deadline,
+                    |_| self.http.post(&url).json(request),
+                    |answer| {
+                        if answer.status.is_success() {
+                            Ok(Outcome::Success(decode(&answer.body)?))
+                        } else {
+                            Ok(refusal(answer))
+                        }
+                    },
+                )
+            },
+        )
+        .await
+    }
+
+    /// Settles a redeem whose outcome is unknown: sends the same request again. The answer is
+    /// the first redemption's if it landed, or a fresh redemption (or refusal) if it did not.
+    pub async fn reconcile_redeem(
+        &self,
+        request: &RedeemRequest,
+        deadline: Deadline,
+    ) -> Outcome<Redemption> {
+        self.redeem(request, deadline).await
+    }
+
+    /// Voids a redemption (compensation of step 3).
+    pub async fn void(&self, request: &VoidRequest, deadline: Deadline) -> Outcome<VoidOutcome> {
+        let url = join(&self.base_url, "/api/transaction/void-redeem-point");
+        call(
+            &self.policy,
+            &self.guards,
+            Effect::IdempotentWrite,
+            deadline,
+            || {
+                self.attempt(
+                    deadline,
+                    |_| self.http.post(&url).json(request),
+                    |answer| {
+                        if answer.status.is_success() {
+                            let body: VoidAnswer = decode(&answer.body)?;
+                            return Ok(Outcome::Success(if body.already_voided == Some(true) {
+                                VoidOutcome::AlreadyVoided
+                            } else {
+                                VoidOutcome::Voided {
+                                    transaction_id: body.transaction_id.unwrap_or_default(),
+                                    balance: body.balance.unwrap_or_default(),
+                                }
+                            }));
+                        }
+                        // Nothing under this receipt (or no such member): no points were taken,
+                        // so there is nothing to give back.
+                        if answer.status == StatusCode::NOT_FOUND {
+                            return Ok(Outcome::Success(VoidOutcome::NeverRedeemed));
+                        }
+                        Ok(refusal(answer))
+                    },
+                )
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,640 @@
+//! Typed clients for the two downstreams, and what they share: the outcome classification every
+//! call ends in, the caller's deadline, the retry policy (backon: exponential backoff with jitter,
+//! honouring `Retry-After`, bounded by attempts, total time and the deadline), and the guards
+//! (circuit breaker, rate limit) each attempt passes through.
+//!
+//! Every call takes a [`Deadline`]: the orchestrator times a step out after it, so a call never
+//! starts an attempt, nor waits for one, past it.
+
+pub mod memberson;
+pub mod sevenrooms;
+pub mod token;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tokio::time::Instant;
+
+use crate::breaker::{CircuitBreaker, Verdict};
+use crate::rate_limit::RateLimit;
+
+/// Stable codes of business failures, shared by both clients.
+pub mod codes {
+    pub const INSUFFICIENT_POINTS: &str = "INSUFFICIENT_POINTS";
+    pub const MEMBER_EXPIRED: &str = "MEMBER_EXPIRED";
+    pub const MEMBER_TERMINATED: &str = "MEMBER_TERMINATED";
+    pub const MEMBER_NOT_FOUND: &str = "MEMBER_NOT_FOUND";
+    /// The `ReceiptNo` was used before with a different redeem body.
+    pub const DUPLICATE_RECEIPT: &str = "DUPLICATE_RECEIPT";
+    pub const SLOT_UNAVAILABLE: &str = "SLOT_UNAVAILABLE";
+    pub const HOLD_EXPIRED: &str = "HOLD_EXPIRED";
+    pub const PAST_CANCELLATION_CUTOFF: &str = "PAST_CANCELLATION_CUTOFF";
+    pub const RESERVATION_NOT_FOUND: &str = "RESERVATION_NOT_FOUND";
+    pub const VENUE_NOT_FOUND: &str = "VENUE_NOT_FOUND";
+    /// The downstream refused the request as malformed: retrying the same request cannot help.
+    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+}
+
+/// How a downstream call ended, as a worker reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome<T> {
+    /// The call took effect (or, for a compensation, there is nothing left to undo).
+    Success(T),
+    /// The downstream refused for a reason retrying will not change; `code` is from [`codes`].
+    BusinessFailure { code: String, message: String },
+    /// The call did not take effect; it may succeed later (after `retry_after` when given).
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The call may or may not have taken effect: reconcile before retrying or compensating.
+    Unknown { reason: String },
+}
+
+impl<T> Outcome<T> {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Success(_))
+    }
+
+    pub fn success(self) -> Option<T> {
+        match self {
+            Outcome::Success(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The business failure code, if that is how the call ended.
+    pub fn failure_code(&self) -> Option<&str> {
+        match self {
+            Outcome::BusinessFailure { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Success(t) => Outcome::Success(f(t)),
+            Outcome::BusinessFailure { code, message } => {
+                Outcome::BusinessFailure { code, message }
+            }
+            Outcome::Retryable {
+                reason,
+                retry_after,
+            } => Outcome::Retryable {
+                reason,
+                retry_after,
+            },
+            Outcome::Unknown { reason } => Outcome::Unknown { reason },
+        }
+    }
+
+    pub(crate) fn business(code: &str, message: impl Into<String>) -> Self {
+        Outcome::BusinessFailure {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The moment by which a call must be over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    pub fn at(instant: Instant) -> Self {
+        Self(instant)
+    }
+
+    pub fn after(budget: Duration) -> Self {
+        Self(Instant::now() + budget)
+    }
+
+    /// A deadline given as a wall-clock time, as commands carry it.
+    pub fn at_utc(when: chrono::DateTime<chrono::Utc>) -> Self {
+        let left = (when - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        Self::after(left)
+    }
+
+    pub fn instant(self) -> Instant {
+        self.0
+    }
+
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    pub fn is_expired(self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    pub fn min(self, other: Deadline) -> Deadline {
+        if self.0 <= other.0 { self } else { other }
+    }
+}
+
+/// Timeouts and retries of one client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallPolicy {
+    /// Longest wait for one HTTP attempt (also capped by the deadline).
+    pub attempt_timeout: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Longest a call may take over all its attempts, whatever the deadline allows.
+    pub max_elapsed: Duration,
+    /// Randomise each backoff so that callers that failed together do not retry together.
+    pub jitter: bool,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_secs(5),
+            max_attempts: 4,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(3),
+            max_elapsed: Duration::from_secs(20),
+            jitter: true,
+        }
+    }
+}
+
+impl CallPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(self.min_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_factor(2.0)
+            .with_max_times(self.max_attempts.saturating_sub(1))
+            .with_total_delay(Some(self.max_elapsed));
+        if self.jitter {
+            builder.with_jitter()
+        } else {
+            builder
+        }
+    }
+}
+
+/// What a call does to the downstream, which decides what may be retried and what an
+/// unanswered attempt means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Changes nothing: retry any transient failure; never unknown.
+    Read,
+    /// Changes state, but repeating it is safe (an idempotency key, or an answer that says
+    /// "already done"): retry any transient failure; unknown if an attempt may have landed and
+    /// none answered for sure.
+    IdempotentWrite,
+    /// Changes state and repeating it might do it twice: retry only failures that prove the
+    /// request was not processed; anything else is unknown at once.
+    Write,
+}
+
+/// An attempt that did not settle the call.
+#[derive(Clone, Debug)]
+pub(crate) struct Transient {
+    pub reason: String,
+    pub retry_after: Option<Duration>,
+    /// The request may have been processed (a timeout, a 5xx, an unreadable answer).
+    pub maybe_applied: bool,
+    /// Whether another attempt could help at all (not when the circuit is open, say).
+    pub retry: bool,
+    /// What the attempt says about the downstream's health, for the circuit breaker.
+    pub verdict: Verdict,
+}
+
+impl Transient {
+    /// The request never reached the downstream's logic (connection refused, 429, ...).
+    pub fn not_sent(reason: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            reason: reason.into(),
+            retry_after,
+            maybe_applied: false,
+            retry: true,
+            verdict: Verdict::Failure,
+        }
+    }
+
+    pub fn maybe_applied(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            retry_after: None,
+            maybe_applied: true,
+            retry: true,
+            verdict: Verdict::Failure,
+        }
+    }
+
+    /// Refused on this side (circuit open, rate limit, deadline): nothing was sent, and
+    /// retrying within this call cannot help.
+    pub fn local(reason: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            reason: reason.into(),
+            retry_after,
+            maybe_applied: false,
+            retry: false,
+            verdict: Verdict::Neutral,
+        }
+    }
+
+    /// The downstream answered, so it is up, but the answer settles nothing (429, a 401 after
+    /// a fresh token).
+    pub fn answered(reason: impl Into<String>, retry_after: Option<Duration>, retry: bool) -> Self {
+        Self {
+            reason: reason.into(),
+            retry_after,
+            maybe_applied: false,
+            retry,
+            verdict: Verdict::Neutral,
+        }
+    }
+}
+
+/// An attempt either settles the call or is transient.
+pub(crate) type Attempt<T> = Result<Outcome<T>, Transient>;
+
+/// Parses `Retry-After` given in seconds (HTTP dates are rare in APIs and are ignored).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    value.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Classifies a transport error: a request that never connected was not processed; anything
+/// after the request was sent (a timeout, a broken body) may have been.
+pub(crate) fn transport_error(err: &reqwest::Error) -> Transient {
+    if err.is_connect() {
+        Transient::not_sent(format!("cannot connect: {err}"), None)
+    } else if err.is_timeout() {
+        Transient::maybe_applied("timed out waiting for the answer")
+    } else {
+        Transient::maybe_applied(format!("transport failure: {err}"))
+    }
+}
+
+/// The transient failure for a 429 or 5xx answer; `None` for any other status.
+pub(crate) fn transient_status(answer: &Answer) -> Option<Transient> {
+    let status = answer.status;
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        Some(Transient::answered(
+            "rate limited by the downstream (429)",
+            answer.retry_after,
+            true,
+        ))
+    } else if status.is_server_error() {
+        let mut t = Transient::maybe_applied(format!("server error ({status})"));
+        t.retry_after = answer.retry_after;
+        Some(t)
+    } else {
+        None
+    }
+}
+
+/// The per-downstream guards every attempt passes: the circuit breaker and the rate limit.
+#[derive(Clone, Default)]
+pub struct Guards {
+    pub breaker: Option<Arc<CircuitBreaker>>,
+    pub rate_limit: Option<Arc<RateLimit>>,
+}
+
+impl Guards {
+    pub fn new(breaker: Arc<CircuitBreaker>, rate_limit: Arc<RateLimit>) -> Self {
+        Self {
+            breaker: Some(breaker),
+            rate_limit: Some(rate_limit),
+        }
+    }
+}
+
+/// Runs one call: attempts through the guards, retried by `policy` within `deadline`, classified
+/// by `effect`. Each attempt is cut off at the policy's attempt timeout or the deadline.
+pub(crate) async fn call<T, F, Fut>(
+    policy: &CallPolicy,
+    guards: &Guards,
+    effect: Effect,
+    deadline: Deadline,
+    mut attempt: F,
+) -> Outcome<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt<T>>,
+{
+    let deadline = deadline.min(Deadline::after(policy.max_elapsed));
+    if deadline.is_expired() {
+        return Outcome::Retryable {
+            reason: "the deadline passed before the call started".to_owned(),
+            retry_after: None,
+        };
+    }
+    // Set by any attempt that may have landed: the call is then unknown unless a later attempt
+    // settles it.
+    let maybe_applied = AtomicBool::new(false);
+    let run_once = || {
+        // Futures are lazy: nothing is sent until the guards below have let the attempt through.
+        let fut = attempt();
+        async {
+            if let Some(limit) = &guards.rate_limit
+                && let Err(wait) = limit.acquire(deadline).await
+            {
+                return Err(Transient::local(
+                    format!(
+                        "local rate limit for {} would pass the deadline",
+                        limit.name()
+                    ),
+                    Some(wait),
+                ));
+            }
+            let permit = match &guards.breaker {
+                Some(breaker) => match breaker.try_acquire() {
+                    Ok(permit) => Some(permit),
+                    Err(open) => {
+                        return Err(Transient::local(
+                            format!("circuit for {} is open", breaker.name()),
+                            Some(open.retry_after),
+                        ));
+                    }
+                },
+                None => None,
+            };
+            let budget = policy.attempt_timeout.min(deadline.remaining());
+            if budget.is_zero() {
+                return Err(Transient::local("the deadline passed", None));
+            }
+            let result = match tokio::time::timeout(budget, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(Transient::maybe_applied(format!(
+                    "no answer within {} ms",
+                    budget.as_millis()
+                ))),
+            };
+            if let Some(permit) = permit {
+                permit.record(match &result {
+                    Ok(_) => Verdict::Success,
+                    Err(t) => t.verdict,
+                });
+            }
+            result
+        }
+    };
+    let result = run_once
+        .retry(policy.backoff())
+        .sleep(tokio::time::sleep)
+        .when(|t: &Transient| {
+            if t.maybe_applied {
+                maybe_applied.store(true, Ordering::Relaxed);
+            }
+            t.retry && (effect != Effect::Write || !t.maybe_applied)
+        })
+        .adjust(|t: &Transient, backoff: Option<Duration>| {
+            // backoff is None once the attempts or the total delay are used up.
+            let wait = match (backoff, t.retry_after) {
+                (Some(b), Some(ra)) => b.max(ra),
+                (b, _) => b?,
+            };
+            // Never sleep into the deadline: an attempt needs time to run after the wait.
+            (wait < deadline.remaining()).then_some(wait)
+        })
+        .notify(|t: &Transient, wait: Duration| {
+            tracing::debug!(reason = %t.reason, ?wait, "retrying a downstream call");
+        })
+        .await;
+    match result {
+        Ok(outcome) => outcome,
+        Err(t)
+            if effect != Effect::Read
+                && (t.maybe_applied || maybe_applied.load(Ordering::Relaxed)) =>
+        {
+            Outcome::Unknown { reason: t.reason }
+        }
+        Err(t) => Outcome::Retryable {
+            reason: t.reason,
+            retry_after: t.retry_after,
+        },
+    }
+}
+
+/// A downstream's answer, reduced to what classification needs.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: bytes::Bytes,
+}
+
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<Answer, Transient> {
+    let response = request.send().await.map_err(|e| transport_error(&e))?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+fn token_failure(err: token::TokenError) -> Transient {
+    match err {
+        token::TokenError::Unavailable {
+            reason,
+            retry_after,
+        } => Transient::not_sent(format!("no token: {reason}"), retry_after),
+        token::TokenError::Refused(reason) => {
+            Transient::answered(format!("credentials refused: {reason}"), None, false)
+        }
+    }
+}
+
+/// Sends a request built with the current token; on a 401, takes a fresh token and sends once
+/// more; a second 401 ends the call.
+pub(crate) async fn send_with_token(
+    tokens: &dyn token::TokenSource,
+    deadline: Deadline,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<Answer, Transient> {
+    let token = tokens.token(deadline).await.map_err(token_failure)?;
+    let answer = send(build(&token.value)).await?;
+    if answer.status != StatusCode::UNAUTHORIZED {
+        return Ok(answer);
+    }
+    tracing::debug!("token refused; refreshing it and retrying once");
+    let fresh = tokens
+        .refresh(&token, deadline)
+        .await
+        .map_err(token_failure)?;
+    let answer = send(build(&fresh.value)).await?;
+    if answer.status == StatusCode::UNAUTHORIZED {
+        return Err(Transient::answered(
+            "unauthorized (401) even with a fresh token",
+            None,
+            false,
+        ));
+    }
+    Ok(answer)
+}
+
+/// Decodes a success body; an unreadable one may hide an applied effect.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Transient> {
+    serde_json::from_slice(body)
+        .map_err(|e| Transient::maybe_applied(format!("unreadable answer: {e}")))
+}
+
+/// Joins a base URL and a path without doubling the slash.
+pub(crate) fn join(base: &str, path: &str) -> String {
+    let mut url = String::with_capacity(base.len() + path.len());
+    url.push_str(base.trim_end_matches('/'));
+    url.push_str(path);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_attempt_may_have_landed_is_unknown_and_not_retried() {
+        let policy = CallPolicy {
+            min_backoff: Duration::from_millis(1),
+            ..CallPolicy::default()
+        };
+        let mut calls = 0;
+        let outcome: Outcome<()> = call(
+            &policy,
+            &Guards::default(),
+            Effect::Write,
+            Deadline::after(Duration::from_secs(5)),
+            || {
+                calls += 1;
+                async { Err(Transient::maybe_applied("server error (500)")) }
+            },
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Unknown { .. }));
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_write_is_unknown_even_when_the_last_failure_was_a_429() {
+        let policy = CallPolicy {
+            min_backoff: Duration::from_millis(1),
+            max_attempts: 2,
+            ..CallPolicy::default()
+        };
+        let mut calls = 0;
+        let outcome: Outcome<()> = call(
+            &policy,
+            &Guards::default(),
+            Effect::IdempotentWrite,
+            Deadline::after(Duration::from_secs(5)),
+            || {
+                calls += 1;
+                let first = calls == 1;
+                async move {
+                    if first {
+                        Err(Transient::maybe_applied("timed out"))
+                    } else {
+                        Err(Transient::not_sent("429", None))
+                    }
+                }
+            },
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Unknown { .. }), "{outcome:?}");
+        assert_eq!(calls, 2);
+    }
+
+    #[tokio::test]
+    async fn a_read_is_retryable_after_its_attempts_and_never_unknown() {
+        let policy = CallPolicy {
+            min_backoff: Duration::from_millis(1),
+            max_attempts: 3,
+            ..CallPolicy::default()
+        };
+        let mut calls = 0;
+        let outcome: Outcome<()> = call(
+            &policy,
+            &Guards::default(),
+            Effect::Read,
+            Deadline::after(Duration::from_secs(5)),
+            || {
+                calls += 1;
+                async { Err(Transient::maybe_applied("server error (503)")) }
+            },
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Retryable { .. }));
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_past_the_deadline_ends_the_call_at_once() {
+        let policy = CallPolicy {
+            max_attempts: 10,
+            ..CallPolicy::default()
+        };
+        let mut calls = 0;
+        let started = Instant::now();
+        let outcome: Outcome<()> = call(
+            &policy,
+            &Guards::default(),
+            Effect::Read,
+            Deadline::after(Duration::from_secs(2)),
+            || {
+                calls += 1;
+                async {
+                    Err(Transient::answered(
+                        "429",
+                        Some(Duration::from_secs(30)),
+                        true,
+                    ))
+                }
+            },
+        )
+        .await;
+        assert_eq!(calls, 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(
+            outcome,
+            Outcome::Retryable {
+                reason: "429".into(),
+                retry_after: Some(Duration::from_secs(30))
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_deadline_sends_nothing() {
+        let mut calls = 0;
+        let outcome: Outcome<()> = call(
+            &CallPolicy::default(),
+            &Guards::default(),
+            Effect::Write,
+            Deadline::after(Duration::ZERO),
+            || {
+                calls += 1;
+                async { Ok(Outcome::Success(())) }
+            },
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Retryable { .. }));
+        assert_eq!(calls, 0);
+    }
+}

@@ -1,0 +1,208 @@
+//! Tokens for the downstream APIs: the [`TokenSource`] trait the clients read tokens from, and
+//! [`CachedTokenSource`], which mints tokens with a [`TokenMinter`] (an API's own authenticate
+//! call), caches them, renews them shortly before they expire, and re-mints on a 401.
+//!
+//! A source backed by a secret store (the rotated Memberson service token) implements the same
+//! trait: `token` reads the cached current version, `refresh` re-reads it.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::Deadline;
+
+/// A bearer credential and, when known, when it stops working.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub value: Arc<str>,
+    pub expires_at: Option<Instant>,
+}
+
+impl Token {
+    pub fn new(value: impl Into<Arc<str>>, expires_at: Option<Instant>) -> Self {
+        Self {
+            value: value.into(),
+            expires_at,
+        }
+    }
+
+    fn usable_for(&self, margin: Duration) -> bool {
+        self.expires_at
+            .is_none_or(|at| Instant::now() + margin < at)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TokenError {
+    /// The token could not be had now (the auth endpoint is down, slow, or throttling).
+    #[error("no token available: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The credentials were refused: retrying will not help until they change.
+    #[error("credentials refused: {0}")]
+    Refused(String),
+}
+
+/// Where a client gets its token.
+#[async_trait]
+pub trait TokenSource: Send + Sync {
+    /// The token to use now.
+    async fn token(&self, deadline: Deadline) -> Result<Token, TokenError>;
+
+    /// `rejected` was answered with 401: give a fresher token (one other than `rejected` when
+    /// another caller already refreshed it).
+    async fn refresh(&self, rejected: &Token, deadline: Deadline) -> Result<Token, TokenError>;
+}
+
+/// Obtains a new token from the API.
+#[async_trait]
+pub trait TokenMinter: Send + Sync {
+    async fn mint(&self, deadline: Deadline) -> Result<Token, TokenError>;
+}
+
+/// Caches minted tokens: one mint at a time, renewal shortly before expiry, re-mint on a 401.
+pub struct CachedTokenSource<M> {
+    minter: M,
+    /// Renew a token this long before it expires.
+    margin: Duration,
+    // Read on every call: a short, never-awaited read lock.
+    cached: RwLock<Option<Token>>,
+    // Held across the mint so that concurrent callers share one mint.
+    minting: tokio::sync::Mutex<()>,
+}
+
+impl<M: TokenMinter> CachedTokenSource<M> {
+    pub fn new(minter: M, margin: Duration) -> Self {
+        Self {
+            minter,
+            margin,
+            cached: RwLock::new(None),
+            minting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn current(&self) -> Option<Token> {
+        self.cached
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn store(&self, token: &Token) {
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+    }
+
+    async fn mint(&self, deadline: Deadline) -> Result<Token, TokenError> {
+        let token = self.minter.mint(deadline).await?;
+        self.store(&token);
+        Ok(token)
+    }
+
+    /// Forgets the cached token.
+    pub fn invalidate(&self) {
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[async_trait]
+impl<M: TokenMinter> TokenSource for CachedTokenSource<M> {
+    async fn token(&self, deadline: Deadline) -> Result<Token, TokenError> {
+        if let Some(token) = self.current() {
+            if token.usable_for(self.margin) {
+                return Ok(token);
+            }
+            if token.usable_for(Duration::ZERO) {
+                // About to expire: one caller renews it while the others keep using it.
+                if let Ok(_guard) = self.minting.try_lock() {
+                    if let Some(fresh) = self.current()
+                        && fresh != token
+                    {
+                        return Ok(fresh);
+                    }
+                    return match self.mint(deadline).await {
+                        Ok(fresh) => Ok(fresh),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewing a token before expiry failed");
+                            Ok(token)
+                        }
+                    };
+                }
+                return Ok(token);
+            }
+        }
+        let _guard = self.minting.lock().await;
+        if let Some(token) = self.current()
+            && token.usable_for(Duration::ZERO)
+        {
+            return Ok(token);
+        }
+        self.mint(deadline).await
+    }
+
+    async fn refresh(&self, rejected: &Token, deadline: Deadline) -> Result<Token, TokenError> {
+        let _guard = self.minting.lock().await;
+        if let Some(token) = self.current()
+            && token != *rejected
+        {
+            return Ok(token);
+        }
+        self.mint(deadline).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Counting {
+        minted: AtomicU32,
+        lifetime: Duration,
+    }
+
+    #[async_trait]
+    impl TokenMinter for Counting {
+        async fn mint(&self, _deadline: Deadline) -> Result<Token, TokenError> {
+            let n = self.minted.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(Token::new(
+                format!("t{n}"),
+                Some(Instant::now() + self.lifetime),
+            ))
+        }
+    }
+
+    fn source(lifetime: Duration) -> CachedTokenSource<Counting> {
+        CachedTokenSource::new(
+            Counting {
+                minted: AtomicU32::new(0),
+                lifetime,
+            },
+            Duration::from_secs(60),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caches_then_renews_inside_the_margin() {
+        let s = source(Duration::from_secs(600));
+        let deadline = Deadline::after(Duration::from_secs(3600));
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
+        tokio::time::advance(Duration::from_secs(550)).await;
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_401_refreshes_once_for_all_callers_holding_the_same_token() {
+        let s = source(Duration::from_secs(600));
+        let deadline = Deadline::after(Duration::from_secs(3600));
+        let old = s.token(deadline).await.unwrap();
+        let a = s.refresh(&old, deadline).await.unwrap();
+        let b = s.refresh(&old, deadline).await.unwrap();
+        assert_eq!((&*a.value, &*b.value), ("t2", "t2"));
+        assert_eq!(s.minter.minted.load(Ordering::SeqCst), 2);
+    }
+}
