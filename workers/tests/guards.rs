@@ -23,8 +23,8 @@ fn rate_limit(per_second: u32, burst: u32) -> Arc<RateLimit> {
     Arc::new(RateLimit::new(
         "memberson",
         RateLimitConfig {
-            per_second: NonZeroU32::new(per_second).unwrap(),
-            burst: NonZeroU32::new(burst).unwrap(),
+            per_second: NonZeroU32::new(per_second).expect("positive rate"),
+            burst: NonZeroU32::new(burst).expect("positive burst"),
         },
     ))
 }

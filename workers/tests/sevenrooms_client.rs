@@ -24,7 +24,7 @@ fn date() -> NaiveDate {
 }
 
 fn seven_pm() -> NaiveTime {
-    NaiveTime::from_hms_opt(19, 0, 0).unwrap()
+    NaiveTime::from_hms_opt(19, 0, 0).expect("a valid time")
 }
 
 fn hold_request(party: u32) -> HoldRequest {
