@@ -72,24 +72,54 @@ mod tests {
     #[test]
     fn grows_exponentially_within_jitter_and_is_capped() {
         let saga = SagaId::from_uuid(Uuid::from_u128(7));
-        for (attempt, base) in [(2u32, 100u64), (3, 200), (4, 400), (5, 800), (6, 1_000), (9, 1_000)] {
+        for (attempt, base) in [
+            (2u32, 100u64),
+            (3, 200),
+            (4, 400),
+            (5, 800),
+            (6, 1_000),
+            (9, 1_000),
+        ] {
             let d = delay_ms(&policy(), saga, "hold_slot", CommandKind::Action, attempt);
-            assert!(d >= base * 80 / 100 && d <= base * 120 / 100, "attempt {attempt}: {d}");
+            assert!(
+                d >= base * 80 / 100 && d <= base * 120 / 100,
+                "attempt {attempt}: {d}"
+            );
         }
     }
 
     #[test]
     fn is_deterministic_and_spreads_sagas_apart() {
         let delays: Vec<u64> = (0..50u128)
-            .map(|i| delay_ms(&policy(), SagaId::from_uuid(Uuid::from_u128(i)), "s", CommandKind::Action, 3))
+            .map(|i| {
+                delay_ms(
+                    &policy(),
+                    SagaId::from_uuid(Uuid::from_u128(i)),
+                    "s",
+                    CommandKind::Action,
+                    3,
+                )
+            })
             .collect();
         let again: Vec<u64> = (0..50u128)
-            .map(|i| delay_ms(&policy(), SagaId::from_uuid(Uuid::from_u128(i)), "s", CommandKind::Action, 3))
+            .map(|i| {
+                delay_ms(
+                    &policy(),
+                    SagaId::from_uuid(Uuid::from_u128(i)),
+                    "s",
+                    CommandKind::Action,
+                    3,
+                )
+            })
             .collect();
         assert_eq!(delays, again);
         let mut distinct = delays.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert!(distinct.len() > 25, "jitter spreads 50 sagas over {} values", distinct.len());
+        assert!(
+            distinct.len() > 25,
+            "jitter spreads 50 sagas over {} values",
+            distinct.len()
+        );
     }
 }

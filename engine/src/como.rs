@@ -167,7 +167,13 @@ mod tests {
         let names: Vec<&str> = def.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["check_credits", "hold_slot", "redeem_credits", "book_experience", "confirm"]
+            [
+                "check_credits",
+                "hold_slot",
+                "redeem_credits",
+                "book_experience",
+                "confirm"
+            ]
         );
     }
 
@@ -179,7 +185,12 @@ mod tests {
 
         let mut def = booking_v1();
         def.steps[2].reconcile = None;
-        assert!(def.validate().unwrap_err().problem.contains("no reconciliation"));
+        assert!(
+            def.validate()
+                .unwrap_err()
+                .problem
+                .contains("no reconciliation")
+        );
 
         let mut def = booking_v1();
         def.steps[1].name = def.steps[0].name.clone();
@@ -187,6 +198,11 @@ mod tests {
 
         let mut def = booking_v1();
         def.steps[1].compensation.as_mut().unwrap().operation = OperationKind::VoidRedemption;
-        assert!(def.validate().unwrap_err().problem.contains("another worker"));
+        assert!(
+            def.validate()
+                .unwrap_err()
+                .problem
+                .contains("another worker")
+        );
     }
 }

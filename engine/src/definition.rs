@@ -141,36 +141,54 @@ impl SagaDefinition {
                 return Err(fail(format!("local step {name} must be the last")));
             }
             if local && (step.compensation.is_some() || step.reconcile.is_some()) {
-                return Err(fail(format!("local step {name} has nothing to undo or reconcile")));
+                return Err(fail(format!(
+                    "local step {name} has nothing to undo or reconcile"
+                )));
             }
             if local {
                 continue;
             }
             if step.timeout_ms == 0 || step.retry.max_attempts == 0 {
-                return Err(fail(format!("step {name} needs a time-out and at least one attempt")));
+                return Err(fail(format!(
+                    "step {name} needs a time-out and at least one attempt"
+                )));
             }
             let worker = step.action.worker();
             if let Some(c) = &step.compensation {
                 if c.operation.worker() != worker {
-                    return Err(fail(format!("step {name}: compensation runs on another worker")));
+                    return Err(fail(format!(
+                        "step {name}: compensation runs on another worker"
+                    )));
                 }
                 if c.timeout_ms == 0 || c.retry.max_attempts == 0 {
-                    return Err(fail(format!("step {name}: compensation needs a time-out and attempts")));
+                    return Err(fail(format!(
+                        "step {name}: compensation needs a time-out and attempts"
+                    )));
                 }
             }
             match step.reconcile {
                 Some(r) if r.worker() != worker => {
-                    return Err(fail(format!("step {name}: reconciliation runs on another worker")));
+                    return Err(fail(format!(
+                        "step {name}: reconciliation runs on another worker"
+                    )));
                 }
-                None if [step.on_error.unknown, step.on_error.timeout, step.on_error.retryable]
-                    .contains(&Handling::Reconcile) =>
+                None if [
+                    step.on_error.unknown,
+                    step.on_error.timeout,
+                    step.on_error.retryable,
+                ]
+                .contains(&Handling::Reconcile) =>
                 {
-                    return Err(fail(format!("step {name} asks to reconcile but has no reconciliation")));
+                    return Err(fail(format!(
+                        "step {name} asks to reconcile but has no reconciliation"
+                    )));
                 }
                 _ => {}
             }
             if step.on_error.business == Handling::Reconcile {
-                return Err(fail(format!("step {name}: a business refusal has nothing to reconcile")));
+                return Err(fail(format!(
+                    "step {name}: a business refusal has nothing to reconcile"
+                )));
             }
         }
         Ok(())

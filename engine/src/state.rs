@@ -4,7 +4,9 @@
 //! that a store can keep it in one row or item and rewrite it on every transition.
 
 use como_schemas::events::{CompensatedAs, NeedsOperatorReason};
-use como_schemas::{BookingRequested, CommandKind, SagaId, StepName, StepOutput, Timestamp, Worker};
+use como_schemas::{
+    BookingRequested, CommandKind, SagaId, StepName, StepOutput, Timestamp, Worker,
+};
 use serde::{Deserialize, Serialize};
 
 /// One saga.
@@ -40,7 +42,10 @@ pub struct SagaState {
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     /// Doing step `step`.
-    Forward { step: usize, activity: Activity },
+    Forward {
+        step: usize,
+        activity: Activity,
+    },
     /// Undoing step `step`; steps above it are done with.
     Compensating {
         step: usize,
@@ -55,7 +60,9 @@ pub enum Phase {
         /// Set when the saga was compensating, and how that would have ended.
         compensating: Option<CompensatedAs>,
     },
-    Done { outcome: Terminal },
+    Done {
+        outcome: Terminal,
+    },
 }
 
 /// What the saga waits for within its current step.
@@ -141,6 +148,9 @@ pub struct StepState {
     /// Reconcile attempts that write (a replayed redemption) and whose outcome is not known:
     /// each may have taken effect too.
     pub unsettled_reconciles: Vec<u32>,
+    /// How many action attempts had been sent when the latest reconciliation was sent: the
+    /// attempts its answer speaks for.
+    pub actions_before_reconcile: u32,
     /// No action attempt sent so far can take effect after this moment (its deadline plus the
     /// reply grace). Compensation and reconciliation wait for it, so that a late action can
     /// never overtake them.
@@ -163,6 +173,7 @@ impl StepState {
             compensation: Attempts::default(),
             unsettled: Vec::new(),
             unsettled_reconciles: Vec::new(),
+            actions_before_reconcile: 0,
             settles_at: None,
             output: None,
             completed: false,
@@ -236,9 +247,15 @@ pub enum SagaStatus {
         compensating: bool,
     },
     /// The outcome of `step` is unknown and is being looked up.
-    Reconciling { step: StepName, attempt: u32 },
+    Reconciling {
+        step: StepName,
+        attempt: u32,
+    },
     /// Undoing `step`.
-    Compensating { step: StepName, attempt: u32 },
+    Compensating {
+        step: StepName,
+        attempt: u32,
+    },
     Confirmed,
     Compensated,
     Cancelled,
@@ -318,16 +335,21 @@ impl SagaStatus {
 
 impl SagaState {
     /// The status that `phase` shows.
-    pub fn derive_status(&self, worker_of: impl Fn(usize, CommandKind) -> Option<Worker>) -> SagaStatus {
+    pub fn derive_status(
+        &self,
+        worker_of: impl Fn(usize, CommandKind) -> Option<Worker>,
+    ) -> SagaStatus {
         let name = |i: usize| self.steps[i].name.clone();
         let waiting = |i: usize, activity: &Activity, compensating: bool| {
-            activity.waiting_for_downstream().then(|| SagaStatus::WaitingForDownstream {
-                step: name(i),
-                downstream: worker_of(i, activity.kind())
-                    .map(|w| w.downstream().to_owned())
-                    .unwrap_or_default(),
-                compensating,
-            })
+            activity
+                .waiting_for_downstream()
+                .then(|| SagaStatus::WaitingForDownstream {
+                    step: name(i),
+                    downstream: worker_of(i, activity.kind())
+                        .map(|w| w.downstream().to_owned())
+                        .unwrap_or_default(),
+                    compensating,
+                })
         };
         match &self.phase {
             Phase::Forward { step, activity } => {
@@ -363,11 +385,12 @@ impl SagaState {
                     },
                 }
             }
-            Phase::Compensating { step, activity, .. } => waiting(*step, activity, true)
-                .unwrap_or(SagaStatus::Compensating {
+            Phase::Compensating { step, activity, .. } => {
+                waiting(*step, activity, true).unwrap_or(SagaStatus::Compensating {
                     step: name(*step),
                     attempt: self.steps[*step].compensation.sent,
-                }),
+                })
+            }
             Phase::NeedsOperator {
                 reason,
                 step,

@@ -83,7 +83,11 @@ fn unchanged(state: &SagaState, why: &str) -> Decision {
     }
 }
 
-fn start(def: &SagaDefinition, request: &como_schemas::BookingRequested, now: Timestamp) -> Decision {
+fn start(
+    def: &SagaDefinition,
+    request: &como_schemas::BookingRequested,
+    now: Timestamp,
+) -> Decision {
     let saga_id = request.saga_id();
     let state = SagaState {
         saga_id,
@@ -125,7 +129,13 @@ fn start(def: &SagaDefinition, request: &como_schemas::BookingRequested, now: Ti
         party_size: request.party_size,
         credits: request.quoted_credits,
     });
-    m.record(HistoryKind::Started, None, None, Some(format!("{} v{}", def.name, def.version)), None);
+    m.record(
+        HistoryKind::Started,
+        None,
+        None,
+        Some(format!("{} v{}", def.name, def.version)),
+        None,
+    );
     m.start_step(0);
     let blank = m.s.clone();
     let mut d = m.finish(&blank);
@@ -158,7 +168,11 @@ impl<'a> Machine<'a> {
     /// Close the transition: number it, derive the status and the next wake-up, or report
     /// that nothing changed.
     fn finish(mut self, before: &SagaState) -> Decision {
-        if self.s == *before && self.commands.is_empty() && self.events.is_empty() && self.history.is_empty() {
+        if self.s == *before
+            && self.commands.is_empty()
+            && self.events.is_empty()
+            && self.history.is_empty()
+        {
             return unchanged(before, "nothing to do: a duplicate, stale or early input");
         }
         self.s.transitions += 1;
@@ -167,7 +181,10 @@ impl<'a> Machine<'a> {
         self.s.status = self.s.derive_status(|i, kind| {
             let step = &def.steps[i];
             match kind {
-                CommandKind::Compensation => step.compensation.as_ref().and_then(|c| c.operation.worker()),
+                CommandKind::Compensation => step
+                    .compensation
+                    .as_ref()
+                    .and_then(|c| c.operation.worker()),
                 _ => step.action.worker(),
             }
         });
@@ -257,7 +274,10 @@ impl<'a> Machine<'a> {
         match kind {
             CommandKind::Action => step.action,
             CommandKind::Reconcile => step.reconcile.unwrap_or(step.action),
-            CommandKind::Compensation => step.compensation.as_ref().map_or(step.action, |c| c.operation),
+            CommandKind::Compensation => step
+                .compensation
+                .as_ref()
+                .map_or(step.action, |c| c.operation),
         }
     }
 
@@ -265,14 +285,19 @@ impl<'a> Machine<'a> {
         let step = &self.s.steps[i];
         self.def.steps[i].compensation.is_some()
             && !step.compensated
-            && matches!(step.effect(), crate::state::Effect::Applied | crate::state::Effect::Maybe)
+            && matches!(
+                step.effect(),
+                crate::state::Effect::Applied | crate::state::Effect::Maybe
+            )
     }
 
     // ----- sending ---------------------------------------------------------------------------
 
     fn set_activity(&mut self, activity: Activity) {
         match &mut self.s.phase {
-            Phase::Forward { activity: a, .. } | Phase::Compensating { activity: a, .. } => *a = activity,
+            Phase::Forward { activity: a, .. } | Phase::Compensating { activity: a, .. } => {
+                *a = activity
+            }
             Phase::NeedsOperator { .. } | Phase::Done { .. } => {}
         }
     }
@@ -298,13 +323,23 @@ impl<'a> Machine<'a> {
         let attempt = attempts.sent;
         match kind {
             CommandKind::Action => step.unsettled.push(attempt),
-            CommandKind::Reconcile if op_kind.writes() => step.unsettled_reconciles.push(attempt),
-            _ => {}
+            CommandKind::Reconcile => {
+                step.actions_before_reconcile = step.action.sent;
+                if op_kind.writes() {
+                    step.unsettled_reconciles.push(attempt);
+                }
+            }
+            CommandKind::Compensation => {}
         }
         if kind != CommandKind::Compensation {
             step.settles_at = Some(step.settles_at.map_or(timeout_at, |t| t.max(timeout_at)));
         }
-        let outputs: Vec<&StepOutput> = self.s.steps.iter().filter_map(|s| s.output.as_ref()).collect();
+        let outputs: Vec<&StepOutput> = self
+            .s
+            .steps
+            .iter()
+            .filter_map(|s| s.output.as_ref())
+            .collect();
         let ctx = OperationContext {
             saga_id: self.s.saga_id,
             request: &self.s.request,
@@ -337,11 +372,24 @@ impl<'a> Machine<'a> {
         let detail = serde_json::to_value(op_kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned));
-        self.record(HistoryKind::CommandSent, Some(i), Some((kind, attempt)), detail, None);
+        self.record(
+            HistoryKind::CommandSent,
+            Some(i),
+            Some((kind, attempt)),
+            detail,
+            None,
+        );
     }
 
     /// Send at `at`, or now if `at` has come.
-    fn schedule(&mut self, i: usize, kind: CommandKind, at: Timestamp, charged: bool, waiting: bool) {
+    fn schedule(
+        &mut self,
+        i: usize,
+        kind: CommandKind,
+        at: Timestamp,
+        charged: bool,
+        waiting: bool,
+    ) {
         if at <= self.now {
             self.send(i, kind, charged, waiting);
         } else {
@@ -375,9 +423,17 @@ impl<'a> Machine<'a> {
             attempts.charged + 1,
         )
         .max(retry_after_ms.unwrap_or(0));
-        let at = self.now.plus_ms(delay);
+        let mut at = self.now.plus_ms(delay);
         let round_start = attempts.round_started_at.unwrap_or(self.now);
-        if attempts.charged >= policy.max_attempts || at.millis_since(round_start) > policy.max_total_ms {
+        let step = &self.s.steps[i];
+        if kind == CommandKind::Reconcile && step.is_unsettled() {
+            // A lookup answers only for what can no longer change: wait for every earlier
+            // attempt (a replayed write included) to be past its deadline.
+            at = at.max(step.settles_at.unwrap_or(at));
+        }
+        if attempts.charged >= policy.max_attempts
+            || at.millis_since(round_start) > policy.max_total_ms
+        {
             self.exhausted(i, kind, why);
         } else {
             self.schedule(i, kind, at, true, false);
@@ -386,9 +442,18 @@ impl<'a> Machine<'a> {
 
     /// The downstream is down and the command never ran: wait without spending an attempt.
     fn wait_for_downstream(&mut self, i: usize, kind: CommandKind, retry_after_ms: Option<u64>) {
-        let pause = self.policy(i, kind).initial_backoff_ms.max(retry_after_ms.unwrap_or(0));
+        let pause = self
+            .policy(i, kind)
+            .initial_backoff_ms
+            .max(retry_after_ms.unwrap_or(0));
         let at = self.now.plus_ms(pause);
-        self.record(HistoryKind::WaitingForDownstream, Some(i), None, Some(format!("until {at}")), None);
+        self.record(
+            HistoryKind::WaitingForDownstream,
+            Some(i),
+            None,
+            Some(format!("until {at}")),
+            None,
+        );
         self.schedule(i, kind, at, false, true);
     }
 
@@ -453,15 +518,32 @@ impl<'a> Machine<'a> {
         self.send(i, CommandKind::Action, true, false);
     }
 
-    fn complete_step(&mut self, i: usize, output: StepOutput, attempt: u32) {
+    /// The step took effect: `by` is the attempt whose reply said so. Other attempts stay
+    /// unsettled: one may still land (a second hold), and undoing must wait for it.
+    fn complete_step(&mut self, i: usize, output: StepOutput, by: (CommandKind, u32)) {
+        let attempt = match by {
+            (CommandKind::Action, a) => a,
+            _ => self.s.steps[i].action.sent,
+        };
         let step = &mut self.s.steps[i];
         step.output = Some(output);
         step.completed = true;
-        step.unsettled.clear();
-        step.unsettled_reconciles.clear();
+        match by {
+            (CommandKind::Action, a) => step.unsettled.retain(|x| *x != a),
+            (_, r) => step.unsettled_reconciles.retain(|x| *x != r),
+        }
         let name = step.name.clone();
-        self.emit(SagaEventBody::StepCompleted { step: name, attempt });
-        self.record(HistoryKind::StepCompleted, Some(i), Some((CommandKind::Action, attempt)), None, None);
+        self.emit(SagaEventBody::StepCompleted {
+            step: name,
+            attempt,
+        });
+        self.record(
+            HistoryKind::StepCompleted,
+            Some(i),
+            Some((CommandKind::Action, attempt)),
+            None,
+            None,
+        );
         self.start_step(i + 1);
     }
 
@@ -482,12 +564,21 @@ impl<'a> Machine<'a> {
         self.record(HistoryKind::Confirmed, Some(i), None, None, None);
     }
 
-    fn booked_ids(&self) -> (Option<como_schemas::ReservationId>, Option<como_schemas::TransactionId>) {
+    fn booked_ids(
+        &self,
+    ) -> (
+        Option<como_schemas::ReservationId>,
+        Option<como_schemas::TransactionId>,
+    ) {
         let mut ids = (None, None);
         for out in self.s.steps.iter().filter_map(|s| s.output.as_ref()) {
             match out {
-                StepOutput::ExperienceBooked { reservation_id } => ids.0 = Some(reservation_id.clone()),
-                StepOutput::CreditsRedeemed { transaction_id, .. } => ids.1 = Some(transaction_id.clone()),
+                StepOutput::ExperienceBooked { reservation_id } => {
+                    ids.0 = Some(reservation_id.clone())
+                }
+                StepOutput::CreditsRedeemed { transaction_id, .. } => {
+                    ids.1 = Some(transaction_id.clone())
+                }
                 _ => {}
             }
         }
@@ -495,7 +586,14 @@ impl<'a> Machine<'a> {
     }
 
     /// An action error, handled as the step's definition says.
-    fn handle_action_error(&mut self, i: usize, handling: Handling, code: &str, why: String, retry_after_ms: Option<u64>) {
+    fn handle_action_error(
+        &mut self,
+        i: usize,
+        handling: Handling,
+        code: &str,
+        why: String,
+        retry_after_ms: Option<u64>,
+    ) {
         self.s.steps[i].last_error = Some(why.clone());
         match handling {
             Handling::Retry => self.retry(i, CommandKind::Action, retry_after_ms, &why),
@@ -518,7 +616,9 @@ impl<'a> Machine<'a> {
 
     fn begin_compensation(&mut self, end_as: CompensatedAs, code: &str, reason: String) {
         let from = match &self.s.phase {
-            Phase::Forward { step, .. } | Phase::NeedsOperator { step, .. } | Phase::Compensating { step, .. } => *step,
+            Phase::Forward { step, .. }
+            | Phase::NeedsOperator { step, .. }
+            | Phase::Compensating { step, .. } => *step,
             Phase::Done { .. } => self.s.steps.len() - 1,
         };
         let name = self.s.steps[from].name.clone();
@@ -528,13 +628,22 @@ impl<'a> Machine<'a> {
             reason: reason.clone(),
         });
         self.s.compensation_deadline = Some(self.now.plus_ms(self.def.compensation_deadline_ms));
-        self.record(HistoryKind::CompensationStarted, Some(from), None, Some(code.to_owned()), Some(reason));
+        self.record(
+            HistoryKind::CompensationStarted,
+            Some(from),
+            None,
+            Some(code.to_owned()),
+            Some(reason),
+        );
         self.walk_compensation(end_as);
     }
 
     /// Compensate the highest step that still needs it, or finish.
     fn walk_compensation(&mut self, end_as: CompensatedAs) {
-        let Some(i) = (0..self.s.steps.len()).rev().find(|&i| self.needs_compensation(i)) else {
+        let Some(i) = (0..self.s.steps.len())
+            .rev()
+            .find(|&i| self.needs_compensation(i))
+        else {
             self.finish_compensation(end_as);
             return;
         };
@@ -582,7 +691,13 @@ impl<'a> Machine<'a> {
 
     fn step_compensated(&mut self, i: usize, attempt: u32, note: Option<String>) {
         self.s.steps[i].compensated = true;
-        self.record(HistoryKind::StepCompensated, Some(i), Some((CommandKind::Compensation, attempt)), note, None);
+        self.record(
+            HistoryKind::StepCompensated,
+            Some(i),
+            Some((CommandKind::Compensation, attempt)),
+            note,
+            None,
+        );
         match &self.s.phase {
             Phase::Compensating { step, end_as, .. } if *step == i => {
                 let end_as = *end_as;
@@ -600,7 +715,13 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn needs_operator(&mut self, reason: NeedsOperatorReason, i: usize, detail: String, compensating: Option<CompensatedAs>) {
+    fn needs_operator(
+        &mut self,
+        reason: NeedsOperatorReason,
+        i: usize,
+        detail: String,
+        compensating: Option<CompensatedAs>,
+    ) {
         self.s.phase = Phase::NeedsOperator {
             reason,
             step: i,
@@ -613,7 +734,13 @@ impl<'a> Machine<'a> {
             step: name,
             detail: detail.clone(),
         });
-        self.record(HistoryKind::NeedsOperator, Some(i), None, Some(reason.as_str().to_owned()), Some(detail));
+        self.record(
+            HistoryKind::NeedsOperator,
+            Some(i),
+            None,
+            Some(reason.as_str().to_owned()),
+            Some(detail),
+        );
     }
 
     // ----- replies ---------------------------------------------------------------------------
@@ -626,7 +753,10 @@ impl<'a> Machine<'a> {
             )));
         }
         let Some(i) = self.def.step_index(&reply.step) else {
-            return Err(EngineError::InvalidInput(format!("no step {} in {}", reply.step, self.def.name)));
+            return Err(EngineError::InvalidInput(format!(
+                "no step {} in {}",
+                reply.step, self.def.name
+            )));
         };
         let sent = self.s.steps[i].attempts(reply.kind).sent;
         if reply.attempt == 0 || reply.attempt > sent {
@@ -644,7 +774,8 @@ impl<'a> Machine<'a> {
     }
 
     fn forward_at(&self, i: usize) -> bool {
-        matches!(self.s.phase, Phase::Forward { step, .. } if step == i) && !self.s.steps[i].completed
+        matches!(self.s.phase, Phase::Forward { step, .. } if step == i)
+            && !self.s.steps[i].completed
     }
 
     fn awaiting(&self, i: usize, kind: CommandKind, attempt: u32) -> bool {
@@ -662,7 +793,8 @@ impl<'a> Machine<'a> {
         if !self.awaiting(i, kind, attempt) {
             return;
         }
-        if let Phase::Forward { activity, .. } | Phase::Compensating { activity, .. } = &mut self.s.phase
+        if let Phase::Forward { activity, .. } | Phase::Compensating { activity, .. } =
+            &mut self.s.phase
             && let Activity::Awaiting {
                 waiting_for_downstream,
                 ..
@@ -690,7 +822,7 @@ impl<'a> Machine<'a> {
             ReplyOutcome::Succeeded { output } => {
                 if forward || self.resumable_unknown(i) {
                     self.record_reply(i, CommandKind::Action, a, reply, None);
-                    self.complete_step(i, output.clone(), a);
+                    self.complete_step(i, output.clone(), (CommandKind::Action, a));
                 } else {
                     self.learn_effect(i, CommandKind::Action, a, output.clone());
                 }
@@ -713,7 +845,13 @@ impl<'a> Machine<'a> {
                         self.wait_for_downstream(i, CommandKind::Action, *retry_after_ms);
                     } else {
                         let handling = on_error.retryable;
-                        self.handle_action_error(i, handling, "RETRYABLE_FAILURE", reason.clone(), *retry_after_ms);
+                        self.handle_action_error(
+                            i,
+                            handling,
+                            "RETRYABLE_FAILURE",
+                            reason.clone(),
+                            *retry_after_ms,
+                        );
                     }
                 }
             }
@@ -752,7 +890,8 @@ impl<'a> Machine<'a> {
         if step.unsettled.len() == before {
             return false;
         }
-        if !self.forward_at(i) {
+        // The latest attempt on the forward path is recorded by the handling that follows.
+        if !(self.forward_at(i) && a == self.s.steps[i].action.sent) {
             self.record(
                 HistoryKind::LateReply,
                 Some(i),
@@ -764,7 +903,26 @@ impl<'a> Machine<'a> {
         true
     }
 
-    fn record_reply(&mut self, i: usize, kind: CommandKind, a: u32, reply: &WorkerReply, error: Option<String>) {
+    /// The latest lookup, `r`, found no effect: every attempt sent before it is settled.
+    /// (An older lookup's answer is not used: attempts may have been sent since.) Returns
+    /// whether this was news.
+    fn settle_by_lookup(&mut self, i: usize, r: u32) -> bool {
+        let step = &mut self.s.steps[i];
+        let covered = step.actions_before_reconcile;
+        let before = (step.unsettled.len(), step.unsettled_reconciles.len());
+        step.unsettled.retain(|a| *a > covered);
+        step.unsettled_reconciles.retain(|x| *x > r);
+        before != (step.unsettled.len(), step.unsettled_reconciles.len())
+    }
+
+    fn record_reply(
+        &mut self,
+        i: usize,
+        kind: CommandKind,
+        a: u32,
+        reply: &WorkerReply,
+        error: Option<String>,
+    ) {
         self.record(
             HistoryKind::ReplyReceived,
             Some(i),
@@ -779,11 +937,22 @@ impl<'a> Machine<'a> {
     fn learn_effect(&mut self, i: usize, kind: CommandKind, a: u32, output: StepOutput) {
         let step = &mut self.s.steps[i];
         let news = step.output.is_none();
+        let before = (step.unsettled.len(), step.unsettled_reconciles.len());
         match kind {
             CommandKind::Action => step.unsettled.retain(|x| *x != a),
             _ => step.unsettled_reconciles.retain(|x| *x != a),
         }
+        let settled = before != (step.unsettled.len(), step.unsettled_reconciles.len());
         if !news {
+            if settled {
+                self.record(
+                    HistoryKind::LateReply,
+                    Some(i),
+                    Some((kind, a)),
+                    Some("took effect, as already known".into()),
+                    None,
+                );
+            }
             return;
         }
         step.output = Some(output);
@@ -826,38 +995,51 @@ impl<'a> Machine<'a> {
         let latest = r == self.s.steps[i].reconcile.sent;
         let awaiting = self.awaiting(i, CommandKind::Reconcile, r);
         // A late answer to the latest lookup still settles the question.
-        let current = self.forward_at(i) && latest && {
-            matches!(&self.s.phase, Phase::Forward { activity, .. } if activity.kind() == CommandKind::Reconcile)
-        };
+        let current = self.forward_at(i)
+            && latest
+            && {
+                matches!(&self.s.phase, Phase::Forward { activity, .. } if activity.kind() == CommandKind::Reconcile)
+            };
         match &reply.outcome {
             ReplyOutcome::Succeeded { output } => {
                 if current || self.forward_at(i) || self.resumable_unknown(i) {
                     self.record_reply(i, CommandKind::Reconcile, r, reply, None);
-                    let attempt = self.s.steps[i].action.sent;
-                    self.complete_step(i, output.clone(), attempt);
+                    self.complete_step(i, output.clone(), (CommandKind::Reconcile, r));
                 } else {
                     self.learn_effect(i, CommandKind::Reconcile, r, output.clone());
                 }
             }
             ReplyOutcome::NotApplied { reason } => {
+                let news = latest && self.settle_by_lookup(i, r);
                 if current {
                     self.record_reply(i, CommandKind::Reconcile, r, reply, Some(reason.clone()));
-                    let step = &mut self.s.steps[i];
-                    step.unsettled.clear();
-                    step.unsettled_reconciles.clear();
                     self.retry(i, CommandKind::Action, None, reason);
+                } else if news {
+                    self.record(
+                        HistoryKind::LateReply,
+                        Some(i),
+                        Some((CommandKind::Reconcile, r)),
+                        Some("not applied".into()),
+                        None,
+                    );
                 }
             }
             ReplyOutcome::BusinessFailure { code, message } => {
+                // The downstream refused the lookup (or the replayed write) for good: the
+                // action did not and will not take effect.
+                let news = latest && self.settle_by_lookup(i, r);
                 if current {
                     self.record_reply(i, CommandKind::Reconcile, r, reply, Some(message.clone()));
-                    // The downstream refused the lookup (or the replayed write) for good: the
-                    // action did not and will not take effect.
-                    let step = &mut self.s.steps[i];
-                    step.unsettled.clear();
-                    step.unsettled_reconciles.clear();
                     let handling = self.def.steps[i].on_error.business;
                     self.handle_action_error(i, handling, code, format!("{code}: {message}"), None);
+                } else if news {
+                    self.record(
+                        HistoryKind::LateReply,
+                        Some(i),
+                        Some((CommandKind::Reconcile, r)),
+                        Some("not applied".into()),
+                        None,
+                    );
                 }
             }
             ReplyOutcome::RetryableFailure {
@@ -899,29 +1081,36 @@ impl<'a> Machine<'a> {
     fn on_compensation_reply(&mut self, i: usize, reply: &WorkerReply) {
         let c = reply.attempt;
         let awaiting = self.awaiting(i, CommandKind::Compensation, c);
+        // Any attempt's success undoes the step: they all carry the same idempotency key.
+        let undone = self.s.steps[i].compensated;
         match &reply.outcome {
-            ReplyOutcome::Succeeded { output } => {
-                if !self.s.steps[i].compensated {
-                    let note = match output {
-                        StepOutput::Compensated { note } => note.clone(),
-                        _ => None,
-                    };
-                    self.step_compensated(i, c, note);
-                }
+            ReplyOutcome::Succeeded { output } if !undone => {
+                let note = match output {
+                    StepOutput::Compensated { note } => note.clone(),
+                    _ => None,
+                };
+                self.step_compensated(i, c, note);
             }
-            ReplyOutcome::NotApplied { reason } => {
-                if !self.s.steps[i].compensated {
-                    self.step_compensated(i, c, Some(format!("nothing to undo: {reason}")));
-                }
+            ReplyOutcome::NotApplied { reason } if !undone => {
+                self.step_compensated(i, c, Some(format!("nothing to undo: {reason}")));
             }
             ReplyOutcome::BusinessFailure { code, message } if awaiting => {
-                self.record_reply(i, CommandKind::Compensation, c, reply, Some(message.clone()));
+                self.record_reply(
+                    i,
+                    CommandKind::Compensation,
+                    c,
+                    reply,
+                    Some(message.clone()),
+                );
                 let end_as = self.compensating_as().unwrap_or(CompensatedAs::Compensated);
                 let name = self.s.steps[i].name.clone();
                 self.needs_operator(
                     NeedsOperatorReason::CompensationRefused,
                     i,
-                    format!("{} refused to undo {name}: {code}: {message}", reply.worker.downstream()),
+                    format!(
+                        "{} refused to undo {name}: {code}: {message}",
+                        reply.worker.downstream()
+                    ),
                     Some(end_as),
                 );
             }
@@ -967,7 +1156,10 @@ impl<'a> Machine<'a> {
                 self.begin_compensation(
                     CompensatedAs::Compensated,
                     "DEADLINE_PASSED",
-                    format!("the saga's deadline {} passed during {name}", self.s.deadline),
+                    format!(
+                        "the saga's deadline {} passed during {name}",
+                        self.s.deadline
+                    ),
                 );
                 true
             }
@@ -988,21 +1180,15 @@ impl<'a> Machine<'a> {
                     return false;
                 }
                 match activity {
-                    Activity::Awaiting { kind, attempt, .. } => self.on_timeout(step, kind, attempt),
-                    Activity::Backoff {
-                        kind: CommandKind::Compensation,
-                        ..
-                    } if !self.needs_compensation(step) => {
-                        // A late reply showed the step never took effect: nothing to undo.
-                        let end_as = self.compensating_as().unwrap_or(CompensatedAs::Compensated);
-                        self.walk_compensation(end_as);
+                    Activity::Awaiting { kind, attempt, .. } => {
+                        self.on_timeout(step, kind, attempt)
                     }
                     Activity::Backoff {
                         kind,
                         charged,
                         waiting_for_downstream,
                         ..
-                    } => self.send(step, kind, charged, waiting_for_downstream),
+                    } => self.resume(step, kind, charged, waiting_for_downstream),
                 }
                 true
             }
@@ -1010,8 +1196,25 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Send the attempt a backoff was waiting for, unless a late reply has shown in the
+    /// meantime that the step never took effect and there is nothing to undo.
+    fn resume(&mut self, i: usize, kind: CommandKind, charged: bool, waiting: bool) {
+        if kind == CommandKind::Compensation && !self.needs_compensation(i) {
+            let end_as = self.compensating_as().unwrap_or(CompensatedAs::Compensated);
+            self.walk_compensation(end_as);
+        } else {
+            self.send(i, kind, charged, waiting);
+        }
+    }
+
     fn on_timeout(&mut self, i: usize, kind: CommandKind, attempt: u32) {
-        self.record(HistoryKind::TimedOut, Some(i), Some((kind, attempt)), None, Some("no reply before the time-out".into()));
+        self.record(
+            HistoryKind::TimedOut,
+            Some(i),
+            Some((kind, attempt)),
+            None,
+            Some("no reply before the time-out".into()),
+        );
         let why = format!("attempt {attempt} timed out");
         match kind {
             CommandKind::Action => {
@@ -1025,45 +1228,73 @@ impl<'a> Machine<'a> {
     // ----- operators -------------------------------------------------------------------------
 
     fn on_operator(&mut self, cmd: &OperatorCommand) -> Result<(), EngineError> {
-        if self.s.operator_actions.iter().any(|id| id == &cmd.action_id) {
+        if self
+            .s
+            .operator_actions
+            .iter()
+            .any(|id| id == &cmd.action_id)
+        {
             return Ok(());
         }
         if cmd.reason.trim().is_empty() {
-            return Err(EngineError::Refused("an operator action needs a reason".into()));
+            return Err(EngineError::Refused(
+                "an operator action needs a reason".into(),
+            ));
         }
         let status = self.s.status.kind().as_str();
-        let refuse_done = || Err(EngineError::Refused(format!("the saga is {status}: it is finished")));
+        let refuse_done = || {
+            Err(EngineError::Refused(format!(
+                "the saga is {status}: it is finished"
+            )))
+        };
         match (cmd.action, self.s.phase.clone()) {
             (_, Phase::Done { .. }) => return refuse_done(),
-            (OperatorAction::RetryNow, Phase::Forward { step, activity } | Phase::Compensating { step, activity, .. }) => {
-                match activity {
-                    Activity::Awaiting { kind, attempt, timeout_at, .. } => {
+            (
+                OperatorAction::RetryNow,
+                Phase::Forward { step, activity } | Phase::Compensating { step, activity, .. },
+            ) => match activity {
+                Activity::Awaiting {
+                    kind,
+                    attempt,
+                    timeout_at,
+                    ..
+                } => {
+                    return Err(EngineError::Refused(format!(
+                        "{kind} attempt {attempt} of {} is in flight; it times out at {timeout_at}",
+                        self.s.steps[step].name
+                    )));
+                }
+                Activity::Backoff {
+                    kind,
+                    charged,
+                    waiting_for_downstream,
+                    ..
+                } => {
+                    let s = &self.s.steps[step];
+                    let settles = s.settles_at.unwrap_or(self.now);
+                    let must_settle = kind == CommandKind::Reconcile
+                        || (kind == CommandKind::Compensation && s.is_unsettled());
+                    if must_settle && settles > self.now {
                         return Err(EngineError::Refused(format!(
-                            "{kind} attempt {attempt} of {} is in flight; it times out at {timeout_at}",
-                            self.s.steps[step].name
+                            "{kind} of {} waits until {settles}, when no earlier attempt can still take effect",
+                            s.name
                         )));
                     }
-                    Activity::Backoff { kind, charged, waiting_for_downstream, .. } => {
-                        let s = &self.s.steps[step];
-                        let settles = s.settles_at.unwrap_or(self.now);
-                        let must_settle = kind == CommandKind::Reconcile
-                            || (kind == CommandKind::Compensation && s.is_unsettled());
-                        if must_settle && settles > self.now {
-                            return Err(EngineError::Refused(format!(
-                                "{kind} of {} waits until {settles}, when no earlier attempt can still take effect",
-                                s.name
-                            )));
-                        }
-                        self.operator_entry(cmd);
-                        self.send(step, kind, charged, waiting_for_downstream);
-                    }
+                    self.operator_entry(cmd);
+                    self.resume(step, kind, charged, waiting_for_downstream);
                 }
-            }
-            (OperatorAction::RetryNow, Phase::NeedsOperator { step, compensating, .. }) => {
+            },
+            (
+                OperatorAction::RetryNow,
+                Phase::NeedsOperator {
+                    step, compensating, ..
+                },
+            ) => {
                 self.operator_entry(cmd);
                 match compensating {
                     Some(end_as) => {
-                        self.s.compensation_deadline = Some(self.now.plus_ms(self.def.compensation_deadline_ms));
+                        self.s.compensation_deadline =
+                            Some(self.now.plus_ms(self.def.compensation_deadline_ms));
                         self.walk_compensation(end_as);
                     }
                     None => {
@@ -1089,28 +1320,44 @@ impl<'a> Machine<'a> {
                 self.begin_compensation(end_as, code, format!("{}: {}", cmd.operator, cmd.reason));
             }
             (OperatorAction::ForceCompensation, Phase::Compensating { .. }) => {
-                return Err(EngineError::Refused("the saga is already compensating".into()));
+                return Err(EngineError::Refused(
+                    "the saga is already compensating".into(),
+                ));
             }
             (OperatorAction::Cancel, Phase::Compensating { end_as, .. }) => {
                 if end_as == CompensatedAs::Cancelled {
-                    return Err(EngineError::Refused("the saga is already being cancelled".into()));
+                    return Err(EngineError::Refused(
+                        "the saga is already being cancelled".into(),
+                    ));
                 }
                 self.operator_entry(cmd);
                 if let Phase::Compensating { end_as, .. } = &mut self.s.phase {
                     *end_as = CompensatedAs::Cancelled;
                 }
             }
-            (OperatorAction::ForceCompensation | OperatorAction::Cancel, Phase::NeedsOperator { compensating, .. }) => {
+            (
+                OperatorAction::ForceCompensation | OperatorAction::Cancel,
+                Phase::NeedsOperator { compensating, .. },
+            ) => {
                 self.operator_entry(cmd);
                 let end_as = match cmd.action {
                     OperatorAction::Cancel => CompensatedAs::Cancelled,
                     _ => compensating.unwrap_or(CompensatedAs::Compensated),
                 };
                 if compensating.is_none() {
-                    let code = if end_as == CompensatedAs::Cancelled { "CANCELLED" } else { "OPERATOR_COMPENSATION" };
-                    self.begin_compensation(end_as, code, format!("{}: {}", cmd.operator, cmd.reason));
+                    let code = if end_as == CompensatedAs::Cancelled {
+                        "CANCELLED"
+                    } else {
+                        "OPERATOR_COMPENSATION"
+                    };
+                    self.begin_compensation(
+                        end_as,
+                        code,
+                        format!("{}: {}", cmd.operator, cmd.reason),
+                    );
                 } else {
-                    self.s.compensation_deadline = Some(self.now.plus_ms(self.def.compensation_deadline_ms));
+                    self.s.compensation_deadline =
+                        Some(self.now.plus_ms(self.def.compensation_deadline_ms));
                     self.walk_compensation(end_as);
                 }
             }
@@ -1125,10 +1372,18 @@ impl<'a> Machine<'a> {
     fn operator_entry(&mut self, cmd: &OperatorCommand) {
         self.s.operator_actions.push(cmd.action_id.clone());
         let step = match &self.s.phase {
-            Phase::Forward { step, .. } | Phase::Compensating { step, .. } | Phase::NeedsOperator { step, .. } => Some(*step),
+            Phase::Forward { step, .. }
+            | Phase::Compensating { step, .. }
+            | Phase::NeedsOperator { step, .. } => Some(*step),
             Phase::Done { .. } => None,
         };
-        self.record(HistoryKind::OperatorAction, step, None, Some(cmd.action.as_str().to_owned()), None);
+        self.record(
+            HistoryKind::OperatorAction,
+            step,
+            None,
+            Some(cmd.action.as_str().to_owned()),
+            None,
+        );
         if let Some(h) = self.history.last_mut() {
             h.operator = Some(cmd.operator.clone());
             h.reason = Some(cmd.reason.clone());
@@ -1149,19 +1404,37 @@ impl<'a> Machine<'a> {
                     credits: self.s.request.quoted_credits,
                     resolved_by: by,
                 });
-                self.record(HistoryKind::Confirmed, None, None, Some("resolved by hand".into()), None);
+                self.record(
+                    HistoryKind::Confirmed,
+                    None,
+                    None,
+                    Some("resolved by hand".into()),
+                    None,
+                );
             }
             ResolvedOutcome::Compensated => {
                 self.s.phase = Phase::Done {
                     outcome: Terminal::Compensated,
                 };
-                let compensated_steps = self.s.steps.iter().filter(|s| s.compensated).map(|s| s.name.clone()).collect();
+                let compensated_steps = self
+                    .s
+                    .steps
+                    .iter()
+                    .filter(|s| s.compensated)
+                    .map(|s| s.name.clone())
+                    .collect();
                 self.emit(SagaEventBody::SagaCompensated {
                     outcome: CompensatedAs::Compensated,
                     compensated_steps,
                     resolved_by: by,
                 });
-                self.record(HistoryKind::Compensated, None, None, Some("resolved by hand".into()), None);
+                self.record(
+                    HistoryKind::Compensated,
+                    None,
+                    None,
+                    Some("resolved by hand".into()),
+                    None,
+                );
             }
         }
     }

@@ -12,7 +12,10 @@ use como_schemas::{CommandKind, Operation, ReplyOutcome, Timestamp};
 use support::*;
 
 fn kinds(s: &Saga) -> Vec<(&str, CommandKind)> {
-    s.commands.iter().map(|c| (c.step.as_str(), c.kind)).collect()
+    s.commands
+        .iter()
+        .map(|c| (c.step.as_str(), c.kind))
+        .collect()
 }
 
 /// Drive a fresh saga through its first `n` worker steps successfully.
@@ -34,7 +37,14 @@ fn happy_path_confirms_and_reports_every_step() {
     assert_eq!(s.state().status, SagaStatus::Confirmed);
     assert_eq!(
         s.event_types(),
-        ["SagaStarted", "StepCompleted", "StepCompleted", "StepCompleted", "StepCompleted", "BookingConfirmed"]
+        [
+            "SagaStarted",
+            "StepCompleted",
+            "StepCompleted",
+            "StepCompleted",
+            "StepCompleted",
+            "BookingConfirmed"
+        ]
     );
     assert_eq!(
         kinds(&s),
@@ -47,14 +57,22 @@ fn happy_path_confirms_and_reports_every_step() {
     );
     // The booking carries the hold and the saga id as external_id.
     match &s.commands[3].operation {
-        Operation::BookExperience { hold_id, external_id, .. } => {
+        Operation::BookExperience {
+            hold_id,
+            external_id,
+            ..
+        } => {
             assert_eq!(hold_id.as_ref().unwrap().as_str(), "hold-1");
             assert_eq!(external_id, &s.state().saga_id.to_string());
         }
         other => panic!("unexpected {other:?}"),
     }
     match &s.events.last().unwrap().body {
-        SagaEventBody::BookingConfirmed { reservation_id, transaction_id, .. } => {
+        SagaEventBody::BookingConfirmed {
+            reservation_id,
+            transaction_id,
+            ..
+        } => {
             assert_eq!(reservation_id.as_ref().unwrap().as_str(), "res-1");
             assert_eq!(transaction_id.as_ref().unwrap().as_str(), "tx-1");
         }
@@ -69,12 +87,20 @@ fn status_names_the_step_and_attempt() {
     let mut s = through(1);
     assert_eq!(
         s.state().status,
-        SagaStatus::Running { step: "hold_slot".parse_step(), attempt: 1, retry_at: None }
+        SagaStatus::Running {
+            step: "hold_slot".parse_step(),
+            attempt: 1,
+            retry_at: None
+        }
     );
     let cmd = s.last_command();
     s.reply(&cmd, retryable()).unwrap();
     match &s.state().status {
-        SagaStatus::Running { step, attempt: 1, retry_at: Some(_) } => assert_eq!(step.as_str(), "hold_slot"),
+        SagaStatus::Running {
+            step,
+            attempt: 1,
+            retry_at: Some(_),
+        } => assert_eq!(step.as_str(), "hold_slot"),
         other => panic!("unexpected {other:?}"),
     }
     s.wake();
@@ -97,8 +123,15 @@ fn insufficient_credits_at_check_ends_compensated_with_nothing_to_undo() {
     let cmd = s.last_command();
     s.reply(&cmd, business("INSUFFICIENT_POINTS")).unwrap();
     assert_eq!(s.state().status, SagaStatus::Compensated);
-    assert_eq!(s.commands.len(), 1, "nothing was done, so nothing is undone");
-    assert_eq!(s.event_types(), ["SagaStarted", "BookingFailed", "SagaCompensated"]);
+    assert_eq!(
+        s.commands.len(),
+        1,
+        "nothing was done, so nothing is undone"
+    );
+    assert_eq!(
+        s.event_types(),
+        ["SagaStarted", "BookingFailed", "SagaCompensated"]
+    );
     match &s.events[1].body {
         SagaEventBody::BookingFailed { code, step, .. } => {
             assert_eq!(code, "INSUFFICIENT_POINTS");
@@ -115,18 +148,33 @@ fn a_refused_redeem_releases_the_hold_only() {
     assert_eq!(cmd.step.as_str(), "redeem_credits");
     s.reply(&cmd, business("INSUFFICIENT_POINTS")).unwrap();
     let release = s.last_command();
-    assert_eq!((release.step.as_str(), release.kind), ("hold_slot", CommandKind::Compensation));
+    assert_eq!(
+        (release.step.as_str(), release.kind),
+        ("hold_slot", CommandKind::Compensation)
+    );
     match &release.operation {
-        Operation::ReleaseHold { hold_id, .. } => assert_eq!(hold_id.as_ref().unwrap().as_str(), "hold-1"),
+        Operation::ReleaseHold { hold_id, .. } => {
+            assert_eq!(hold_id.as_ref().unwrap().as_str(), "hold-1")
+        }
         other => panic!("unexpected {other:?}"),
     }
     assert!(matches!(s.state().status, SagaStatus::Compensating { .. }));
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Compensated);
     match &s.events.last().unwrap().body {
-        SagaEventBody::SagaCompensated { outcome, compensated_steps, .. } => {
+        SagaEventBody::SagaCompensated {
+            outcome,
+            compensated_steps,
+            ..
+        } => {
             assert_eq!(*outcome, CompensatedAs::Compensated);
-            assert_eq!(compensated_steps.iter().map(|s| s.as_str()).collect::<Vec<_>>(), ["hold_slot"]);
+            assert_eq!(
+                compensated_steps
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>(),
+                ["hold_slot"]
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -146,7 +194,11 @@ fn a_refused_booking_voids_then_releases_in_reverse_order() {
         .filter(|c| c.kind == CommandKind::Compensation)
         .map(|c| c.step.as_str())
         .collect();
-    assert_eq!(comps, ["redeem_credits", "hold_slot"], "the refused booking is not cancelled");
+    assert_eq!(
+        comps,
+        ["redeem_credits", "hold_slot"],
+        "the refused booking is not cancelled"
+    );
 }
 
 #[test]
@@ -165,7 +217,10 @@ fn an_unknown_booking_is_reconciled_after_it_can_no_longer_land() {
     assert_eq!(s.commands.len(), 4, "an early timer does nothing");
     s.wake();
     let find = s.last_command();
-    assert_eq!((find.step.as_str(), find.kind), ("book_experience", CommandKind::Reconcile));
+    assert_eq!(
+        (find.step.as_str(), find.kind),
+        ("book_experience", CommandKind::Reconcile)
+    );
     assert!(matches!(find.operation, Operation::FindReservation { .. }));
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Confirmed);
@@ -178,7 +233,13 @@ fn a_booking_not_found_is_retried_with_the_same_key() {
     s.reply(&book, unknown()).unwrap();
     s.wake();
     let find = s.last_command();
-    s.reply(&find, ReplyOutcome::NotApplied { reason: "no reservation".into() }).unwrap();
+    s.reply(
+        &find,
+        ReplyOutcome::NotApplied {
+            reason: "no reservation".into(),
+        },
+    )
+    .unwrap();
     if s.last_command().kind != CommandKind::Action {
         s.wake();
     }
@@ -193,11 +254,20 @@ fn a_timed_out_redeem_is_replayed_to_learn_its_outcome() {
     let mut s = through(2);
     let redeem = s.last_command();
     s.wake(); // the attempt times out
-    assert_eq!(s.history.iter().filter(|h| h.kind == HistoryKind::TimedOut).count(), 1);
+    assert_eq!(
+        s.history
+            .iter()
+            .filter(|h| h.kind == HistoryKind::TimedOut)
+            .count(),
+        1
+    );
     let replay = s.last_command();
     assert_eq!(replay.kind, CommandKind::Reconcile);
     match (&redeem.operation, &replay.operation) {
-        (Operation::RedeemCredits { receipt_no: a, .. }, Operation::ReplayRedemption { receipt_no: b, .. }) => {
+        (
+            Operation::RedeemCredits { receipt_no: a, .. },
+            Operation::ReplayRedemption { receipt_no: b, .. },
+        ) => {
             assert_eq!(a, b)
         }
         other => panic!("unexpected {other:?}"),
@@ -210,7 +280,11 @@ fn retries_honour_retry_after_and_run_out() {
     let cmd = s.last_command();
     s.reply(
         &cmd,
-        ReplyOutcome::RetryableFailure { reason: "429".into(), retry_after_ms: Some(30_000), downstream_unavailable: false },
+        ReplyOutcome::RetryableFailure {
+            reason: "429".into(),
+            retry_after_ms: Some(30_000),
+            downstream_unavailable: false,
+        },
     )
     .unwrap();
     assert!(s.state().wake_at.unwrap() >= s.now.plus_ms(30_000));
@@ -220,8 +294,14 @@ fn retries_honour_retry_after_and_run_out() {
         assert_eq!(c.attempt, attempt);
         s.reply(&c, retryable()).unwrap();
     }
-    assert_eq!(s.state().status, SagaStatus::Compensated, "five attempts, then give up");
-    assert!(matches!(&s.events[1].body, SagaEventBody::BookingFailed { code, .. } if code == "RETRIES_EXHAUSTED"));
+    assert_eq!(
+        s.state().status,
+        SagaStatus::Compensated,
+        "five attempts, then give up"
+    );
+    assert!(
+        matches!(&s.events[1].body, SagaEventBody::BookingFailed { code, .. } if code == "RETRIES_EXHAUSTED")
+    );
 }
 
 #[test]
@@ -234,15 +314,29 @@ fn the_deadline_compensates_but_waits_for_an_attempt_in_flight() {
     s.wake();
     assert_eq!(s.now, s.state().deadline);
     assert!(matches!(s.state().status, SagaStatus::Compensating { .. }));
-    assert_eq!(s.commands.len(), 4, "no cancel before the booking can no longer land");
+    assert_eq!(
+        s.commands.len(),
+        4,
+        "no cancel before the booking can no longer land"
+    );
     let settles = book.deadline.plus_ms(def.reply_grace_ms);
     assert_eq!(s.state().wake_at, Some(settles));
     s.wake();
     let cancel = s.last_command();
-    assert_eq!((cancel.step.as_str(), cancel.kind), ("book_experience", CommandKind::Compensation));
+    assert_eq!(
+        (cancel.step.as_str(), cancel.kind),
+        ("book_experience", CommandKind::Compensation)
+    );
     match &cancel.operation {
-        Operation::CancelReservation { reservation_id, external_id, .. } => {
-            assert!(reservation_id.is_none(), "unknown, so the worker looks it up");
+        Operation::CancelReservation {
+            reservation_id,
+            external_id,
+            ..
+        } => {
+            assert!(
+                reservation_id.is_none(),
+                "unknown, so the worker looks it up"
+            );
             assert_eq!(external_id, &s.state().saga_id.to_string());
         }
         other => panic!("unexpected {other:?}"),
@@ -251,9 +345,19 @@ fn the_deadline_compensates_but_waits_for_an_attempt_in_flight() {
     s.succeed_last();
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Compensated);
-    let comps: Vec<&str> = s.commands.iter().filter(|c| c.kind == CommandKind::Compensation).map(|c| c.step.as_str()).collect();
+    let comps: Vec<&str> = s
+        .commands
+        .iter()
+        .filter(|c| c.kind == CommandKind::Compensation)
+        .map(|c| c.step.as_str())
+        .collect();
     assert_eq!(comps, ["book_experience", "redeem_credits", "hold_slot"]);
-    assert!(s.commands[4..].iter().all(|c| c.kind == CommandKind::Compensation), "no action after compensation began");
+    assert!(
+        s.commands[4..]
+            .iter()
+            .all(|c| c.kind == CommandKind::Compensation),
+        "no action after compensation began"
+    );
 }
 
 #[test]
@@ -268,7 +372,9 @@ fn a_late_booking_reply_gives_the_cancel_its_reservation_id() {
     assert_eq!(s.history.last().unwrap().kind, HistoryKind::LateReply);
     s.wake();
     match &s.last_command().operation {
-        Operation::CancelReservation { reservation_id, .. } => assert_eq!(reservation_id.as_ref().unwrap().as_str(), "res-1"),
+        Operation::CancelReservation { reservation_id, .. } => {
+            assert_eq!(reservation_id.as_ref().unwrap().as_str(), "res-1")
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -294,11 +400,20 @@ fn exhausted_compensation_needs_an_operator_who_can_resume_it() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(s.state().wake_at, None, "it waits for a person, not a timer");
+    assert_eq!(
+        s.state().wake_at,
+        None,
+        "it waits for a person, not a timer"
+    );
     let before = s.commands.len();
-    s.operator("op-1", OperatorAction::RetryNow, "SevenRooms is back").unwrap();
+    s.operator("op-1", OperatorAction::RetryNow, "SevenRooms is back")
+        .unwrap();
     assert_eq!(s.commands.len(), before + 1);
-    let entry = s.history.iter().find(|h| h.kind == HistoryKind::OperatorAction).unwrap();
+    let entry = s
+        .history
+        .iter()
+        .find(|h| h.kind == HistoryKind::OperatorAction)
+        .unwrap();
     assert_eq!(entry.operator.as_ref().unwrap().as_str(), "ops.alice");
     assert_eq!(entry.reason.as_deref(), Some("SevenRooms is back"));
     s.succeed_last();
@@ -314,7 +429,10 @@ fn a_refused_compensation_needs_an_operator() {
     s.reply(&void, business("RECEIPT_LOCKED")).unwrap();
     assert!(matches!(
         s.state().status,
-        SagaStatus::NeedsOperator { reason: NeedsOperatorReason::CompensationRefused, .. }
+        SagaStatus::NeedsOperator {
+            reason: NeedsOperatorReason::CompensationRefused,
+            ..
+        }
     ));
     assert!(s.event_types().contains(&"SagaNeedsOperator"));
 }
@@ -323,9 +441,20 @@ fn a_refused_compensation_needs_an_operator() {
 fn a_downstream_that_is_down_makes_the_saga_wait_not_fail() {
     let mut s = through(1);
     let hold = s.last_command();
-    s.reply(&hold, ReplyOutcome::Deferred { reason: "circuit open".into(), retry_after_ms: Some(5_000) }).unwrap();
+    s.reply(
+        &hold,
+        ReplyOutcome::Deferred {
+            reason: "circuit open".into(),
+            retry_after_ms: Some(5_000),
+        },
+    )
+    .unwrap();
     match &s.state().status {
-        SagaStatus::WaitingForDownstream { downstream, step, compensating: false } => {
+        SagaStatus::WaitingForDownstream {
+            downstream,
+            step,
+            compensating: false,
+        } => {
             assert_eq!(downstream, "SevenRooms");
             assert_eq!(step.as_str(), "hold_slot");
         }
@@ -336,7 +465,11 @@ fn a_downstream_that_is_down_makes_the_saga_wait_not_fail() {
         let c = s.last_command();
         s.reply(
             &c,
-            ReplyOutcome::RetryableFailure { reason: "expired while the circuit was open".into(), retry_after_ms: Some(10_000), downstream_unavailable: true },
+            ReplyOutcome::RetryableFailure {
+                reason: "expired while the circuit was open".into(),
+                retry_after_ms: Some(10_000),
+                downstream_unavailable: true,
+            },
         )
         .unwrap();
         assert_eq!(s.state().status.kind(), StatusKind::WaitingForDownstream);
@@ -353,7 +486,15 @@ fn waiting_for_a_downstream_ends_at_the_deadline() {
     let mut s = through(1);
     loop {
         let c = s.last_command();
-        s.reply(&c, ReplyOutcome::RetryableFailure { reason: "circuit open".into(), retry_after_ms: Some(60_000), downstream_unavailable: true }).unwrap();
+        s.reply(
+            &c,
+            ReplyOutcome::RetryableFailure {
+                reason: "circuit open".into(),
+                retry_after_ms: Some(60_000),
+                downstream_unavailable: true,
+            },
+        )
+        .unwrap();
         s.wake();
         if s.state().status.kind() != StatusKind::WaitingForDownstream {
             break;
@@ -368,23 +509,48 @@ fn operators_cancel_resolve_and_are_refused_clearly() {
     // Cancel while running: undo and end cancelled.
     let mut s = through(2);
     let redeem = s.last_command();
-    let err = s.operator("op-1", OperatorAction::RetryNow, "push it").unwrap_err();
-    assert!(matches!(err, EngineError::Refused(ref m) if m.contains("in flight")), "{err}");
-    let err = s.operator("op-1", OperatorAction::Cancel, "  ").unwrap_err();
-    assert!(matches!(err, EngineError::Refused(ref m) if m.contains("reason")), "{err}");
-    s.operator("op-2", OperatorAction::Cancel, "member called to cancel").unwrap();
-    let dup = s.operator("op-2", OperatorAction::Cancel, "member called to cancel").unwrap();
+    let err = s
+        .operator("op-1", OperatorAction::RetryNow, "push it")
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Refused(ref m) if m.contains("in flight")),
+        "{err}"
+    );
+    let err = s
+        .operator("op-1", OperatorAction::Cancel, "  ")
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Refused(ref m) if m.contains("reason")),
+        "{err}"
+    );
+    s.operator("op-2", OperatorAction::Cancel, "member called to cancel")
+        .unwrap();
+    let dup = s
+        .operator("op-2", OperatorAction::Cancel, "member called to cancel")
+        .unwrap();
     assert!(!dup.changed, "a repeated operator action changes nothing");
     s.reply(&redeem, business("INSUFFICIENT_POINTS")).unwrap(); // the redeem did not happen
     s.wake();
     s.succeed_last(); // release
     assert_eq!(s.state().status, SagaStatus::Cancelled);
-    let err = s.operator("op-3", OperatorAction::ForceCompensation, "again").unwrap_err();
-    assert!(matches!(err, EngineError::Refused(ref m) if m.contains("finished")), "{err}");
+    let err = s
+        .operator("op-3", OperatorAction::ForceCompensation, "again")
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Refused(ref m) if m.contains("finished")),
+        "{err}"
+    );
 
     // Resolve by hand.
     let mut s = through(2);
-    s.operator("op-9", OperatorAction::Resolve { outcome: ResolvedOutcome::Confirmed }, "booked by phone").unwrap();
+    s.operator(
+        "op-9",
+        OperatorAction::Resolve {
+            outcome: ResolvedOutcome::Confirmed,
+        },
+        "booked by phone",
+    )
+    .unwrap();
     assert_eq!(s.state().status, SagaStatus::Confirmed);
     match &s.events.last().unwrap().body {
         SagaEventBody::BookingConfirmed { resolved_by, .. } => {
@@ -398,13 +564,19 @@ fn operators_cancel_resolve_and_are_refused_clearly() {
 fn force_compensation_from_running() {
     let mut s = through(3);
     let book = s.last_command();
-    s.operator("op-1", OperatorAction::ForceCompensation, "venue closed").unwrap();
+    s.operator("op-1", OperatorAction::ForceCompensation, "venue closed")
+        .unwrap();
     assert!(s.events.iter().any(|e| matches!(&e.body, SagaEventBody::BookingFailed { code, .. } if code == "OPERATOR_COMPENSATION")));
     s.reply(&book, business("SLOT_UNAVAILABLE")).unwrap(); // settles: the booking never happened
     s.wake();
     s.succeed_last();
     s.succeed_last();
-    let comps: Vec<&str> = s.commands.iter().filter(|c| c.kind == CommandKind::Compensation).map(|c| c.step.as_str()).collect();
+    let comps: Vec<&str> = s
+        .commands
+        .iter()
+        .filter(|c| c.kind == CommandKind::Compensation)
+        .map(|c| c.step.as_str())
+        .collect();
     assert_eq!(comps, ["redeem_credits", "hold_slot"]);
     assert_eq!(s.state().status, SagaStatus::Compensated);
 }
@@ -416,13 +588,27 @@ fn compensation_that_outlives_its_deadline_needs_an_operator() {
     s.reply(&redeem, business("INSUFFICIENT_POINTS")).unwrap();
     loop {
         let c = s.last_command();
-        s.reply(&c, ReplyOutcome::RetryableFailure { reason: "circuit open".into(), retry_after_ms: Some(300_000), downstream_unavailable: true }).unwrap();
+        s.reply(
+            &c,
+            ReplyOutcome::RetryableFailure {
+                reason: "circuit open".into(),
+                retry_after_ms: Some(300_000),
+                downstream_unavailable: true,
+            },
+        )
+        .unwrap();
         s.wake();
         if s.state().status.kind() == StatusKind::NeedsOperator {
             break;
         }
     }
-    assert!(matches!(s.state().status, SagaStatus::NeedsOperator { reason: NeedsOperatorReason::DeadlinePassed, .. }));
+    assert!(matches!(
+        s.state().status,
+        SagaStatus::NeedsOperator {
+            reason: NeedsOperatorReason::DeadlinePassed,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -441,9 +627,19 @@ fn an_unsettled_outcome_can_stop_for_an_operator_and_resume_on_a_late_reply() {
             s.reply(c, unknown()).unwrap();
         }
     }
-    assert!(matches!(s.state().status, SagaStatus::NeedsOperator { reason: NeedsOperatorReason::UnknownOutcome, .. }));
+    assert!(matches!(
+        s.state().status,
+        SagaStatus::NeedsOperator {
+            reason: NeedsOperatorReason::UnknownOutcome,
+            ..
+        }
+    ));
     s.reply(&book, success(&book)).unwrap();
-    assert_eq!(s.state().status, SagaStatus::Confirmed, "a late success settles it");
+    assert_eq!(
+        s.state().status,
+        SagaStatus::Confirmed,
+        "a late success settles it"
+    );
 }
 
 #[test]
@@ -457,10 +653,20 @@ fn a_late_effect_after_the_step_was_passed_is_flagged() {
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Compensated);
     s.reply(&book, success(&book)).unwrap();
-    assert!(matches!(s.state().status, SagaStatus::NeedsOperator { reason: NeedsOperatorReason::LateEffect, .. }));
-    s.operator("op-1", OperatorAction::RetryNow, "cancel the stray booking").unwrap();
+    assert!(matches!(
+        s.state().status,
+        SagaStatus::NeedsOperator {
+            reason: NeedsOperatorReason::LateEffect,
+            ..
+        }
+    ));
+    s.operator("op-1", OperatorAction::RetryNow, "cancel the stray booking")
+        .unwrap();
     let cancel = s.last_command();
-    assert_eq!((cancel.step.as_str(), cancel.kind), ("book_experience", CommandKind::Compensation));
+    assert_eq!(
+        (cancel.step.as_str(), cancel.kind),
+        ("book_experience", CommandKind::Compensation)
+    );
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Compensated);
 }
@@ -471,17 +677,31 @@ fn malformed_inputs_are_errors_and_sagas_stay_pinned() {
     let cmd = s.last_command();
     let mut other = cmd.clone();
     other.saga_id = request("req-other").saga_id();
-    assert!(matches!(s.reply(&other, unknown()), Err(EngineError::InvalidInput(_))));
+    assert!(matches!(
+        s.reply(&other, unknown()),
+        Err(EngineError::InvalidInput(_))
+    ));
     let mut future = cmd.clone();
     future.attempt = 7;
-    assert!(matches!(s.reply(&future, unknown()), Err(EngineError::InvalidInput(_))));
+    assert!(matches!(
+        s.reply(&future, unknown()),
+        Err(EngineError::InvalidInput(_))
+    ));
     let mut v2 = booking_v1();
     v2.version = 2;
     let err = como_engine::transition(&v2, s.state.as_ref(), &Input::Timer, s.now).unwrap_err();
-    assert!(matches!(err, EngineError::DefinitionMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, EngineError::DefinitionMismatch { .. }),
+        "{err}"
+    );
     assert_eq!(s.state().definition_version, 1);
     assert!(matches!(
-        como_engine::transition(&booking_v1(), None, &Input::Timer, Timestamp::from_millis(T0)),
+        como_engine::transition(
+            &booking_v1(),
+            None,
+            &Input::Timer,
+            Timestamp::from_millis(T0)
+        ),
         Err(EngineError::NoSaga)
     ));
 }
@@ -489,7 +709,11 @@ fn malformed_inputs_are_errors_and_sagas_stay_pinned() {
 #[test]
 fn starting_twice_and_duplicate_replies_change_nothing() {
     let mut s = through(1);
-    let again = s.apply(Input::Start { request: request("req-1") }).unwrap();
+    let again = s
+        .apply(Input::Start {
+            request: request("req-1"),
+        })
+        .unwrap();
     assert!(!again.changed);
     let hold = s.last_command();
     let first = s.reply(&hold, success(&hold)).unwrap();

@@ -51,7 +51,9 @@ impl fmt::Display for CommandKind {
 }
 
 /// Stable across every attempt of one (saga, step, kind): `<saga>:<step>:<kind>`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct IdempotencyKey(String);
 
@@ -72,7 +74,9 @@ impl fmt::Display for IdempotencyKey {
 }
 
 /// One attempt of one command: `<idempotency key>:<attempt>`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct CommandId(String);
 
@@ -237,7 +241,10 @@ impl OperationContext<'_> {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
     /// Memberson: the member is ACTIVE and has at least `credits` (read only).
-    CheckCredits { member_no: MemberNo, credits: Credits },
+    CheckCredits {
+        member_no: MemberNo,
+        credits: Credits,
+    },
     /// SevenRooms: hold the slot.
     HoldSlot {
         venue_id: VenueId,

@@ -30,7 +30,11 @@ impl InvalidInput {
                 reason.truncate(idx);
             }
             // serde_path_to_error says "." for the root and "?" where it could not follow.
-            let field = if path.is_empty() || path == "?" { ".".to_owned() } else { path };
+            let field = if path.is_empty() || path == "?" {
+                ".".to_owned()
+            } else {
+                path
+            };
             InvalidInput::new(field, reason)
         })
     }

@@ -84,7 +84,10 @@ impl BookingRequested {
 
 /// Parse and validate a `BookingRequested` event from JSON. The error names the field and the
 /// reason: `invalid field `party_size`: must be between 1 and 50, got 0`.
-pub fn parse_booking_request(json: &[u8], today: NaiveDate) -> Result<BookingRequested, InvalidInput> {
+pub fn parse_booking_request(
+    json: &[u8],
+    today: NaiveDate,
+) -> Result<BookingRequested, InvalidInput> {
     let request: BookingRequested = InvalidInput::parse_json(json)?;
     request.validate(today)?;
     Ok(request)

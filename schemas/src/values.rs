@@ -87,7 +87,8 @@ macro_rules! string_newtype {
 }
 
 fn is_token(s: &str, extra: &str) -> bool {
-    s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }
 
 fn is_printable(s: &str) -> bool {

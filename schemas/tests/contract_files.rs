@@ -13,8 +13,12 @@ use serde_json::{Value, json};
 
 fn load(name: &str) -> Value {
     let path = checked_in_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} is missing ({e}); run `como-saga schemas export`", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}); run `como-saga schemas export`",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).expect("schema files are JSON")
 }
 
@@ -46,7 +50,8 @@ fn schema_files_match_types() {
     let mut drifted = Vec::new();
     for file in SCHEMA_FILES {
         let expected = render(&(file.generate)());
-        let actual = std::fs::read_to_string(checked_in_dir().join(file.file_name)).unwrap_or_default();
+        let actual =
+            std::fs::read_to_string(checked_in_dir().join(file.file_name)).unwrap_or_default();
         if expected != actual {
             drifted.push(file.file_name);
         }
@@ -63,10 +68,18 @@ fn schema_files_match_types() {
 fn every_schema_file_is_generated_and_no_stray_files() {
     let mut on_disk: Vec<String> = std::fs::read_dir(checked_in_dir())
         .expect("schemas/json exists")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     on_disk.sort();
-    let mut known: Vec<String> = SCHEMA_FILES.iter().map(|f| f.file_name.to_owned()).collect();
+    let mut known: Vec<String> = SCHEMA_FILES
+        .iter()
+        .map(|f| f.file_name.to_owned())
+        .collect();
     known.sort();
     assert_eq!(on_disk, known);
 }
@@ -77,33 +90,78 @@ fn today() -> NaiveDate {
 
 #[test]
 fn examples_validate_against_the_files() {
-    let request = examples::booking_request("req-1", NaiveDate::from_ymd_opt(2026, 12, 24).unwrap());
-    assert_valid("booking-requested.schema.json", &serde_json::to_value(&request).unwrap());
+    let request =
+        examples::booking_request("req-1", NaiveDate::from_ymd_opt(2026, 12, 24).unwrap());
+    assert_valid(
+        "booking-requested.schema.json",
+        &serde_json::to_value(&request).unwrap(),
+    );
 
     let held = StepOutput::SlotHeld {
         hold_id: HoldId::parse("h-1").unwrap(),
     };
     let steps = [
-        ("check_credits", CommandKind::Action, OperationKind::CheckCredits),
+        (
+            "check_credits",
+            CommandKind::Action,
+            OperationKind::CheckCredits,
+        ),
         ("hold_slot", CommandKind::Action, OperationKind::HoldSlot),
-        ("hold_slot", CommandKind::Compensation, OperationKind::ReleaseHold),
-        ("redeem_credits", CommandKind::Action, OperationKind::RedeemCredits),
-        ("redeem_credits", CommandKind::Reconcile, OperationKind::ReplayRedemption),
-        ("redeem_credits", CommandKind::Compensation, OperationKind::VoidRedemption),
-        ("book_experience", CommandKind::Action, OperationKind::BookExperience),
-        ("book_experience", CommandKind::Reconcile, OperationKind::FindReservation),
-        ("book_experience", CommandKind::Compensation, OperationKind::CancelReservation),
+        (
+            "hold_slot",
+            CommandKind::Compensation,
+            OperationKind::ReleaseHold,
+        ),
+        (
+            "redeem_credits",
+            CommandKind::Action,
+            OperationKind::RedeemCredits,
+        ),
+        (
+            "redeem_credits",
+            CommandKind::Reconcile,
+            OperationKind::ReplayRedemption,
+        ),
+        (
+            "redeem_credits",
+            CommandKind::Compensation,
+            OperationKind::VoidRedemption,
+        ),
+        (
+            "book_experience",
+            CommandKind::Action,
+            OperationKind::BookExperience,
+        ),
+        (
+            "book_experience",
+            CommandKind::Reconcile,
+            OperationKind::FindReservation,
+        ),
+        (
+            "book_experience",
+            CommandKind::Compensation,
+            OperationKind::CancelReservation,
+        ),
     ];
     for (step, kind, op) in steps {
         let cmd = examples::command(&request, step, kind, op, &[&held]);
-        assert_valid("worker-command.schema.json", &serde_json::to_value(&cmd).unwrap());
+        assert_valid(
+            "worker-command.schema.json",
+            &serde_json::to_value(&cmd).unwrap(),
+        );
         for outcome in examples::all_outcomes() {
             let reply = examples::reply(&cmd, outcome);
-            assert_valid("worker-reply.schema.json", &serde_json::to_value(&reply).unwrap());
+            assert_valid(
+                "worker-reply.schema.json",
+                &serde_json::to_value(&reply).unwrap(),
+            );
         }
     }
     for event in examples::all_events(&request) {
-        assert_valid("saga-event.schema.json", &serde_json::to_value(&event).unwrap());
+        assert_valid(
+            "saga-event.schema.json",
+            &serde_json::to_value(&event).unwrap(),
+        );
     }
     assert_valid(
         "booking-rejected.schema.json",
@@ -115,7 +173,8 @@ fn examples_validate_against_the_files() {
 /// producer validating against the file learns of the mistake before sending.
 #[test]
 fn the_files_refuse_what_the_edge_refuses() {
-    let request = examples::booking_request("req-1", NaiveDate::from_ymd_opt(2026, 12, 24).unwrap());
+    let request =
+        examples::booking_request("req-1", NaiveDate::from_ymd_opt(2026, 12, 24).unwrap());
     let good = serde_json::to_value(&request).unwrap();
     let cases: Vec<(&str, Value)> = vec![
         ("party_size", json!(0)),

@@ -82,7 +82,14 @@ fn a_date_in_the_past_is_refused_and_today_is_accepted() {
 
 #[test]
 fn malformed_phone_numbers_are_refused() {
-    for phone in ["91234567", "+0123456789", "+65 9123 4567", "+65-91234567", "+123", "+1234567890123456"] {
+    for phone in [
+        "91234567",
+        "+0123456789",
+        "+65 9123 4567",
+        "+65-91234567",
+        "+123",
+        "+1234567890123456",
+    ] {
         let mut doc = good();
         doc["guest"]["phone"] = json!(phone);
         let err = refuse(&doc);
@@ -152,7 +159,10 @@ fn saga_id_is_derived_from_the_request_id() {
     let b: BookingRequested = serde_json::from_value(other).unwrap();
     assert_eq!(a.saga_id(), a.clone().saga_id());
     assert_ne!(a.saga_id(), b.saga_id());
-    assert_eq!(SagaId::parse(&a.saga_id().to_string()).unwrap(), a.saga_id());
+    assert_eq!(
+        SagaId::parse(&a.saga_id().to_string()).unwrap(),
+        a.saga_id()
+    );
 }
 
 #[test]
@@ -170,19 +180,22 @@ fn commands_and_replies_round_trip_and_refuse_garbage() {
     assert_eq!(back, cmd);
     for outcome in examples::all_outcomes() {
         let reply = examples::reply(&cmd, outcome);
-        let back: WorkerReply = InvalidInput::parse_json(&serde_json::to_vec(&reply).unwrap()).unwrap();
+        let back: WorkerReply =
+            InvalidInput::parse_json(&serde_json::to_vec(&reply).unwrap()).unwrap();
         assert_eq!(back, reply);
     }
     let mut doc = serde_json::to_value(&cmd).unwrap();
     doc["operation"]["credits"] = json!(-1);
-    let err = InvalidInput::parse_json::<WorkerCommand>(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+    let err =
+        InvalidInput::parse_json::<WorkerCommand>(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
     // An internally tagged enum is buffered before it is read, so the path stops at the
     // operation; the reason still says what is wrong.
     assert_eq!(err.field, "operation");
     assert!(err.reason.contains("must not be negative"), "{err}");
     let mut doc = serde_json::to_value(&cmd).unwrap();
     doc["operation"]["op"] = json!("launch_rockets");
-    let err = InvalidInput::parse_json::<WorkerCommand>(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+    let err =
+        InvalidInput::parse_json::<WorkerCommand>(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
     assert!(err.reason.contains("launch_rockets"), "{err}");
 }
 

@@ -41,7 +41,10 @@ impl Saga {
 
     pub fn started(def: SagaDefinition, id: &str) -> Self {
         let mut s = Self::new(def);
-        s.apply(Input::Start { request: request(id) }).unwrap();
+        s.apply(Input::Start {
+            request: request(id),
+        })
+        .unwrap();
         s
     }
 
@@ -75,7 +78,11 @@ impl Saga {
         self.commands.last().cloned().expect("a command was sent")
     }
 
-    pub fn reply(&mut self, cmd: &WorkerCommand, outcome: ReplyOutcome) -> Result<Decision, EngineError> {
+    pub fn reply(
+        &mut self,
+        cmd: &WorkerCommand,
+        outcome: ReplyOutcome,
+    ) -> Result<Decision, EngineError> {
         let mut reply = examples::reply(cmd, outcome);
         reply.replied_at = self.now;
         self.apply(Input::Reply { reply })
@@ -87,7 +94,12 @@ impl Saga {
         self.reply(&cmd, success(&cmd)).unwrap()
     }
 
-    pub fn operator(&mut self, id: &str, action: OperatorAction, reason: &str) -> Result<Decision, EngineError> {
+    pub fn operator(
+        &mut self,
+        id: &str,
+        action: OperatorAction,
+        reason: &str,
+    ) -> Result<Decision, EngineError> {
         self.apply(Input::Operator {
             command: OperatorCommand {
                 action_id: id.into(),
@@ -104,7 +116,10 @@ impl Saga {
 
     /// (step, kind) of every command sent, in order.
     pub fn sent(&self) -> Vec<(String, CommandKind)> {
-        self.commands.iter().map(|c| (c.step.to_string(), c.kind)).collect()
+        self.commands
+            .iter()
+            .map(|c| (c.step.to_string(), c.kind))
+            .collect()
     }
 }
 
@@ -119,14 +134,18 @@ pub fn success(cmd: &WorkerCommand) -> ReplyOutcome {
         (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
             hold_id: HoldId::parse(format!("hold-{}", cmd.attempt)).unwrap(),
         },
-        (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => StepOutput::CreditsRedeemed {
-            transaction_id: TransactionId::parse("tx-1").unwrap(),
-            receipt_no: ReceiptNo::for_saga(cmd.saga_id),
-            balance: None,
-        },
-        (_, OperationKind::BookExperience | OperationKind::FindReservation) => StepOutput::ExperienceBooked {
-            reservation_id: ReservationId::parse("res-1").unwrap(),
-        },
+        (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
+            StepOutput::CreditsRedeemed {
+                transaction_id: TransactionId::parse("tx-1").unwrap(),
+                receipt_no: ReceiptNo::for_saga(cmd.saga_id),
+                balance: None,
+            }
+        }
+        (_, OperationKind::BookExperience | OperationKind::FindReservation) => {
+            StepOutput::ExperienceBooked {
+                reservation_id: ReservationId::parse("res-1").unwrap(),
+            }
+        }
         _ => StepOutput::Done,
     };
     ReplyOutcome::Succeeded { output }
