@@ -1,7 +1,48 @@
 //! The ports: the small set of traits the saga runtime needs from the outside world.
 //!
-//! A queue (at-least-once, out of order, visibility timeouts, dead letters), a saga store
-//! (create if absent, conditional update on a version), an event bus, a secret store and a
-//! clock. The embedded (SQLite) and AWS backends implement them; the orchestrator and the
-//! workers only ever see these traits. The traits arrive with the runtime (issue 4); this
-//! crate must never depend on a concrete backend.
+//! Layout:
+//! - [`queue`]: at-least-once queues with visibility timeouts, delayed delivery, receive counts
+//!   and dead letters (SQS semantics; the embedded backend keeps them too).
+//! - [`store`]: the saga store: create if absent, conditional update on a version, queries by
+//!   status / step / age, history, due timers, and the effects (commands, events, the input's
+//!   acknowledgement) that a write carries with it.
+//! - [`records`]: idempotency records, so that a worker replays its reply to a duplicate command.
+//! - [`bus`]: the event bus for lifecycle events.
+//! - [`secrets`]: the secret store with the pending / current versions of a rotation.
+//! - [`clock`]: time, as a trait, so that timers are testable without sleeping.
+//! - [`conformance`] (feature `conformance`): one suite per port, run against every backend.
+//!
+//! The traits are written for the semantics that SQS, DynamoDB and EventBridge have (delivery
+//! at least once and out of order, conditional writes that can lose) and not for what is
+//! convenient in SQLite. This crate depends on no backend.
+
+pub mod bus;
+pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod error;
+pub mod queue;
+pub mod records;
+pub mod secrets;
+pub mod store;
+
+pub use bus::EventBus;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{PortError, PortResult};
+pub use queue::{DeadLetter, Delivery, OutgoingMessage, Queue, QueueName, Receipt};
+pub use records::IdempotencyRecords;
+pub use secrets::{SecretStore, SecretVersion};
+pub use store::{
+    CreateOutcome, Effects, SagaPage, SagaQuery, SagaStore, SagaSummary, UpdateOutcome, Versioned,
+};
+
+/// Every port of one backend, as the runtime holds them.
+#[derive(Clone)]
+pub struct Backend {
+    pub queue: std::sync::Arc<dyn Queue>,
+    pub store: std::sync::Arc<dyn SagaStore>,
+    pub records: std::sync::Arc<dyn IdempotencyRecords>,
+    pub bus: std::sync::Arc<dyn EventBus>,
+    pub secrets: std::sync::Arc<dyn SecretStore>,
+    pub clock: std::sync::Arc<dyn Clock>,
+}
