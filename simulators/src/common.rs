@@ -163,7 +163,8 @@ impl Stats {
 pub(crate) trait Simulated: Send + Sync + 'static {
     type Ledger: Serialize;
     fn common(&self) -> &Common;
-    fn ledger(&self) -> Self::Ledger;
+    /// The ledger; with `touched`, only the accounts something happened to.
+    fn ledger(&self, touched: bool) -> Self::Ledger;
     fn expire_tokens(&self);
 }
 
@@ -240,8 +241,17 @@ fn installed(result: Result<(), FaultError>, faults: &FaultSet) -> Response {
     }
 }
 
-async fn ledger<S: Simulated>(State(sim): State<Arc<S>>) -> Response {
-    Json(sim.ledger()).into_response()
+#[derive(Deserialize)]
+struct LedgerQuery {
+    #[serde(default)]
+    touched: bool,
+}
+
+async fn ledger<S: Simulated>(
+    State(sim): State<Arc<S>>,
+    axum::extract::Query(query): axum::extract::Query<LedgerQuery>,
+) -> Response {
+    Json(sim.ledger(query.touched)).into_response()
 }
 
 async fn stats<S: Simulated>(State(sim): State<Arc<S>>) -> Response {

@@ -421,8 +421,12 @@ impl Simulated for Memberson {
         &self.common
     }
 
-    fn ledger(&self) -> MembersonLedger {
-        self.snapshot()
+    fn ledger(&self, touched: bool) -> MembersonLedger {
+        let mut ledger = self.snapshot();
+        if touched {
+            ledger.members.retain(|m| !m.redemptions.is_empty());
+        }
+        ledger
     }
 
     fn expire_tokens(&self) {

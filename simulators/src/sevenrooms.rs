@@ -835,7 +835,7 @@ impl Simulated for SevenRooms {
         &self.common
     }
 
-    fn ledger(&self) -> SevenRoomsLedger {
+    fn ledger(&self, _touched: bool) -> SevenRoomsLedger {
         self.snapshot()
     }
 

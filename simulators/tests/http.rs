@@ -210,6 +210,21 @@ async fn memberson_speaks_the_contract_and_its_ledger_is_served_over_http() {
     assert_eq!(over_http, sim.memberson_ledger());
     let member = over_http.member(MEMBER_RICH).unwrap();
     assert_eq!(member.redemptions.len(), 1);
+    let touched: MembersonLedger = m
+        .http
+        .get(format!("{}/_sim/ledger?touched=true", sim.memberson_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(over_http.members.len() > 10);
+    assert_eq!(
+        touched.members.len(),
+        1,
+        "only the member something happened to"
+    );
     assert_eq!(member.redemptions[0].status, RedemptionStatus::Voided);
     assert_eq!(member.balance, 250_000);
 }
