@@ -11,14 +11,14 @@ pub trait IdempotencyRecords: Send + Sync {
     /// The value recorded under `key`, if any.
     async fn get(&self, key: &str) -> PortResult<Option<String>>;
 
-    /// Record `value` under `key` (the first record wins; a second is ignored), then send
-    /// `sends`, then delete `ack`. On the embedded backend the three commit together; elsewhere
-    /// they happen in this order, so that a crash in between leaves a redelivery that finds
-    /// the record and re-sends.
+    /// Record `value` under `key` if `record` is given (the first record wins; a second is
+    /// ignored), then send `sends`, then delete `ack`. On the embedded backend the three commit
+    /// together; elsewhere they happen in this order, so that a crash in between leaves a
+    /// redelivery that finds the record and re-sends. Without a record it is "send these, then
+    /// acknowledge that" (a worker putting a command back with a delay).
     async fn complete(
         &self,
-        key: &str,
-        value: &str,
+        record: Option<(&str, &str)>,
         sends: Vec<(QueueName, OutgoingMessage)>,
         ack: Option<(QueueName, Receipt)>,
     ) -> PortResult<()>;
