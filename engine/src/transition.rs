@@ -342,6 +342,7 @@ impl<'a> Machine<'a> {
             .collect();
         let ctx = OperationContext {
             saga_id: self.s.saga_id,
+            started_at: self.s.started_at,
             request: &self.s.request,
             outputs: &outputs,
         };

@@ -167,11 +167,13 @@ impl OperationKind {
                 member_no: r.member_no.clone(),
                 credits: r.quoted_credits,
                 receipt_no: ReceiptNo::for_saga(ctx.saga_id),
+                transaction_at: ctx.started_at,
             },
             OperationKind::ReplayRedemption => Operation::ReplayRedemption {
                 member_no: r.member_no.clone(),
                 credits: r.quoted_credits,
                 receipt_no: ReceiptNo::for_saga(ctx.saga_id),
+                transaction_at: ctx.started_at,
             },
             OperationKind::VoidRedemption => Operation::VoidRedemption {
                 member_no: r.member_no.clone(),
@@ -215,6 +217,8 @@ impl ReceiptNo {
 /// What building an operation's payload may draw on.
 pub struct OperationContext<'a> {
     pub saga_id: SagaId,
+    /// When the saga started: the redemption's transaction time, the same in every replay.
+    pub started_at: Timestamp,
     pub request: &'a BookingRequested,
     /// Outputs of the saga's steps so far, in step order.
     pub outputs: &'a [&'a StepOutput],
@@ -259,11 +263,14 @@ pub enum Operation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hold_id: Option<HoldId>,
     },
-    /// Memberson: redeem `credits` under `receipt_no`.
+    /// Memberson: redeem `credits` under `receipt_no`. Every field is derived from the saga,
+    /// so that a replay sends the very same body (Memberson refuses a used `ReceiptNo` with
+    /// another body).
     RedeemCredits {
         member_no: MemberNo,
         credits: Credits,
         receipt_no: ReceiptNo,
+        transaction_at: Timestamp,
     },
     /// Memberson: void the redemption `receipt_no` (a receipt never redeemed is nothing to undo).
     VoidRedemption {
@@ -275,6 +282,7 @@ pub enum Operation {
         member_no: MemberNo,
         credits: Credits,
         receipt_no: ReceiptNo,
+        transaction_at: Timestamp,
     },
     /// SevenRooms: book, with the hold if there is one, and `external_id` = saga id.
     BookExperience {

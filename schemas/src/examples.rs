@@ -47,6 +47,7 @@ pub fn command(
     let key = IdempotencyKey::new(saga_id, &step, kind);
     let ctx = OperationContext {
         saga_id,
+        started_at: Timestamp::from_millis(1_780_000_000_000),
         request,
         outputs,
     };
