@@ -679,3 +679,61 @@ async fn a_full_slot_is_a_business_failure_for_a_booking_without_hold() {
     assert_eq!(full.failure_code(), Some(codes::SLOT_UNAVAILABLE));
     assert_eq!(reservations(&sim, "saga-35"), (0, 0));
 }
+
+#[tokio::test]
+async fn latency_slows_calls_and_an_outage_window_fails_them_until_it_ends() {
+    let sim = start().await;
+    let client = warm(
+        &sim,
+        CallPolicy {
+            max_attempts: 1,
+            ..policy()
+        },
+    )
+    .await;
+    one_fault(
+        &sim,
+        FaultRule::new(FaultKind::Latency {
+            fixed_ms: 80,
+            jitter_ms: 0,
+        })
+        .on(["venues"]),
+    );
+    let started = tokio::time::Instant::now();
+    assert!(client.venues(VENUE_GROUP_ID, deadline()).await.is_success());
+    assert!(started.elapsed() >= Duration::from_millis(80));
+
+    one_fault(&sim, FaultRule::outage(Duration::from_millis(400)));
+    let query = AvailabilityRequest {
+        date: date(),
+        party_size: 2,
+        start_time: None,
+        end_time: None,
+    };
+    let read = client.availability(VENUE_LARGE, &query, deadline()).await;
+    assert!(matches!(read, Outcome::Retryable { .. }), "{read:?}");
+    // A booking during the outage is unknown: the create got a 503 and the search too.
+    let write = client
+        .book(VENUE_LARGE, &book_request("saga-36", None, 2), deadline())
+        .await;
+    assert!(matches!(write, Outcome::Unknown { .. }), "{write:?}");
+    assert_eq!(sim.stats(S).requests("book"), 1);
+
+    let mut settled = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Outcome::Success(found) = client
+            .find_by_external_id(VENUE_LARGE, date(), "saga-36", deadline())
+            .await
+        {
+            settled = Some(found);
+            break;
+        }
+    }
+    assert_eq!(
+        settled,
+        Some(None),
+        "after the window, the search settles it: nothing was booked"
+    );
+    assert_eq!(reservations(&sim, "saga-36"), (0, 0));
+}
