@@ -1,5 +1,25 @@
 //! The orchestrator runtime: receives booking requests, worker replies and timers through the
-//! ports, runs the pure saga engine (`como-engine`), then persists the new state and emits its
-//! commands and events together. It never calls a downstream API itself.
+//! ports, runs the pure saga engine (`como-engine`), then persists the new state together with
+//! the commands, events and history it produced (one write, see `como_ports::SagaStore`), and
+//! only then acknowledges the input. It never calls a downstream API itself.
 //!
-//! Arrives with the runtime (issue 4).
+//! Layout:
+//! - [`catalogue`]: the venues and their prices; a quote is checked against them at intake.
+//! - [`advance`]: load a saga, apply one input, write it back conditionally, re-read and
+//!   re-apply on a conflict. Every change to a saga goes through it.
+//! - [`intake`]: a booking request becomes a saga exactly once, or is refused with a reason.
+//! - [`replies`]: a worker's reply advances its saga.
+//! - [`timers`]: sagas whose wake-up time has come get `Input::Timer`.
+//! - [`runtime`]: the loops above as one long-running orchestrator, with graceful shutdown.
+
+pub mod advance;
+pub mod catalogue;
+pub mod intake;
+pub mod replies;
+pub mod runtime;
+pub mod timers;
+
+pub use advance::{Advanced, RuntimeError, advance};
+pub use catalogue::{VenueCatalogue, VenuePrice};
+pub use intake::{IntakeOutcome, submit};
+pub use runtime::{Orchestrator, OrchestratorConfig};

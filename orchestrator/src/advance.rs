@@ -1,0 +1,108 @@
+//! Every change to a saga: load it, run the engine, write it back only if nobody else did in
+//! the meantime (the store's version check), and on a conflict re-read and re-apply. Two
+//! orchestrators can never both advance one saga; the loser simply sees the winner's state.
+
+use como_engine::{Decision, EngineError, Input, SagaDefinition, SagaState, como, transition};
+use como_ports::{Backend, Effects, OutgoingMessage, PortError, QueueName, Receipt, UpdateOutcome};
+use como_schemas::SagaId;
+
+/// How an input ended.
+#[derive(Debug)]
+pub enum Advanced {
+    /// The saga changed and the change is stored.
+    Applied { state: Box<SagaState>, version: u64 },
+    /// The input taught nothing (a duplicate, a stale reply, a timer with nothing due); its
+    /// message, if any, was acknowledged.
+    Unchanged,
+    /// No saga has this id.
+    NoSaga,
+    /// The engine refused the input (malformed for this saga, or an operator action that is
+    /// not possible now); nothing changed and nothing was acknowledged.
+    Refused(EngineError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("saga {saga} is pinned to {name} v{version}, which this build does not know")]
+    UnknownDefinition { saga: SagaId, name: String, version: u32 },
+    #[error("saga {0} kept changing under us; giving up for now (the input will be redelivered)")]
+    Contention(SagaId),
+    #[error("cannot encode a message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// How many times to re-read and re-apply after losing a conditional write.
+const MAX_CONFLICTS: usize = 16;
+
+/// The definition a saga is pinned to.
+pub fn definition_of(state: &SagaState) -> Result<SagaDefinition, RuntimeError> {
+    como::lookup(&state.definition, state.definition_version).ok_or_else(|| {
+        RuntimeError::UnknownDefinition {
+            saga: state.saga_id,
+            name: state.definition.clone(),
+            version: state.definition_version,
+        }
+    })
+}
+
+/// Apply `input` to saga `saga_id` and store the result; `ack` is the message this input came
+/// in, deleted in the same write (or right away if nothing changed).
+pub async fn advance(
+    ports: &Backend,
+    saga_id: SagaId,
+    input: &Input,
+    ack: Option<(QueueName, Receipt)>,
+) -> Result<Advanced, RuntimeError> {
+    for _ in 0..MAX_CONFLICTS {
+        let Some(stored) = ports.store.get(saga_id).await? else {
+            return Ok(Advanced::NoSaga);
+        };
+        let def = definition_of(&stored.value)?;
+        let decision = match transition(&def, Some(&stored.value), input, ports.clock.now()) {
+            Ok(d) => d,
+            Err(e) => return Ok(Advanced::Refused(e)),
+        };
+        if !decision.changed {
+            if let Some((queue, receipt)) = ack {
+                ports.queue.delete(queue, vec![receipt]).await?;
+            }
+            return Ok(Advanced::Unchanged);
+        }
+        let effects = effects_of(&decision, ack.clone())?;
+        match ports.store.update(&decision.state, stored.version, effects).await? {
+            UpdateOutcome::Updated { version } => {
+                return Ok(Advanced::Applied {
+                    state: Box::new(decision.state),
+                    version,
+                });
+            }
+            UpdateOutcome::Conflict => continue,
+        }
+    }
+    Err(RuntimeError::Contention(saga_id))
+}
+
+/// What the store must carry out with a decision: its commands go to their worker's queue.
+pub fn effects_of(
+    decision: &Decision,
+    ack: Option<(QueueName, Receipt)>,
+) -> Result<Effects, serde_json::Error> {
+    let sends = decision
+        .commands
+        .iter()
+        .map(|cmd| {
+            Ok((
+                QueueName::Commands(cmd.worker),
+                OutgoingMessage::new(serde_json::to_string(cmd)?),
+            ))
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    Ok(Effects {
+        sends,
+        events: decision.events.clone(),
+        history: decision.history.clone(),
+        ack,
+    })
+}

@@ -1,0 +1,37 @@
+//! A worker's reply advances its saga. A reply that cannot be read, or names a saga or an
+//! attempt that does not exist, goes to the dead letters with the reason; it never stops the
+//! orchestrator.
+
+use como_engine::Input;
+use como_ports::{Backend, Delivery, QueueName};
+use como_schemas::{InvalidInput, WorkerReply};
+
+use crate::advance::{Advanced, RuntimeError, advance};
+
+/// Handle one message from the reply queue.
+pub async fn handle_reply(ports: &Backend, delivery: &Delivery) -> Result<(), RuntimeError> {
+    let reply: WorkerReply = match InvalidInput::parse_json(delivery.body.as_bytes()) {
+        Ok(r) => r,
+        Err(invalid) => {
+            return dead_letter(ports, delivery, &format!("unreadable reply: {invalid}")).await;
+        }
+    };
+    let saga_id = reply.saga_id;
+    let ack = Some((QueueName::Replies, delivery.receipt.clone()));
+    match advance(ports, saga_id, &Input::Reply { reply }, ack).await? {
+        Advanced::Applied { .. } | Advanced::Unchanged => Ok(()),
+        Advanced::NoSaga => {
+            dead_letter(ports, delivery, &format!("reply for saga {saga_id}, which does not exist")).await
+        }
+        Advanced::Refused(e) => dead_letter(ports, delivery, &e.to_string()).await,
+    }
+}
+
+async fn dead_letter(ports: &Backend, delivery: &Delivery, reason: &str) -> Result<(), RuntimeError> {
+    tracing::warn!(reason, "reply dead-lettered");
+    ports
+        .queue
+        .dead_letter(QueueName::Replies, &delivery.receipt, reason)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The orchestrator as a long-running process: three loops (requests, replies, timers) over the
+//! ports, each handling a batch concurrently, until shutdown. On shutdown a loop stops taking
+//! new batches and finishes the one in hand; a message it had not finished is simply received
+//! again after its visibility timeout, by this process or another.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use como_ports::{Backend, Delivery, QueueName};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalogue::VenueCatalogue;
+use crate::intake::{IntakeOutcome, handle_request};
+use crate::replies::handle_reply;
+use crate::timers::sweep;
+
+/// How the loops pace themselves.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// Messages received per call.
+    pub batch: usize,
+    /// Messages (or timers) handled at once per loop.
+    pub concurrency: usize,
+    /// How long a received message stays hidden while it is handled.
+    pub visibility: Duration,
+    /// How long a receive waits for a first message.
+    pub poll_wait: Duration,
+    /// How often the timer sweep looks for due sagas when it found none.
+    pub timer_interval: Duration,
+    /// After an error from the backend, wait this long before trying again.
+    pub error_backoff: Duration,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            batch: 64,
+            concurrency: 64,
+            visibility: Duration::from_secs(30),
+            poll_wait: Duration::from_millis(500),
+            timer_interval: Duration::from_millis(100),
+            error_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the orchestrator has done, for progress output and metrics.
+#[derive(Debug, Default)]
+pub struct OrchestratorStats {
+    pub started: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    pub replies: AtomicU64,
+    pub timer_sweeps: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`OrchestratorStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    pub started: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub replies: u64,
+    pub timer_sweeps: u64,
+    pub errors: u64,
+}
+
+impl OrchestratorStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            started: r(&self.started),
+            duplicates: r(&self.duplicates),
+            rejected: r(&self.rejected),
+            replies: r(&self.replies),
+            timer_sweeps: r(&self.timer_sweeps),
+            errors: r(&self.errors),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One orchestrator. Several may run against one store: the conditional writes keep each saga
+/// serial.
+#[derive(Clone)]
+pub struct Orchestrator {
+    ports: Backend,
+    catalogue: Arc<VenueCatalogue>,
+    config: OrchestratorConfig,
+    stats: Arc<OrchestratorStats>,
+}
+
+impl Orchestrator {
+    pub fn new(ports: Backend, catalogue: VenueCatalogue, config: OrchestratorConfig) -> Self {
+        Self {
+            ports,
+            catalogue: Arc::new(catalogue),
+            config,
+            stats: Arc::new(OrchestratorStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<OrchestratorStats> {
+        self.stats.clone()
+    }
+
+    /// Run until `shutdown` is cancelled and the batches in hand are finished.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let requests = {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                me.consume(QueueName::Requests, shutdown, |me, d| async move {
+                    match handle_request(&me.ports, &me.catalogue, &d).await {
+                        Ok(IntakeOutcome::Started(_)) => bump(&me.stats.started),
+                        Ok(IntakeOutcome::Duplicate(_)) => bump(&me.stats.duplicates),
+                        Ok(IntakeOutcome::Rejected(_)) => bump(&me.stats.rejected),
+                        Err(e) => me.failed("request", &e),
+                    }
+                })
+                .await
+            })
+        };
+        let replies = {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                me.consume(QueueName::Replies, shutdown, |me, d| async move {
+                    match handle_reply(&me.ports, &d).await {
+                        Ok(()) => bump(&me.stats.replies),
+                        Err(e) => me.failed("reply", &e),
+                    }
+                })
+                .await
+            })
+        };
+        let timers = {
+            let me = self.clone();
+            tokio::spawn(async move { me.timers(shutdown).await })
+        };
+        for task in [requests, replies, timers] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "an orchestrator loop ended abnormally");
+            }
+        }
+    }
+
+    fn failed(&self, what: &str, e: &crate::RuntimeError) {
+        bump(&self.stats.errors);
+        tracing::warn!(error = %e, "{what} not handled; it will be received again");
+    }
+
+    async fn consume<F, Fut>(&self, queue: QueueName, shutdown: CancellationToken, handle: F)
+    where
+        F: Fn(Orchestrator, Delivery) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let c = &self.config;
+        while !shutdown.is_cancelled() {
+            // Not raced against shutdown: a receive dropped half-way would leave its messages
+            // hidden until their visibility timeout. The wait is short instead.
+            let batch = self.ports.queue.receive(queue, c.batch, c.visibility, c.poll_wait).await;
+            match batch {
+                Ok(deliveries) => {
+                    futures::stream::iter(deliveries)
+                        .for_each_concurrent(c.concurrency, |d| handle(self.clone(), d))
+                        .await;
+                }
+                Err(e) => {
+                    bump(&self.stats.errors);
+                    tracing::warn!(%queue, error = %e, "receive failed");
+                    pause(&shutdown, c.error_backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn timers(&self, shutdown: CancellationToken) {
+        let c = &self.config;
+        while !shutdown.is_cancelled() {
+            match sweep(&self.ports, c.batch * 4, c.concurrency).await {
+                Ok(n) => {
+                    bump(&self.stats.timer_sweeps);
+                    if n < c.batch * 4 {
+                        pause(&shutdown, c.timer_interval).await;
+                    }
+                }
+                Err(e) => {
+                    bump(&self.stats.errors);
+                    tracing::warn!(error = %e, "timer sweep failed");
+                    pause(&shutdown, c.error_backoff).await;
+                }
+            }
+        }
+    }
+}
+
+/// Sleep, unless shutdown comes first.
+async fn pause(shutdown: &CancellationToken, d: Duration) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}

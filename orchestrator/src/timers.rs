@@ -1,0 +1,26 @@
+//! Timers live in the store as each saga's `wake_at`, so they survive restarts; a sweep feeds
+//! `Input::Timer` to every saga whose time has come. A timer that two orchestrators both fire,
+//! or that fires early, is harmless: the engine acts only on what is due.
+
+use como_engine::Input;
+use como_ports::Backend;
+use futures::StreamExt;
+
+use crate::advance::{Advanced, RuntimeError, advance};
+
+/// Fire the timers of up to `limit` due sagas, `concurrency` at a time. Returns how many
+/// sagas were due.
+pub async fn sweep(ports: &Backend, limit: usize, concurrency: usize) -> Result<usize, RuntimeError> {
+    let due = ports.store.due(ports.clock.now(), limit).await?;
+    let n = due.len();
+    futures::stream::iter(due)
+        .for_each_concurrent(concurrency, |saga_id| async move {
+            match advance(ports, saga_id, &Input::Timer, None).await {
+                Ok(Advanced::Applied { .. } | Advanced::Unchanged | Advanced::NoSaga) => {}
+                Ok(Advanced::Refused(e)) => tracing::warn!(%saga_id, error = %e, "timer refused"),
+                Err(e) => tracing::warn!(%saga_id, error = %e, "timer failed; it stays due"),
+            }
+        })
+        .await;
+    Ok(n)
+}
