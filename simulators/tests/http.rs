@@ -471,7 +471,7 @@ async fn an_outage_fails_every_call_for_its_window_but_not_the_admin_routes() {
     let response = m
         .http
         .post(format!("{}/_sim/outage", sim.memberson_url()))
-        .json(&json!({"for_ms": 300}))
+        .json(&json!({"for_ms": 600}))
         .send()
         .await
         .unwrap();
@@ -491,7 +491,7 @@ async fn an_outage_fails_every_call_for_its_window_but_not_the_admin_routes() {
         .await
         .unwrap();
     assert_eq!(ledger.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(650)).await;
     assert_eq!(m.summary(MEMBER_RICH).await.0, StatusCode::OK);
 }
 

@@ -104,7 +104,7 @@ async fn the_breaker_opens_under_an_outage_window_and_closes_after_it() {
 #[tokio::test]
 async fn the_rate_limit_refuses_a_turn_past_the_deadline_without_sending() {
     let sim = start().await;
-    let limit = rate_limit(2, 1);
+    let limit = rate_limit(1, 1);
     let client = memberson(&sim, policy()).with_guards(Guards {
         breaker: None,
         rate_limit: Some(limit.clone()),
