@@ -243,6 +243,22 @@ impl CircuitBreaker {
         }
     }
 
+    /// How long before the breaker would let a call through; `None` when it would now. Lets a
+    /// worker leave a command in its queue instead of taking it while the downstream is out.
+    pub fn blocked_for(&self) -> Option<Duration> {
+        let inner = self.lock();
+        match inner.state {
+            BreakerState::Closed => None,
+            BreakerState::Open => {
+                let reopen_at = inner.opened_at + self.config.cool_down;
+                let now = Instant::now();
+                (now < reopen_at).then(|| reopen_at - now)
+            }
+            BreakerState::HalfOpen => (inner.probes_in_flight >= self.config.probes.max(1))
+                .then(|| Duration::from_millis(100).min(self.config.cool_down)),
+        }
+    }
+
     pub fn state(&self) -> BreakerState {
         self.lock().state
     }
@@ -295,10 +311,13 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         let open = b.try_acquire().expect_err("open");
         assert_eq!(open.retry_after, Duration::from_secs(5));
+        assert_eq!(b.blocked_for(), Some(Duration::from_secs(5)));
         tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.blocked_for(), None, "a probe may go");
         let probe = b.try_acquire().expect("probe after cool-down");
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.try_acquire().is_err(), "one probe at a time");
+        assert!(b.blocked_for().is_some());
         probe.record(Verdict::Success);
         assert_eq!(b.state(), BreakerState::Closed);
         let snap = b.snapshot();

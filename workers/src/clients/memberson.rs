@@ -321,6 +321,11 @@ impl MembersonClient {
         &self.guards
     }
 
+    /// The point type this client redeems and reports.
+    pub fn point_type(&self) -> &str {
+        &self.point_type
+    }
+
     async fn attempt<T>(
         &self,
         deadline: Deadline,
