@@ -197,7 +197,8 @@ struct Book {
     hold_index: HashMap<String, usize>,
     reservations: Vec<Reservation>,
     reservation_index: HashMap<String, usize>,
-    by_external: HashMap<(usize, String), usize>,
+    /// Per venue: `external_id` to reservation index.
+    by_external: HashMap<usize, HashMap<String, usize>>,
     by_date: BTreeMap<NaiveDate, Vec<usize>>,
     slots: HashMap<(usize, NaiveDate, NaiveTime), Slot>,
 }
@@ -273,6 +274,58 @@ struct ReservationView<'a> {
     status_code: &'static str,
     reservation_hold_id: Option<&'a str>,
     created: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct Booked<'a> {
+    reservation_id: &'a str,
+    reference_code: &'a str,
+    external_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Held<'a> {
+    reservation_hold_id: &'a str,
+    hold_duration_sec: u64,
+    #[serde(serialize_with = "naive_iso")]
+    hold_expiration_datetime: chrono::NaiveDateTime,
+}
+
+fn naive_iso<S: serde::Serializer>(t: &chrono::NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&t.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+#[derive(Serialize)]
+struct Released<'a> {
+    reservation_hold_id: &'a str,
+    status: HoldStatus,
+}
+
+#[derive(Serialize)]
+struct Cancelled<'a> {
+    reservation_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct AvailabilityView {
+    availability: Vec<ShiftView>,
+}
+
+#[derive(Serialize)]
+struct ShiftView {
+    name: &'static str,
+    is_closed: bool,
+    shift_persistent_id: &'static str,
+    times: Vec<TimeView>,
+}
+
+#[derive(Serialize)]
+struct TimeView {
+    time: String,
+    time_iso: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    access_persistent_id: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -531,40 +584,42 @@ impl SevenRooms {
         let now = self.common.clock.now();
         let v = &self.venues[venue];
         let mut book = self.book();
-        let shifts: Vec<serde_json::Value> = v
+        let availability: Vec<ShiftView> = v
             .shifts
             .iter()
             .map(|s| {
                 let closed = s.is_closed_on(date);
-                let times: Vec<serde_json::Value> = if closed {
+                let times = if closed {
                     Vec::new()
                 } else {
                     s.times()
                         .into_iter()
-                        .filter(|t| start.is_none_or(|st| *t >= st) && end.is_none_or(|en| *t <= en))
+                        .filter(|t| {
+                            start.is_none_or(|st| *t >= st) && end.is_none_or(|en| *t <= en)
+                        })
                         .filter(|t| self.slot_start(venue, date, *t).is_some_and(|at| at > now))
                         .map(|t| {
                             let taken = book.taken((venue, date, t), now);
                             let fits = taken + party <= v.covers_per_slot;
-                            serde_json::json!({
-                                "time": t.format("%H:%M").to_string(),
-                                "time_iso": date.and_time(t).format("%Y-%m-%d %H:%M:%S").to_string(),
-                                "type": if fits { "book" } else { "request" },
-                                "access_persistent_id": s.access_persistent_id,
-                            })
+                            TimeView {
+                                time: t.format("%H:%M").to_string(),
+                                time_iso: date.and_time(t).format("%Y-%m-%d %H:%M:%S").to_string(),
+                                kind: if fits { "book" } else { "request" },
+                                access_persistent_id: s.access_persistent_id,
+                            }
                         })
                         .collect()
                 };
-                serde_json::json!({
-                    "name": s.name,
-                    "is_closed": closed,
-                    "shift_persistent_id": s.shift_persistent_id,
-                    "times": times,
-                })
+                ShiftView {
+                    name: s.name,
+                    is_closed: closed,
+                    shift_persistent_id: s.shift_persistent_id,
+                    times,
+                }
             })
             .collect();
         drop(book);
-        Ok(ok(serde_json::json!({ "availability": shifts })))
+        Ok(ok(AvailabilityView { availability }))
     }
 
     fn do_hold(&self, venue: usize, form: &HoldForm, plan: &Plan) -> Result<Response, Response> {
@@ -606,11 +661,11 @@ impl SevenRooms {
         book.hold_index.insert(id.clone(), index);
         book.slots.entry(key).or_default().holds.push(index);
         drop(book);
-        Ok(ok(serde_json::json!({
-            "reservation_hold_id": id,
-            "hold_duration_sec": hold_secs,
-            "hold_expiration_datetime": expires.naive_utc().format("%Y-%m-%dT%H:%M:%S").to_string(),
-        })))
+        Ok(ok(Held {
+            reservation_hold_id: &id,
+            hold_duration_sec: hold_secs,
+            hold_expiration_datetime: expires.naive_utc(),
+        }))
     }
 
     fn do_release_hold(&self, venue: usize, hold_id: &str) -> Result<Response, Response> {
@@ -628,10 +683,10 @@ impl SevenRooms {
             hold.status = HoldStatus::Released;
         }
         let status = hold.status_at(now);
-        Ok(ok(serde_json::json!({
-            "reservation_hold_id": hold_id,
-            "status": status,
-        })))
+        Ok(ok(Released {
+            reservation_hold_id: hold_id,
+            status,
+        }))
     }
 
     fn do_book(&self, venue: usize, form: &BookForm, plan: &Plan) -> Result<Response, Response> {
@@ -652,14 +707,14 @@ impl SevenRooms {
         let mut book = self.book();
         // A create repeated with the same external_id answers with the first reservation.
         if let Some(ext) = external_id
-            && let Some(&i) = book.by_external.get(&(venue, ext.to_owned()))
+            && let Some(&i) = book.by_external.get(&venue).and_then(|m| m.get(ext))
         {
             let r = &book.reservations[i];
-            return Ok(ok(serde_json::json!({
-                "reservation_id": r.id,
-                "reference_code": r.reference_code,
-                "external_id": r.external_id,
-            })));
+            return Ok(ok(Booked {
+                reservation_id: &r.id,
+                reference_code: &r.reference_code,
+                external_id: r.external_id.as_deref(),
+            }));
         }
         let forced = match &plan.action {
             Action::Refuse(code) if code == "HOLD_EXPIRED" => Some(MSG_HOLD_EXPIRED),
@@ -731,14 +786,17 @@ impl SevenRooms {
         book.reservation_index.insert(id.clone(), index);
         book.by_date.entry(date).or_default().push(index);
         if let Some(ext) = external_id {
-            book.by_external.insert((venue, ext.to_owned()), index);
+            book.by_external
+                .entry(venue)
+                .or_default()
+                .insert(ext.to_owned(), index);
         }
         drop(book);
-        Ok(ok(serde_json::json!({
-            "reservation_id": id,
-            "reference_code": reference_code,
-            "external_id": external_id,
-        })))
+        Ok(ok(Booked {
+            reservation_id: &id,
+            reference_code: &reference_code,
+            external_id,
+        }))
     }
 
     fn do_get(&self, id: &str) -> Result<Response, Response> {
@@ -824,7 +882,7 @@ impl SevenRooms {
             slot.reserved = slot.reserved.saturating_sub(party);
         }
         drop(book);
-        Ok(ok(serde_json::json!({ "reservation_id": id })))
+        Ok(ok(Cancelled { reservation_id: id }))
     }
 }
 
