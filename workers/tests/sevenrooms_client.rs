@@ -737,3 +737,36 @@ async fn latency_slows_calls_and_an_outage_window_fails_them_until_it_ends() {
     );
     assert_eq!(reservations(&sim, "saga-36"), (0, 0));
 }
+
+#[tokio::test]
+async fn a_reconciled_booking_that_was_cancelled_since_is_not_reported_booked() {
+    let sim = start().await;
+    let client = warm(&sim, policy()).await;
+    let first = client
+        .book(VENUE_LARGE, &book_request("saga-37", None, 2), deadline())
+        .await
+        .success()
+        .unwrap();
+    assert!(
+        client
+            .cancel(&first.reservation_id, deadline())
+            .await
+            .is_success()
+    );
+    one_fault(
+        &sim,
+        FaultRule::new(FaultKind::ServerError { status: 503 })
+            .on(["book"])
+            .times(1),
+    );
+    let again = client
+        .book(VENUE_LARGE, &book_request("saga-37", None, 2), deadline())
+        .await;
+    assert_eq!(again.failure_code(), Some(codes::RESERVATION_CANCELLED));
+    assert_eq!(
+        sim.stats(S).requests("book"),
+        2,
+        "no new create after the search"
+    );
+    assert_eq!(reservations(&sim, "saga-37"), (0, 1));
+}

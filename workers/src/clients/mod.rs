@@ -35,6 +35,8 @@ pub mod codes {
     pub const HOLD_EXPIRED: &str = "HOLD_EXPIRED";
     pub const PAST_CANCELLATION_CUTOFF: &str = "PAST_CANCELLATION_CUTOFF";
     pub const RESERVATION_NOT_FOUND: &str = "RESERVATION_NOT_FOUND";
+    /// A booking's `external_id` belongs to a reservation that has been cancelled since.
+    pub const RESERVATION_CANCELLED: &str = "RESERVATION_CANCELLED";
     pub const VENUE_NOT_FOUND: &str = "VENUE_NOT_FOUND";
     /// The downstream refused the request as malformed: retrying the same request cannot help.
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";

@@ -602,7 +602,8 @@ impl SevenRoomsClient {
 
     /// Books (step 4). When an attempt may have landed, searches for the `external_id` before
     /// trying again, so that a retry never makes a second reservation; `Unknown` only when
-    /// neither a booking nor its absence could be established within the deadline.
+    /// neither a booking nor its absence could be established within the deadline. A search
+    /// that finds only a cancelled reservation ends in `RESERVATION_CANCELLED`.
     pub async fn book(
         &self,
         venue_id: &str,
@@ -622,6 +623,17 @@ impl SevenRoomsClient {
                 .find_by_external_id(venue_id, request.date, external_id, deadline)
                 .await
             {
+                Outcome::Success(Some(found)) if found.is_cancelled() => {
+                    // Booked once, then cancelled: reporting it booked would confirm a saga
+                    // without a live reservation.
+                    return Outcome::business(
+                        codes::RESERVATION_CANCELLED,
+                        format!(
+                            "the reservation {} with this external_id is cancelled",
+                            found.id
+                        ),
+                    );
+                }
                 Outcome::Success(Some(found)) => {
                     return Outcome::Success(Booking {
                         reservation_id: found.id,
