@@ -770,3 +770,33 @@ async fn a_reconciled_booking_that_was_cancelled_since_is_not_reported_booked() 
     );
     assert_eq!(reservations(&sim, "saga-37"), (0, 1));
 }
+
+#[tokio::test]
+async fn a_create_that_hangs_past_the_timeout_lands_once_with_its_retry() {
+    let sim = start().await;
+    let client = warm(
+        &sim,
+        CallPolicy {
+            attempt_timeout: Duration::from_millis(150),
+            ..policy()
+        },
+    )
+    .await;
+    one_fault(
+        &sim,
+        FaultRule::new(FaultKind::Hang { ms: 600 })
+            .on(["book"])
+            .times(1),
+    );
+    // The first create is still hanging when the search finds nothing, so the client creates
+    // again; the hung create lands later on the same external_id.
+    let booking = client
+        .book(VENUE_LARGE, &book_request("saga-38", None, 2), deadline())
+        .await
+        .success()
+        .expect("booked by the second create");
+    assert!(!booking.reconciled);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(sim.stats(S).requests("book"), 2);
+    assert_eq!(reservations(&sim, "saga-38"), (1, 1));
+}

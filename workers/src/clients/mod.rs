@@ -5,6 +5,17 @@
 //!
 //! Every call takes a [`Deadline`]: the orchestrator times a step out after it, so a call never
 //! starts an attempt, nor waits for one, past it.
+//!
+//! How an attempt's result is classified (after the retries the policy and the deadline allow):
+//!
+//! | attempt result | read | idempotent write (redeem, void, cancel, release) | other write (hold, book) |
+//! |---|---|---|---|
+//! | 2xx | `Success` | `Success` | `Success` |
+//! | 4xx refusal | `BusinessFailure` | `BusinessFailure`, or `Success` for "already done" / "never existed" on a compensation | `BusinessFailure` |
+//! | 429, connection refused | retried, then `Retryable` | retried, then `Retryable` (`Unknown` if an earlier attempt may have landed) | retried, then `Retryable` |
+//! | 5xx, timeout, unreadable 2xx | retried, then `Retryable` | retried, then `Unknown` | `Unknown` at once (book then reconciles by `external_id`) |
+//! | 401 | new token, one more try, then `Retryable` | same | same |
+//! | circuit open, local rate limit past the deadline, deadline passed | `Retryable`, nothing sent | same | same |
 
 pub mod memberson;
 pub mod sevenrooms;
