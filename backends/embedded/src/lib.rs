@@ -1,5 +1,197 @@
 //! The embedded backend: every port on one SQLite file in WAL mode, so that a saga's state
-//! change and the commands and events it emits commit in one transaction.
+//! change and the commands and events it emits commit in one transaction (a transactional
+//! outbox for free). Must not be depended on by the engine or the workers' downstream clients.
 //!
-//! Arrives with the runtime (issue 4). Must not be depended on by the engine or the workers'
-//! downstream clients.
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+//! use como_ports::SystemClock;
+//!
+//! let backend = EmbeddedBackend::open("data/como.sqlite", EmbeddedConfig::default(), Arc::new(SystemClock))?;
+//! let ports = backend.ports(); // como_ports::Backend: queue, store, records, bus, secrets, clock
+//! // ... run the orchestrator and workers on `ports` ...
+//! backend.close().await; // commit what is queued, stop the writer
+//! # Ok(()) }
+//! ```
+//!
+//! Layout:
+//! - [`schema`]: the tables and indexes, and the connections' settings.
+//! - `writer`: the one writer thread and its group commit; `ops`: the write operations.
+//! - `read`: read connections beside the writer.
+//! - `codec`: how port values are spelled in rows; anything read back that does not decode
+//!   is `PortError::Corrupt`.
+//! - `queue`, `store`, `records`, `bus`, `secrets`: the ports, on one [`EmbeddedPorts`].
+//!
+//! Guarantees: an operation is answered only after the transaction that holds its effect has
+//! committed, so `kill -9` at any moment loses nothing that was acknowledged (with
+//! [`Durability::PowerLoss`], a power cut doesn't either). A queue consumer waiting in a long
+//! poll is woken by the commit that makes a message visible, not by a poll interval.
+
+mod bus;
+mod codec;
+mod ops;
+mod queue;
+mod read;
+mod records;
+pub mod schema;
+mod secrets;
+mod store;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use como_ports::{Backend, Clock, QueueName};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Notify;
+
+pub use schema::Durability;
+
+/// How the embedded backend behaves.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// How many times a message may be received before the next receive moves it to the dead
+    /// letters instead (SQS's `maxReceiveCount`).
+    pub max_receives: u32,
+    /// Per-queue exceptions to `max_receives`.
+    pub queue_max_receives: BTreeMap<QueueName, u32>,
+    /// At most this many operations commit in one transaction.
+    pub batch_max: usize,
+    pub durability: Durability,
+    /// The writer's page cache, in MiB.
+    pub cache_mb: u32,
+    /// Idle read connections kept open.
+    pub read_connections: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            max_receives: 5,
+            queue_max_receives: BTreeMap::new(),
+            batch_max: 256,
+            durability: Durability::default(),
+            cache_mb: 64,
+            read_connections: 4,
+        }
+    }
+}
+
+impl EmbeddedConfig {
+    pub fn max_receives_of(&self, queue: QueueName) -> u32 {
+        self.queue_max_receives
+            .get(&queue)
+            .copied()
+            .unwrap_or(self.max_receives)
+    }
+}
+
+/// Why the file could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the file refused WAL mode (journal mode {0})")]
+    NotWal(String),
+    #[error(
+        "the file has schema version {found}, newer than this build reads ({})",
+        schema::SCHEMA_VERSION
+    )]
+    NewerSchema { found: i64 },
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Every port on one SQLite file. Cloning the [`Backend`] from [`ports`](Self::ports) is
+/// cheap; the writer stops when [`close`](Self::close) is called or when the last handle is
+/// dropped, after committing what was queued.
+pub struct EmbeddedBackend {
+    ports: Arc<EmbeddedPorts>,
+    path: PathBuf,
+}
+
+/// The implementation of every port trait, shared by the [`Backend`]'s handles.
+pub struct EmbeddedPorts {
+    writer: writer::WriterHandle,
+    readers: Arc<read::Readers>,
+    notify: Arc<writer::Notifiers>,
+    clock: Arc<dyn Clock>,
+}
+
+impl EmbeddedBackend {
+    /// Open (or create, with its parent directories) the file at `path`.
+    pub fn open(
+        path: impl AsRef<Path>,
+        config: EmbeddedConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        schema::prepare_writer(&conn, config.durability, config.cache_mb)?;
+
+        let notify: Arc<writer::Notifiers> = Arc::new(std::array::from_fn(|_| Notify::new()));
+        let mut max_receives = [config.max_receives; codec::QUEUES];
+        for q in QueueName::ALL {
+            max_receives[usize::from(codec::queue_code(q)) - 1] = config.max_receives_of(q);
+        }
+        let (writer, _thread) = writer::spawn(
+            conn,
+            Arc::clone(&clock),
+            Arc::clone(&notify),
+            writer::WriterConfig {
+                batch_max: config.batch_max.max(1),
+                max_receives,
+            },
+        )?;
+        let readers = Arc::new(read::Readers::new(path.clone(), config.read_connections));
+        Ok(Self {
+            ports: Arc::new(EmbeddedPorts {
+                writer,
+                readers,
+                notify,
+                clock,
+            }),
+            path,
+        })
+    }
+
+    /// The ports, as the runtime holds them.
+    pub fn ports(&self) -> Backend {
+        Backend {
+            queue: self.ports.clone(),
+            store: self.ports.clone(),
+            records: self.ports.clone(),
+            bus: self.ports.clone(),
+            secrets: self.ports.clone(),
+            clock: Arc::clone(&self.ports.clock),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commit everything submitted so far, fold the WAL into the file and stop the writer.
+    /// Calls made afterwards through any handle fail with `PortError::Unavailable`.
+    pub async fn close(&self) {
+        self.ports.writer.close().await;
+    }
+}

@@ -1,0 +1,678 @@
+//! The write operations the ports send to the writer thread, and how each is carried out inside
+//! the writer's transaction.
+//!
+//! Each operation is prepared (encoded to rows) by its caller, off the writer thread, so the
+//! writer only binds and steps cached statements. An operation either writes everything it
+//! stands for or nothing: an answer that refuses (a version conflict, a stale receipt) is
+//! decided by a statement that changed no row, before anything else is written. A SQLite error
+//! aborts the whole group instead (see `writer`), so half an operation is never committed.
+//!
+//! Statement counts matter here, because the single writer is the wall of the backend: a saga
+//! update is one conditional UPDATE (no read first) plus one statement per history entry,
+//! event, message sent and acknowledgement.
+
+use como_ports::{CreateOutcome, Delivery, PortError, PortResult, QueueName, UpdateOutcome};
+use como_schemas::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::codec::{self, ReceiptKey};
+
+/// A message ready for the `messages` table.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub queue: QueueName,
+    pub body: String,
+    pub attrs: Option<String>,
+    pub delay_ms: i64,
+}
+
+/// A saga ready for the `sagas` table.
+#[derive(Debug, Clone)]
+pub struct SagaRow {
+    pub id: [u8; 16],
+    pub status: &'static str,
+    pub step: Option<String>,
+    pub request_id: String,
+    pub started_at: i64,
+    pub updated_at: i64,
+    /// NULL for a finished saga, so that the timer index holds only live timers.
+    pub wake_at: Option<i64>,
+    pub state: String,
+}
+
+/// An event ready for the `events` table.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub event_id: String,
+    pub saga_id: [u8; 16],
+    pub kind: &'static str,
+    pub at: i64,
+    pub body: String,
+}
+
+/// The effects of a saga write, as rows.
+#[derive(Debug, Clone, Default)]
+pub struct EffectRows {
+    pub history: Vec<String>,
+    pub events: Vec<EventRow>,
+    pub sends: Vec<NewMessage>,
+    pub ack: Option<(QueueName, ReceiptKey)>,
+}
+
+#[derive(Debug)]
+pub enum Op {
+    Send {
+        messages: Vec<NewMessage>,
+    },
+    Receive {
+        queue: QueueName,
+        max: usize,
+        visibility_ms: i64,
+    },
+    Delete {
+        queue: QueueName,
+        receipts: Vec<ReceiptKey>,
+    },
+    ChangeVisibility {
+        queue: QueueName,
+        receipt: ReceiptKey,
+        visibility_ms: i64,
+    },
+    DeadLetter {
+        queue: QueueName,
+        receipt: ReceiptKey,
+        reason: String,
+    },
+    Redrive {
+        queue: QueueName,
+        ids: Option<Vec<i64>>,
+    },
+    Create {
+        saga: SagaRow,
+        effects: EffectRows,
+    },
+    Update {
+        saga: SagaRow,
+        expected_version: u64,
+        effects: EffectRows,
+    },
+    Complete {
+        /// Key and value; none when the call only sends and acknowledges.
+        record: Option<(String, String)>,
+        sends: Vec<NewMessage>,
+        ack: Option<(QueueName, ReceiptKey)>,
+    },
+    Publish {
+        events: Vec<EventRow>,
+    },
+    PublishRejection {
+        event_id: String,
+        at: i64,
+        body: String,
+    },
+    PutPending {
+        name: String,
+        version_id: String,
+        value: String,
+    },
+    Promote {
+        name: String,
+        version_id: String,
+    },
+}
+
+/// What an operation answers.
+#[derive(Debug)]
+pub enum Output {
+    Done,
+    Received(Received),
+    Created(CreateOutcome),
+    Updated(UpdateOutcome),
+    Count(usize),
+}
+
+impl Output {
+    /// The answer of an operation that answers nothing but success.
+    pub fn done(self) -> PortResult<()> {
+        match self {
+            Output::Done => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// An answer of the wrong kind: a bug here, reported rather than panicking the caller.
+    pub fn unexpected(self) -> PortError {
+        PortError::Unavailable(format!("the writer answered {self:?} out of turn"))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Received {
+    pub deliveries: Vec<Delivery>,
+    /// When nothing was visible: when the queue's next message becomes visible, so that a long
+    /// poll can sleep until then instead of polling.
+    pub next_visible_at: Option<i64>,
+}
+
+/// The writer's state that operations use: the time of the group, the message ids, the
+/// queues that got new visible messages (their consumers are woken after the commit), and
+/// the configuration.
+pub struct Ctx<'a> {
+    pub now: i64,
+    pub ids: &'a mut Ids,
+    pub touched: &'a mut [bool; codec::QUEUES],
+    /// The receive limit of each queue, by code - 1.
+    pub max_receives: &'a [u32; codec::QUEUES],
+}
+
+/// Message ids: handed out by the writer from memory, and reserved in blocks in `meta` within
+/// the same transactions that use them, so that an id is never handed out twice, even after a
+/// crash and even when the newest messages were deleted (SQLite reuses the largest rowid once
+/// it is gone, and a receipt or a dead letter must never come to name another message).
+pub struct Ids {
+    next: i64,
+    /// Ids below this are reserved in the transaction in progress or a committed one.
+    reserved: i64,
+    /// Ids below this are reserved in a committed transaction.
+    committed: i64,
+}
+
+const ID_BLOCK: i64 = 4096;
+
+impl Ids {
+    pub fn load(conn: &Connection) -> rusqlite::Result<Self> {
+        let stored: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'message_ids'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // Belt and braces for a file whose meta row was lost: never below an id in use.
+        let in_use: i64 = conn.query_row(
+            "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
+                        coalesce((SELECT max(id) FROM dead_letters), 0)) + 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let next = stored.unwrap_or(1).max(in_use);
+        Ok(Self {
+            next,
+            reserved: next,
+            committed: next,
+        })
+    }
+
+    fn take(&mut self, conn: &Connection) -> rusqlite::Result<i64> {
+        if self.next >= self.reserved {
+            let until = self.next + ID_BLOCK;
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('message_ids', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([until])?;
+            self.reserved = until;
+        }
+        let id = self.next;
+        self.next += 1;
+        Ok(id)
+    }
+
+    pub fn committed(&mut self) {
+        self.committed = self.reserved;
+    }
+
+    /// The transaction was rolled back: its reservation is gone. Ids it took stay unused.
+    pub fn rolled_back(&mut self) {
+        self.reserved = self.committed;
+        self.next = self.next.max(self.committed);
+    }
+}
+
+/// Carries out one operation. `Err` is a SQLite failure (the group is rolled back); `Ok(Err)`
+/// is an answer that refuses, with nothing written.
+pub fn execute(
+    conn: &Connection,
+    op: &Op,
+    cx: &mut Ctx<'_>,
+) -> rusqlite::Result<PortResult<Output>> {
+    match op {
+        Op::Send { messages } => {
+            for m in messages {
+                insert_message(conn, m, cx)?;
+            }
+            Ok(Ok(Output::Done))
+        }
+        Op::Receive {
+            queue,
+            max,
+            visibility_ms,
+        } => receive(conn, *queue, *max, *visibility_ms, cx).map(|r| Ok(Output::Received(r))),
+        Op::Delete { queue, receipts } => {
+            for r in receipts {
+                delete_message(conn, *queue, r)?;
+            }
+            Ok(Ok(Output::Done))
+        }
+        Op::ChangeVisibility {
+            queue,
+            receipt,
+            visibility_ms,
+        } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE messages SET visible_at = ?4
+                     WHERE id = ?1 AND receipt = ?2 AND queue = ?3",
+                )?
+                .execute(params![
+                    receipt.id,
+                    receipt.token,
+                    codec::queue_code(*queue),
+                    cx.now.saturating_add(*visibility_ms)
+                ])?;
+            if changed == 0 {
+                return Ok(Err(stale(*queue, receipt)));
+            }
+            if *visibility_ms == 0 {
+                touch(cx, *queue);
+            }
+            Ok(Ok(Output::Done))
+        }
+        Op::DeadLetter {
+            queue,
+            receipt,
+            reason,
+        } => {
+            let moved = conn
+                .prepare_cached(
+                    "INSERT INTO dead_letters
+                         (id, queue, dead_lettered_at, receive_count, sent_at, reason, body, attrs)
+                     SELECT id, queue, ?4, receive_count, sent_at, ?5, body, attrs
+                     FROM messages WHERE id = ?1 AND receipt = ?2 AND queue = ?3",
+                )?
+                .execute(params![
+                    receipt.id,
+                    receipt.token,
+                    codec::queue_code(*queue),
+                    cx.now,
+                    reason
+                ])?;
+            if moved == 0 {
+                return Ok(Err(stale(*queue, receipt)));
+            }
+            conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                .execute([receipt.id])?;
+            Ok(Ok(Output::Done))
+        }
+        Op::Redrive { queue, ids } => {
+            redrive(conn, *queue, ids.as_deref(), cx).map(|n| Ok(Output::Count(n)))
+        }
+        Op::Create { saga, effects } => {
+            let created = conn
+                .prepare_cached(
+                    "INSERT INTO sagas
+                         (id, version, status, step, request_id, started_at, updated_at, wake_at, state)
+                     VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    saga.id,
+                    saga.status,
+                    saga.step,
+                    saga.request_id,
+                    saga.started_at,
+                    saga.updated_at,
+                    saga.wake_at,
+                    saga.state
+                ])?;
+            if created == 0 {
+                return Ok(Ok(Output::Created(CreateOutcome::Exists)));
+            }
+            apply_effects(conn, &saga.id, effects, cx)?;
+            Ok(Ok(Output::Created(CreateOutcome::Created { version: 1 })))
+        }
+        Op::Update {
+            saga,
+            expected_version,
+            effects,
+        } => {
+            let (Ok(expected), Ok(version)) = (
+                i64::try_from(*expected_version),
+                i64::try_from(expected_version.saturating_add(1)),
+            ) else {
+                return Ok(Ok(Output::Updated(UpdateOutcome::Conflict)));
+            };
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE sagas SET version = ?3, status = ?4, step = ?5, updated_at = ?6,
+                                      wake_at = ?7, state = ?8
+                     WHERE id = ?1 AND version = ?2",
+                )?
+                .execute(params![
+                    saga.id,
+                    expected,
+                    version,
+                    saga.status,
+                    saga.step,
+                    saga.updated_at,
+                    saga.wake_at,
+                    saga.state
+                ])?;
+            if updated == 0 {
+                return Ok(Ok(Output::Updated(UpdateOutcome::Conflict)));
+            }
+            apply_effects(conn, &saga.id, effects, cx)?;
+            Ok(Ok(Output::Updated(UpdateOutcome::Updated {
+                version: expected_version + 1,
+            })))
+        }
+        Op::Complete { record, sends, ack } => {
+            if let Some((key, value)) = record {
+                conn.prepare_cached(
+                    "INSERT INTO records (key, at, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO NOTHING",
+                )?
+                .execute(params![key, cx.now, value])?;
+            }
+            for m in sends {
+                insert_message(conn, m, cx)?;
+            }
+            if let Some((queue, receipt)) = ack {
+                delete_message(conn, *queue, receipt)?;
+            }
+            Ok(Ok(Output::Done))
+        }
+        Op::Publish { events } => {
+            for e in events {
+                insert_event(conn, e)?;
+            }
+            Ok(Ok(Output::Done))
+        }
+        Op::PublishRejection { event_id, at, body } => {
+            conn.prepare_cached(
+                "INSERT INTO rejections (event_id, at, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )?
+            .execute(params![event_id, at, body])?;
+            Ok(Ok(Output::Done))
+        }
+        Op::PutPending {
+            name,
+            version_id,
+            value,
+        } => {
+            conn.prepare_cached("DELETE FROM secrets WHERE name = ?1 AND stage = 'pending'")?
+                .execute([name])?;
+            conn.prepare_cached(
+                "INSERT INTO secrets (name, version_id, stage, created_at, value)
+                 VALUES (?1, ?2, 'pending', ?3, ?4)",
+            )?
+            .execute(params![name, version_id, cx.now, value])?;
+            Ok(Ok(Output::Done))
+        }
+        Op::Promote { name, version_id } => promote(conn, name, version_id),
+    }
+}
+
+fn stale(queue: QueueName, receipt: &ReceiptKey) -> PortError {
+    PortError::Invalid(format!(
+        "receipt {} on {queue} is not current: the message was deleted or received again",
+        receipt.receipt().0
+    ))
+}
+
+fn touch(cx: &mut Ctx<'_>, queue: QueueName) {
+    cx.touched[usize::from(codec::queue_code(queue)) - 1] = true;
+}
+
+fn insert_message(conn: &Connection, m: &NewMessage, cx: &mut Ctx<'_>) -> rusqlite::Result<()> {
+    let id = cx.ids.take(conn)?;
+    conn.prepare_cached(
+        "INSERT INTO messages (id, queue, visible_at, receive_count, receipt, sent_at, body, attrs)
+         VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        id,
+        codec::queue_code(m.queue),
+        cx.now.saturating_add(m.delay_ms),
+        cx.now,
+        m.body,
+        m.attrs
+    ])?;
+    if m.delay_ms == 0 {
+        touch(cx, m.queue);
+    }
+    Ok(())
+}
+
+/// A stale receipt deletes nothing, by design: the message was received again and its new
+/// holder will handle it.
+fn delete_message(conn: &Connection, queue: QueueName, r: &ReceiptKey) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2 AND queue = ?3")?
+        .execute(params![r.id, r.token, codec::queue_code(queue)])?;
+    Ok(())
+}
+
+fn insert_event(conn: &Connection, e: &EventRow) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (event_id, saga_id, type, at, body) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (event_id) DO NOTHING",
+    )?
+    .execute(params![e.event_id, e.saga_id, e.kind, e.at, e.body])?;
+    Ok(())
+}
+
+fn apply_effects(
+    conn: &Connection,
+    saga_id: &[u8; 16],
+    effects: &EffectRows,
+    cx: &mut Ctx<'_>,
+) -> rusqlite::Result<()> {
+    for entry in &effects.history {
+        // Numbered from the saga's last entry, found by a seek in the same b-tree the row
+        // goes into: no read-modify-write in the caller, no counter in the saga row.
+        conn.prepare_cached(
+            "INSERT INTO history (saga_id, n, entry)
+             SELECT ?1, coalesce(max(n), 0) + 1, ?2 FROM history WHERE saga_id = ?1",
+        )?
+        .execute(params![saga_id, entry])?;
+    }
+    for e in &effects.events {
+        insert_event(conn, e)?;
+    }
+    for m in &effects.sends {
+        insert_message(conn, m, cx)?;
+    }
+    if let Some((queue, receipt)) = &effects.ack {
+        delete_message(conn, *queue, receipt)?;
+    }
+    Ok(())
+}
+
+/// Leases up to `max` visible messages, oldest first, in one statement: each gets a new
+/// random token (so older receipts go stale), a new visibility and one more receive. A message
+/// received more often than the queue allows goes to the dead letters instead, as SQS's redrive
+/// policy does, and the lease is retried for the places it left.
+fn receive(
+    conn: &Connection,
+    queue: QueueName,
+    max: usize,
+    visibility_ms: i64,
+    cx: &mut Ctx<'_>,
+) -> rusqlite::Result<Received> {
+    let limit_of = cx.max_receives[usize::from(codec::queue_code(queue)) - 1];
+    let code = codec::queue_code(queue);
+    let mut out = Received::default();
+    loop {
+        let want = max.saturating_sub(out.deliveries.len());
+        if want == 0 {
+            break;
+        }
+        let mut over = Vec::new();
+        let mut unreadable = Vec::new();
+        {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE messages
+                 SET visible_at = ?3, receive_count = receive_count + 1, receipt = random()
+                 WHERE id IN (SELECT id FROM messages WHERE queue = ?1 AND visible_at <= ?2
+                              ORDER BY visible_at, id LIMIT ?4)
+                 RETURNING id, receipt, receive_count, sent_at, body, attrs",
+            )?;
+            let mut rows = stmt.query(params![
+                code,
+                cx.now,
+                cx.now.saturating_add(visibility_ms),
+                codec::limit(want)
+            ])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let count: i64 = row.get(2)?;
+                if count > i64::from(limit_of) {
+                    over.push(id);
+                    continue;
+                }
+                let attrs: Option<String> = row.get(5)?;
+                let attributes = match codec::decode_attributes(attrs.as_deref()) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        unreadable.push((id, e.to_string()));
+                        continue;
+                    }
+                };
+                out.deliveries.push(Delivery {
+                    message_id: id.to_string(),
+                    receipt: ReceiptKey {
+                        id,
+                        token: row.get(1)?,
+                    }
+                    .receipt(),
+                    body: row.get(4)?,
+                    attributes,
+                    receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+                    sent_at: Timestamp::from_millis(row.get(3)?),
+                });
+            }
+        }
+        let moved = over.len() + unreadable.len();
+        for id in over {
+            move_to_dead_letters(conn, id, &format!("received {limit_of} times"), -1, cx.now)?;
+        }
+        for (id, why) in unreadable {
+            move_to_dead_letters(conn, id, &why, 0, cx.now)?;
+        }
+        if moved == 0 {
+            break;
+        }
+    }
+    // RETURNING comes in no promised order; ids follow sending order.
+    out.deliveries
+        .sort_by_key(|d| d.message_id.parse::<i64>().unwrap_or(i64::MAX));
+    if out.deliveries.is_empty() {
+        out.next_visible_at = conn
+            .prepare_cached("SELECT min(visible_at) FROM messages WHERE queue = ?1")?
+            .query_row([code], |r| r.get(0))?;
+    }
+    Ok(out)
+}
+
+/// `count_adjust` takes back the receive that found the message over its limit: the dead
+/// letter tells how often it was delivered.
+fn move_to_dead_letters(
+    conn: &Connection,
+    id: i64,
+    reason: &str,
+    count_adjust: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO dead_letters
+             (id, queue, dead_lettered_at, receive_count, sent_at, reason, body, attrs)
+         SELECT id, queue, ?2, receive_count + ?4, sent_at, ?3, body, attrs
+         FROM messages WHERE id = ?1",
+    )?
+    .execute(params![id, now, reason, count_adjust])?;
+    conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+fn redrive(
+    conn: &Connection,
+    queue: QueueName,
+    ids: Option<&[i64]>,
+    cx: &mut Ctx<'_>,
+) -> rusqlite::Result<usize> {
+    let code = codec::queue_code(queue);
+    let moved = match ids {
+        None => {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO messages
+                         (id, queue, visible_at, receive_count, receipt, sent_at, body, attrs)
+                     SELECT id, queue, ?2, 0, NULL, sent_at, body, attrs
+                     FROM dead_letters WHERE queue = ?1",
+                )?
+                .execute(params![code, cx.now])?;
+            conn.prepare_cached("DELETE FROM dead_letters WHERE queue = ?1")?
+                .execute([code])?;
+            n
+        }
+        Some(ids) => {
+            let mut n = 0;
+            for id in ids {
+                let one = conn
+                    .prepare_cached(
+                        "INSERT INTO messages
+                             (id, queue, visible_at, receive_count, receipt, sent_at, body, attrs)
+                         SELECT id, queue, ?3, 0, NULL, sent_at, body, attrs
+                         FROM dead_letters WHERE queue = ?1 AND id = ?2",
+                    )?
+                    .execute(params![code, id, cx.now])?;
+                if one > 0 {
+                    conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+                        .execute([id])?;
+                }
+                n += one;
+            }
+            n
+        }
+    };
+    if moved > 0 {
+        touch(cx, queue);
+    }
+    Ok(moved)
+}
+
+/// Secrets Manager's staging labels: the promoted version becomes current, the current one
+/// previous, and the one before is dropped.
+fn promote(
+    conn: &Connection,
+    name: &str,
+    version_id: &str,
+) -> rusqlite::Result<PortResult<Output>> {
+    let stage: Option<Option<String>> = conn
+        .prepare_cached("SELECT stage FROM secrets WHERE name = ?1 AND version_id = ?2")?
+        .query_row([name, version_id], |r| r.get(0))
+        .optional()?;
+    match stage {
+        None => Ok(Err(PortError::Invalid(format!(
+            "secret {name:?} has no version {version_id:?}"
+        )))),
+        Some(Some(s)) if s == "current" => Ok(Ok(Output::Done)),
+        Some(_) => {
+            conn.prepare_cached(
+                "DELETE FROM secrets WHERE name = ?1 AND stage = 'previous' AND version_id <> ?2",
+            )?
+            .execute([name, version_id])?;
+            conn.prepare_cached(
+                "UPDATE secrets SET stage = 'previous' WHERE name = ?1 AND stage = 'current'",
+            )?
+            .execute([name])?;
+            conn.prepare_cached(
+                "UPDATE secrets SET stage = 'current' WHERE name = ?1 AND version_id = ?2",
+            )?
+            .execute([name, version_id])?;
+            Ok(Ok(Output::Done))
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The queue port on the `messages` and `dead_letters` tables, with SQS's semantics.
+//!
+//! Receipts: a receipt is current until the message is received again or deleted. `delete`
+//! with a stale receipt does nothing and is not an error (as in SQS); `change_visibility` and
+//! `dead_letter` with a stale receipt write nothing and fail with `PortError::Invalid` (SQS
+//! fails them too, for an expired receipt), so a worker learns that its lease is gone.
+//!
+//! Long polling: a receive that finds nothing waits on the queue's `Notify`, which the writer
+//! fires after a commit makes a message visible there, or until the queue's next message
+//! becomes visible by the clock, whichever is first, within `wait`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use como_ports::{DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueName, Receipt};
+use como_schemas::Timestamp;
+use tokio::time::Instant;
+
+use crate::EmbeddedPorts;
+use crate::codec::{self, ReceiptKey, db_error, limit, millis};
+use crate::ops::{NewMessage, Op, Output};
+
+/// SQS takes at most 10 per receive; here a receive is one statement, so allow more, but keep
+/// one lease from holding a whole backlog.
+const MAX_RECEIVE: usize = 1_000;
+
+pub fn new_message(queue: QueueName, m: OutgoingMessage) -> NewMessage {
+    NewMessage {
+        queue,
+        attrs: codec::encode_attributes(&m.attributes),
+        body: m.body,
+        delay_ms: millis(m.delay),
+    }
+}
+
+impl EmbeddedPorts {
+    fn notifier(&self, queue: QueueName) -> &tokio::sync::Notify {
+        &self.notify[usize::from(codec::queue_code(queue)) - 1]
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedPorts {
+    async fn send(&self, queue: QueueName, messages: Vec<OutgoingMessage>) -> PortResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let messages = messages
+            .into_iter()
+            .map(|m| new_message(queue, m))
+            .collect();
+        self.writer.submit(Op::Send { messages }).await?.done()
+    }
+
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>> {
+        let max = max.min(MAX_RECEIVE);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + wait;
+        let notify = self.notifier(queue);
+        loop {
+            // Registered before looking, so that a commit between the look and the wait is
+            // not missed.
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+
+            let received = match self
+                .writer
+                .submit(Op::Receive {
+                    queue,
+                    max,
+                    visibility_ms: millis(visibility),
+                })
+                .await?
+            {
+                Output::Received(r) => r,
+                other => return Err(other.unexpected()),
+            };
+            let now = Instant::now();
+            if !received.deliveries.is_empty() || now >= deadline {
+                return Ok(received.deliveries);
+            }
+            let mut until = deadline;
+            if let Some(at) = received.next_visible_at {
+                let ms = at.saturating_sub(self.clock.now().as_millis()).max(1);
+                until = until.min(now + Duration::from_millis(ms.unsigned_abs()));
+            }
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn delete(&self, queue: QueueName, receipts: Vec<Receipt>) -> PortResult<()> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let receipts = receipts
+            .iter()
+            .map(ReceiptKey::parse)
+            .collect::<PortResult<Vec<_>>>()?;
+        self.writer
+            .submit(Op::Delete { queue, receipts })
+            .await?
+            .done()
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        visibility: Duration,
+    ) -> PortResult<()> {
+        let receipt = ReceiptKey::parse(receipt)?;
+        self.writer
+            .submit(Op::ChangeVisibility {
+                queue,
+                receipt,
+                visibility_ms: millis(visibility),
+            })
+            .await?
+            .done()
+    }
+
+    async fn dead_letter(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+    ) -> PortResult<()> {
+        let receipt = ReceiptKey::parse(receipt)?;
+        self.writer
+            .submit(Op::DeadLetter {
+                queue,
+                receipt,
+                reason: reason.to_owned(),
+            })
+            .await?
+            .done()
+    }
+
+    async fn dead_letters(&self, queue: QueueName, max: usize) -> PortResult<Vec<DeadLetter>> {
+        let code = codec::queue_code(queue);
+        self.readers
+            .scan(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, queue, body, reason, receive_count, dead_lettered_at
+                         FROM dead_letters WHERE queue = ?1
+                         ORDER BY dead_lettered_at, id LIMIT ?2",
+                    )
+                    .map_err(db_error)?;
+                let mut rows = stmt.query((code, limit(max))).map_err(db_error)?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(db_error)? {
+                    let id: i64 = row.get(0).map_err(db_error)?;
+                    let count: i64 = row.get(4).map_err(db_error)?;
+                    out.push(DeadLetter {
+                        message_id: id.to_string(),
+                        queue: codec::queue_of_code(row.get(1).map_err(db_error)?)?,
+                        body: row.get(2).map_err(db_error)?,
+                        reason: row.get(3).map_err(db_error)?,
+                        receive_count: u32::try_from(codec::unsigned("receive count", count)?)
+                            .unwrap_or(u32::MAX),
+                        dead_lettered_at: Timestamp::from_millis(row.get(5).map_err(db_error)?),
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn redrive(
+        &self,
+        queue: QueueName,
+        message_ids: Option<Vec<String>>,
+    ) -> PortResult<usize> {
+        // An id that is not a number names no message here: nothing to move.
+        let ids = message_ids.map(|ids| ids.iter().filter_map(|i| i.parse().ok()).collect());
+        match self.writer.submit(Op::Redrive { queue, ids }).await? {
+            Output::Count(n) => Ok(n),
+            other => Err(other.unexpected()),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Idempotency records on the `records` table. `complete` records (when asked), sends and
+//! acknowledges in one transaction: a redelivered command either finds the record and its reply already sent,
+//! or finds neither.
+
+use async_trait::async_trait;
+use como_ports::{IdempotencyRecords, OutgoingMessage, PortResult, QueueName, Receipt};
+use rusqlite::OptionalExtension;
+
+use crate::EmbeddedPorts;
+use crate::codec::{ReceiptKey, db_error};
+use crate::ops::Op;
+use crate::queue::new_message;
+
+#[async_trait]
+impl IdempotencyRecords for EmbeddedPorts {
+    async fn get(&self, key: &str) -> PortResult<Option<String>> {
+        self.readers.point(|conn| {
+            conn.prepare_cached("SELECT value FROM records WHERE key = ?1")
+                .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+                .map_err(db_error)
+        })
+    }
+
+    async fn complete(
+        &self,
+        record: Option<(&str, &str)>,
+        sends: Vec<(QueueName, OutgoingMessage)>,
+        ack: Option<(QueueName, Receipt)>,
+    ) -> PortResult<()> {
+        let ack = ack
+            .map(|(q, r)| ReceiptKey::parse(&r).map(|k| (q, k)))
+            .transpose()?;
+        self.writer
+            .submit(Op::Complete {
+                record: record.map(|(k, v)| (k.to_owned(), v.to_owned())),
+                sends: sends.into_iter().map(|(q, m)| new_message(q, m)).collect(),
+                ack,
+            })
+            .await?
+            .done()
+    }
+}

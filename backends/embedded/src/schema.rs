@@ -1,0 +1,171 @@
+//! The SQLite schema of the embedded backend and the settings of its connections.
+//!
+//! Tables (one file, WAL mode):
+//! - `messages`: every queue's messages; `queue` is a small code (see `codec::queue_code`),
+//!   `receipt` the token of the current lease (NULL before the first receive).
+//! - `dead_letters`: messages moved aside, with the reason; a message keeps its id when it
+//!   moves either way, so ids are unique across both tables.
+//! - `sagas`: one row per saga; `state` is the engine's `SagaState` as compact JSON, the other
+//!   columns are what the indexes need. `wake_at` is NULL for a saga that is finished.
+//! - `history`: a saga's history entries, numbered from 1, clustered by saga.
+//! - `events`: the event log (saga lifecycle events), unique by `event_id`.
+//! - `rejections`: `BookingRejected` events, unique by `event_id`.
+//! - `records`: idempotency records, first write wins.
+//! - `secrets`: secret versions with their stage (`current`, `pending`, `previous`).
+//! - `meta`: the high-water mark of message ids handed out (see `writer::Ids`).
+//!
+//! Every index is one more b-tree write per statement, and the single writer is the limit of
+//! the whole backend, so there are only the indexes that a hot path or a dashboard needs.
+
+use rusqlite::Connection;
+
+use crate::OpenError;
+
+/// `PRAGMA user_version` of the schema this build writes. A file with a higher version was
+/// written by a newer build and is refused rather than misread.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id            INTEGER PRIMARY KEY,
+    queue         INTEGER NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL,
+    receipt       INTEGER,
+    sent_at       INTEGER NOT NULL,
+    body          TEXT    NOT NULL,
+    attrs         TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id               INTEGER PRIMARY KEY,
+    queue            INTEGER NOT NULL,
+    dead_lettered_at INTEGER NOT NULL,
+    receive_count    INTEGER NOT NULL,
+    sent_at          INTEGER NOT NULL,
+    reason           TEXT    NOT NULL,
+    body             TEXT    NOT NULL,
+    attrs            TEXT
+);
+CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, dead_lettered_at);
+
+CREATE TABLE IF NOT EXISTS sagas (
+    id          BLOB    NOT NULL UNIQUE,
+    version     INTEGER NOT NULL,
+    status      TEXT    NOT NULL,
+    step        TEXT,
+    request_id  TEXT    NOT NULL,
+    started_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    wake_at     INTEGER,
+    state       TEXT    NOT NULL
+);
+-- Covers the dashboard's lists (status, age, step) without touching the large rows.
+CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, updated_at, step);
+CREATE INDEX IF NOT EXISTS sagas_wake ON sagas (wake_at) WHERE wake_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS history (
+    saga_id BLOB    NOT NULL,
+    n       INTEGER NOT NULL,
+    entry   TEXT    NOT NULL,
+    PRIMARY KEY (saga_id, n)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS events (
+    seq      INTEGER PRIMARY KEY,
+    event_id TEXT    NOT NULL UNIQUE,
+    saga_id  BLOB    NOT NULL,
+    type     TEXT    NOT NULL,
+    at       INTEGER NOT NULL,
+    body     TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS rejections (
+    seq      INTEGER PRIMARY KEY,
+    event_id TEXT    NOT NULL UNIQUE,
+    at       INTEGER NOT NULL,
+    body     TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS records (
+    key   TEXT    PRIMARY KEY,
+    at    INTEGER NOT NULL,
+    value TEXT    NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS secrets (
+    name       TEXT    NOT NULL,
+    version_id TEXT    NOT NULL,
+    stage      TEXT,
+    created_at INTEGER NOT NULL,
+    value      TEXT    NOT NULL,
+    PRIMARY KEY (name, version_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// How much is lost when the machine (not only the process) fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a commit is in the WAL file when it is acknowledged, so a killed
+    /// process loses nothing; a power cut may lose the last commits before a checkpoint.
+    #[default]
+    ProcessCrash,
+    /// `synchronous=FULL`: the WAL is synced on every commit; a power cut loses nothing that
+    /// was acknowledged, at the price of one fsync per group commit.
+    PowerLoss,
+}
+
+/// Settings of the writer connection, then the schema.
+pub fn prepare_writer(
+    conn: &Connection,
+    durability: Durability,
+    cache_mb: u32,
+) -> Result<(), OpenError> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::NotWal(mode));
+    }
+    let sync = match durability {
+        Durability::ProcessCrash => "NORMAL",
+        Durability::PowerLoss => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync};
+         PRAGMA cache_size = -{kib};
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA busy_timeout = 5000;",
+        kib = u64::from(cache_mb) * 1024,
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::NewerSchema { found: version });
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         {SCHEMA}
+         PRAGMA user_version = {SCHEMA_VERSION};
+         COMMIT;"
+    ))?;
+    Ok(())
+}
+
+/// Settings of a read connection: reads never write, and wait out a checkpoint's brief lock.
+pub fn prepare_reader(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "PRAGMA query_only = ON;
+         PRAGMA cache_size = -16384;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA busy_timeout = 5000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The saga store port on the `sagas`, `history` and `events` tables: a saga write and its
+//! effects (history, events, commands, the input's acknowledgement) commit in one transaction.
+//!
+//! Lists are ordered by `(updated_at desc, rowid desc)`: the row id never changes for a saga,
+//! so the cursor `"<updated_at>.<rowid>"` pages through a stable order, and the index on
+//! `(status, updated_at, step)` answers the filters without reading the large rows.
+
+use async_trait::async_trait;
+use como_engine::{HistoryEntry, SagaState, StatusKind};
+use como_ports::store::current_step;
+use como_ports::{
+    CreateOutcome, Effects, PortError, PortResult, SagaPage, SagaQuery, SagaStore, SagaSummary,
+    UpdateOutcome, Versioned,
+};
+use como_schemas::{SagaEvent, SagaId, Timestamp};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params_from_iter};
+
+use crate::EmbeddedPorts;
+use crate::codec::{self, ReceiptKey, db_error, json_error, saga_key};
+use crate::ops::{EffectRows, EventRow, Op, Output, SagaRow};
+use crate::queue::new_message;
+
+/// A page when the query does not say; and the most a page holds.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1_000;
+
+fn encode<T: serde::Serialize>(what: &str, value: &T) -> PortResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| PortError::Invalid(format!("cannot encode {what}: {e}")))
+}
+
+fn saga_row(state: &SagaState) -> PortResult<SagaRow> {
+    let kind = state.status.kind();
+    Ok(SagaRow {
+        id: saga_key(state.saga_id),
+        status: kind.as_str(),
+        step: current_step(state).map(|s| s.as_str().to_owned()),
+        request_id: state.request.request_id.as_str().to_owned(),
+        started_at: state.started_at.as_millis(),
+        updated_at: state.updated_at.as_millis(),
+        wake_at: if kind.is_terminal() {
+            None
+        } else {
+            state.wake_at.map(|t| t.as_millis())
+        },
+        state: encode("the saga", state)?,
+    })
+}
+
+pub fn event_row(event: &SagaEvent) -> PortResult<EventRow> {
+    Ok(EventRow {
+        event_id: event.event_id.clone(),
+        saga_id: saga_key(event.saga_id),
+        kind: event.body.type_name(),
+        at: event.at.as_millis(),
+        body: encode("an event", event)?,
+    })
+}
+
+/// Everything is encoded, and the receipt checked, before the writer sees the operation: a
+/// malformed effect fails the call with nothing written.
+fn effect_rows(effects: Effects) -> PortResult<EffectRows> {
+    Ok(EffectRows {
+        history: effects
+            .history
+            .iter()
+            .map(|h| encode("a history entry", h))
+            .collect::<PortResult<_>>()?,
+        events: effects
+            .events
+            .iter()
+            .map(event_row)
+            .collect::<PortResult<_>>()?,
+        sends: effects
+            .sends
+            .into_iter()
+            .map(|(q, m)| new_message(q, m))
+            .collect(),
+        ack: effects
+            .ack
+            .map(|(q, r)| ReceiptKey::parse(&r).map(|k| (q, k)))
+            .transpose()?,
+    })
+}
+
+fn decode_state(text: &str) -> PortResult<SagaState> {
+    serde_json::from_str(text).map_err(json_error("saga state"))
+}
+
+struct Cursor {
+    updated_at: i64,
+    rowid: i64,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        format!("{}.{}", self.updated_at, self.rowid)
+    }
+
+    fn parse(s: &str) -> PortResult<Self> {
+        let invalid = || PortError::Invalid(format!("{s:?} is not a cursor of this store"));
+        let (u, r) = s.split_once('.').ok_or_else(invalid)?;
+        Ok(Self {
+            updated_at: u.parse().map_err(|_| invalid())?,
+            rowid: r.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+#[async_trait]
+impl SagaStore for EmbeddedPorts {
+    async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
+        let op = Op::Create {
+            saga: saga_row(state)?,
+            effects: effect_rows(effects)?,
+        };
+        match self.writer.submit(op).await? {
+            Output::Created(c) => Ok(c),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    async fn update(
+        &self,
+        state: &SagaState,
+        expected_version: u64,
+        effects: Effects,
+    ) -> PortResult<UpdateOutcome> {
+        let op = Op::Update {
+            saga: saga_row(state)?,
+            expected_version,
+            effects: effect_rows(effects)?,
+        };
+        match self.writer.submit(op).await? {
+            Output::Updated(u) => Ok(u),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
+        let key = saga_key(id);
+        let row: Option<(i64, String)> = self.readers.point(|conn| {
+            conn.prepare_cached("SELECT version, state FROM sagas WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(db_error)
+        })?;
+        row.map(|(version, state)| {
+            Ok(Versioned {
+                version: codec::unsigned("version", version)?,
+                value: decode_state(&state)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn query(&self, query: &SagaQuery) -> PortResult<SagaPage> {
+        let page = match query.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let mut filter = String::new();
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(status) = query.status {
+            args.push(Value::Text(status.as_str().to_owned()));
+            filter.push_str(&format!(" AND status = ?{}", args.len()));
+        }
+        if let Some(step) = &query.step {
+            args.push(Value::Text(step.as_str().to_owned()));
+            filter.push_str(&format!(" AND step = ?{}", args.len()));
+        }
+        if let Some(before) = query.updated_before {
+            args.push(Value::Integer(before.as_millis()));
+            filter.push_str(&format!(" AND updated_at < ?{}", args.len()));
+        }
+        if let Some(cursor) = &query.cursor {
+            let c = Cursor::parse(cursor)?;
+            args.push(Value::Integer(c.updated_at));
+            args.push(Value::Integer(c.rowid));
+            filter.push_str(&format!(
+                " AND (updated_at, rowid) < (?{}, ?{})",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        // One more than a page, to know whether there is a next one.
+        args.push(Value::Integer(codec::limit(page + 1)));
+        let sql = format!(
+            "SELECT s.rowid, s.updated_at, s.version, s.state FROM sagas AS s
+             WHERE s.rowid IN (SELECT rowid FROM sagas WHERE 1 = 1{filter}
+                               ORDER BY updated_at DESC, rowid DESC LIMIT ?{})
+             ORDER BY s.updated_at DESC, s.rowid DESC",
+            args.len()
+        );
+        self.readers
+            .scan(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+                let mut rows = stmt.query(params_from_iter(args)).map_err(db_error)?;
+                let mut items = Vec::new();
+                let mut last = None;
+                let mut more = false;
+                while let Some(row) = rows.next().map_err(db_error)? {
+                    if items.len() == page {
+                        more = true;
+                        break;
+                    }
+                    let version: i64 = row.get(2).map_err(db_error)?;
+                    let state: String = row.get(3).map_err(db_error)?;
+                    let state = decode_state(&state)?;
+                    items.push(SagaSummary::of(
+                        &state,
+                        codec::unsigned("version", version)?,
+                    ));
+                    last = Some(Cursor {
+                        rowid: row.get(0).map_err(db_error)?,
+                        updated_at: row.get(1).map_err(db_error)?,
+                    });
+                }
+                Ok(SagaPage {
+                    items,
+                    next_cursor: if more { last.map(|c| c.encode()) } else { None },
+                })
+            })
+            .await
+    }
+
+    async fn history(&self, id: SagaId) -> PortResult<Vec<HistoryEntry>> {
+        let key = saga_key(id);
+        self.readers
+            .scan(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT entry FROM history WHERE saga_id = ?1 ORDER BY n")
+                    .map_err(db_error)?;
+                let mut rows = stmt.query([key]).map_err(db_error)?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(db_error)? {
+                    let text: String = row.get(0).map_err(db_error)?;
+                    out.push(serde_json::from_str(&text).map_err(json_error("history entry"))?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
+        let now = now.as_millis();
+        let limit = codec::limit(limit);
+        self.readers
+            .scan(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id FROM sagas WHERE wake_at IS NOT NULL AND wake_at <= ?1
+                         ORDER BY wake_at LIMIT ?2",
+                    )
+                    .map_err(db_error)?;
+                let mut rows = stmt.query((now, limit)).map_err(db_error)?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(db_error)? {
+                    let id: Vec<u8> = row.get(0).map_err(db_error)?;
+                    out.push(codec::saga_of_key(&id)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
+        self.readers
+            .scan(|conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT status, count(*) FROM sagas GROUP BY status")
+                    .map_err(db_error)?;
+                let mut rows = stmt.query([]).map_err(db_error)?;
+                let mut counts: Vec<(StatusKind, u64)> =
+                    StatusKind::ALL.iter().map(|k| (*k, 0)).collect();
+                while let Some(row) = rows.next().map_err(db_error)? {
+                    let status: String = row.get(0).map_err(db_error)?;
+                    let n: i64 = row.get(1).map_err(db_error)?;
+                    let kind = StatusKind::parse(&status)
+                        .ok_or_else(|| PortError::Corrupt(format!("unknown status {status:?}")))?;
+                    if let Some(slot) = counts.iter_mut().find(|(k, _)| *k == kind) {
+                        slot.1 = codec::unsigned("count", n)?;
+                    }
+                }
+                Ok(counts)
+            })
+            .await
+    }
+}

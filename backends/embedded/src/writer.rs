@@ -1,0 +1,233 @@
+//! The one writer: a thread that owns the only writing connection and commits in groups.
+//!
+//! Callers send an operation with a oneshot for its answer. The writer takes whatever is
+//! queued (up to `batch_max` operations), carries all of it out in ONE transaction, commits,
+//! wakes the consumers of queues that got visible messages, and only then answers every
+//! caller. So a caller never hears "done" for an effect that is not committed: a kill -9 at
+//! any moment loses only what nobody was told about. Under load a group forms by itself while
+//! the previous one commits; a lone caller is served at once, without waiting for company.
+//!
+//! If a SQLite error aborts the group, the transaction is rolled back and its operations are
+//! run again one per transaction, so that one bad operation fails alone and no operation is
+//! ever half committed.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use como_ports::{Clock, PortError, PortResult};
+use rusqlite::Connection;
+use tokio::sync::{Notify, oneshot};
+
+use crate::codec::{self, QUEUES};
+use crate::ops::{self, Ctx, Ids, Op, Output};
+
+/// Consumers waiting on each queue (by code - 1), woken after a commit makes messages visible.
+pub type Notifiers = [Notify; QUEUES];
+
+pub struct Pending {
+    op: Op,
+    reply: oneshot::Sender<PortResult<Output>>,
+}
+
+pub enum Msg {
+    Op(Pending),
+    /// Finish what is queued before this, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// The callers' side of the writer.
+pub struct WriterHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+fn closed() -> PortError {
+    PortError::Unavailable("the embedded backend is closed".into())
+}
+
+impl WriterHandle {
+    /// Carry out `op` and answer after the transaction holding it has committed.
+    pub async fn submit(&self, op: Op) -> PortResult<Output> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Op(Pending { op, reply }))
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Stop the writer once everything queued before is committed. Closing twice is harmless.
+    pub async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Msg::Close(done)).is_ok() {
+            // An error means the writer already stopped, which is what was asked.
+            let _ = stopped.await;
+        }
+    }
+}
+
+pub struct WriterConfig {
+    pub batch_max: usize,
+    pub max_receives: [u32; QUEUES],
+}
+
+struct Writer {
+    conn: Connection,
+    ids: Ids,
+    clock: Arc<dyn Clock>,
+    notify: Arc<Notifiers>,
+    config: WriterConfig,
+}
+
+/// Start the writer thread on a prepared connection.
+pub fn spawn(
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    notify: Arc<Notifiers>,
+    config: WriterConfig,
+) -> Result<(WriterHandle, JoinHandle<()>), crate::OpenError> {
+    let ids = Ids::load(&conn)?;
+    let (tx, rx) = mpsc::channel();
+    let writer = Writer {
+        conn,
+        ids,
+        clock,
+        notify,
+        config,
+    };
+    let thread = std::thread::Builder::new()
+        .name("como-sqlite-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(crate::OpenError::Thread)?;
+    Ok((WriterHandle { tx }, thread))
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut group = Vec::with_capacity(self.config.batch_max);
+        // The loop ends when every handle is dropped (recv fails) or on Close.
+        while let Ok(first) = rx.recv() {
+            let mut close = None;
+            match first {
+                Msg::Op(p) => group.push(p),
+                Msg::Close(c) => close = Some(c),
+            }
+            while close.is_none() && group.len() < self.config.batch_max {
+                match rx.try_recv() {
+                    Ok(Msg::Op(p)) => group.push(p),
+                    Ok(Msg::Close(c)) => close = Some(c),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(&mut group);
+            }
+            if let Some(done) = close {
+                self.tidy();
+                let _ = done.send(());
+                return;
+            }
+        }
+        self.tidy();
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<Pending>) {
+        let now = self.clock.now().as_millis();
+        let mut touched = [false; QUEUES];
+        match self.transaction(group.iter().map(|p| &p.op), now, &mut touched) {
+            Ok(answers) => {
+                self.ids.committed();
+                self.wake(&touched);
+                for (p, answer) in group.drain(..).zip(answers) {
+                    // A caller that stopped waiting still had its write committed.
+                    let _ = p.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                self.ids.rolled_back();
+                tracing::warn!(
+                    error = %e,
+                    operations = group.len(),
+                    "group commit failed; running its operations one by one"
+                );
+                for p in group.drain(..) {
+                    let mut touched = [false; QUEUES];
+                    let answer = match self.transaction(std::iter::once(&p.op), now, &mut touched) {
+                        Ok(mut answers) => {
+                            self.ids.committed();
+                            self.wake(&touched);
+                            answers.pop().unwrap_or_else(|| Err(closed()))
+                        }
+                        Err(e) => {
+                            self.ids.rolled_back();
+                            Err(codec::db_error(e))
+                        }
+                    };
+                    let _ = p.reply.send(answer);
+                }
+            }
+        }
+    }
+
+    /// Runs `ops` in one transaction; on any SQLite error nothing of them stays.
+    fn transaction<'a>(
+        &mut self,
+        ops: impl Iterator<Item = &'a Op>,
+        now: i64,
+        touched: &mut [bool; QUEUES],
+    ) -> rusqlite::Result<Vec<PortResult<Output>>> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let mut cx = Ctx {
+            now,
+            ids: &mut self.ids,
+            touched,
+            max_receives: &self.config.max_receives,
+        };
+        let mut answers = Vec::new();
+        let mut failed = None;
+        for op in ops {
+            match ops::execute(&self.conn, op, &mut cx) {
+                Ok(answer) => answers.push(answer),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let committed = match failed {
+            None => self
+                .conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]).map(|_| ())),
+            Some(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => Ok(answers),
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                *touched = [false; QUEUES];
+                Err(e)
+            }
+        }
+    }
+
+    fn wake(&self, touched: &[bool; QUEUES]) {
+        for (notify, hit) in self.notify.iter().zip(touched) {
+            if *hit {
+                notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Fold the WAL back into the main file so that the next open starts clean; a failure
+    /// only means the next open replays the WAL.
+    fn tidy(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::debug!(error = %e, "checkpoint on close failed");
+        }
+    }
+}
