@@ -26,7 +26,11 @@ pub enum RuntimeError {
     #[error(transparent)]
     Port(#[from] PortError),
     #[error("saga {saga} is pinned to {name} v{version}, which this build does not know")]
-    UnknownDefinition { saga: SagaId, name: String, version: u32 },
+    UnknownDefinition {
+        saga: SagaId,
+        name: String,
+        version: u32,
+    },
     #[error("saga {0} kept changing under us; giving up for now (the input will be redelivered)")]
     Contention(SagaId),
     #[error("cannot encode a message: {0}")]
@@ -71,7 +75,11 @@ pub async fn advance(
             return Ok(Advanced::Unchanged);
         }
         let effects = effects_of(&decision, ack.clone())?;
-        match ports.store.update(&decision.state, stored.version, effects).await? {
+        match ports
+            .store
+            .update(&decision.state, stored.version, effects)
+            .await?
+        {
             UpdateOutcome::Updated { version } => {
                 return Ok(Advanced::Applied {
                     state: Box::new(decision.state),

@@ -43,7 +43,10 @@ impl VenueCatalogue {
         let Some(price) = self.price(&request.venue_id, request.party_size) else {
             return Err(InvalidInput::new(
                 "venue_id",
-                format!("{} is not a venue bookable with Como Credits", request.venue_id),
+                format!(
+                    "{} is not a venue bookable with Como Credits",
+                    request.venue_id
+                ),
             ));
         };
         if request.quoted_credits != Credits::new(price).unwrap_or_default() {

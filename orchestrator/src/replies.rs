@@ -21,13 +21,22 @@ pub async fn handle_reply(ports: &Backend, delivery: &Delivery) -> Result<(), Ru
     match advance(ports, saga_id, &Input::Reply { reply }, ack).await? {
         Advanced::Applied { .. } | Advanced::Unchanged => Ok(()),
         Advanced::NoSaga => {
-            dead_letter(ports, delivery, &format!("reply for saga {saga_id}, which does not exist")).await
+            dead_letter(
+                ports,
+                delivery,
+                &format!("reply for saga {saga_id}, which does not exist"),
+            )
+            .await
         }
         Advanced::Refused(e) => dead_letter(ports, delivery, &e.to_string()).await,
     }
 }
 
-async fn dead_letter(ports: &Backend, delivery: &Delivery, reason: &str) -> Result<(), RuntimeError> {
+async fn dead_letter(
+    ports: &Backend,
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<(), RuntimeError> {
     tracing::warn!(reason, "reply dead-lettered");
     ports
         .queue

@@ -167,7 +167,11 @@ impl Orchestrator {
         while !shutdown.is_cancelled() {
             // Not raced against shutdown: a receive dropped half-way would leave its messages
             // hidden until their visibility timeout. The wait is short instead.
-            let batch = self.ports.queue.receive(queue, c.batch, c.visibility, c.poll_wait).await;
+            let batch = self
+                .ports
+                .queue
+                .receive(queue, c.batch, c.visibility, c.poll_wait)
+                .await;
             match batch {
                 Ok(deliveries) => {
                     futures::stream::iter(deliveries)

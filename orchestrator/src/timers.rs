@@ -10,7 +10,11 @@ use crate::advance::{Advanced, RuntimeError, advance};
 
 /// Fire the timers of up to `limit` due sagas, `concurrency` at a time. Returns how many
 /// sagas were due.
-pub async fn sweep(ports: &Backend, limit: usize, concurrency: usize) -> Result<usize, RuntimeError> {
+pub async fn sweep(
+    ports: &Backend,
+    limit: usize,
+    concurrency: usize,
+) -> Result<usize, RuntimeError> {
     let due = ports.store.due(ports.clock.now(), limit).await?;
     let n = due.len();
     futures::stream::iter(due)

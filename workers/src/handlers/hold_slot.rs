@@ -1,0 +1,104 @@
+//! Step 2, hold the slot: find the slot's shift and access rule in the venue's availability,
+//! then hold it. Compensation: release the hold; a hold whose id was never learnt cannot be
+//! released by id and expires by itself after its hold time.
+
+use chrono::{NaiveDate, Timelike};
+use como_schemas::{HoldId, PartySize, ReplyOutcome, SlotTime, StepOutput, VenueId};
+
+use super::{compensated, reply, succeeded};
+use crate::clients::sevenrooms::{
+    AvailabilityRequest, HoldRequest, ReleaseOutcome, SevenRoomsClient,
+};
+use crate::clients::{Deadline, codes};
+
+pub async fn hold(
+    client: &SevenRoomsClient,
+    venue: &VenueId,
+    date: NaiveDate,
+    time: SlotTime,
+    party: PartySize,
+    hold_seconds: u32,
+    deadline: Deadline,
+) -> ReplyOutcome {
+    let wanted = time.time();
+    let availability = client
+        .availability(
+            venue.as_str(),
+            &AvailabilityRequest {
+                date,
+                party_size: u32::from(party.get()),
+                start_time: Some(wanted),
+                end_time: Some(wanted),
+            },
+            deadline,
+        )
+        .await;
+    let shifts = match super::success(availability) {
+        Ok(shifts) => shifts,
+        Err(failure) => return failure,
+    };
+    let slot = shifts
+        .into_iter()
+        .filter(|s| !s.is_closed)
+        .find_map(|shift| {
+            shift
+                .times
+                .iter()
+                .find(|t| t.is_bookable() && same_minute(&t.time, wanted))
+                .map(|t| {
+                    (
+                        shift.shift_persistent_id.clone(),
+                        t.access_persistent_id.clone(),
+                    )
+                })
+        });
+    let Some((shift, access)) = slot else {
+        return ReplyOutcome::BusinessFailure {
+            code: codes::SLOT_UNAVAILABLE.into(),
+            message: format!("no bookable slot at {time} on {date} for {party}"),
+        };
+    };
+    let request = HoldRequest {
+        date,
+        time: wanted,
+        party_size: u32::from(party.get()),
+        shift_persistent_id: shift,
+        access_persistent_id: access,
+        hold_wait_time_sec: Some(hold_seconds),
+    };
+    reply(
+        client.hold(venue.as_str(), &request, deadline).await,
+        |h| match HoldId::parse(h.reservation_hold_id) {
+            Ok(hold_id) => succeeded(StepOutput::SlotHeld { hold_id }),
+            Err(e) => super::unreadable("hold id", e),
+        },
+    )
+}
+
+/// `HH:MM` or `HH:MM:SS`, or an ISO time, at the same minute as `wanted`.
+fn same_minute(text: &str, wanted: chrono::NaiveTime) -> bool {
+    let hm = text.get(..5).unwrap_or(text);
+    chrono::NaiveTime::parse_from_str(hm, "%H:%M")
+        .map(|t| t.hour() == wanted.hour() && t.minute() == wanted.minute())
+        .unwrap_or(false)
+}
+
+pub async fn release(
+    client: &SevenRoomsClient,
+    venue: &VenueId,
+    hold: Option<&HoldId>,
+    deadline: Deadline,
+) -> ReplyOutcome {
+    let Some(hold) = hold else {
+        return compensated("no hold id was ever learnt; an unknown hold expires by itself");
+    };
+    reply(
+        client
+            .release_hold(venue.as_str(), hold.as_str(), deadline)
+            .await,
+        |r| match r {
+            ReleaseOutcome::Released => compensated("hold released"),
+            ReleaseOutcome::AlreadyGone => compensated("the hold was already gone"),
+        },
+    )
+}

@@ -1,0 +1,235 @@
+//! Command handlers: what a worker does for each operation of a command, one file per saga
+//! step, and the translation of a client's [`Outcome`] into the reply the orchestrator reads.
+
+mod book_experience;
+mod check_credits;
+mod hold_slot;
+mod redeem_credits;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use como_schemas::{Operation, ReplyOutcome, StepOutput, Worker, WorkerCommand};
+
+use crate::clients::memberson::MembersonClient;
+use crate::clients::sevenrooms::SevenRoomsClient;
+use crate::clients::{Deadline, Guards, Outcome};
+
+/// Whether the downstream can be called now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    /// Its circuit is open: calling would fail at once.
+    Unavailable {
+        retry_after: Duration,
+        reason: String,
+    },
+}
+
+/// One kind of worker's commands.
+#[async_trait]
+pub trait CommandHandler: Send + Sync {
+    fn worker(&self) -> Worker;
+
+    /// Whether the downstream can be called now (its circuit breaker).
+    fn availability(&self) -> Availability;
+
+    /// Run the command against the downstream, within `deadline`.
+    async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome;
+}
+
+fn availability_of(guards: &Guards, downstream: &str) -> Availability {
+    match guards.breaker.as_ref().and_then(|b| b.blocked_for()) {
+        Some(retry_after) => Availability::Unavailable {
+            retry_after,
+            reason: format!("{downstream} circuit open"),
+        },
+        None => Availability::Available,
+    }
+}
+
+/// The reply for a client outcome; `ok` turns the success value into the step's output.
+fn reply<T>(outcome: Outcome<T>, ok: impl FnOnce(T) -> ReplyOutcome) -> ReplyOutcome {
+    match success(outcome) {
+        Ok(t) => ok(t),
+        Err(failure) => failure,
+    }
+}
+
+/// The success value, or the reply that reports the failure.
+fn success<T>(outcome: Outcome<T>) -> Result<T, ReplyOutcome> {
+    Err(match outcome {
+        Outcome::Success(t) => return Ok(t),
+        Outcome::BusinessFailure { code, message } => {
+            ReplyOutcome::BusinessFailure { code, message }
+        }
+        Outcome::Retryable {
+            reason,
+            retry_after,
+        } => ReplyOutcome::RetryableFailure {
+            reason,
+            retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            downstream_unavailable: false,
+        },
+        Outcome::Unknown { reason } => ReplyOutcome::UnknownOutcome { reason },
+    })
+}
+
+fn succeeded(output: StepOutput) -> ReplyOutcome {
+    ReplyOutcome::Succeeded { output }
+}
+
+fn compensated(note: impl Into<String>) -> ReplyOutcome {
+    succeeded(StepOutput::Compensated {
+        note: Some(note.into()),
+    })
+}
+
+/// A value from a downstream that does not fit our types (an empty id, say): the call's
+/// effect is unknown to us, so it is reported as such, never guessed.
+fn unreadable(what: &str, err: String) -> ReplyOutcome {
+    ReplyOutcome::UnknownOutcome {
+        reason: format!("the downstream answered with an unusable {what}: {err}"),
+    }
+}
+
+fn misrouted(command: &WorkerCommand, worker: Worker) -> ReplyOutcome {
+    ReplyOutcome::BusinessFailure {
+        code: "MISROUTED".into(),
+        message: format!(
+            "{} is not an operation of the {worker} worker",
+            serde_json::to_value(command.operation.kind())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// The Memberson (CRM) worker's commands.
+pub struct CrmHandler {
+    pub client: MembersonClient,
+}
+
+#[async_trait]
+impl CommandHandler for CrmHandler {
+    fn worker(&self) -> Worker {
+        Worker::Crm
+    }
+
+    fn availability(&self) -> Availability {
+        availability_of(self.client.guards(), "Memberson")
+    }
+
+    async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
+        let c = &self.client;
+        match &command.operation {
+            Operation::CheckCredits { member_no, credits } => {
+                check_credits::check(c, member_no, *credits, deadline).await
+            }
+            Operation::RedeemCredits {
+                member_no,
+                credits,
+                receipt_no,
+                transaction_at,
+            } => {
+                let request =
+                    redeem_credits::request(c, member_no, *credits, receipt_no, *transaction_at);
+                redeem_credits::redeem(c, &request, deadline).await
+            }
+            Operation::ReplayRedemption {
+                member_no,
+                credits,
+                receipt_no,
+                transaction_at,
+            } => {
+                let request =
+                    redeem_credits::request(c, member_no, *credits, receipt_no, *transaction_at);
+                redeem_credits::replay(c, &request, deadline).await
+            }
+            Operation::VoidRedemption {
+                member_no,
+                receipt_no,
+            } => {
+                redeem_credits::void(
+                    c,
+                    member_no,
+                    receipt_no,
+                    &command.saga_id.to_string(),
+                    deadline,
+                )
+                .await
+            }
+            _ => misrouted(command, Worker::Crm),
+        }
+    }
+}
+
+/// The SevenRooms worker's commands.
+pub struct SevenRoomsHandler {
+    pub client: SevenRoomsClient,
+    /// How long a hold lasts before SevenRooms lets it go.
+    pub hold_seconds: u32,
+}
+
+#[async_trait]
+impl CommandHandler for SevenRoomsHandler {
+    fn worker(&self) -> Worker {
+        Worker::Sevenrooms
+    }
+
+    fn availability(&self) -> Availability {
+        availability_of(self.client.guards(), "SevenRooms")
+    }
+
+    async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
+        let c = &self.client;
+        match &command.operation {
+            Operation::HoldSlot {
+                venue_id,
+                date,
+                time,
+                party_size,
+            } => {
+                hold_slot::hold(
+                    c,
+                    venue_id,
+                    *date,
+                    *time,
+                    *party_size,
+                    self.hold_seconds,
+                    deadline,
+                )
+                .await
+            }
+            Operation::ReleaseHold { venue_id, hold_id } => {
+                hold_slot::release(c, venue_id, hold_id.as_ref(), deadline).await
+            }
+            Operation::BookExperience { .. } => {
+                book_experience::book(c, &command.operation, deadline).await
+            }
+            Operation::FindReservation {
+                venue_id,
+                external_id,
+                date,
+            } => book_experience::find(c, venue_id, *date, external_id, deadline).await,
+            Operation::CancelReservation {
+                venue_id,
+                reservation_id,
+                external_id,
+                date,
+            } => {
+                book_experience::cancel(
+                    c,
+                    venue_id,
+                    reservation_id.as_ref(),
+                    external_id,
+                    *date,
+                    deadline,
+                )
+                .await
+            }
+            _ => misrouted(command, Worker::Sevenrooms),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! A worker process's loop: receive commands for its downstream, answer each once, and reply.
+//!
+//! For every command, in order:
+//! 1. unreadable → dead letter with the reason (never stops the worker);
+//! 2. already answered (an idempotency record under its command id) → send the recorded reply
+//!    again, without calling the downstream;
+//! 3. past its deadline → reply that it did not run (the orchestrator may already be
+//!    reconciling, so running it now could race the lookup);
+//! 4. the downstream's circuit is open → park it: put it back on the queue with a delay (and
+//!    tell the orchestrator, once, so the saga shows "waiting for SevenRooms");
+//! 5. otherwise call the downstream and reply; the reply, its record and the acknowledgement
+//!    of the command commit together (`IdempotencyRecords::complete`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use como_ports::{Backend, Delivery, OutgoingMessage, PortError, QueueName};
+use como_schemas::{InvalidInput, ReplyOutcome, SchemaVersion, WorkerCommand, WorkerReply};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::Deadline;
+use crate::handlers::{Availability, CommandHandler};
+
+/// Message attribute marking a command the worker parked while its downstream was down.
+const PARKED: &str = "como-parked";
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub batch: usize,
+    /// Commands handled at once (the rate limit and breaker still apply per call).
+    pub concurrency: usize,
+    /// Longer than any command's time-out, so that a command is not received twice while it
+    /// runs.
+    pub visibility: Duration,
+    pub poll_wait: Duration,
+    /// The longest a parked command waits before it is looked at again.
+    pub max_park: Duration,
+    pub error_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            concurrency: 64,
+            visibility: Duration::from_secs(60),
+            poll_wait: Duration::from_millis(500),
+            max_park: Duration::from_secs(5),
+            error_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the worker has done, for progress output and metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub handled: AtomicU64,
+    pub replayed: AtomicU64,
+    pub parked: AtomicU64,
+    pub expired: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerStatsSnapshot {
+    pub handled: u64,
+    pub replayed: u64,
+    pub parked: u64,
+    pub expired: u64,
+    pub dead_lettered: u64,
+    pub errors: u64,
+}
+
+impl WorkerStats {
+    pub fn snapshot(&self) -> WorkerStatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerStatsSnapshot {
+            handled: r(&self.handled),
+            replayed: r(&self.replayed),
+            parked: r(&self.parked),
+            expired: r(&self.expired),
+            dead_lettered: r(&self.dead_lettered),
+            errors: r(&self.errors),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Clone)]
+pub struct WorkerRuntime {
+    ports: Backend,
+    handler: Arc<dyn CommandHandler>,
+    config: WorkerConfig,
+    stats: Arc<WorkerStats>,
+}
+
+impl WorkerRuntime {
+    pub fn new(ports: Backend, handler: Arc<dyn CommandHandler>, config: WorkerConfig) -> Self {
+        Self {
+            ports,
+            handler,
+            config,
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    fn queue(&self) -> QueueName {
+        QueueName::Commands(self.handler.worker())
+    }
+
+    /// Run until `shutdown`; the batch in hand is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let me = &self;
+        let c = &self.config;
+        let queue = self.queue();
+        while !shutdown.is_cancelled() {
+            match self
+                .ports
+                .queue
+                .receive(queue, c.batch, c.visibility, c.poll_wait)
+                .await
+            {
+                Ok(batch) => {
+                    futures::stream::iter(batch)
+                        .for_each_concurrent(c.concurrency, |d| async move {
+                            if let Err(e) = me.handle(&d).await {
+                                bump(&me.stats.errors);
+                                tracing::warn!(error = %e, "command not answered; it will be received again");
+                            }
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    bump(&self.stats.errors);
+                    tracing::warn!(%queue, error = %e, "receive failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(c.error_backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer one delivery.
+    pub async fn handle(&self, delivery: &Delivery) -> Result<(), PortError> {
+        let queue = self.queue();
+        let ack = Some((queue, delivery.receipt.clone()));
+        let command: WorkerCommand = match InvalidInput::parse_json(delivery.body.as_bytes()) {
+            Ok(c) => c,
+            Err(invalid) => {
+                bump(&self.stats.dead_lettered);
+                tracing::warn!(%invalid, "unreadable command dead-lettered");
+                return self
+                    .ports
+                    .queue
+                    .dead_letter(
+                        queue,
+                        &delivery.receipt,
+                        &format!("unreadable command: {invalid}"),
+                    )
+                    .await;
+            }
+        };
+        if command.worker != self.handler.worker() {
+            bump(&self.stats.dead_lettered);
+            let reason = format!(
+                "a command for the {} worker on the {queue} queue",
+                command.worker
+            );
+            return self
+                .ports
+                .queue
+                .dead_letter(queue, &delivery.receipt, &reason)
+                .await;
+        }
+        let key = command.command_id.as_str();
+        if let Some(recorded) = self.ports.records.get(key).await? {
+            bump(&self.stats.replayed);
+            let sends = vec![(QueueName::Replies, OutgoingMessage::new(recorded))];
+            return self.ports.records.complete(None, sends, ack).await;
+        }
+        let now = self.ports.clock.now();
+        let parked = delivery.attributes.contains_key(PARKED);
+        if now >= command.deadline {
+            bump(&self.stats.expired);
+            let outcome = ReplyOutcome::RetryableFailure {
+                reason: if parked {
+                    format!(
+                        "{} stayed unavailable until the command's deadline",
+                        self.handler.worker().downstream()
+                    )
+                } else {
+                    "the command's deadline passed before it could run".into()
+                },
+                retry_after_ms: None,
+                downstream_unavailable: parked,
+            };
+            return self.answer(&command, outcome, ack).await;
+        }
+        if let Availability::Unavailable {
+            retry_after,
+            reason,
+        } = self.handler.availability()
+        {
+            bump(&self.stats.parked);
+            let left = Duration::from_millis(command.deadline.millis_since(now));
+            let delay = retry_after
+                .min(self.config.max_park)
+                .min(left)
+                .max(Duration::from_millis(1));
+            let mut again = OutgoingMessage::new(delivery.body.clone()).delayed(delay);
+            again.attributes = delivery.attributes.clone();
+            again.attributes.insert(PARKED.into(), "1".into());
+            let mut sends = vec![(queue, again)];
+            if !parked {
+                let deferred = ReplyOutcome::Deferred {
+                    reason,
+                    retry_after_ms: u64::try_from(retry_after.as_millis()).ok(),
+                };
+                sends.push((QueueName::Replies, self.reply_message(&command, deferred)?));
+            }
+            return self.ports.records.complete(None, sends, ack).await;
+        }
+        let deadline = Deadline::at_utc(command.deadline.to_datetime());
+        let outcome = self.handler.handle(&command, deadline).await;
+        bump(&self.stats.handled);
+        self.answer(&command, outcome, ack).await
+    }
+
+    fn reply_message(
+        &self,
+        command: &WorkerCommand,
+        outcome: ReplyOutcome,
+    ) -> Result<OutgoingMessage, PortError> {
+        let reply = WorkerReply {
+            schema_version: SchemaVersion::CURRENT,
+            command_id: command.command_id.clone(),
+            saga_id: command.saga_id,
+            step: command.step.clone(),
+            kind: command.kind,
+            attempt: command.attempt,
+            worker: self.handler.worker(),
+            replied_at: self.ports.clock.now(),
+            outcome,
+        };
+        let body = serde_json::to_string(&reply)
+            .map_err(|e| PortError::Invalid(format!("cannot encode a reply: {e}")))?;
+        Ok(OutgoingMessage::new(body))
+    }
+
+    /// Record the reply under the command id, send it, acknowledge the command: together.
+    async fn answer(
+        &self,
+        command: &WorkerCommand,
+        outcome: ReplyOutcome,
+        ack: Option<(QueueName, como_ports::Receipt)>,
+    ) -> Result<(), PortError> {
+        let message = self.reply_message(command, outcome)?;
+        let record = message.body.clone();
+        self.ports
+            .records
+            .complete(
+                Some((command.command_id.as_str(), record.as_str())),
+                vec![(QueueName::Replies, message)],
+                ack,
+            )
+            .await
+    }
+}
