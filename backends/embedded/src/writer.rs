@@ -30,6 +30,8 @@ pub struct Pending {
     reply: oneshot::Sender<PortResult<Output>>,
 }
 
+// `Close` is sent once per life; boxing every operation instead would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum Msg {
     Op(Pending),
     /// Finish what is queued before this, then stop.
