@@ -134,13 +134,20 @@ pub trait Queue: Send + Sync {
     ) -> PortResult<()>;
 
     /// Move a received message to the dead letters now, with the reason.
-    async fn dead_letter(&self, queue: QueueName, receipt: &Receipt, reason: &str)
-    -> PortResult<()>;
+    async fn dead_letter(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+    ) -> PortResult<()>;
 
     /// The dead letters of `queue`, oldest first.
     async fn dead_letters(&self, queue: QueueName, limit: usize) -> PortResult<Vec<DeadLetter>>;
 
     /// Put dead letters back on their queue (all of them, or those named); returns how many.
-    async fn redrive(&self, queue: QueueName, message_ids: Option<Vec<String>>)
-    -> PortResult<usize>;
+    async fn redrive(
+        &self,
+        queue: QueueName,
+        message_ids: Option<Vec<String>>,
+    ) -> PortResult<usize>;
 }

@@ -38,14 +38,18 @@ pub struct Effects {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateOutcome {
-    Created { version: u64 },
+    Created {
+        version: u64,
+    },
     /// A saga with this id exists; nothing was written.
     Exists,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateOutcome {
-    Updated { version: u64 },
+    Updated {
+        version: u64,
+    },
     /// The stored version was not the expected one; nothing was written.
     Conflict,
 }
