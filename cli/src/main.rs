@@ -1,8 +1,14 @@
 //! `como-saga`: every role of the system in one binary.
 //!
-//! Layout: one file per subcommand under `cmd/`; `main` only parses arguments and dispatches.
+//! Layout: one file per subcommand under `cmd/`; `settings` resolves flags, environment and
+//! the settings file; `stack` builds the roles; `demo` and `report` serve `up`. `main` only
+//! parses arguments, sets up logging and dispatches.
 
 mod cmd;
+mod demo;
+mod report;
+mod settings;
+mod stack;
 
 use clap::{Parser, Subcommand};
 
@@ -16,18 +22,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Everything in one process on the embedded backend: simulators, orchestrator, workers.
+    Up(cmd::up::UpArgs),
+    /// The orchestrator, as its own process.
+    Orchestrator(cmd::orchestrator::OrchestratorArgs),
+    /// One worker (`crm` or `sevenrooms`), as its own process.
+    Worker(cmd::worker::WorkerArgs),
+    /// Submit one booking request.
+    Submit(cmd::submit::SubmitArgs),
+    /// Run the Memberson and SevenRooms simulators.
+    Simulators(cmd::simulators::SimulatorsArgs),
     /// Message contracts: export the JSON Schema files, validate a message against them.
     #[command(subcommand)]
     Schemas(cmd::schemas::SchemasCommand),
-    /// Run the Memberson and SevenRooms simulators.
-    Simulators(cmd::simulators::SimulatorsArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
-        Command::Schemas(c) => cmd::schemas::run(c),
+        Command::Up(a) => cmd::up::run(a),
+        Command::Orchestrator(a) => cmd::orchestrator::run(a),
+        Command::Worker(a) => cmd::worker::run(a),
+        Command::Submit(a) => cmd::submit::run(a),
         Command::Simulators(a) => cmd::simulators::run(a),
+        Command::Schemas(c) => cmd::schemas::run(c),
     };
     match result {
         Ok(code) => code,
@@ -36,4 +55,15 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to standard error, at `warn` unless `COMO_SAGA_LOG` (or `RUST_LOG`) says otherwise.
+fn init_logging() {
+    let filter = std::env::var("COMO_SAGA_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
 }

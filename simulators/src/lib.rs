@@ -22,6 +22,7 @@
 pub mod clock;
 mod common;
 pub mod faults;
+pub mod invariant;
 pub mod ledger;
 pub mod memberson;
 pub mod seed;

@@ -1,4 +1,8 @@
 //! One module per subcommand.
 
+pub mod orchestrator;
 pub mod schemas;
 pub mod simulators;
+pub mod submit;
+pub mod up;
+pub mod worker;

@@ -1,0 +1,194 @@
+//! `como-saga up`: the whole system in one process on the embedded backend: both simulators,
+//! the orchestrator and both workers; with `--demo N` it submits N sample bookings and prints
+//! progress; with `--exit-when-done` it waits until every one of them is finished or needs an
+//! operator, checks the money invariant against the simulators' ledgers, and prints a summary.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use como_engine::StatusKind;
+use como_schemas::{SagaId, Worker};
+use como_simulators::{SimConfig, Simulators};
+use tokio_util::sync::CancellationToken;
+
+use crate::demo;
+use crate::report::{self, Summary};
+use crate::settings::{CommonArgs, DownstreamArgs, Settings};
+use crate::stack;
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Submit this many sample bookings (most succeed, some must compensate).
+    #[arg(long, value_name = "N")]
+    pub demo: Option<usize>,
+    /// Exit when every sample booking is finished or needs an operator, printing a summary.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Print the summary as one JSON object (progress goes to standard error).
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the sample bookings and of the simulators' faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run the simulators without injected faults.
+    #[arg(long)]
+    pub no_faults: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(&args.common, &DownstreamArgs::default())?;
+    stack::runtime()?.block_on(up(args, settings))
+}
+
+async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let sim = Simulators::start(SimConfig {
+        seed: args.seed,
+        faults: if args.no_faults {
+            Default::default()
+        } else {
+            demo::faults()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .context("cannot start the simulators")?;
+    settings.memberson.base_url = Some(sim.memberson_url().to_owned());
+    settings.sevenrooms.base_url = Some(sim.sevenrooms_url().to_owned());
+    let backend = stack::open_backend(&settings)?;
+    let ports = backend.ports.clone();
+
+    let shutdown = CancellationToken::new();
+    stack::cancel_on_signal(shutdown.clone());
+    let orchestrator = stack::orchestrator(&settings, &ports);
+    let stats = orchestrator.stats();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
+    for worker in Worker::ALL {
+        let runtime = stack::worker(&ports, stack::handler(&settings, worker)?);
+        tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
+    }
+
+    say(format!(
+        "como-saga is up on the embedded backend ({})",
+        settings.database.display()
+    ));
+    say(format!(
+        "  Memberson simulator:  {}  (ledger: {0}/_sim/ledger)",
+        sim.memberson_url()
+    ));
+    say(format!(
+        "  SevenRooms simulator: {}  (ledger: {0}/_sim/ledger)",
+        sim.sevenrooms_url()
+    ));
+
+    let baseline = finished(&ports).await?;
+    let mut submitted: Vec<SagaId> = Vec::new();
+    if let Some(n) = args.demo {
+        let today = chrono::Utc::now().date_naive();
+        let run_id = format!("{:x}", chrono::Utc::now().timestamp_millis());
+        for request in demo::bookings(n, today, &settings.venues, args.seed, &run_id) {
+            submitted.push(como_orchestrator::submit(&ports, &request).await?);
+        }
+        say(format!("submitted {n} sample bookings"));
+    }
+    if !args.exit_when_done {
+        say("press Ctrl-C to stop".into());
+    }
+
+    let mut ticker = tokio::time::interval(demo::PROGRESS_EVERY);
+    ticker.tick().await;
+    let mut done = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let counts = counts(&ports).await?;
+        let now_finished = finished_of(&counts);
+        let rejected = stats.snapshot().rejected;
+        let progress = now_finished.saturating_sub(baseline) + rejected;
+        say(format!(
+            "[{:>6.1}s] {}  rejected {rejected}",
+            started.elapsed().as_secs_f64(),
+            counts
+                .iter()
+                .map(|(k, n)| format!("{} {n}", k.as_str()))
+                .collect::<Vec<_>>()
+                .join("  ")
+        ));
+        if args.exit_when_done && progress >= submitted.len() as u64 {
+            done = true;
+            break;
+        }
+    }
+    shutdown.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(stack::SHUTDOWN_GRACE, t).await;
+    }
+
+    let mut code = ExitCode::SUCCESS;
+    if done || !submitted.is_empty() {
+        let mut summary: Summary = report::summarise(&ports, &submitted, &sim.ledger()).await?;
+        summary.rejected = stats.snapshot().rejected;
+        summary.elapsed_ms = started.elapsed().as_millis();
+        summary.sagas_per_second =
+            submitted.len() as f64 / started.elapsed().as_secs_f64().max(0.001);
+        if args.json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            println!(
+                "summary: {} submitted, {} confirmed, {} compensated, {} cancelled, {} need an operator, {} in flight, {} rejected at the edge; {:.1} s",
+                summary.submitted,
+                summary.confirmed,
+                summary.compensated,
+                summary.cancelled,
+                summary.needs_operator,
+                summary.in_flight,
+                summary.rejected,
+                summary.elapsed_ms as f64 / 1000.0
+            );
+            if summary.money_invariant_violations.is_empty() {
+                println!(
+                    "money invariant: holds for every saga (checked against the simulators' ledgers)"
+                );
+            } else {
+                for v in &summary.money_invariant_violations {
+                    println!("money invariant VIOLATED: saga {}: {}", v.saga_id, v.rule);
+                }
+            }
+        }
+        if !summary.money_invariant_violations.is_empty() {
+            code = ExitCode::from(1);
+        }
+    }
+    backend.close().await;
+    let _ = sim.shutdown().await;
+    Ok(code)
+}
+
+async fn counts(ports: &como_ports::Backend) -> anyhow::Result<Vec<(StatusKind, u64)>> {
+    Ok(ports.store.counts().await?)
+}
+
+fn finished_of(counts: &[(StatusKind, u64)]) -> u64 {
+    counts
+        .iter()
+        .filter(|(k, _)| k.is_terminal() || *k == StatusKind::NeedsOperator)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+async fn finished(ports: &como_ports::Backend) -> anyhow::Result<u64> {
+    Ok(finished_of(&counts(ports).await?))
+}

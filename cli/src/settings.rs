@@ -1,0 +1,191 @@
+//! Settings shared by every role: which backend, where its file is, how to reach the two
+//! downstreams, and the venue catalogue. Flags and environment variables override the
+//! optional TOML file, which overrides the defaults (which point at the local simulators).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use como_orchestrator::{VenueCatalogue, VenuePrice};
+use como_workers::clients::memberson::MembersonCredentials;
+use como_workers::clients::sevenrooms::SevenRoomsCredentials;
+use serde::Deserialize;
+
+/// Which backend holds the queues and the sagas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// One SQLite file on this machine.
+    Embedded,
+    /// SQS, DynamoDB, EventBridge and Secrets Manager.
+    Aws,
+}
+
+/// The flags every role takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The backend: `embedded` (one SQLite file) or `aws`.
+    #[arg(long, env = "COMO_SAGA_BACKEND", value_enum)]
+    pub backend: Option<BackendKind>,
+    /// The embedded backend's SQLite file (created on first use).
+    #[arg(long, env = "COMO_SAGA_DATABASE", value_name = "PATH")]
+    pub database: Option<PathBuf>,
+    /// A TOML settings file (see the README's "Configuration").
+    #[arg(long, env = "COMO_SAGA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The flags of the roles that call the downstreams.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DownstreamArgs {
+    /// Memberson's base URL.
+    #[arg(long, env = "COMO_SAGA_MEMBERSON_URL", value_name = "URL")]
+    pub memberson_url: Option<String>,
+    /// SevenRooms' base URL.
+    #[arg(long, env = "COMO_SAGA_SEVENROOMS_URL", value_name = "URL")]
+    pub sevenrooms_url: Option<String>,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    backend: Option<BackendKind>,
+    database: Option<PathBuf>,
+    #[serde(default)]
+    memberson: MembersonFile,
+    #[serde(default)]
+    sevenrooms: SevenRoomsFile,
+    venues: Option<VenueCatalogue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersonFile {
+    base_url: Option<String>,
+    svc_auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    point_type: Option<String>,
+    rate_limit_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SevenRoomsFile {
+    base_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    rate_limit_per_second: Option<u32>,
+    hold_seconds: Option<u32>,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub backend: BackendKind,
+    pub database: PathBuf,
+    pub memberson: MembersonTarget,
+    pub sevenrooms: SevenRoomsTarget,
+    pub venues: VenueCatalogue,
+}
+
+#[derive(Debug, Clone)]
+pub struct MembersonTarget {
+    pub base_url: Option<String>,
+    pub credentials: MembersonCredentials,
+    pub point_type: String,
+    pub rate_limit_per_second: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SevenRoomsTarget {
+    pub base_url: Option<String>,
+    pub credentials: SevenRoomsCredentials,
+    pub rate_limit_per_second: u32,
+    pub hold_seconds: u32,
+}
+
+pub const DEFAULT_DATABASE: &str = "como-saga.sqlite";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Settings {
+    pub fn load(common: &CommonArgs, downstreams: &DownstreamArgs) -> anyhow::Result<Settings> {
+        let file = match &common.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let m = file.memberson;
+        // Without settings, the simulators' own credentials: the local stack just works.
+        let default_m = como_simulators::memberson::MembersonCredentials::default();
+        let s = file.sevenrooms;
+        let default_s = como_simulators::sevenrooms::SevenRoomsCredentials::default();
+        Ok(Settings {
+            backend: common
+                .backend
+                .or(file.backend)
+                .unwrap_or(BackendKind::Embedded),
+            database: common
+                .database
+                .clone()
+                .or(file.database)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE)),
+            memberson: MembersonTarget {
+                base_url: downstreams.memberson_url.clone().or(m.base_url),
+                credentials: MembersonCredentials {
+                    svc_auth: env("COMO_SAGA_MEMBERSON_SVC_AUTH")
+                        .or(m.svc_auth)
+                        .unwrap_or(default_m.svc_auth),
+                    username: env("COMO_SAGA_MEMBERSON_USERNAME")
+                        .or(m.username)
+                        .unwrap_or(default_m.username),
+                    password: env("COMO_SAGA_MEMBERSON_PASSWORD")
+                        .or(m.password)
+                        .unwrap_or(default_m.password),
+                },
+                point_type: m.point_type.unwrap_or_else(|| "COMO_CREDITS".into()),
+                rate_limit_per_second: m.rate_limit_per_second.unwrap_or(2_000),
+            },
+            sevenrooms: SevenRoomsTarget {
+                base_url: downstreams.sevenrooms_url.clone().or(s.base_url),
+                credentials: SevenRoomsCredentials {
+                    client_id: env("COMO_SAGA_SEVENROOMS_CLIENT_ID")
+                        .or(s.client_id)
+                        .unwrap_or(default_s.client_id),
+                    client_secret: env("COMO_SAGA_SEVENROOMS_CLIENT_SECRET")
+                        .or(s.client_secret)
+                        .unwrap_or(default_s.client_secret),
+                },
+                rate_limit_per_second: s.rate_limit_per_second.unwrap_or(2_000),
+                hold_seconds: s.hold_seconds.unwrap_or(300),
+            },
+            venues: file.venues.unwrap_or_else(demo_catalogue),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid settings file", path.display()))
+}
+
+/// The venues of the simulators' seed data with their prices: what the local stack books.
+pub fn demo_catalogue() -> VenueCatalogue {
+    VenueCatalogue::new(como_simulators::seed::venues().into_iter().map(|v| {
+        let per_guest = if v.id == como_simulators::seed::VENUE_SMALL {
+            1_500
+        } else {
+            600
+        };
+        (
+            v.id.to_string(),
+            VenuePrice {
+                credits_per_guest: per_guest,
+            },
+        )
+    }))
+}

@@ -1,0 +1,164 @@
+//! Building the roles from settings: the backend, the downstream clients with their circuit
+//! breakers and rate limits, the orchestrator and the workers; and the shutdown signal every
+//! loop honours.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+use como_orchestrator::{Orchestrator, OrchestratorConfig};
+use como_ports::{Backend, SystemClock};
+use como_schemas::Worker;
+use como_workers::breaker::{BreakerConfig, CircuitBreaker};
+use como_workers::clients::Guards;
+use como_workers::clients::memberson::{MembersonClient, MembersonSettings};
+use como_workers::clients::sevenrooms::{SevenRoomsClient, SevenRoomsSettings};
+use como_workers::handlers::{CommandHandler, CrmHandler, SevenRoomsHandler};
+use como_workers::rate_limit::{RateLimit, RateLimitConfig};
+use como_workers::runtime::{WorkerConfig, WorkerRuntime};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{BackendKind, Settings};
+
+/// An open backend. Close it to flush before the process ends.
+pub struct OpenBackend {
+    pub ports: Backend,
+    embedded: Option<EmbeddedBackend>,
+}
+
+impl OpenBackend {
+    pub async fn close(&self) {
+        if let Some(e) = &self.embedded {
+            e.close().await;
+        }
+    }
+}
+
+pub fn open_backend(settings: &Settings) -> anyhow::Result<OpenBackend> {
+    match settings.backend {
+        BackendKind::Embedded => {
+            let config = EmbeddedConfig {
+                // A command parked while its downstream is down is re-sent, not re-received,
+                // so this only catches messages that keep failing to be handled.
+                max_receives: 10,
+                ..EmbeddedConfig::default()
+            };
+            let embedded = EmbeddedBackend::open(&settings.database, config, Arc::new(SystemClock))
+                .with_context(|| {
+                    format!("cannot open the database {}", settings.database.display())
+                })?;
+            Ok(OpenBackend {
+                ports: embedded.ports(),
+                embedded: Some(embedded),
+            })
+        }
+        BackendKind::Aws => {
+            anyhow::bail!("the AWS backend is not built yet; use --backend embedded (the default)")
+        }
+    }
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+fn guards(name: &str, per_second: u32) -> Guards {
+    let per_second = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    Guards::new(
+        Arc::new(CircuitBreaker::new(name, BreakerConfig::default())),
+        Arc::new(RateLimit::new(
+            name,
+            RateLimitConfig {
+                per_second,
+                burst: per_second,
+            },
+        )),
+    )
+}
+
+/// The handler of one worker kind, with its client pointed at `base_url`.
+pub fn handler(settings: &Settings, worker: Worker) -> anyhow::Result<Arc<dyn CommandHandler>> {
+    let http = http_client()?;
+    Ok(match worker {
+        Worker::Crm => {
+            let m = &settings.memberson;
+            let url = m.base_url.clone().context(
+                "no Memberson URL: set --memberson-url or COMO_SAGA_MEMBERSON_URL (`como-saga simulators` prints one)",
+            )?;
+            let mut s = MembersonSettings::new(url, m.credentials.clone());
+            s.point_type = m.point_type.clone();
+            let client = MembersonClient::connect(http, s)
+                .with_guards(guards("memberson", m.rate_limit_per_second));
+            Arc::new(CrmHandler { client })
+        }
+        Worker::Sevenrooms => {
+            let r = &settings.sevenrooms;
+            let url = r.base_url.clone().context(
+                "no SevenRooms URL: set --sevenrooms-url or COMO_SAGA_SEVENROOMS_URL (`como-saga simulators` prints one)",
+            )?;
+            let s = SevenRoomsSettings::new(url, r.credentials.clone());
+            let client = SevenRoomsClient::connect(http, s)
+                .with_guards(guards("sevenrooms", r.rate_limit_per_second));
+            Arc::new(SevenRoomsHandler {
+                client,
+                hold_seconds: r.hold_seconds,
+            })
+        }
+    })
+}
+
+pub fn orchestrator(settings: &Settings, ports: &Backend) -> Orchestrator {
+    Orchestrator::new(
+        ports.clone(),
+        settings.venues.clone(),
+        OrchestratorConfig::default(),
+    )
+}
+
+pub fn worker(ports: &Backend, handler: Arc<dyn CommandHandler>) -> WorkerRuntime {
+    WorkerRuntime::new(ports.clone(), handler, WorkerConfig::default())
+}
+
+/// Cancel `token` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        token.cancel();
+    });
+}
+
+/// A multi-threaded runtime for a command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// How long to wait for loops to finish their batch on shutdown before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
