@@ -43,6 +43,7 @@ pub fn open_backend(settings: &Settings) -> anyhow::Result<OpenBackend> {
                 // A command parked while its downstream is down is re-sent, not re-received,
                 // so this only catches messages that keep failing to be handled.
                 max_receives: 10,
+                read_connections: 64,
                 ..EmbeddedConfig::default()
             };
             let embedded = EmbeddedBackend::open(&settings.database, config, Arc::new(SystemClock))

@@ -1,6 +1,6 @@
 //! The orchestrator as a long-running process: three loops (requests, replies, timers) over the
-//! ports, each handling a batch concurrently, until shutdown. On shutdown a loop stops taking
-//! new batches and finishes the one in hand; a message it had not finished is simply received
+//! ports, until shutdown. The queue loops are pumps (`como_ports::consumer`): on shutdown they
+//! stop receiving and finish the messages in hand; a message not finished is simply received
 //! again after its visibility timeout, by this process or another.
 
 use std::future::Future;
@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use como_ports::consumer::{ConsumeOptions, consume};
 use como_ports::{Backend, Delivery, QueueName};
-use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -160,31 +160,26 @@ impl Orchestrator {
 
     async fn consume<F, Fut>(&self, queue: QueueName, shutdown: CancellationToken, handle: F)
     where
-        F: Fn(Orchestrator, Delivery) -> Fut,
-        Fut: Future<Output = ()>,
+        F: Fn(Orchestrator, Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
     {
         let c = &self.config;
-        while !shutdown.is_cancelled() {
-            // Not raced against shutdown: a receive dropped half-way would leave its messages
-            // hidden until their visibility timeout. The wait is short instead.
-            let batch = self
-                .ports
-                .queue
-                .receive(queue, c.batch, c.visibility, c.poll_wait)
-                .await;
-            match batch {
-                Ok(deliveries) => {
-                    futures::stream::iter(deliveries)
-                        .for_each_concurrent(c.concurrency, |d| handle(self.clone(), d))
-                        .await;
-                }
-                Err(e) => {
-                    bump(&self.stats.errors);
-                    tracing::warn!(%queue, error = %e, "receive failed");
-                    pause(&shutdown, c.error_backoff).await;
-                }
-            }
-        }
+        let options = ConsumeOptions {
+            concurrency: c.concurrency,
+            batch: c.batch,
+            visibility: c.visibility,
+            poll_wait: c.poll_wait,
+            error_backoff: c.error_backoff,
+        };
+        let me = self.clone();
+        consume(
+            self.ports.queue.clone(),
+            queue,
+            options,
+            shutdown,
+            move |d| handle(me.clone(), d),
+        )
+        .await;
     }
 
     async fn timers(&self, shutdown: CancellationToken) {

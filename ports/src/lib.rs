@@ -10,6 +10,8 @@
 //! - [`bus`]: the event bus for lifecycle events.
 //! - [`secrets`]: the secret store with the pending / current versions of a rotation.
 //! - [`clock`]: time, as a trait, so that timers are testable without sleeping.
+//! - [`consumer`]: the pump every queue consumer runs: bounded concurrency, no batch waiting
+//!   on its slowest message, graceful shutdown.
 //! - [`conformance`] (feature `conformance`): one suite per port, run against every backend.
 //!
 //! The traits are written for the semantics that SQS, DynamoDB and EventBridge have (delivery
@@ -20,6 +22,7 @@ pub mod bus;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod consumer;
 pub mod error;
 pub mod queue;
 pub mod records;

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use como_ports::consumer::{ConsumeOptions, consume};
 use como_ports::{Backend, Delivery, OutgoingMessage, PortError, QueueName};
 use como_schemas::{InvalidInput, ReplyOutcome, SchemaVersion, WorkerCommand, WorkerReply};
-use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -119,38 +119,27 @@ impl WorkerRuntime {
         QueueName::Commands(self.handler.worker())
     }
 
-    /// Run until `shutdown`; the batch in hand is finished first.
+    /// Run until `shutdown`; the commands in hand are finished first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let me = &self;
         let c = &self.config;
-        let queue = self.queue();
-        while !shutdown.is_cancelled() {
-            match self
-                .ports
-                .queue
-                .receive(queue, c.batch, c.visibility, c.poll_wait)
-                .await
-            {
-                Ok(batch) => {
-                    futures::stream::iter(batch)
-                        .for_each_concurrent(c.concurrency, |d| async move {
-                            if let Err(e) = me.handle(&d).await {
-                                bump(&me.stats.errors);
-                                tracing::warn!(error = %e, "command not answered; it will be received again");
-                            }
-                        })
-                        .await;
-                }
-                Err(e) => {
-                    bump(&self.stats.errors);
-                    tracing::warn!(%queue, error = %e, "receive failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(c.error_backoff) => {}
-                    }
+        let options = ConsumeOptions {
+            concurrency: c.concurrency,
+            batch: c.batch,
+            visibility: c.visibility,
+            poll_wait: c.poll_wait,
+            error_backoff: c.error_backoff,
+        };
+        let me = self.clone();
+        consume(self.ports.queue.clone(), self.queue(), options, shutdown, move |d| {
+            let me = me.clone();
+            async move {
+                if let Err(e) = me.handle(&d).await {
+                    bump(&me.stats.errors);
+                    tracing::warn!(error = %e, "command not answered; it will be received again");
                 }
             }
-        }
+        })
+        .await;
     }
 
     /// Answer one delivery.

@@ -53,16 +53,18 @@ pub struct SimulatorsArgs {
     pub json: bool,
 }
 
+/// Read a faults file: `{"memberson": [...], "sevenrooms": [...]}`.
+pub fn read_faults(path: &std::path::Path) -> anyhow::Result<FaultsFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the faults file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid faults file {}", path.display()))
+}
+
 impl SimulatorsArgs {
     fn config(&self) -> anyhow::Result<SimConfig> {
         let faults = match &self.faults {
             None => FaultsFile::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the faults file {}", path.display()))?;
-                serde_json::from_str(&text)
-                    .with_context(|| format!("invalid faults file {}", path.display()))?
-            }
+            Some(path) => read_faults(path)?,
         };
         let listen = match self.listen {
             Some(addr) => Listen::Shared(addr),

@@ -32,8 +32,11 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Run the simulators without injected faults.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "faults")]
     pub no_faults: bool,
+    /// The simulators' faults from this file instead of the demo's (see simulators/README.md).
+    #[arg(long, value_name = "FILE.json")]
+    pub faults: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -54,10 +57,10 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     };
     let sim = Simulators::start(SimConfig {
         seed: args.seed,
-        faults: if args.no_faults {
-            Default::default()
-        } else {
-            demo::faults()
+        faults: match (&args.faults, args.no_faults) {
+            (Some(path), _) => crate::cmd::simulators::read_faults(path)?,
+            (None, true) => Default::default(),
+            (None, false) => demo::faults(),
         },
         ..SimConfig::default()
     })
