@@ -40,8 +40,10 @@ impl Default for OrchestratorConfig {
         Self {
             batch: 64,
             concurrency: 64,
-            visibility: Duration::from_secs(30),
-            poll_wait: Duration::from_millis(500),
+            // Handling a request or a reply takes milliseconds; a crashed orchestrator's
+            // messages come back to the others this soon.
+            visibility: Duration::from_secs(10),
+            poll_wait: Duration::from_millis(250),
             timer_interval: Duration::from_millis(100),
             error_backoff: Duration::from_millis(500),
         }

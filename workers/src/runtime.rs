@@ -46,8 +46,10 @@ impl Default for WorkerConfig {
         Self {
             batch: 32,
             concurrency: 64,
-            visibility: Duration::from_secs(60),
-            poll_wait: Duration::from_millis(500),
+            // Just above a command's time-out (15 s): past its deadline a command is only
+            // answered "expired", so a crashed worker's commands need not wait longer.
+            visibility: Duration::from_secs(20),
+            poll_wait: Duration::from_millis(250),
             max_park: Duration::from_secs(5),
             error_backoff: Duration::from_millis(500),
         }

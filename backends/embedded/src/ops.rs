@@ -205,6 +205,13 @@ impl Ids {
 
     fn take(&mut self, conn: &Connection) -> rusqlite::Result<i64> {
         if self.next >= self.reserved {
+            // Another process on the same file may have reserved blocks since: start after
+            // them. The writer's transaction is IMMEDIATE, so nobody reserves in between.
+            let stored: Option<i64> = conn
+                .prepare_cached("SELECT value FROM meta WHERE key = 'message_ids'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            self.next = self.next.max(stored.unwrap_or(1));
             let until = self.next + ID_BLOCK;
             conn.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('message_ids', ?1)

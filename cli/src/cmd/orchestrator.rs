@@ -21,11 +21,14 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         println!("orchestrator: database {}", settings.database.display());
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
-        stack::orchestrator(&settings, &backend.ports)
-            .run(shutdown)
-            .await;
+        let orchestrator = stack::orchestrator(&settings, &backend.ports);
+        let stats = orchestrator.stats();
+        orchestrator.run(shutdown).await;
         backend.close().await;
-        println!("orchestrator: stopped");
+        println!(
+            "orchestrator: stopped {}",
+            serde_json::to_string(&stats.snapshot())?
+        );
         Ok(ExitCode::SUCCESS)
     })
 }

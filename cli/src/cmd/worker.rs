@@ -47,9 +47,14 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         );
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
-        stack::worker(&backend.ports, handler).run(shutdown).await;
+        let runtime = stack::worker(&backend.ports, handler);
+        let stats = runtime.stats();
+        runtime.run(shutdown).await;
         backend.close().await;
-        println!("worker {worker}: stopped");
+        println!(
+            "worker {worker}: stopped {}",
+            serde_json::to_string(&stats.snapshot())?
+        );
         Ok(ExitCode::SUCCESS)
     })
 }
