@@ -1,0 +1,243 @@
+//! The orchestrator's handlers against a real SQLite file: a request becomes a saga exactly
+//! once, a bad one is refused with the field and the reason (a dead letter, never a saga), a
+//! reply for no saga is dead-lettered, and timers kept in the store fire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+use como_engine::StatusKind;
+use como_orchestrator::intake::handle_request;
+use como_orchestrator::replies::handle_reply;
+use como_orchestrator::timers::sweep;
+use como_orchestrator::{IntakeOutcome, VenueCatalogue, VenuePrice, submit};
+use como_ports::{Backend, Delivery, ManualClock, OutgoingMessage, QueueName};
+use como_schemas::{CommandKind, Timestamp, Worker, WorkerCommand, examples};
+
+const NOW: Timestamp = Timestamp::from_millis(1_790_000_000_000); // 2026-09-21
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    _backend: EmbeddedBackend,
+    ports: Backend,
+    clock: Arc<ManualClock>,
+    catalogue: VenueCatalogue,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let backend = EmbeddedBackend::open(
+        dir.path().join("o.sqlite"),
+        EmbeddedConfig::default(),
+        clock.clone(),
+    )
+    .unwrap();
+    Rig {
+        ports: backend.ports(),
+        _dir: dir,
+        _backend: backend,
+        clock,
+        // The example request: 2 guests at 600 a guest = its quote of 1,200.
+        catalogue: VenueCatalogue::new([(
+            "como-cuisine".to_owned(),
+            VenuePrice {
+                credits_per_guest: 600,
+            },
+        )]),
+    }
+}
+
+async fn next(ports: &Backend, queue: QueueName) -> Option<Delivery> {
+    ports
+        .queue
+        .receive(queue, 1, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .unwrap()
+        .pop()
+}
+
+fn request() -> como_schemas::BookingRequested {
+    examples::booking_request("intake-1", NaiveDate::from_ymd_opt(2026, 12, 24).unwrap())
+}
+
+#[tokio::test]
+async fn a_request_becomes_one_saga_and_a_duplicate_changes_nothing() {
+    let r = rig();
+    let req = request();
+    submit(&r.ports, &req).await.unwrap();
+    submit(&r.ports, &req).await.unwrap();
+    let first = next(&r.ports, QueueName::Requests).await.unwrap();
+    assert_eq!(
+        handle_request(&r.ports, &r.catalogue, &first)
+            .await
+            .unwrap(),
+        IntakeOutcome::Started(req.saga_id())
+    );
+    let second = next(&r.ports, QueueName::Requests).await.unwrap();
+    assert_eq!(
+        handle_request(&r.ports, &r.catalogue, &second)
+            .await
+            .unwrap(),
+        IntakeOutcome::Duplicate(req.saga_id())
+    );
+    let saga = r.ports.store.get(req.saga_id()).await.unwrap().unwrap();
+    assert_eq!(saga.version, 1);
+    assert_eq!(saga.value.status.kind(), StatusKind::Running);
+    // One command for the CRM worker, and both request messages acknowledged.
+    let cmd = next(&r.ports, QueueName::Commands(Worker::Crm))
+        .await
+        .unwrap();
+    let cmd: WorkerCommand = serde_json::from_str(&cmd.body).unwrap();
+    assert_eq!(
+        (cmd.step.as_str(), cmd.kind),
+        ("check_credits", CommandKind::Action)
+    );
+    assert!(
+        next(&r.ports, QueueName::Commands(Worker::Crm))
+            .await
+            .is_none()
+    );
+    r.clock.advance_ms(60_000);
+    assert!(
+        next(&r.ports, QueueName::Requests).await.is_none(),
+        "nothing comes back"
+    );
+    assert_eq!(
+        r.ports.store.history(req.saga_id()).await.unwrap().len(),
+        2,
+        "started + command sent"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_by_field_and_never_become_sagas() {
+    let r = rig();
+    let mut wrong_price = request();
+    wrong_price.quoted_credits = como_schemas::Credits::new(1).unwrap();
+    let mut unknown_venue = request();
+    unknown_venue.venue_id = como_schemas::VenueId::parse("nowhere").unwrap();
+    let mut bad = serde_json::to_value(request()).unwrap();
+    bad["party_size"] = serde_json::json!(0);
+    let bodies = [
+        (
+            serde_json::to_string(&wrong_price).unwrap(),
+            "quoted_credits",
+        ),
+        (serde_json::to_string(&unknown_venue).unwrap(), "venue_id"),
+        (bad.to_string(), "party_size"),
+        ("not json at all".to_owned(), "."),
+    ];
+    for (body, field) in &bodies {
+        r.ports
+            .queue
+            .send(
+                QueueName::Requests,
+                vec![OutgoingMessage::new(body.clone())],
+            )
+            .await
+            .unwrap();
+        let d = next(&r.ports, QueueName::Requests).await.unwrap();
+        match handle_request(&r.ports, &r.catalogue, &d).await.unwrap() {
+            IntakeOutcome::Rejected(invalid) => assert_eq!(&invalid.field, field, "{invalid}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let dead = r
+        .ports
+        .queue
+        .dead_letters(QueueName::Requests, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 4);
+    assert!(
+        dead.iter()
+            .any(|d| d.reason.contains("does not match the venue's price"))
+    );
+    assert!(dead.iter().any(|d| d.reason.contains("party_size")));
+    assert!(
+        r.ports
+            .store
+            .get(request().saga_id())
+            .await
+            .unwrap()
+            .is_none(),
+        "no saga was created"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_for_no_saga_is_dead_lettered() {
+    let r = rig();
+    let req = request();
+    let cmd = examples::command(
+        &req,
+        "check_credits",
+        CommandKind::Action,
+        como_schemas::OperationKind::CheckCredits,
+        &[],
+    );
+    let reply = examples::reply(&cmd, examples::all_outcomes().remove(0));
+    r.ports
+        .queue
+        .send(
+            QueueName::Replies,
+            vec![OutgoingMessage::new(serde_json::to_string(&reply).unwrap())],
+        )
+        .await
+        .unwrap();
+    r.ports
+        .queue
+        .send(QueueName::Replies, vec![OutgoingMessage::new("{}".into())])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let d = next(&r.ports, QueueName::Replies).await.unwrap();
+        handle_reply(&r.ports, &d).await.unwrap();
+    }
+    let dead = r
+        .ports
+        .queue
+        .dead_letters(QueueName::Replies, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().any(|d| d.reason.contains("does not exist")));
+    assert!(dead.iter().any(|d| d.reason.contains("unreadable reply")));
+}
+
+#[tokio::test]
+async fn timers_kept_in_the_store_fire_when_due() {
+    let r = rig();
+    let req = request();
+    submit(&r.ports, &req).await.unwrap();
+    let d = next(&r.ports, QueueName::Requests).await.unwrap();
+    handle_request(&r.ports, &r.catalogue, &d).await.unwrap();
+    // The worker took the command and then died: the command is gone, no reply comes.
+    let first = next(&r.ports, QueueName::Commands(Worker::Crm))
+        .await
+        .unwrap();
+    r.ports
+        .queue
+        .delete(QueueName::Commands(Worker::Crm), vec![first.receipt])
+        .await
+        .unwrap();
+    assert_eq!(sweep(&r.ports, 100, 4).await.unwrap(), 0, "nothing due yet");
+    // No reply: the attempt times out (15 s + 5 s grace), and the check is retried.
+    r.clock.advance_ms(20_000);
+    assert_eq!(sweep(&r.ports, 100, 4).await.unwrap(), 1);
+    r.clock.advance_ms(10_000);
+    sweep(&r.ports, 100, 4).await.unwrap();
+    let retry = next(&r.ports, QueueName::Commands(Worker::Crm))
+        .await
+        .unwrap();
+    let retry: WorkerCommand = serde_json::from_str(&retry.body).unwrap();
+    assert_eq!((retry.step.as_str(), retry.attempt), ("check_credits", 2));
+    let history = r.ports.store.history(req.saga_id()).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h.kind == como_engine::HistoryKind::TimedOut)
+    );
+}
