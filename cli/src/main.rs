@@ -30,6 +30,8 @@ enum Command {
     Worker(cmd::worker::WorkerArgs),
     /// Submit one booking request.
     Submit(cmd::submit::SubmitArgs),
+    /// Load: N bookings against zero-latency simulators; throughput and latency.
+    Bench(cmd::bench::BenchArgs),
     /// Run the Memberson and SevenRooms simulators.
     Simulators(cmd::simulators::SimulatorsArgs),
     /// Message contracts: export the JSON Schema files, validate a message against them.
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Orchestrator(a) => cmd::orchestrator::run(a),
         Command::Worker(a) => cmd::worker::run(a),
         Command::Submit(a) => cmd::submit::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Simulators(a) => cmd::simulators::run(a),
         Command::Schemas(c) => cmd::schemas::run(c),
     };

@@ -4,13 +4,13 @@
 
 use como_engine::{Decision, EngineError, Input, SagaDefinition, SagaState, como, transition};
 use como_ports::{Backend, Effects, OutgoingMessage, PortError, QueueName, Receipt, UpdateOutcome};
-use como_schemas::SagaId;
+use como_schemas::{CommandId, SagaId};
 
 /// How an input ended.
 #[derive(Debug)]
 pub enum Advanced {
     /// The saga changed and the change is stored.
-    Applied { state: Box<SagaState>, version: u64 },
+    Applied(Box<Applied>),
     /// The input taught nothing (a duplicate, a stale reply, a timer with nothing due); its
     /// message, if any, was acknowledged.
     Unchanged,
@@ -36,6 +36,21 @@ pub enum RuntimeError {
     #[error("cannot encode a message: {0}")]
     Encode(#[from] serde_json::Error),
 }
+
+/// A stored transition, as observers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub state: SagaState,
+    pub version: u64,
+    /// The commands the transition sent.
+    pub sent: Vec<CommandId>,
+    /// The command whose reply it applied, when the input was a reply.
+    pub replied: Option<CommandId>,
+}
+
+/// Something in the same process that wants to see every stored transition (the benchmark,
+/// tests). Called after the write committed; must be quick.
+pub type Observer = std::sync::Arc<dyn Fn(&Applied) + Send + Sync>;
 
 /// How many times to re-read and re-apply after losing a conditional write.
 const MAX_CONFLICTS: usize = 16;
@@ -81,10 +96,20 @@ pub async fn advance(
             .await?
         {
             UpdateOutcome::Updated { version } => {
-                return Ok(Advanced::Applied {
-                    state: Box::new(decision.state),
+                let replied = match input {
+                    Input::Reply { reply } => Some(reply.command_id.clone()),
+                    _ => None,
+                };
+                return Ok(Advanced::Applied(Box::new(Applied {
+                    sent: decision
+                        .commands
+                        .iter()
+                        .map(|c| c.command_id.clone())
+                        .collect(),
+                    state: decision.state,
                     version,
-                });
+                    replied,
+                })));
             }
             UpdateOutcome::Conflict => continue,
         }

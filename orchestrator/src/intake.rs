@@ -9,13 +9,13 @@ use como_schemas::{
     BookingRejected, BookingRequested, InvalidInput, SagaId, SchemaVersion, parse_booking_request,
 };
 
-use crate::advance::{RuntimeError, effects_of};
+use crate::advance::{Applied, RuntimeError, effects_of};
 use crate::catalogue::VenueCatalogue;
 
 /// What became of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeOutcome {
-    Started(SagaId),
+    Started(Box<Applied>),
     /// The request was seen before; its saga exists.
     Duplicate(SagaId),
     Rejected(InvalidInput),
@@ -67,7 +67,16 @@ pub async fn handle_request(
         .create(&decision.state, effects_of(&decision, ack)?)
         .await?
     {
-        CreateOutcome::Created { .. } => Ok(IntakeOutcome::Started(saga_id)),
+        CreateOutcome::Created { version } => Ok(IntakeOutcome::Started(Box::new(Applied {
+            sent: decision
+                .commands
+                .iter()
+                .map(|c| c.command_id.clone())
+                .collect(),
+            state: decision.state,
+            version,
+            replied: None,
+        }))),
         CreateOutcome::Exists => {
             ports
                 .queue

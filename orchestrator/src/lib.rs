@@ -19,7 +19,7 @@ pub mod replies;
 pub mod runtime;
 pub mod timers;
 
-pub use advance::{Advanced, RuntimeError, advance};
+pub use advance::{Advanced, Applied, Observer, RuntimeError, advance};
 pub use catalogue::{VenueCatalogue, VenuePrice};
 pub use intake::{IntakeOutcome, submit};
 pub use runtime::{Orchestrator, OrchestratorConfig};

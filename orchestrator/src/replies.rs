@@ -6,30 +6,32 @@ use como_engine::Input;
 use como_ports::{Backend, Delivery, QueueName};
 use como_schemas::{InvalidInput, WorkerReply};
 
-use crate::advance::{Advanced, RuntimeError, advance};
+use crate::advance::{Advanced, Applied, RuntimeError, advance};
 
-/// Handle one message from the reply queue.
-pub async fn handle_reply(ports: &Backend, delivery: &Delivery) -> Result<(), RuntimeError> {
+/// Handle one message from the reply queue. Returns the stored transition, if the reply made one.
+pub async fn handle_reply(
+    ports: &Backend,
+    delivery: &Delivery,
+) -> Result<Option<Box<Applied>>, RuntimeError> {
     let reply: WorkerReply = match InvalidInput::parse_json(delivery.body.as_bytes()) {
         Ok(r) => r,
         Err(invalid) => {
-            return dead_letter(ports, delivery, &format!("unreadable reply: {invalid}")).await;
+            dead_letter(ports, delivery, &format!("unreadable reply: {invalid}")).await?;
+            return Ok(None);
         }
     };
     let saga_id = reply.saga_id;
     let ack = Some((QueueName::Replies, delivery.receipt.clone()));
     match advance(ports, saga_id, &Input::Reply { reply }, ack).await? {
-        Advanced::Applied { .. } | Advanced::Unchanged => Ok(()),
+        Advanced::Applied(applied) => return Ok(Some(applied)),
+        Advanced::Unchanged => {}
         Advanced::NoSaga => {
-            dead_letter(
-                ports,
-                delivery,
-                &format!("reply for saga {saga_id}, which does not exist"),
-            )
-            .await
+            let reason = format!("reply for saga {saga_id}, which does not exist");
+            dead_letter(ports, delivery, &reason).await?;
         }
-        Advanced::Refused(e) => dead_letter(ports, delivery, &e.to_string()).await,
+        Advanced::Refused(e) => dead_letter(ports, delivery, &e.to_string()).await?,
     }
+    Ok(None)
 }
 
 async fn dead_letter(

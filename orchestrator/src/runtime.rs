@@ -13,10 +13,11 @@ use como_ports::{Backend, Delivery, QueueName};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::advance::{Applied, Observer};
 use crate::catalogue::VenueCatalogue;
 use crate::intake::{IntakeOutcome, handle_request};
 use crate::replies::handle_reply;
-use crate::timers::sweep;
+use crate::timers::sweep_observed;
 
 /// How the loops pace themselves.
 #[derive(Debug, Clone)]
@@ -98,6 +99,7 @@ pub struct Orchestrator {
     catalogue: Arc<VenueCatalogue>,
     config: OrchestratorConfig,
     stats: Arc<OrchestratorStats>,
+    observer: Option<Observer>,
 }
 
 impl Orchestrator {
@@ -107,6 +109,19 @@ impl Orchestrator {
             catalogue: Arc::new(catalogue),
             config,
             stats: Arc::new(OrchestratorStats::default()),
+            observer: None,
+        }
+    }
+
+    /// Show every stored transition to `observer` (the benchmark measures with it).
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, applied: &Applied) {
+        if let Some(observe) = &self.observer {
+            observe(applied);
         }
     }
 
@@ -122,7 +137,10 @@ impl Orchestrator {
             tokio::spawn(async move {
                 me.consume(QueueName::Requests, shutdown, |me, d| async move {
                     match handle_request(&me.ports, &me.catalogue, &d).await {
-                        Ok(IntakeOutcome::Started(_)) => bump(&me.stats.started),
+                        Ok(IntakeOutcome::Started(applied)) => {
+                            bump(&me.stats.started);
+                            me.observe(&applied);
+                        }
                         Ok(IntakeOutcome::Duplicate(_)) => bump(&me.stats.duplicates),
                         Ok(IntakeOutcome::Rejected(_)) => bump(&me.stats.rejected),
                         Err(e) => me.failed("request", &e),
@@ -137,7 +155,12 @@ impl Orchestrator {
             tokio::spawn(async move {
                 me.consume(QueueName::Replies, shutdown, |me, d| async move {
                     match handle_reply(&me.ports, &d).await {
-                        Ok(()) => bump(&me.stats.replies),
+                        Ok(applied) => {
+                            bump(&me.stats.replies);
+                            if let Some(applied) = applied {
+                                me.observe(&applied);
+                            }
+                        }
                         Err(e) => me.failed("reply", &e),
                     }
                 })
@@ -187,7 +210,14 @@ impl Orchestrator {
     async fn timers(&self, shutdown: CancellationToken) {
         let c = &self.config;
         while !shutdown.is_cancelled() {
-            match sweep(&self.ports, c.batch * 4, c.concurrency).await {
+            match sweep_observed(
+                &self.ports,
+                c.batch * 4,
+                c.concurrency,
+                self.observer.as_ref(),
+            )
+            .await
+            {
                 Ok(n) => {
                     bump(&self.stats.timer_sweeps);
                     if n < c.batch * 4 {

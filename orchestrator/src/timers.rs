@@ -6,7 +6,7 @@ use como_engine::Input;
 use como_ports::Backend;
 use futures::StreamExt;
 
-use crate::advance::{Advanced, RuntimeError, advance};
+use crate::advance::{Advanced, Observer, RuntimeError, advance};
 
 /// Fire the timers of up to `limit` due sagas, `concurrency` at a time. Returns how many
 /// sagas were due.
@@ -15,12 +15,27 @@ pub async fn sweep(
     limit: usize,
     concurrency: usize,
 ) -> Result<usize, RuntimeError> {
+    sweep_observed(ports, limit, concurrency, None).await
+}
+
+/// [`sweep`], showing every stored transition to `observer`.
+pub async fn sweep_observed(
+    ports: &Backend,
+    limit: usize,
+    concurrency: usize,
+    observer: Option<&Observer>,
+) -> Result<usize, RuntimeError> {
     let due = ports.store.due(ports.clock.now(), limit).await?;
     let n = due.len();
     futures::stream::iter(due)
         .for_each_concurrent(concurrency, |saga_id| async move {
             match advance(ports, saga_id, &Input::Timer, None).await {
-                Ok(Advanced::Applied { .. } | Advanced::Unchanged | Advanced::NoSaga) => {}
+                Ok(Advanced::Applied(applied)) => {
+                    if let Some(observe) = observer {
+                        observe(&applied);
+                    }
+                }
+                Ok(Advanced::Unchanged | Advanced::NoSaga) => {}
                 Ok(Advanced::Refused(e)) => tracing::warn!(%saga_id, error = %e, "timer refused"),
                 Err(e) => tracing::warn!(%saga_id, error = %e, "timer failed; it stays due"),
             }

@@ -95,12 +95,17 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Sees how long each command spent downstream (the benchmark subtracts it from a step's time
+/// to get the orchestration overhead).
+pub type DownstreamObserver = Arc<dyn Fn(&como_schemas::CommandId, Duration) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct WorkerRuntime {
     ports: Backend,
     handler: Arc<dyn CommandHandler>,
     config: WorkerConfig,
     stats: Arc<WorkerStats>,
+    observer: Option<DownstreamObserver>,
 }
 
 impl WorkerRuntime {
@@ -110,7 +115,13 @@ impl WorkerRuntime {
             handler,
             config,
             stats: Arc::new(WorkerStats::default()),
+            observer: None,
         }
+    }
+
+    pub fn with_observer(mut self, observer: DownstreamObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn stats(&self) -> Arc<WorkerStats> {
@@ -225,7 +236,11 @@ impl WorkerRuntime {
             return self.ports.records.complete(None, sends, ack).await;
         }
         let deadline = Deadline::at_utc(command.deadline.to_datetime());
+        let started = std::time::Instant::now();
         let outcome = self.handler.handle(&command, deadline).await;
+        if let Some(observe) = &self.observer {
+            observe(&command.command_id, started.elapsed());
+        }
         bump(&self.stats.handled);
         self.answer(&command, outcome, ack).await
     }

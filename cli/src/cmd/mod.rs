@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod orchestrator;
 pub mod schemas;
 pub mod simulators;

@@ -1,0 +1,431 @@
+//! `como-saga bench`: load. Submits N bookings that all succeed against zero-latency simulators,
+//! keeping C in flight (a closed loop), and reports sagas per second, end-to-end latency
+//! percentiles, each step's latency and its orchestration overhead (the step's time less the
+//! time its worker spent calling the downstream), and the process's peak memory.
+//!
+//! The simulators run as a child process, so that their ledgers (which grow with every
+//! booking) do not count in the memory reported here; the HTTP round trips are the same
+//! loopback calls either way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Days;
+use como_engine::StatusKind;
+use como_orchestrator::Applied;
+use como_schemas::{
+    BookingRequested, CommandId, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone,
+    RequestId, SagaId, SchemaVersion, SlotTime, VenueId, Worker,
+};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{CommonArgs, DownstreamArgs, Settings};
+use crate::stack;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Bookings to run.
+    #[arg(long, default_value_t = 2_000)]
+    pub sagas: usize,
+    /// Bookings in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Print the results as one JSON object (the progress bar goes to standard error).
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the database afterwards (by default a temporary file is used and removed).
+    #[arg(long)]
+    pub keep_database: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepFigures {
+    /// From the command's commit to its reply's commit.
+    pub latency_ms: Percentiles,
+    /// The same, less the time the worker spent calling the downstream.
+    pub overhead_ms: Percentiles,
+}
+
+/// What `bench --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub backend: String,
+    pub sagas: usize,
+    pub concurrency: usize,
+    pub elapsed_ms: u128,
+    pub sagas_per_second: f64,
+    pub confirmed: u64,
+    pub not_confirmed: u64,
+    pub end_to_end_ms: Percentiles,
+    pub steps: BTreeMap<String, StepFigures>,
+    pub overhead_per_step_ms: Percentiles,
+    pub peak_rss_mib: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 min, 3 significant digits: fixed size whatever the run's length.
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|e| unreachable!("valid bounds: {e}"))
+}
+
+/// Collects the figures as transitions are stored and commands are handled.
+struct Recorder {
+    in_flight: Mutex<HashMap<SagaId, (Instant, OwnedSemaphorePermit)>>,
+    sent: Mutex<HashMap<CommandId, Instant>>,
+    downstream: Mutex<HashMap<CommandId, Duration>>,
+    figures: Mutex<Figures>,
+}
+
+struct Figures {
+    end_to_end: Histogram<u64>,
+    latency: BTreeMap<String, Histogram<u64>>,
+    overhead: BTreeMap<String, Histogram<u64>>,
+    overhead_all: Histogram<u64>,
+    confirmed: u64,
+    not_confirmed: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The step named in a command id: `<saga>:<step>:<kind>:<attempt>`.
+fn step_of(id: &CommandId) -> String {
+    id.as_str().split(':').nth(1).unwrap_or("?").to_owned()
+}
+
+impl Recorder {
+    fn new() -> Self {
+        Self {
+            in_flight: Mutex::new(HashMap::new()),
+            sent: Mutex::new(HashMap::new()),
+            downstream: Mutex::new(HashMap::new()),
+            figures: Mutex::new(Figures {
+                end_to_end: histogram(),
+                latency: BTreeMap::new(),
+                overhead: BTreeMap::new(),
+                overhead_all: histogram(),
+                confirmed: 0,
+                not_confirmed: 0,
+            }),
+        }
+    }
+
+    fn stored(&self, applied: &Applied) {
+        let now = Instant::now();
+        if !applied.sent.is_empty() {
+            let mut sent = lock(&self.sent);
+            for id in &applied.sent {
+                sent.insert(id.clone(), now);
+            }
+        }
+        if let Some(id) = &applied.replied {
+            let t0 = lock(&self.sent).remove(id);
+            let spent = lock(&self.downstream).remove(id).unwrap_or_default();
+            if let Some(t0) = t0 {
+                let latency = now - t0;
+                let step = step_of(id);
+                let mut f = lock(&self.figures);
+                let _ = f
+                    .latency
+                    .entry(step.clone())
+                    .or_insert_with(histogram)
+                    .record(micros(latency));
+                let overhead = micros(latency.saturating_sub(spent));
+                let _ = f
+                    .overhead
+                    .entry(step)
+                    .or_insert_with(histogram)
+                    .record(overhead);
+                let _ = f.overhead_all.record(overhead);
+            }
+        }
+        let kind = applied.state.status.kind();
+        if kind.is_terminal() || kind == StatusKind::NeedsOperator {
+            if let Some((start, permit)) = lock(&self.in_flight).remove(&applied.state.saga_id) {
+                let mut f = lock(&self.figures);
+                let _ = f.end_to_end.record(micros(now - start));
+                if kind == StatusKind::Confirmed {
+                    f.confirmed += 1;
+                } else {
+                    f.not_confirmed += 1;
+                }
+                drop(permit);
+            }
+        }
+    }
+
+    fn handled(&self, id: &CommandId, spent: Duration) {
+        lock(&self.downstream).insert(id.clone(), spent);
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::load(&args.common, &DownstreamArgs::default())?;
+    let tmp = tempfile_dir()?;
+    if args.common.database.is_none() {
+        settings.database = tmp.join("bench.sqlite");
+    }
+    let report = stack::runtime()?.block_on(bench(&args, settings.clone()))?;
+    if !args.keep_database {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.not_confirmed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("como-saga-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The simulators as a child process; killed when dropped.
+struct ChildSims(Child);
+
+impl Drop for ChildSims {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_simulators(bulk: usize) -> anyhow::Result<(ChildSims, String, String)> {
+    let exe =
+        std::env::current_exe().context("cannot find this program to start the simulators")?;
+    let mut child = std::process::Command::new(exe)
+        .args(["simulators", "--json", "--bulk-members", &bulk.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the simulators")?;
+    let mut line = String::new();
+    let stdout = child
+        .stdout
+        .take()
+        .context("no output from the simulators")?;
+    BufReader::new(stdout).read_line(&mut line)?;
+    let sims = ChildSims(child);
+    let urls: serde_json::Value =
+        serde_json::from_str(&line).context("the simulators did not print their URLs")?;
+    let url = |k: &str| {
+        urls[k]
+            .as_str()
+            .map(str::to_owned)
+            .context("a simulator URL is missing")
+    };
+    Ok((sims, url("memberson_url")?, url("sevenrooms_url")?))
+}
+
+fn must<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| unreachable!("bench values are valid: {e}"))
+}
+
+/// `n` bookings that all succeed: members with large balances, the venue that seats 200 a
+/// slot, two guests, spread over a year of slots.
+fn bookings(n: usize, run: &str, price_per_guest: u64) -> Vec<BookingRequested> {
+    let today = chrono::Utc::now().date_naive();
+    let times = [
+        "12:00", "12:30", "13:00", "13:30", "14:00", "18:00", "18:30", "19:00", "19:30", "20:00",
+        "20:30", "21:00", "21:30",
+    ];
+    (0..n)
+        .map(|i| {
+            let slot = i / 90; // 90 bookings of 2 in a slot of 200 covers
+            BookingRequested {
+                schema_version: SchemaVersion::CURRENT,
+                request_id: must(RequestId::parse(format!("bench-{run}-{i}"))),
+                member_no: must(MemberNo::parse(como_simulators::seed::bulk_member_no(
+                    i % 5_000,
+                ))),
+                venue_id: must(VenueId::parse(como_simulators::seed::VENUE_LARGE)),
+                date: today
+                    .checked_add_days(Days::new(1 + (slot / times.len()) as u64))
+                    .unwrap_or(today),
+                time: must(SlotTime::parse(times[slot % times.len()])),
+                party_size: must(PartySize::new(2)),
+                quoted_credits: must(Credits::new(price_per_guest * 2)),
+                guest: GuestContact {
+                    first_name: must(PersonName::parse("Bench")),
+                    last_name: must(PersonName::parse("Guest")),
+                    phone: must(Phone::parse("+6591234567")),
+                    email: None,
+                },
+            }
+        })
+        .collect()
+}
+
+async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<BenchReport> {
+    let (_sims, memberson, sevenrooms) = start_simulators(5_000)?;
+    settings.memberson.base_url = Some(memberson);
+    settings.sevenrooms.base_url = Some(sevenrooms);
+    settings.memberson.rate_limit_per_second = 1_000_000;
+    settings.sevenrooms.rate_limit_per_second = 1_000_000;
+    let backend = stack::open_backend(&settings)?;
+    let ports = backend.ports.clone();
+    let recorder = Arc::new(Recorder::new());
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let observer = Arc::clone(&recorder);
+    let orchestrator = stack::orchestrator(&settings, &ports)
+        .with_observer(Arc::new(move |a: &Applied| observer.stored(a)));
+    tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
+    for worker in Worker::ALL {
+        let observer = Arc::clone(&recorder);
+        let runtime = stack::worker(&ports, stack::handler(&settings, worker)?).with_observer(
+            Arc::new(move |id: &CommandId, d: Duration| observer.handled(id, d)),
+        );
+        tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
+    }
+
+    let price = settings
+        .venues
+        .price(
+            &VenueId::parse(como_simulators::seed::VENUE_LARGE).map_err(anyhow::Error::msg)?,
+            PartySize::new(1).map_err(anyhow::Error::msg)?,
+        )
+        .context("the benchmark venue is not in the catalogue")?;
+    let run_id = format!("{:x}", chrono::Utc::now().timestamp_millis());
+    let requests = bookings(args.sagas, &run_id, price);
+    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let bar = indicatif::ProgressBar::new(args.sagas as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} sagas  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    for request in &requests {
+        let permit = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .context("the semaphore closed")?;
+        lock(&recorder.in_flight).insert(request.saga_id(), (Instant::now(), permit));
+        como_orchestrator::submit(&ports, request).await?;
+        bar.set_position(lock(&recorder.figures).end_to_end.len());
+    }
+    // Wait for the last ones.
+    let _ = slots
+        .acquire_many(u32::try_from(args.concurrency.max(1)).unwrap_or(u32::MAX))
+        .await;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    shutdown.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(stack::SHUTDOWN_GRACE, t).await;
+    }
+    backend.close().await;
+
+    let f = lock(&recorder.figures);
+    let steps = f
+        .latency
+        .iter()
+        .map(|(step, h)| {
+            let overhead = f
+                .overhead
+                .get(step)
+                .map_or_else(|| Percentiles::of(&histogram()), Percentiles::of);
+            (
+                step.clone(),
+                StepFigures {
+                    latency_ms: Percentiles::of(h),
+                    overhead_ms: overhead,
+                },
+            )
+        })
+        .collect();
+    Ok(BenchReport {
+        backend: format!("{:?}", settings.backend).to_lowercase(),
+        sagas: args.sagas,
+        concurrency: args.concurrency,
+        elapsed_ms: elapsed.as_millis(),
+        sagas_per_second: args.sagas as f64 / elapsed.as_secs_f64().max(1e-9),
+        confirmed: f.confirmed,
+        not_confirmed: f.not_confirmed,
+        end_to_end_ms: Percentiles::of(&f.end_to_end),
+        steps,
+        overhead_per_step_ms: Percentiles::of(&f.overhead_all),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// The process's peak resident memory (`VmHWM`), in MiB; 0 where /proc is not available.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn print_report(r: &BenchReport) {
+    println!(
+        "{} sagas at concurrency {} on the {} backend: {:.0} sagas/s ({} confirmed, {} not) in {:.1} s",
+        r.sagas,
+        r.concurrency,
+        r.backend,
+        r.sagas_per_second,
+        r.confirmed,
+        r.not_confirmed,
+        r.elapsed_ms as f64 / 1000.0
+    );
+    let p = |x: &Percentiles| {
+        format!(
+            "p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2} ms",
+            x.p50, x.p95, x.p99, x.max
+        )
+    };
+    println!("end to end:             {}", p(&r.end_to_end_ms));
+    for (step, s) in &r.steps {
+        println!("{step:<16} latency:  {}", p(&s.latency_ms));
+        println!("{:<16} overhead: {}", "", p(&s.overhead_ms));
+    }
+    println!("overhead per step:      {}", p(&r.overhead_per_step_ms));
+    println!("peak memory:            {:.1} MiB", r.peak_rss_mib);
+}
