@@ -175,17 +175,21 @@ impl Recorder {
             }
         }
         let kind = applied.state.status.kind();
-        if kind.is_terminal() || kind == StatusKind::NeedsOperator {
-            if let Some((start, permit)) = lock(&self.in_flight).remove(&applied.state.saga_id) {
-                let mut f = lock(&self.figures);
-                let _ = f.end_to_end.record(micros(now - start));
-                if kind == StatusKind::Confirmed {
-                    f.confirmed += 1;
-                } else {
-                    f.not_confirmed += 1;
-                }
-                drop(permit);
+        let finished = kind.is_terminal() || kind == StatusKind::NeedsOperator;
+        let entry = if finished {
+            lock(&self.in_flight).remove(&applied.state.saga_id)
+        } else {
+            None
+        };
+        if let Some((start, permit)) = entry {
+            let mut f = lock(&self.figures);
+            let _ = f.end_to_end.record(micros(now - start));
+            if kind == StatusKind::Confirmed {
+                f.confirmed += 1;
+            } else {
+                f.not_confirmed += 1;
             }
+            drop(permit);
         }
     }
 
