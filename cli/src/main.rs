@@ -32,6 +32,8 @@ enum Command {
     Submit(cmd::submit::SubmitArgs),
     /// Load: N bookings against zero-latency simulators; throughput and latency.
     Bench(cmd::bench::BenchArgs),
+    /// N bookings under seeded faults, kills and duplicates; then checks the money invariant.
+    Chaos(cmd::chaos::ChaosArgs),
     /// Run the Memberson and SevenRooms simulators.
     Simulators(cmd::simulators::SimulatorsArgs),
     /// Message contracts: export the JSON Schema files, validate a message against them.
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Worker(a) => cmd::worker::run(a),
         Command::Submit(a) => cmd::submit::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Chaos(a) => cmd::chaos::run(a),
         Command::Simulators(a) => cmd::simulators::run(a),
         Command::Schemas(c) => cmd::schemas::run(c),
     };

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod chaos;
 pub mod orchestrator;
 pub mod schemas;
 pub mod simulators;
