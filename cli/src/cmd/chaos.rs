@@ -283,7 +283,7 @@ async fn admin(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("{url}"))?;
+    let resp = req.send().await.with_context(|| url.clone())?;
     let text = resp.text().await.unwrap_or_default();
     Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
 }
