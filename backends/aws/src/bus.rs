@@ -1,0 +1,160 @@
+//! The event bus on EventBridge: `PutEvents`, 10 entries to a call, source `como.saga`,
+//! detail-type the event's type (`BookingConfirmed`, ...), detail the event's JSON. Only
+//! milestones go out by default ([`EventSelection`](crate::EventSelection)).
+//!
+//! A bus cannot be read back, so `recent` answers from what this process published (a bounded
+//! log, once per `event_id`); an event already published by this process is not sent again.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use como_ports::{EventBus, PortError, PortResult};
+use como_schemas::events::SagaEventBody;
+use como_schemas::{BookingRejected, SagaEvent};
+
+use crate::error::unavailable;
+use crate::{AwsPorts, EventSelection, names};
+
+const BATCH: usize = 10;
+const KEPT: usize = 10_000;
+
+pub struct BusState {
+    log: Mutex<Log>,
+}
+
+#[derive(Default)]
+struct Log {
+    events: VecDeque<SagaEvent>,
+    ids: HashSet<String>,
+}
+
+impl BusState {
+    pub fn new() -> Self {
+        Self {
+            log: Mutex::new(Log::default()),
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether `event` goes on the bus under `selection`.
+pub fn selected(selection: EventSelection, event: &SagaEvent) -> bool {
+    match selection {
+        EventSelection::All => true,
+        EventSelection::Milestones => !matches!(event.body, SagaEventBody::StepCompleted { .. }),
+    }
+}
+
+impl AwsPorts {
+    async fn put_entries(&self, entries: Vec<PutEventsRequestEntry>) -> PortResult<()> {
+        for chunk in entries.chunks(BATCH) {
+            let mut pending = chunk.to_vec();
+            for attempt in 0..3u32 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                self.clients.calls.count("eventbridge", "PutEvents");
+                let out = self
+                    .clients
+                    .events
+                    .put_events()
+                    .set_entries(Some(pending.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("PutEvents", e))?;
+                if out.failed_entry_count() == 0 {
+                    pending.clear();
+                    break;
+                }
+                // Entries answer in order; a failed one has an error code.
+                pending = pending
+                    .into_iter()
+                    .zip(out.entries())
+                    .filter(|(_, r)| r.error_code().is_some())
+                    .map(|(e, _)| e)
+                    .collect();
+            }
+            if !pending.is_empty() {
+                return Err(PortError::Unavailable(format!(
+                    "PutEvents: {} entries not accepted",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&self, detail_type: &str, detail: String) -> PutEventsRequestEntry {
+        PutEventsRequestEntry::builder()
+            .event_bus_name(self.names.bus())
+            .source(names::EVENT_SOURCE)
+            .detail_type(detail_type)
+            .detail(detail)
+            .build()
+    }
+
+    /// Publish what this process has not published yet, as the selection says.
+    pub(crate) async fn publish_events(&self, events: &[SagaEvent]) -> PortResult<()> {
+        let fresh: Vec<&SagaEvent> = {
+            let log = self.bus.log();
+            let mut seen = HashSet::new();
+            events
+                .iter()
+                .filter(|e| !log.ids.contains(&e.event_id) && seen.insert(e.event_id.clone()))
+                .filter(|e| selected(self.config.events, e))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let entries = fresh
+            .iter()
+            .map(|e| {
+                serde_json::to_string(e)
+                    .map(|d| self.entry(e.body.type_name(), d))
+                    .map_err(|err| PortError::Invalid(format!("cannot encode an event: {err}")))
+            })
+            .collect::<PortResult<Vec<_>>>()?;
+        self.put_entries(entries).await?;
+        let mut log = self.bus.log();
+        for e in fresh {
+            if log.ids.insert(e.event_id.clone()) {
+                log.events.push_back(e.clone());
+            }
+        }
+        while log.events.len() > KEPT {
+            if let Some(old) = log.events.pop_front() {
+                log.ids.remove(&old.event_id);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventBus for AwsPorts {
+    async fn publish(&self, events: Vec<SagaEvent>) -> PortResult<()> {
+        self.publish_events(&events).await
+    }
+
+    async fn publish_rejection(&self, rejection: BookingRejected) -> PortResult<()> {
+        let detail = serde_json::to_string(&rejection)
+            .map_err(|e| PortError::Invalid(format!("cannot encode the rejection: {e}")))?;
+        self.put_entries(vec![self.entry("BookingRejected", detail)])
+            .await
+    }
+
+    async fn recent(&self, limit: usize) -> PortResult<Vec<SagaEvent>> {
+        let log = self.bus.log();
+        let skip = log.events.len().saturating_sub(limit);
+        Ok(log.events.iter().skip(skip).cloned().collect())
+    }
+}

@@ -1,0 +1,740 @@
+//! The queue port on SQS standard queues, each with a dead-letter queue by redrive policy.
+//!
+//! - Batches: sends and deletes go out 10 to a call (SQS's maximum); a receive asks for at
+//!   most 10. Long polling uses `WaitTimeSeconds` (whole seconds, rounded up, at most 20).
+//! - Delays and visibility timeouts are whole seconds in SQS: rounded up, so that a message
+//!   never shows early (a delay is at most 15 minutes).
+//! - Receipts: SQS asks for the newest receipt handle of a message; moto accepts older ones
+//!   too. The backend remembers what it received (`Held`), so that, within a process, a stale
+//!   receipt deletes nothing and cannot change visibility or dead-letter (as the port says),
+//!   whichever server answers.
+//! - Dead letters: `dead_letter` sends the message to the queue's DLQ with the reason in one
+//!   message attribute (`como-dead-letter`), then deletes it; a message SQS moved by the
+//!   redrive policy has no such attribute, and was received `maxReceiveCount` times.
+//!   `redrive` is done by hand (receive from the DLQ, send back, delete), because moto has no
+//!   `StartMessageMoveTask`, and because it can redrive single messages by id.
+//! - Booking requests submitted as EventBridge events arrive in their envelope; a receive on
+//!   the request queue hands over the envelope's `detail`, the `BookingRequested` itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use como_ports::{
+    DeadLetter, Delivery, OutgoingMessage, PortError, PortResult, Queue, QueueName, Receipt,
+};
+use como_schemas::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{code, unavailable};
+use crate::{AwsPorts, Clients, ConnectError, Names};
+
+/// SQS's limits.
+const BATCH: usize = 10;
+const MAX_DELAY_SECONDS: u64 = 900;
+const MAX_VISIBILITY_SECONDS: u64 = 43_200;
+const MAX_WAIT_SECONDS: u64 = 20;
+/// A batch's bodies stay under SQS's 256 KiB per call.
+const BATCH_BYTES: usize = 200 * 1024;
+/// The one message attribute a dead letter carries.
+const DEAD_LETTER_ATTRIBUTE: &str = "como-dead-letter";
+/// How long a listing of the dead letters hides what it read before putting it back.
+const LISTING_VISIBILITY: i32 = 30;
+/// A held receipt is forgotten after SQS's longest visibility timeout.
+const HELD_FOR: Duration = Duration::from_secs(MAX_VISIBILITY_SECONDS);
+const HELD_MAX: usize = 200_000;
+
+/// The queues' URLs and what was received through them.
+pub struct Queues {
+    urls: BTreeMap<QueueName, QueueUrls>,
+    held: Mutex<Held>,
+}
+
+struct QueueUrls {
+    main: String,
+    dead: String,
+    /// The redrive policy's `maxReceiveCount`.
+    max_receives: u32,
+}
+
+/// Messages received by this process and not yet deleted, by receipt handle.
+#[derive(Default)]
+struct Held {
+    by_receipt: HashMap<String, HeldMessage>,
+    /// The newest receipt handle of each message.
+    current: HashMap<String, String>,
+}
+
+#[derive(Clone)]
+struct HeldMessage {
+    message_id: String,
+    body: String,
+    attributes: BTreeMap<String, String>,
+    receive_count: u32,
+    received: std::time::Instant,
+}
+
+/// What a dead letter carries besides its body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeadLetterNote {
+    reason: String,
+    message_id: String,
+    receive_count: u32,
+    at: i64,
+}
+
+impl Held {
+    fn hold(&mut self, receipt: &str, message: HeldMessage) {
+        if self.by_receipt.len() >= HELD_MAX {
+            self.by_receipt
+                .retain(|_, m| m.received.elapsed() < HELD_FOR);
+            if self.by_receipt.len() >= HELD_MAX {
+                self.by_receipt.clear();
+            }
+            let live: std::collections::HashSet<&String> = self.by_receipt.keys().collect();
+            self.current.retain(|_, r| live.contains(r));
+        }
+        self.current
+            .insert(message.message_id.clone(), receipt.to_owned());
+        self.by_receipt.insert(receipt.to_owned(), message);
+    }
+
+    /// `Some(true)` for the newest receipt of a message, `Some(false)` for a superseded one,
+    /// `None` for one this process never received.
+    fn is_current(&self, receipt: &str) -> Option<bool> {
+        let m = self.by_receipt.get(receipt)?;
+        Some(self.current.get(&m.message_id).map(String::as_str) == Some(receipt))
+    }
+
+    fn release(&mut self, receipt: &str) -> Option<HeldMessage> {
+        let m = self.by_receipt.remove(receipt)?;
+        if self.current.get(&m.message_id).map(String::as_str) == Some(receipt) {
+            self.current.remove(&m.message_id);
+        }
+        Some(m)
+    }
+}
+
+impl Queues {
+    /// Look up every queue's URL and its redrive policy.
+    pub async fn resolve(clients: &Clients, names: &Names) -> Result<Self, ConnectError> {
+        let mut urls = BTreeMap::new();
+        for q in QueueName::ALL {
+            let main = queue_url(clients, &names.queue(q)).await?;
+            let dead = queue_url(clients, &names.dead_letter_queue(q)).await?;
+            clients.calls.count("sqs", "GetQueueAttributes");
+            let attrs = clients
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&main)
+                .attribute_names(QueueAttributeName::RedrivePolicy)
+                .send()
+                .await
+                .map_err(|e| {
+                    ConnectError::Service(unavailable("GetQueueAttributes", e).to_string())
+                })?;
+            let max_receives = attrs
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                .and_then(|p| match &p["maxReceiveCount"] {
+                    serde_json::Value::Number(n) => n.as_u64(),
+                    serde_json::Value::String(s) => s.parse().ok(),
+                    _ => None,
+                })
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ConnectError::Missing {
+                    what: "redrive policy of queue",
+                    name: names.queue(q),
+                    detail: "no maxReceiveCount".into(),
+                })?;
+            urls.insert(
+                q,
+                QueueUrls {
+                    main,
+                    dead,
+                    max_receives,
+                },
+            );
+        }
+        Ok(Self {
+            urls,
+            held: Mutex::new(Held::default()),
+        })
+    }
+
+    pub fn url(&self, queue: QueueName) -> &str {
+        self.urls.get(&queue).map_or("", |u| u.main.as_str())
+    }
+
+    fn urls(&self, queue: QueueName) -> PortResult<&QueueUrls> {
+        self.urls
+            .get(&queue)
+            .ok_or_else(|| PortError::Invalid(format!("no queue {queue}")))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn queue_url(clients: &Clients, name: &str) -> Result<String, ConnectError> {
+    clients.calls.count("sqs", "GetQueueUrl");
+    match clients.sqs.get_queue_url().queue_name(name).send().await {
+        Ok(out) => out
+            .queue_url()
+            .map(str::to_owned)
+            .ok_or_else(|| ConnectError::Missing {
+                what: "queue",
+                name: name.to_owned(),
+                detail: "no URL".into(),
+            }),
+        Err(e) if code(&e).is_some_and(|c| c.contains("NonExistentQueue")) => {
+            Err(ConnectError::Missing {
+                what: "queue",
+                name: name.to_owned(),
+                detail: "it does not exist".into(),
+            })
+        }
+        Err(e) => Err(ConnectError::Service(
+            unavailable("GetQueueUrl", e).to_string(),
+        )),
+    }
+}
+
+/// Whole seconds, rounded up, within `max`.
+fn seconds_up(d: Duration, max: u64) -> i32 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(s.min(max)).unwrap_or(i32::MAX)
+}
+
+fn string_attribute(value: &str) -> PortResult<MessageAttributeValue> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| PortError::Invalid(format!("message attribute: {e}")))
+}
+
+fn string_attributes(message: &Message) -> BTreeMap<String, String> {
+    message
+        .message_attributes()
+        .map(|attrs| {
+            attrs
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn system_attribute(message: &Message, name: &MessageSystemAttributeName) -> Option<String> {
+    message.attributes().and_then(|a| a.get(name)).cloned()
+}
+
+/// The `detail` of an EventBridge envelope, as JSON text; `None` for anything else.
+fn event_detail(body: &str) -> Option<String> {
+    if !body.contains("\"detail-type\"") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let o = v.as_object()?;
+    if !(o.contains_key("detail-type") && o.contains_key("source")) {
+        return None;
+    }
+    serde_json::to_string(o.get("detail")?).ok()
+}
+
+impl AwsPorts {
+    /// Send messages to one queue URL, 10 to a call; entries SQS refused are retried twice.
+    pub(crate) async fn send_to(
+        &self,
+        url: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> PortResult<()> {
+        let mut pending: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(messages.len());
+        for (i, m) in messages.into_iter().enumerate() {
+            let mut attributes = HashMap::new();
+            for (k, v) in &m.attributes {
+                attributes.insert(k.clone(), string_attribute(v)?);
+            }
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(m.body)
+                .delay_seconds(seconds_up(m.delay, MAX_DELAY_SECONDS))
+                .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+                .build()
+                .map_err(|e| PortError::Invalid(format!("message: {e}")))?;
+            pending.push(entry);
+        }
+        for _attempt in 0..3 {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let mut failed = Vec::new();
+            let mut rest = pending.into_iter().peekable();
+            while rest.peek().is_some() {
+                let mut batch = Vec::with_capacity(BATCH);
+                let mut bytes = 0;
+                while let Some(e) = rest.peek() {
+                    let size = e.message_body().len();
+                    if batch.len() == BATCH || (!batch.is_empty() && bytes + size > BATCH_BYTES) {
+                        break;
+                    }
+                    bytes += size;
+                    batch.extend(rest.next());
+                }
+                let by_id: HashMap<String, SendMessageBatchRequestEntry> = batch
+                    .iter()
+                    .map(|e| (e.id().to_owned(), e.clone()))
+                    .collect();
+                self.clients.calls.count("sqs", "SendMessageBatch");
+                let out = self
+                    .clients
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(url)
+                    .set_entries(Some(batch))
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("SendMessageBatch", e))?;
+                for f in out.failed() {
+                    if f.sender_fault() {
+                        return Err(PortError::Invalid(format!(
+                            "SendMessageBatch refused a message: {} {}",
+                            f.code(),
+                            f.message().unwrap_or_default()
+                        )));
+                    }
+                    failed.extend(by_id.get(f.id()).cloned());
+                }
+            }
+            pending = failed;
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(PortError::Unavailable(format!(
+                "SendMessageBatch: {} messages not accepted",
+                pending.len()
+            )))
+        }
+    }
+
+    /// Delete by receipt handle, 10 to a call. An invalid receipt is a message already gone.
+    async fn delete_from(&self, url: &str, receipts: Vec<String>) -> PortResult<()> {
+        for chunk in receipts.chunks(BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(|e| PortError::Invalid(format!("receipt: {e}")))
+                })
+                .collect::<PortResult<Vec<_>>>()?;
+            self.clients.calls.count("sqs", "DeleteMessageBatch");
+            let out = self
+                .clients
+                .sqs
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| unavailable("DeleteMessageBatch", e))?;
+            if let Some(f) = out.failed().iter().find(|f| !f.sender_fault()) {
+                return Err(PortError::Unavailable(format!(
+                    "DeleteMessageBatch: {} {}",
+                    f.code(),
+                    f.message().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        visibility: i32,
+        wait: i32,
+    ) -> PortResult<Vec<Message>> {
+        self.clients.calls.count("sqs", "ReceiveMessage");
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, BATCH)).unwrap_or(1))
+            .visibility_timeout(visibility)
+            .wait_time_seconds(wait)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(|e| unavailable("ReceiveMessage", e))?;
+        Ok(out.messages().to_vec())
+    }
+
+    /// Make messages visible again at once, 10 to a call (best effort: a listing that cannot
+    /// put one back leaves it hidden for `LISTING_VISIBILITY` seconds only).
+    async fn release_all(&self, url: &str, receipts: &[String]) {
+        for chunk in receipts.chunks(BATCH) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            self.clients
+                .calls
+                .count("sqs", "ChangeMessageVisibilityBatch");
+            if let Err(e) = self
+                .clients
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %unavailable("ChangeMessageVisibilityBatch", e), "dead letters stay hidden a little longer");
+            }
+        }
+    }
+
+    /// Every message of a dead-letter queue, up to `limit`, each hidden while in hand.
+    async fn read_dead_letters(&self, url: &str, limit: usize) -> PortResult<Vec<Message>> {
+        let mut all = Vec::new();
+        while all.len() < limit {
+            let got = self
+                .receive_from(url, limit - all.len(), LISTING_VISIBILITY, 0)
+                .await?;
+            if got.is_empty() {
+                break;
+            }
+            all.extend(got);
+        }
+        Ok(all)
+    }
+
+    fn dead_letter_of(&self, queue: QueueName, max_receives: u32, m: &Message) -> DeadLetter {
+        let note = m
+            .message_attributes()
+            .and_then(|a| a.get(DEAD_LETTER_ATTRIBUTE))
+            .and_then(|v| v.string_value())
+            .and_then(|s| serde_json::from_str::<DeadLetterNote>(s).ok());
+        let sent = system_attribute(m, &MessageSystemAttributeName::SentTimestamp)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        match note {
+            Some(n) => DeadLetter {
+                message_id: n.message_id,
+                queue,
+                body: m.body().unwrap_or_default().to_owned(),
+                reason: n.reason,
+                receive_count: n.receive_count,
+                dead_lettered_at: Timestamp::from_millis(n.at),
+            },
+            // Moved by the redrive policy: SQS keeps the message id, and moved it on the
+            // receive after its `maxReceiveCount`-th.
+            None => DeadLetter {
+                message_id: m.message_id().unwrap_or_default().to_owned(),
+                queue,
+                body: m.body().unwrap_or_default().to_owned(),
+                reason: format!(
+                    "received {max_receives} times without being deleted (the queue's maxReceiveCount)"
+                ),
+                receive_count: max_receives,
+                dead_lettered_at: Timestamp::from_millis(sent),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for AwsPorts {
+    async fn send(&self, queue: QueueName, messages: Vec<OutgoingMessage>) -> PortResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let url = self.queues.urls(queue)?.main.clone();
+        self.send_to(&url, messages).await
+    }
+
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let urls = self.queues.urls(queue)?;
+        let messages = self
+            .receive_from(
+                &urls.main,
+                max,
+                seconds_up(visibility, MAX_VISIBILITY_SECONDS),
+                seconds_up(wait, MAX_WAIT_SECONDS),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(messages.len());
+        let mut held = self.queues.held();
+        for m in messages {
+            let (Some(id), Some(receipt)) = (m.message_id(), m.receipt_handle()) else {
+                continue;
+            };
+            let mut body = m.body().unwrap_or_default().to_owned();
+            if queue == QueueName::Requests
+                && let Some(detail) = event_detail(&body)
+            {
+                body = detail;
+            }
+            let attributes = string_attributes(&m);
+            let receive_count =
+                system_attribute(&m, &MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1);
+            let sent_at = system_attribute(&m, &MessageSystemAttributeName::SentTimestamp)
+                .and_then(|s| s.parse().ok())
+                .map_or_else(|| self.clock.now(), Timestamp::from_millis);
+            held.hold(
+                receipt,
+                HeldMessage {
+                    message_id: id.to_owned(),
+                    body: body.clone(),
+                    attributes: attributes.clone(),
+                    receive_count,
+                    received: std::time::Instant::now(),
+                },
+            );
+            out.push(Delivery {
+                message_id: id.to_owned(),
+                receipt: Receipt(receipt.to_owned()),
+                body,
+                attributes,
+                receive_count,
+                sent_at,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, queue: QueueName, receipts: Vec<Receipt>) -> PortResult<()> {
+        let url = self.queues.urls(queue)?.main.clone();
+        let receipts: Vec<String> = {
+            let mut held = self.queues.held();
+            receipts
+                .into_iter()
+                .filter(|r| match held.is_current(&r.0) {
+                    // Superseded: the message was received again; leave it to that receipt.
+                    Some(false) => {
+                        held.release(&r.0);
+                        false
+                    }
+                    _ => {
+                        held.release(&r.0);
+                        true
+                    }
+                })
+                .map(|r| r.0)
+                .collect()
+        };
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        self.delete_from(&url, receipts).await
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        visibility: Duration,
+    ) -> PortResult<()> {
+        let url = self.queues.urls(queue)?.main.clone();
+        if self.queues.held().is_current(&receipt.0) == Some(false) {
+            return Err(PortError::Invalid(
+                "the message was received again since this receipt".into(),
+            ));
+        }
+        self.clients.calls.count("sqs", "ChangeMessageVisibility");
+        match self
+            .clients
+            .sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(&receipt.0)
+            .visibility_timeout(seconds_up(visibility, MAX_VISIBILITY_SECONDS))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if code(&e).is_some_and(|c| {
+                    c.contains("ReceiptHandleIsInvalid") || c.contains("MessageNotInflight")
+                }) =>
+            {
+                self.queues.held().release(&receipt.0);
+                Err(PortError::Invalid(format!(
+                    "stale receipt: {}",
+                    unavailable("ChangeMessageVisibility", e)
+                )))
+            }
+            Err(e) => Err(unavailable("ChangeMessageVisibility", e)),
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+    ) -> PortResult<()> {
+        let urls = self.queues.urls(queue)?;
+        let message = {
+            let held = self.queues.held();
+            match held.is_current(&receipt.0) {
+                Some(true) => held.by_receipt.get(&receipt.0).cloned(),
+                _ => None,
+            }
+        };
+        let Some(m) = message else {
+            return Err(PortError::Invalid(
+                "no current receipt: the message was deleted, dead-lettered or received again"
+                    .into(),
+            ));
+        };
+        let note = DeadLetterNote {
+            reason: reason.to_owned(),
+            message_id: m.message_id.clone(),
+            receive_count: m.receive_count,
+            at: self.clock.now().as_millis(),
+        };
+        let mut attributes = m.attributes.clone();
+        attributes.insert(
+            DEAD_LETTER_ATTRIBUTE.to_owned(),
+            serde_json::to_string(&note)
+                .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
+        );
+        // Sent first, then deleted: a crash in between leaves the message on its queue as
+        // well, to be handled (or dead-lettered) again, never lost.
+        self.send_to(
+            &urls.dead,
+            vec![OutgoingMessage {
+                body: m.body,
+                delay: Duration::ZERO,
+                attributes,
+            }],
+        )
+        .await?;
+        self.queues.held().release(&receipt.0);
+        self.delete_from(&urls.main, vec![receipt.0.clone()]).await
+    }
+
+    async fn dead_letters(&self, queue: QueueName, limit: usize) -> PortResult<Vec<DeadLetter>> {
+        let urls = self.queues.urls(queue)?;
+        let messages = self.read_dead_letters(&urls.dead, limit).await?;
+        let mut out: Vec<DeadLetter> = messages
+            .iter()
+            .map(|m| self.dead_letter_of(queue, urls.max_receives, m))
+            .collect();
+        let receipts: Vec<String> = messages
+            .iter()
+            .filter_map(|m| m.receipt_handle().map(str::to_owned))
+            .collect();
+        self.release_all(&urls.dead, &receipts).await;
+        out.sort_by(|a, b| {
+            (a.dead_lettered_at, &a.message_id).cmp(&(b.dead_lettered_at, &b.message_id))
+        });
+        Ok(out)
+    }
+
+    async fn redrive(
+        &self,
+        queue: QueueName,
+        message_ids: Option<Vec<String>>,
+    ) -> PortResult<usize> {
+        let urls = self.queues.urls(queue)?;
+        let messages = self.read_dead_letters(&urls.dead, usize::MAX).await?;
+        let mut moved = 0;
+        let mut keep = Vec::new();
+        for m in &messages {
+            let Some(receipt) = m.receipt_handle() else {
+                continue;
+            };
+            let letter = self.dead_letter_of(queue, urls.max_receives, m);
+            let wanted = message_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&letter.message_id));
+            if !wanted {
+                keep.push(receipt.to_owned());
+                continue;
+            }
+            let mut attributes = string_attributes(m);
+            attributes.remove(DEAD_LETTER_ATTRIBUTE);
+            // Sent back first, then deleted from the DLQ: a crash in between duplicates it,
+            // which the consumers tolerate, rather than losing it.
+            self.send_to(
+                &urls.main,
+                vec![OutgoingMessage {
+                    body: letter.body,
+                    delay: Duration::ZERO,
+                    attributes,
+                }],
+            )
+            .await?;
+            self.delete_from(&urls.dead, vec![receipt.to_owned()])
+                .await?;
+            moved += 1;
+        }
+        self.release_all(&urls.dead, &keep).await;
+        Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_round_up_within_the_limit() {
+        assert_eq!(seconds_up(Duration::ZERO, 900), 0);
+        assert_eq!(seconds_up(Duration::from_millis(1), 900), 1);
+        assert_eq!(seconds_up(Duration::from_millis(1_000), 900), 1);
+        assert_eq!(seconds_up(Duration::from_millis(1_001), 900), 2);
+        assert_eq!(seconds_up(Duration::from_secs(3_600), 900), 900);
+    }
+
+    #[test]
+    fn an_event_envelope_is_unwrapped_and_anything_else_is_not() {
+        let envelope = r#"{"version":"0","id":"x","detail-type":"BookingRequested","source":"como.booking","detail":{"request_id":"r-1"}}"#;
+        assert_eq!(
+            event_detail(envelope).as_deref(),
+            Some(r#"{"request_id":"r-1"}"#)
+        );
+        assert_eq!(event_detail(r#"{"request_id":"r-1"}"#), None);
+        assert_eq!(event_detail(r#"{"detail-type": 1}"#), None);
+        assert_eq!(event_detail("not json \"detail-type\""), None);
+    }
+}
