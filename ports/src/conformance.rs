@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
             update_is_conditional_and_a_conflict_writes_nothing,
             two_writers_on_one_version_exactly_one_wins,
             effects_commit_with_the_write,
+            history_is_kept_per_saga_in_order,
             query_by_status_step_and_age_pages_every_row_once,
             due_lists_live_timers_earliest_first,
             counts_by_status,
@@ -814,6 +815,63 @@ pub mod store {
             receive(env, crm, 10, 10).await.is_empty(),
             "the command was acknowledged by the update"
         );
+    }
+
+    /// Interleaved writes to two sagas: each saga's history has its own entries only, in the
+    /// order they were written; a write without history keeps what there is.
+    pub async fn history_is_kept_per_saga_in_order(env: &impl TestEnv) {
+        let s = env.backend();
+        let mut sagas = [started(5, now(env)).state, started(6, now(env)).state];
+        let mut kept: [Vec<HistoryEntry>; 2] = [Vec::new(), Vec::new()];
+        let mut versions = [1u64; 2];
+        for (state, kept) in sagas.iter().zip(kept.iter_mut()) {
+            let first = vec![history_entry(state, 1, "first")];
+            let effects = Effects {
+                history: first.clone(),
+                ..Effects::default()
+            };
+            let out = s.store.create(state, effects).await.expect("create");
+            assert_eq!(out, CreateOutcome::Created { version: 1 });
+            kept.extend(first);
+        }
+        for round in 1..=4usize {
+            for i in 0..2 {
+                let state = &mut sagas[i];
+                state.transitions += 1;
+                let entries: Vec<HistoryEntry> = (0..round)
+                    .map(|k| history_entry(state, state.transitions, &format!("{i}.{round}.{k}")))
+                    .collect();
+                // Every other write carries no history.
+                let history = if round % 2 == 0 && i == 0 {
+                    Vec::new()
+                } else {
+                    entries
+                };
+                let effects = Effects {
+                    history: history.clone(),
+                    ..Effects::default()
+                };
+                let out = s
+                    .store
+                    .update(state, versions[i], effects)
+                    .await
+                    .expect("update");
+                versions[i] += 1;
+                assert_eq!(
+                    out,
+                    UpdateOutcome::Updated {
+                        version: versions[i]
+                    }
+                );
+                kept[i].extend(history);
+            }
+        }
+        for (state, kept) in sagas.iter().zip(&kept) {
+            assert_eq!(
+                &s.store.history(state.saga_id).await.expect("history"),
+                kept
+            );
+        }
     }
 
     pub async fn query_by_status_step_and_age_pages_every_row_once(env: &impl TestEnv) {

@@ -8,8 +8,8 @@
 //! aborts the whole group instead (see `writer`), so half an operation is never committed.
 //!
 //! Statement counts matter here, because the single writer is the wall of the backend: a saga
-//! update is one conditional UPDATE (no read first) plus one statement per history entry,
-//! event, message sent and acknowledgement.
+//! update is a version check, one statement per history entry, event, message sent and
+//! acknowledgement, and the UPDATE of the saga row.
 
 use como_ports::{CreateOutcome, Delivery, PortError, PortResult, QueueName, UpdateOutcome};
 use como_schemas::Timestamp;
@@ -154,13 +154,13 @@ pub struct Received {
     pub next_visible_at: Option<i64>,
 }
 
-/// The writer's state that operations use: the time of the group, the message ids, the
-/// queues that got new visible messages (their consumers are woken after the commit), and
-/// the configuration.
+/// The writer's state that operations use: the time of the group, the message ids, how many
+/// messages became visible on each queue (as many of its waiting consumers are woken after
+/// the commit), and the configuration.
 pub struct Ctx<'a> {
     pub now: i64,
     pub ids: &'a mut Ids,
-    pub touched: &'a mut [bool; codec::QUEUES],
+    pub visible: &'a mut [usize; codec::QUEUES],
     /// The receive limit of each queue, by code - 1.
     pub max_receives: &'a [u32; codec::QUEUES],
 }
@@ -281,7 +281,7 @@ pub fn execute(
                 return Ok(Err(stale(*queue, receipt)));
             }
             if *visibility_ms == 0 {
-                touch(cx, *queue);
+                became_visible(cx, *queue, 1);
             }
             Ok(Ok(Output::Done))
         }
@@ -335,7 +335,12 @@ pub fn execute(
             if created == 0 {
                 return Ok(Ok(Output::Created(CreateOutcome::Exists)));
             }
-            apply_effects(conn, &saga.id, effects, cx)?;
+            let rowid = conn.last_insert_rowid();
+            if let Some(head) = append_history(conn, &saga.id, None, &effects.history)? {
+                conn.prepare_cached("UPDATE sagas SET history_head = ?2 WHERE rowid = ?1")?
+                    .execute([rowid, head])?;
+            }
+            apply_effects(conn, effects, cx)?;
             Ok(Ok(Output::Created(CreateOutcome::Created { version: 1 })))
         }
         Op::Update {
@@ -349,26 +354,34 @@ pub fn execute(
             ) else {
                 return Ok(Ok(Output::Updated(UpdateOutcome::Conflict)));
             };
-            let updated = conn
+            // The version check, and where the history chain ends: the row's page is read
+            // here and written below, so the check costs no extra page.
+            let found: Option<(i64, Option<i64>)> = conn
                 .prepare_cached(
-                    "UPDATE sagas SET version = ?3, status = ?4, step = ?5, updated_at = ?6,
-                                      wake_at = ?7, state = ?8
-                     WHERE id = ?1 AND version = ?2",
+                    "SELECT rowid, history_head FROM sagas WHERE id = ?1 AND version = ?2",
                 )?
-                .execute(params![
-                    saga.id,
-                    expected,
-                    version,
-                    saga.status,
-                    saga.step,
-                    saga.updated_at,
-                    saga.wake_at,
-                    saga.state
-                ])?;
-            if updated == 0 {
+                .query_row(params![saga.id, expected], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((rowid, head)) = found else {
                 return Ok(Ok(Output::Updated(UpdateOutcome::Conflict)));
-            }
-            apply_effects(conn, &saga.id, effects, cx)?;
+            };
+            let head = append_history(conn, &saga.id, head, &effects.history)?.or(head);
+            conn.prepare_cached(
+                "UPDATE sagas SET version = ?2, status = ?3, step = ?4, updated_at = ?5,
+                                  wake_at = ?6, history_head = ?7, state = ?8
+                 WHERE rowid = ?1",
+            )?
+            .execute(params![
+                rowid,
+                version,
+                saga.status,
+                saga.step,
+                saga.updated_at,
+                saga.wake_at,
+                head,
+                saga.state
+            ])?;
+            apply_effects(conn, effects, cx)?;
             Ok(Ok(Output::Updated(UpdateOutcome::Updated {
                 version: expected_version + 1,
             })))
@@ -428,8 +441,8 @@ fn stale(queue: QueueName, receipt: &ReceiptKey) -> PortError {
     ))
 }
 
-fn touch(cx: &mut Ctx<'_>, queue: QueueName) {
-    cx.touched[usize::from(codec::queue_code(queue)) - 1] = true;
+fn became_visible(cx: &mut Ctx<'_>, queue: QueueName, n: usize) {
+    cx.visible[usize::from(codec::queue_code(queue)) - 1] += n;
 }
 
 fn insert_message(conn: &Connection, m: &NewMessage, cx: &mut Ctx<'_>) -> rusqlite::Result<()> {
@@ -447,7 +460,7 @@ fn insert_message(conn: &Connection, m: &NewMessage, cx: &mut Ctx<'_>) -> rusqli
         m.attrs
     ])?;
     if m.delay_ms == 0 {
-        touch(cx, m.queue);
+        became_visible(cx, m.queue, 1);
     }
     Ok(())
 }
@@ -463,27 +476,34 @@ fn delete_message(conn: &Connection, queue: QueueName, r: &ReceiptKey) -> rusqli
 fn insert_event(conn: &Connection, e: &EventRow) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (event_id, saga_id, type, at, body) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (event_id) DO NOTHING",
+         ON CONFLICT (at, event_id) DO NOTHING",
     )?
     .execute(params![e.event_id, e.saga_id, e.kind, e.at, e.body])?;
     Ok(())
 }
 
-fn apply_effects(
+/// Appends `entries` to a saga's history chain after `head`; returns the new head, if any.
+fn append_history(
     conn: &Connection,
     saga_id: &[u8; 16],
+    mut head: Option<i64>,
+    entries: &[String],
+) -> rusqlite::Result<Option<i64>> {
+    let mut added = None;
+    for entry in entries {
+        conn.prepare_cached("INSERT INTO history (saga_id, prev, entry) VALUES (?1, ?2, ?3)")?
+            .execute(params![saga_id, head, entry])?;
+        head = Some(conn.last_insert_rowid());
+        added = head;
+    }
+    Ok(added)
+}
+
+fn apply_effects(
+    conn: &Connection,
     effects: &EffectRows,
     cx: &mut Ctx<'_>,
 ) -> rusqlite::Result<()> {
-    for entry in &effects.history {
-        // Numbered from the saga's last entry, found by a seek in the same b-tree the row
-        // goes into: no read-modify-write in the caller, no counter in the saga row.
-        conn.prepare_cached(
-            "INSERT INTO history (saga_id, n, entry)
-             SELECT ?1, coalesce(max(n), 0) + 1, ?2 FROM history WHERE saga_id = ?1",
-        )?
-        .execute(params![saga_id, entry])?;
-    }
     for e in &effects.events {
         insert_event(conn, e)?;
     }
@@ -645,7 +665,7 @@ fn redrive(
         }
     };
     if moved > 0 {
-        touch(cx, queue);
+        became_visible(cx, queue, moved);
     }
     Ok(moved)
 }

@@ -6,16 +6,24 @@
 //! - `dead_letters`: messages moved aside, with the reason; a message keeps its id when it
 //!   moves either way, so ids are unique across both tables.
 //! - `sagas`: one row per saga; `state` is the engine's `SagaState` as compact JSON, the other
-//!   columns are what the indexes need. `wake_at` is NULL for a saga that is finished.
-//! - `history`: a saga's history entries, numbered from 1, clustered by saga.
-//! - `events`: the event log (saga lifecycle events), unique by `event_id`.
+//!   columns are what the indexes need. `wake_at` is NULL for a saga that is finished;
+//!   `history_head` is the saga's latest history entry.
+//! - `history`: history entries, appended in commit order; each points to the saga's entry
+//!   before it (`prev`), so a saga's history is a chain from `sagas.history_head`.
+//! - `events`: the event log (saga lifecycle events), unique by `(at, event_id)`: a
+//!   republished event is the same event, with the same id and time.
 //! - `rejections`: `BookingRejected` events, unique by `event_id`.
 //! - `records`: idempotency records, first write wins.
 //! - `secrets`: secret versions with their stage (`current`, `pending`, `previous`).
 //! - `meta`: the high-water mark of message ids handed out (see `writer::Ids`).
 //!
 //! Every index is one more b-tree write per statement, and the single writer is the limit of
-//! the whole backend, so there are only the indexes that a hot path or a dashboard needs.
+//! the whole backend, so there are only the indexes that a hot path or a dashboard needs. And
+//! every page a commit changes is written whole to the WAL (and later again to the file), so
+//! writes are kept on pages that many sagas share: the history and the event log are appended
+//! (not clustered by saga, which would dirty one page per saga per commit), and the indexes
+//! that change on every transition lead with time. Measured on the step cycle of the
+//! benchmark, this took the WAL from ~7.5 to ~4 pages per saga step.
 
 use rusqlite::Connection;
 
@@ -59,6 +67,7 @@ CREATE TABLE IF NOT EXISTS sagas (
     started_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     wake_at     INTEGER,
+    history_head INTEGER,
     state       TEXT    NOT NULL
 );
 -- Covers the dashboard's lists (status, age, step) without touching the large rows.
@@ -66,19 +75,20 @@ CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, updated_at, step);
 CREATE INDEX IF NOT EXISTS sagas_wake ON sagas (wake_at) WHERE wake_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS history (
+    seq     INTEGER PRIMARY KEY,
     saga_id BLOB    NOT NULL,
-    n       INTEGER NOT NULL,
-    entry   TEXT    NOT NULL,
-    PRIMARY KEY (saga_id, n)
-) WITHOUT ROWID;
+    prev    INTEGER,
+    entry   TEXT    NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS events (
     seq      INTEGER PRIMARY KEY,
-    event_id TEXT    NOT NULL UNIQUE,
+    at       INTEGER NOT NULL,
+    event_id TEXT    NOT NULL,
     saga_id  BLOB    NOT NULL,
     type     TEXT    NOT NULL,
-    at       INTEGER NOT NULL,
-    body     TEXT    NOT NULL
+    body     TEXT    NOT NULL,
+    UNIQUE (at, event_id)
 );
 
 CREATE TABLE IF NOT EXISTS rejections (
@@ -122,10 +132,16 @@ pub enum Durability {
 }
 
 /// Settings of the writer connection, then the schema.
+///
+/// `checkpoint_pages`: the WAL is folded back into the file (by the writer, inside a commit)
+/// once it holds this many pages. Larger means fewer, longer pauses and fewer bytes written,
+/// because a page changed by many commits is copied once; 10,000 pages (~40 MB) measured ~15%
+/// faster than SQLite's 1,000 on the step-cycle benchmark.
 pub fn prepare_writer(
     conn: &Connection,
     durability: Durability,
     cache_mb: u32,
+    checkpoint_pages: u32,
 ) -> Result<(), OpenError> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -138,6 +154,7 @@ pub fn prepare_writer(
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync};
          PRAGMA cache_size = -{kib};
+         PRAGMA wal_autocheckpoint = {checkpoint_pages};
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;
          PRAGMA busy_timeout = 5000;",

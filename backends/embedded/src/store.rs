@@ -231,8 +231,19 @@ impl SagaStore for EmbeddedPorts {
         let key = saga_key(id);
         self.readers
             .scan(move |conn| {
+                // The chain from the saga's latest entry back to its first.
                 let mut stmt = conn
-                    .prepare_cached("SELECT entry FROM history WHERE saga_id = ?1 ORDER BY n")
+                    .prepare_cached(
+                        "WITH RECURSIVE chain (seq, prev, entry) AS (
+                             SELECT h.seq, h.prev, h.entry FROM sagas AS s
+                             JOIN history AS h ON h.seq = s.history_head
+                             WHERE s.id = ?1
+                             UNION ALL
+                             SELECT h.seq, h.prev, h.entry FROM chain AS c
+                             JOIN history AS h ON h.seq = c.prev
+                         )
+                         SELECT entry FROM chain ORDER BY seq",
+                    )
                     .map_err(db_error)?;
                 let mut rows = stmt.query([key]).map_err(db_error)?;
                 let mut out = Vec::new();

@@ -2,8 +2,8 @@
 //!
 //! Callers send an operation with a oneshot for its answer. The writer takes whatever is
 //! queued (up to `batch_max` operations), carries all of it out in ONE transaction, commits,
-//! wakes the consumers of queues that got visible messages, and only then answers every
-//! caller. So a caller never hears "done" for an effect that is not committed: a kill -9 at
+//! wakes as many waiting consumers of each queue as messages became visible there, and only
+//! then answers every caller. So a caller never hears "done" for an effect that is not committed: a kill -9 at
 //! any moment loses only what nobody was told about. Under load a group forms by itself while
 //! the previous one commits; a lone caller is served at once, without waiting for company.
 //!
@@ -21,6 +21,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::codec::{self, QUEUES};
 use crate::ops::{self, Ctx, Ids, Op, Output};
+
+/// At most this many consumers of one queue are woken per commit.
+const WAKE_MAX: usize = 256;
 
 /// Consumers waiting on each queue (by code - 1), woken after a commit makes messages visible.
 pub type Notifiers = [Notify; QUEUES];
@@ -134,11 +137,11 @@ impl Writer {
 
     fn commit_group(&mut self, group: &mut Vec<Pending>) {
         let now = self.clock.now().as_millis();
-        let mut touched = [false; QUEUES];
-        match self.transaction(group.iter().map(|p| &p.op), now, &mut touched) {
+        let mut visible = [0; QUEUES];
+        match self.transaction(group.iter().map(|p| &p.op), now, &mut visible) {
             Ok(answers) => {
                 self.ids.committed();
-                self.wake(&touched);
+                self.wake(&visible);
                 for (p, answer) in group.drain(..).zip(answers) {
                     // A caller that stopped waiting still had its write committed.
                     let _ = p.reply.send(answer);
@@ -152,11 +155,11 @@ impl Writer {
                     "group commit failed; running its operations one by one"
                 );
                 for p in group.drain(..) {
-                    let mut touched = [false; QUEUES];
-                    let answer = match self.transaction(std::iter::once(&p.op), now, &mut touched) {
+                    let mut visible = [0; QUEUES];
+                    let answer = match self.transaction(std::iter::once(&p.op), now, &mut visible) {
                         Ok(mut answers) => {
                             self.ids.committed();
-                            self.wake(&touched);
+                            self.wake(&visible);
                             answers.pop().unwrap_or_else(|| Err(closed()))
                         }
                         Err(e) => {
@@ -175,13 +178,13 @@ impl Writer {
         &mut self,
         ops: impl Iterator<Item = &'a Op>,
         now: i64,
-        touched: &mut [bool; QUEUES],
+        visible: &mut [usize; QUEUES],
     ) -> rusqlite::Result<Vec<PortResult<Output>>> {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let mut cx = Ctx {
             now,
             ids: &mut self.ids,
-            touched,
+            visible,
             max_receives: &self.config.max_receives,
         };
         let mut answers = Vec::new();
@@ -208,16 +211,18 @@ impl Writer {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
-                *touched = [false; QUEUES];
+                *visible = [0; QUEUES];
                 Err(e)
             }
         }
     }
 
-    fn wake(&self, touched: &[bool; QUEUES]) {
-        for (notify, hit) in self.notify.iter().zip(touched) {
-            if *hit {
-                notify.notify_waiters();
+    /// One waiting consumer per message that became visible: waking every waiter for one
+    /// message would have all but one of them run an empty receive through the writer.
+    fn wake(&self, visible: &[usize; QUEUES]) {
+        for (notify, n) in self.notify.iter().zip(visible) {
+            for _ in 0..(*n).min(WAKE_MAX) {
+                notify.notify_one();
             }
         }
     }

@@ -270,32 +270,33 @@ async fn concurrent_writers_lose_no_update() {
 #[tokio::test]
 async fn a_corrupt_row_is_an_error_not_a_panic() {
     let env = Env::new();
-    let s = saga(3, START);
-    env.ports
-        .store
-        .create(&s, Effects::default())
-        .await
-        .unwrap();
+    let date = chrono::NaiveDate::from_ymd_opt(2030, 1, 15).unwrap();
+    let request = examples::booking_request("embedded-3", date);
+    let d =
+        como_engine::transition(&como::current(), None, &Input::Start { request }, START).unwrap();
+    let s = d.state.clone();
+    let effects = Effects {
+        history: d.history.clone(),
+        ..Effects::default()
+    };
+    env.ports.store.create(&s, effects).await.unwrap();
+    assert_eq!(env.ports.store.history(s.saga_id).await.unwrap(), d.history);
     env.backend.close().await;
     {
         let conn = rusqlite::Connection::open(env.backend.path()).unwrap();
         conn.execute("UPDATE sagas SET state = '{\"not\": \"a saga\"}'", [])
             .unwrap();
-        conn.execute(
-            "INSERT INTO history (saga_id, n, entry) VALUES (x'00', 1, 'garbage')",
-            [],
-        )
-        .unwrap();
+        conn.execute("UPDATE history SET entry = 'garbage'", [])
+            .unwrap();
     }
     let again = open(&env.dir, env.clock.clone());
-    let got = again.ports().store.get(s.saga_id).await;
+    let p = again.ports();
+    let got = p.store.get(s.saga_id).await;
     assert!(matches!(got, Err(PortError::Corrupt(_))), "{got:?}");
-    let listed = again
-        .ports()
-        .store
-        .query(&como_ports::SagaQuery::default())
-        .await;
+    let listed = p.store.query(&como_ports::SagaQuery::default()).await;
     assert!(matches!(listed, Err(PortError::Corrupt(_))), "{listed:?}");
+    let history = p.store.history(s.saga_id).await;
+    assert!(matches!(history, Err(PortError::Corrupt(_))), "{history:?}");
 }
 
 #[tokio::test]
