@@ -14,7 +14,8 @@
 //! - The EventBridge bus `P-bus` and its rule `P-booking-requested` (source `como.booking`,
 //!   detail-type `BookingRequested`) with the request queue as target.
 //! - The secrets `P/memberson-token`, `P/memberson-credentials`, `P/sevenrooms-credentials`;
-//!   a value given in `seed` becomes a secret's current version if it has none.
+//!   a value given in `seed` becomes a secret's current version if it has none (a secret
+//!   without a value holds the placeholder `secrets::NO_VALUE`, see `secrets`).
 
 use std::time::Duration;
 
@@ -196,14 +197,17 @@ pub async fn bootstrap(
     for name in names::SECRETS {
         let id = names.secret(name);
         let exists = match secrets.describe_secret().secret_id(&id).send().await {
-            Ok(d) => d
-                .version_ids_to_stages()
-                .is_some_and(|s| s.values().any(|l| l.iter().any(|l| l == "AWSCURRENT"))),
+            Ok(_) => match secrets.get_secret_value().secret_id(&id).send().await {
+                Ok(v) => v.secret_string() != Some(crate::secrets::NO_VALUE),
+                Err(e) if code(&e) == Some("ResourceNotFoundException") => false,
+                Err(e) => return Err(sdk_fail("GetSecretValue", e)),
+            },
             Err(e) if code(&e) == Some("ResourceNotFoundException") => {
                 secrets
                     .create_secret()
                     .name(&id)
                     .description("como-saga")
+                    .secret_string(crate::secrets::NO_VALUE)
                     .send()
                     .await
                     .map_err(|e| sdk_fail("CreateSecret", e))?;

@@ -35,7 +35,7 @@ pub mod names;
 mod outbox;
 mod queue;
 mod records;
-mod secrets;
+pub(crate) mod secrets;
 mod store;
 #[cfg(feature = "moto")]
 pub mod testing;

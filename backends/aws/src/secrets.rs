@@ -2,6 +2,10 @@
 //! `AWSCURRENT` and `AWSPENDING` staging labels, as in Secrets Manager's own rotation; a
 //! promotion moves `AWSCURRENT` (Secrets Manager then labels the old version `AWSPREVIOUS`)
 //! and takes `AWSPENDING` off. Port names map to `<prefix>/<name>`.
+//!
+//! Secrets Manager makes the first version of a secret `AWSCURRENT` whatever labels it is put
+//! with, so a secret that has no value yet gets a placeholder first version ([`NO_VALUE`]),
+//! which reads as "no current version": a pending version then stays pending until promoted.
 
 use async_trait::async_trait;
 use como_ports::{PortError, PortResult, SecretStore, SecretVersion};
@@ -11,12 +15,43 @@ use crate::error::{code, unavailable};
 
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
+/// The value of a secret's placeholder first version.
+pub const NO_VALUE: &str = "como-saga: no value yet";
 
 fn not_found(c: Option<&str>) -> bool {
     c == Some("ResourceNotFoundException")
 }
 
 impl AwsPorts {
+    /// Create the secret, or give one without versions its placeholder first version.
+    async fn placeholder(&self, name: &str) -> PortResult<()> {
+        self.clients.calls.count("secretsmanager", "CreateSecret");
+        match self
+            .clients
+            .secrets
+            .create_secret()
+            .name(self.names.secret(name))
+            .secret_string(NO_VALUE)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if code(&e) == Some("ResourceExistsException") => {}
+            Err(e) => return Err(unavailable("CreateSecret", e)),
+        }
+        self.clients.calls.count("secretsmanager", "PutSecretValue");
+        self.clients
+            .secrets
+            .put_secret_value()
+            .secret_id(self.names.secret(name))
+            .secret_string(NO_VALUE)
+            .version_stages(CURRENT)
+            .send()
+            .await
+            .map_err(|e| unavailable("PutSecretValue", e))?;
+        Ok(())
+    }
+
     async fn version_at(&self, name: &str, stage: &str) -> PortResult<Option<SecretVersion>> {
         self.clients.calls.count("secretsmanager", "GetSecretValue");
         match self
@@ -70,10 +105,16 @@ impl AwsPorts {
 #[async_trait]
 impl SecretStore for AwsPorts {
     async fn current(&self, name: &str) -> PortResult<Option<SecretVersion>> {
-        self.version_at(name, CURRENT).await
+        Ok(self
+            .version_at(name, CURRENT)
+            .await?
+            .filter(|v| v.value != NO_VALUE))
     }
 
     async fn put_pending(&self, name: &str, value: &str) -> PortResult<String> {
+        if self.version_at(name, CURRENT).await?.is_none() {
+            self.placeholder(name).await?;
+        }
         let version = uuid::Uuid::new_v4().to_string();
         for _ in 0..2 {
             self.clients.calls.count("secretsmanager", "PutSecretValue");
@@ -89,22 +130,7 @@ impl SecretStore for AwsPorts {
                 .await
             {
                 Ok(_) => return Ok(version),
-                Err(e) if not_found(code(&e)) => {
-                    // A secret without a version yet: nothing is current until promoted.
-                    self.clients.calls.count("secretsmanager", "CreateSecret");
-                    match self
-                        .clients
-                        .secrets
-                        .create_secret()
-                        .name(self.names.secret(name))
-                        .send()
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if code(&e) == Some("ResourceExistsException") => {}
-                        Err(e) => return Err(unavailable("CreateSecret", e)),
-                    }
-                }
+                Err(e) if not_found(code(&e)) => self.placeholder(name).await?,
                 Err(e) => return Err(unavailable("PutSecretValue", e)),
             }
         }
