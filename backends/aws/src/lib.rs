@@ -159,6 +159,7 @@ pub struct AwsPorts {
 /// The AWS backend.
 pub struct AwsBackend {
     ports: Arc<AwsPorts>,
+    sdk: SdkConfig,
 }
 
 impl AwsBackend {
@@ -192,6 +193,7 @@ impl AwsBackend {
         };
         Ok(Self {
             ports: Arc::new(ports),
+            sdk: sdk.clone(),
         })
     }
 
@@ -205,6 +207,11 @@ impl AwsBackend {
             secrets: self.ports.clone(),
             clock: Arc::clone(&self.ports.clock),
         }
+    }
+
+    /// The SDK configuration the backend's clients were built from.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
     }
 
     pub fn names(&self) -> &Names {

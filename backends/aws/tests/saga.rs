@@ -1,0 +1,384 @@
+//! End-to-end bookings on the AWS backend against moto: the whole stack in-process (both
+//! simulators, the orchestrator, both workers), checked against the simulators' own ledgers.
+//!
+//! - A `BookingRequested` event put on the bus becomes a confirmed saga (the rule routes it
+//!   into the request queue; the backend hands over the event's `detail`), and only milestone
+//!   events go out.
+//! - Every command and reply is sent twice more straight into its queue: the ledgers show no
+//!   double effect.
+//! - The AWS API calls of happy-path sagas, counted by service and operation (the figures in
+//!   `docs/aws.md`).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use como_backend_aws::{AwsConfig, names};
+use como_engine::StatusKind;
+use como_ports::{
+    Backend, DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueName, Receipt,
+};
+use como_schemas::SagaId;
+use como_simulators::invariant::check_money_invariant;
+
+use support::{Stack, booking, keys_of, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
+    let stack = start("busevent", AwsConfig::default(), |_, p| p).await;
+    let request = booking("bus-event-1", 1);
+    let saga_id = request.saga_id();
+    let events = aws_sdk_eventbridge::Client::new(&stack.sdk);
+    let entry = |detail_type: &str| {
+        aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .event_bus_name(stack.backend.names().bus())
+            .source(names::BOOKING_SOURCE)
+            .detail_type(detail_type)
+            .detail(serde_json::to_string(&request).unwrap())
+            .build()
+    };
+    let out = events
+        .put_events()
+        .entries(entry(names::BOOKING_DETAIL_TYPE))
+        // Not a booking request: the rule leaves it on the bus.
+        .entries(entry("SomethingElse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_entry_count(), 0);
+
+    let done = stack
+        .wait_finished(&[saga_id], Duration::from_secs(90))
+        .await;
+    assert_eq!(
+        done[0].status.kind(),
+        StatusKind::Confirmed,
+        "{:?}",
+        done[0].status
+    );
+    assert_eq!(done[0].request, request, "the saga runs the event's detail");
+    let violations = check_money_invariant(&stack.sim.ledger(), &[keys_of(&done[0])]);
+    assert!(violations.is_empty(), "{violations:?}");
+
+    // Milestones only: the start and the confirmation, not a step at a time.
+    let published: Vec<&'static str> = stack
+        .ports
+        .bus
+        .recent(100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.saga_id == saga_id)
+        .map(|e| e.body.type_name())
+        .collect();
+    assert_eq!(published, ["SagaStarted", "BookingConfirmed"]);
+    let calls = stack.backend.api_calls();
+    let put_events = calls
+        .iter()
+        .find(|c| c.operation == "PutEvents")
+        .map_or(0, |c| c.count);
+    assert_eq!(put_events, 2, "one PutEvents per milestone: {calls:?}");
+
+    // The other event was not taken for a request.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dead = stack
+        .ports
+        .queue
+        .dead_letters(QueueName::Requests, 10)
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    stack.stop().await;
+}
+
+/// Between the runtime and the queue: the first delivery of every command and reply is sent
+/// twice more, straight into its SQS queue, before it is handed over.
+struct Duplicating {
+    inner: Arc<dyn Queue>,
+    sqs: aws_sdk_sqs::Client,
+    urls: BTreeMap<QueueName, String>,
+    injected: Arc<AtomicU64>,
+}
+
+const COPY: &str = "test-copy";
+
+#[async_trait]
+impl Queue for Duplicating {
+    async fn send(&self, queue: QueueName, messages: Vec<OutgoingMessage>) -> PortResult<()> {
+        self.inner.send(queue, messages).await
+    }
+
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>> {
+        let got = self.inner.receive(queue, max, visibility, wait).await?;
+        if queue != QueueName::Requests {
+            for d in got
+                .iter()
+                .filter(|d| d.receive_count == 1 && !d.attributes.contains_key(COPY))
+            {
+                for _ in 0..2 {
+                    let mut send = self
+                        .sqs
+                        .send_message()
+                        .queue_url(&self.urls[&queue])
+                        .message_body(&d.body);
+                    for (k, v) in d
+                        .attributes
+                        .iter()
+                        .chain([(&COPY.to_owned(), &"1".to_owned())])
+                    {
+                        send = send.message_attributes(
+                            k,
+                            MessageAttributeValue::builder()
+                                .data_type("String")
+                                .string_value(v)
+                                .build()
+                                .unwrap(),
+                        );
+                    }
+                    send.send().await.unwrap();
+                    self.injected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    async fn delete(&self, queue: QueueName, receipts: Vec<Receipt>) -> PortResult<()> {
+        self.inner.delete(queue, receipts).await
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        visibility: Duration,
+    ) -> PortResult<()> {
+        self.inner
+            .change_visibility(queue, receipt, visibility)
+            .await
+    }
+
+    async fn dead_letter(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+    ) -> PortResult<()> {
+        self.inner.dead_letter(queue, receipt, reason).await
+    }
+
+    async fn dead_letters(&self, queue: QueueName, limit: usize) -> PortResult<Vec<DeadLetter>> {
+        self.inner.dead_letters(queue, limit).await
+    }
+
+    async fn redrive(&self, queue: QueueName, ids: Option<Vec<String>>) -> PortResult<usize> {
+        self.inner.redrive(queue, ids).await
+    }
+}
+
+async fn queue_is_empty(stack: &Stack, queue: QueueName) -> bool {
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(stack.backend.queue_url(queue))
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .unwrap();
+    out.attributes()
+        .map(|a| a.values().all(|v| v == "0"))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_replies_sent_twice_more_change_nothing_downstream() {
+    const N: usize = 6;
+    let injected = Arc::new(AtomicU64::new(0));
+    let counter = injected.clone();
+    let stack = start("duplicates", AwsConfig::default(), move |backend, ports| {
+        let sqs = aws_sdk_sqs::Client::new(&backend_sdk(backend));
+        Backend {
+            queue: Arc::new(Duplicating {
+                inner: ports.queue.clone(),
+                sqs,
+                urls: QueueName::ALL
+                    .into_iter()
+                    .map(|q| (q, backend.queue_url(q).to_owned()))
+                    .collect(),
+                injected: counter.clone(),
+            }),
+            ..ports
+        }
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let request = booking(&format!("dup-{i}"), 100 + i);
+        ids.push(
+            como_orchestrator::submit(&stack.ports, &request)
+                .await
+                .unwrap(),
+        );
+    }
+    let done = stack.wait_finished(&ids, Duration::from_secs(120)).await;
+    assert!(
+        done.iter()
+            .all(|s| s.status.kind() == StatusKind::Confirmed),
+        "{:?}",
+        done.iter().map(|s| &s.status).collect::<Vec<_>>()
+    );
+    let versions: Vec<u64> = stack_versions(&stack, &ids).await;
+    // Let every copy be received and answered.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut empty = true;
+        for q in [
+            QueueName::Replies,
+            QueueName::Commands(como_schemas::Worker::Crm),
+            QueueName::Commands(como_schemas::Worker::Sevenrooms),
+        ] {
+            empty &= queue_is_empty(&stack, q).await;
+        }
+        if empty {
+            break;
+        }
+        assert!(Instant::now() < until, "the copies were not all handled");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // 4 commands and 4 replies a saga, each sent twice more.
+    assert!(
+        injected.load(Ordering::Relaxed) >= (N * 8 * 2) as u64,
+        "copies injected: {}",
+        injected.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        stack_versions(&stack, &ids).await,
+        versions,
+        "a copy changed a finished saga"
+    );
+    let ledger = stack.sim.ledger();
+    let violations = check_money_invariant(&ledger, &done.iter().map(keys_of).collect::<Vec<_>>());
+    assert!(violations.is_empty(), "{violations:?}");
+    for s in &done {
+        let receipt = como_schemas::ReceiptNo::for_saga(s.saga_id).to_string();
+        let redemptions: usize = ledger
+            .memberson
+            .members
+            .iter()
+            .flat_map(|m| &m.redemptions)
+            .filter(|r| r.receipt_no == receipt)
+            .count();
+        assert_eq!(
+            redemptions, 1,
+            "saga {} redeemed {redemptions} times",
+            s.saga_id
+        );
+        let external = s.saga_id.to_string();
+        let reservations = ledger
+            .sevenrooms
+            .reservations
+            .iter()
+            .filter(|r| r.external_id.as_deref() == Some(external.as_str()))
+            .count();
+        assert_eq!(
+            reservations, 1,
+            "saga {} booked {reservations} times",
+            s.saga_id
+        );
+    }
+    stack.stop().await;
+}
+
+fn backend_sdk(backend: &como_backend_aws::AwsBackend) -> aws_config::SdkConfig {
+    backend.sdk_config().clone()
+}
+
+async fn stack_versions(stack: &Stack, ids: &[SagaId]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(stack.ports.store.get(*id).await.unwrap().unwrap().version);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_api_calls_per_saga() {
+    const N: usize = 30;
+    let stack = start("apicalls", AwsConfig::default(), |_, p| p).await;
+    // What the idle loops cost (receives with nothing to receive, timer sweeps), per second.
+    stack.backend.reset_api_calls();
+    let idle_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = stack.backend.api_calls();
+    let idle_secs = idle_from.elapsed().as_secs_f64();
+
+    stack.backend.reset_api_calls();
+    let started = Instant::now();
+    let mut ids: Vec<SagaId> = Vec::new();
+    for i in 0..N {
+        let request = booking(&format!("calls-{i}"), i);
+        ids.push(
+            como_orchestrator::submit(&stack.ports, &request)
+                .await
+                .unwrap(),
+        );
+    }
+    let done = stack.wait_finished(&ids, Duration::from_secs(120)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = stack.backend.api_calls();
+    assert!(
+        done.iter()
+            .all(|s| s.status.kind() == StatusKind::Confirmed),
+        "{:?}",
+        done.iter()
+            .map(|s| s.status.kind())
+            .collect::<BTreeSet<_>>()
+    );
+
+    println!(
+        "AWS API calls for {N} happy-path sagas in {elapsed:.1} s (idle rate from {idle_secs:.1} s without sagas):"
+    );
+    println!(
+        "{:<14} {:<28} {:>8} {:>10} {:>12}",
+        "service", "operation", "total", "per saga", "idle per s"
+    );
+    let mut per_saga = BTreeMap::new();
+    for c in &calls {
+        let idle_rate = idle
+            .iter()
+            .find(|i| i.service == c.service && i.operation == c.operation)
+            .map_or(0.0, |i| i.count as f64 / idle_secs);
+        let each = c.count as f64 / N as f64;
+        per_saga.insert(c.operation, each);
+        println!(
+            "{:<14} {:<28} {:>8} {:>10.2} {:>12.2}",
+            c.service, c.operation, c.count, each, idle_rate
+        );
+    }
+    // The work of a saga, whatever the polling: 5 saga writes, 5 history items and 4
+    // idempotency records; one PutEvents per milestone; one send per command and reply.
+    let get = |op: &str| per_saga.get(op).copied().unwrap_or(0.0);
+    assert!(get("PutItem") <= 15.0, "{calls:?}");
+    assert!(get("PutEvents") <= 2.0, "{calls:?}");
+    assert!(get("SendMessageBatch") <= 9.0, "{calls:?}");
+    assert!(get("UpdateItem") <= 1.0, "{calls:?}");
+    let violations = check_money_invariant(
+        &stack.sim.ledger(),
+        &done.iter().map(keys_of).collect::<Vec<_>>(),
+    );
+    assert!(violations.is_empty(), "{violations:?}");
+    stack.stop().await;
+}
