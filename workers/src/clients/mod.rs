@@ -18,6 +18,7 @@
 //! | circuit open, local rate limit past the deadline, deadline passed | `Retryable`, nothing sent | same | same |
 
 pub mod memberson;
+pub mod secret_token;
 pub mod sevenrooms;
 pub mod token;
 
