@@ -232,7 +232,6 @@ impl Ids {
     /// The transaction was rolled back: its reservation is gone. Ids it took stay unused.
     pub fn rolled_back(&mut self) {
         self.reserved = self.committed;
-        self.next = self.next.max(self.committed);
     }
 }
 

@@ -23,7 +23,7 @@
 //! writes are kept on pages that many sagas share: the history and the event log are appended
 //! (not clustered by saga, which would dirty one page per saga per commit), and the indexes
 //! that change on every transition lead with time. Measured on the step cycle of the
-//! benchmark, this took the WAL from ~7.5 to ~4 pages per saga step.
+//! benchmark, this took the WAL from ~7.5 to ~5.5 pages per saga step.
 
 use rusqlite::Connection;
 

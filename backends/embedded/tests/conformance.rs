@@ -440,3 +440,110 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
+
+#[tokio::test]
+async fn a_queue_can_have_its_own_receive_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EmbeddedConfig::default();
+    config.queue_max_receives.insert(QueueName::Replies, 1);
+    let clock = Arc::new(ManualClock::new(START));
+    let backend =
+        EmbeddedBackend::open(dir.path().join("q.sqlite"), config, clock.clone()).unwrap();
+    let p = backend.ports();
+    for q in [QueueName::Replies, QueueName::Requests] {
+        p.queue.send(q, vec![message("m".into())]).await.unwrap();
+        assert_eq!(
+            p.queue
+                .receive(q, 1, Duration::from_secs(1), Duration::ZERO)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    clock.advance_ms(2_000);
+    let replies = p
+        .queue
+        .receive(
+            QueueName::Replies,
+            1,
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert!(replies.is_empty(), "one receive allowed on replies");
+    assert_eq!(
+        p.queue
+            .dead_letters(QueueName::Replies, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let requests = p
+        .queue
+        .receive(
+            QueueName::Requests,
+            1,
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(requests.len(), 1, "the default limit elsewhere");
+}
+
+/// A SQLite error in one operation rolls back its group; the others are run again alone and
+/// commit, and the failing one is answered with the error, with nothing of it written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_operation_fails_alone() {
+    let env = Env::new();
+    let p = &env.ports;
+    p.queue
+        .send(QueueName::Replies, vec![message("first".into())])
+        .await
+        .unwrap();
+    let first = p
+        .queue
+        .receive(
+            QueueName::Replies,
+            1,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let next: i64 = first[0].message_id.parse::<i64>().unwrap() + 1;
+    {
+        // Another writer (not this backend) takes the ids the next sends would get.
+        let conn = rusqlite::Connection::open(env.backend.path()).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        for id in next..next + 10 {
+            conn.execute(
+                "INSERT INTO messages (id, queue, visible_at, receive_count, sent_at, body)
+                 VALUES (?1, 1, 0, 0, 0, 'intruder')",
+                [id],
+            )
+            .unwrap();
+        }
+    }
+    let s = saga(5, START);
+    let crm = QueueName::Commands(Worker::Crm);
+    let (sent, created) = tokio::join!(
+        p.queue.send(crm, vec![message("doomed".into())]),
+        p.store.create(&s, Effects::default()),
+    );
+    assert!(matches!(sent, Err(PortError::Unavailable(_))), "{sent:?}");
+    assert_eq!(created.unwrap(), CreateOutcome::Created { version: 1 });
+    assert_eq!(p.store.get(s.saga_id).await.unwrap().unwrap().value, s);
+    let got = p
+        .queue
+        .receive(crm, 10, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        got.is_empty(),
+        "nothing of the failed send was written: {got:?}"
+    );
+}
