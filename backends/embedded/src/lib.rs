@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Layout:
-//! - [`schema`]: the tables and indexes, and the connections' settings.
+//! - `schema`: the tables and indexes (their layout is described there), and the connections'
+//!   settings.
 //! - `writer`: the one writer thread and its group commit; `ops`: the write operations.
 //! - `read`: read connections beside the writer.
 //! - `codec`: how port values are spelled in rows; anything read back that does not decode
@@ -34,7 +35,7 @@ mod ops;
 mod queue;
 mod read;
 mod records;
-pub mod schema;
+mod schema;
 mod secrets;
 mod store;
 mod writer;
@@ -47,7 +48,7 @@ use como_ports::{Backend, Clock, QueueName};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Notify;
 
-pub use schema::Durability;
+pub use schema::{Durability, SCHEMA_VERSION};
 
 /// How the embedded backend behaves.
 #[derive(Debug, Clone)]
