@@ -36,6 +36,11 @@ enum Command {
     Chaos(cmd::chaos::ChaosArgs),
     /// Run the Memberson and SevenRooms simulators.
     Simulators(cmd::simulators::SimulatorsArgs),
+    /// Infrastructure: `infra bootstrap` creates the AWS resources through the SDK.
+    #[command(subcommand)]
+    Infra(cmd::infra::InfraCommand),
+    /// Rotate the Memberson service token in the secret store (the four rotation steps).
+    RotateTokens(cmd::rotate_tokens::RotateArgs),
     /// Message contracts: export the JSON Schema files, validate a message against them.
     #[command(subcommand)]
     Schemas(cmd::schemas::SchemasCommand),
@@ -53,6 +58,8 @@ fn main() -> std::process::ExitCode {
         Command::Chaos(a) => cmd::chaos::run(a),
         Command::Simulators(a) => cmd::simulators::run(a),
         Command::Schemas(c) => cmd::schemas::run(c),
+        Command::Infra(c) => cmd::infra::run(c),
+        Command::RotateTokens(a) => cmd::rotate_tokens::run(a),
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,9 @@ pub struct CommonArgs {
     /// A TOML settings file (see the README's "Configuration").
     #[arg(long, env = "COMO_SAGA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The AWS backend's prefix of every resource name (queues, table, bus, secrets).
+    #[arg(long, env = "COMO_SAGA_AWS_PREFIX", value_name = "PREFIX")]
+    pub aws_prefix: Option<String>,
 }
 
 /// The flags of the roles that call the downstreams.
@@ -51,6 +54,7 @@ pub struct DownstreamArgs {
 struct FileSettings {
     backend: Option<BackendKind>,
     database: Option<PathBuf>,
+    aws_prefix: Option<String>,
     #[serde(default)]
     memberson: MembersonFile,
     #[serde(default)]
@@ -84,6 +88,8 @@ struct SevenRoomsFile {
 pub struct Settings {
     pub backend: BackendKind,
     pub database: PathBuf,
+    /// The AWS backend's resource name prefix.
+    pub aws_prefix: String,
     pub memberson: MembersonTarget,
     pub sevenrooms: SevenRoomsTarget,
     pub venues: VenueCatalogue,
@@ -132,6 +138,11 @@ impl Settings {
                 .clone()
                 .or(file.database)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE)),
+            aws_prefix: common
+                .aws_prefix
+                .clone()
+                .or(file.aws_prefix)
+                .unwrap_or_else(|| como_backend_aws::names::DEFAULT_PREFIX.to_owned()),
             memberson: MembersonTarget {
                 base_url: downstreams.memberson_url.clone().or(m.base_url),
                 credentials: MembersonCredentials {

@@ -26,12 +26,18 @@ use crate::settings::{BackendKind, Settings};
 pub struct OpenBackend {
     pub ports: Backend,
     embedded: Option<EmbeddedBackend>,
+    /// The AWS backend, when that is the one (it needs no flushing: every call it
+    /// acknowledged is done).
+    aws: Option<como_backend_aws::AwsBackend>,
 }
 
 impl OpenBackend {
     pub async fn close(&self) {
         if let Some(e) = &self.embedded {
             e.close().await;
+        }
+        if let Some(aws) = &self.aws {
+            tracing::info!(calls = ?aws.api_calls(), "AWS API calls made");
         }
     }
 }
@@ -53,11 +59,43 @@ pub fn open_backend(settings: &Settings) -> anyhow::Result<OpenBackend> {
             Ok(OpenBackend {
                 ports: embedded.ports(),
                 embedded: Some(embedded),
+                aws: None,
             })
         }
         BackendKind::Aws => {
-            anyhow::bail!("the AWS backend is not built yet; use --backend embedded (the default)")
+            let config = aws_config(settings);
+            // Every caller runs on the multi-threaded runtime (`runtime()`); connecting is a
+            // few look-ups of queue URLs and the table.
+            let aws = block_on(como_backend_aws::AwsBackend::connect(config))?
+                .context("cannot connect to the AWS backend")?;
+            Ok(OpenBackend {
+                ports: aws.ports(),
+                embedded: None,
+                aws: Some(aws),
+            })
         }
+    }
+}
+
+/// The AWS backend's settings: the SDK's standard configuration (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION`, credentials) with the deployment's prefix.
+pub fn aws_config(settings: &Settings) -> como_backend_aws::AwsConfig {
+    como_backend_aws::AwsConfig {
+        prefix: settings.aws_prefix.clone(),
+        ..como_backend_aws::AwsConfig::default()
+    }
+}
+
+/// Runs `f` to completion from synchronous code, inside a multi-threaded runtime or outside
+/// any.
+pub fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(f)))
+        }
+        Ok(_) => anyhow::bail!("the AWS backend is opened from a multi-threaded runtime only"),
+        Err(_) => Ok(runtime()?.block_on(f)),
     }
 }
 

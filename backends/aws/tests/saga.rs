@@ -380,5 +380,43 @@ async fn happy_path_api_calls_per_saga() {
         &done.iter().map(keys_of).collect::<Vec<_>>(),
     );
     assert!(violations.is_empty(), "{violations:?}");
+
+    // Item sizes, as DynamoDB bills them (names and values, in bytes).
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let items = dynamo
+        .query()
+        .table_name(stack.backend.names().table())
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("S#{}", ids[0])),
+        )
+        .send()
+        .await
+        .unwrap();
+    for item in items.items() {
+        let size: usize = item
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + v.as_s().map_or(0, String::len)
+                    + v.as_n().map_or(0, |n| n.len().div_ceil(2) + 1)
+            })
+            .sum();
+        let sk = item
+            .get("sk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let st = item
+            .get("st")
+            .and_then(|v| v.as_s().ok())
+            .map_or(0, String::len);
+        let ob = item
+            .get("ob")
+            .and_then(|v| v.as_s().ok())
+            .map_or(0, String::len);
+        println!("item {sk:<16} {size:>6} bytes (state {st}, outbox {ob})");
+    }
     stack.stop().await;
 }

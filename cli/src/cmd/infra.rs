@@ -1,0 +1,89 @@
+//! `como-saga infra bootstrap`: create the resources of a deployment through the SDK,
+//! idempotently (queues with their dead-letter queues, the table with its indexes and TTL, the
+//! bus with the booking rule, the secrets), for a local AWS-compatible server or a quick
+//! account; a production deployment uses the Terraform under `infra/terraform/`, which follows
+//! the same names. The service credentials from the settings seed the credential secrets
+//! that have no value yet.
+
+use std::process::ExitCode;
+
+use como_backend_aws::{bootstrap, names};
+
+use crate::settings::{BackendKind, CommonArgs, DownstreamArgs, Settings};
+use crate::stack;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum InfraCommand {
+    /// Create every resource the backend needs (safe to run again).
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// Print what was created and found as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub fn run(command: InfraCommand) -> anyhow::Result<ExitCode> {
+    let InfraCommand::Bootstrap(args) = command;
+    let settings = Settings::load(&args.common, &DownstreamArgs::default())?;
+    if settings.backend == BackendKind::Embedded {
+        // Its file is its infrastructure, made on first use.
+        stack::runtime()?.block_on(async {
+            let backend = stack::open_backend(&settings)?;
+            backend.close().await;
+            println!(
+                "the embedded backend's file {} is ready",
+                settings.database.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        })
+    } else {
+        stack::runtime()?.block_on(bootstrap_aws(&settings, args.json))
+    }
+}
+
+async fn bootstrap_aws(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let config = stack::aws_config(settings);
+    let sdk = config.sdk_config().await;
+    let m = &settings.memberson.credentials;
+    let s = &settings.sevenrooms.credentials;
+    let seed = [
+        (
+            names::MEMBERSON_CREDENTIALS_SECRET,
+            serde_json::json!({
+                "svc_auth": m.svc_auth,
+                "username": m.username,
+                "password": m.password,
+            })
+            .to_string(),
+        ),
+        (
+            names::SEVENROOMS_CREDENTIALS_SECRET,
+            serde_json::json!({
+                "client_id": s.client_id,
+                "client_secret": s.client_secret,
+            })
+            .to_string(),
+        ),
+    ];
+    let report = bootstrap::bootstrap(&sdk, &config, &seed).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("infra bootstrap (prefix {}):", config.prefix);
+        for line in &report.created {
+            println!("  created  {line}");
+        }
+        for line in &report.found {
+            println!("  found    {line}");
+        }
+        for line in &report.skipped {
+            println!("  skipped  {line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,137 @@
+//! `como-saga rotate-tokens`: rotate the Memberson service token kept in the secret store, in
+//! the four steps of a Secrets Manager rotation, so that it can run on a schedule (an ECS
+//! scheduled task, cron):
+//!
+//! 1. create: mint a new token with Memberson's authenticate call and store it as the pending
+//!    version (`AWSPENDING` on AWS);
+//! 2. set: nothing to do, Memberson issued the token itself;
+//! 3. test: a cheap read (a member's summary) with the pending token; a 401 stops the rotation
+//!    and the current version stays;
+//! 4. finish: promote the pending version to current.
+//!
+//! Workers read the token through `SecretTokenSource` and read the current version again when
+//! Memberson answers 401, so a rotation needs no restart.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use como_backend_aws::names;
+use como_workers::clients::memberson::{MembersonAuthenticator, MembersonClient};
+use como_workers::clients::token::{Token, TokenError, TokenMinter, TokenSource};
+use como_workers::clients::{CallPolicy, Deadline, Outcome};
+
+use crate::settings::{CommonArgs, DownstreamArgs, Settings};
+use crate::stack;
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The member whose summary the new token reads as its test.
+    #[arg(long, value_name = "MEMBER_NO", default_value = como_simulators::seed::MEMBER_RICH)]
+    pub test_member: String,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub downstreams: DownstreamArgs,
+}
+
+/// The pending token and nothing else; notes whether Memberson refused it.
+struct Pending {
+    token: Token,
+    refused: AtomicBool,
+}
+
+#[async_trait]
+impl TokenSource for Pending {
+    async fn token(&self, _deadline: Deadline) -> Result<Token, TokenError> {
+        Ok(self.token.clone())
+    }
+
+    async fn refresh(&self, _rejected: &Token, _deadline: Deadline) -> Result<Token, TokenError> {
+        self.refused.store(true, Ordering::SeqCst);
+        Err(TokenError::Refused("the new token was refused".into()))
+    }
+}
+
+pub fn run(args: RotateArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(&args.common, &args.downstreams)?;
+    stack::runtime()?.block_on(rotate(args, settings))
+}
+
+async fn rotate(args: RotateArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    let m = &settings.memberson;
+    let url = m
+        .base_url
+        .clone()
+        .context("no Memberson URL: set --memberson-url or COMO_SAGA_MEMBERSON_URL")?;
+    let backend = stack::open_backend(&settings)?;
+    let secrets = backend.ports.secrets.clone();
+    let name = names::MEMBERSON_TOKEN_SECRET;
+    let http = reqwest::Client::new();
+    let deadline = || Deadline::after(Duration::from_secs(30));
+
+    // 1. create
+    let minter = MembersonAuthenticator::new(
+        http.clone(),
+        url.clone(),
+        m.credentials.clone(),
+        Duration::from_secs(3600),
+    );
+    let token = minter
+        .mint(deadline())
+        .await
+        .context("cannot mint a Memberson token")?;
+    let version = secrets
+        .put_pending(name, &token.value)
+        .await
+        .context("cannot store the pending version")?;
+
+    // 2. set: Memberson issued the token; there is nothing to register.
+
+    // 3. test
+    let pending = Arc::new(Pending {
+        token,
+        refused: AtomicBool::new(false),
+    });
+    let client = MembersonClient::new(
+        http,
+        url,
+        m.credentials.svc_auth.clone(),
+        m.point_type.clone(),
+        pending.clone(),
+        CallPolicy::default(),
+    );
+    let outcome = client.member_summary(&args.test_member, deadline()).await;
+    let accepted = !pending.refused.load(Ordering::SeqCst)
+        && matches!(
+            outcome,
+            Outcome::Success(_) | Outcome::BusinessFailure { .. }
+        );
+    if !accepted {
+        anyhow::bail!(
+            "the new token failed its test ({outcome:?}); version {version} stays pending, the current version stays current"
+        );
+    }
+
+    // 4. finish
+    secrets
+        .promote(name, &version)
+        .await
+        .context("cannot promote the new version")?;
+    backend.close().await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"secret": name, "version_id": version, "promoted": true})
+        );
+    } else {
+        println!("rotated {name}: version {version} is current");
+    }
+    Ok(ExitCode::SUCCESS)
+}
