@@ -6,8 +6,8 @@
 //! fails them too, for an expired receipt), so a worker learns that its lease is gone.
 //!
 //! Long polling: a receive that finds nothing waits on the queue's `Notify`, which the writer
-//! fires after a commit makes a message visible there, or until the queue's next message
-//! becomes visible by the clock, whichever is first, within `wait`.
+//! fires after a commit makes a message visible there (once per message), or until the queue's
+//! next message becomes visible by the clock, whichever is first, within `wait`.
 
 use std::time::Duration;
 
@@ -84,6 +84,12 @@ impl Queue for EmbeddedPorts {
                 Output::Received(r) => r,
                 other => return Err(other.unexpected()),
             };
+            if received.deliveries.len() == max {
+                // A full batch: there may be more, so another waiting consumer looks too.
+                // This is what spreads a wake-up from another process's commit, which rings
+                // one consumer only.
+                notify.notify_one();
+            }
             let now = Instant::now();
             if !received.deliveries.is_empty() || now >= deadline {
                 return Ok(received.deliveries);

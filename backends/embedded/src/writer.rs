@@ -7,6 +7,12 @@
 //! any moment loses only what nobody was told about. Under load a group forms by itself while
 //! the previous one commits; a lone caller is served at once, without waiting for company.
 //!
+//! Other processes may open the same file (each role as its own process): their writers take
+//! turns with this one on SQLite's write lock, and their commits cannot ring this process's
+//! bells. So the writer watches `PRAGMA data_version` (which moves only for other connections'
+//! commits) before each group and, when idle, every `EXTERNAL_POLL`; when it moved, one waiting
+//! consumer per queue looks again (and a consumer that finds a full batch wakes the next).
+//!
 //! If a SQLite error aborts the group, the transaction is rolled back and its operations are
 //! run again one per transaction, so that one bad operation fails alone and no operation is
 //! ever half committed.
@@ -14,6 +20,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use como_ports::{Clock, PortError, PortResult};
 use rusqlite::Connection;
@@ -24,6 +31,9 @@ use crate::ops::{self, Ctx, Ids, Op, Output};
 
 /// At most this many consumers of one queue are woken per commit.
 const WAKE_MAX: usize = 256;
+
+/// How often an idle writer looks for other processes' commits.
+const EXTERNAL_POLL: Duration = Duration::from_millis(20);
 
 /// Consumers waiting on each queue (by code - 1), woken after a commit makes messages visible.
 pub type Notifiers = [Notify; QUEUES];
@@ -78,6 +88,8 @@ pub struct WriterConfig {
 struct Writer {
     conn: Connection,
     ids: Ids,
+    /// `PRAGMA data_version` as last seen: it moves when another connection commits.
+    data_version: i64,
     clock: Arc<dyn Clock>,
     notify: Arc<Notifiers>,
     config: WriterConfig,
@@ -92,9 +104,11 @@ pub fn spawn(
 ) -> Result<(WriterHandle, JoinHandle<()>), crate::OpenError> {
     let ids = Ids::load(&conn)?;
     let (tx, rx) = mpsc::channel();
+    let data_version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
     let writer = Writer {
         conn,
         ids,
+        data_version,
         clock,
         notify,
         config,
@@ -109,8 +123,16 @@ pub fn spawn(
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut group = Vec::with_capacity(self.config.batch_max);
-        // The loop ends when every handle is dropped (recv fails) or on Close.
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match rx.recv_timeout(EXTERNAL_POLL) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.watch_other_processes();
+                    continue;
+                }
+                // Every handle is dropped: nobody can ask for anything any more.
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut close = None;
             match first {
                 Msg::Op(p) => group.push(p),
@@ -124,6 +146,7 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
+                self.watch_other_processes();
                 self.commit_group(&mut group);
             }
             if let Some(done) = close {
@@ -133,6 +156,24 @@ impl Writer {
             }
         }
         self.tidy();
+    }
+
+    /// Another process committed since we last looked: it may have sent messages that this
+    /// process's consumers wait for.
+    fn watch_other_processes(&mut self) {
+        match self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+        {
+            Ok(v) if v != self.data_version => {
+                self.data_version = v;
+                for notify in self.notify.iter() {
+                    notify.notify_one();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read data_version"),
+        }
     }
 
     fn commit_group(&mut self, group: &mut Vec<Pending>) {
@@ -227,12 +268,12 @@ impl Writer {
         }
     }
 
-    /// Fold the WAL back into the main file so that the next open starts clean; a failure
-    /// only means the next open replays the WAL.
+    /// Fold the WAL back into the file as far as readers allow, without waiting for them
+    /// (other processes may be reading); what is left is replayed by the next open.
     fn tidy(&self) {
         if let Err(e) = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
         {
             tracing::debug!(error = %e, "checkpoint on close failed");
         }

@@ -547,3 +547,94 @@ async fn one_failing_operation_fails_alone() {
         "nothing of the failed send was written: {got:?}"
     );
 }
+
+/// Two backends on one file stand for two processes (each role may run as its own process).
+fn two_on_one_file() -> (TempDir, EmbeddedBackend, EmbeddedBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.sqlite");
+    let a = EmbeddedBackend::open(&path, EmbeddedConfig::default(), Arc::new(SystemClock)).unwrap();
+    let b = EmbeddedBackend::open(&path, EmbeddedConfig::default(), Arc::new(SystemClock)).unwrap();
+    (dir, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_on_one_file_never_share_a_message_id() {
+    let (_dir, a, b) = two_on_one_file();
+    let batch = |tag: &str| -> Vec<OutgoingMessage> {
+        (0..5_000).map(|i| message(format!("{tag}{i}"))).collect()
+    };
+    // More than one block of reserved ids each, interleaved.
+    a.ports()
+        .queue
+        .send(QueueName::Replies, batch("a"))
+        .await
+        .unwrap();
+    b.ports()
+        .queue
+        .send(QueueName::Replies, batch("b"))
+        .await
+        .unwrap();
+    a.ports()
+        .queue
+        .send(QueueName::Replies, batch("c"))
+        .await
+        .unwrap();
+    b.ports()
+        .queue
+        .send(QueueName::Replies, batch("d"))
+        .await
+        .unwrap();
+    let mut ids = BTreeSet::new();
+    let mut bodies = BTreeSet::new();
+    loop {
+        let got = b
+            .ports()
+            .queue
+            .receive(
+                QueueName::Replies,
+                1_000,
+                Duration::from_secs(600),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for d in got {
+            ids.insert(d.message_id);
+            bodies.insert(d.body);
+        }
+    }
+    assert_eq!(bodies.len(), 20_000);
+    assert_eq!(ids.len(), 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_from_another_process_wakes_a_long_poll() {
+    let (_dir, a, b) = two_on_one_file();
+    let consumer = b.ports();
+    let wait = Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let (got, ()) = tokio::join!(
+        consumer
+            .queue
+            .receive(QueueName::Requests, 10, Duration::from_secs(30), wait),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            a.ports()
+                .queue
+                .send(QueueName::Requests, vec![message("from a".into())])
+                .await
+                .unwrap();
+        }
+    );
+    let got = got.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "from a");
+    assert!(
+        started.elapsed() < wait / 2,
+        "the long poll did not notice the other process's commit: {:?}",
+        started.elapsed()
+    );
+}
