@@ -23,8 +23,24 @@ fn not_found(c: Option<&str>) -> bool {
 }
 
 impl AwsPorts {
-    /// Create the secret, or give one without versions its placeholder first version.
+    /// Give a secret without a current version its placeholder first version, creating the
+    /// secret if there is none (Terraform creates them; a rotation role may not create).
     async fn placeholder(&self, name: &str) -> PortResult<()> {
+        self.clients.calls.count("secretsmanager", "PutSecretValue");
+        match self
+            .clients
+            .secrets
+            .put_secret_value()
+            .secret_id(self.names.secret(name))
+            .secret_string(NO_VALUE)
+            .version_stages(CURRENT)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if not_found(code(&e)) => {}
+            Err(e) => return Err(unavailable("PutSecretValue", e)),
+        }
         self.clients.calls.count("secretsmanager", "CreateSecret");
         match self
             .clients
@@ -35,21 +51,11 @@ impl AwsPorts {
             .send()
             .await
         {
-            Ok(_) => return Ok(()),
-            Err(e) if code(&e) == Some("ResourceExistsException") => {}
-            Err(e) => return Err(unavailable("CreateSecret", e)),
+            Ok(_) => Ok(()),
+            // Created beside us: it has its first version now.
+            Err(e) if code(&e) == Some("ResourceExistsException") => Ok(()),
+            Err(e) => Err(unavailable("CreateSecret", e)),
         }
-        self.clients.calls.count("secretsmanager", "PutSecretValue");
-        self.clients
-            .secrets
-            .put_secret_value()
-            .secret_id(self.names.secret(name))
-            .secret_string(NO_VALUE)
-            .version_stages(CURRENT)
-            .send()
-            .await
-            .map_err(|e| unavailable("PutSecretValue", e))?;
-        Ok(())
     }
 
     async fn version_at(&self, name: &str, stage: &str) -> PortResult<Option<SecretVersion>> {

@@ -1,0 +1,30 @@
+# Every resource name, by the same rules as backends/aws/src/names.rs: the prefix, a dash, the
+# resource's own name (secrets: the prefix, a slash, the name). The test
+# backends/aws/tests/names.rs reads this file and compares it with the backend's constants, so
+# that `como-saga infra bootstrap` and this Terraform cannot drift apart. Other files use
+# these locals only.
+locals {
+  queue_names             = ["requests", "replies", "commands-crm", "commands-sevenrooms"]
+  dlq_suffix              = "-dlq"
+  table                   = "sagas"
+  status_index            = "by-status"
+  due_index               = "by-due"
+  ttl_attribute           = "expires_at"
+  status_index_projection = ["sum", "step"]
+  due_index_projection    = ["wk"]
+  bus                     = "bus"
+  booking_rule            = "booking-requested"
+  booking_target_id       = "requests-queue"
+  booking_source          = "como.booking"
+  booking_detail_type     = "BookingRequested"
+  event_source            = "como.saga"
+  secret_names            = ["memberson-token", "memberson-credentials", "sevenrooms-credentials"]
+  roles                   = ["orchestrator", "worker-crm", "worker-sevenrooms"]
+
+  queue      = { for q in local.queue_names : q => "${var.prefix}-${q}" }
+  dlq        = { for q in local.queue_names : q => "${var.prefix}-${q}${local.dlq_suffix}" }
+  table_name = "${var.prefix}-${local.table}"
+  bus_name   = "${var.prefix}-${local.bus}"
+  rule_name  = "${var.prefix}-${local.booking_rule}"
+  secret     = { for s in local.secret_names : s => "${var.prefix}/${s}" }
+}
