@@ -18,7 +18,8 @@
 //! - [`names`]: every resource name, in one place (the Terraform follows the same rules).
 //! - [`bootstrap`]: creates every resource idempotently through the SDK.
 //! - `queue`: SQS (long polling, batches of 10, delays, redrive policies, dead letters with
-//!   reasons, redrive by hand).
+//!   reasons, redrive by hand); `batch`: sends and deletes of concurrent callers coalesced
+//!   into batches.
 //! - `store` and `outbox`: the saga store on one DynamoDB table; a write keeps its effects in
 //!   an outbox until they are carried out (see `docs/aws.md`).
 //! - `records`: idempotency records on the same table.
@@ -27,6 +28,7 @@
 //! - `calls`: counts of the API calls made, by service and operation.
 //! - [`testing`] (feature `moto`): a local moto server for tests.
 
+mod batch;
 pub mod bootstrap;
 mod bus;
 mod calls;
@@ -83,6 +85,9 @@ pub struct AwsConfig {
     pub outbox_grace: Duration,
     /// Partitions of each index key, so that no single status is a hot partition.
     pub index_shards: u8,
+    /// After a look for due timers found none, the next look waits this long (the
+    /// orchestrator asks every 100 ms; SQS and DynamoDB count in seconds anyway).
+    pub due_poll: Duration,
     pub events: EventSelection,
 }
 
@@ -98,6 +103,7 @@ impl Default for AwsConfig {
             record_retention: Duration::from_secs(7 * 24 * 3600),
             outbox_grace: Duration::from_secs(30),
             index_shards: 4,
+            due_poll: Duration::from_secs(1),
             events: EventSelection::Milestones,
         }
     }

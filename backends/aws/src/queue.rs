@@ -17,7 +17,7 @@
 //!   the request queue hands over the envelope's `detail`, the `BookingRequested` itself.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,16 +32,17 @@ use como_ports::{
 use como_schemas::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{Batcher, Item};
 use crate::error::{code, unavailable};
 use crate::{AwsPorts, Clients, ConnectError, Names};
 
 /// SQS's limits.
-const BATCH: usize = 10;
+pub const BATCH: usize = 10;
 const MAX_DELAY_SECONDS: u64 = 900;
 const MAX_VISIBILITY_SECONDS: u64 = 43_200;
 const MAX_WAIT_SECONDS: u64 = 20;
 /// A batch's bodies stay under SQS's 256 KiB per call.
-const BATCH_BYTES: usize = 200 * 1024;
+pub const BATCH_BYTES: usize = 200 * 1024;
 /// The one message attribute a dead letter carries.
 const DEAD_LETTER_ATTRIBUTE: &str = "como-dead-letter";
 /// How long a listing of the dead letters hides what it read before putting it back.
@@ -54,6 +55,9 @@ const HELD_MAX: usize = 200_000;
 pub struct Queues {
     urls: BTreeMap<QueueName, QueueUrls>,
     held: Mutex<Held>,
+    /// Sends and deletes on each queue, coalesced into batches (see `batch`).
+    sends: BTreeMap<QueueName, Arc<Batcher>>,
+    deletes: BTreeMap<QueueName, Arc<Batcher>>,
 }
 
 struct QueueUrls {
@@ -123,7 +127,7 @@ impl Held {
 
 impl Queues {
     /// Look up every queue's URL and its redrive policy.
-    pub async fn resolve(clients: &Clients, names: &Names) -> Result<Self, ConnectError> {
+    pub async fn resolve(clients: &Arc<Clients>, names: &Names) -> Result<Self, ConnectError> {
         let mut urls = BTreeMap::new();
         for q in QueueName::ALL {
             let main = queue_url(clients, &names.queue(q)).await?;
@@ -163,9 +167,17 @@ impl Queues {
                 },
             );
         }
+        let batchers = || {
+            urls.iter()
+                .map(|(q, u)| (*q, Batcher::new(Arc::clone(clients), u.main.clone())))
+                .collect()
+        };
+        let (sends, deletes) = (batchers(), batchers());
         Ok(Self {
             urls,
             held: Mutex::new(Held::default()),
+            sends,
+            deletes,
         })
     }
 
@@ -251,115 +263,129 @@ fn event_detail(body: &str) -> Option<String> {
     serde_json::to_string(o.get("detail")?).ok()
 }
 
+/// Send messages to one queue URL, 10 to a call; entries SQS refused are retried twice.
+pub async fn send_messages(
+    clients: &Clients,
+    url: &str,
+    messages: Vec<OutgoingMessage>,
+) -> PortResult<()> {
+    let mut pending: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let mut attributes = HashMap::new();
+        for (k, v) in &m.attributes {
+            attributes.insert(k.clone(), string_attribute(v)?);
+        }
+        let entry = SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(m.body)
+            .delay_seconds(seconds_up(m.delay, MAX_DELAY_SECONDS))
+            .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+            .build()
+            .map_err(|e| PortError::Invalid(format!("message: {e}")))?;
+        pending.push(entry);
+    }
+    for _attempt in 0..3 {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut failed = Vec::new();
+        let mut rest = pending.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut bytes = 0;
+            while let Some(e) = rest.peek() {
+                let size = e.message_body().len();
+                if batch.len() == BATCH || (!batch.is_empty() && bytes + size > BATCH_BYTES) {
+                    break;
+                }
+                bytes += size;
+                batch.extend(rest.next());
+            }
+            let by_id: HashMap<String, SendMessageBatchRequestEntry> = batch
+                .iter()
+                .map(|e| (e.id().to_owned(), e.clone()))
+                .collect();
+            clients.calls.count("sqs", "SendMessageBatch");
+            let out = clients
+                .sqs
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(batch))
+                .send()
+                .await
+                .map_err(|e| unavailable("SendMessageBatch", e))?;
+            for f in out.failed() {
+                if f.sender_fault() {
+                    return Err(PortError::Invalid(format!(
+                        "SendMessageBatch refused a message: {} {}",
+                        f.code(),
+                        f.message().unwrap_or_default()
+                    )));
+                }
+                failed.extend(by_id.get(f.id()).cloned());
+            }
+        }
+        pending = failed;
+    }
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(PortError::Unavailable(format!(
+            "SendMessageBatch: {} messages not accepted",
+            pending.len()
+        )))
+    }
+}
+
+/// Delete by receipt handle, 10 to a call. An invalid receipt is a message already gone.
+pub async fn delete_receipts(
+    clients: &Clients,
+    url: &str,
+    receipts: Vec<String>,
+) -> PortResult<()> {
+    for chunk in receipts.chunks(BATCH) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .map_err(|e| PortError::Invalid(format!("receipt: {e}")))
+            })
+            .collect::<PortResult<Vec<_>>>()?;
+        clients.calls.count("sqs", "DeleteMessageBatch");
+        let out = clients
+            .sqs
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| unavailable("DeleteMessageBatch", e))?;
+        if let Some(f) = out.failed().iter().find(|f| !f.sender_fault()) {
+            return Err(PortError::Unavailable(format!(
+                "DeleteMessageBatch: {} {}",
+                f.code(),
+                f.message().unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl AwsPorts {
-    /// Send messages to one queue URL, 10 to a call; entries SQS refused are retried twice.
     pub(crate) async fn send_to(
         &self,
         url: &str,
         messages: Vec<OutgoingMessage>,
     ) -> PortResult<()> {
-        let mut pending: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(messages.len());
-        for (i, m) in messages.into_iter().enumerate() {
-            let mut attributes = HashMap::new();
-            for (k, v) in &m.attributes {
-                attributes.insert(k.clone(), string_attribute(v)?);
-            }
-            let entry = SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(m.body)
-                .delay_seconds(seconds_up(m.delay, MAX_DELAY_SECONDS))
-                .set_message_attributes((!attributes.is_empty()).then_some(attributes))
-                .build()
-                .map_err(|e| PortError::Invalid(format!("message: {e}")))?;
-            pending.push(entry);
-        }
-        for _attempt in 0..3 {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let mut failed = Vec::new();
-            let mut rest = pending.into_iter().peekable();
-            while rest.peek().is_some() {
-                let mut batch = Vec::with_capacity(BATCH);
-                let mut bytes = 0;
-                while let Some(e) = rest.peek() {
-                    let size = e.message_body().len();
-                    if batch.len() == BATCH || (!batch.is_empty() && bytes + size > BATCH_BYTES) {
-                        break;
-                    }
-                    bytes += size;
-                    batch.extend(rest.next());
-                }
-                let by_id: HashMap<String, SendMessageBatchRequestEntry> = batch
-                    .iter()
-                    .map(|e| (e.id().to_owned(), e.clone()))
-                    .collect();
-                self.clients.calls.count("sqs", "SendMessageBatch");
-                let out = self
-                    .clients
-                    .sqs
-                    .send_message_batch()
-                    .queue_url(url)
-                    .set_entries(Some(batch))
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("SendMessageBatch", e))?;
-                for f in out.failed() {
-                    if f.sender_fault() {
-                        return Err(PortError::Invalid(format!(
-                            "SendMessageBatch refused a message: {} {}",
-                            f.code(),
-                            f.message().unwrap_or_default()
-                        )));
-                    }
-                    failed.extend(by_id.get(f.id()).cloned());
-                }
-            }
-            pending = failed;
-        }
-        if pending.is_empty() {
-            Ok(())
-        } else {
-            Err(PortError::Unavailable(format!(
-                "SendMessageBatch: {} messages not accepted",
-                pending.len()
-            )))
-        }
+        send_messages(&self.clients, url, messages).await
     }
 
-    /// Delete by receipt handle, 10 to a call. An invalid receipt is a message already gone.
     async fn delete_from(&self, url: &str, receipts: Vec<String>) -> PortResult<()> {
-        for chunk in receipts.chunks(BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(r)
-                        .build()
-                        .map_err(|e| PortError::Invalid(format!("receipt: {e}")))
-                })
-                .collect::<PortResult<Vec<_>>>()?;
-            self.clients.calls.count("sqs", "DeleteMessageBatch");
-            let out = self
-                .clients
-                .sqs
-                .delete_message_batch()
-                .queue_url(url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| unavailable("DeleteMessageBatch", e))?;
-            if let Some(f) = out.failed().iter().find(|f| !f.sender_fault()) {
-                return Err(PortError::Unavailable(format!(
-                    "DeleteMessageBatch: {} {}",
-                    f.code(),
-                    f.message().unwrap_or_default()
-                )));
-            }
-        }
-        Ok(())
+        delete_receipts(&self.clients, url, receipts).await
     }
 
     async fn receive_from(
@@ -475,8 +501,14 @@ impl Queue for AwsPorts {
         if messages.is_empty() {
             return Ok(());
         }
-        let url = self.queues.urls(queue)?.main.clone();
-        self.send_to(&url, messages).await
+        let batcher = self
+            .queues
+            .sends
+            .get(&queue)
+            .ok_or_else(|| PortError::Invalid(format!("no queue {queue}")))?;
+        batcher
+            .submit(messages.into_iter().map(Item::Send).collect())
+            .await
     }
 
     async fn receive(
@@ -541,7 +573,11 @@ impl Queue for AwsPorts {
     }
 
     async fn delete(&self, queue: QueueName, receipts: Vec<Receipt>) -> PortResult<()> {
-        let url = self.queues.urls(queue)?.main.clone();
+        let batcher = self
+            .queues
+            .deletes
+            .get(&queue)
+            .ok_or_else(|| PortError::Invalid(format!("no queue {queue}")))?;
         let receipts: Vec<String> = {
             let mut held = self.queues.held();
             receipts
@@ -563,7 +599,9 @@ impl Queue for AwsPorts {
         if receipts.is_empty() {
             return Ok(());
         }
-        self.delete_from(&url, receipts).await
+        batcher
+            .submit(receipts.into_iter().map(Item::Delete).collect())
+            .await
     }
 
     async fn change_visibility(

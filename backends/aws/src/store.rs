@@ -2,13 +2,15 @@
 //!
 //! | item | `pk` | `sk` | what it holds |
 //! |---|---|---|---|
-//! | saga | `S#<saga id>` | `S` | the state (JSON), its version `v`, index keys, the outbox |
+//! | saga | `S#<saga id>` | `S` | the state, its version `v`, index keys, the outbox |
 //! | history | `S#<saga id>` | `H#<version>` | the history entries one write appended |
 //! | idempotency record | `R#<key>` | `R` | a worker's recorded reply (see `records`) |
 //!
-//! History lives in its own items, so a saga item stays a few KB however long the saga runs
-//! (DynamoDB's item limit is 400 KB, and a write costs one unit per KB of item). Each write
-//! is one conditional `PutItem` on the version (`attribute_not_exists(pk)` for a create).
+//! History lives in its own items, so a saga item stays small however long the saga runs
+//! (DynamoDB's item limit is 400 KB, and a write costs one unit per KB of item): the state
+//! (`sz`) and the outbox (`oz`) are JSON compressed with LZ4 (about 3 KB of state becomes about
+//! 1 KB). Each write is one conditional `PutItem` on the version (`attribute_not_exists(pk)`
+//! for a create).
 //!
 //! Indexes (both sharded by the saga id's first byte, `index_shards` ways, so that no one
 //! status or timer bucket is a hot partition; queries fan out over the shards and merge):
@@ -24,6 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, Select, WriteRequest};
 use como_engine::{HistoryEntry, SagaState, StatusKind};
 use como_ports::store::current_step;
@@ -51,6 +54,8 @@ const WRITE_BATCH: usize = 25;
 #[derive(Default)]
 pub struct StoreState {
     pending: Mutex<HashMap<SagaId, (u64, Option<Outbox>)>>,
+    /// When a look for due timers last found none.
+    nothing_due_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl StoreState {
@@ -141,6 +146,22 @@ fn encode<T: serde::Serialize>(what: &str, v: &T) -> PortResult<String> {
     serde_json::to_string(v).map_err(|e| PortError::Invalid(format!("cannot encode {what}: {e}")))
 }
 
+/// JSON, LZ4-compressed with its length first.
+fn packed<T: serde::Serialize>(what: &str, v: &T) -> PortResult<AttributeValue> {
+    let json = serde_json::to_vec(v)
+        .map_err(|e| PortError::Invalid(format!("cannot encode {what}: {e}")))?;
+    Ok(AttributeValue::B(Blob::new(
+        lz4_flex::block::compress_prepend_size(&json),
+    )))
+}
+
+fn unpacked<T: serde::de::DeserializeOwned>(what: &str, v: &AttributeValue) -> PortResult<T> {
+    let blob = v.as_b().map_err(|_| corrupt(what, "not binary"))?;
+    let json =
+        lz4_flex::block::decompress_size_prepended(blob.as_ref()).map_err(|e| corrupt(what, e))?;
+    serde_json::from_slice(&json).map_err(|e| corrupt(what, e))
+}
+
 fn epoch_seconds_after(now: Timestamp, d: std::time::Duration) -> i64 {
     now.as_millis() / 1_000 + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
 }
@@ -202,10 +223,12 @@ impl AwsPorts {
         let version = get_n(saga, "v")
             .and_then(|v| u64::try_from(v).ok())
             .ok_or_else(|| corrupt("saga item", "no version"))?;
-        let state = serde_json::from_str(get_s(saga, "st").unwrap_or_default())
-            .map_err(|e| corrupt(&format!("saga {id}"), e))?;
-        let outbox = match get_s(saga, "ob") {
-            Some(text) => Some(serde_json::from_str(text).map_err(|e| corrupt("saga outbox", e))?),
+        let state = match saga.get("sz") {
+            Some(v) => unpacked(&format!("saga {id}"), v)?,
+            None => return Err(corrupt(&format!("saga {id}"), "no state")),
+        };
+        let outbox = match saga.get("oz") {
+            Some(v) => Some(unpacked(&format!("outbox of saga {id}"), v)?),
             None => None,
         };
         let stored = Stored {
@@ -245,7 +268,7 @@ impl AwsPorts {
         item.insert("pk".into(), s(saga_pk(id)));
         item.insert("sk".into(), s(SAGA_SK));
         item.insert("v".into(), n(version));
-        item.insert("st".into(), s(encode("the saga", state)?));
+        item.insert("sz".into(), packed("the saga", state)?);
         item.insert("gs_pk".into(), s(format!("{}#{shard}", kind.as_str())));
         item.insert(
             "gs_sk".into(),
@@ -263,7 +286,7 @@ impl AwsPorts {
             item.insert("wk".into(), n(w));
         }
         if let Some(o) = outbox {
-            item.insert("ob".into(), s(encode("the outbox", o)?));
+            item.insert("oz".into(), packed("the outbox", o)?);
         }
         if kind.is_terminal() {
             item.insert(
@@ -454,9 +477,9 @@ impl AwsPorts {
             .expression_attribute_values(":v", n(version));
         let update = match real_wake {
             Some(w) => update
-                .update_expression("SET due_sk = :due REMOVE ob")
+                .update_expression("SET due_sk = :due REMOVE oz")
                 .expression_attribute_values(":due", s(time_key(w, id))),
-            None => update.update_expression("REMOVE ob, due_pk, due_sk"),
+            None => update.update_expression("REMOVE oz, due_pk, due_sk"),
         };
         self.clients.calls.count("dynamodb", "UpdateItem");
         match update.send().await {
@@ -673,6 +696,14 @@ impl SagaStore for AwsPorts {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let quiet = *self
+            .store
+            .nothing_due_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if quiet.is_some_and(|at| at.elapsed() < self.config.due_poll) {
+            return Ok(Vec::new());
+        }
         let bound = time_bound(now.as_millis() + 1);
         let mut found: Vec<(String, SagaId, Option<i64>)> = Vec::new();
         for shard in self.shards() {
@@ -701,6 +732,11 @@ impl SagaStore for AwsPorts {
                 found.push((key, id, get_n(item, "wk")));
             }
         }
+        *self
+            .store
+            .nothing_due_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = found.is_empty().then(std::time::Instant::now);
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut due = Vec::new();
         for (_, id, wake) in found {

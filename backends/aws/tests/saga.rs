@@ -336,7 +336,34 @@ async fn happy_path_api_calls_per_saga() {
                 .unwrap(),
         );
     }
+    // Samples one saga's item while it runs: its size with an outbox is what a write costs.
+    let largest = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk);
+        let table = stack.backend.names().table();
+        let key = format!("S#{}", ids[N - 1]);
+        let largest = largest.clone();
+        tokio::spawn(async move {
+            loop {
+                let got = dynamo
+                    .get_item()
+                    .table_name(&table)
+                    .key(
+                        "pk",
+                        aws_sdk_dynamodb::types::AttributeValue::S(key.clone()),
+                    )
+                    .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("S".into()))
+                    .send()
+                    .await;
+                if let Some(item) = got.ok().and_then(|g| g.item().cloned()) {
+                    largest.fetch_max(item_size(&item) as u64, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let done = stack.wait_finished(&ids, Duration::from_secs(120)).await;
+    sampler.abort();
     let elapsed = started.elapsed().as_secs_f64();
     let calls = stack.backend.api_calls();
     assert!(
@@ -395,28 +422,35 @@ async fn happy_path_api_calls_per_saga() {
         .await
         .unwrap();
     for item in items.items() {
-        let size: usize = item
-            .iter()
-            .map(|(k, v)| {
-                k.len()
-                    + v.as_s().map_or(0, String::len)
-                    + v.as_n().map_or(0, |n| n.len().div_ceil(2) + 1)
-            })
-            .sum();
+        let size = item_size(item);
         let sk = item
             .get("sk")
             .and_then(|v| v.as_s().ok())
             .cloned()
             .unwrap_or_default();
         let st = item
-            .get("st")
-            .and_then(|v| v.as_s().ok())
-            .map_or(0, String::len);
-        let ob = item
-            .get("ob")
-            .and_then(|v| v.as_s().ok())
-            .map_or(0, String::len);
-        println!("item {sk:<16} {size:>6} bytes (state {st}, outbox {ob})");
+            .get("sz")
+            .and_then(|v| v.as_b().ok())
+            .map_or(0, |b| b.as_ref().len());
+        println!("item {sk:<16} {size:>6} bytes (compressed state {st})");
     }
+    println!(
+        "largest saga item seen while the sagas ran (state and outbox): {} bytes",
+        largest.load(Ordering::Relaxed)
+    );
     stack.stop().await;
+}
+
+/// An item's size as DynamoDB bills it: attribute names and values, in bytes.
+fn item_size(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + v.as_s().map_or(0, String::len)
+                + v.as_b().map_or(0, |b| b.as_ref().len())
+                + v.as_n().map_or(0, |n| n.len().div_ceil(2) + 1)
+        })
+        .sum()
 }
