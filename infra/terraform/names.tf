@@ -11,7 +11,7 @@ locals {
   due_index               = "by-due"
   ttl_attribute           = "expires_at"
   status_index_projection = ["sum", "step"]
-  due_index_projection    = ["wk"]
+  due_index_projection    = ["dt", "wk"]
   bus                     = "bus"
   booking_rule            = "booking-requested"
   booking_target_id       = "requests-queue"

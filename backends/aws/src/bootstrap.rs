@@ -323,7 +323,7 @@ fn index(
 
 /// The attributes each index projects besides its keys (the Terraform projects the same).
 pub const STATUS_INDEX_PROJECTION: [&str; 2] = ["sum", "step"];
-pub const DUE_INDEX_PROJECTION: [&str; 1] = ["wk"];
+pub const DUE_INDEX_PROJECTION: [&str; 2] = ["dt", "wk"];
 
 async fn ensure_table(
     dynamo: &aws_sdk_dynamodb::Client,

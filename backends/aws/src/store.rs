@@ -2,22 +2,26 @@
 //!
 //! | item | `pk` | `sk` | what it holds |
 //! |---|---|---|---|
-//! | saga | `S#<saga id>` | `S` | the state, its version `v`, index keys, the outbox |
+//! | saga | `S#<saga id>` | `S` | the state and its outbox (`sz`), the version `v`, index keys |
 //! | history | `S#<saga id>` | `H#<version>` | the history entries one write appended |
 //! | idempotency record | `R#<key>` | `R` | a worker's recorded reply (see `records`) |
 //!
 //! History lives in its own items, so a saga item stays small however long the saga runs
-//! (DynamoDB's item limit is 400 KB, and a write costs one unit per KB of item): the state
-//! (`sz`) and the outbox (`oz`) are JSON compressed with LZ4 (about 3 KB of state becomes about
-//! 1 KB). Each write is one conditional `PutItem` on the version (`attribute_not_exists(pk)`
+//! (DynamoDB's item limit is 400 KB, and a write costs one unit per KB of item): the state and
+//! the outbox are one JSON value, deflated (`sz`), together because the commands in the outbox
+//! repeat much of the state. Each write is one conditional `PutItem` on the version (`attribute_not_exists(pk)`
 //! for a create).
 //!
 //! Indexes (both sharded by the saga id's first byte, `index_shards` ways, so that no one
 //! status or timer bucket is a hot partition; queries fan out over the shards and merge):
 //! - `by-status`: `gs_pk` = `<status>#<shard>`, `gs_sk` = `<updated_at, 15 digits>#<saga id>`,
 //!   projecting the list summary: every query, page and count reads only the index.
-//! - `by-due` (sparse): `due_pk` = `due#<shard>`, `due_sk` = `<due, 15 digits>#<saga id>`,
+//! - `by-due` (sparse): `due_pk` = `due#<shard>`, `due_sk` = `<due rounded up to 10 s, 15
+//!   digits>#<saga id>`, projecting the exact due time `dt` and the saga's own timer `wk`;
 //!   present while a live saga has a timer or its outbox may be undelivered (see `outbox`).
+//!   Rounded, because each transition moves a saga's timer a little: with the key unchanged the
+//!   index entry is updated in place (one write unit) instead of deleted and put again (two).
+//!   `due` reads the buckets up to now's and keeps the entries whose `dt` has come.
 //!
 //! TTL: a finished saga's item expires `retention` after it finished; history items expire
 //! `history_retention` after they were written.
@@ -146,24 +150,48 @@ fn encode<T: serde::Serialize>(what: &str, v: &T) -> PortResult<String> {
     serde_json::to_string(v).map_err(|e| PortError::Invalid(format!("cannot encode {what}: {e}")))
 }
 
-/// JSON, LZ4-compressed with its length first.
+/// JSON, deflated.
 fn packed<T: serde::Serialize>(what: &str, v: &T) -> PortResult<AttributeValue> {
-    let json = serde_json::to_vec(v)
-        .map_err(|e| PortError::Invalid(format!("cannot encode {what}: {e}")))?;
-    Ok(AttributeValue::B(Blob::new(
-        lz4_flex::block::compress_prepend_size(&json),
-    )))
+    let invalid =
+        |e: &dyn std::fmt::Display| PortError::Invalid(format!("cannot encode {what}: {e}"));
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    serde_json::to_writer(&mut encoder, v).map_err(|e| invalid(&e))?;
+    let bytes = encoder.finish().map_err(|e| invalid(&e))?;
+    Ok(AttributeValue::B(Blob::new(bytes)))
 }
 
 fn unpacked<T: serde::de::DeserializeOwned>(what: &str, v: &AttributeValue) -> PortResult<T> {
     let blob = v.as_b().map_err(|_| corrupt(what, "not binary"))?;
-    let json =
-        lz4_flex::block::decompress_size_prepended(blob.as_ref()).map_err(|e| corrupt(what, e))?;
-    serde_json::from_slice(&json).map_err(|e| corrupt(what, e))
+    serde_json::from_reader(flate2::read::DeflateDecoder::new(blob.as_ref()))
+        .map_err(|e| corrupt(what, e))
 }
 
 fn epoch_seconds_after(now: Timestamp, d: std::time::Duration) -> i64 {
     now.as_millis() / 1_000 + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
+}
+
+/// What `sz` holds.
+#[derive(serde::Serialize)]
+struct PackRef<'a> {
+    s: &'a SagaState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    o: Option<&'a Outbox>,
+}
+
+#[derive(serde::Deserialize)]
+struct Pack {
+    s: SagaState,
+    #[serde(default)]
+    o: Option<Outbox>,
+}
+
+/// Timers are indexed by the 10-second bucket they fall in (rounded up: never early).
+const DUE_BUCKET_MS: i64 = 10_000;
+
+fn bucket(ms: i64) -> i64 {
+    let ms = ms.max(0);
+    (ms + DUE_BUCKET_MS - 1) / DUE_BUCKET_MS * DUE_BUCKET_MS
 }
 
 /// A saga item as read.
@@ -223,13 +251,12 @@ impl AwsPorts {
         let version = get_n(saga, "v")
             .and_then(|v| u64::try_from(v).ok())
             .ok_or_else(|| corrupt("saga item", "no version"))?;
-        let state = match saga.get("sz") {
+        let Pack {
+            s: state,
+            o: outbox,
+        } = match saga.get("sz") {
             Some(v) => unpacked(&format!("saga {id}"), v)?,
             None => return Err(corrupt(&format!("saga {id}"), "no state")),
-        };
-        let outbox = match saga.get("oz") {
-            Some(v) => Some(unpacked(&format!("outbox of saga {id}"), v)?),
-            None => None,
         };
         let stored = Stored {
             version,
@@ -268,7 +295,16 @@ impl AwsPorts {
         item.insert("pk".into(), s(saga_pk(id)));
         item.insert("sk".into(), s(SAGA_SK));
         item.insert("v".into(), n(version));
-        item.insert("sz".into(), packed("the saga", state)?);
+        item.insert(
+            "sz".into(),
+            packed(
+                "the saga",
+                &PackRef {
+                    s: state,
+                    o: outbox,
+                },
+            )?,
+        );
         item.insert("gs_pk".into(), s(format!("{}#{shard}", kind.as_str())));
         item.insert(
             "gs_sk".into(),
@@ -280,13 +316,11 @@ impl AwsPorts {
         }
         if let Some(due) = due {
             item.insert("due_pk".into(), s(format!("due#{shard}")));
-            item.insert("due_sk".into(), s(time_key(due, id)));
+            item.insert("due_sk".into(), s(time_key(bucket(due), id)));
+            item.insert("dt".into(), n(due));
         }
         if let Some(w) = real_wake {
             item.insert("wk".into(), n(w));
-        }
-        if let Some(o) = outbox {
-            item.insert("oz".into(), packed("the outbox", o)?);
         }
         if kind.is_terminal() {
             item.insert(
@@ -459,7 +493,8 @@ impl AwsPorts {
         Ok(())
     }
 
-    /// The outbox of `version` is done: drop it and index the saga by its own timer only.
+    /// The outbox of `version` is done: index the saga by its own timer only. (The outbox
+    /// stays in the item, marked done by its history item, until the next write replaces it.)
     async fn clear_outbox(
         &self,
         id: SagaId,
@@ -477,9 +512,10 @@ impl AwsPorts {
             .expression_attribute_values(":v", n(version));
         let update = match real_wake {
             Some(w) => update
-                .update_expression("SET due_sk = :due REMOVE oz")
-                .expression_attribute_values(":due", s(time_key(w, id))),
-            None => update.update_expression("REMOVE oz, due_pk, due_sk"),
+                .update_expression("SET due_sk = :due, dt = :dt")
+                .expression_attribute_values(":due", s(time_key(bucket(w), id)))
+                .expression_attribute_values(":dt", n(w)),
+            None => update.update_expression("REMOVE due_pk, due_sk, dt"),
         };
         self.clients.calls.count("dynamodb", "UpdateItem");
         match update.send().await {
@@ -704,32 +740,43 @@ impl SagaStore for AwsPorts {
         if quiet.is_some_and(|at| at.elapsed() < self.config.due_poll) {
             return Ok(Vec::new());
         }
-        let bound = time_bound(now.as_millis() + 1);
-        let mut found: Vec<(String, SagaId, Option<i64>)> = Vec::new();
+        // Every bucket up to now's; within them, the entries whose exact time has come.
+        let bound = time_bound(bucket(now.as_millis()) + 1);
+        let mut found: Vec<(i64, SagaId, Option<i64>)> = Vec::new();
         for shard in self.shards() {
-            self.clients.calls.count("dynamodb", "Query");
-            let page = self
-                .clients
-                .dynamo
-                .query()
-                .table_name(self.table())
-                .index_name(names::DUE_INDEX)
-                .key_condition_expression("due_pk = :p AND due_sk < :u")
-                .expression_attribute_values(":p", s(format!("due#{shard}")))
-                .expression_attribute_values(":u", s(bound.clone()))
-                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            for item in page.items() {
-                let key = get_s(item, "due_sk").unwrap_or_default().to_owned();
-                let Some(id) = key
-                    .split_once('#')
-                    .and_then(|(_, id)| SagaId::parse(id).ok())
-                else {
-                    continue;
-                };
-                found.push((key, id, get_n(item, "wk")));
+            let mut start: Option<Item> = None;
+            let mut here = 0;
+            loop {
+                self.clients.calls.count("dynamodb", "Query");
+                let page = self
+                    .clients
+                    .dynamo
+                    .query()
+                    .table_name(self.table())
+                    .index_name(names::DUE_INDEX)
+                    .key_condition_expression("due_pk = :p AND due_sk < :u")
+                    .filter_expression("dt <= :now")
+                    .expression_attribute_values(":p", s(format!("due#{shard}")))
+                    .expression_attribute_values(":u", s(bound.clone()))
+                    .expression_attribute_values(":now", n(now.as_millis()))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("Query", e))?;
+                for item in page.items() {
+                    let id = get_s(item, "due_sk")
+                        .and_then(|k| k.split_once('#'))
+                        .and_then(|(_, id)| SagaId::parse(id).ok());
+                    let (Some(id), Some(at)) = (id, get_n(item, "dt")) else {
+                        continue;
+                    };
+                    found.push((at, id, get_n(item, "wk")));
+                    here += 1;
+                }
+                match page.last_evaluated_key() {
+                    Some(k) if here < limit => start = Some(k.clone()),
+                    _ => break,
+                }
             }
         }
         *self
@@ -737,7 +784,7 @@ impl SagaStore for AwsPorts {
             .nothing_due_at
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = found.is_empty().then(std::time::Instant::now);
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|&(at, id, _)| (at, id));
         let mut due = Vec::new();
         for (_, id, wake) in found {
             if wake.is_some_and(|w| w <= now.as_millis()) {
@@ -778,6 +825,10 @@ mod tests {
         assert!(time_key(1_000, b) < time_bound(1_001));
         assert!(time_key(1_000, b) > time_bound(1_000));
         assert!(history_sk(9) < history_sk(10));
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(1), DUE_BUCKET_MS);
+        assert_eq!(bucket(DUE_BUCKET_MS), DUE_BUCKET_MS);
+        assert_eq!(bucket(DUE_BUCKET_MS + 1), 2 * DUE_BUCKET_MS);
         assert!(history_sk(u64::from(u32::MAX)).as_str() < SAGA_SK);
     }
 }
