@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Everything in one process on the embedded backend: simulators, orchestrator, workers.
+    /// Everything in one process (embedded backend by default): simulators, orchestrator, workers.
     Up(cmd::up::UpArgs),
     /// The orchestrator, as its own process.
     Orchestrator(cmd::orchestrator::OrchestratorArgs),

@@ -1,4 +1,5 @@
-//! `como-saga up`: the whole system in one process on the embedded backend: both simulators,
+//! `como-saga up`: the whole system in one process (on the embedded backend unless `--backend`
+//! says otherwise): both simulators,
 //! the orchestrator and both workers; with `--demo N` it submits N sample bookings and prints
 //! progress; with `--exit-when-done` it waits until every one of them is finished or needs an
 //! operator, checks the money invariant against the simulators' ledgers, and prints a summary.
@@ -83,7 +84,8 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     }
 
     say(format!(
-        "como-saga is up on the embedded backend ({})",
+        "como-saga is up on the {} backend ({})",
+        format!("{:?}", settings.backend).to_lowercase(),
         settings.database.display()
     ));
     say(format!(
