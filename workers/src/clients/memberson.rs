@@ -210,23 +210,32 @@ impl TokenMinter for MembersonAuthenticator {
         let answer = send(request)
             .await
             .map_err(|t| unavailable(t.reason, t.retry_after))?;
-        match answer.status {
-            s if s.is_success() => {
-                let value: String = serde_json::from_slice(&answer.body)
-                    .map_err(|e| unavailable(format!("unreadable token: {e}"), None))?;
-                Ok(Token::new(
-                    value,
-                    Some(Instant::now() + self.assumed_lifetime),
-                ))
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(TokenError::Refused(error_body(&answer.body).1))
-            }
-            s => Err(unavailable(
-                format!("authenticate answered {s}"),
-                answer.retry_after,
-            )),
+        token_answer(&answer, self.assumed_lifetime)
+    }
+}
+
+/// Reads the answer to `POST /api/user/authenticate`: the token is the body, a JSON string.
+pub(crate) fn token_answer(
+    answer: &Answer,
+    assumed_lifetime: Duration,
+) -> Result<Token, TokenError> {
+    let unavailable = |reason: String, retry_after| TokenError::Unavailable {
+        reason,
+        retry_after,
+    };
+    match answer.status {
+        s if s.is_success() => {
+            let value: String = serde_json::from_slice(&answer.body)
+                .map_err(|e| unavailable(format!("unreadable token: {e}"), None))?;
+            Ok(Token::new(value, Some(Instant::now() + assumed_lifetime)))
         }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(TokenError::Refused(error_body(&answer.body).1))
+        }
+        s => Err(unavailable(
+            format!("authenticate answered {s}"),
+            answer.retry_after,
+        )),
     }
 }
 
@@ -355,33 +364,7 @@ impl MembersonClient {
             self.attempt(
                 deadline,
                 |_| self.http.get(&url),
-                |answer| {
-                    if !answer.status.is_success() {
-                        return Ok(refusal(answer));
-                    }
-                    let body: SummaryAnswer = decode(&answer.body)?;
-                    let Some(entry) = body.membership_summaries.into_iter().next() else {
-                        return Ok(Outcome::business(
-                            codes::MEMBER_NOT_FOUND,
-                            "no membership in the summary",
-                        ));
-                    };
-                    let balance = entry
-                        .account_summaries
-                        .iter()
-                        .find(|a| a.point_type.as_deref() == Some(&*self.point_type))
-                        .and_then(|a| a.balance)
-                        .unwrap_or(0.0);
-                    Ok(Outcome::Success(MemberSummary {
-                        member_no: entry.member_no.unwrap_or_else(|| member_no.to_owned()),
-                        tier: entry.tier,
-                        status: entry.status.unwrap_or(MemberStatus::Other),
-                        expiry_date: entry.expiry_date,
-                        // Credits are whole; a fractional balance is never enough for a
-                        // fractional part more.
-                        balance: balance.floor() as i64,
-                    }))
-                },
+                |answer| classify_summary(answer, member_no, &self.point_type),
             )
         })
         .await
@@ -400,13 +383,7 @@ impl MembersonClient {
                 self.attempt(
                     deadline,
                     |_| self.http.post(&url).json(request),
-                    |answer| {
-                        if answer.status.is_success() {
-                            Ok(Outcome::Success(decode(&answer.body)?))
-                        } else {
-                            Ok(refusal(answer))
-                        }
-                    },
+                    classify_redeem,
                 )
             },
         )
@@ -435,28 +412,72 @@ impl MembersonClient {
                 self.attempt(
                     deadline,
                     |_| self.http.post(&url).json(request),
-                    |answer| {
-                        if answer.status.is_success() {
-                            let body: VoidAnswer = decode(&answer.body)?;
-                            return Ok(Outcome::Success(if body.already_voided == Some(true) {
-                                VoidOutcome::AlreadyVoided
-                            } else {
-                                VoidOutcome::Voided {
-                                    transaction_id: body.transaction_id.unwrap_or_default(),
-                                    balance: body.balance.unwrap_or_default(),
-                                }
-                            }));
-                        }
-                        // Nothing under this receipt (or no such member): no points were taken,
-                        // so there is nothing to give back.
-                        if answer.status == StatusCode::NOT_FOUND {
-                            return Ok(Outcome::Success(VoidOutcome::NeverRedeemed));
-                        }
-                        Ok(refusal(answer))
-                    },
+                    classify_void,
                 )
             },
         )
         .await
     }
+}
+
+/// Reads a member summary answer (`GET /api/profile/{member}/summary`) that is not transient.
+pub(crate) fn classify_summary(
+    answer: &Answer,
+    member_no: &str,
+    point_type: &str,
+) -> Attempt<MemberSummary> {
+    if !answer.status.is_success() {
+        return Ok(refusal(answer));
+    }
+    let body: SummaryAnswer = decode(&answer.body)?;
+    let Some(entry) = body.membership_summaries.into_iter().next() else {
+        return Ok(Outcome::business(
+            codes::MEMBER_NOT_FOUND,
+            "no membership in the summary",
+        ));
+    };
+    let balance = entry
+        .account_summaries
+        .iter()
+        .find(|a| a.point_type.as_deref() == Some(point_type))
+        .and_then(|a| a.balance)
+        .unwrap_or(0.0);
+    Ok(Outcome::Success(MemberSummary {
+        member_no: entry.member_no.unwrap_or_else(|| member_no.to_owned()),
+        tier: entry.tier,
+        status: entry.status.unwrap_or(MemberStatus::Other),
+        expiry_date: entry.expiry_date,
+        // Credits are whole; a fractional balance is never enough for a fractional part more.
+        balance: balance.floor() as i64,
+    }))
+}
+
+/// Reads a redeem answer that is not transient: a 2xx must carry the redemption.
+pub(crate) fn classify_redeem(answer: &Answer) -> Attempt<Redemption> {
+    if answer.status.is_success() {
+        Ok(Outcome::Success(decode(&answer.body)?))
+    } else {
+        Ok(refusal(answer))
+    }
+}
+
+/// Reads a void answer that is not transient.
+pub(crate) fn classify_void(answer: &Answer) -> Attempt<VoidOutcome> {
+    if answer.status.is_success() {
+        let body: VoidAnswer = decode(&answer.body)?;
+        return Ok(Outcome::Success(if body.already_voided == Some(true) {
+            VoidOutcome::AlreadyVoided
+        } else {
+            VoidOutcome::Voided {
+                transaction_id: body.transaction_id.unwrap_or_default(),
+                balance: body.balance.unwrap_or_default(),
+            }
+        }));
+    }
+    // Nothing under this receipt (or no such member): no points were taken, so there is
+    // nothing to give back.
+    if answer.status == StatusCode::NOT_FOUND {
+        return Ok(Outcome::Success(VoidOutcome::NeverRedeemed));
+    }
+    Ok(refusal(answer))
 }

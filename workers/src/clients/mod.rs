@@ -507,6 +507,172 @@ pub(crate) fn join(base: &str, path: &str) -> String {
     url
 }
 
+/// Entry points for the fuzz targets and property tests: each reads one downstream answer
+/// (status, `Retry-After`, body) exactly as a client attempt does once the answer is in, without
+/// a network. Not an API: the clients are.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::time::Duration;
+
+    use reqwest::StatusCode;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+    use tokio::time::Instant;
+
+    use super::memberson::{self, MemberSummary, Redemption, VoidOutcome};
+    use super::sevenrooms::{
+        self, Booking, CancelOutcome, HoldConfirmation, ReleaseOutcome, Reservation, SearchPage,
+        Shift, Venue,
+    };
+    use super::token::{Token, TokenError};
+    use super::{Answer, Attempt, Outcome, Transient, transient_status};
+
+    /// One HTTP answer as it comes off the wire.
+    #[derive(Clone, Copy, Debug)]
+    pub struct RawAnswer<'a> {
+        pub status: u16,
+        /// The `Retry-After` header's bytes, if the answer has one.
+        pub retry_after: Option<&'a [u8]>,
+        pub body: &'a [u8],
+    }
+
+    /// What one attempt made of an answer.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Read<T> {
+        /// The answer settles the call.
+        Settled(Outcome<T>),
+        /// It does not: the retry policy decides what follows.
+        Transient {
+            reason: String,
+            retry_after: Option<Duration>,
+            /// The request may have been processed.
+            maybe_applied: bool,
+            /// Another attempt could help.
+            retry: bool,
+        },
+        /// No HTTP client hands over such an answer (a status outside 100..=999, or a header
+        /// value HTTP does not allow).
+        NotHttp,
+    }
+
+    impl<T> From<Transient> for Read<T> {
+        fn from(t: Transient) -> Self {
+            Read::Transient {
+                reason: t.reason,
+                retry_after: t.retry_after,
+                maybe_applied: t.maybe_applied,
+                retry: t.retry,
+            }
+        }
+    }
+
+    fn answer(raw: RawAnswer<'_>) -> Option<Answer> {
+        let status = StatusCode::from_u16(raw.status).ok()?;
+        let mut headers = HeaderMap::new();
+        if let Some(value) = raw.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_bytes(value).ok()?);
+        }
+        Some(Answer {
+            status,
+            retry_after: super::retry_after(&headers),
+            body: bytes::Bytes::copy_from_slice(raw.body),
+        })
+    }
+
+    /// As an authenticated attempt reads an answer: a 401 here is the one that came back even
+    /// with a fresh token; 429 and 5xx are transient; the rest is the operation's to classify.
+    fn attempt<T>(raw: RawAnswer<'_>, classify: impl FnOnce(&Answer) -> Attempt<T>) -> Read<T> {
+        let Some(answer) = answer(raw) else {
+            return Read::NotHttp;
+        };
+        if answer.status == StatusCode::UNAUTHORIZED {
+            return Transient::answered("unauthorized (401) even with a fresh token", None, false)
+                .into();
+        }
+        if let Some(t) = transient_status(&answer) {
+            return t.into();
+        }
+        match classify(&answer) {
+            Ok(outcome) => Read::Settled(outcome),
+            Err(t) => t.into(),
+        }
+    }
+
+    /// `Retry-After` as the clients read it.
+    pub fn retry_after(value: &[u8]) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_bytes(value).ok()?);
+        super::retry_after(&headers)
+    }
+
+    pub fn memberson_summary(
+        raw: RawAnswer<'_>,
+        member_no: &str,
+        point_type: &str,
+    ) -> Read<MemberSummary> {
+        attempt(raw, |a| {
+            memberson::classify_summary(a, member_no, point_type)
+        })
+    }
+
+    pub fn memberson_redeem(raw: RawAnswer<'_>) -> Read<Redemption> {
+        attempt(raw, memberson::classify_redeem)
+    }
+
+    pub fn memberson_void(raw: RawAnswer<'_>) -> Read<VoidOutcome> {
+        attempt(raw, memberson::classify_void)
+    }
+
+    /// The answer to Memberson's authenticate call; `None` for [`Read::NotHttp`].
+    pub fn memberson_token(
+        raw: RawAnswer<'_>,
+        assumed_lifetime: Duration,
+    ) -> Option<Result<Token, TokenError>> {
+        Some(memberson::token_answer(&answer(raw)?, assumed_lifetime))
+    }
+
+    pub fn sevenrooms_venues(raw: RawAnswer<'_>) -> Read<Vec<Venue>> {
+        attempt(raw, sevenrooms::classify_venues)
+    }
+
+    pub fn sevenrooms_availability(raw: RawAnswer<'_>) -> Read<Vec<Shift>> {
+        attempt(raw, sevenrooms::classify_availability)
+    }
+
+    pub fn sevenrooms_hold(raw: RawAnswer<'_>) -> Read<HoldConfirmation> {
+        attempt(raw, sevenrooms::classify_hold)
+    }
+
+    pub fn sevenrooms_release(raw: RawAnswer<'_>) -> Read<ReleaseOutcome> {
+        attempt(raw, sevenrooms::classify_release)
+    }
+
+    pub fn sevenrooms_book(raw: RawAnswer<'_>) -> Read<Booking> {
+        attempt(raw, sevenrooms::classify_book)
+    }
+
+    pub fn sevenrooms_reservation(raw: RawAnswer<'_>) -> Read<Reservation> {
+        attempt(raw, sevenrooms::classify_reservation)
+    }
+
+    pub fn sevenrooms_search(raw: RawAnswer<'_>) -> Read<SearchPage> {
+        attempt(raw, sevenrooms::classify_search)
+    }
+
+    pub fn sevenrooms_cancel(raw: RawAnswer<'_>) -> Read<CancelOutcome> {
+        attempt(raw, sevenrooms::classify_cancel)
+    }
+
+    /// The answer to SevenRooms' `POST /auth`; `None` for [`Read::NotHttp`].
+    pub fn sevenrooms_token(raw: RawAnswer<'_>) -> Option<Result<Token, TokenError>> {
+        Some(sevenrooms::token_answer(&answer(raw)?))
+    }
+
+    /// A token's `token_expiration_datetime` as the SevenRooms client reads it.
+    pub fn sevenrooms_token_expiry(text: &str) -> Option<Instant> {
+        sevenrooms::expiry(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -286,7 +286,7 @@ impl SevenRoomsAuthenticator {
 }
 
 /// The token's expiry as a local instant; the naive time is taken as UTC.
-fn expiry(naive: &str) -> Option<Instant> {
+pub(crate) fn expiry(naive: &str) -> Option<Instant> {
     let at = NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M:%S%.f")
         .or_else(|_| NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S%.f"))
         .ok()?
@@ -313,20 +313,29 @@ impl TokenMinter for SevenRoomsAuthenticator {
         let answer = send(request)
             .await
             .map_err(|t| unavailable(t.reason, t.retry_after))?;
-        match answer.status {
-            s if s.is_success() => {
-                let auth: AuthData = data(&answer).map_err(|t| unavailable(t.reason, None))?;
-                let expires_at = auth.token_expiration_datetime.as_deref().and_then(expiry);
-                Ok(Token::new(auth.token, expires_at))
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
-                Err(TokenError::Refused(error_msg(&answer.body)))
-            }
-            s => Err(unavailable(
-                format!("auth answered {s}"),
-                answer.retry_after,
-            )),
+        token_answer(&answer)
+    }
+}
+
+/// Reads the answer to `POST /auth`.
+pub(crate) fn token_answer(answer: &Answer) -> Result<Token, TokenError> {
+    let unavailable = |reason: String, retry_after| TokenError::Unavailable {
+        reason,
+        retry_after,
+    };
+    match answer.status {
+        s if s.is_success() => {
+            let auth: AuthData = data(answer).map_err(|t| unavailable(t.reason, None))?;
+            let expires_at = auth.token_expiration_datetime.as_deref().and_then(expiry);
+            Ok(Token::new(auth.token, expires_at))
         }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
+            Err(TokenError::Refused(error_msg(&answer.body)))
+        }
+        s => Err(unavailable(
+            format!("auth answered {s}"),
+            answer.retry_after,
+        )),
     }
 }
 
@@ -448,12 +457,7 @@ impl SevenRoomsClient {
                     .get(&url)
                     .query(&[("venue_group_id", venue_group_id)])
             },
-            |answer| {
-                if !answer.status.is_success() {
-                    return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
-                }
-                Ok(Outcome::Success(data::<VenueList>(answer)?.results))
-            },
+            classify_venues,
         )
         .await
     }
@@ -479,14 +483,7 @@ impl SevenRoomsClient {
             Effect::Read,
             deadline,
             || self.http.get(&url).query(&query),
-            |answer| {
-                if !answer.status.is_success() {
-                    return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
-                }
-                Ok(Outcome::Success(
-                    data::<AvailabilityData>(answer)?.availability,
-                ))
-            },
+            classify_availability,
         )
         .await
     }
@@ -518,12 +515,7 @@ impl SevenRoomsClient {
             Effect::Write,
             deadline,
             || self.http.post(&url).form(&form),
-            |answer| {
-                if !answer.status.is_success() {
-                    return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
-                }
-                Ok(Outcome::Success(data(answer)?))
-            },
+            classify_hold,
         )
         .await
     }
@@ -541,15 +533,7 @@ impl SevenRoomsClient {
             Effect::IdempotentWrite,
             deadline,
             || self.http.delete(&url),
-            |answer| {
-                if answer.status.is_success() {
-                    Ok(Outcome::Success(ReleaseOutcome::Released))
-                } else if answer.status == StatusCode::NOT_FOUND {
-                    Ok(Outcome::Success(ReleaseOutcome::AlreadyGone))
-                } else {
-                    Ok(refusal(answer, codes::VENUE_NOT_FOUND))
-                }
-            },
+            classify_release,
         )
         .await
     }
@@ -585,17 +569,7 @@ impl SevenRoomsClient {
             Effect::Write,
             deadline,
             || self.http.put(&url).form(&form),
-            |answer| {
-                if !answer.status.is_success() {
-                    return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
-                }
-                let booked: BookData = data(answer)?;
-                Ok(Outcome::Success(Booking {
-                    reservation_id: booked.reservation_id,
-                    reference_code: booked.reference_code,
-                    reconciled: false,
-                }))
-            },
+            classify_book,
         )
         .await
     }
@@ -662,12 +636,7 @@ impl SevenRoomsClient {
             Effect::Read,
             deadline,
             || self.http.get(&url),
-            |answer| {
-                if !answer.status.is_success() {
-                    return Ok(refusal(answer, codes::RESERVATION_NOT_FOUND));
-                }
-                Ok(Outcome::Success(data(answer)?))
-            },
+            classify_reservation,
         )
         .await
     }
@@ -697,12 +666,7 @@ impl SevenRoomsClient {
             Effect::Read,
             deadline,
             || self.http.get(&url).query(&query),
-            |answer| {
-                if !answer.status.is_success() {
-                    return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
-                }
-                Ok(Outcome::Success(data(answer)?))
-            },
+            classify_search,
         )
         .await
     }
@@ -753,20 +717,7 @@ impl SevenRoomsClient {
             Effect::IdempotentWrite,
             deadline,
             || self.http.delete(&url),
-            |answer| {
-                if answer.status.is_success() {
-                    return Ok(Outcome::Success(CancelOutcome::Cancelled));
-                }
-                if answer.status == StatusCode::NOT_FOUND {
-                    return Ok(Outcome::Success(CancelOutcome::NotFound));
-                }
-                match refusal::<CancelOutcome>(answer, codes::RESERVATION_NOT_FOUND) {
-                    Outcome::BusinessFailure { code, .. } if code == ALREADY_CANCELLED => {
-                        Ok(Outcome::Success(CancelOutcome::AlreadyCancelled))
-                    }
-                    other => Ok(other),
-                }
-            },
+            classify_cancel,
         )
         .await
     }
@@ -791,6 +742,88 @@ impl SevenRoomsClient {
             Outcome::Success(Some(r)) => self.cancel(&r.id, deadline).await,
             other => other.map(|_| CancelOutcome::NotFound),
         }
+    }
+}
+
+/// Reads a venue list answer that is not transient.
+pub(crate) fn classify_venues(answer: &Answer) -> Attempt<Vec<Venue>> {
+    if !answer.status.is_success() {
+        return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
+    }
+    Ok(Outcome::Success(data::<VenueList>(answer)?.results))
+}
+
+/// Reads an availability answer that is not transient.
+pub(crate) fn classify_availability(answer: &Answer) -> Attempt<Vec<Shift>> {
+    if !answer.status.is_success() {
+        return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
+    }
+    Ok(Outcome::Success(
+        data::<AvailabilityData>(answer)?.availability,
+    ))
+}
+
+/// Reads a hold answer that is not transient: a 2xx must carry the hold id.
+pub(crate) fn classify_hold(answer: &Answer) -> Attempt<HoldConfirmation> {
+    if !answer.status.is_success() {
+        return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
+    }
+    Ok(Outcome::Success(data(answer)?))
+}
+
+/// Reads a hold release answer that is not transient.
+pub(crate) fn classify_release(answer: &Answer) -> Attempt<ReleaseOutcome> {
+    if answer.status.is_success() {
+        Ok(Outcome::Success(ReleaseOutcome::Released))
+    } else if answer.status == StatusCode::NOT_FOUND {
+        Ok(Outcome::Success(ReleaseOutcome::AlreadyGone))
+    } else {
+        Ok(refusal(answer, codes::VENUE_NOT_FOUND))
+    }
+}
+
+/// Reads a booking answer that is not transient: a 2xx must carry the reservation id.
+pub(crate) fn classify_book(answer: &Answer) -> Attempt<Booking> {
+    if !answer.status.is_success() {
+        return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
+    }
+    let booked: BookData = data(answer)?;
+    Ok(Outcome::Success(Booking {
+        reservation_id: booked.reservation_id,
+        reference_code: booked.reference_code,
+        reconciled: false,
+    }))
+}
+
+/// Reads one reservation's answer that is not transient.
+pub(crate) fn classify_reservation(answer: &Answer) -> Attempt<Reservation> {
+    if !answer.status.is_success() {
+        return Ok(refusal(answer, codes::RESERVATION_NOT_FOUND));
+    }
+    Ok(Outcome::Success(data(answer)?))
+}
+
+/// Reads a page of a reservation search that is not transient.
+pub(crate) fn classify_search(answer: &Answer) -> Attempt<SearchPage> {
+    if !answer.status.is_success() {
+        return Ok(refusal(answer, codes::VENUE_NOT_FOUND));
+    }
+    Ok(Outcome::Success(data(answer)?))
+}
+
+/// Reads a cancel answer that is not transient.
+pub(crate) fn classify_cancel(answer: &Answer) -> Attempt<CancelOutcome> {
+    if answer.status.is_success() {
+        return Ok(Outcome::Success(CancelOutcome::Cancelled));
+    }
+    if answer.status == StatusCode::NOT_FOUND {
+        return Ok(Outcome::Success(CancelOutcome::NotFound));
+    }
+    match refusal::<CancelOutcome>(answer, codes::RESERVATION_NOT_FOUND) {
+        Outcome::BusinessFailure { code, .. } if code == ALREADY_CANCELLED => {
+            Ok(Outcome::Success(CancelOutcome::AlreadyCancelled))
+        }
+        other => Ok(other),
     }
 }
 
