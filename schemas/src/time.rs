@@ -13,6 +13,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The earliest point RFC 3339 can write: 0000-01-01T00:00:00Z.
+    pub const MIN: Timestamp = Timestamp(-62_167_219_200_000);
+    /// The latest point RFC 3339 can write: 9999-12-31T23:59:59.999Z. Messages carry nothing
+    /// later and arithmetic stops here, so that every timestamp this type writes reads back (a
+    /// `Retry-After` of `u64::MAX` ms once made a saga state that could not be read again).
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999);
+
     pub const fn from_millis(ms: i64) -> Self {
         Self(ms)
     }
@@ -21,14 +28,20 @@ impl Timestamp {
         self.0
     }
 
-    /// This point plus `ms` milliseconds (saturating, never wrapping).
+    /// This point plus `ms` milliseconds, saturating at [`Timestamp::MAX`] (never wrapping,
+    /// never going back).
     pub const fn plus_ms(&self, ms: u64) -> Self {
         let ms = if ms > i64::MAX as u64 {
             i64::MAX
         } else {
             ms as i64
         };
-        Self(self.0.saturating_add(ms))
+        let sum = self.0.saturating_add(ms);
+        if sum > Self::MAX.0 && self.0 <= Self::MAX.0 {
+            Self::MAX
+        } else {
+            Self(sum)
+        }
     }
 
     /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
@@ -64,11 +77,19 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Cow::<str>::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
+        let at = DateTime::parse_from_rfc3339(&s)
             .map(|dt| Self::from_datetime(dt.with_timezone(&Utc)))
             .map_err(|_| {
                 serde::de::Error::custom(format!("{s:?} is not an RFC 3339 date and time"))
-            })
+            })?;
+        // An offset can carry a time written in the years 0000 to 9999 just outside them in
+        // UTC, where it could be read but never written back.
+        if !(Self::MIN..=Self::MAX).contains(&at) {
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is outside the years 0000 to 9999 in UTC"
+            )));
+        }
+        Ok(at)
     }
 }
 
@@ -82,5 +103,54 @@ impl JsonSchema for Timestamp {
             "format": "date-time",
             "description": "A point in time, RFC 3339.",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Timestamp, serde_json::Error> {
+        serde_json::from_str(&format!("{text:?}"))
+    }
+
+    fn round_trip(t: Timestamp) -> Timestamp {
+        serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap()
+    }
+
+    /// Caught by the state round trip of the `worker_reply` fuzz target: a reply "downstream
+    /// unavailable, retry after u64::MAX ms" scheduled the next attempt at `i64::MAX` ms, which
+    /// serialised as year -262143 and made the saga's stored state unreadable.
+    #[test]
+    fn far_future_arithmetic_still_writes_a_readable_time() {
+        let now = Timestamp::from_millis(1_790_000_000_000);
+        assert_eq!(now.plus_ms(u64::MAX), Timestamp::MAX);
+        assert_eq!(now.plus_ms(i64::MAX as u64 + 1), Timestamp::MAX);
+        assert_eq!(round_trip(now.plus_ms(u64::MAX)), Timestamp::MAX);
+        assert_eq!(Timestamp::MAX.plus_ms(1), Timestamp::MAX);
+        assert_eq!(
+            now.plus_ms(1_500),
+            Timestamp::from_millis(1_790_000_001_500)
+        );
+        assert_eq!(round_trip(Timestamp::MIN), Timestamp::MIN);
+    }
+
+    /// The same round trip for messages: a time that an offset moves out of the years 0000 to
+    /// 9999 in UTC was accepted but written back as text no one reads.
+    #[test]
+    fn an_offset_out_of_the_writable_years_is_refused() {
+        for text in ["0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"] {
+            let err = read(text).unwrap_err().to_string();
+            assert!(
+                err.contains("outside the years 0000 to 9999"),
+                "{text}: {err}"
+            );
+        }
+        assert_eq!(read("0000-01-01T00:00:00Z").unwrap(), Timestamp::MIN);
+        assert_eq!(read("9999-12-31T23:59:59.999Z").unwrap(), Timestamp::MAX);
+        assert_eq!(
+            read("2026-11-24T10:00:00+08:00").unwrap(),
+            round_trip(read("2026-11-24T02:00:00Z").unwrap())
+        );
     }
 }
