@@ -13,7 +13,9 @@ use como_schemas::{
 };
 
 fn write(target: &str, name: &str, body: impl AsRef<[u8]>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), body).unwrap();
 }
@@ -21,10 +23,18 @@ fn write(target: &str, name: &str, body: impl AsRef<[u8]>) {
 fn main() {
     let date = NaiveDate::from_ymd_opt(2026, 12, 24).unwrap();
     let request = examples::booking_request("seed-1", date);
-    write("booking_request", "example", serde_json::to_vec_pretty(&request).unwrap());
+    write(
+        "booking_request",
+        "example",
+        serde_json::to_vec_pretty(&request).unwrap(),
+    );
     let mut no_email = request.clone();
     no_email.guest.email = None;
-    write("booking_request", "no-email", serde_json::to_vec(&no_email).unwrap());
+    write(
+        "booking_request",
+        "no-email",
+        serde_json::to_vec(&no_email).unwrap(),
+    );
     let mut party = serde_json::to_value(&request).unwrap();
     party["party_size"] = 0.into();
     write("booking_request", "party-zero", party.to_string());
@@ -37,27 +47,67 @@ fn main() {
     };
     let outputs = [&held, &booked];
     let commands: Vec<(&str, WorkerCommand)> = [
-        ("check_credits", CommandKind::Action, OperationKind::CheckCredits),
+        (
+            "check_credits",
+            CommandKind::Action,
+            OperationKind::CheckCredits,
+        ),
         ("hold_slot", CommandKind::Action, OperationKind::HoldSlot),
-        ("hold_slot", CommandKind::Compensation, OperationKind::ReleaseHold),
-        ("redeem_credits", CommandKind::Action, OperationKind::RedeemCredits),
-        ("redeem_credits", CommandKind::Compensation, OperationKind::VoidRedemption),
-        ("redeem_credits", CommandKind::Reconcile, OperationKind::ReplayRedemption),
-        ("book_experience", CommandKind::Action, OperationKind::BookExperience),
-        ("book_experience", CommandKind::Compensation, OperationKind::CancelReservation),
-        ("book_experience", CommandKind::Reconcile, OperationKind::FindReservation),
+        (
+            "hold_slot",
+            CommandKind::Compensation,
+            OperationKind::ReleaseHold,
+        ),
+        (
+            "redeem_credits",
+            CommandKind::Action,
+            OperationKind::RedeemCredits,
+        ),
+        (
+            "redeem_credits",
+            CommandKind::Compensation,
+            OperationKind::VoidRedemption,
+        ),
+        (
+            "redeem_credits",
+            CommandKind::Reconcile,
+            OperationKind::ReplayRedemption,
+        ),
+        (
+            "book_experience",
+            CommandKind::Action,
+            OperationKind::BookExperience,
+        ),
+        (
+            "book_experience",
+            CommandKind::Compensation,
+            OperationKind::CancelReservation,
+        ),
+        (
+            "book_experience",
+            CommandKind::Reconcile,
+            OperationKind::FindReservation,
+        ),
     ]
     .into_iter()
     .map(|(step, kind, op)| (step, examples::command(&request, step, kind, op, &outputs)))
     .collect();
     for (step, command) in &commands {
         let name = format!("{step}-{}", command.kind);
-        write("worker_command", &name, serde_json::to_vec(command).unwrap());
+        write(
+            "worker_command",
+            &name,
+            serde_json::to_vec(command).unwrap(),
+        );
     }
     for (i, outcome) in examples::all_outcomes().into_iter().enumerate() {
         let (_, command) = &commands[i % commands.len()];
         let reply = examples::reply(command, outcome.clone());
-        write("worker_reply", &format!("{}-{i}", outcome.label()), serde_json::to_vec(&reply).unwrap());
+        write(
+            "worker_reply",
+            &format!("{}-{i}", outcome.label()),
+            serde_json::to_vec(&reply).unwrap(),
+        );
     }
     for (i, output) in [
         StepOutput::Done,
@@ -78,8 +128,15 @@ fn main() {
     .into_iter()
     .enumerate()
     {
-        let reply = examples::reply(&commands[0].1, como_schemas::ReplyOutcome::Succeeded { output });
-        write("worker_reply", &format!("succeeded-{i}"), serde_json::to_vec(&reply).unwrap());
+        let reply = examples::reply(
+            &commands[0].1,
+            como_schemas::ReplyOutcome::Succeeded { output },
+        );
+        write(
+            "worker_reply",
+            &format!("succeeded-{i}"),
+            serde_json::to_vec(&reply).unwrap(),
+        );
     }
 
     write(

@@ -59,8 +59,11 @@ fn install(downstream: Downstream, rules: &[FaultRule], ops: &[&str], refusals: 
     let expected = rules.iter().all(|r| valid(r, ops, refusals));
     assert_eq!(result.is_ok(), expected, "{result:?}");
     if result.is_ok() {
-        let installed: Vec<FaultRule> =
-            sims.faults(downstream).into_iter().map(|i| i.rule).collect();
+        let installed: Vec<FaultRule> = sims
+            .faults(downstream)
+            .into_iter()
+            .map(|i| i.rule)
+            .collect();
         assert_eq!(installed, rules);
     }
     sims.clear_faults(downstream);
@@ -75,8 +78,18 @@ fuzz_target!(|data: &[u8]| {
         let text = serde_json::to_vec(&rules).unwrap();
         let back: Vec<FaultRule> = serde_json::from_slice(&text).expect("rules read back");
         assert_eq!(back, rules);
-        install(Downstream::Memberson, &rules, memberson::OPS, memberson::REFUSALS);
-        install(Downstream::SevenRooms, &rules, sevenrooms::OPS, sevenrooms::REFUSALS);
+        install(
+            Downstream::Memberson,
+            &rules,
+            memberson::OPS,
+            memberson::REFUSALS,
+        );
+        install(
+            Downstream::SevenRooms,
+            &rules,
+            sevenrooms::OPS,
+            sevenrooms::REFUSALS,
+        );
     }
     if let Ok(file) = serde_json::from_slice::<FaultsFile>(data) {
         let text = serde_json::to_vec(&file).unwrap();

@@ -23,7 +23,13 @@ fuzz_target!(|data: &[u8]| {
     }
     if is_2xx(&a.raw) && success(&read).is_none() {
         assert!(
-            matches!(read, Read::Transient { maybe_applied: true, .. }),
+            matches!(
+                read,
+                Read::Transient {
+                    maybe_applied: true,
+                    ..
+                }
+            ),
             "an unreadable 2xx to a redeem may have taken the credits: {read:?}"
         );
     }

@@ -18,13 +18,16 @@ fuzz_target!(|data: &[u8]| {
         let entries = field(&body, "MembershipSummaries", 0).expect("with summaries");
         let entry = entries.get(0).expect("a success has a membership");
         let status = field(entry, "Status", 2).and_then(|s| s.as_str());
-        assert_eq!(summary.status == MemberStatus::Active, status == Some("ACTIVE"));
+        assert_eq!(
+            summary.status == MemberStatus::Active,
+            status == Some("ACTIVE")
+        );
         let accounts = field(entry, "AccountSummaries", 4).and_then(|a| a.as_array());
         let balance = accounts
             .and_then(|accounts| {
-                accounts
-                    .iter()
-                    .find(|a| field(a, "PointType", 0).and_then(|p| p.as_str()) == Some("COMO_CREDITS"))
+                accounts.iter().find(|a| {
+                    field(a, "PointType", 0).and_then(|p| p.as_str()) == Some("COMO_CREDITS")
+                })
             })
             .and_then(|a| field(a, "Balance", 1))
             .and_then(|b| b.as_f64())
@@ -34,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
     if let Read::Settled(como_workers::clients::Outcome::BusinessFailure { code, .. }) = &read
         && is_2xx(&a.raw)
     {
-        assert_eq!(code, "MEMBER_NOT_FOUND", "a 2xx refuses only a summary without a membership");
+        assert_eq!(
+            code, "MEMBER_NOT_FOUND",
+            "a 2xx refuses only a summary without a membership"
+        );
     }
 });

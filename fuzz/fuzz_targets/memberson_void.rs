@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         Some(VoidOutcome::NeverRedeemed) => assert_eq!(a.raw.status, 404),
         Some(VoidOutcome::AlreadyVoided) => {
             if let Some(body) = json(a.raw.body) {
-                assert_eq!(field(&body, "AlreadyVoided", 2).and_then(|v| v.as_bool()), Some(true));
+                assert_eq!(
+                    field(&body, "AlreadyVoided", 2).and_then(|v| v.as_bool()),
+                    Some(true)
+                );
             }
         }
         Some(VoidOutcome::Voided { .. }) => {

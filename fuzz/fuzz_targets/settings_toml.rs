@@ -16,7 +16,10 @@ use settings::{BackendKind, CommonArgs, DownstreamArgs, Settings};
 fn path() -> &'static std::path::Path {
     static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        std::env::temp_dir().join(format!("como-saga-fuzz-settings-{}.toml", std::process::id()))
+        std::env::temp_dir().join(format!(
+            "como-saga-fuzz-settings-{}.toml",
+            std::process::id()
+        ))
     })
 }
 
@@ -31,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
     let settings = match Settings::load(&common, &DownstreamArgs::default()) {
         Ok(s) => s,
         Err(e) => {
-            assert!(e.to_string().contains(&path().display().to_string()), "{e:#}");
+            assert!(
+                e.to_string().contains(&path().display().to_string()),
+                "{e:#}"
+            );
             return;
         }
     };
@@ -63,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
         let written: Vec<(String, i64)> = venues
             .iter()
             .map(|(id, p)| {
-                let price = p.get("credits_per_guest").and_then(|c| c.as_integer()).unwrap();
+                let price = p
+                    .get("credits_per_guest")
+                    .and_then(|c| c.as_integer())
+                    .unwrap();
                 (id.clone(), price)
             })
             .collect();

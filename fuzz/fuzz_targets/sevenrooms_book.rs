@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     check_common(&a.raw, &read, |_| false, false);
     if let Some(booking) = success(&read) {
         assert!(!booking.reconciled);
-        let Some(data) = envelope_data(a.raw.body) else { return };
+        let Some(data) = envelope_data(a.raw.body) else {
+            return;
+        };
         assert_eq!(
             field(&data, "reservation_id", 0).and_then(|v| v.as_str()),
             Some(booking.reservation_id.as_str())
@@ -23,6 +25,15 @@ fuzz_target!(|data: &[u8]| {
             booking.reference_code.as_deref()
         );
     } else if is_2xx(&a.raw) {
-        assert!(matches!(read, Read::Transient { maybe_applied: true, .. }), "{read:?}");
+        assert!(
+            matches!(
+                read,
+                Read::Transient {
+                    maybe_applied: true,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
     }
 });

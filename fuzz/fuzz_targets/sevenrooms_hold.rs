@@ -12,12 +12,23 @@ fuzz_target!(|data: &[u8]| {
     let read = sevenrooms_hold(a.raw);
     check_common(&a.raw, &read, |_| false, false);
     if let Some(hold) = success(&read) {
-        let Some(data) = envelope_data(a.raw.body) else { return };
+        let Some(data) = envelope_data(a.raw.body) else {
+            return;
+        };
         assert_eq!(
             field(&data, "reservation_hold_id", 0).and_then(|v| v.as_str()),
             Some(hold.reservation_hold_id.as_str())
         );
     } else if is_2xx(&a.raw) {
-        assert!(matches!(read, Read::Transient { maybe_applied: true, .. }), "{read:?}");
+        assert!(
+            matches!(
+                read,
+                Read::Transient {
+                    maybe_applied: true,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
     }
 });

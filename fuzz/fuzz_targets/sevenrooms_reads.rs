@@ -14,7 +14,16 @@ use libfuzzer_sys::fuzz_target;
 fn check<T: std::fmt::Debug>(raw: &RawAnswer<'_>, read: &Read<T>) -> Option<serde_json::Value> {
     check_common(raw, read, |_| false, false);
     if is_2xx(raw) && success(read).is_none() {
-        assert!(matches!(read, Read::Transient { maybe_applied: true, .. }), "{read:?}");
+        assert!(
+            matches!(
+                read,
+                Read::Transient {
+                    maybe_applied: true,
+                    ..
+                }
+            ),
+            "{read:?}"
+        );
     }
     success(read)?;
     let data = envelope_data(raw.body)?;
@@ -53,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
             let read = sevenrooms_reservation(a.raw);
             if let Some(data) = check(&a.raw, &read) {
                 let r = success(&read).unwrap();
-                assert_eq!(field(&data, "id", 0).and_then(|v| v.as_str()), Some(r.id.as_str()));
+                assert_eq!(
+                    field(&data, "id", 0).and_then(|v| v.as_str()),
+                    Some(r.id.as_str())
+                );
                 let _ = r.is_cancelled();
             }
         }
@@ -71,7 +83,10 @@ fuzz_target!(|data: &[u8]| {
                         .into_iter()
                         .flatten(),
                 ) {
-                    assert_eq!(field(v, "id", 0).and_then(|v| v.as_str()), Some(r.id.as_str()));
+                    assert_eq!(
+                        field(v, "id", 0).and_then(|v| v.as_str()),
+                        Some(r.id.as_str())
+                    );
                     assert_eq!(
                         field(v, "external_id", 2).and_then(|v| v.as_str()),
                         r.external_id.as_deref()

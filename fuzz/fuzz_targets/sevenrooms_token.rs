@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(token) => {
             assert!((200..300).contains(&a.raw.status));
             if let Some(data) = envelope_data(a.raw.body) {
-                assert_eq!(field(&data, "token", 0).and_then(|v| v.as_str()), Some(&*token.value));
+                assert_eq!(
+                    field(&data, "token", 0).and_then(|v| v.as_str()),
+                    Some(&*token.value)
+                );
             }
         }
         Err(TokenError::Refused(_)) => assert!(matches!(a.raw.status, 400 | 401 | 403)),

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use como_schemas::{
-    InvalidInput, SchemaVersion, Timestamp, WorkerCommand, WorkerReply, examples,
-};
+use como_schemas::{InvalidInput, SchemaVersion, Timestamp, WorkerCommand, WorkerReply, examples};
 use como_workers::clients::Deadline;
 use libfuzzer_sys::fuzz_target;
 
@@ -26,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
 
     let now = Timestamp::from_millis(1_790_000_000_000);
     let left = Duration::from_millis(command.deadline.millis_since(now));
-    let _ = left.min(Duration::from_secs(5)).max(Duration::from_millis(1));
+    let _ = left
+        .min(Duration::from_secs(5))
+        .max(Duration::from_millis(1));
     let deadline = Deadline::at_utc(command.deadline.to_datetime());
     let _ = deadline.remaining();
 

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use chrono::NaiveDate;
 use como_engine::{Input, SagaState, como, transition};
 use como_schemas::{
-    CommandKind, Credits, HoldId, InvalidInput, ReceiptNo, ReplyOutcome,
-    StepOutput, Timestamp, TransactionId, WorkerCommand, WorkerReply, examples,
+    CommandKind, Credits, HoldId, InvalidInput, ReceiptNo, ReplyOutcome, StepOutput, Timestamp,
+    TransactionId, WorkerCommand, WorkerReply, examples,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -89,7 +89,14 @@ fuzz_target!(|data: &[u8]| {
     let (state, command) = &sagas[data.len() % sagas.len()];
     let now = command.sent_at.plus_ms(100);
     // As it came: for another saga or attempt, the engine refuses or ignores it.
-    if let Ok(d) = transition(&def, Some(state), &Input::Reply { reply: reply.clone() }, now) {
+    if let Ok(d) = transition(
+        &def,
+        Some(state),
+        &Input::Reply {
+            reply: reply.clone(),
+        },
+        now,
+    ) {
         check_decision(&d);
     }
     // Aimed at the command the saga waits on: any outcome at all.

@@ -47,7 +47,10 @@ pub fn answer(data: &[u8]) -> Option<Answer<'_>> {
 pub fn expected_retry_after(header: Option<&[u8]>) -> Option<Duration> {
     let text = std::str::from_utf8(header?).ok()?;
     // HTTP header values are visible ASCII; anything else never reaches the client as text.
-    if !text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+    if !text
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
         return None;
     }
     text.trim().parse::<u64>().ok().map(Duration::from_secs)
