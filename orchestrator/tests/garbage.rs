@@ -1,7 +1,7 @@
 //! A running orchestrator and both workers (in-process, over one SQLite file, against the real
 //! clients and the simulators on loopback) take a stream of garbage on every queue: random
 //! bytes, printable noise, truncated and corrupted messages, messages of the wrong kind or for
-//! the wrong worker, replies for no saga. Every piece of garbage ends in the dead letters of its
+//! the wrong worker, requests for an unknown venue, replies for no saga. Every piece of garbage ends in the dead letters of its
 //! queue with the reason, every bad request also as a `BookingRejected` event, nothing stops,
 //! and a valid booking sent in the middle of the stream completes.
 
@@ -80,7 +80,11 @@ impl Noise {
 /// message of another queue).
 fn garbage(noise: &mut Noise, valid: &str, other: &str) -> String {
     let len = noise.below(200);
-    match noise.below(9) {
+    match noise.below(10) {
+        // A well-formed message that still has no place here: a request for a venue not in the
+        // catalogue, a reply for a saga that does not exist (a command is never garbage as
+        // such, and is drawn again).
+        9 => valid.to_owned(),
         0 => String::from_utf8_lossy(&noise.bytes(len)).into_owned(),
         1 => (0..len)
             .map(|_| char::from(32 + noise.below(95) as u8))
@@ -384,6 +388,27 @@ async fn garbage_on_every_queue_is_dead_lettered_and_a_valid_booking_still_compl
             assert!(d.reason.contains(expected), "{queue}: {}", d.reason);
         }
     }
+
+    // Well-formed messages with no place here were among them, refused for what they say.
+    let reasons = |queue| {
+        let dead = stack.ports.queue.dead_letters(queue, 10 * PER_QUEUE);
+        async move { dead.await.unwrap().into_iter().map(|d| d.reason) }
+    };
+    assert!(
+        reasons(QueueName::Replies)
+            .await
+            .any(|r| r.contains("does not exist"))
+    );
+    assert!(
+        reasons(QueueName::Requests)
+            .await
+            .any(|r| r.contains("not a venue bookable"))
+    );
+    assert!(
+        reasons(QueueName::Commands(Worker::Crm))
+            .await
+            .any(|r| r.contains("for the sevenrooms worker"))
+    );
 
     // Every bad request was also published as a rejection, naming its message.
     let dead_requests = stack
