@@ -552,17 +552,23 @@ impl<'a> Machine<'a> {
         let step = &mut self.s.steps[i];
         step.completed = true;
         step.output = Some(StepOutput::Done);
+        self.end_confirmed(Some(i), None);
+    }
+
+    /// End the saga confirmed; `resolved_by` names the operator who declared it.
+    fn end_confirmed(&mut self, step: Option<usize>, resolved_by: Option<String>) {
         self.s.phase = Phase::Done {
             outcome: Terminal::Confirmed,
         };
         let (reservation_id, transaction_id) = self.booked_ids();
+        let detail = resolved_by.is_some().then(|| "resolved by hand".to_owned());
         self.emit(SagaEventBody::BookingConfirmed {
             reservation_id,
             transaction_id,
             credits: self.s.request.quoted_credits,
-            resolved_by: None,
+            resolved_by,
         });
-        self.record(HistoryKind::Confirmed, Some(i), None, None, None);
+        self.record(HistoryKind::Confirmed, step, None, detail, None);
     }
 
     fn booked_ids(
@@ -670,6 +676,11 @@ impl<'a> Machine<'a> {
     }
 
     fn finish_compensation(&mut self, end_as: CompensatedAs) {
+        self.end_compensated(end_as, None);
+    }
+
+    /// End the saga compensated or cancelled; `resolved_by` names the operator who declared it.
+    fn end_compensated(&mut self, end_as: CompensatedAs, resolved_by: Option<String>) {
         let (outcome, kind) = match end_as {
             CompensatedAs::Compensated => (Terminal::Compensated, HistoryKind::Compensated),
             CompensatedAs::Cancelled => (Terminal::Cancelled, HistoryKind::Cancelled),
@@ -682,12 +693,13 @@ impl<'a> Machine<'a> {
             .filter(|s| s.compensated)
             .map(|s| s.name.clone())
             .collect();
+        let detail = resolved_by.is_some().then(|| "resolved by hand".to_owned());
         self.emit(SagaEventBody::SagaCompensated {
             outcome: end_as,
             compensated_steps,
-            resolved_by: None,
+            resolved_by,
         });
-        self.record(kind, None, None, None, None);
+        self.record(kind, None, None, detail, None);
     }
 
     fn step_compensated(&mut self, i: usize, attempt: u32, note: Option<String>) {
@@ -1394,49 +1406,8 @@ impl<'a> Machine<'a> {
     fn resolve(&mut self, outcome: ResolvedOutcome, cmd: &OperatorCommand) {
         let by = Some(format!("{}: {}", cmd.operator, cmd.reason));
         match outcome {
-            ResolvedOutcome::Confirmed => {
-                self.s.phase = Phase::Done {
-                    outcome: Terminal::Confirmed,
-                };
-                let (reservation_id, transaction_id) = self.booked_ids();
-                self.emit(SagaEventBody::BookingConfirmed {
-                    reservation_id,
-                    transaction_id,
-                    credits: self.s.request.quoted_credits,
-                    resolved_by: by,
-                });
-                self.record(
-                    HistoryKind::Confirmed,
-                    None,
-                    None,
-                    Some("resolved by hand".into()),
-                    None,
-                );
-            }
-            ResolvedOutcome::Compensated => {
-                self.s.phase = Phase::Done {
-                    outcome: Terminal::Compensated,
-                };
-                let compensated_steps = self
-                    .s
-                    .steps
-                    .iter()
-                    .filter(|s| s.compensated)
-                    .map(|s| s.name.clone())
-                    .collect();
-                self.emit(SagaEventBody::SagaCompensated {
-                    outcome: CompensatedAs::Compensated,
-                    compensated_steps,
-                    resolved_by: by,
-                });
-                self.record(
-                    HistoryKind::Compensated,
-                    None,
-                    None,
-                    Some("resolved by hand".into()),
-                    None,
-                );
-            }
+            ResolvedOutcome::Confirmed => self.end_confirmed(None, by),
+            ResolvedOutcome::Compensated => self.end_compensated(CompensatedAs::Compensated, by),
         }
     }
 }
