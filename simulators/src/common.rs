@@ -321,3 +321,49 @@ async fn advance_clock<S: Simulated>(State(sim): State<Arc<S>>, body: Bytes) -> 
         Err(r) => r,
     }
 }
+
+/// The service tokens a simulator has issued, with their expiry. Both simulators keep their
+/// tokens the same way; only the header and the error body differ.
+#[derive(Debug, Default)]
+pub struct TokenTable(
+    std::sync::RwLock<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>,
+);
+
+impl TokenTable {
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<
+        '_,
+        std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
+    > {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a new token valid until `expiry`, dropping those that have expired.
+    pub fn issue(
+        &self,
+        token: String,
+        now: chrono::DateTime<chrono::Utc>,
+        expiry: chrono::DateTime<chrono::Utc>,
+    ) {
+        let mut tokens = self.write();
+        tokens.retain(|_, e| *e > now);
+        tokens.insert(token, expiry);
+    }
+
+    pub fn revoke(&self, token: &str) {
+        self.write().remove(token);
+    }
+
+    pub fn revoke_all(&self) {
+        self.write().clear();
+    }
+
+    pub fn is_valid(&self, token: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .is_some_and(|expiry| *expiry > now)
+    }
+}

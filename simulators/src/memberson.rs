@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -160,7 +160,7 @@ pub(crate) struct Memberson {
     common: Common,
     config: MembersonConfig,
     members: Mutex<HashMap<String, Member>>,
-    tokens: RwLock<HashMap<String, DateTime<Utc>>>,
+    tokens: crate::common::TokenTable,
     transaction_seq: AtomicU64,
 }
 
@@ -190,7 +190,7 @@ impl Memberson {
             common,
             config,
             members: Mutex::new(members),
-            tokens: RwLock::new(HashMap::new()),
+            tokens: crate::common::TokenTable::default(),
             transaction_seq: AtomicU64::new(1),
         }
     }
@@ -239,19 +239,9 @@ impl Memberson {
             return Err(self.unauthorized("INVALID_TOKEN", "Token is missing."));
         };
         if plan.action == Action::ExpireToken {
-            self.tokens
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(token);
+            self.tokens.revoke(token);
         }
-        let now = self.common.clock.now();
-        let valid = self
-            .tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token)
-            .is_some_and(|expiry| *expiry > now);
-        if valid {
+        if self.tokens.is_valid(token, self.common.clock.now()) {
             Ok(())
         } else {
             Err(self.unauthorized("INVALID_TOKEN", "Token is invalid or has expired."))
@@ -259,10 +249,7 @@ impl Memberson {
     }
 
     pub fn expire_all_tokens(&self) {
-        self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.tokens.revoke_all();
     }
 
     pub fn snapshot(&self) -> MembersonLedger {
@@ -468,11 +455,7 @@ async fn authenticate(
     let lifetime =
         chrono::Duration::from_std(sim.config.token_lifetime).unwrap_or(chrono::Duration::hours(1));
     let token = uuid::Uuid::new_v4().to_string();
-    {
-        let mut tokens = sim.tokens.write().unwrap_or_else(|p| p.into_inner());
-        tokens.retain(|_, expiry| *expiry > now);
-        tokens.insert(token.clone(), now + lifetime);
-    }
+    sim.tokens.issue(token.clone(), now, now + lifetime);
     sim.common.tokens_issued.fetch_add(1, Ordering::Relaxed);
     let response = Json(token).into_response();
     sim.common.finish(&plan, response, error).await

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -221,7 +221,7 @@ pub(crate) struct SevenRooms {
     venues: Vec<SeedVenue>,
     venue_index: HashMap<String, usize>,
     book: Mutex<Book>,
-    tokens: RwLock<HashMap<String, DateTime<Utc>>>,
+    tokens: crate::common::TokenTable,
     id_seq: AtomicU64,
 }
 
@@ -411,7 +411,7 @@ impl SevenRooms {
             venues,
             venue_index,
             book: Mutex::new(Book::default()),
-            tokens: RwLock::new(HashMap::new()),
+            tokens: crate::common::TokenTable::default(),
             id_seq: AtomicU64::new(1),
         }
     }
@@ -467,19 +467,9 @@ impl SevenRooms {
             return Err(self.unauthorized());
         };
         if plan.action == Action::ExpireToken {
-            self.tokens
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(token);
+            self.tokens.revoke(token);
         }
-        let now = self.common.clock.now();
-        let valid = self
-            .tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token)
-            .is_some_and(|expiry| *expiry > now);
-        if valid {
+        if self.tokens.is_valid(token, self.common.clock.now()) {
             Ok(())
         } else {
             Err(self.unauthorized())
@@ -530,10 +520,7 @@ impl SevenRooms {
     }
 
     pub fn expire_all_tokens(&self) {
-        self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.tokens.revoke_all();
     }
 
     pub fn snapshot(&self) -> SevenRoomsLedger {
@@ -935,11 +922,7 @@ async fn auth(
         + chrono::Duration::from_std(sim.config.token_lifetime)
             .unwrap_or(chrono::Duration::hours(24));
     let token = uuid::Uuid::new_v4().simple().to_string();
-    {
-        let mut tokens = sim.tokens.write().unwrap_or_else(|p| p.into_inner());
-        tokens.retain(|_, e| *e > now);
-        tokens.insert(token.clone(), expiry);
-    }
+    sim.tokens.issue(token.clone(), now, expiry);
     sim.common.tokens_issued.fetch_add(1, Ordering::Relaxed);
     let response = Json(serde_json::json!({
         "status": 200,
