@@ -1,10 +1,10 @@
 //! What a run ended with: counts by outcome, and the money invariant checked against the
 //! simulators' ledgers.
 
-use como_engine::{SagaState, StatusKind};
+use como_engine::StatusKind;
 use como_ports::Backend;
-use como_schemas::{ReceiptNo, SagaId, StepOutput};
-use como_simulators::invariant::{SagaEnd, SagaKeys, Violation, check_money_invariant};
+use como_schemas::SagaId;
+use como_simulators::invariant::{SagaKeys, Violation, check_money_invariant};
 use como_simulators::ledger::Ledger;
 use serde::Serialize;
 
@@ -22,28 +22,6 @@ pub struct Summary {
     pub sagas_per_second: f64,
     /// Checked against the simulators' ledgers.
     pub money_invariant_violations: Vec<Violation>,
-}
-
-/// The keys of one saga's downstream effects, and how it ended.
-pub fn keys_of(state: &SagaState) -> SagaKeys {
-    let end = match state.status.kind() {
-        StatusKind::Confirmed => SagaEnd::Confirmed,
-        StatusKind::Compensated => SagaEnd::Compensated,
-        StatusKind::Cancelled => SagaEnd::Cancelled,
-        _ => SagaEnd::Unfinished,
-    };
-    let hold_id = state.steps.iter().find_map(|s| match &s.output {
-        Some(StepOutput::SlotHeld { hold_id }) => Some(hold_id.to_string()),
-        _ => None,
-    });
-    SagaKeys {
-        saga_id: state.saga_id.to_string(),
-        member_no: state.request.member_no.to_string(),
-        receipt_no: ReceiptNo::for_saga(state.saga_id).to_string(),
-        external_id: state.saga_id.to_string(),
-        hold_id,
-        end,
-    }
 }
 
 /// Count the outcomes of `sagas` and check them against `ledger`.
@@ -68,7 +46,7 @@ pub async fn summarise(
             StatusKind::NeedsOperator => summary.needs_operator += 1,
             _ => summary.in_flight += 1,
         }
-        keys.push(keys_of(&stored.value));
+        keys.push(SagaKeys::of(&stored.value));
     }
     summary.money_invariant_violations = check_money_invariant(ledger, &keys);
     Ok(summary)

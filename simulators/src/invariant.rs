@@ -36,6 +36,32 @@ pub struct SagaKeys {
     pub end: SagaEnd,
 }
 
+impl SagaKeys {
+    /// The keys of a saga's effects as the engine derives them: the `ReceiptNo` and
+    /// `external_id` from the saga id, the hold from the hold step's output; and how it ended.
+    pub fn of(state: &como_engine::SagaState) -> SagaKeys {
+        use como_engine::StatusKind;
+        let end = match state.status.kind() {
+            StatusKind::Confirmed => SagaEnd::Confirmed,
+            StatusKind::Compensated => SagaEnd::Compensated,
+            StatusKind::Cancelled => SagaEnd::Cancelled,
+            _ => SagaEnd::Unfinished,
+        };
+        let hold_id = state.steps.iter().find_map(|s| match &s.output {
+            Some(como_schemas::StepOutput::SlotHeld { hold_id }) => Some(hold_id.to_string()),
+            _ => None,
+        });
+        SagaKeys {
+            saga_id: state.saga_id.to_string(),
+            member_no: state.request.member_no.to_string(),
+            receipt_no: como_schemas::ReceiptNo::for_saga(state.saga_id).to_string(),
+            external_id: state.saga_id.to_string(),
+            hold_id,
+            end,
+        }
+    }
+}
+
 /// One broken rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {

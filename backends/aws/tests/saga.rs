@@ -24,9 +24,9 @@ use como_ports::{
     Backend, DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueName, Receipt,
 };
 use como_schemas::SagaId;
-use como_simulators::invariant::check_money_invariant;
+use como_simulators::invariant::{SagaKeys, check_money_invariant};
 
-use support::{Stack, booking, keys_of, start};
+use support::{Stack, booking, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
@@ -62,7 +62,7 @@ async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
         done[0].status
     );
     assert_eq!(done[0].request, request, "the saga runs the event's detail");
-    let violations = check_money_invariant(&stack.sim.ledger(), &[keys_of(&done[0])]);
+    let violations = check_money_invariant(&stack.sim.ledger(), &[SagaKeys::of(&done[0])]);
     assert!(violations.is_empty(), "{violations:?}");
 
     // Milestones only: the start and the confirmation, not a step at a time.
@@ -270,7 +270,8 @@ async fn commands_and_replies_sent_twice_more_change_nothing_downstream() {
         "a copy changed a finished saga"
     );
     let ledger = stack.sim.ledger();
-    let violations = check_money_invariant(&ledger, &done.iter().map(keys_of).collect::<Vec<_>>());
+    let violations =
+        check_money_invariant(&ledger, &done.iter().map(SagaKeys::of).collect::<Vec<_>>());
     assert!(violations.is_empty(), "{violations:?}");
     for s in &done {
         let receipt = como_schemas::ReceiptNo::for_saga(s.saga_id).to_string();
@@ -404,7 +405,7 @@ async fn happy_path_api_calls_per_saga() {
     assert!(get("UpdateItem") <= 1.5, "{calls:?}");
     let violations = check_money_invariant(
         &stack.sim.ledger(),
-        &done.iter().map(keys_of).collect::<Vec<_>>(),
+        &done.iter().map(SagaKeys::of).collect::<Vec<_>>(),
     );
     assert!(violations.is_empty(), "{violations:?}");
 

@@ -21,14 +21,13 @@ use como_schemas::{
     BookingRequested, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone, RequestId,
     SagaId, SchemaVersion, SlotTime, VenueId, Worker,
 };
-use como_simulators::invariant::{Violation, check_money_invariant};
+use como_simulators::invariant::{SagaKeys, Violation, check_money_invariant};
 use como_simulators::ledger::Ledger;
 use como_simulators::seed;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::report::keys_of;
 use crate::settings::{CommonArgs, DownstreamArgs, Settings};
 use crate::stack;
 
@@ -569,7 +568,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                 } else if !kind.is_terminal() {
                     report.unfinished.push(s.saga_id.to_string());
                 }
-                keys.push(keys_of(s));
+                keys.push(SagaKeys::of(s));
             }
         }
     }

@@ -12,10 +12,10 @@ use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use como_engine::{SagaState, StatusKind};
 use como_ports::{Backend, SystemClock};
 use como_schemas::{
-    BookingRequested, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone, ReceiptNo,
-    RequestId, SagaId, SchemaVersion, SlotTime, StepOutput, VenueId,
+    BookingRequested, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone, RequestId,
+    SagaId, SchemaVersion, SlotTime, VenueId,
 };
-use como_simulators::invariant::{SagaEnd, SagaKeys, Violation, check_money_invariant};
+use como_simulators::invariant::{SagaKeys, Violation, check_money_invariant};
 use como_simulators::ledger::Ledger;
 use como_simulators::seed;
 
@@ -212,26 +212,6 @@ pub fn bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
         .collect()
 }
 
-pub fn keys(state: &SagaState) -> SagaKeys {
-    let end = match state.status.kind() {
-        StatusKind::Confirmed => SagaEnd::Confirmed,
-        StatusKind::Compensated => SagaEnd::Compensated,
-        StatusKind::Cancelled => SagaEnd::Cancelled,
-        _ => SagaEnd::Unfinished,
-    };
-    SagaKeys {
-        saga_id: state.saga_id.to_string(),
-        member_no: state.request.member_no.to_string(),
-        receipt_no: ReceiptNo::for_saga(state.saga_id).to_string(),
-        external_id: state.saga_id.to_string(),
-        hold_id: state.steps.iter().find_map(|s| match &s.output {
-            Some(StepOutput::SlotHeld { hold_id }) => Some(hold_id.to_string()),
-            _ => None,
-        }),
-        end,
-    }
-}
-
 /// Wait until every saga is finished (or needs an operator), or `timeout` passes. Returns the
 /// sagas' states (a missing saga is `None`).
 pub async fn wait_all(
@@ -272,7 +252,7 @@ pub fn verdict(
                 *counts
                     .entry(s.status.kind().as_str().to_owned())
                     .or_insert(0) += 1;
-                keys_all.push(keys(s));
+                keys_all.push(SagaKeys::of(s));
             }
         }
     }

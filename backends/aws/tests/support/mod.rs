@@ -12,10 +12,8 @@ use como_engine::{SagaState, StatusKind};
 use como_orchestrator::{Orchestrator, OrchestratorConfig, VenueCatalogue, VenuePrice};
 use como_ports::Backend;
 use como_schemas::{
-    BookingRequested, Credits, MemberNo, PartySize, ReceiptNo, RequestId, SagaId, StepOutput,
-    VenueId, Worker, examples,
+    BookingRequested, Credits, MemberNo, PartySize, RequestId, SagaId, VenueId, Worker, examples,
 };
-use como_simulators::invariant::{SagaEnd, SagaKeys};
 use como_simulators::{SimConfig, SimHandle, Simulators, seed};
 use como_workers::clients::memberson::{MembersonClient, MembersonCredentials, MembersonSettings};
 use como_workers::clients::sevenrooms::{
@@ -162,27 +160,5 @@ impl Stack {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         let _ = self.sim.shutdown().await;
-    }
-}
-
-/// The keys the money invariant checks, as `como-saga up` builds them.
-pub fn keys_of(state: &SagaState) -> SagaKeys {
-    let end = match state.status.kind() {
-        StatusKind::Confirmed => SagaEnd::Confirmed,
-        StatusKind::Compensated => SagaEnd::Compensated,
-        StatusKind::Cancelled => SagaEnd::Cancelled,
-        _ => SagaEnd::Unfinished,
-    };
-    let hold_id = state.steps.iter().find_map(|s| match &s.output {
-        Some(StepOutput::SlotHeld { hold_id }) => Some(hold_id.to_string()),
-        _ => None,
-    });
-    SagaKeys {
-        saga_id: state.saga_id.to_string(),
-        member_no: state.request.member_no.to_string(),
-        receipt_no: ReceiptNo::for_saga(state.saga_id).to_string(),
-        external_id: state.saga_id.to_string(),
-        hold_id,
-        end,
     }
 }
