@@ -22,18 +22,21 @@ pub struct SagaState {
     /// Past it, a saga still moving forward compensates.
     pub deadline: Timestamp,
     /// Set when compensation begins: past it, the saga asks for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation_deadline: Option<Timestamp>,
     pub phase: Phase,
     pub steps: Vec<StepState>,
     /// Derived from `phase` on every transition; stored so that stores can index it.
     pub status: SagaStatus,
     /// When the runtime must deliver `Input::Timer` next, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_at: Option<Timestamp>,
     /// Transitions that changed something; numbers history entries.
     pub transitions: u64,
     /// Events published so far; numbers event ids.
     pub events_published: u64,
     /// Ids of operator actions already applied, so that a repeated one changes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operator_actions: Vec<String>,
 }
 
@@ -125,14 +128,27 @@ pub enum Terminal {
     Cancelled,
 }
 
+// Stores rewrite the state on every transition, so what is at its default is left out of the
+// JSON (and read back as the default): a finished saga's state is about half the size.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Attempts of one kind of command at one step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempts {
     /// Commands sent; the number of the latest attempt.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub sent: u32,
     /// Attempts that count against the retry policy in the current round.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub charged: u32,
     /// When the current round's first attempt was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_started_at: Option<Timestamp>,
 }
 
@@ -140,28 +156,46 @@ pub struct Attempts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepState {
     pub name: StepName,
+    #[serde(default, skip_serializing_if = "Attempts::is_unused")]
     pub action: Attempts,
+    #[serde(default, skip_serializing_if = "Attempts::is_unused")]
     pub reconcile: Attempts,
+    #[serde(default, skip_serializing_if = "Attempts::is_unused")]
     pub compensation: Attempts,
     /// Action attempts whose outcome is not known: each may have taken effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsettled: Vec<u32>,
     /// Reconcile attempts that write (a replayed redemption) and whose outcome is not known:
     /// each may have taken effect too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsettled_reconciles: Vec<u32>,
     /// How many action attempts had been sent when the latest reconciliation was sent: the
     /// attempts its answer speaks for.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub actions_before_reconcile: u32,
     /// No action attempt sent so far can take effect after this moment (its deadline plus the
     /// reply grace). Compensation and reconciliation wait for it, so that a late action can
     /// never overtake them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settles_at: Option<Timestamp>,
     /// The action's output, once it is known to have taken effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<StepOutput>,
     /// The forward path moved past this step.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub completed: bool,
     /// Its compensation succeeded.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub compensated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+impl Attempts {
+    /// Nothing of this kind was ever sent.
+    pub fn is_unused(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl StepState {
