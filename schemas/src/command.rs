@@ -133,6 +133,15 @@ impl OperationKind {
         }
     }
 
+    /// Whether running it again after it succeeded changes nothing downstream and answers the
+    /// same: a read, or a write the downstream deduplicates (`ReceiptNo`, `external_id`, an
+    /// undo that finds nothing left to undo). A worker need not record such a success: a
+    /// duplicate command just asks again. A SevenRooms hold has no key, so a second call would
+    /// take a second hold.
+    pub fn repeats_safely(&self) -> bool {
+        !matches!(self, OperationKind::HoldSlot)
+    }
+
     /// Whether running it may change something downstream. A reconciliation that writes
     /// (replaying a redemption) can itself take effect, so the engine treats an unknown
     /// outcome of one like an unknown outcome of the action.

@@ -4,12 +4,18 @@
 //! 1. unreadable → dead letter with the reason (never stops the worker);
 //! 2. already answered (an idempotency record under its command id) → send the recorded reply
 //!    again, without calling the downstream;
-//! 3. past its deadline → reply that it did not run (the orchestrator may already be
-//!    reconciling, so running it now could race the lookup);
+//! 3. past its deadline → do not run it (the orchestrator may already be reconciling, so
+//!    running it now could race the lookup), and reply that its outcome is unknown: an earlier
+//!    delivery of the same command may have run it and died before replying, so "it did not
+//!    run" would be a guess; the saga looks the effect up instead. A parked command's reply says
+//!    its downstream stayed unavailable;
 //! 4. the downstream's circuit is open → park it: put it back on the queue with a delay (and
 //!    tell the orchestrator, once, so the saga shows "waiting for SevenRooms");
 //! 5. otherwise call the downstream and reply; the reply, its record and the acknowledgement
-//!    of the command commit together (`IdempotencyRecords::complete`).
+//!    of the command commit together (`IdempotencyRecords::complete`). A success of an
+//!    operation that repeats safely (`OperationKind::repeats_safely`) is not recorded: a
+//!    duplicate asks the downstream again and gets the same answer, which saves a write per
+//!    command on the happy path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,17 +203,21 @@ impl WorkerRuntime {
         let parked = delivery.attributes.contains_key(PARKED);
         if now >= command.deadline {
             bump(&self.stats.expired);
-            let outcome = ReplyOutcome::RetryableFailure {
-                reason: if parked {
-                    format!(
+            let outcome = if parked {
+                ReplyOutcome::RetryableFailure {
+                    reason: format!(
                         "{} stayed unavailable until the command's deadline",
                         self.handler.worker().downstream()
-                    )
-                } else {
-                    "the command's deadline passed before it could run".into()
-                },
-                retry_after_ms: None,
-                downstream_unavailable: parked,
+                    ),
+                    retry_after_ms: None,
+                    downstream_unavailable: true,
+                }
+            } else {
+                ReplyOutcome::UnknownOutcome {
+                    reason: "the command's deadline passed before this delivery could run it; \
+                             an earlier delivery may have run it"
+                        .into(),
+                }
             };
             return self.answer(&command, outcome, ack).await;
         }
@@ -273,12 +283,16 @@ impl WorkerRuntime {
         outcome: ReplyOutcome,
         ack: Option<(QueueName, como_ports::Receipt)>,
     ) -> Result<(), PortError> {
+        let recorded = !(matches!(outcome, ReplyOutcome::Succeeded { .. })
+            && command.operation.kind().repeats_safely());
         let message = self.reply_message(command, outcome)?;
-        let record = message.body.clone();
+        let record = recorded.then(|| message.body.clone());
         self.ports
             .records
             .complete(
-                Some((command.command_id.as_str(), record.as_str())),
+                record
+                    .as_deref()
+                    .map(|r| (command.command_id.as_str(), r)),
                 vec![(QueueName::Replies, message)],
                 ack,
             )

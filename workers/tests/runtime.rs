@@ -1,6 +1,7 @@
 //! The worker loop against a real SQLite file and the simulators over loopback HTTP: a command
-//! is answered once and a duplicate replays the recorded reply without calling the downstream;
-//! an expired command is not run; while the circuit is open commands are parked, the saga told
+//! is answered once; a duplicate of a refused command replays the recorded reply without calling
+//! the downstream, and a duplicate of a succeeded redeem asks again and changes nothing; an expired
+//! command is not run and answered as an unknown outcome; while the circuit is open commands are parked, the saga told
 //! once, and they expire as "downstream unavailable"; an unreadable command is dead-lettered.
 
 use std::sync::Arc;
@@ -150,12 +151,45 @@ fn redeem_calls(sim: &SimHandle) -> u64 {
 }
 
 #[tokio::test]
-async fn a_duplicate_command_replays_the_recorded_reply() {
+async fn a_duplicate_of_a_refused_command_replays_the_recorded_reply() {
+    let r = rig().await;
+    let mut cmd = redeem(Duration::from_secs(15));
+    // A member without the points: Memberson refuses, and the refusal is recorded.
+    match &mut cmd.operation {
+        como_schemas::Operation::RedeemCredits { member_no, .. } => {
+            *member_no = como_schemas::MemberNo::parse(seed::MEMBER_EMPTY).unwrap();
+        }
+        other => panic!("not a redeem: {other:?}"),
+    }
+    let body = serde_json::to_string(&cmd).unwrap();
+    let first = deliver(&r.ports, body.clone()).await;
+    r.worker.handle(&first).await.unwrap();
+    let second = deliver(&r.ports, body).await;
+    r.worker.handle(&second).await.unwrap();
+    let got = replies(&r.ports).await;
+    assert_eq!(got.len(), 2);
+    assert!(
+        matches!(got[0].outcome, ReplyOutcome::BusinessFailure { .. }),
+        "{:?}",
+        got[0].outcome
+    );
+    assert_eq!(got[0], got[1], "the duplicate gets the recorded reply");
+    assert_eq!(redeem_calls(&r.sim), 1, "Memberson was called once");
+    assert_eq!(r.worker.stats().snapshot().replayed, 1);
+    assert_commands_acknowledged(&r.ports).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_succeeded_redeem_asks_again_and_changes_nothing() {
     let r = rig().await;
     let cmd = redeem(Duration::from_secs(15));
     let body = serde_json::to_string(&cmd).unwrap();
     let first = deliver(&r.ports, body.clone()).await;
     r.worker.handle(&first).await.unwrap();
+    assert!(
+        r.ports.records.get(cmd.command_id.as_str()).await.unwrap().is_none(),
+        "a success that repeats safely is not recorded"
+    );
     let second = deliver(&r.ports, body).await;
     r.worker.handle(&second).await.unwrap();
     let got = replies(&r.ports).await;
@@ -165,15 +199,20 @@ async fn a_duplicate_command_replays_the_recorded_reply() {
         "{:?}",
         got[0].outcome
     );
-    assert_eq!(got[0], got[1], "the duplicate gets the recorded reply");
-    assert_eq!(redeem_calls(&r.sim), 1, "Memberson was called once");
+    assert_eq!(
+        got[0].outcome, got[1].outcome,
+        "Memberson answers the same ReceiptNo with the first redemption"
+    );
+    assert_eq!(redeem_calls(&r.sim), 2, "the duplicate asked Memberson again");
     let member = r.sim.memberson_ledger();
     let m = member.member(seed::MEMBER_RICH).unwrap();
-    assert_eq!(m.redemptions.len(), 1);
-    assert_eq!(r.worker.stats().snapshot().replayed, 1);
-    // Both commands were acknowledged.
-    let left = r
-        .ports
+    assert_eq!(m.redemptions.len(), 1, "one redemption however often it is asked");
+    assert_eq!(r.worker.stats().snapshot().replayed, 0);
+    assert_commands_acknowledged(&r.ports).await;
+}
+
+async fn assert_commands_acknowledged(ports: &Backend) {
+    let left = ports
         .queue
         .receive(
             QueueName::Commands(como_schemas::Worker::Crm),
@@ -183,25 +222,21 @@ async fn a_duplicate_command_replays_the_recorded_reply() {
         )
         .await
         .unwrap();
-    assert!(left.is_empty());
+    assert!(left.is_empty(), "every command was acknowledged");
 }
 
 #[tokio::test]
-async fn an_expired_command_is_not_run() {
+async fn an_expired_command_is_not_run_and_its_outcome_is_unknown() {
     let r = rig().await;
     let mut cmd = redeem(Duration::from_secs(15));
     cmd.deadline = cmd.sent_at; // already due
     let d = deliver(&r.ports, serde_json::to_string(&cmd).unwrap()).await;
     r.worker.handle(&d).await.unwrap();
     let got = replies(&r.ports).await;
+    // An earlier delivery may have run it before its worker died: the saga must look the
+    // effect up, not take "not run" for "not applied".
     assert!(
-        matches!(
-            &got[0].outcome,
-            ReplyOutcome::RetryableFailure {
-                downstream_unavailable: false,
-                ..
-            }
-        ),
+        matches!(&got[0].outcome, ReplyOutcome::UnknownOutcome { .. }),
         "{:?}",
         got[0].outcome
     );
