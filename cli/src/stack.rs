@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use como_backend_aws::names;
 use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use como_orchestrator::{Orchestrator, OrchestratorConfig};
-use como_ports::{Backend, SystemClock};
+use como_ports::{Backend, SecretStore, SystemClock};
 use como_schemas::Worker;
 use como_workers::breaker::{BreakerConfig, CircuitBreaker};
-use como_workers::clients::Guards;
 use como_workers::clients::memberson::{MembersonClient, MembersonSettings};
+use como_workers::clients::secret_token::SecretTokenSource;
 use como_workers::clients::sevenrooms::{SevenRoomsClient, SevenRoomsSettings};
+use como_workers::clients::token::TokenSource;
+use como_workers::clients::{Deadline, Guards};
 use como_workers::handlers::{CommandHandler, CrmHandler, SevenRoomsHandler};
 use como_workers::rate_limit::{RateLimit, RateLimitConfig};
 use como_workers::runtime::{WorkerConfig, WorkerRuntime};
@@ -120,8 +123,25 @@ fn guards(name: &str, per_second: u32) -> Guards {
     )
 }
 
-/// The handler of one worker kind, with its client pointed at `base_url`.
-pub fn handler(settings: &Settings, worker: Worker) -> anyhow::Result<Arc<dyn CommandHandler>> {
+/// How long a worker on the AWS backend answers from its copy of the Memberson token before
+/// reading the secret again (a 401 makes it read at once).
+pub const MEMBERSON_TOKEN_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// The handler of one worker kind, with its client pointed at `base_url`. On the AWS backend
+/// the CRM handler reads the Memberson token from the ports' secret store.
+pub fn handler(
+    settings: &Settings,
+    worker: Worker,
+    ports: &Backend,
+) -> anyhow::Result<Arc<dyn CommandHandler>> {
+    handler_with(settings, worker, ports.secrets.clone())
+}
+
+fn handler_with(
+    settings: &Settings,
+    worker: Worker,
+    secrets: Arc<dyn SecretStore>,
+) -> anyhow::Result<Arc<dyn CommandHandler>> {
     let http = http_client()?;
     Ok(match worker {
         Worker::Crm => {
@@ -131,7 +151,7 @@ pub fn handler(settings: &Settings, worker: Worker) -> anyhow::Result<Arc<dyn Co
             )?;
             let mut s = MembersonSettings::new(url, m.credentials.clone());
             s.point_type = m.point_type.clone();
-            let client = MembersonClient::connect(http, s)
+            let client = memberson_client(settings, http, s, secrets)?
                 .with_guards(guards("memberson", m.rate_limit_per_second));
             Arc::new(CrmHandler { client })
         }
@@ -149,6 +169,59 @@ pub fn handler(settings: &Settings, worker: Worker) -> anyhow::Result<Arc<dyn Co
             })
         }
     })
+}
+
+/// Where the CRM worker's Memberson token comes from, decided here for every role that runs
+/// one (`worker crm`, `up`, `bench`):
+///
+/// - embedded backend: the client mints its own with Memberson's authenticate call and caches
+///   it (`MembersonClient::connect`);
+/// - AWS backend: the current version of the `memberson-token` secret, which `como-saga
+///   rotate-tokens` mints, tests and promotes on a schedule (`SecretTokenSource`: cached for
+///   [`MEMBERSON_TOKEN_MAX_AGE`], read again at once after a 401). Workers never mint there.
+fn memberson_client(
+    settings: &Settings,
+    http: reqwest::Client,
+    s: MembersonSettings,
+    secrets: Arc<dyn SecretStore>,
+) -> anyhow::Result<MembersonClient> {
+    if settings.backend == BackendKind::Embedded {
+        return Ok(MembersonClient::connect(http, s));
+    }
+    let full_name = aws_config(settings)
+        .names()
+        .secret(names::MEMBERSON_TOKEN_SECRET);
+    let tokens = Arc::new(
+        SecretTokenSource::new(secrets, names::MEMBERSON_TOKEN_SECRET, MEMBERSON_TOKEN_MAX_AGE)
+            .with_hint(format!(
+                "Secrets Manager secret {full_name}; run `{}` (Terraform schedules it); until then Memberson calls fail as retryable and commands wait on their queue",
+                rotate_command(settings, &s.base_url)
+            )),
+    );
+    // Read it once now, so that a worker started before the first rotation says so at start-up
+    // (the source logs the missing token) rather than at its first command.
+    let first = block_on(tokens.token(Deadline::after(Duration::from_secs(10))))?;
+    if let Err(e) = first {
+        tracing::debug!(error = %e, "no Memberson token at start-up");
+    }
+    Ok(MembersonClient::new(
+        http,
+        s.base_url,
+        s.credentials.svc_auth,
+        s.point_type,
+        tokens,
+        s.policy,
+    ))
+}
+
+/// The `rotate-tokens` command line that fills the token secret of this deployment.
+fn rotate_command(settings: &Settings, memberson_url: &str) -> String {
+    let mut line = "como-saga rotate-tokens --backend aws".to_owned();
+    if settings.aws_prefix != names::DEFAULT_PREFIX {
+        line.push_str(&format!(" --aws-prefix {}", settings.aws_prefix));
+    }
+    line.push_str(&format!(" --memberson-url {memberson_url}"));
+    line
 }
 
 pub fn orchestrator(settings: &Settings, ports: &Backend) -> Orchestrator {

@@ -1,13 +1,27 @@
 //! The command line on the AWS backend against a local moto server, as an operator runs it:
 //! `infra bootstrap` (twice: the second run finds everything), `up --backend aws --demo 30
 //! --exit-when-done --json` (the summary: every saga finished, the money invariant holds
-//! against the simulators' ledgers), and `rotate-tokens` (a new Memberson token becomes the
-//! secret's current version, each run a new one).
+//! against the simulators' ledgers; `up` fills the empty token secret first, and on a second
+//! run replaces the token its new simulators refuse), `rotate-tokens` (a new Memberson token
+//! becomes the secret's current version, each run a new one), and the CRM worker as its own
+//! process taking its token from the secret: waiting for the first rotation, then re-reading
+//! the secret when Memberson refuses a revoked token.
 
-use std::process::{Command, Output};
+mod support;
 
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use chrono::Days;
 use como_backend_aws::{AwsBackend, AwsConfig, names, testing};
-use como_simulators::{SimConfig, Simulators};
+use como_engine::StatusKind;
+use como_ports::Backend;
+use como_schemas::{
+    BookingRequested, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone, RequestId,
+    SagaId, SchemaVersion, SlotTime, VenueId,
+};
+use como_simulators::{SimConfig, SimHandle, Simulators, seed};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_como-saga");
@@ -81,21 +95,13 @@ fn bootstrap_then_up_runs_the_demo_on_aws() {
         "a second run creates nothing: {again}"
     );
 
-    let summary = json_of(&como(
-        &endpoint,
-        &prefix,
-        &[
-            "up",
-            "--backend",
-            "aws",
-            "--demo",
-            "30",
-            "--exit-when-done",
-            "--json",
-        ],
-    ));
-    assert_eq!(summary["submitted"], 30, "{summary}");
-    assert_eq!(summary["in_flight"], 0, "every saga finished: {summary}");
+    // Right after the bootstrap the token secret holds no token: `up` rotates once first.
+    let (summary, said) = up_demo(&endpoint, &prefix, 30);
+    assert!(
+        said.contains("had no token yet: rotated it once"),
+        "up says it filled the token secret: {said}"
+    );
+    assert_all_finished(&summary, 30);
     let n = |k: &str| summary[k].as_u64().unwrap_or(0);
     assert!(n("confirmed") >= 15, "most of the demo succeeds: {summary}");
     assert_eq!(
@@ -103,6 +109,43 @@ fn bootstrap_then_up_runs_the_demo_on_aws() {
         30,
         "{summary}"
     );
+
+    // A second run: the secret holds the first run's token, which these new simulators never
+    // issued, so `up` rotates again rather than leave its CRM worker refused.
+    let (summary, said) = up_demo(&endpoint, &prefix, 5);
+    assert!(
+        said.contains("Memberson refused the token in the memberson-token secret: rotated it once"),
+        "up replaces a token its simulators refuse: {said}"
+    );
+    assert_all_finished(&summary, 5);
+}
+
+/// Runs `up --backend aws --demo N --exit-when-done --json`; returns the summary and what `up`
+/// said on standard error.
+fn up_demo(endpoint: &str, prefix: &str, n: usize) -> (Value, String) {
+    let n = n.to_string();
+    let out = como(
+        endpoint,
+        prefix,
+        &[
+            "up",
+            "--backend",
+            "aws",
+            "--demo",
+            &n,
+            "--exit-when-done",
+            "--json",
+        ],
+    );
+    (
+        json_of(&out),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_all_finished(summary: &Value, n: u64) {
+    assert_eq!(summary["submitted"], n, "{summary}");
+    assert_eq!(summary["in_flight"], 0, "every saga finished: {summary}");
     assert_eq!(
         summary["money_invariant_violations"],
         serde_json::json!([]),
@@ -222,6 +265,274 @@ async fn rotate_tokens_promotes_a_tested_new_token() {
             .unwrap()
             .map(|c| c.version_id),
         Some(versions[1].version_id.clone())
+    );
+    let _ = sim.shutdown().await;
+}
+
+/// A role (`orchestrator`, `worker crm`, `worker sevenrooms`) as its own process on the AWS
+/// backend, its output in `log`; killed when dropped.
+struct AwsRole {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl AwsRole {
+    fn start(args: &[&str], endpoint: &str, prefix: &str, sim: &SimHandle, dir: &Path) -> Self {
+        let log = dir.join(format!("{}.log", args.join("-")));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("COMO_SAGA_BACKEND", "aws")
+            .env("COMO_SAGA_AWS_PREFIX", prefix)
+            .env("COMO_SAGA_MEMBERSON_URL", sim.memberson_url())
+            .env("COMO_SAGA_SEVENROOMS_URL", sim.sevenrooms_url())
+            .env("COMO_SAGA_LOG", "warn")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start a role");
+        AwsRole { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for AwsRole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` bookings that all succeed: bulk members (ten million credits each) at the large venue.
+fn sure_bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
+    let today = chrono::Utc::now().date_naive();
+    (0..n)
+        .map(|i| BookingRequested {
+            schema_version: SchemaVersion::CURRENT,
+            request_id: RequestId::parse(format!("{tag}-{i}")).unwrap(),
+            member_no: MemberNo::parse(seed::bulk_member_no(i)).unwrap(),
+            venue_id: VenueId::parse(seed::VENUE_LARGE).unwrap(),
+            date: today.checked_add_days(Days::new(2 + i as u64)).unwrap(),
+            time: SlotTime::parse("19:00").unwrap(),
+            party_size: PartySize::new(2).unwrap(),
+            quoted_credits: Credits::new(1_200).unwrap(),
+            guest: GuestContact {
+                first_name: PersonName::parse("Test").unwrap(),
+                last_name: PersonName::parse(format!("Guest {tag} {i}")).unwrap(),
+                phone: Phone::parse(format!("+6592{:06}", i)).unwrap(),
+                email: None,
+            },
+        })
+        .collect()
+}
+
+async fn submit_all(ports: &Backend, requests: &[BookingRequested]) -> Vec<SagaId> {
+    let mut ids = Vec::new();
+    for r in requests {
+        ids.push(como_orchestrator::submit(ports, r).await.unwrap());
+    }
+    ids
+}
+
+/// Memberson's counters, read from its admin route as any outside checker would.
+async fn memberson_stats(sim: &SimHandle) -> Value {
+    reqwest::get(format!("{}/_sim/stats", sim.memberson_url()))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn stat(stats: &Value, path: &[&str]) -> u64 {
+    let mut v = stats;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_u64().unwrap_or(0)
+}
+
+/// Waits for `ids` to finish; asserts that every one was confirmed and that the money
+/// invariant holds against the simulators' ledgers.
+async fn assert_confirmed(ports: &Backend, sim: &SimHandle, ids: &[SagaId], what: &str) {
+    let states = support::wait_all(ports, ids, Duration::from_secs(40)).await;
+    let (counts, violations) = support::verdict(&states, &sim.ledger());
+    assert_eq!(
+        counts.get(StatusKind::Confirmed.as_str()),
+        Some(&ids.len()),
+        "{what}: every saga confirmed: {counts:?}"
+    );
+    assert!(violations.is_empty(), "{what}: {violations:?}");
+}
+
+async fn rotate(endpoint: &str, prefix: &str, sim: &SimHandle) -> Value {
+    let (e, p, url) = (
+        endpoint.to_owned(),
+        prefix.to_owned(),
+        sim.memberson_url().to_owned(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        como(
+            &e,
+            &p,
+            &["rotate-tokens", "--memberson-url", &url, "--json"],
+        )
+    })
+    .await
+    .unwrap();
+    json_of(&out)
+}
+
+/// The CRM worker on AWS takes its Memberson token from the secret and never mints one:
+/// started before the first rotation, it says which secret is empty and which command fills it,
+/// keeps running, and its commands wait; once `rotate-tokens` runs, they complete. After
+/// Memberson revokes that token (the simulator's admin route), the worker's next call is
+/// refused with 401; the next rotation lands, the worker reads the secret again, and the sagas
+/// complete with the new token, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_worker_takes_its_token_from_the_secret_and_rereads_it_after_a_401() {
+    let started = Instant::now();
+    let endpoint = tokio::task::spawn_blocking(|| testing::moto().endpoint.clone())
+        .await
+        .unwrap();
+    let prefix = testing::unique_prefix("tokens");
+    let sim = Simulators::start(SimConfig::default()).await.unwrap();
+    let boot = {
+        let (e, p) = (endpoint.clone(), prefix.clone());
+        tokio::task::spawn_blocking(move || como(&e, &p, &["infra", "bootstrap"]))
+            .await
+            .unwrap()
+    };
+    assert!(
+        boot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&boot.stderr)
+    );
+    let sdk = testing::sdk_config(&endpoint).await;
+    let backend = AwsBackend::connect_with(
+        &sdk,
+        AwsConfig {
+            prefix: prefix.clone(),
+            ..AwsConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ports = backend.ports();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut crm = AwsRole::start(&["worker", "crm"], &endpoint, &prefix, &sim, dir.path());
+    let _roles = [
+        AwsRole::start(&["orchestrator"], &endpoint, &prefix, &sim, dir.path()),
+        AwsRole::start(
+            &["worker", "sevenrooms"],
+            &endpoint,
+            &prefix,
+            &sim,
+            dir.path(),
+        ),
+    ];
+
+    // 1. No token yet: the worker says so, naming the secret and the command, and stays up.
+    let secret = format!("{prefix}/memberson-token");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !crm.output().contains(&secret) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let said = crm.output();
+    assert!(
+        said.contains(&secret)
+            && said.contains("no current version")
+            && said.contains("como-saga rotate-tokens --backend aws"),
+        "the worker names the empty secret and the command that fills it: {said}"
+    );
+    let early = submit_all(&ports, &sure_bookings(3, "early")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        crm.running(),
+        "the worker waits, it does not exit: {}",
+        crm.output()
+    );
+    for id in &early {
+        let state = ports.store.get(*id).await.unwrap().map(|v| v.value);
+        let kind = state.as_ref().map(|s| s.status.kind());
+        assert!(
+            kind.is_none_or(|k| !k.is_terminal()),
+            "a saga waits for the token rather than ending: {kind:?}"
+        );
+    }
+    let before = memberson_stats(&sim).await;
+    assert_eq!(
+        stat(&before, &["requests", "redeem"]),
+        0,
+        "nothing redeemed without a token: {before}"
+    );
+
+    // 2. The first rotation: the waiting sagas complete, with no restart.
+    let first = rotate(&endpoint, &prefix, &sim).await;
+    assert_eq!(first["promoted"], true, "{first}");
+    assert_confirmed(&ports, &sim, &early, "after the first rotation").await;
+
+    // 3. Memberson revokes that token: the worker is refused (401) and waits for a rotation.
+    let stats = memberson_stats(&sim).await;
+    let refused_before = stat(&stats, &["unauthorized"]);
+    reqwest::Client::new()
+        .post(format!("{}/_sim/tokens/expire", sim.memberson_url()))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let revoked = submit_all(&ports, &sure_bookings(4, "revoked")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stat(&memberson_stats(&sim).await, &["unauthorized"]) == refused_before {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked token was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 4. The next rotation lands: the worker reads the secret again and the sagas complete.
+    let second = rotate(&endpoint, &prefix, &sim).await;
+    assert_eq!(second["promoted"], true, "{second}");
+    assert_ne!(first["version_id"], second["version_id"]);
+    assert_confirmed(&ports, &sim, &revoked, "after the second rotation").await;
+
+    // 5. From now on the worker calls with the new token: more sagas, and no more 401s.
+    let after = memberson_stats(&sim).await;
+    let more = submit_all(&ports, &sure_bookings(3, "after")).await;
+    assert_confirmed(&ports, &sim, &more, "with the new token").await;
+    let end = memberson_stats(&sim).await;
+    assert_eq!(
+        stat(&end, &["unauthorized"]),
+        stat(&after, &["unauthorized"]),
+        "no 401 once the new token is read: {end}"
+    );
+    // Only the two rotations minted tokens (each with one authenticate call): the worker
+    // never authenticated itself, so every call it made since step 4 carried the only token
+    // Memberson still accepts, the second rotation's.
+    assert_eq!(stat(&end, &["tokens_issued"]), 2, "{end}");
+    assert_eq!(stat(&end, &["requests", "authenticate"]), 2, "{end}");
+    assert!(crm.running());
+    eprintln!(
+        "token test took {:?}; the CRM worker said:\n{}",
+        started.elapsed(),
+        crm.output()
     );
     let _ = sim.shutdown().await;
 }

@@ -310,6 +310,13 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     settings.sevenrooms.rate_limit_per_second = 1_000_000;
     let backend = stack::open_backend(&settings)?;
     let ports = backend.ports.clone();
+    if settings.backend == crate::settings::BackendKind::Aws {
+        // The CRM worker reads its Memberson token from the secret: one these simulators
+        // issued.
+        crate::cmd::rotate_tokens::ensure_token(&settings, ports.secrets.as_ref())
+            .await
+            .context("cannot put a Memberson token in the secret store")?;
+    }
     let recorder = Arc::new(Recorder::new());
 
     let shutdown = CancellationToken::new();
@@ -320,9 +327,10 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
     for worker in Worker::ALL {
         let observer = Arc::clone(&recorder);
-        let runtime = stack::worker(&ports, stack::handler(&settings, worker)?).with_observer(
-            Arc::new(move |id: &CommandId, d: Duration| observer.handled(id, d)),
-        );
+        let runtime = stack::worker(&ports, stack::handler(&settings, worker, &ports)?)
+            .with_observer(Arc::new(move |id: &CommandId, d: Duration| {
+                observer.handled(id, d)
+            }));
         tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
     }
 

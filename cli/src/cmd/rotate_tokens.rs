@@ -9,8 +9,11 @@
 //!    and the current version stays;
 //! 4. finish: promote the pending version to current.
 //!
-//! Workers read the token through `SecretTokenSource` and read the current version again when
-//! Memberson answers 401, so a rotation needs no restart.
+//! Workers on the AWS backend read the token through `SecretTokenSource` (see
+//! `stack::memberson_client`) and read the current version again when Memberson answers 401, so
+//! a rotation needs no restart. [`rotate_once`] is the rotation itself; [`ensure_token`] (used
+//! by `up`, whose simulators are new on every run) rotates only when the secret has no token
+//! that Memberson accepts.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use como_backend_aws::names;
+use como_ports::SecretStore;
 use como_workers::clients::memberson::{MembersonAuthenticator, MembersonClient};
 use como_workers::clients::token::{Token, TokenError, TokenMinter, TokenSource};
 use como_workers::clients::{CallPolicy, Deadline, Outcome};
@@ -65,16 +69,34 @@ pub fn run(args: RotateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn rotate(args: RotateArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let m = &settings.memberson;
-    let url = m
-        .base_url
-        .clone()
-        .context("no Memberson URL: set --memberson-url or COMO_SAGA_MEMBERSON_URL")?;
     let backend = stack::open_backend(&settings)?;
-    let secrets = backend.ports.secrets.clone();
+    let rotated = rotate_once(&settings, backend.ports.secrets.as_ref(), &args.test_member).await;
+    backend.close().await;
+    let version = rotated?;
+    let name = names::MEMBERSON_TOKEN_SECRET;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"secret": name, "version_id": version, "promoted": true})
+        );
+    } else {
+        println!("rotated {name}: version {version} is current");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One rotation of the Memberson token secret in `secrets` (the four steps above), against the
+/// Memberson of `settings`, tested by reading `test_member`'s summary. Returns the version
+/// made current.
+pub async fn rotate_once(
+    settings: &Settings,
+    secrets: &dyn SecretStore,
+    test_member: &str,
+) -> anyhow::Result<String> {
+    let m = &settings.memberson;
+    let url = memberson_url(settings)?;
     let name = names::MEMBERSON_TOKEN_SECRET;
     let http = reqwest::Client::new();
-    let deadline = || Deadline::after(Duration::from_secs(30));
 
     // 1. create
     let minter = MembersonAuthenticator::new(
@@ -95,6 +117,82 @@ async fn rotate(args: RotateArgs, settings: Settings) -> anyhow::Result<ExitCode
     // 2. set: Memberson issued the token; there is nothing to register.
 
     // 3. test
+    if let Err(outcome) = test_token(settings, http, &url, token, test_member).await {
+        anyhow::bail!(
+            "the new token failed its test ({outcome}); version {version} stays pending, the current version stays current"
+        );
+    }
+
+    // 4. finish
+    secrets
+        .promote(name, &version)
+        .await
+        .context("cannot promote the new version")?;
+    Ok(version)
+}
+
+/// What [`ensure_token`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// The secret's current token works against this Memberson.
+    Current,
+    /// The secret had no current token: one rotation made `version_id` current.
+    RotatedNone { version_id: String },
+    /// Memberson refused the secret's current token (one this Memberson never issued, such
+    /// as a token of an earlier run's simulators): one rotation made `version_id` current.
+    RotatedRefused { version_id: String },
+}
+
+/// Makes sure the Memberson token secret holds a token that the Memberson of `settings`
+/// accepts, rotating once when it does not. For `up` on the AWS backend: its simulators are
+/// new on every run, and its workers read the token from the secret rather than minting one.
+pub async fn ensure_token(
+    settings: &Settings,
+    secrets: &dyn SecretStore,
+) -> anyhow::Result<TokenCheck> {
+    let name = names::MEMBERSON_TOKEN_SECRET;
+    let member = como_simulators::seed::MEMBER_RICH;
+    let current = secrets
+        .current(name)
+        .await
+        .with_context(|| format!("cannot read the secret {name}"))?;
+    let Some(current) = current else {
+        let version_id = rotate_once(settings, secrets, member).await?;
+        return Ok(TokenCheck::RotatedNone { version_id });
+    };
+    let url = memberson_url(settings)?;
+    let token = Token::new(current.value, None);
+    match test_token(settings, reqwest::Client::new(), &url, token, member).await {
+        Ok(()) => Ok(TokenCheck::Current),
+        Err(_) => {
+            let version_id = rotate_once(settings, secrets, member).await?;
+            Ok(TokenCheck::RotatedRefused { version_id })
+        }
+    }
+}
+
+fn memberson_url(settings: &Settings) -> anyhow::Result<String> {
+    settings
+        .memberson
+        .base_url
+        .clone()
+        .context("no Memberson URL: set --memberson-url or COMO_SAGA_MEMBERSON_URL")
+}
+
+fn deadline() -> Deadline {
+    Deadline::after(Duration::from_secs(30))
+}
+
+/// Reads `member`'s summary with `token` and nothing else: `Ok` when Memberson took the token
+/// (it answered, or refused the read on business grounds), else the outcome as text.
+async fn test_token(
+    settings: &Settings,
+    http: reqwest::Client,
+    url: &str,
+    token: Token,
+    member: &str,
+) -> Result<(), String> {
+    let m = &settings.memberson;
     let pending = Arc::new(Pending {
         token,
         refused: AtomicBool::new(false),
@@ -107,31 +205,15 @@ async fn rotate(args: RotateArgs, settings: Settings) -> anyhow::Result<ExitCode
         pending.clone(),
         CallPolicy::default(),
     );
-    let outcome = client.member_summary(&args.test_member, deadline()).await;
+    let outcome = client.member_summary(member, deadline()).await;
     let accepted = !pending.refused.load(Ordering::SeqCst)
         && matches!(
             outcome,
             Outcome::Success(_) | Outcome::BusinessFailure { .. }
         );
-    if !accepted {
-        anyhow::bail!(
-            "the new token failed its test ({outcome:?}); version {version} stays pending, the current version stays current"
-        );
-    }
-
-    // 4. finish
-    secrets
-        .promote(name, &version)
-        .await
-        .context("cannot promote the new version")?;
-    backend.close().await;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"secret": name, "version_id": version, "promoted": true})
-        );
+    if accepted {
+        Ok(())
     } else {
-        println!("rotated {name}: version {version} is current");
+        Err(format!("{outcome:?}"))
     }
-    Ok(ExitCode::SUCCESS)
 }

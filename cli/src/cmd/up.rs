@@ -13,9 +13,10 @@ use como_schemas::{SagaId, Worker};
 use como_simulators::{SimConfig, Simulators};
 use tokio_util::sync::CancellationToken;
 
+use crate::cmd::rotate_tokens::TokenCheck;
 use crate::demo;
 use crate::report::{self, Summary};
-use crate::settings::{CommonArgs, DownstreamArgs, Settings};
+use crate::settings::{BackendKind, CommonArgs, DownstreamArgs, Settings};
 use crate::stack;
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +72,23 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     settings.sevenrooms.base_url = Some(sim.sevenrooms_url().to_owned());
     let backend = stack::open_backend(&settings)?;
     let ports = backend.ports.clone();
+    if settings.backend == BackendKind::Aws {
+        // The CRM worker reads its Memberson token from the secret, never mints one: fill the
+        // secret first when it holds no token these (new) simulators accept.
+        let check = crate::cmd::rotate_tokens::ensure_token(&settings, ports.secrets.as_ref())
+            .await
+            .context("cannot put a Memberson token in the secret store")?;
+        let secret = como_backend_aws::names::MEMBERSON_TOKEN_SECRET;
+        say(match check {
+            TokenCheck::Current => format!("the {secret} secret holds a token Memberson accepts"),
+            TokenCheck::RotatedNone { version_id } => format!(
+                "the {secret} secret had no token yet: rotated it once (version {version_id} is current)"
+            ),
+            TokenCheck::RotatedRefused { version_id } => format!(
+                "Memberson refused the token in the {secret} secret: rotated it once (version {version_id} is current)"
+            ),
+        });
+    }
 
     let shutdown = CancellationToken::new();
     stack::cancel_on_signal(shutdown.clone());
@@ -79,7 +97,7 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
     for worker in Worker::ALL {
-        let runtime = stack::worker(&ports, stack::handler(&settings, worker)?);
+        let runtime = stack::worker(&ports, stack::handler(&settings, worker, &ports)?);
         tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
     }
 

@@ -38,8 +38,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&args.common, &args.downstreams)?;
     let worker = Worker::from(args.kind);
     stack::runtime()?.block_on(async {
-        let handler = stack::handler(&settings, worker)?;
         let backend = stack::open_backend(&settings)?;
+        let handler = stack::handler(&settings, worker, &backend.ports)?;
         println!(
             "worker {worker}: database {}, calling {}",
             settings.database.display(),

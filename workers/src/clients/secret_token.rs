@@ -4,6 +4,7 @@
 //! after a 401, reads the current version again, so a worker picks up a rotation the moment
 //! its old token is refused. Works on either backend (it only needs the `SecretStore` port).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,6 +27,14 @@ pub struct SecretTokenSource {
     cached: RwLock<Option<(Token, Instant)>>,
     // One read at a time; the others wait for it and share its answer.
     reading: tokio::sync::Mutex<()>,
+    /// What to do when the secret has no token: added to the error and the log line.
+    hint: String,
+    /// The last read found no current version (logged once, not on every command).
+    missing: AtomicBool,
+    /// The last read failed (logged once).
+    unreadable: AtomicBool,
+    /// The current version was refused and no rotation has landed since (logged once).
+    waiting: AtomicBool,
 }
 
 impl SecretTokenSource {
@@ -36,7 +45,18 @@ impl SecretTokenSource {
             max_age,
             cached: RwLock::new(None),
             reading: tokio::sync::Mutex::new(()),
+            hint: "run `como-saga rotate-tokens`".to_owned(),
+            missing: AtomicBool::new(false),
+            unreadable: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
         }
+    }
+
+    /// What an operator should do when the secret holds no token yet (which secret it is,
+    /// which command fills it): part of the error every call gets meanwhile, and logged.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = hint.into();
+        self
     }
 
     fn cached(&self) -> Option<(Token, Instant)> {
@@ -47,24 +67,49 @@ impl SecretTokenSource {
     }
 
     async fn read_current(&self) -> Result<Token, TokenError> {
-        let current = self
-            .secrets
-            .current(&self.name)
-            .await
-            .map_err(|e| TokenError::Unavailable {
-                reason: format!("cannot read the secret {}: {e}", self.name),
-                retry_after: None,
-            })?
-            .ok_or_else(|| TokenError::Unavailable {
-                reason: format!(
-                    "the secret {} has no current version yet (run `como-saga rotate-tokens`)",
-                    self.name
-                ),
+        let current = match self.secrets.current(&self.name).await {
+            Ok(current) => {
+                self.unreadable.store(false, Ordering::Relaxed);
+                current
+            }
+            Err(e) => {
+                let reason = format!("cannot read the secret {}: {e}", self.name);
+                if !self.unreadable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("no Memberson token: {reason}");
+                }
+                return Err(TokenError::Unavailable {
+                    reason,
+                    retry_after: None,
+                });
+            }
+        };
+        let Some(current) = current else {
+            let reason = format!(
+                "the secret {} has no current version yet ({})",
+                self.name, self.hint
+            );
+            if !self.missing.swap(true, Ordering::Relaxed) {
+                tracing::error!("no Memberson token: {reason}");
+            }
+            return Err(TokenError::Unavailable {
+                reason,
                 retry_after: Some(AFTER_REFUSAL),
-            })?;
+            });
+        };
+        if self.missing.swap(false, Ordering::Relaxed) {
+            tracing::info!(secret = %self.name, "the secret has a current version now");
+        }
         let token = Token::new(current.value, None);
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) =
-            Some((token.clone(), Instant::now()));
+        let previous = self
+            .cached
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((token.clone(), Instant::now()));
+        if previous.is_some_and(|(p, _)| p.value != token.value)
+            && self.waiting.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(secret = %self.name, "a rotated token is current; using it");
+        }
         Ok(token)
     }
 }
@@ -96,6 +141,13 @@ impl TokenSource for SecretTokenSource {
         let current = self.read_current().await?;
         if current.value == rejected.value {
             // Not rotated yet: retrying with the same token would only be refused again.
+            if !self.waiting.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    secret = %self.name,
+                    "Memberson refused the current token; waiting for a rotation ({})",
+                    self.hint
+                );
+            }
             return Err(TokenError::Unavailable {
                 reason: format!(
                     "the current version of {} was refused; waiting for a rotation",
@@ -201,6 +253,27 @@ mod tests {
         let fresh = source.refresh(&first, deadline).await.unwrap();
         assert_eq!(&*fresh.value, "second", "a 401 picks up the rotation");
         assert_eq!(&*source.token(deadline).await.unwrap().value, "second");
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_says_what_to_run() {
+        let store = Arc::new(Memory::default());
+        let source = SecretTokenSource::new(store.clone(), "t", Duration::from_secs(3600))
+            .with_hint("run `rotate now`");
+        let deadline = Deadline::after(Duration::from_secs(5));
+        match source.token(deadline).await {
+            Err(TokenError::Unavailable {
+                reason,
+                retry_after: Some(_),
+            }) => assert!(
+                reason.contains("the secret t has no current version")
+                    && reason.contains("run `rotate now`"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        rotate(&store, "first").await;
+        assert_eq!(&*source.token(deadline).await.unwrap().value, "first");
     }
 
     #[tokio::test]
