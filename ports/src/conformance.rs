@@ -594,6 +594,7 @@ pub mod store {
             events: vec![event(&other, 7)],
             history: vec![history_entry(&other, 9, "loser")],
             ack: None,
+            answers: None,
         };
         let again = s.store.create(&other, effects).await.expect("create");
         assert_eq!(again, CreateOutcome::Exists);
@@ -639,6 +640,7 @@ pub mod store {
             events: vec![event(&next, 1)],
             history: vec![history_entry(&next, next.transitions, "reply")],
             ack: Some((QueueName::Replies, input.receipt.clone())),
+            answers: None,
         };
 
         for wrong in [0, 2, 7] {
@@ -751,6 +753,7 @@ pub mod store {
                     events: d.events.clone(),
                     history: d.history.clone(),
                     ack: Some((QueueName::Requests, request.receipt)),
+                    answers: None,
                 },
             )
             .await
@@ -786,6 +789,7 @@ pub mod store {
                     events: vec![event(&next, 9)],
                     history: more.clone(),
                     ack: Some((crm, command.receipt)),
+                    answers: None,
                 },
             )
             .await
@@ -887,10 +891,12 @@ pub mod store {
         let mut all: Vec<SagaState> = Vec::new();
         for i in 0..23u32 {
             let status = statuses[i as usize % statuses.len()];
-            // Pairs share an updated_at: the order must break ties the same on every page.
-            let updated = base.plus_ms(u64::from(i / 2) * 1_000);
+            // Pairs share a start: the order must break ties the same on every page. The
+            // updates come in another order than the starts.
+            let began = base.plus_ms(u64::from(i / 2) * 1_000);
+            let updated = began.plus_ms(u64::from((i * 7) % 5) * 900);
             let st = shaped(
-                started(100 + i, base).state,
+                started(100 + i, began).state,
                 status,
                 i as usize % 4,
                 updated,
@@ -921,8 +927,8 @@ pub mod store {
             let expect: BTreeSet<SagaId> = want.iter().map(|x| x.saga_id).collect();
             assert_eq!(unique, expect, "{name}: the wrong sagas");
             assert!(
-                got.windows(2).all(|w| w[0].updated_at >= w[1].updated_at),
-                "{name}: most recently updated first"
+                got.windows(2).all(|w| w[0].started_at >= w[1].started_at),
+                "{name}: most recently started first"
             );
         };
 
@@ -995,9 +1001,9 @@ pub mod store {
             })
             .await
             .expect("query");
-        let newest = all.iter().max_by_key(|x| x.updated_at).expect("sagas");
+        let newest = all.iter().max_by_key(|x| x.started_at).expect("sagas");
         assert_eq!(one.items.len(), 1);
-        assert_eq!(one.items[0].updated_at, newest.updated_at);
+        assert_eq!(one.items[0].started_at, newest.started_at);
         assert_eq!(one.items[0].version, 1);
         assert!(one.next_cursor.is_some());
     }

@@ -34,6 +34,10 @@ pub struct Effects {
     pub history: Vec<HistoryEntry>,
     /// The message whose handling this write completes.
     pub ack: Option<(QueueName, Receipt)>,
+    /// The command whose reply brought this write, if a reply did. A store that sends after it
+    /// writes may take the reply as proof that the command (and what was delivered before it)
+    /// went out.
+    pub answers: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +132,9 @@ pub trait SagaStore: Send + Sync {
 
     async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>>;
 
-    /// Sagas matching `query`, most recently updated first.
+    /// Sagas matching `query`, most recently started first (an order that a saga's progress
+    /// does not change, so that an index on it is written only when a saga starts or changes
+    /// status).
     async fn query(&self, query: &SagaQuery) -> PortResult<SagaPage>;
 
     /// A saga's history, oldest first.

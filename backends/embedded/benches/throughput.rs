@@ -259,6 +259,7 @@ fn saga_bench(c: &mut Criterion) {
                                 events: vec![event(&s)],
                                 history: vec![history(&s)],
                                 ack: None,
+                                answers: None,
                             };
                             ports.store.create(&s, effects).await.expect("create");
                             for v in 1..=UPDATES {
@@ -271,6 +272,7 @@ fn saga_bench(c: &mut Criterion) {
                                     events: vec![event(&s)],
                                     history: vec![history(&s), history(&s)],
                                     ack: None,
+                                    answers: None,
                                 };
                                 let out = ports.store.update(&s, v, effects).await.expect("update");
                                 assert!(matches!(out, UpdateOutcome::Updated { .. }));
@@ -364,6 +366,7 @@ fn saga_bench(c: &mut Criterion) {
                                     events: vec![event(&s)],
                                     history: vec![history(&s)],
                                     ack: Some((QueueName::Replies, d.receipt)),
+                                    answers: None,
                                 };
                                 let out = ports
                                     .store

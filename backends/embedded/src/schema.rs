@@ -70,8 +70,11 @@ CREATE TABLE IF NOT EXISTS sagas (
     history_head INTEGER,
     state       TEXT    NOT NULL
 );
--- Covers the dashboard's lists (status, age, step) without touching the large rows.
-CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status, updated_at, step);
+-- The dashboard's lists, newest first by status. Keyed by when the saga started, which never
+-- changes, so a transition rewrites the entry only when the status changes. (Files written
+-- before this index was keyed by `updated_at`, whose entry moved on every transition.)
+DROP INDEX IF EXISTS sagas_status;
+CREATE INDEX IF NOT EXISTS sagas_by_status ON sagas (status, started_at);
 CREATE INDEX IF NOT EXISTS sagas_wake ON sagas (wake_at) WHERE wake_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS history (

@@ -1,9 +1,10 @@
 //! The saga store port on the `sagas`, `history` and `events` tables: a saga write and its
 //! effects (history, events, commands, the input's acknowledgement) commit in one transaction.
 //!
-//! Lists are ordered by `(updated_at desc, rowid desc)`: the row id never changes for a saga,
-//! so the cursor `"<updated_at>.<rowid>"` pages through a stable order, and the index on
-//! `(status, updated_at, step)` answers the filters without reading the large rows.
+//! Lists are ordered by `(started_at desc, rowid desc)`: neither changes for a saga, so the
+//! cursor `"<started_at>.<rowid>"` pages through a stable order, and the index on
+//! `(status, started_at)` is written when a saga starts and when its status changes, not on
+//! every transition.
 
 use async_trait::async_trait;
 use como_engine::{HistoryEntry, SagaState, StatusKind};
@@ -89,20 +90,20 @@ fn decode_state(text: &str) -> PortResult<SagaState> {
 }
 
 struct Cursor {
-    updated_at: i64,
+    started_at: i64,
     rowid: i64,
 }
 
 impl Cursor {
     fn encode(&self) -> String {
-        format!("{}.{}", self.updated_at, self.rowid)
+        format!("{}.{}", self.started_at, self.rowid)
     }
 
     fn parse(s: &str) -> PortResult<Self> {
         let invalid = || PortError::Invalid(format!("{s:?} is not a cursor of this store"));
         let (u, r) = s.split_once('.').ok_or_else(invalid)?;
         Ok(Self {
-            updated_at: u.parse().map_err(|_| invalid())?,
+            started_at: u.parse().map_err(|_| invalid())?,
             rowid: r.parse().map_err(|_| invalid())?,
         })
     }
@@ -174,14 +175,18 @@ impl SagaStore for EmbeddedPorts {
         }
         if let Some(before) = query.updated_before {
             args.push(Value::Integer(before.as_millis()));
-            filter.push_str(&format!(" AND updated_at < ?{}", args.len()));
+            // A saga updated before then started before then too: the index narrows it.
+            filter.push_str(&format!(
+                " AND updated_at < ?{n} AND started_at < ?{n}",
+                n = args.len()
+            ));
         }
         if let Some(cursor) = &query.cursor {
             let c = Cursor::parse(cursor)?;
-            args.push(Value::Integer(c.updated_at));
+            args.push(Value::Integer(c.started_at));
             args.push(Value::Integer(c.rowid));
             filter.push_str(&format!(
-                " AND (updated_at, rowid) < (?{}, ?{})",
+                " AND (started_at, rowid) < (?{}, ?{})",
                 args.len() - 1,
                 args.len()
             ));
@@ -189,10 +194,10 @@ impl SagaStore for EmbeddedPorts {
         // One more than a page, to know whether there is a next one.
         args.push(Value::Integer(codec::limit(page + 1)));
         let sql = format!(
-            "SELECT s.rowid, s.updated_at, s.version, s.state FROM sagas AS s
+            "SELECT s.rowid, s.started_at, s.version, s.state FROM sagas AS s
              WHERE s.rowid IN (SELECT rowid FROM sagas WHERE 1 = 1{filter}
-                               ORDER BY updated_at DESC, rowid DESC LIMIT ?{})
-             ORDER BY s.updated_at DESC, s.rowid DESC",
+                               ORDER BY started_at DESC, rowid DESC LIMIT ?{})
+             ORDER BY s.started_at DESC, s.rowid DESC",
             args.len()
         );
         self.readers
@@ -216,7 +221,7 @@ impl SagaStore for EmbeddedPorts {
                     ));
                     last = Some(Cursor {
                         rowid: row.get(0).map_err(db_error)?,
-                        updated_at: row.get(1).map_err(db_error)?,
+                        started_at: row.get(1).map_err(db_error)?,
                     });
                 }
                 Ok(SagaPage {

@@ -347,6 +347,7 @@ async fn crash_child(path: &str) {
                         history: Vec::new(),
                         events: Vec::new(),
                         ack: None,
+                        answers: None,
                     };
                     ports.store.create(&s, effects).await.expect("create");
                 } else {
