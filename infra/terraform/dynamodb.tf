@@ -37,16 +37,16 @@ resource "aws_dynamodb_table" "sagas" {
     name               = local.status_index
     hash_key           = "gs_pk"
     range_key          = "gs_sk"
-    projection_type    = "INCLUDE"
-    non_key_attributes = local.status_index_projection
+    projection_type    = length(local.status_index_projection) == 0 ? "KEYS_ONLY" : "INCLUDE"
+    non_key_attributes = length(local.status_index_projection) == 0 ? null : local.status_index_projection
   }
 
   global_secondary_index {
     name               = local.due_index
     hash_key           = "due_pk"
     range_key          = "due_sk"
-    projection_type    = "INCLUDE"
-    non_key_attributes = local.due_index_projection
+    projection_type    = length(local.due_index_projection) == 0 ? "KEYS_ONLY" : "INCLUDE"
+    non_key_attributes = length(local.due_index_projection) == 0 ? null : local.due_index_projection
   }
 
   ttl {

@@ -10,8 +10,8 @@ locals {
   status_index            = "by-status"
   due_index               = "by-due"
   ttl_attribute           = "expires_at"
-  status_index_projection = ["sum", "step"]
-  due_index_projection    = ["dt", "wk"]
+  status_index_projection = []
+  due_index_projection    = []
   bus                     = "bus"
   booking_rule            = "booking-requested"
   booking_target_id       = "requests-queue"

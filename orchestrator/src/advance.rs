@@ -89,7 +89,10 @@ pub async fn advance(
             }
             return Ok(Advanced::Unchanged);
         }
-        let effects = effects_of(&decision, ack.clone())?;
+        let mut effects = effects_of(&decision, ack.clone())?;
+        if let Input::Reply { reply } = input {
+            effects.answers = Some(reply.command_id.as_str().to_owned());
+        }
         match ports
             .store
             .update(&decision.state, stored.version, effects)
@@ -137,5 +140,6 @@ pub fn effects_of(
         events: decision.events.clone(),
         history: decision.history.clone(),
         ack,
+        answers: None,
     })
 }

@@ -308,7 +308,11 @@ fn index(
     range: &str,
     projected: &[&str],
 ) -> Result<GlobalSecondaryIndex, BootstrapError> {
-    let mut projection = Projection::builder().projection_type(ProjectionType::Include);
+    let mut projection = Projection::builder().projection_type(if projected.is_empty() {
+        ProjectionType::KeysOnly
+    } else {
+        ProjectionType::Include
+    });
     for p in projected {
         projection = projection.non_key_attributes(*p);
     }
@@ -321,9 +325,10 @@ fn index(
         .map_err(|e| fail("index", e))
 }
 
-/// The attributes each index projects besides its keys (the Terraform projects the same).
-pub const STATUS_INDEX_PROJECTION: [&str; 2] = ["sum", "step"];
-pub const DUE_INDEX_PROJECTION: [&str; 2] = ["dt", "wk"];
+/// The attributes each index projects besides its keys (the Terraform projects the same):
+/// none, so that a write changing only the state costs no index write.
+pub const STATUS_INDEX_PROJECTION: [&str; 0] = [];
+pub const DUE_INDEX_PROJECTION: [&str; 0] = [];
 
 async fn ensure_table(
     dynamo: &aws_sdk_dynamodb::Client,

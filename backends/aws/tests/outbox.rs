@@ -82,6 +82,7 @@ async fn the_sweep_carries_out_an_outbox_left_behind() {
         events: events.clone(),
         history: history.clone(),
         ack: None,
+        answers: None,
     };
     let failed = first.ports().store.create(&state, effects).await;
     assert!(failed.is_err(), "the send could not happen: {failed:?}");
@@ -95,9 +96,10 @@ async fn the_sweep_carries_out_an_outbox_left_behind() {
         .unwrap()
         .expect("the write committed");
     assert_eq!(stored.version, 1);
-    assert!(
-        ports.store.history(id).await.unwrap().is_empty(),
-        "not carried out yet"
+    assert_eq!(
+        ports.store.history(id).await.unwrap(),
+        history,
+        "the history is kept by the write itself"
     );
     assert!(bodies(&ports, CRM).await.is_empty());
 
@@ -146,6 +148,7 @@ async fn the_next_write_carries_an_earlier_outbox_forward() {
                 events,
                 history: history.clone(),
                 ack: None,
+                answers: None,
             },
         )
         .await;
