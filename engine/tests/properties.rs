@@ -340,7 +340,10 @@ impl World {
         // Stores keep the state as JSON that leaves defaults out: reading it back loses nothing.
         let json = serde_json::to_string(&d.state).expect("a state encodes");
         let read: SagaState = serde_json::from_str(&json).expect("a stored state decodes");
-        assert_eq!(read, d.state, "the state changed through its stored form: {json}");
+        assert_eq!(
+            read, d.state,
+            "the state changed through its stored form: {json}"
+        );
         self.state = Some(d.state);
         true
     }

@@ -290,9 +290,7 @@ impl WorkerRuntime {
         self.ports
             .records
             .complete(
-                record
-                    .as_deref()
-                    .map(|r| (command.command_id.as_str(), r)),
+                record.as_deref().map(|r| (command.command_id.as_str(), r)),
                 vec![(QueueName::Replies, message)],
                 ack,
             )

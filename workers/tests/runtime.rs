@@ -187,7 +187,12 @@ async fn a_duplicate_of_a_succeeded_redeem_asks_again_and_changes_nothing() {
     let first = deliver(&r.ports, body.clone()).await;
     r.worker.handle(&first).await.unwrap();
     assert!(
-        r.ports.records.get(cmd.command_id.as_str()).await.unwrap().is_none(),
+        r.ports
+            .records
+            .get(cmd.command_id.as_str())
+            .await
+            .unwrap()
+            .is_none(),
         "a success that repeats safely is not recorded"
     );
     let second = deliver(&r.ports, body).await;
@@ -203,10 +208,18 @@ async fn a_duplicate_of_a_succeeded_redeem_asks_again_and_changes_nothing() {
         got[0].outcome, got[1].outcome,
         "Memberson answers the same ReceiptNo with the first redemption"
     );
-    assert_eq!(redeem_calls(&r.sim), 2, "the duplicate asked Memberson again");
+    assert_eq!(
+        redeem_calls(&r.sim),
+        2,
+        "the duplicate asked Memberson again"
+    );
     let member = r.sim.memberson_ledger();
     let m = member.member(seed::MEMBER_RICH).unwrap();
-    assert_eq!(m.redemptions.len(), 1, "one redemption however often it is asked");
+    assert_eq!(
+        m.redemptions.len(),
+        1,
+        "one redemption however often it is asked"
+    );
     assert_eq!(r.worker.stats().snapshot().replayed, 0);
     assert_commands_acknowledged(&r.ports).await;
 }

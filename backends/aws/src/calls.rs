@@ -25,6 +25,16 @@ impl Calls {
         *map.entry((service, operation)).or_insert(0) += 1;
     }
 
+    /// Adds `n` to a count that is not a call: the write units DynamoDB bills (table and
+    /// indexes), estimated where the write is made from the item's size and what changed in
+    /// its index keys (moto reports no consumed capacity).
+    pub fn add(&self, service: &'static str, what: &'static str, n: u64) {
+        if n > 0 {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            *map.entry((service, what)).or_insert(0) += n;
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<ApiCall> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()

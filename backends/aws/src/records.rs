@@ -52,6 +52,9 @@ impl IdempotencyRecords for AwsPorts {
             let expires = self.clock.now().as_millis() / 1_000
                 + i64::try_from(self.config.record_retention.as_secs()).unwrap_or(i64::MAX / 2);
             self.clients.calls.count("dynamodb", "PutItem");
+            self.clients
+                .calls
+                .add("dynamodb", crate::store::TABLE_UNITS, 1);
             let put = self
                 .clients
                 .dynamo

@@ -62,6 +62,9 @@ struct Known {
     pending: Option<Outbox>,
     history: Vec<(u64, Vec<HistoryEntry>)>,
     due: Option<i64>,
+    /// The status the item is indexed under, and the item's size (for the write-unit count).
+    status: Option<StatusKind>,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -235,6 +238,7 @@ struct Stored {
     history: Vec<(u64, Vec<HistoryEntry>)>,
     /// The due time the item is indexed under.
     due: Option<i64>,
+    bytes: usize,
 }
 
 impl Stored {
@@ -243,9 +247,29 @@ impl Stored {
             pending: self.outbox.clone().filter(|o| o.version > self.marked),
             history: self.history.clone(),
             due: self.due,
+            status: Some(self.state.status.kind()),
+            bytes: self.bytes,
         }
     }
 }
+
+/// What DynamoDB bills for writing an item of `bytes`: one unit per KB, rounded up.
+fn units(bytes: usize) -> u64 {
+    u64::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u64::MAX)
+}
+
+/// What a change of one index key costs that index: a put, a delete, or both.
+fn index_units<T: PartialEq>(before: Option<T>, after: Option<T>) -> u64 {
+    match (before, after) {
+        (None, None) => 0,
+        (Some(a), Some(b)) if a == b => 0,
+        (Some(_), Some(_)) => 2,
+        _ => 1,
+    }
+}
+
+pub(crate) const TABLE_UNITS: &str = "write units: table (estimated)";
+pub(crate) const INDEX_UNITS: &str = "write units: indexes (estimated)";
 
 /// The command id a message body carries, if it is a command.
 fn command_id(body: &str) -> Option<String> {
@@ -312,7 +336,9 @@ impl AwsPorts {
         let due = get_s(saga, "due_sk")
             .and_then(|k| k.split_once('#'))
             .and_then(|(ms, _)| ms.parse().ok());
+        let bytes = item_bytes(saga);
         let stored = Stored {
+            bytes,
             version,
             state,
             outbox,
@@ -397,6 +423,7 @@ impl AwsPorts {
                 Err(()) => return Ok(None),
             },
         };
+        let (before_status, before_bytes) = (before.status, before.bytes);
         let carried = before
             .pending
             .filter(|o| !proven_by(o, effects.answers.as_deref()));
@@ -444,6 +471,7 @@ impl AwsPorts {
             item = self.saga_item(state, version, outbox.as_ref(), &history, due)?;
         }
 
+        let item_for_count = item.clone();
         self.clients.calls.count("dynamodb", "PutItem");
         let put = self
             .clients
@@ -467,6 +495,15 @@ impl AwsPorts {
             }
             Err(e) => return Err(unavailable("PutItem", e)),
         }
+        let bytes = item_bytes(&item_for_count);
+        let calls = &self.clients.calls;
+        // A replace costs the larger of the old and the new item.
+        calls.add("dynamodb", TABLE_UNITS, units(bytes.max(before_bytes)));
+        calls.add(
+            "dynamodb",
+            INDEX_UNITS,
+            index_units(before_status, Some(state.status.kind())) + index_units(before.due, due),
+        );
         self.store.remember(
             id,
             version,
@@ -474,6 +511,8 @@ impl AwsPorts {
                 pending: outbox.clone(),
                 history: history.clone(),
                 due,
+                status: Some(state.status.kind()),
+                bytes,
             },
         );
         if let Some(o) = &outbox {
@@ -481,7 +520,7 @@ impl AwsPorts {
             // A single command is proven delivered by its reply, which brings the next write;
             // anything else is marked now, so that it is not carried forward or re-sent.
             if o.sends.len() != 1 {
-                self.mark(id, version, real_wake).await?;
+                self.mark(id, version, real_wake, due, bytes).await?;
             }
             self.store.delivered(id, version);
         }
@@ -518,6 +557,9 @@ impl AwsPorts {
         item.insert("sk".into(), s(history_sk(version)));
         item.insert("h".into(), packed("history", &history)?);
         item.insert(names::TTL_ATTRIBUTE.into(), n(expires));
+        self.clients
+            .calls
+            .add("dynamodb", TABLE_UNITS, units(item_bytes(&item)));
         self.clients.calls.count("dynamodb", "PutItem");
         self.clients
             .dynamo
@@ -532,7 +574,17 @@ impl AwsPorts {
 
     /// The outbox of `version` is delivered: say so in the item (`m`), and index the saga by
     /// its own timer only.
-    async fn mark(&self, id: SagaId, version: u64, real_wake: Option<i64>) -> PortResult<()> {
+    async fn mark(
+        &self,
+        id: SagaId,
+        version: u64,
+        real_wake: Option<i64>,
+        indexed: Option<i64>,
+        bytes: usize,
+    ) -> PortResult<()> {
+        let calls = &self.clients.calls;
+        calls.add("dynamodb", TABLE_UNITS, units(bytes));
+        calls.add("dynamodb", INDEX_UNITS, index_units(indexed, real_wake));
         let update = self
             .clients
             .dynamo
@@ -577,7 +629,8 @@ impl AwsPorts {
             .then_some(stored.state.wake_at)
             .flatten()
             .map(|w| w.as_millis());
-        self.mark(id, stored.version, real_wake).await
+        self.mark(id, stored.version, real_wake, stored.due, stored.bytes)
+            .await
     }
 
     /// Up to `want` summaries that pass `keep`, from one index partition, newest first, below
