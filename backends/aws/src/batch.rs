@@ -1,6 +1,8 @@
 //! Coalescing sends and deletes across callers into SQS batches of up to 10. A call that finds
-//! no batch in flight starts one at once (no waiting for company, so a lone call is as fast
-//! as a direct one); calls made while a batch is in flight join the next one. Under load this
+//! no batch in flight starts one, after waiting the batcher's `linger` for company when the
+//! batch would not be full (none for sends by default, so a lone send is as fast as a direct
+//! one; 100 ms for deletes, which are off the saga's path); calls made while a batch is in
+//! flight join the next one. Under load this
 //! turns one request per message into one per ten, which is most of what SQS costs.
 //!
 //! The batches are flushed by a spawned task, not by a caller's future: a caller that is
@@ -54,15 +56,18 @@ pub struct Batcher {
     url: String,
     pending: Mutex<Vec<Waiting>>,
     flushing: AtomicBool,
+    /// How long a batch that would not be full waits for company.
+    linger: std::time::Duration,
 }
 
 impl Batcher {
-    pub fn new(clients: Arc<Clients>, url: String) -> Arc<Self> {
+    pub fn new(clients: Arc<Clients>, url: String, linger: std::time::Duration) -> Arc<Self> {
         Arc::new(Self {
             clients,
             url,
             pending: Mutex::new(Vec::new()),
             flushing: AtomicBool::new(false),
+            linger,
         })
     }
 
@@ -96,6 +101,9 @@ impl Batcher {
     async fn flush(self: Arc<Self>) {
         loop {
             loop {
+                if !self.linger.is_zero() && self.pending().len() < BATCH {
+                    tokio::time::sleep(self.linger).await;
+                }
                 let batch: Vec<Waiting> = {
                     let mut pending = self.pending();
                     let mut n = 0;

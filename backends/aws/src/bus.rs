@@ -47,8 +47,15 @@ pub fn selected(selection: EventSelection, event: &SagaEvent) -> bool {
     match selection {
         EventSelection::All => true,
         EventSelection::Milestones => !matches!(event.body, SagaEventBody::StepCompleted { .. }),
+        EventSelection::Outcomes => !matches!(
+            event.body,
+            SagaEventBody::StepCompleted { .. } | SagaEventBody::SagaStarted { .. }
+        ),
     }
 }
+
+/// The events sent, which EventBridge bills (not the calls).
+pub const EVENT_ENTRIES: &str = "events (entries)";
 
 impl AwsPorts {
     async fn put_entries(&self, entries: Vec<PutEventsRequestEntry>) -> PortResult<()> {
@@ -62,6 +69,11 @@ impl AwsPorts {
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                 }
                 self.clients.calls.count("eventbridge", "PutEvents");
+                self.clients.calls.add(
+                    "eventbridge",
+                    EVENT_ENTRIES,
+                    u64::try_from(pending.len()).unwrap_or(u64::MAX),
+                );
                 let out = self
                     .clients
                     .events

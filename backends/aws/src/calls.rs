@@ -50,3 +50,63 @@ impl Calls {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
+
+/// List prices in us-east-1, dollars per million: SQS requests (a batch of ten is one), DynamoDB
+/// on-demand write and read units (since November 2024), EventBridge events.
+pub const SQS_PER_MILLION_REQUESTS: f64 = 0.40;
+pub const DYNAMODB_PER_MILLION_WRITE_UNITS: f64 = 0.625;
+pub const DYNAMODB_PER_MILLION_READ_UNITS: f64 = 0.125;
+pub const EVENTBRIDGE_PER_MILLION_EVENTS: f64 = 1.00;
+
+/// What a saga costs in request fees, from the counts of a run of `sagas` sagas.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Cost {
+    pub sqs_requests: f64,
+    pub dynamodb_write_units: f64,
+    /// Every DynamoDB read call counted as one unit (consistent reads of items under 4 KB).
+    pub dynamodb_read_units: f64,
+    pub events: f64,
+    /// Dollars per million sagas.
+    pub sqs_dollars: f64,
+    pub dynamodb_dollars: f64,
+    pub eventbridge_dollars: f64,
+    pub total_dollars: f64,
+}
+
+impl Cost {
+    pub fn per_saga(calls: &[ApiCall], sagas: usize) -> Cost {
+        let n = sagas.max(1) as f64;
+        let sum = |keep: &dyn Fn(&ApiCall) -> bool| {
+            calls
+                .iter()
+                .filter(|c| keep(c))
+                .map(|c| c.count as f64)
+                .sum::<f64>()
+                / n
+        };
+        let sqs_requests = sum(&|c| c.service == "sqs");
+        let dynamodb_write_units = sum(&|c| {
+            c.service == "dynamodb"
+                && (c.operation == crate::store::TABLE_UNITS
+                    || c.operation == crate::store::INDEX_UNITS)
+        });
+        let dynamodb_read_units = sum(&|c| {
+            c.service == "dynamodb" && matches!(c.operation, "GetItem" | "Query" | "BatchGetItem")
+        });
+        let events = sum(&|c| c.operation == crate::bus::EVENT_ENTRIES);
+        let sqs_dollars = sqs_requests * SQS_PER_MILLION_REQUESTS;
+        let dynamodb_dollars = dynamodb_write_units * DYNAMODB_PER_MILLION_WRITE_UNITS
+            + dynamodb_read_units * DYNAMODB_PER_MILLION_READ_UNITS;
+        let eventbridge_dollars = events * EVENTBRIDGE_PER_MILLION_EVENTS;
+        Cost {
+            sqs_requests,
+            dynamodb_write_units,
+            dynamodb_read_units,
+            events,
+            sqs_dollars,
+            dynamodb_dollars,
+            eventbridge_dollars,
+            total_dollars: sqs_dollars + dynamodb_dollars + eventbridge_dollars,
+        }
+    }
+}

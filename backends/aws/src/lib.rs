@@ -48,15 +48,17 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use como_ports::{Backend, Clock, QueueName, SystemClock};
 
-pub use calls::ApiCall;
+pub use calls::{ApiCall, Cost};
 pub use names::Names;
 
 /// Which lifecycle events go out on the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EventSelection {
-    /// Saga started and every outcome (confirmed, failed, compensated, needs an operator);
-    /// not one event per step, which would cost more than every other call of a saga.
+    /// How each saga ends (confirmed, failed, compensated, needs an operator): one event for a
+    /// saga that goes through, at $1 per million events.
     #[default]
+    Outcomes,
+    /// The outcomes and `SagaStarted`.
     Milestones,
     /// Every event, `StepCompleted` included.
     All,
@@ -89,6 +91,13 @@ pub struct AwsConfig {
     /// orchestrator asks every 100 ms; SQS and DynamoDB count in seconds anyway).
     pub due_poll: Duration,
     pub events: EventSelection,
+    /// How long a send, a delete or a receive waits for company when its batch would not be
+    /// full: SQS bills a batch of ten as one request. Deletes are off the saga's path (its
+    /// next command is already out), so they wait longest; a receive that found less than a
+    /// full batch waits this long before the next, letting messages gather.
+    pub send_linger: Duration,
+    pub delete_linger: Duration,
+    pub receive_linger: Duration,
 }
 
 impl Default for AwsConfig {
@@ -104,7 +113,10 @@ impl Default for AwsConfig {
             outbox_grace: Duration::from_secs(30),
             index_shards: 4,
             due_poll: Duration::from_secs(1),
-            events: EventSelection::Milestones,
+            events: EventSelection::Outcomes,
+            send_linger: Duration::ZERO,
+            delete_linger: Duration::from_millis(100),
+            receive_linger: Duration::from_millis(50),
         }
     }
 }
@@ -186,7 +198,7 @@ impl AwsBackend {
             calls: calls::Calls::default(),
         });
         let names = config.names();
-        let queues = queue::Queues::resolve(&clients, &names).await?;
+        let queues = queue::Queues::resolve(&clients, &names, &config).await?;
         store::check_table(&clients, &names).await?;
         let ports = AwsPorts {
             bus: bus::BusState::new(),

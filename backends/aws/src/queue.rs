@@ -58,6 +58,9 @@ pub struct Queues {
     /// Sends and deletes on each queue, coalesced into batches (see `batch`).
     sends: BTreeMap<QueueName, Arc<Batcher>>,
     deletes: BTreeMap<QueueName, Arc<Batcher>>,
+    receive_linger: Duration,
+    /// When each queue was last received from, and whether that receive filled its batch.
+    last_receive: Mutex<BTreeMap<QueueName, (tokio::time::Instant, bool)>>,
 }
 
 struct QueueUrls {
@@ -127,7 +130,11 @@ impl Held {
 
 impl Queues {
     /// Look up every queue's URL and its redrive policy.
-    pub async fn resolve(clients: &Arc<Clients>, names: &Names) -> Result<Self, ConnectError> {
+    pub async fn resolve(
+        clients: &Arc<Clients>,
+        names: &Names,
+        config: &crate::AwsConfig,
+    ) -> Result<Self, ConnectError> {
         let mut urls = BTreeMap::new();
         for q in QueueName::ALL {
             let main = queue_url(clients, &names.queue(q)).await?;
@@ -167,17 +174,24 @@ impl Queues {
                 },
             );
         }
-        let batchers = || {
+        let batchers = |linger| {
             urls.iter()
-                .map(|(q, u)| (*q, Batcher::new(Arc::clone(clients), u.main.clone())))
+                .map(|(q, u)| {
+                    (
+                        *q,
+                        Batcher::new(Arc::clone(clients), u.main.clone(), linger),
+                    )
+                })
                 .collect()
         };
-        let (sends, deletes) = (batchers(), batchers());
+        let (sends, deletes) = (batchers(config.send_linger), batchers(config.delete_linger));
         Ok(Self {
             urls,
             held: Mutex::new(Held::default()),
             sends,
             deletes,
+            receive_linger: config.receive_linger,
+            last_receive: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -522,6 +536,21 @@ impl Queue for AwsPorts {
             return Ok(Vec::new());
         }
         let urls = self.queues.urls(queue)?;
+        // After a receive that did not fill its batch, let messages gather for a moment.
+        let wait_until = {
+            let last = self
+                .queues
+                .last_receive
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match last.get(&queue) {
+                Some((at, false)) => Some(*at + self.queues.receive_linger),
+                _ => None,
+            }
+        };
+        if let Some(at) = wait_until {
+            tokio::time::sleep_until(at).await;
+        }
         let messages = self
             .receive_from(
                 &urls.main,
@@ -530,6 +559,17 @@ impl Queue for AwsPorts {
                 seconds_up(wait, MAX_WAIT_SECONDS),
             )
             .await?;
+        self.queues
+            .last_receive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                queue,
+                (
+                    tokio::time::Instant::now(),
+                    messages.len() >= max.min(BATCH),
+                ),
+            );
         let mut out = Vec::with_capacity(messages.len());
         let mut held = self.queues.held();
         for m in messages {

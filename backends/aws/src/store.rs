@@ -268,8 +268,8 @@ fn index_units<T: PartialEq>(before: Option<T>, after: Option<T>) -> u64 {
     }
 }
 
-pub(crate) const TABLE_UNITS: &str = "write units: table (estimated)";
-pub(crate) const INDEX_UNITS: &str = "write units: indexes (estimated)";
+pub const TABLE_UNITS: &str = "write units: table (estimated)";
+pub const INDEX_UNITS: &str = "write units: indexes (estimated)";
 
 /// The command id a message body carries, if it is a command.
 fn command_id(body: &str) -> Option<String> {
