@@ -17,6 +17,8 @@ fn config() -> AwsConfig {
     AwsConfig {
         // Every look at the due index is a real one.
         due_poll: Duration::ZERO,
+        // The saga's start is what these tests publish.
+        events: como_backend_aws::EventSelection::All,
         ..AwsConfig::default()
     }
 }
