@@ -81,8 +81,13 @@ pub async fn advance(
         let def = definition_of(&stored.value)?;
         let decision = match transition(&def, Some(&stored.value), input, ports.clock.now()) {
             Ok(d) => d,
+            // Judged against a remembered state, which may be stale: judge it again.
+            Err(_) if ports.store.forget(saga_id) => continue,
             Err(e) => return Ok(Advanced::Refused(e)),
         };
+        if !decision.changed && ports.store.forget(saga_id) {
+            continue;
+        }
         if !decision.changed {
             if let Some((queue, receipt)) = ack {
                 ports.queue.delete(queue, vec![receipt]).await?;

@@ -7,12 +7,14 @@
 //! - [`catalogue`]: the venues and their prices; a quote is checked against them at intake.
 //! - [`advance`]: load a saga, apply one input, write it back conditionally, re-read and
 //!   re-apply on a conflict. Every change to a saga goes through it.
+//! - [`cache`]: the sagas this orchestrator wrote last, so that the next input skips a read.
 //! - [`intake`]: a booking request becomes a saga exactly once, or is refused with a reason.
 //! - [`replies`]: a worker's reply advances its saga.
 //! - [`timers`]: sagas whose wake-up time has come get `Input::Timer`.
 //! - [`runtime`]: the loops above as one long-running orchestrator, with graceful shutdown.
 
 pub mod advance;
+pub mod cache;
 pub mod catalogue;
 pub mod intake;
 pub mod replies;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use como_ports::consumer::{ConsumeOptions, consume};
 use como_ports::{Backend, Delivery, QueueName};
+
+use crate::cache::RememberingStore;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +105,9 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    pub fn new(ports: Backend, catalogue: VenueCatalogue, config: OrchestratorConfig) -> Self {
+    pub fn new(mut ports: Backend, catalogue: VenueCatalogue, config: OrchestratorConfig) -> Self {
+        // This orchestrator remembers the sagas it wrote last (see `cache`).
+        ports.store = Arc::new(RememberingStore::new(ports.store));
         Self {
             ports,
             catalogue: Arc::new(catalogue),

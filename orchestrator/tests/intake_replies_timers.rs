@@ -245,3 +245,74 @@ async fn timers_kept_in_the_store_fire_when_due() {
             .any(|h| h.kind == como_engine::HistoryKind::TimedOut)
     );
 }
+
+/// What a reply to `cmd` that succeeded looks like.
+fn succeeded(cmd: &WorkerCommand) -> como_schemas::WorkerReply {
+    let outcome = examples::all_outcomes()
+        .into_iter()
+        .find(|o| matches!(o, como_schemas::ReplyOutcome::Succeeded { .. }))
+        .unwrap();
+    examples::reply(cmd, outcome)
+}
+
+#[tokio::test]
+async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
+    use como_orchestrator::cache::RememberingStore;
+    use como_orchestrator::{Advanced, advance};
+
+    let r = rig();
+    // This orchestrator remembers what it writes; the other one shares the file.
+    let mut mine = r.ports.clone();
+    mine.store = Arc::new(RememberingStore::new(r.ports.store.clone()));
+    let req = request();
+    submit(&mine, &req).await.unwrap();
+    let d = next(&mine, QueueName::Requests).await.unwrap();
+    handle_request(&mine, &r.catalogue, &d).await.unwrap();
+    let id = req.saga_id();
+    assert_eq!(mine.store.get(id).await.unwrap().unwrap().version, 1);
+
+    // The other orchestrator applies the check's reply: version 2 sends the hold.
+    let check: WorkerCommand = serde_json::from_str(
+        &next(&r.ports, QueueName::Commands(Worker::Crm))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let input = como_engine::Input::Reply {
+        reply: succeeded(&check),
+    };
+    assert!(matches!(
+        advance(&r.ports, id, &input, None).await.unwrap(),
+        Advanced::Applied(_)
+    ));
+    // This one still remembers version 1.
+    assert_eq!(mine.store.get(id).await.unwrap().unwrap().version, 1);
+
+    // The hold's reply is for an attempt that version 1 never sent: judged against the
+    // remembered state it would be refused (and dead-lettered); it is judged again against
+    // the store, and applied.
+    let hold: WorkerCommand = serde_json::from_str(
+        &next(&r.ports, QueueName::Commands(Worker::Sevenrooms))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let input = como_engine::Input::Reply {
+        reply: succeeded(&hold),
+    };
+    match advance(&mine, id, &input, None).await.unwrap() {
+        Advanced::Applied(applied) => assert_eq!(applied.version, 3),
+        other => panic!("{other:?}"),
+    }
+    // A duplicate of the check's reply against the now remembered version 3 teaches nothing.
+    let input = como_engine::Input::Reply {
+        reply: succeeded(&check),
+    };
+    assert!(matches!(
+        advance(&mine, id, &input, None).await.unwrap(),
+        Advanced::Unchanged
+    ));
+    assert_eq!(r.ports.store.get(id).await.unwrap().unwrap().version, 3);
+}

@@ -132,6 +132,12 @@ pub trait SagaStore: Send + Sync {
 
     async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>>;
 
+    /// Drop what this handle remembers of saga `id`, so that the next `get` reads the store;
+    /// says whether it remembered anything. Stores read through every time (the default).
+    fn forget(&self, _id: SagaId) -> bool {
+        false
+    }
+
     /// Sagas matching `query`, most recently started first (an order that a saga's progress
     /// does not change, so that an index on it is written only when a saga starts or changes
     /// status).

@@ -1,7 +1,7 @@
 //! Coalescing sends and deletes across callers into SQS batches of up to 10. A call that finds
 //! no batch in flight starts one, after waiting the batcher's `linger` for company when the
-//! batch would not be full (none for sends by default, so a lone send is as fast as a direct
-//! one; 100 ms for deletes, which are off the saga's path); calls made while a batch is in
+//! batch would not be full (10 ms for sends by default; 100 ms for deletes, which are off the
+//! saga's path); calls made while a batch is in
 //! flight join the next one. Under load this
 //! turns one request per message into one per ten, which is most of what SQS costs.
 //!

@@ -114,7 +114,7 @@ impl Default for AwsConfig {
             index_shards: 4,
             due_poll: Duration::from_secs(1),
             events: EventSelection::Outcomes,
-            send_linger: Duration::ZERO,
+            send_linger: Duration::from_millis(10),
             delete_linger: Duration::from_millis(100),
             receive_linger: Duration::from_millis(50),
         }

@@ -1,0 +1,116 @@
+//! The sagas this orchestrator wrote last, so that the next input for a saga skips the read
+//! before its write: on the happy path every transition but the first would otherwise read
+//! back what this process has just written (a consistent read on DynamoDB, a row and a JSON
+//! parse on SQLite).
+//!
+//! A remembered state may be stale (another orchestrator wrote the saga since), which is safe
+//! by construction:
+//! - a write computed from it carries the remembered version, so the store's conditional
+//!   write refuses it (`Conflict`), the entry is forgotten, and `advance` reads and retries;
+//! - an input that teaches nothing, or that the engine refuses, against a remembered state is
+//!   judged again against a fresh read before it is acknowledged or dead-lettered
+//!   (`SagaStore::forget` says whether there was anything to forget).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use como_engine::{HistoryEntry, SagaState, StatusKind};
+use como_ports::{
+    CreateOutcome, Effects, PortResult, SagaPage, SagaQuery, SagaStore, UpdateOutcome, Versioned,
+};
+use como_schemas::{SagaId, Timestamp};
+
+/// At most this many sagas are remembered; finished ones are dropped at once.
+const CAPACITY: usize = 50_000;
+
+pub struct RememberingStore {
+    inner: Arc<dyn SagaStore>,
+    recent: Mutex<HashMap<SagaId, Versioned<SagaState>>>,
+}
+
+impl RememberingStore {
+    pub fn new(inner: Arc<dyn SagaStore>) -> Self {
+        Self {
+            inner,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, Versioned<SagaState>>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, state: &SagaState, version: u64) {
+        let mut recent = self.recent();
+        if state.status.kind().is_terminal() {
+            recent.remove(&state.saga_id);
+            return;
+        }
+        if recent.len() >= CAPACITY {
+            recent.clear();
+        }
+        recent.insert(
+            state.saga_id,
+            Versioned {
+                version,
+                value: state.clone(),
+            },
+        );
+    }
+}
+
+#[async_trait]
+impl SagaStore for RememberingStore {
+    async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
+        let out = self.inner.create(state, effects).await?;
+        if let CreateOutcome::Created { version } = out {
+            self.remember(state, version);
+        }
+        Ok(out)
+    }
+
+    async fn update(
+        &self,
+        state: &SagaState,
+        expected_version: u64,
+        effects: Effects,
+    ) -> PortResult<UpdateOutcome> {
+        let out = self.inner.update(state, expected_version, effects).await;
+        match &out {
+            Ok(UpdateOutcome::Updated { version }) => self.remember(state, *version),
+            // Lost a race, or do not know whether it was written: read next time.
+            _ => {
+                self.recent().remove(&state.saga_id);
+            }
+        }
+        out
+    }
+
+    async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
+        if let Some(known) = self.recent().get(&id) {
+            return Ok(Some(known.clone()));
+        }
+        self.inner.get(id).await
+    }
+
+    fn forget(&self, id: SagaId) -> bool {
+        self.recent().remove(&id).is_some()
+    }
+
+    async fn query(&self, query: &SagaQuery) -> PortResult<SagaPage> {
+        self.inner.query(query).await
+    }
+
+    async fn history(&self, id: SagaId) -> PortResult<Vec<HistoryEntry>> {
+        self.inner.history(id).await
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
+        self.inner.due(now, limit).await
+    }
+
+    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
+        self.inner.counts().await
+    }
+}
