@@ -90,6 +90,12 @@ pub async fn advance(
         }
         if !decision.changed {
             if let Some((queue, receipt)) = ack {
+                // Perhaps delivered again because the process that wrote the saga died
+                // before carrying the write out; a saga with a timer gets that done by its
+                // next write anyway.
+                if stored.value.wake_at.is_none() || stored.value.status.kind().is_terminal() {
+                    ports.store.flush(saga_id).await?;
+                }
                 ports.queue.delete(queue, vec![receipt]).await?;
             }
             return Ok(Advanced::Unchanged);

@@ -3,8 +3,8 @@
 //! back what this process has just written (a consistent read on DynamoDB, a row and a JSON
 //! parse on SQLite).
 //!
-//! A remembered state may be stale (another orchestrator wrote the saga since), which is safe
-//! by construction:
+//! A remembered state may be stale (another orchestrator wrote the saga since) or not written
+//! yet (it is remembered as its write starts), which is safe by construction:
 //! - a write computed from it carries the remembered version, so the store's conditional
 //!   write refuses it (`Conflict`), the entry is forgotten, and `advance` reads and retries;
 //! - an input that teaches nothing, or that the engine refuses, against a remembered state is
@@ -62,12 +62,19 @@ impl RememberingStore {
 
 #[async_trait]
 impl SagaStore for RememberingStore {
+    // Remembered before the write, not after: the store sends the write's commands before it
+    // returns, and their replies may come back first. A state remembered but not written is
+    // harmless: a write from it expects its version, which the store then refuses.
     async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
-        let out = self.inner.create(state, effects).await?;
-        if let CreateOutcome::Created { version } = out {
-            self.remember(state, version);
+        self.remember(state, 1);
+        let out = self.inner.create(state, effects).await;
+        match &out {
+            Ok(CreateOutcome::Created { version }) => self.remember(state, *version),
+            _ => {
+                self.recent().remove(&state.saga_id);
+            }
         }
-        Ok(out)
+        out
     }
 
     async fn update(
@@ -76,6 +83,7 @@ impl SagaStore for RememberingStore {
         expected_version: u64,
         effects: Effects,
     ) -> PortResult<UpdateOutcome> {
+        self.remember(state, expected_version + 1);
         let out = self.inner.update(state, expected_version, effects).await;
         match &out {
             Ok(UpdateOutcome::Updated { version }) => self.remember(state, *version),
@@ -92,6 +100,10 @@ impl SagaStore for RememberingStore {
             return Ok(Some(known.clone()));
         }
         self.inner.get(id).await
+    }
+
+    async fn flush(&self, id: SagaId) -> PortResult<()> {
+        self.inner.flush(id).await
     }
 
     fn forget(&self, id: SagaId) -> bool {

@@ -132,6 +132,14 @@ pub trait SagaStore: Send + Sync {
 
     async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>>;
 
+    /// Carry out what the saga's last write may have left undone (its process died between
+    /// the write and its effects), when nothing else would: called when the input that brought
+    /// a write to a saga without a timer is delivered again. Stores whose effects commit with
+    /// the write have nothing to do (the default).
+    async fn flush(&self, _id: SagaId) -> PortResult<()> {
+        Ok(())
+    }
+
     /// Drop what this handle remembers of saga `id`, so that the next `get` reads the store;
     /// says whether it remembered anything. Stores read through every time (the default).
     fn forget(&self, _id: SagaId) -> bool {

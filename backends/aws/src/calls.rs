@@ -91,7 +91,10 @@ impl Cost {
                     || c.operation == crate::store::INDEX_UNITS)
         });
         let dynamodb_read_units = sum(&|c| {
-            c.service == "dynamodb" && matches!(c.operation, "GetItem" | "Query" | "BatchGetItem")
+            c.service == "dynamodb"
+                && ["GetItem", "Query", "BatchGetItem"]
+                    .iter()
+                    .any(|op| c.operation.starts_with(op))
         });
         let events = sum(&|c| c.operation == crate::bus::EVENT_ENTRIES);
         let sqs_dollars = sqs_requests * SQS_PER_MILLION_REQUESTS;

@@ -114,9 +114,9 @@ impl Default for AwsConfig {
             index_shards: 4,
             due_poll: Duration::from_secs(1),
             events: EventSelection::Outcomes,
-            send_linger: Duration::from_millis(10),
-            delete_linger: Duration::from_millis(100),
-            receive_linger: Duration::from_millis(50),
+            send_linger: Duration::from_millis(20),
+            delete_linger: Duration::from_millis(200),
+            receive_linger: Duration::from_millis(100),
         }
     }
 }

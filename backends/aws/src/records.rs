@@ -21,7 +21,7 @@ fn key(k: &str) -> AttributeValue {
 #[async_trait]
 impl IdempotencyRecords for AwsPorts {
     async fn get(&self, k: &str) -> PortResult<Option<String>> {
-        self.clients.calls.count("dynamodb", "GetItem");
+        self.clients.calls.count("dynamodb", "GetItem (record)");
         let out = self
             .clients
             .dynamo

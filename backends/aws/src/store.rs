@@ -72,6 +72,8 @@ pub struct StoreState {
     known: Mutex<HashMap<SagaId, (u64, Known)>>,
     /// When a look for due timers last found none.
     nothing_due_at: Mutex<Option<std::time::Instant>>,
+    /// How far the last window scan of this process went.
+    window_upto: Mutex<Option<i64>>,
 }
 
 impl StoreState {
@@ -274,6 +276,19 @@ struct Pack {
     h: Vec<(u64, Vec<HistoryEntry>)>,
 }
 
+/// A live saga's timers are indexed only once it is this old (or when one comes sooner): the
+/// window scan of `due` looks at every live saga as it reaches this age, so the many sagas
+/// that finish younger never write a `by-due` entry. Shorter than any step's time-out.
+const TIMER_WINDOW_MS: i64 = 10_000;
+/// How often the window scan runs (of the clock's time): a young saga's timer is indexed
+/// between `TIMER_WINDOW_MS` and that plus this, still before any step's time-out.
+const WINDOW_EVERY_MS: i64 = 5_000;
+/// How far back each window scan looks again, for index entries that arrive late (indexes are
+/// eventually consistent).
+const WINDOW_OVERLAP_MS: i64 = 5_000;
+/// The item that keeps how far the window scans have gone.
+const WINDOW_PK: &str = "M#timer-window";
+
 /// History entries kept in the saga item before they go to a history item of their own, and
 /// the size past which they go earlier: a write costs one unit per KB of item, so a saga item
 /// is kept within one; the history then costs one write per several transitions, not one
@@ -371,8 +386,8 @@ impl AwsPorts {
     }
 
     /// The saga item, read consistently.
-    async fn read(&self, id: SagaId) -> PortResult<Option<Stored>> {
-        self.clients.calls.count("dynamodb", "GetItem");
+    async fn read(&self, id: SagaId, why: &'static str) -> PortResult<Option<Stored>> {
+        self.clients.calls.count("dynamodb", why);
         let out = self
             .clients
             .dynamo
@@ -423,10 +438,12 @@ impl AwsPorts {
         if let Some(known) = self.store.recall(id, version) {
             return Ok(Ok(known));
         }
-        Ok(match self.read(id).await? {
-            Some(stored) if stored.version == version => Ok(stored.known()),
-            _ => Err(()),
-        })
+        Ok(
+            match self.read(id, "GetItem (saga, before a write)").await? {
+                Some(stored) if stored.version == version => Ok(stored.known()),
+                _ => Err(()),
+            },
+        )
     }
 
     fn saga_item(
@@ -515,15 +532,28 @@ impl AwsPorts {
             .then_some(state.wake_at)
             .flatten()
             .map(|w| w.as_millis());
-        // An outbox left undelivered by a crash is carried forward by the saga's next write,
-        // which its own timer guarantees; without a timer, the outbox's grace brings the saga
-        // back to the sweep.
+        // An outbox left undelivered by a crash is found again:
+        // - by the saga's next write, which its own timer guarantees (carried forward);
+        // - for a saga without a timer, by the redelivery of the message that brought this
+        //   write (`flush`), when a message did;
+        // - otherwise (a timer's or an operator's write), by the sweep after the grace.
         let grace_ms = i64::try_from(self.config.outbox_grace.as_millis()).unwrap_or(i64::MAX / 2);
-        let wanted = real_wake.or(outbox.as_ref().map(|_| now + grace_ms));
+        let by_message = effects.ack.is_some();
+        let wanted = real_wake.or(outbox
+            .as_ref()
+            .filter(|_| !by_message)
+            .map(|_| now + grace_ms));
+        // A young saga's timer is left to the window scan of `due` (it looks at every live
+        // saga once it is `TIMER_WINDOW_MS` old), unless it comes before that: a saga that
+        // finishes young never has an index entry for its timers.
+        let young_until = state.started_at.as_millis().saturating_add(TIMER_WINDOW_MS);
+        let leave_to_window =
+            real_wake.is_some() && now < young_until && wanted.is_some_and(|w| w >= young_until);
         // An index entry that is early but still ahead stays: moving it costs two index
         // writes, an early look costs a read.
         let due = match (before.due, wanted) {
             (Some(indexed), Some(w)) if indexed <= w && indexed > now => Some(indexed),
+            _ if leave_to_window => None,
             (_, w) => w,
         };
         let mut item = self.saga_item(state, version, outbox.as_ref(), &history, due)?;
@@ -586,8 +616,11 @@ impl AwsPorts {
         if let Some(o) = &outbox {
             self.deliver(o).await?;
             // A single command is proven delivered by its reply, which brings the next write;
-            // anything else is marked now, so that it is not carried forward or re-sent.
-            if o.sends.len() != 1 {
+            // a saga without a timer whose write a message brought needs nothing more (only a
+            // redelivery of that message looks again, see `flush`); anything else is marked
+            // now, so that it is not carried forward or re-sent.
+            let settled = o.sends.len() == 1 || (real_wake.is_none() && by_message);
+            if !settled {
                 self.mark(id, version, real_wake, due, bytes).await?;
             }
             self.store.delivered(id, version);
@@ -699,6 +732,145 @@ impl AwsPorts {
             .map(|w| w.as_millis());
         self.mark(id, stored.version, real_wake, stored.due, stored.bytes)
             .await
+    }
+
+    /// The window scan: every live saga that reached `TIMER_WINDOW_MS` of age since the last
+    /// scan (found by its start in the `by-status` index) gets its timer indexed, or is due
+    /// now. How far the scans have gone is kept in an item of its own, so that a restart (or
+    /// another orchestrator) goes on from there. Every `WINDOW_EVERY_MS`.
+    async fn window_scan(&self, now: i64, due: &mut Vec<(i64, SagaId)>) -> PortResult<()> {
+        let upto = now.saturating_sub(TIMER_WINDOW_MS);
+        {
+            let mut last = self
+                .store
+                .window_upto
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|l| upto < l.saturating_add(WINDOW_EVERY_MS)) {
+                return Ok(());
+            }
+            *last = Some(upto);
+        }
+        let key = |pk: &str| Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(SAGA_SK))]);
+        self.clients
+            .calls
+            .count("dynamodb", "GetItem (timer window)");
+        let mark = self
+            .clients
+            .dynamo
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(key(WINDOW_PK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let from = mark
+            .item()
+            .and_then(|i| get_n(i, "t"))
+            .unwrap_or(0)
+            .saturating_sub(WINDOW_OVERLAP_MS);
+        if upto <= from {
+            return Ok(());
+        }
+        let live = [
+            StatusKind::Running,
+            StatusKind::WaitingForDownstream,
+            StatusKind::Reconciling,
+            StatusKind::Compensating,
+        ];
+        let mut ids = Vec::new();
+        for kind in live {
+            for shard in self.shards() {
+                let mut start: Option<Item> = None;
+                loop {
+                    self.clients.calls.count("dynamodb", "Query");
+                    let page = self
+                        .clients
+                        .dynamo
+                        .query()
+                        .table_name(self.table())
+                        .index_name(names::STATUS_INDEX)
+                        .key_condition_expression("gs_pk = :p AND gs_sk BETWEEN :from AND :upto")
+                        .expression_attribute_values(":p", s(format!("{}#{shard}", kind.as_str())))
+                        .expression_attribute_values(":from", s(time_bound(from)))
+                        .expression_attribute_values(":upto", s(time_bound(upto)))
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(|e| unavailable("Query", e))?;
+                    ids.extend(page.items().iter().filter_map(|item| {
+                        SagaId::parse(get_s(item, "gs_sk")?.split_once('#')?.1).ok()
+                    }));
+                    match page.last_evaluated_key() {
+                        Some(k) => start = Some(k.clone()),
+                        None => break,
+                    }
+                }
+            }
+        }
+        for id in ids {
+            let Some(stored) = self.read(id, "GetItem (saga, timer window)").await? else {
+                continue;
+            };
+            let wake = (!stored.state.status.kind().is_terminal())
+                .then_some(stored.state.wake_at)
+                .flatten()
+                .map(|w| w.as_millis());
+            match (wake, stored.due) {
+                // Indexed already: the index look finds it.
+                (_, Some(_)) | (None, None) => {}
+                (Some(w), None) if w <= now => due.push((w, id)),
+                (Some(w), None) => {
+                    self.index_due(id, stored.version, w).await?;
+                }
+            }
+        }
+        let mut mark = key(WINDOW_PK);
+        mark.insert("t".into(), n(upto));
+        self.clients.calls.count("dynamodb", "PutItem");
+        self.clients.calls.add("dynamodb", TABLE_UNITS, 1);
+        self.clients
+            .dynamo
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(mark))
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Index saga `id`, at `version`, as due at `at` (unless it was written since).
+    async fn index_due(&self, id: SagaId, version: u64, at: i64) -> PortResult<()> {
+        self.clients.calls.count("dynamodb", "UpdateItem");
+        self.clients.calls.add("dynamodb", TABLE_UNITS, 1);
+        self.clients.calls.add("dynamodb", INDEX_UNITS, 1);
+        match self
+            .clients
+            .dynamo
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(saga_pk(id)))
+            .key("sk", s(SAGA_SK))
+            .condition_expression("v = :v")
+            .update_expression("SET due_pk = :dp, due_sk = :due")
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":dp", s(format!("due#{}", self.shard(id))))
+            .expression_attribute_values(":due", s(time_key(at, id)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Written since: that write indexed it as it needed.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
     }
 
     /// Up to `want` summaries that pass `keep`, from one index partition, newest first, below
@@ -877,7 +1049,7 @@ impl SagaStore for AwsPorts {
     }
 
     async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
-        Ok(self.read(id).await?.map(|s| Versioned {
+        Ok(self.read(id, "GetItem (saga)").await?.map(|s| Versioned {
             version: s.version,
             value: s.state,
         }))
@@ -973,6 +1145,19 @@ impl SagaStore for AwsPorts {
         }
     }
 
+    async fn flush(&self, id: SagaId) -> PortResult<()> {
+        let Some(stored) = self.read(id, "GetItem (saga, redelivered input)").await? else {
+            return Ok(());
+        };
+        let live_timer =
+            !stored.state.status.kind().is_terminal() && stored.state.wake_at.is_some();
+        if live_timer || stored.known().pending.is_none() {
+            return Ok(());
+        }
+        tracing::info!(saga = %id, version = stored.version, "re-sending an outbox on a redelivered input");
+        self.recover(stored).await
+    }
+
     async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -1032,25 +1217,38 @@ impl SagaStore for AwsPorts {
         // Earliest first. An entry may be early (a write leaves an entry that is still ahead
         // in place) or there for an outbox only: the item says which.
         found.sort();
-        let mut due = Vec::new();
+        let mut due: Vec<(i64, SagaId)> = Vec::new();
         for (_, id) in found {
             if due.len() >= limit {
                 break;
             }
-            let Some(stored) = self.read(id).await? else {
+            let Some(stored) = self.read(id, "GetItem (saga, due)").await? else {
                 continue;
             };
             let wake = (!stored.state.status.kind().is_terminal())
                 .then_some(stored.state.wake_at)
                 .flatten();
-            if wake.is_some_and(|w| w <= now) {
-                due.push(id);
-            } else if let Err(e) = self.recover(stored).await {
-                // It stays indexed; the next sweep tries again.
-                tracing::warn!(saga = %id, error = %e, "cannot re-send an outbox yet");
+            match wake {
+                Some(w) if w <= now => due.push((w.as_millis(), id)),
+                _ => {
+                    if let Err(e) = self.recover(stored).await {
+                        // It stays indexed; the next sweep tries again.
+                        tracing::warn!(saga = %id, error = %e, "cannot re-send an outbox yet");
+                    }
+                }
             }
         }
-        Ok(due)
+        self.window_scan(now.as_millis(), &mut due).await?;
+        due.sort();
+        due.dedup_by_key(|(_, id)| *id);
+        if !due.is_empty() {
+            *self
+                .store
+                .nothing_due_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
     async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {

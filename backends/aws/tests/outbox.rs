@@ -197,3 +197,62 @@ async fn the_next_write_carries_an_earlier_outbox_forward() {
     assert_eq!(out, UpdateOutcome::Updated { version: 3 });
     assert!(bodies(&ports, CRM).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_input_carries_out_what_its_write_left_behind() {
+    let (first, sdk) = testing::fresh("outbox-flush", config()).await.unwrap();
+    let (mut state, events, history) = started("outbox-flush-1");
+    // No timer of its own (as when a saga finishes): no next write will come.
+    state.wake_at = None;
+    let id = state.saga_id;
+    // The message that brought the write.
+    let ports = first.ports();
+    ports
+        .queue
+        .send(
+            QueueName::Replies,
+            vec![OutgoingMessage::new("the reply".into())],
+        )
+        .await
+        .unwrap();
+    let input = ports
+        .queue
+        .receive(
+            QueueName::Replies,
+            1,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .pop()
+        .expect("the input");
+
+    delete_queue(&sdk, &first, CRM).await;
+    let effects = Effects {
+        sends: vec![
+            (CRM, OutgoingMessage::new("book".into())),
+            (CRM, OutgoingMessage::new("more".into())),
+        ],
+        events,
+        history,
+        ack: Some((QueueName::Replies, input.receipt)),
+        answers: None,
+    };
+    assert!(first.ports().store.create(&state, effects).await.is_err());
+
+    let second = another_process(&sdk, &first).await;
+    let ports = second.ports();
+    // Nothing indexes it: the redelivered input is what brings it back.
+    let later = ports.clock.now().plus_ms(60_000);
+    assert!(ports.store.due(later, 10).await.unwrap().is_empty());
+    assert!(bodies(&ports, CRM).await.is_empty());
+    ports.store.flush(id).await.unwrap();
+    let mut got = bodies(&ports, CRM).await;
+    got.sort();
+    assert_eq!(got, ["book", "more"]);
+    // Marked: another redelivery sends nothing again.
+    ports.store.flush(id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(bodies(&ports, CRM).await.is_empty());
+}

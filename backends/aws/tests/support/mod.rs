@@ -27,6 +27,8 @@ pub const PRICE_PER_GUEST: u64 = 600;
 
 pub struct Stack {
     pub backend: AwsBackend,
+    /// Its own connection, for the tests' polling: its calls are not counted as the stack's.
+    watcher: AwsBackend,
     pub sdk: aws_config::SdkConfig,
     pub ports: Backend,
     pub sim: SimHandle,
@@ -65,7 +67,16 @@ pub async fn start(
     wrap: impl Fn(&AwsBackend, Backend) -> Backend,
 ) -> Stack {
     let sim = Simulators::start(SimConfig::default()).await.unwrap();
-    let (backend, sdk) = testing::fresh(name, config).await.unwrap();
+    let (backend, sdk) = testing::fresh(name, config.clone()).await.unwrap();
+    let watcher = AwsBackend::connect_with(
+        &sdk,
+        AwsConfig {
+            prefix: backend.names().prefix().to_owned(),
+            ..config
+        },
+    )
+    .await
+    .unwrap();
     let ports = wrap(&backend, backend.ports());
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -81,6 +92,7 @@ pub async fn start(
     }
     Stack {
         backend,
+        watcher,
         sdk,
         ports,
         sim,
@@ -134,7 +146,7 @@ impl Stack {
         loop {
             let mut done = Vec::new();
             for id in ids {
-                if let Some(s) = self.ports.store.get(*id).await.unwrap() {
+                if let Some(s) = self.watcher.ports().store.get(*id).await.unwrap() {
                     let k = s.value.status.kind();
                     if k.is_terminal() || k == StatusKind::NeedsOperator {
                         done.push(s.value);
