@@ -35,6 +35,18 @@ pub struct OpenBackend {
 }
 
 impl OpenBackend {
+    /// The AWS API calls this process made (and the write units they billed), when the
+    /// backend is AWS.
+    pub fn aws_api_calls(&self) -> Option<Vec<como_backend_aws::ApiCall>> {
+        self.aws.as_ref().map(|a| a.api_calls())
+    }
+
+    pub fn reset_aws_api_calls(&self) {
+        if let Some(a) = &self.aws {
+            a.reset_api_calls();
+        }
+    }
+
     pub async fn close(&self) {
         if let Some(e) = &self.embedded {
             e.close().await;

@@ -120,6 +120,46 @@ fn bootstrap_then_up_runs_the_demo_on_aws() {
     assert_all_finished(&summary, 5);
 }
 
+#[test]
+fn bench_on_aws_reports_api_calls_and_cost_per_saga() {
+    let endpoint = testing::moto().endpoint.clone();
+    let prefix = testing::unique_prefix("clibench");
+    json_of(&como(
+        &endpoint,
+        &prefix,
+        &["infra", "bootstrap", "--backend", "aws", "--json"],
+    ));
+    let report = json_of(&como(
+        &endpoint,
+        &prefix,
+        &[
+            "bench",
+            "--backend",
+            "aws",
+            "--sagas",
+            "20",
+            "--concurrency",
+            "10",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["backend"], "aws", "{report}");
+    assert_eq!(report["confirmed"], 20, "{report}");
+    let per = &report["aws"]["per_saga"];
+    let n = |k: &str| per[k].as_f64().unwrap_or(0.0);
+    // Each saga sends 9 messages and writes itself 5 times, whatever the batching.
+    assert!(n("sqs SendMessageBatch") >= 0.9, "{report}");
+    assert!(n("dynamodb PutItem") >= 5.0, "{report}");
+    let cost = &report["aws"]["cost"];
+    let total = cost["total_dollars"].as_f64().unwrap();
+    assert!(total > 5.0 && total < 30.0, "{cost}");
+    assert_eq!(
+        cost["events"].as_f64(),
+        Some(1.0),
+        "one outcome event a saga: {cost}"
+    );
+}
+
 /// Runs `up --backend aws --demo N --exit-when-done --json`; returns the summary and what `up`
 /// said on standard error.
 fn up_demo(endpoint: &str, prefix: &str, n: usize) -> (Value, String) {

@@ -90,6 +90,17 @@ pub struct BenchReport {
     pub steps: BTreeMap<String, StepFigures>,
     pub overhead_per_step_ms: Percentiles,
     pub peak_rss_mib: f64,
+    /// On the AWS backend: the API calls per saga by service and operation (and the write
+    /// units DynamoDB bills), and what a saga costs at list prices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsFigures {
+    /// `"<service> <operation>"` → count per saga.
+    pub per_saga: BTreeMap<String, f64>,
+    pub cost: como_backend_aws::Cost,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -349,6 +360,8 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} sagas  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // What the start-up cost (connecting, the token) is not a saga's.
+    backend.reset_aws_api_calls();
     let started = Instant::now();
     for request in &requests {
         let permit = Arc::clone(&slots)
@@ -364,6 +377,18 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         .acquire_many(u32::try_from(args.concurrency.max(1)).unwrap_or(u32::MAX))
         .await;
     let elapsed = started.elapsed();
+    let aws = backend.aws_api_calls().map(|calls| AwsFigures {
+        per_saga: calls
+            .iter()
+            .map(|c| {
+                (
+                    format!("{} {}", c.service, c.operation),
+                    c.count as f64 / args.sagas.max(1) as f64,
+                )
+            })
+            .collect(),
+        cost: como_backend_aws::Cost::per_saga(&calls, args.sagas),
+    });
     bar.finish_and_clear();
     shutdown.cancel();
     for t in tasks {
@@ -401,6 +426,7 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         steps,
         overhead_per_step_ms: Percentiles::of(&f.overhead_all),
         peak_rss_mib: peak_rss_mib(),
+        aws,
     })
 }
 
@@ -440,4 +466,15 @@ fn print_report(r: &BenchReport) {
     }
     println!("overhead per step:      {}", p(&r.overhead_per_step_ms));
     println!("peak memory:            {:.1} MiB", r.peak_rss_mib);
+    if let Some(aws) = &r.aws {
+        println!("AWS API calls per saga:");
+        for (what, n) in &aws.per_saga {
+            println!("  {what:<50} {n:>8.2}");
+        }
+        let c = &aws.cost;
+        println!(
+            "per million sagas at list prices: SQS ${:.2} + DynamoDB ${:.2} + EventBridge ${:.2} = ${:.2}",
+            c.sqs_dollars, c.dynamodb_dollars, c.eventbridge_dollars, c.total_dollars
+        );
+    }
 }
