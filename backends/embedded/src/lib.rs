@@ -227,8 +227,19 @@ impl Drop for EmbeddedPorts {
     }
 }
 
+/// Frames in the WAL (32 MB at 4 KB pages) past which the checkpointer restarts it.
+const WAL_RESTART_FRAMES: i64 = 8_192;
+
 /// The background checkpointer: PASSIVE checkpoints never block the writer or the readers;
 /// they copy what they can and leave the rest for the next round.
+///
+/// That alone lets the WAL grow without end under steady load: SQLite writes from the start
+/// of the WAL again only when a write begins while no reader still reads from it, and with
+/// reads and writes never pausing that moment never comes (a 200,000-saga bench grew it past
+/// 15 GB). So once the WAL passes `WAL_RESTART_FRAMES`, a RESTART checkpoint waits (at most
+/// its 100 ms busy timeout, else it tries again next round) for the readers of the moment to
+/// finish, so that the next write starts the WAL over; the PASSIVE pass just before has copied
+/// nearly everything, so the wait is short. `journal_size_limit` then truncates the file.
 fn spawn_checkpointer(path: PathBuf, stop: Arc<AtomicBool>) -> Result<(), OpenError> {
     let conn = Connection::open_with_flags(
         &path,
@@ -240,8 +251,20 @@ fn spawn_checkpointer(path: PathBuf, stop: Arc<AtomicBool>) -> Result<(), OpenEr
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "background checkpoint failed; trying again");
+                let frames =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                match frames {
+                    Ok(frames) if frames >= WAL_RESTART_FRAMES => {
+                        if let Err(e) =
+                            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                        {
+                            tracing::debug!(error = %e, frames, "cannot restart the WAL yet");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "background checkpoint failed; trying again");
+                    }
                 }
             }
         })
