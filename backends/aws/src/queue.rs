@@ -390,6 +390,62 @@ pub async fn delete_receipts(
 }
 
 impl AwsPorts {
+    /// The batcher and the deletes for `receipts` on `queue`, less those superseded by a newer
+    /// receipt of the same message (that receipt's holder decides).
+    fn deletes_for(
+        &self,
+        queue: QueueName,
+        receipts: Vec<Receipt>,
+    ) -> PortResult<Option<(Arc<Batcher>, Vec<Item>)>> {
+        let batcher = self
+            .queues
+            .deletes
+            .get(&queue)
+            .ok_or_else(|| PortError::Invalid(format!("no queue {queue}")))?;
+        let receipts: Vec<String> = {
+            let mut held = self.queues.held();
+            receipts
+                .into_iter()
+                .filter(|r| match held.is_current(&r.0) {
+                    // Superseded: the message was received again; leave it to that receipt.
+                    Some(false) => {
+                        held.release(&r.0);
+                        false
+                    }
+                    _ => {
+                        held.release(&r.0);
+                        true
+                    }
+                })
+                .map(|r| r.0)
+                .collect()
+        };
+        Ok((!receipts.is_empty()).then(|| {
+            (
+                Arc::clone(batcher),
+                receipts.into_iter().map(Item::Delete).collect(),
+            )
+        }))
+    }
+
+    /// Delete the message whose handling is complete, without waiting for the delete: it
+    /// lingers for company (`delete_linger`), and the handler's slot need not wait with it. A
+    /// delete that fails, or that a crash prevents, only means the message comes back, is
+    /// found to teach nothing, and is deleted then.
+    pub(crate) fn acknowledge_in_background(&self, queue: QueueName, receipt: Receipt) {
+        match self.deletes_for(queue, vec![receipt]) {
+            Ok(Some((batcher, items))) => {
+                tokio::spawn(async move {
+                    if let Err(e) = batcher.submit(items).await {
+                        tracing::warn!(%queue, error = %e, "a delete failed; the message will come back");
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%queue, error = %e, "cannot delete"),
+        }
+    }
+
     pub(crate) async fn send_to(
         &self,
         url: &str,
@@ -613,35 +669,10 @@ impl Queue for AwsPorts {
     }
 
     async fn delete(&self, queue: QueueName, receipts: Vec<Receipt>) -> PortResult<()> {
-        let batcher = self
-            .queues
-            .deletes
-            .get(&queue)
-            .ok_or_else(|| PortError::Invalid(format!("no queue {queue}")))?;
-        let receipts: Vec<String> = {
-            let mut held = self.queues.held();
-            receipts
-                .into_iter()
-                .filter(|r| match held.is_current(&r.0) {
-                    // Superseded: the message was received again; leave it to that receipt.
-                    Some(false) => {
-                        held.release(&r.0);
-                        false
-                    }
-                    _ => {
-                        held.release(&r.0);
-                        true
-                    }
-                })
-                .map(|r| r.0)
-                .collect()
-        };
-        if receipts.is_empty() {
-            return Ok(());
+        match self.deletes_for(queue, receipts)? {
+            Some((batcher, items)) => batcher.submit(items).await,
+            None => Ok(()),
         }
-        batcher
-            .submit(receipts.into_iter().map(Item::Delete).collect())
-            .await
     }
 
     async fn change_visibility(

@@ -84,7 +84,7 @@ impl IdempotencyRecords for AwsPorts {
             self.send(q, messages).await?;
         }
         if let Some((q, receipt)) = ack {
-            self.delete(q, vec![receipt]).await?;
+            self.acknowledge_in_background(q, receipt);
         }
         Ok(())
     }

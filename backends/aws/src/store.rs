@@ -38,8 +38,8 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use como_engine::{HistoryEntry, SagaState, StatusKind};
 use como_ports::{
-    CreateOutcome, Effects, PortError, PortResult, QueueName, Receipt, SagaPage, SagaQuery,
-    SagaStore, SagaSummary, UpdateOutcome, Versioned,
+    CreateOutcome, Effects, PortError, PortResult, SagaPage, SagaQuery, SagaStore, SagaSummary,
+    UpdateOutcome, Versioned,
 };
 use como_schemas::{SagaId, Timestamp};
 
@@ -626,13 +626,9 @@ impl AwsPorts {
             self.store.delivered(id, version);
         }
         if let Some((queue, receipt)) = effects.ack {
-            self.acknowledge(queue, receipt).await?;
+            self.acknowledge_in_background(queue, receipt);
         }
         Ok(Some(version))
-    }
-
-    async fn acknowledge(&self, queue: QueueName, receipt: Receipt) -> PortResult<()> {
-        como_ports::Queue::delete(self, queue, vec![receipt]).await
     }
 
     /// Events, then sends (so that a reply to a command proves the events went out).

@@ -65,18 +65,25 @@ async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
     let violations = check_money_invariant(&stack.sim.ledger(), &[SagaKeys::of(&done[0])]);
     assert!(violations.is_empty(), "{violations:?}");
 
-    // Outcomes only (the default): the confirmation, not the start nor a step at a time.
-    let published: Vec<&'static str> = stack
-        .ports
-        .bus
-        .recent(100)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.saga_id == saga_id)
-        .map(|e| e.body.type_name())
-        .collect();
-    assert_eq!(published, ["BookingConfirmed"]);
+    // Outcomes only (the default): the confirmation, not the start nor a step at a time. It
+    // goes out right after the write that finished the saga, which the poll above may beat.
+    let published = |stack: &Stack| {
+        let bus = stack.ports.bus.clone();
+        async move {
+            bus.recent(100)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.saga_id == saga_id)
+                .map(|e| e.body.type_name())
+                .collect::<Vec<&'static str>>()
+        }
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while published(&stack).await.is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(published(&stack).await, ["BookingConfirmed"]);
     let calls = stack.backend.api_calls();
     let put_events = calls
         .iter()
