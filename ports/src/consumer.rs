@@ -3,6 +3,11 @@
 //! are free slots, so that one slow message (a downstream's `Retry-After`, a long backoff)
 //! never holds up the others. On shutdown the pump stops receiving and waits for the messages
 //! in hand; any it could not finish are received again after their visibility timeout.
+//!
+//! A message whose handling runs long keeps its visibility: every half visibility timeout the
+//! pump extends it by another full one, so that a slow call is not received a second time
+//! while it is still under way (and a killed process's messages still come back one timeout
+//! after the last extension).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,8 +73,25 @@ pub async fn consume<F, Fut>(
                 for delivery in deliveries {
                     let Some(permit) = permits.pop() else { break };
                     let handle = Arc::clone(&handle);
+                    let queue = Arc::clone(&queue);
+                    let visibility = options.visibility;
                     tokio::spawn(async move {
-                        handle(delivery).await;
+                        let receipt = delivery.receipt.clone();
+                        let work = handle(delivery);
+                        tokio::pin!(work);
+                        let every = visibility / 2;
+                        loop {
+                            tokio::select! {
+                                () = &mut work => break,
+                                () = tokio::time::sleep(every) => {
+                                    if let Err(e) =
+                                        queue.change_visibility(name, &receipt, visibility).await
+                                    {
+                                        tracing::debug!(queue = %name, error = %e, "cannot extend a message's visibility");
+                                    }
+                                }
+                            }
+                        }
                         drop(permit);
                     });
                 }
