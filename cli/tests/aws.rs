@@ -193,12 +193,13 @@ fn assert_all_finished(summary: &Value, n: u64) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotate_tokens_promotes_a_tested_new_token() {
+/// A fresh deployment on moto (`infra bootstrap` run as the command), new simulators, and a
+/// connection to the deployment: endpoint, prefix, simulators, backend.
+async fn bootstrapped(name: &str) -> (String, String, SimHandle, AwsBackend) {
     let endpoint = tokio::task::spawn_blocking(|| testing::moto().endpoint.clone())
         .await
         .unwrap();
-    let prefix = testing::unique_prefix("rotate");
+    let prefix = testing::unique_prefix(name);
     let sim = Simulators::start(SimConfig::default()).await.unwrap();
     let boot = {
         let (e, p) = (endpoint.clone(), prefix.clone());
@@ -211,7 +212,6 @@ async fn rotate_tokens_promotes_a_tested_new_token() {
         "{}",
         String::from_utf8_lossy(&boot.stderr)
     );
-
     let sdk = testing::sdk_config(&endpoint).await;
     let backend = AwsBackend::connect_with(
         &sdk,
@@ -222,6 +222,12 @@ async fn rotate_tokens_promotes_a_tested_new_token() {
     )
     .await
     .unwrap();
+    (endpoint, prefix, sim, backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_tokens_promotes_a_tested_new_token() {
+    let (endpoint, prefix, sim, backend) = bootstrapped("rotate").await;
     let secrets = backend.ports().secrets;
     assert_eq!(
         secrets
@@ -446,32 +452,7 @@ async fn rotate(endpoint: &str, prefix: &str, sim: &SimHandle) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_worker_takes_its_token_from_the_secret_and_rereads_it_after_a_401() {
     let started = Instant::now();
-    let endpoint = tokio::task::spawn_blocking(|| testing::moto().endpoint.clone())
-        .await
-        .unwrap();
-    let prefix = testing::unique_prefix("tokens");
-    let sim = Simulators::start(SimConfig::default()).await.unwrap();
-    let boot = {
-        let (e, p) = (endpoint.clone(), prefix.clone());
-        tokio::task::spawn_blocking(move || como(&e, &p, &["infra", "bootstrap"]))
-            .await
-            .unwrap()
-    };
-    assert!(
-        boot.status.success(),
-        "{}",
-        String::from_utf8_lossy(&boot.stderr)
-    );
-    let sdk = testing::sdk_config(&endpoint).await;
-    let backend = AwsBackend::connect_with(
-        &sdk,
-        AwsConfig {
-            prefix: prefix.clone(),
-            ..AwsConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (endpoint, prefix, sim, backend) = bootstrapped("tokens").await;
     let ports = backend.ports();
 
     let dir = tempfile::tempdir().unwrap();

@@ -68,11 +68,8 @@ impl SagaStore for RememberingStore {
     async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
         self.remember(state, 1);
         let out = self.inner.create(state, effects).await;
-        match &out {
-            Ok(CreateOutcome::Created { version }) => self.remember(state, *version),
-            _ => {
-                self.recent().remove(&state.saga_id);
-            }
+        if !matches!(out, Ok(CreateOutcome::Created { version: 1 })) {
+            self.recent().remove(&state.saga_id);
         }
         out
     }
@@ -83,14 +80,12 @@ impl SagaStore for RememberingStore {
         expected_version: u64,
         effects: Effects,
     ) -> PortResult<UpdateOutcome> {
-        self.remember(state, expected_version + 1);
+        let next = expected_version + 1;
+        self.remember(state, next);
         let out = self.inner.update(state, expected_version, effects).await;
-        match &out {
-            Ok(UpdateOutcome::Updated { version }) => self.remember(state, *version),
-            // Lost a race, or do not know whether it was written: read next time.
-            _ => {
-                self.recent().remove(&state.saga_id);
-            }
+        // Lost a race, or do not know whether it was written: read next time.
+        if !matches!(out, Ok(UpdateOutcome::Updated { version }) if version == next) {
+            self.recent().remove(&state.saga_id);
         }
         out
     }

@@ -569,7 +569,7 @@ impl AwsPorts {
             item = self.saga_item(state, version, outbox.as_ref(), &history, due)?;
         }
 
-        let item_for_count = item.clone();
+        let bytes = item_bytes(&item);
         self.clients.calls.count("dynamodb", "PutItem");
         let put = self
             .clients
@@ -593,7 +593,6 @@ impl AwsPorts {
             }
             Err(e) => return Err(unavailable("PutItem", e)),
         }
-        let bytes = item_bytes(&item_for_count);
         let calls = &self.clients.calls;
         // A replace costs the larger of the old and the new item.
         calls.add("dynamodb", TABLE_UNITS, units(bytes.max(before_bytes)));
@@ -621,7 +620,8 @@ impl AwsPorts {
             // now, so that it is not carried forward or re-sent.
             let settled = o.sends.len() == 1 || (real_wake.is_none() && by_message);
             if !settled {
-                self.mark(id, version, real_wake, due, bytes).await?;
+                self.set_due(id, version, real_wake, true, due, bytes)
+                    .await?;
             }
             self.store.delivered(id, version);
         }
@@ -669,19 +669,23 @@ impl AwsPorts {
         Ok(())
     }
 
-    /// The outbox of `version` is delivered: say so in the item (`m`), and index the saga by
-    /// its own timer only.
-    async fn mark(
+    /// Set saga `id`'s due entry to `due` (or drop it) and, when `delivered`, say in the item
+    /// (`m`) that the outbox of `version` is delivered; unless the saga was written since
+    /// `version`: the newer write owns the item and its index entry. `indexed` (the entry as
+    /// it is) and `bytes` (the item's size) are for the write-unit count.
+    async fn set_due(
         &self,
         id: SagaId,
         version: u64,
-        real_wake: Option<i64>,
+        due: Option<i64>,
+        delivered: bool,
         indexed: Option<i64>,
         bytes: usize,
     ) -> PortResult<()> {
         let calls = &self.clients.calls;
         calls.add("dynamodb", TABLE_UNITS, units(bytes));
-        calls.add("dynamodb", INDEX_UNITS, index_units(indexed, real_wake));
+        calls.add("dynamodb", INDEX_UNITS, index_units(indexed, due));
+        let marker = if delivered { "m = :v, " } else { "" };
         let update = self
             .clients
             .dynamo
@@ -691,17 +695,17 @@ impl AwsPorts {
             .key("sk", s(SAGA_SK))
             .condition_expression("v = :v")
             .expression_attribute_values(":v", n(version));
-        let update = match real_wake {
+        let update = match due {
             Some(w) => update
-                .update_expression("SET m = :v, due_pk = :dp, due_sk = :due")
+                .update_expression(format!("SET {marker}due_pk = :dp, due_sk = :due"))
                 .expression_attribute_values(":dp", s(format!("due#{}", self.shard(id))))
                 .expression_attribute_values(":due", s(time_key(w, id))),
-            None => update.update_expression("SET m = :v REMOVE due_pk, due_sk"),
+            None if delivered => update.update_expression("SET m = :v REMOVE due_pk, due_sk"),
+            None => update.update_expression("REMOVE due_pk, due_sk"),
         };
         self.clients.calls.count("dynamodb", "UpdateItem");
         match update.send().await {
             Ok(_) => Ok(()),
-            // Written again since: the newer write owns the item and its index entry.
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
@@ -726,8 +730,15 @@ impl AwsPorts {
             .then_some(stored.state.wake_at)
             .flatten()
             .map(|w| w.as_millis());
-        self.mark(id, stored.version, real_wake, stored.due, stored.bytes)
-            .await
+        self.set_due(
+            id,
+            stored.version,
+            real_wake,
+            true,
+            stored.due,
+            stored.bytes,
+        )
+        .await
     }
 
     /// The window scan: every live saga that reached `TIMER_WINDOW_MS` of age since the last
@@ -818,7 +829,8 @@ impl AwsPorts {
                 (_, Some(_)) | (None, None) => {}
                 (Some(w), None) if w <= now => due.push((w, id)),
                 (Some(w), None) => {
-                    self.index_due(id, stored.version, w).await?;
+                    self.set_due(id, stored.version, Some(w), false, None, stored.bytes)
+                        .await?;
                 }
             }
         }
@@ -835,38 +847,6 @@ impl AwsPorts {
             .await
             .map_err(|e| unavailable("PutItem", e))?;
         Ok(())
-    }
-
-    /// Index saga `id`, at `version`, as due at `at` (unless it was written since).
-    async fn index_due(&self, id: SagaId, version: u64, at: i64) -> PortResult<()> {
-        self.clients.calls.count("dynamodb", "UpdateItem");
-        self.clients.calls.add("dynamodb", TABLE_UNITS, 1);
-        self.clients.calls.add("dynamodb", INDEX_UNITS, 1);
-        match self
-            .clients
-            .dynamo
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(saga_pk(id)))
-            .key("sk", s(SAGA_SK))
-            .condition_expression("v = :v")
-            .update_expression("SET due_pk = :dp, due_sk = :due")
-            .expression_attribute_values(":v", n(version))
-            .expression_attribute_values(":dp", s(format!("due#{}", self.shard(id))))
-            .expression_attribute_values(":due", s(time_key(at, id)))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Written since: that write indexed it as it needed.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
     }
 
     /// Up to `want` summaries that pass `keep`, from one index partition, newest first, below
