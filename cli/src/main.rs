@@ -12,6 +12,10 @@ mod stack;
 
 use clap::{Parser, Subcommand};
 
+/// See the workspace manifest for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Saga orchestrator for "pay with Como Credits, then book the experience".
 #[derive(Debug, Parser)]
 #[command(name = "como-saga", version)]
