@@ -21,6 +21,19 @@ pub fn queue_code(queue: QueueName) -> u8 {
 /// How many queue codes there are; codes run from 1 to this.
 pub const QUEUES: usize = 4;
 
+/// Where a queue's entry is in per-queue arrays: its code - 1.
+pub fn queue_index(queue: QueueName) -> usize {
+    usize::from(queue_code(queue)) - 1
+}
+
+/// The queue at `index` in per-queue arrays.
+pub fn queue_of_index(index: usize) -> QueueName {
+    QueueName::ALL
+        .into_iter()
+        .find(|q| queue_index(*q) == index)
+        .unwrap_or_else(|| unreachable!("per-queue arrays have QUEUES entries, one per queue"))
+}
+
 pub fn queue_of_code(code: i64) -> Result<QueueName, PortError> {
     QueueName::ALL
         .into_iter()

@@ -18,7 +18,8 @@
 //! Layout:
 //! - `schema`: the tables and indexes (their layout is described there), and the connections'
 //!   settings.
-//! - `writer`: the one writer thread and its group commit; `ops`: the write operations.
+//! - `writer`: the one writer thread and its group commit; `ops`: the write operations;
+//!   `handoff`: long polls parked in the writer, and messages handed to them as they are sent.
 //! - `read`: read connections beside the writer.
 //! - `codec`: how port values are spelled in rows; anything read back that does not decode
 //!   is `PortError::Corrupt`.
@@ -27,10 +28,11 @@
 //! Guarantees: an operation is answered only after the transaction that holds its effect has
 //! committed, so `kill -9` at any moment loses nothing that was acknowledged (with
 //! [`Durability::PowerLoss`], a power cut doesn't either). A queue consumer waiting in a long
-//! poll is woken by the commit that makes a message visible, not by a poll interval.
+//! poll is handed the messages sent to it by the commit that sends them, not by a poll interval.
 
 mod bus;
 mod codec;
+mod handoff;
 mod ops;
 mod queue;
 mod read;
@@ -47,7 +49,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use como_ports::{Backend, Clock, QueueName};
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::Notify;
 
 pub use schema::{Durability, SCHEMA_VERSION};
 
@@ -133,7 +134,6 @@ pub struct EmbeddedBackend {
 pub struct EmbeddedPorts {
     writer: writer::WriterHandle,
     readers: Arc<read::Readers>,
-    notify: Arc<writer::Notifiers>,
     clock: Arc<dyn Clock>,
     stop_checkpoints: Arc<AtomicBool>,
 }
@@ -169,30 +169,33 @@ impl EmbeddedBackend {
             },
         )?;
 
-        let notify: Arc<writer::Notifiers> = Arc::new(std::array::from_fn(|_| Notify::new()));
         let mut max_receives = [config.max_receives; codec::QUEUES];
         for q in QueueName::ALL {
             max_receives[usize::from(codec::queue_code(q)) - 1] = config.max_receives_of(q);
         }
+        let restart_wal = Arc::new(AtomicBool::new(false));
         let (writer, _thread) = writer::spawn(
             conn,
             Arc::clone(&clock),
-            Arc::clone(&notify),
             writer::WriterConfig {
                 batch_max: config.batch_max.max(1),
                 max_receives,
+                restart_wal: Arc::clone(&restart_wal),
             },
         )?;
         let readers = Arc::new(read::Readers::new(path.clone(), config.read_connections));
         let ports = Arc::new(EmbeddedPorts {
             writer,
             readers,
-            notify,
             clock,
             stop_checkpoints: Arc::new(AtomicBool::new(false)),
         });
         if config.background_checkpoint {
-            spawn_checkpointer(path.clone(), Arc::clone(&ports.stop_checkpoints))?;
+            spawn_checkpointer(
+                path.clone(),
+                Arc::clone(&ports.stop_checkpoints),
+                restart_wal,
+            )?;
         }
         Ok(Self { ports, path })
     }
@@ -227,8 +230,12 @@ impl Drop for EmbeddedPorts {
     }
 }
 
-/// Frames in the WAL (32 MB at 4 KB pages) past which the checkpointer restarts it.
+/// Frames in the WAL (32 MB at 4 KB pages) past which the checkpointer asks the writer to
+/// start it over.
 const WAL_RESTART_FRAMES: i64 = 8_192;
+
+/// How often the background checkpointer runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The background checkpointer: PASSIVE checkpoints never block the writer or the readers;
 /// they copy what they can and leave the rest for the next round.
@@ -236,32 +243,29 @@ const WAL_RESTART_FRAMES: i64 = 8_192;
 /// That alone lets the WAL grow without end under steady load: SQLite writes from the start
 /// of the WAL again only when a write begins while no reader still reads from it, and with
 /// reads and writes never pausing that moment never comes (a 200,000-saga bench grew it past
-/// 15 GB). So once the WAL passes `WAL_RESTART_FRAMES`, a RESTART checkpoint waits (at most
-/// its 100 ms busy timeout, else it tries again next round) for the readers of the moment to
-/// finish, so that the next write starts the WAL over; the PASSIVE pass just before has copied
-/// nearly everything, so the wait is short. `journal_size_limit` then truncates the file.
-fn spawn_checkpointer(path: PathBuf, stop: Arc<AtomicBool>) -> Result<(), OpenError> {
+/// 15 GB). So once the WAL passes `WAL_RESTART_FRAMES`, the checkpointer raises `restart`, and
+/// the writer, between two groups, runs a RESTART checkpoint itself (see `writer`): it copies
+/// the few frames committed since this pass and waits a moment for the readers of the moment,
+/// so that its next write starts the WAL over. Run from here instead, a RESTART would first
+/// wait for the writer's lock and then hold it through its copy, its sync and its wait for
+/// the readers, and every saga in flight would wait with it (it measured 20–35 ms stalls).
+/// `journal_size_limit` then truncates the file.
+fn spawn_checkpointer(
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    restart: Arc<AtomicBool>,
+) -> Result<(), OpenError> {
     let conn = Connection::open_with_flags(
         &path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(std::time::Duration::from_millis(100))?;
     std::thread::Builder::new()
         .name("como-checkpoint".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                let frames =
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-                match frames {
-                    Ok(frames) if frames >= WAL_RESTART_FRAMES => {
-                        if let Err(e) =
-                            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-                        {
-                            tracing::debug!(error = %e, frames, "cannot restart the WAL yet");
-                        }
-                    }
-                    Ok(_) => {}
+                std::thread::sleep(CHECKPOINT_EVERY);
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                    Ok(frames) => restart.store(frames >= WAL_RESTART_FRAMES, Ordering::Relaxed),
                     Err(e) => {
                         tracing::debug!(error = %e, "background checkpoint failed; trying again");
                     }

@@ -11,18 +11,24 @@
 //! update is a version check, one statement per history entry, event, message sent and
 //! acknowledgement, and the UPDATE of the saga row.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use como_ports::{CreateOutcome, Delivery, PortError, PortResult, QueueName, UpdateOutcome};
 use como_schemas::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::{self, ReceiptKey};
+use crate::handoff::Waiters;
 
 /// A message ready for the `messages` table.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub queue: QueueName,
     pub body: String,
+    /// As stored; and as given to a receive the message is handed to.
     pub attrs: Option<String>,
+    pub attributes: BTreeMap<String, String>,
     pub delay_ms: i64,
 }
 
@@ -64,10 +70,12 @@ pub enum Op {
     Send {
         messages: Vec<NewMessage>,
     },
+    /// With a `wait`, the writer keeps it when nothing is visible (see `handoff`).
     Receive {
         queue: QueueName,
         max: usize,
         visibility_ms: i64,
+        wait: Duration,
     },
     Delete {
         queue: QueueName,
@@ -149,18 +157,16 @@ impl Output {
 #[derive(Debug, Default)]
 pub struct Received {
     pub deliveries: Vec<Delivery>,
-    /// When nothing was visible: when the queue's next message becomes visible, so that a long
-    /// poll can sleep until then instead of polling.
+    /// When fewer than asked were visible: when the queue's next hidden message shows.
     pub next_visible_at: Option<i64>,
 }
 
-/// The writer's state that operations use: the time of the group, the message ids, how many
-/// messages became visible on each queue (as many of its waiting consumers are woken after
-/// the commit), and the configuration.
+/// The writer's state that operations use: the time of the group, the message ids, the
+/// parked receives (and what is known of each queue), and the configuration.
 pub struct Ctx<'a> {
     pub now: i64,
     pub ids: &'a mut Ids,
-    pub visible: &'a mut [usize; codec::QUEUES],
+    pub waiters: &'a mut Waiters,
     /// The receive limit of each queue, by code - 1.
     pub max_receives: &'a [u32; codec::QUEUES],
 }
@@ -253,7 +259,22 @@ pub fn execute(
             queue,
             max,
             visibility_ms,
-        } => receive(conn, *queue, *max, *visibility_ms, cx).map(|r| Ok(Output::Received(r))),
+            wait: _,
+        } => {
+            let q = codec::queue_index(*queue);
+            let r = receive(
+                conn,
+                *queue,
+                *max,
+                *visibility_ms,
+                cx.now,
+                cx.max_receives[q],
+            )?;
+            if r.deliveries.len() < *max {
+                cx.waiters.looked_empty(q, r.next_visible_at);
+            }
+            Ok(Ok(Output::Received(r)))
+        }
         Op::Delete { queue, receipts } => {
             for r in receipts {
                 delete_message(conn, *queue, r)?;
@@ -279,8 +300,12 @@ pub fn execute(
             if changed == 0 {
                 return Ok(Err(stale(*queue, receipt)));
             }
+            let q = codec::queue_index(*queue);
             if *visibility_ms == 0 {
-                became_visible(cx, *queue, 1);
+                cx.waiters.became_visible(q);
+            } else {
+                cx.waiters
+                    .hidden_until(q, cx.now.saturating_add(*visibility_ms));
             }
             Ok(Ok(Output::Done))
         }
@@ -440,26 +465,57 @@ fn stale(queue: QueueName, receipt: &ReceiptKey) -> PortError {
     ))
 }
 
-fn became_visible(cx: &mut Ctx<'_>, queue: QueueName, n: usize) {
-    cx.visible[usize::from(codec::queue_code(queue)) - 1] += n;
-}
-
+/// Inserts a message; one sent without delay while a receive of its queue waits is inserted
+/// leased to that receive (see `handoff`).
 fn insert_message(conn: &Connection, m: &NewMessage, cx: &mut Ctx<'_>) -> rusqlite::Result<()> {
     let id = cx.ids.take(conn)?;
+    let q = codec::queue_index(m.queue);
+    let lease = if m.delay_ms > 0 {
+        cx.waiters
+            .hidden_until(q, cx.now.saturating_add(m.delay_ms));
+        None
+    } else if cx.max_receives[q] == 0 {
+        // A queue that allows no receive: the next receive dead-letters it.
+        cx.waiters.became_visible(q);
+        None
+    } else {
+        let lease = cx.waiters.lease_for(q, cx.now);
+        if lease.is_none() {
+            cx.waiters.became_visible(q);
+        }
+        lease
+    };
+    let (visible_at, count, token) = match lease {
+        Some(l) => (cx.now.saturating_add(l.visibility_ms), 1, Some(l.token)),
+        None => (cx.now.saturating_add(m.delay_ms), 0, None),
+    };
     conn.prepare_cached(
         "INSERT INTO messages (id, queue, visible_at, receive_count, receipt, sent_at, body, attrs)
-         VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         id,
         codec::queue_code(m.queue),
-        cx.now.saturating_add(m.delay_ms),
+        visible_at,
+        count,
+        token,
         cx.now,
         m.body,
         m.attrs
     ])?;
-    if m.delay_ms == 0 {
-        became_visible(cx, m.queue, 1);
+    if let (Some(lease), Some(token)) = (lease, token) {
+        cx.waiters.give(
+            q,
+            lease,
+            Delivery {
+                message_id: id.to_string(),
+                receipt: ReceiptKey { id, token }.receipt(),
+                body: m.body.clone(),
+                attributes: m.attributes.clone(),
+                receive_count: 1,
+                sent_at: Timestamp::from_millis(cx.now),
+            },
+        );
     }
     Ok(())
 }
@@ -515,18 +571,39 @@ fn apply_effects(
     Ok(())
 }
 
+/// Before the commit: the waiters of every queue that may hold visible messages lease them,
+/// oldest first, in turn.
+pub fn look(conn: &Connection, cx: &mut Ctx<'_>) -> rusqlite::Result<()> {
+    for q in 0..codec::QUEUES {
+        if !cx.waiters.should_look(q, cx.now) {
+            continue;
+        }
+        let queue = codec::queue_of_index(q);
+        for (i, room, visibility_ms) in cx.waiters.rooms(q) {
+            let r = receive(conn, queue, room, visibility_ms, cx.now, cx.max_receives[q])?;
+            let short = r.deliveries.len() < room;
+            cx.waiters.give_all(q, i, r.deliveries);
+            if short {
+                cx.waiters.looked_empty(q, r.next_visible_at);
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Leases up to `max` visible messages, oldest first, in one statement: each gets a new
 /// random token (so older receipts go stale), a new visibility and one more receive. A message
-/// received more often than the queue allows goes to the dead letters instead, as SQS's redrive
-/// policy does, and the lease is retried for the places it left.
+/// received more often than the queue allows (`limit_of`) goes to the dead letters instead, as
+/// SQS's redrive policy does, and the lease is retried for the places it left.
 fn receive(
     conn: &Connection,
     queue: QueueName,
     max: usize,
     visibility_ms: i64,
-    cx: &mut Ctx<'_>,
+    now: i64,
+    limit_of: u32,
 ) -> rusqlite::Result<Received> {
-    let limit_of = cx.max_receives[usize::from(codec::queue_code(queue)) - 1];
     let code = codec::queue_code(queue);
     let mut out = Received::default();
     loop {
@@ -546,8 +623,8 @@ fn receive(
             )?;
             let mut rows = stmt.query(params![
                 code,
-                cx.now,
-                cx.now.saturating_add(visibility_ms),
+                now,
+                now.saturating_add(visibility_ms),
                 codec::limit(want)
             ])?;
             while let Some(row) = rows.next()? {
@@ -581,10 +658,10 @@ fn receive(
         }
         let moved = over.len() + unreadable.len();
         for id in over {
-            move_to_dead_letters(conn, id, &format!("received {limit_of} times"), -1, cx.now)?;
+            move_to_dead_letters(conn, id, &format!("received {limit_of} times"), -1, now)?;
         }
         for (id, why) in unreadable {
-            move_to_dead_letters(conn, id, &why, 0, cx.now)?;
+            move_to_dead_letters(conn, id, &why, 0, now)?;
         }
         if moved == 0 {
             break;
@@ -593,7 +670,7 @@ fn receive(
     // RETURNING comes in no promised order; ids follow sending order.
     out.deliveries
         .sort_by_key(|d| d.message_id.parse::<i64>().unwrap_or(i64::MAX));
-    if out.deliveries.is_empty() {
+    if out.deliveries.len() < max {
         out.next_visible_at = conn
             .prepare_cached("SELECT min(visible_at) FROM messages WHERE queue = ?1")?
             .query_row([code], |r| r.get(0))?;
@@ -664,7 +741,7 @@ fn redrive(
         }
     };
     if moved > 0 {
-        became_visible(cx, queue, moved);
+        cx.waiters.became_visible(codec::queue_index(queue));
     }
     Ok(moved)
 }

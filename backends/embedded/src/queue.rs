@@ -5,16 +5,16 @@
 //! `dead_letter` with a stale receipt write nothing and fail with `PortError::Invalid` (SQS
 //! fails them too, for an expired receipt), so a worker learns that its lease is gone.
 //!
-//! Long polling: a receive that finds nothing waits on the queue's `Notify`, which the writer
-//! fires after a commit makes a message visible there (once per message), or until the queue's
-//! next message becomes visible by the clock, whichever is first, within `wait`.
+//! Long polling: a receive that finds nothing waits with the writer, which hands it the next
+//! messages sent to its queue in the commit that sends them, or leases it messages that become
+//! visible otherwise (by the clock, made visible again, redriven, sent by another process),
+//! within `wait` (see `handoff`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use como_ports::{DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueName, Receipt};
 use como_schemas::Timestamp;
-use tokio::time::Instant;
 
 use crate::EmbeddedPorts;
 use crate::codec::{self, ReceiptKey, db_error, limit, millis};
@@ -28,14 +28,9 @@ pub fn new_message(queue: QueueName, m: OutgoingMessage) -> NewMessage {
     NewMessage {
         queue,
         attrs: codec::encode_attributes(&m.attributes),
+        attributes: m.attributes,
         body: m.body,
         delay_ms: millis(m.delay),
-    }
-}
-
-impl EmbeddedPorts {
-    fn notifier(&self, queue: QueueName) -> &tokio::sync::Notify {
-        &self.notify[usize::from(codec::queue_code(queue)) - 1]
     }
 }
 
@@ -63,46 +58,18 @@ impl Queue for EmbeddedPorts {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let deadline = Instant::now() + wait;
-        let notify = self.notifier(queue);
-        loop {
-            // Registered before looking, so that a commit between the look and the wait is
-            // not missed.
-            let woken = notify.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-
-            let received = match self
-                .writer
-                .submit(Op::Receive {
-                    queue,
-                    max,
-                    visibility_ms: millis(visibility),
-                })
-                .await?
-            {
-                Output::Received(r) => r,
-                other => return Err(other.unexpected()),
-            };
-            if received.deliveries.len() == max {
-                // A full batch: there may be more, so another waiting consumer looks too.
-                // This is what spreads a wake-up from another process's commit, which rings
-                // one consumer only.
-                notify.notify_one();
-            }
-            let now = Instant::now();
-            if !received.deliveries.is_empty() || now >= deadline {
-                return Ok(received.deliveries);
-            }
-            let mut until = deadline;
-            if let Some(at) = received.next_visible_at {
-                let ms = at.saturating_sub(self.clock.now().as_millis()).max(1);
-                until = until.min(now + Duration::from_millis(ms.unsigned_abs()));
-            }
-            tokio::select! {
-                () = &mut woken => {}
-                () = tokio::time::sleep_until(until) => {}
-            }
+        match self
+            .writer
+            .submit(Op::Receive {
+                queue,
+                max,
+                visibility_ms: millis(visibility),
+                wait,
+            })
+            .await?
+        {
+            Output::Received(r) => Ok(r.deliveries),
+            other => Err(other.unexpected()),
         }
     }
 

@@ -134,6 +134,10 @@ pub enum Durability {
     PowerLoss,
 }
 
+/// How long a connection waits for a lock another connection holds (another process's writer,
+/// a checkpoint) before its statement fails with SQLITE_BUSY.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Settings of the writer connection, then the schema.
 ///
 /// `checkpoint_pages`: the WAL is folded back into the file (by the writer, inside a commit)
@@ -161,8 +165,9 @@ pub fn prepare_writer(
          PRAGMA journal_size_limit = 67108864;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;
-         PRAGMA busy_timeout = 5000;",
+         PRAGMA busy_timeout = {busy};",
         kib = u64::from(cache_mb) * 1024,
+        busy = BUSY_TIMEOUT.as_millis(),
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
 
@@ -181,12 +186,13 @@ pub fn prepare_writer(
 
 /// Settings of a read connection: reads never write, and wait out a checkpoint's brief lock.
 pub fn prepare_reader(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA query_only = ON;
          PRAGMA cache_size = -16384;
          PRAGMA temp_store = MEMORY;
-         PRAGMA busy_timeout = 5000;",
-    )?;
+         PRAGMA busy_timeout = {busy};",
+        busy = BUSY_TIMEOUT.as_millis(),
+    ))?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
 }

@@ -1,42 +1,42 @@
 //! The one writer: a thread that owns the only writing connection and commits in groups.
 //!
 //! Callers send an operation with a oneshot for its answer. The writer takes whatever is
-//! queued (up to `batch_max` operations), carries all of it out in ONE transaction, commits,
-//! wakes as many waiting consumers of each queue as messages became visible there, and only
-//! then answers every caller. So a caller never hears "done" for an effect that is not committed: a kill -9 at
-//! any moment loses only what nobody was told about. Under load a group forms by itself while
-//! the previous one commits; a lone caller is served at once, without waiting for company.
+//! queued (up to `batch_max` operations), carries all of it out in ONE transaction, lets the
+//! waiting receives lease what became visible (see `handoff`), commits, and only then answers
+//! every caller, the waiting receives that were given messages first. So a caller never hears
+//! "done" for an effect that is not committed: a kill -9 at any moment loses only what nobody
+//! was told about. Under load a group forms by itself while the previous one commits; a lone
+//! caller is served at once, without waiting for company.
 //!
 //! Other processes may open the same file (each role as its own process): their writers take
-//! turns with this one on SQLite's write lock, and their commits cannot ring this process's
-//! bells. So the writer watches `PRAGMA data_version` (which moves only for other connections'
-//! commits) before each group and, when idle, every `EXTERNAL_POLL`; when it moved, one waiting
-//! consumer per queue looks again (and a consumer that finds a full batch wakes the next).
+//! turns with this one on SQLite's write lock, and this writer learns of their commits only by
+//! watching `PRAGMA data_version` (which moves only for other connections' commits), before
+//! each group and, when idle, every `EXTERNAL_POLL`; when it moved, the waiting receives look.
 //!
 //! If a SQLite error aborts the group, the transaction is rolled back and its operations are
 //! run again one per transaction, so that one bad operation fails alone and no operation is
 //! ever half committed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use como_ports::{Clock, PortError, PortResult};
 use rusqlite::Connection;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 use crate::codec::{self, QUEUES};
+use crate::handoff::Waiters;
 use crate::ops::{self, Ctx, Ids, Op, Output};
-
-/// At most this many consumers of one queue are woken per commit.
-const WAKE_MAX: usize = 256;
 
 /// How often an idle writer looks for other processes' commits.
 const EXTERNAL_POLL: Duration = Duration::from_millis(20);
 
-/// Consumers waiting on each queue (by code - 1), woken after a commit makes messages visible.
-pub type Notifiers = [Notify; QUEUES];
+/// How long the writer's RESTART checkpoint waits for the readers of the moment (which take
+/// microseconds; readers that start after it has copied everything do not hold it up).
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(20);
 
 pub struct Pending {
     op: Op,
@@ -83,6 +83,8 @@ impl WriterHandle {
 pub struct WriterConfig {
     pub batch_max: usize,
     pub max_receives: [u32; QUEUES],
+    /// Raised by the background checkpointer when the WAL should start over.
+    pub restart_wal: Arc<AtomicBool>,
 }
 
 struct Writer {
@@ -91,7 +93,7 @@ struct Writer {
     /// `PRAGMA data_version` as last seen: it moves when another connection commits.
     data_version: i64,
     clock: Arc<dyn Clock>,
-    notify: Arc<Notifiers>,
+    waiters: Waiters,
     config: WriterConfig,
 }
 
@@ -99,7 +101,6 @@ struct Writer {
 pub fn spawn(
     conn: Connection,
     clock: Arc<dyn Clock>,
-    notify: Arc<Notifiers>,
     config: WriterConfig,
 ) -> Result<(WriterHandle, JoinHandle<()>), crate::OpenError> {
     let ids = Ids::load(&conn)?;
@@ -110,7 +111,7 @@ pub fn spawn(
         ids,
         data_version,
         clock,
-        notify,
+        waiters: Waiters::new(uuid::Uuid::new_v4().as_u64_pair().0),
         config,
     };
     let thread = std::thread::Builder::new()
@@ -123,43 +124,87 @@ pub fn spawn(
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut group = Vec::with_capacity(self.config.batch_max);
-        loop {
-            let first = match rx.recv_timeout(EXTERNAL_POLL) {
-                Ok(m) => m,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.watch_other_processes();
-                    continue;
-                }
+        let mut close = None;
+        while close.is_none() {
+            let timeout = self
+                .waiters
+                .next_wake(self.clock.now().as_millis(), Instant::now())
+                .map_or(EXTERNAL_POLL, |at| {
+                    at.saturating_duration_since(Instant::now())
+                        .min(EXTERNAL_POLL)
+                });
+            let mut next = match rx.recv_timeout(timeout) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
                 // Every handle is dropped: nobody can ask for anything any more.
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut close = None;
-            match first {
-                Msg::Op(p) => group.push(p),
-                Msg::Close(c) => close = Some(c),
-            }
-            while close.is_none() && group.len() < self.config.batch_max {
-                match rx.try_recv() {
-                    Ok(Msg::Op(p)) => group.push(p),
-                    Ok(Msg::Close(c)) => close = Some(c),
-                    Err(_) => break,
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Op(p) => self.take(p, &mut group),
+                    Msg::Close(c) => {
+                        close = Some(c);
+                        break;
+                    }
+                }
+                if group.len() < self.config.batch_max {
+                    next = rx.try_recv().ok();
                 }
             }
-            if !group.is_empty() {
-                self.watch_other_processes();
-                self.commit_group(&mut group);
+            self.watch_other_processes();
+            let now = self.clock.now().as_millis();
+            if !group.is_empty() || self.waiters.wants_look(now) {
+                self.commit_group(&mut group, now);
             }
-            if let Some(done) = close {
-                self.tidy();
-                let _ = done.send(());
-                return;
-            }
+            self.waiters.expire(Instant::now());
+            self.restart_wal();
         }
+        self.waiters.close();
         self.tidy();
+        if let Some(done) = close {
+            let _ = done.send(());
+        }
+    }
+
+    /// The checkpointer found the WAL long: fold in the frames it has not copied yet and wait
+    /// a moment for the readers of the moment, so that the next commit writes from the start
+    /// of the WAL again (see `spawn_checkpointer` for why here). If a reader outlasts the wait,
+    /// the checkpointer asks again after its next pass.
+    fn restart_wal(&mut self) {
+        if !self.config.restart_wal.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let restarted = self.conn.busy_timeout(WAL_RESTART_WAIT).and_then(|()| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+        });
+        if let Err(e) = self.conn.busy_timeout(crate::schema::BUSY_TIMEOUT) {
+            tracing::warn!(error = %e, "cannot set the writer's busy timeout back");
+        }
+        match restarted {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!("readers outlasted the WAL restart; trying again later"),
+            Err(e) => tracing::debug!(error = %e, "the WAL restart failed; trying again later"),
+        }
+    }
+
+    /// A receive that may wait is kept by the writer; anything else joins the group.
+    fn take(&mut self, p: Pending, group: &mut Vec<Pending>) {
+        match p.op {
+            Op::Receive {
+                queue,
+                max,
+                visibility_ms,
+                wait,
+            } if !wait.is_zero() => {
+                self.waiters.park(queue, max, visibility_ms, wait, p.reply);
+            }
+            _ => group.push(p),
+        }
     }
 
     /// Another process committed since we last looked: it may have sent messages that this
-    /// process's consumers wait for.
+    /// process's receives wait for.
     fn watch_other_processes(&mut self) {
         match self
             .conn
@@ -167,46 +212,41 @@ impl Writer {
         {
             Ok(v) if v != self.data_version => {
                 self.data_version = v;
-                for notify in self.notify.iter() {
-                    notify.notify_one();
-                }
+                self.waiters.all_maybe_visible();
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "cannot read data_version"),
         }
     }
 
-    fn commit_group(&mut self, group: &mut Vec<Pending>) {
-        let now = self.clock.now().as_millis();
-        let mut visible = [0; QUEUES];
-        match self.transaction(group.iter().map(|p| &p.op), now, &mut visible) {
+    /// Commits `group` (which may be empty when only the waiting receives have something to
+    /// look at) and answers everybody concerned.
+    fn commit_group(&mut self, group: &mut Vec<Pending>, now: i64) {
+        match self.transaction(group.iter().map(|p| &p.op), now) {
             Ok(answers) => {
-                self.ids.committed();
-                self.wake(&visible);
+                self.committed(now);
                 for (p, answer) in group.drain(..).zip(answers) {
                     // A caller that stopped waiting still had its write committed.
                     let _ = p.reply.send(answer);
                 }
             }
             Err(e) => {
-                self.ids.rolled_back();
+                if group.is_empty() {
+                    tracing::debug!(error = %e, "a look for waiting receives failed");
+                    return;
+                }
                 tracing::warn!(
                     error = %e,
                     operations = group.len(),
                     "group commit failed; running its operations one by one"
                 );
                 for p in group.drain(..) {
-                    let mut visible = [0; QUEUES];
-                    let answer = match self.transaction(std::iter::once(&p.op), now, &mut visible) {
+                    let answer = match self.transaction(std::iter::once(&p.op), now) {
                         Ok(mut answers) => {
-                            self.ids.committed();
-                            self.wake(&visible);
+                            self.committed(now);
                             answers.pop().unwrap_or_else(|| Err(closed()))
                         }
-                        Err(e) => {
-                            self.ids.rolled_back();
-                            Err(codec::db_error(e))
-                        }
+                        Err(e) => Err(codec::db_error(e)),
                     };
                     let _ = p.reply.send(answer);
                 }
@@ -214,18 +254,57 @@ impl Writer {
         }
     }
 
+    /// A transaction committed: the message ids it reserved are safe, and the waiting receives
+    /// it gave messages to hear of them. Messages given to a receive whose caller stopped
+    /// waiting in the meantime are made visible again straight away.
+    fn committed(&mut self, now: i64) {
+        self.ids.committed();
+        loop {
+            let orphaned = self.waiters.answer();
+            if orphaned.is_empty() {
+                return;
+            }
+            let release: Vec<Op> = orphaned
+                .into_iter()
+                .map(|(queue, receipt)| Op::ChangeVisibility {
+                    queue,
+                    receipt,
+                    visibility_ms: 0,
+                })
+                .collect();
+            if let Err(e) = self.transaction(release.iter(), now) {
+                tracing::warn!(error = %e, "cannot release messages nobody waits for any more; they show again after their visibility timeout");
+                return;
+            }
+            self.ids.committed();
+        }
+    }
+
     /// Runs `ops` in one transaction; on any SQLite error nothing of them stays.
+    /// Before the commit, the waiting receives lease what became visible.
     fn transaction<'a>(
         &mut self,
         ops: impl Iterator<Item = &'a Op>,
         now: i64,
-        visible: &mut [usize; QUEUES],
+    ) -> rusqlite::Result<Vec<PortResult<Output>>> {
+        let answers = self.attempt(ops, now);
+        if answers.is_err() {
+            self.ids.rolled_back();
+            self.waiters.rolled_back();
+        }
+        answers
+    }
+
+    fn attempt<'a>(
+        &mut self,
+        ops: impl Iterator<Item = &'a Op>,
+        now: i64,
     ) -> rusqlite::Result<Vec<PortResult<Output>>> {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let mut cx = Ctx {
             now,
             ids: &mut self.ids,
-            visible,
+            waiters: &mut self.waiters,
             max_receives: &self.config.max_receives,
         };
         let mut answers = Vec::new();
@@ -240,10 +319,11 @@ impl Writer {
             }
         }
         let committed = match failed {
-            None => self
-                .conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]).map(|_| ())),
+            None => ops::look(&self.conn, &mut cx).and_then(|()| {
+                self.conn
+                    .prepare_cached("COMMIT")
+                    .and_then(|mut s| s.execute([]).map(|_| ()))
+            }),
             Some(e) => Err(e),
         };
         match committed {
@@ -252,18 +332,7 @@ impl Writer {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
-                *visible = [0; QUEUES];
                 Err(e)
-            }
-        }
-    }
-
-    /// One waiting consumer per message that became visible: waking every waiter for one
-    /// message would have all but one of them run an empty receive through the writer.
-    fn wake(&self, visible: &[usize; QUEUES]) {
-        for (notify, n) in self.notify.iter().zip(visible) {
-            for _ in 0..(*n).min(WAKE_MAX) {
-                notify.notify_one();
             }
         }
     }
