@@ -4,21 +4,25 @@
 
 use async_trait::async_trait;
 use como_ports::{IdempotencyRecords, OutgoingMessage, PortResult, QueueName, Receipt};
-use rusqlite::OptionalExtension;
 
 use crate::EmbeddedPorts;
-use crate::codec::{ReceiptKey, db_error};
-use crate::ops::Op;
+use crate::codec::ReceiptKey;
+use crate::ops::{Op, Output};
 use crate::queue::new_message;
 
 #[async_trait]
 impl IdempotencyRecords for EmbeddedPorts {
     async fn get(&self, key: &str) -> PortResult<Option<String>> {
-        self.readers.point(|conn| {
-            conn.prepare_cached("SELECT value FROM records WHERE key = ?1")
-                .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-                .map_err(db_error)
-        })
+        match self
+            .writer
+            .submit(Op::GetRecord {
+                key: key.to_owned(),
+            })
+            .await?
+        {
+            Output::Record(value) => Ok(value),
+            other => Err(other.unexpected()),
+        }
     }
 
     async fn complete(
