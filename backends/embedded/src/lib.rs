@@ -45,7 +45,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use como_ports::{Backend, Clock, QueueName};
 use rusqlite::{Connection, OpenFlags};
@@ -136,6 +136,7 @@ pub struct EmbeddedPorts {
     readers: Arc<read::Readers>,
     clock: Arc<dyn Clock>,
     stop_checkpoints: Arc<AtomicBool>,
+    commits: Arc<AtomicU64>,
 }
 
 impl EmbeddedBackend {
@@ -174,6 +175,7 @@ impl EmbeddedBackend {
             max_receives[usize::from(codec::queue_code(q)) - 1] = config.max_receives_of(q);
         }
         let restart_wal = Arc::new(AtomicBool::new(false));
+        let commits = Arc::new(AtomicU64::new(0));
         let (writer, _thread) = writer::spawn(
             conn,
             Arc::clone(&clock),
@@ -181,6 +183,7 @@ impl EmbeddedBackend {
                 batch_max: config.batch_max.max(1),
                 max_receives,
                 restart_wal: Arc::clone(&restart_wal),
+                commits: Arc::clone(&commits),
             },
         )?;
         let readers = Arc::new(read::Readers::new(path.clone(), config.read_connections));
@@ -189,6 +192,7 @@ impl EmbeddedBackend {
             readers,
             clock,
             stop_checkpoints: Arc::new(AtomicBool::new(false)),
+            commits,
         });
         if config.background_checkpoint {
             spawn_checkpointer(
@@ -214,6 +218,12 @@ impl EmbeddedBackend {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Transactions the writer has committed since the file was opened: each is a write of
+    /// the WAL, the measure of what the backend costs.
+    pub fn commits(&self) -> u64 {
+        self.ports.commits.load(Ordering::Relaxed)
     }
 
     /// Commit everything submitted so far, fold the WAL into the file and stop the writer.

@@ -18,7 +18,7 @@
 //! ever half committed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,6 +85,8 @@ pub struct WriterConfig {
     pub max_receives: [u32; QUEUES],
     /// Raised by the background checkpointer when the WAL should start over.
     pub restart_wal: Arc<AtomicBool>,
+    /// Counts the committed transactions.
+    pub commits: Arc<AtomicU64>,
 }
 
 struct Writer {
@@ -259,6 +261,7 @@ impl Writer {
     /// waiting in the meantime are made visible again straight away.
     fn committed(&mut self, now: i64) {
         self.ids.committed();
+        self.config.commits.fetch_add(1, Ordering::Relaxed);
         loop {
             let orphaned = self.waiters.answer();
             if orphaned.is_empty() {
@@ -277,6 +280,7 @@ impl Writer {
                 return;
             }
             self.ids.committed();
+            self.config.commits.fetch_add(1, Ordering::Relaxed);
         }
     }
 
