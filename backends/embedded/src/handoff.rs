@@ -99,7 +99,8 @@ impl Waiters {
         });
     }
 
-    fn token(&mut self) -> i64 {
+    /// A new receipt token.
+    pub fn token(&mut self) -> i64 {
         self.tokens = self.tokens.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.tokens;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -210,7 +210,8 @@ impl Writer {
     fn watch_other_processes(&mut self) {
         match self
             .conn
-            .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
         {
             Ok(v) if v != self.data_version => {
                 self.data_version = v;
