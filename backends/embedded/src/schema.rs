@@ -162,7 +162,7 @@ pub fn prepare_writer(
         "PRAGMA synchronous = {sync};
          PRAGMA cache_size = -{kib};
          PRAGMA wal_autocheckpoint = {checkpoint_pages};
-         PRAGMA journal_size_limit = 167772160;
+         PRAGMA journal_size_limit = 536870912;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;
          PRAGMA busy_timeout = {busy};",

@@ -1,7 +1,7 @@
 //! The WAL file stays bounded under steady writes with readers always at work: SQLite only
 //! writes from the start of the WAL again when a write begins while no reader still reads from
 //! it, which steady load never allows by itself; the background checkpointer's RESTART makes
-//! that moment (without it this test's WAL passes 500 MB).
+//! that moment (without it this test's WAL passes a gigabyte).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +47,7 @@ async fn the_wal_stays_bounded_while_readers_never_stop() {
 
     let wal = path.with_extension("sqlite-wal");
     let mut largest = 0u64;
-    for n in 0..12_000u32 {
+    for n in 0..30_000u32 {
         let request = examples::booking_request(&format!("wal-{n}"), date);
         let d = como_engine::transition(
             &como::current(),
@@ -78,8 +78,9 @@ async fn the_wal_stays_bounded_while_readers_never_stop() {
     }
     largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     assert!(reads > 1_000, "the readers kept reading: {reads}");
-    // The restart threshold is 128 MB and `journal_size_limit` 160 MB; a restart can wait a
-    // round or two for its readers.
-    assert!(largest < 224 << 20, "the WAL grew to {} MB", largest >> 20);
+    // The restart threshold is 128 MB, and the checkpointer looks once a second; a restart
+    // can wait a round or two for its readers. This test writes over a gigabyte of WAL.
+    eprintln!("largest WAL: {} MB", largest >> 20);
+    assert!(largest < 448 << 20, "the WAL grew to {} MB", largest >> 20);
     backend.close().await;
 }
