@@ -2,8 +2,9 @@
 //! commit, so reads never queue behind the writer's groups. A read started after a write was
 //! acknowledged sees that write.
 //!
-//! Point reads (one row by key: a saga, a record, a secret) run on the caller's thread: they
-//! take microseconds, less than a hop to another thread would. Reads that may walk many rows
+//! Point reads (one row by key: a saga, a secret) run on the caller's thread: they take
+//! microseconds, less than a hop to another thread would. (Idempotency records are read by the
+//! writer: see `ops::Op::GetRecord`.) Reads that may walk many rows
 //! (lists, history, counts) run on tokio's blocking pool so that they never hold up a runtime
 //! thread.
 
