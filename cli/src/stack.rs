@@ -41,6 +41,11 @@ impl OpenBackend {
         self.aws.as_ref().map(|a| a.api_calls())
     }
 
+    /// The transactions the embedded backend has committed, when it is the one.
+    pub fn embedded_commits(&self) -> Option<u64> {
+        self.embedded.as_ref().map(EmbeddedBackend::commits)
+    }
+
     pub fn reset_aws_api_calls(&self) {
         if let Some(a) = &self.aws {
             a.reset_api_calls();

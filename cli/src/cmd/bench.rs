@@ -94,6 +94,9 @@ pub struct BenchReport {
     /// units DynamoDB bills), and what a saga costs at list prices.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsFigures>,
+    /// On the embedded backend: SQLite transactions committed per saga (each writes the WAL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits_per_saga: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -362,6 +365,7 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     );
     // What the start-up cost (connecting, the token) is not a saga's.
     backend.reset_aws_api_calls();
+    let commits_before = backend.embedded_commits();
     let started = Instant::now();
     for request in &requests {
         let permit = Arc::clone(&slots)
@@ -377,6 +381,10 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         .acquire_many(u32::try_from(args.concurrency.max(1)).unwrap_or(u32::MAX))
         .await;
     let elapsed = started.elapsed();
+    let commits_per_saga = backend
+        .embedded_commits()
+        .zip(commits_before)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / args.sagas.max(1) as f64);
     let aws = backend.aws_api_calls().map(|calls| AwsFigures {
         per_saga: calls
             .iter()
@@ -427,6 +435,7 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         overhead_per_step_ms: Percentiles::of(&f.overhead_all),
         peak_rss_mib: peak_rss_mib(),
         aws,
+        commits_per_saga,
     })
 }
 
@@ -466,6 +475,9 @@ fn print_report(r: &BenchReport) {
     }
     println!("overhead per step:      {}", p(&r.overhead_per_step_ms));
     println!("peak memory:            {:.1} MiB", r.peak_rss_mib);
+    if let Some(c) = r.commits_per_saga {
+        println!("commits per saga:       {c:.2}");
+    }
     if let Some(aws) = &r.aws {
         println!("AWS API calls per saga:");
         for (what, n) in &aws.per_saga {
