@@ -33,17 +33,38 @@ struct Waiter {
     max: usize,
     visibility_ms: i64,
     deadline: Instant,
-    reply: oneshot::Sender<PortResult<Output>>,
+    /// Taken when it is answered.
+    reply: Option<oneshot::Sender<PortResult<Output>>>,
     /// Leased to it by the transaction in progress; answered after its commit.
     got: Vec<Delivery>,
 }
 
 impl Waiter {
+    /// Answered, or its caller stopped waiting.
+    fn gone(&self) -> bool {
+        self.reply.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
     fn room(&self) -> usize {
-        if self.reply.is_closed() {
+        if self.gone() {
             0
         } else {
             self.max.saturating_sub(self.got.len())
+        }
+    }
+
+    /// Answers with `deliveries`; gives them back if nobody hears it.
+    fn answer(&mut self, deliveries: Vec<Delivery>) -> Result<(), Vec<Delivery>> {
+        let Some(reply) = self.reply.take() else {
+            return Err(deliveries);
+        };
+        match reply.send(Ok(Output::Received(Received {
+            deliveries,
+            next_visible_at: None,
+        }))) {
+            Ok(()) => Ok(()),
+            Err(Ok(Output::Received(lost))) => Err(lost.deliveries),
+            Err(_) => Err(Vec::new()),
         }
     }
 }
@@ -94,7 +115,7 @@ impl Waiters {
             max: max.max(1),
             visibility_ms,
             deadline: Instant::now() + wait,
-            reply,
+            reply: Some(reply),
             got: Vec::new(),
         });
     }
@@ -209,30 +230,21 @@ impl Waiters {
     pub fn answer(&mut self) -> Vec<(QueueName, ReceiptKey)> {
         let mut orphaned = Vec::new();
         for (q, waiters) in self.queues.iter_mut().enumerate() {
-            if waiters.iter().all(|w| w.got.is_empty()) {
-                continue;
-            }
-            let queue = codec::queue_of_index(q);
-            let mut kept = VecDeque::with_capacity(waiters.len());
-            for w in waiters.drain(..) {
+            waiters.retain_mut(|w| {
                 if w.got.is_empty() {
-                    kept.push_back(w);
-                    continue;
+                    return true;
                 }
-                let answer = Ok(Output::Received(Received {
-                    deliveries: w.got,
-                    next_visible_at: None,
-                }));
-                if let Err(Ok(Output::Received(lost))) = w.reply.send(answer) {
+                let got = std::mem::take(&mut w.got);
+                if let Err(lost) = w.answer(got) {
+                    let queue = codec::queue_of_index(q);
                     orphaned.extend(
-                        lost.deliveries
-                            .iter()
+                        lost.iter()
                             .filter_map(|d| ReceiptKey::parse(&d.receipt).ok())
                             .map(|r| (queue, r)),
                     );
                 }
-            }
-            *waiters = kept;
+                false
+            });
         }
         orphaned
     }
@@ -249,29 +261,26 @@ impl Waiters {
 
     /// Answers, empty, the waiters whose wait is over, and drops those nobody waits for.
     pub fn expire(&mut self, now: Instant) {
-        let stays = |w: &Waiter| !w.reply.is_closed() && (w.deadline > now || !w.got.is_empty());
         for waiters in &mut self.queues {
-            if waiters.iter().all(stays) {
-                continue;
-            }
-            let mut kept = VecDeque::with_capacity(waiters.len());
-            for w in waiters.drain(..) {
-                if stays(&w) {
-                    kept.push_back(w);
-                } else {
-                    // A caller that stopped waiting does not hear it.
-                    let _ = w.reply.send(Ok(Output::Received(Received::default())));
+            waiters.retain_mut(|w| {
+                if w.gone() {
+                    return false;
                 }
-            }
-            *waiters = kept;
+                if w.deadline > now || !w.got.is_empty() {
+                    return true;
+                }
+                // A caller that stopped waiting meanwhile does not hear it.
+                let _ = w.answer(Vec::new());
+                false
+            });
         }
     }
 
     /// The writer stops: every waiter is answered, empty.
     pub fn close(&mut self) {
         for waiters in &mut self.queues {
-            for w in waiters.drain(..) {
-                let _ = w.reply.send(Ok(Output::Received(Received::default())));
+            for mut w in waiters.drain(..) {
+                let _ = w.answer(Vec::new());
             }
         }
     }

@@ -261,9 +261,9 @@ impl Writer {
     /// it gave messages to hear of them. Messages given to a receive whose caller stopped
     /// waiting in the meantime are made visible again straight away.
     fn committed(&mut self, now: i64) {
-        self.ids.committed();
-        self.config.commits.fetch_add(1, Ordering::Relaxed);
         loop {
+            self.ids.committed();
+            self.config.commits.fetch_add(1, Ordering::Relaxed);
             let orphaned = self.waiters.answer();
             if orphaned.is_empty() {
                 return;
@@ -280,8 +280,6 @@ impl Writer {
                 tracing::warn!(error = %e, "cannot release messages nobody waits for any more; they show again after their visibility timeout");
                 return;
             }
-            self.ids.committed();
-            self.config.commits.fetch_add(1, Ordering::Relaxed);
         }
     }
 

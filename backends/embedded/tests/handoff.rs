@@ -24,19 +24,21 @@ async fn send(ports: &Backend, body: &str) {
         .unwrap();
 }
 
+async fn receive_from(ports: &Backend, max: usize, wait: Duration) -> Vec<como_ports::Delivery> {
+    ports
+        .queue
+        .receive(QUEUE, max, VISIBILITY, wait)
+        .await
+        .unwrap()
+}
+
 /// A receive that waits up to `wait`, running in its own task.
 fn waiting_receive(
     ports: &Backend,
     wait: Duration,
 ) -> tokio::task::JoinHandle<Vec<como_ports::Delivery>> {
     let ports = ports.clone();
-    tokio::spawn(async move {
-        ports
-            .queue
-            .receive(QUEUE, 10, VISIBILITY, wait)
-            .await
-            .unwrap()
-    })
+    tokio::spawn(async move { receive_from(&ports, 10, wait).await })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,11 +67,7 @@ async fn a_waiting_receive_is_handed_the_message_by_the_commit_that_sends_it() {
     );
 
     // The lease is a real one: the message is hidden, and its receipt deletes it.
-    let now = ports
-        .queue
-        .receive(QUEUE, 10, VISIBILITY, Duration::ZERO)
-        .await
-        .unwrap();
+    let now = receive_from(&ports, 10, Duration::ZERO).await;
     assert!(now.is_empty(), "a handed-off message is hidden");
     ports
         .queue
@@ -91,11 +89,7 @@ async fn a_receive_whose_caller_gave_up_is_handed_nothing() {
     let _ = receive.await;
     send(&ports, "for somebody else").await;
 
-    let got = ports
-        .queue
-        .receive(QUEUE, 10, VISIBILITY, Duration::ZERO)
-        .await
-        .unwrap();
+    let got = receive_from(&ports, 10, Duration::ZERO).await;
     assert_eq!(
         got.len(),
         1,
@@ -114,11 +108,7 @@ async fn older_visible_messages_go_first_to_a_new_receive() {
 
     send(&ports, "first").await;
     send(&ports, "second").await;
-    let got = ports
-        .queue
-        .receive(QUEUE, 1, VISIBILITY, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let got = receive_from(&ports, 1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "first");
     backend.close().await;
@@ -182,11 +172,7 @@ async fn a_waiting_receive_that_gets_nothing_returns_empty_after_its_wait() {
     let backend = open(&dir.path().join("h.sqlite"));
     let ports = backend.ports();
     let started = Instant::now();
-    let got = ports
-        .queue
-        .receive(QUEUE, 10, VISIBILITY, Duration::from_millis(300))
-        .await
-        .unwrap();
+    let got = receive_from(&ports, 10, Duration::from_millis(300)).await;
     let took = started.elapsed();
     assert!(got.is_empty());
     assert!(
