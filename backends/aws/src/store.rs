@@ -34,6 +34,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::{QueryError, QueryOutput};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use como_engine::{HistoryEntry, SagaState, StatusKind};
@@ -789,30 +791,22 @@ impl AwsPorts {
         let mut ids = Vec::new();
         for kind in live {
             for shard in self.shards() {
-                let mut start: Option<Item> = None;
-                loop {
-                    self.clients.calls.count("dynamodb", "Query");
-                    let page = self
-                        .clients
-                        .dynamo
-                        .query()
-                        .table_name(self.table())
-                        .index_name(names::STATUS_INDEX)
-                        .key_condition_expression("gs_pk = :p AND gs_sk BETWEEN :from AND :upto")
-                        .expression_attribute_values(":p", s(format!("{}#{shard}", kind.as_str())))
-                        .expression_attribute_values(":from", s(time_bound(from)))
-                        .expression_attribute_values(":upto", s(time_bound(upto)))
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(|e| unavailable("Query", e))?;
+                let mut pages = self
+                    .clients
+                    .dynamo
+                    .query()
+                    .table_name(self.table())
+                    .index_name(names::STATUS_INDEX)
+                    .key_condition_expression("gs_pk = :p AND gs_sk BETWEEN :from AND :upto")
+                    .expression_attribute_values(":p", s(format!("{}#{shard}", kind.as_str())))
+                    .expression_attribute_values(":from", s(time_bound(from)))
+                    .expression_attribute_values(":upto", s(time_bound(upto)))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = self.page(pages.next().await)? {
                     ids.extend(page.items().iter().filter_map(|item| {
                         SagaId::parse(get_s(item, "gs_sk")?.split_once('#')?.1).ok()
                     }));
-                    match page.last_evaluated_key() {
-                        Some(k) => start = Some(k.clone()),
-                        None => break,
-                    }
                 }
             }
         }
@@ -860,26 +854,23 @@ impl AwsPorts {
         want: usize,
     ) -> PortResult<Vec<(String, SagaSummary)>> {
         let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut q = self
-                .clients
-                .dynamo
-                .query()
-                .table_name(self.table())
-                .index_name(names::STATUS_INDEX)
-                .scan_index_forward(false)
-                .limit(i32::try_from(want.clamp(1, 100)).unwrap_or(100))
-                .expression_attribute_values(":p", s(partition.clone()))
-                .set_exclusive_start_key(start.take());
-            q = match upper {
-                Some(u) => q
-                    .key_condition_expression("gs_pk = :p AND gs_sk < :u")
-                    .expression_attribute_values(":u", s(u)),
-                None => q.key_condition_expression("gs_pk = :p"),
-            };
-            self.clients.calls.count("dynamodb", "Query");
-            let page = q.send().await.map_err(|e| unavailable("Query", e))?;
+        let q = self
+            .clients
+            .dynamo
+            .query()
+            .table_name(self.table())
+            .index_name(names::STATUS_INDEX)
+            .scan_index_forward(false)
+            .limit(i32::try_from(want.clamp(1, 100)).unwrap_or(100))
+            .expression_attribute_values(":p", s(partition));
+        let q = match upper {
+            Some(u) => q
+                .key_condition_expression("gs_pk = :p AND gs_sk < :u")
+                .expression_attribute_values(":u", s(u)),
+            None => q.key_condition_expression("gs_pk = :p"),
+        };
+        let mut pages = q.into_paginator().send();
+        while let Some(page) = self.page(pages.next().await)? {
             let keys: Vec<(String, SagaId)> = page
                 .items()
                 .iter()
@@ -902,11 +893,8 @@ impl AwsPorts {
                     }
                 }
             }
-            match page.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => return Ok(out),
-            }
         }
+        Ok(out)
     }
 
     /// The summaries of these sagas, read in batches of 100.
@@ -976,28 +964,34 @@ impl AwsPorts {
 
     async fn count_part(&self, partition: String) -> PortResult<u64> {
         let mut total = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            self.clients.calls.count("dynamodb", "Query");
-            let page = self
-                .clients
-                .dynamo
-                .query()
-                .table_name(self.table())
-                .index_name(names::STATUS_INDEX)
-                .key_condition_expression("gs_pk = :p")
-                .expression_attribute_values(":p", s(partition.clone()))
-                .select(Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
+        let mut pages = self
+            .clients
+            .dynamo
+            .query()
+            .table_name(self.table())
+            .index_name(names::STATUS_INDEX)
+            .key_condition_expression("gs_pk = :p")
+            .expression_attribute_values(":p", s(partition))
+            .select(Select::Count)
+            .into_paginator()
+            .send();
+        while let Some(page) = self.page(pages.next().await)? {
             total += u64::try_from(page.count()).unwrap_or(0);
-            match page.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => return Ok(total),
-            }
         }
+        Ok(total)
+    }
+
+    /// The next page from a query's paginator, counted as a call. The SDK's paginator fetches
+    /// a page only when asked, so a caller that stops asking sends no further query.
+    fn page(
+        &self,
+        next: Option<Result<QueryOutput, SdkError<QueryError>>>,
+    ) -> PortResult<Option<QueryOutput>> {
+        let Some(page) = next else {
+            return Ok(None);
+        };
+        self.clients.calls.count("dynamodb", "Query");
+        page.map(Some).map_err(|e| unavailable("Query", e))
     }
 }
 
@@ -1084,21 +1078,17 @@ impl SagaStore for AwsPorts {
         // Groups by the version that appended them: a history item written late by a slow
         // process may repeat groups that a later one holds too.
         let mut groups: BTreeMap<u64, Vec<HistoryEntry>> = BTreeMap::new();
-        let mut start: Option<Item> = None;
-        loop {
-            self.clients.calls.count("dynamodb", "Query");
-            let page = self
-                .clients
-                .dynamo
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(saga_pk(id)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
+        let mut pages = self
+            .clients
+            .dynamo
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(saga_pk(id)))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = self.page(pages.next().await)? {
             for item in page.items() {
                 let what = format!("history of saga {id}");
                 let found: Vec<(u64, Vec<HistoryEntry>)> = match get_s(item, "sk") {
@@ -1114,11 +1104,8 @@ impl SagaStore for AwsPorts {
                 };
                 groups.extend(found);
             }
-            match page.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => return Ok(groups.into_values().flatten().collect()),
-            }
         }
+        Ok(groups.into_values().flatten().collect())
     }
 
     async fn flush(&self, id: SagaId) -> PortResult<()> {
@@ -1149,24 +1136,22 @@ impl SagaStore for AwsPorts {
         let bound = time_bound(now.as_millis() + 1);
         let mut found: Vec<(String, SagaId)> = Vec::new();
         for shard in self.shards() {
-            let mut start: Option<Item> = None;
             let mut here = 0;
-            loop {
-                self.clients.calls.count("dynamodb", "Query");
-                let page = self
-                    .clients
-                    .dynamo
-                    .query()
-                    .table_name(self.table())
-                    .index_name(names::DUE_INDEX)
-                    .key_condition_expression("due_pk = :p AND due_sk < :u")
-                    .expression_attribute_values(":p", s(format!("due#{shard}")))
-                    .expression_attribute_values(":u", s(bound.clone()))
-                    .limit(i32::try_from(limit.min(100)).unwrap_or(100))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("Query", e))?;
+            let mut pages = self
+                .clients
+                .dynamo
+                .query()
+                .table_name(self.table())
+                .index_name(names::DUE_INDEX)
+                .key_condition_expression("due_pk = :p AND due_sk < :u")
+                .expression_attribute_values(":p", s(format!("due#{shard}")))
+                .expression_attribute_values(":u", s(bound.clone()))
+                .limit(i32::try_from(limit.min(100)).unwrap_or(100))
+                .into_paginator()
+                .send();
+            while here < limit
+                && let Some(page) = self.page(pages.next().await)?
+            {
                 for item in page.items() {
                     let Some(key) = get_s(item, "due_sk") else {
                         continue;
@@ -1178,10 +1163,6 @@ impl SagaStore for AwsPorts {
                         found.push((key.to_owned(), id));
                         here += 1;
                     }
-                }
-                match page.last_evaluated_key() {
-                    Some(k) if here < limit => start = Some(k.clone()),
-                    _ => break,
                 }
             }
         }
