@@ -241,9 +241,9 @@ impl Drop for EmbeddedPorts {
 }
 
 /// Frames in the WAL (128 MB at 4 KB pages) past which the checkpointer asks the writer to
-/// start it over. Each restart stalls the writer for its sync (3–10 ms measured, whatever
-/// was left to copy), and a busy writer fills 32 MB in a fifth of a second: 128 MB makes the
-/// stalls four times rarer for 96 MB more disk.
+/// start it over. Each restart stalls the writer for its syncs (3–30 ms measured, however
+/// little is left to copy), and a busy writer fills 32 MB in a fifth of a second: 128 MB
+/// makes the stalls four times rarer for 96 MB more disk.
 const WAL_RESTART_FRAMES: i64 = 32_768;
 
 /// How often the background checkpointer runs. Each pass syncs the WAL and the file, and a
