@@ -170,7 +170,7 @@ impl Writer {
 
     /// The checkpointer found the WAL long: fold in the frames it has not copied yet and wait
     /// a moment for the readers of the moment, so that the next commit writes from the start
-    /// of the WAL again (see `spawn_checkpointer` for why here). If a reader outlasts the wait,
+    /// of the WAL again (see `Checkpointer` for why here). If a reader outlasts the wait,
     /// the checkpointer asks again after its next pass.
     fn restart_wal(&mut self) {
         if !self.config.restart_wal.swap(false, Ordering::Relaxed) {

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use como_engine::{Input, como};
-use como_ports::{CreateOutcome, Effects, OutgoingMessage, QueueName, SystemClock};
+use como_ports::{Backend, CreateOutcome, Effects, OutgoingMessage, QueueName, SystemClock};
 use como_schemas::{Worker, examples};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,25 +49,7 @@ async fn the_wal_stays_bounded_while_readers_never_stop() {
     let wal = path.with_extension("sqlite-wal");
     let mut largest = 0u64;
     for n in 0..30_000u32 {
-        let request = examples::booking_request(&format!("wal-{n}"), date);
-        let d = como_engine::transition(
-            &como::current(),
-            None,
-            &Input::Start { request },
-            como_ports::Clock::now(&SystemClock),
-        )
-        .unwrap();
-        let effects = Effects {
-            sends: vec![(
-                QueueName::Commands(Worker::Crm),
-                OutgoingMessage::new("x".repeat(600)),
-            )],
-            events: d.events,
-            history: d.history,
-            ..Effects::default()
-        };
-        let out = ports.store.create(&d.state, effects).await.unwrap();
-        assert!(matches!(out, CreateOutcome::Created { .. }));
+        create_saga(&ports, n).await;
         if n % 500 == 0 {
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
@@ -82,5 +65,63 @@ async fn the_wal_stays_bounded_while_readers_never_stop() {
     // can wait a round or two for its readers. This test writes over a gigabyte of WAL.
     eprintln!("largest WAL: {} MB", largest >> 20);
     assert!(largest < 448 << 20, "the WAL grew to {} MB", largest >> 20);
+    backend.close().await;
+}
+
+/// Starts saga `n` with a 600-byte command, as the orchestrator would.
+async fn create_saga(ports: &Backend, n: u32) {
+    let date = chrono::NaiveDate::from_ymd_opt(2030, 1, 15).unwrap();
+    let request = examples::booking_request(&format!("wal-{n}"), date);
+    let d = como_engine::transition(
+        &como::current(),
+        None,
+        &Input::Start { request },
+        como_ports::Clock::now(&SystemClock),
+    )
+    .unwrap();
+    let effects = Effects {
+        sends: vec![(
+            QueueName::Commands(Worker::Crm),
+            OutgoingMessage::new("x".repeat(600)),
+        )],
+        events: d.events,
+        history: d.history,
+        ..Effects::default()
+    };
+    let out = ports.store.create(&d.state, effects).await.unwrap();
+    assert!(matches!(out, CreateOutcome::Created { .. }));
+}
+
+/// The checkpointer writes the WAL out to the disk every 10 ms while commits come (so that
+/// no checkpoint's sync has a second of WAL to write at once), and not at all while the
+/// writer is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_written_out_while_commits_come_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("writeout.sqlite");
+    let backend =
+        EmbeddedBackend::open(&path, EmbeddedConfig::default(), Arc::new(SystemClock)).unwrap();
+    let ports = backend.ports();
+    let idle = |ms| tokio::time::sleep(Duration::from_millis(ms));
+
+    idle(100).await;
+    let before = backend.wal_syncs();
+    idle(300).await;
+    assert_eq!(backend.wal_syncs(), before, "synced while nothing was committed");
+
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(400) {
+        create_saga(&ports, n).await;
+        n += 1;
+    }
+    let during = backend.wal_syncs() - before;
+    // About 36 in 400 ms at one every 10 ms (every 100th tick is a checkpoint pass instead).
+    assert!(during >= 5, "{during} write-outs in 400 ms of commits ({n} sagas)");
+
+    idle(100).await;
+    let after = backend.wal_syncs();
+    idle(300).await;
+    assert_eq!(backend.wal_syncs(), after, "synced after the commits stopped");
     backend.close().await;
 }
