@@ -263,7 +263,8 @@ const WAL_RESTART_FRAMES: i64 = 32_768;
 /// How often the background checkpointer runs. Each pass syncs the WAL and the file, and a
 /// write that lands on a page being synced waits: every 100 ms this measured an end-to-end p99
 /// of 19–24 ms at concurrency 16 on the benchmark, every second 13–17 ms, and rarer passes
-/// also copy a page that many commits changed only once.
+/// also copy a page that many commits changed only once. (With the WAL written out every 10 ms,
+/// passes every 250 ms still measured worse than every second: p99 14.3–17.8 ms.)
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the checkpointer writes the WAL out to the disk (`fdatasync`) between its passes.
@@ -271,10 +272,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// `synchronous=NORMAL` nothing writes it out until a checkpoint syncs it: the kernel then had a
 /// second's worth to write at once, which took 25–135 ms, and the whole pipeline slowed with it
 /// (saga latencies up to 50–230 ms on the benchmark). Written out every 10 ms, no sync has more
-/// than a few MB to write: at concurrency 16 the p99 went from 13.6–19.1 ms to 11.9–14.6 ms and
-/// the slowest saga from 54–129 ms to 35–38 ms, for 3–5% of the throughput. And a power cut
-/// loses at most the last 10 ms of commits instead of the last second's. Nothing is synced
-/// while nothing is committed.
+/// than a few MB to write: at concurrency 16 the p99 went from 11.8–18.4 ms to 10.8–14.1 ms and
+/// the slowest saga from 46–124 ms to 35–41 ms, for about 0.5 ms more at the median (every 25
+/// or 50 ms left more of the tail). And a power cut loses at most the commits of the last few
+/// tens of milliseconds instead of the last second's. Nothing is synced while nothing is
+/// committed.
 const WAL_SYNC_EVERY: Duration = Duration::from_millis(10);
 
 /// The background checkpointer: PASSIVE checkpoints never block the writer or the readers;

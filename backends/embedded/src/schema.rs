@@ -127,8 +127,8 @@ CREATE TABLE IF NOT EXISTS meta (
 pub enum Durability {
     /// `synchronous=NORMAL`: a commit is in the WAL file when it is acknowledged, so a killed
     /// process loses nothing; a power cut may lose the commits not yet written out to the
-    /// disk (with the background checkpointer, which writes the WAL out every 10 ms, about the
-    /// last 10 ms of them).
+    /// disk (with the background checkpointer, which writes the WAL out every 10 ms, those of
+    /// the last few tens of milliseconds).
     #[default]
     ProcessCrash,
     /// `synchronous=FULL`: the WAL is synced on every commit; a power cut loses nothing that

@@ -107,7 +107,11 @@ async fn the_wal_is_written_out_while_commits_come_and_only_then() {
     idle(100).await;
     let before = backend.wal_syncs();
     idle(300).await;
-    assert_eq!(backend.wal_syncs(), before, "synced while nothing was committed");
+    assert_eq!(
+        backend.wal_syncs(),
+        before,
+        "synced while nothing was committed"
+    );
 
     let started = Instant::now();
     let mut n = 0;
@@ -117,11 +121,18 @@ async fn the_wal_is_written_out_while_commits_come_and_only_then() {
     }
     let during = backend.wal_syncs() - before;
     // About 36 in 400 ms at one every 10 ms (every 100th tick is a checkpoint pass instead).
-    assert!(during >= 5, "{during} write-outs in 400 ms of commits ({n} sagas)");
+    assert!(
+        during >= 5,
+        "{during} write-outs in 400 ms of commits ({n} sagas)"
+    );
 
     idle(100).await;
     let after = backend.wal_syncs();
     idle(300).await;
-    assert_eq!(backend.wal_syncs(), after, "synced after the commits stopped");
+    assert_eq!(
+        backend.wal_syncs(),
+        after,
+        "synced after the commits stopped"
+    );
     backend.close().await;
 }
