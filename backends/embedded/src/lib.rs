@@ -72,8 +72,8 @@ pub struct EmbeddedConfig {
     pub checkpoint_pages: u32,
     /// Fold the WAL back into the file from a thread of its own, every second, instead of
     /// inside the writer's commits: a checkpoint then never stalls the writer (it measured
-    /// 30–40 ms pauses that every saga in flight waited out). The same thread writes the WAL
-    /// out to the disk every 10 ms.
+    /// 30–40 ms pauses that every saga in flight waited out). With `Durability::ProcessCrash`
+    /// the same thread writes the WAL out to the disk every 10 ms.
     pub background_checkpoint: bool,
     /// Idle read connections kept open.
     pub read_connections: usize,
@@ -207,6 +207,7 @@ impl EmbeddedBackend {
                     wal_syncs: Arc::clone(&ports.wal_syncs),
                     commits: Arc::clone(&ports.commits),
                 },
+                config.durability,
             )?;
         }
         Ok(Self { ports, path })
@@ -276,7 +277,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// the slowest saga from 46–124 ms to 35–41 ms, for about 0.5 ms more at the median (every 25
 /// or 50 ms left more of the tail). And a power cut loses at most the commits of the last few
 /// tens of milliseconds instead of the last second's. Nothing is synced while nothing is
-/// committed.
+/// committed, nor with `Durability::PowerLoss`, where every commit syncs the WAL itself.
 const WAL_SYNC_EVERY: Duration = Duration::from_millis(10);
 
 /// The background checkpointer: PASSIVE checkpoints never block the writer or the readers;
@@ -301,6 +302,8 @@ struct Checkpointer {
     wal: Option<std::fs::File>,
     wal_path: PathBuf,
     links: CheckpointerLinks,
+    /// Off with `Durability::PowerLoss`, where every commit syncs the WAL already.
+    write_out: bool,
     /// The writer's commit count when the WAL was last written out.
     synced_commits: u64,
 }
@@ -317,7 +320,11 @@ struct CheckpointerLinks {
 }
 
 impl Checkpointer {
-    fn spawn(path: &Path, links: CheckpointerLinks) -> Result<(), OpenError> {
+    fn spawn(
+        path: &Path,
+        links: CheckpointerLinks,
+        durability: Durability,
+    ) -> Result<(), OpenError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -329,6 +336,7 @@ impl Checkpointer {
             wal: None,
             wal_path: wal_path.into(),
             links,
+            write_out: durability == Durability::ProcessCrash,
             synced_commits: 0,
         };
         std::thread::Builder::new()
@@ -370,7 +378,7 @@ impl Checkpointer {
     /// the start again; `journal_size_limit` truncates it in place).
     fn write_out_wal(&mut self) {
         let commits = self.links.commits.load(Ordering::Relaxed);
-        if commits == self.synced_commits {
+        if !self.write_out || commits == self.synced_commits {
             return;
         }
         if self.wal.is_none() {

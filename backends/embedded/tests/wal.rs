@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+use como_backend_embedded::{Durability, EmbeddedBackend, EmbeddedConfig};
 use como_engine::{Input, como};
 use como_ports::{Backend, CreateOutcome, Effects, OutgoingMessage, QueueName, SystemClock};
 use como_schemas::{Worker, examples};
@@ -119,6 +119,33 @@ async fn the_wal_is_written_out_while_commits_come_and_only_then() {
     );
 
     assert_no_write_outs(&backend, "after the commits stopped").await;
+    backend.close().await;
+}
+
+/// With `Durability::PowerLoss` every commit syncs the WAL itself: nothing is left to write out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_written_out_where_every_commit_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        durability: Durability::PowerLoss,
+        ..EmbeddedConfig::default()
+    };
+    let backend = EmbeddedBackend::open(
+        dir.path().join("full.sqlite"),
+        config,
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let ports = backend.ports();
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(300) {
+        create_saga(&ports, n).await;
+        n += 1;
+    }
+    assert!(n > 0);
+    assert_no_write_outs(&backend, "with every commit synced").await;
+    assert_eq!(backend.wal_syncs(), 0, "{n} sagas");
     backend.close().await;
 }
 
