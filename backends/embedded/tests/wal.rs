@@ -41,6 +41,10 @@ async fn the_wal_stays_bounded_while_readers_never_stop() {
             while !stop.load(Ordering::Relaxed) {
                 let _ = ports.store.get(id).await.unwrap();
                 reads += 1;
+                // A read is answered on this thread and never waits: without a yield these
+                // tasks would never give the runtime back, and a failing test would hang in
+                // its shutdown instead of failing.
+                tokio::task::yield_now().await;
             }
             reads
         }));
