@@ -5,7 +5,7 @@
 //! A backend's test crate implements [`TestEnv`] (a fresh, empty backend per test, and a way to
 //! let time pass) and instantiates every check with [`conformance_tests!`](crate::conformance_tests):
 //!
-//! ```ignore
+//! ```text
 //! async fn env() -> MyEnv { MyEnv::fresh().await }
 //! como_ports::conformance_tests!(crate::env);
 //! ```
