@@ -35,6 +35,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::query::{QueryError, QueryOutput};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
@@ -792,11 +793,7 @@ impl AwsPorts {
         for kind in live {
             for shard in self.shards() {
                 let mut pages = self
-                    .clients
-                    .dynamo
-                    .query()
-                    .table_name(self.table())
-                    .index_name(names::STATUS_INDEX)
+                    .status_query()
                     .key_condition_expression("gs_pk = :p AND gs_sk BETWEEN :from AND :upto")
                     .expression_attribute_values(":p", s(format!("{}#{shard}", kind.as_str())))
                     .expression_attribute_values(":from", s(time_bound(from)))
@@ -855,11 +852,7 @@ impl AwsPorts {
     ) -> PortResult<Vec<(String, SagaSummary)>> {
         let mut out = Vec::new();
         let q = self
-            .clients
-            .dynamo
-            .query()
-            .table_name(self.table())
-            .index_name(names::STATUS_INDEX)
+            .status_query()
             .scan_index_forward(false)
             .limit(i32::try_from(want.clamp(1, 100)).unwrap_or(100))
             .expression_attribute_values(":p", s(partition));
@@ -965,11 +958,7 @@ impl AwsPorts {
     async fn count_part(&self, partition: String) -> PortResult<u64> {
         let mut total = 0u64;
         let mut pages = self
-            .clients
-            .dynamo
-            .query()
-            .table_name(self.table())
-            .index_name(names::STATUS_INDEX)
+            .status_query()
             .key_condition_expression("gs_pk = :p")
             .expression_attribute_values(":p", s(partition))
             .select(Select::Count)
@@ -979,6 +968,15 @@ impl AwsPorts {
             total += u64::try_from(page.count()).unwrap_or(0);
         }
         Ok(total)
+    }
+
+    /// A query on the status index (`gs_pk` = `<status>#<shard>`, `gs_sk` = `<started_at>#<saga>`).
+    fn status_query(&self) -> QueryFluentBuilder {
+        self.clients
+            .dynamo
+            .query()
+            .table_name(self.table())
+            .index_name(names::STATUS_INDEX)
     }
 
     /// The next page from a query's paginator, counted as a call. The SDK's paginator fetches

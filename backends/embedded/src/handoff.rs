@@ -26,7 +26,7 @@ use como_ports::{Delivery, PortResult, QueueName};
 use tokio::sync::oneshot;
 
 use crate::codec::{self, QUEUES, ReceiptKey};
-use crate::ops::{Output, Received};
+use crate::ops::Output;
 
 /// A receive waiting for messages.
 struct Waiter {
@@ -58,12 +58,9 @@ impl Waiter {
         let Some(reply) = self.reply.take() else {
             return Err(deliveries);
         };
-        match reply.send(Ok(Output::Received(Received {
-            deliveries,
-            next_visible_at: None,
-        }))) {
+        match reply.send(Ok(Output::Received(deliveries))) {
             Ok(()) => Ok(()),
-            Err(Ok(Output::Received(lost))) => Err(lost.deliveries),
+            Err(Ok(Output::Received(lost))) => Err(lost),
             Err(_) => Err(Vec::new()),
         }
     }

@@ -175,7 +175,7 @@ impl EmbeddedBackend {
 
         let mut max_receives = [config.max_receives; codec::QUEUES];
         for q in QueueName::ALL {
-            max_receives[usize::from(codec::queue_code(q)) - 1] = config.max_receives_of(q);
+            max_receives[codec::queue_index(q)] = config.max_receives_of(q);
         }
         let restart_wal = Arc::new(AtomicBool::new(false));
         let commits = Arc::new(AtomicU64::new(0));

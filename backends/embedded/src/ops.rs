@@ -140,7 +140,7 @@ pub enum Op {
 #[derive(Debug)]
 pub enum Output {
     Done,
-    Received(Received),
+    Received(Vec<Delivery>),
     Created(CreateOutcome),
     Updated(UpdateOutcome),
     Count(usize),
@@ -160,13 +160,6 @@ impl Output {
     pub fn unexpected(self) -> PortError {
         PortError::Unavailable(format!("the writer answered {self:?} out of turn"))
     }
-}
-
-#[derive(Debug, Default)]
-pub struct Received {
-    pub deliveries: Vec<Delivery>,
-    /// When fewer than asked were visible: when the queue's next hidden message shows.
-    pub next_visible_at: Option<i64>,
 }
 
 /// The writer's state that operations use: the time of the group, the message ids, the
@@ -268,22 +261,7 @@ pub fn execute(
             max,
             visibility_ms,
             wait: _,
-        } => {
-            let q = codec::queue_index(*queue);
-            let r = receive(
-                conn,
-                *queue,
-                *max,
-                *visibility_ms,
-                cx.now,
-                cx.max_receives[q],
-                cx.waiters,
-            )?;
-            if r.deliveries.len() < *max {
-                cx.waiters.looked_empty(q, r.next_visible_at);
-            }
-            Ok(Ok(Output::Received(r)))
-        }
+        } => receive(conn, *queue, *max, *visibility_ms, cx).map(|r| Ok(Output::Received(r))),
         Op::Delete { queue, receipts } => {
             for r in receipts {
                 delete_message(conn, *queue, r)?;
@@ -596,19 +574,10 @@ pub fn look(conn: &Connection, cx: &mut Ctx<'_>) -> rusqlite::Result<()> {
         }
         let queue = codec::queue_of_index(q);
         for (i, room, visibility_ms) in cx.waiters.rooms(q) {
-            let r = receive(
-                conn,
-                queue,
-                room,
-                visibility_ms,
-                cx.now,
-                cx.max_receives[q],
-                cx.waiters,
-            )?;
-            let short = r.deliveries.len() < room;
-            cx.waiters.give_all(q, i, r.deliveries);
+            let got = receive(conn, queue, room, visibility_ms, cx)?;
+            let short = got.len() < room;
+            cx.waiters.give_all(q, i, got);
             if short {
-                cx.waiters.looked_empty(q, r.next_visible_at);
                 break;
             }
         }
@@ -618,8 +587,9 @@ pub fn look(conn: &Connection, cx: &mut Ctx<'_>) -> rusqlite::Result<()> {
 
 /// Leases up to `max` visible messages, oldest first: each gets a new token (so older receipts
 /// go stale), a new visibility and one more receive. A message received more often than the
-/// queue allows (`limit_of`) goes to the dead letters instead, as SQS's redrive policy does,
-/// and the lease looks again for the places it left.
+/// queue allows goes to the dead letters instead, as SQS's redrive policy does, and the lease
+/// looks again for the places it left. Finding fewer than `max` tells the waiters the queue
+/// holds no visible message, and when its next hidden one shows.
 ///
 /// A select on the queue's index, then an update by id per message: one statement that
 /// updates `WHERE id IN (SELECT ...) RETURNING ...` builds two temporary tables for each lease,
@@ -629,15 +599,15 @@ fn receive(
     queue: QueueName,
     max: usize,
     visibility_ms: i64,
-    now: i64,
-    limit_of: u32,
-    waiters: &mut Waiters,
-) -> rusqlite::Result<Received> {
+    cx: &mut Ctx<'_>,
+) -> rusqlite::Result<Vec<Delivery>> {
+    let (now, q) = (cx.now, codec::queue_index(queue));
+    let limit_of = cx.max_receives[q];
     let code = codec::queue_code(queue);
     let hidden_until = now.saturating_add(visibility_ms);
-    let mut out = Received::default();
+    let mut out = Vec::new();
     loop {
-        let want = max.saturating_sub(out.deliveries.len());
+        let want = max.saturating_sub(out.len());
         if want == 0 {
             break;
         }
@@ -678,13 +648,13 @@ fn receive(
                     continue;
                 }
             };
-            let token = waiters.token();
+            let token = cx.waiters.token();
             conn.prepare_cached(
                 "UPDATE messages SET visible_at = ?2, receive_count = ?3, receipt = ?4
                  WHERE id = ?1",
             )?
             .execute(params![id, hidden_until, count, token])?;
-            out.deliveries.push(Delivery {
+            out.push(Delivery {
                 message_id: id.to_string(),
                 receipt: ReceiptKey { id, token }.receipt(),
                 body,
@@ -698,12 +668,12 @@ fn receive(
         }
     }
     // Ids follow sending order.
-    out.deliveries
-        .sort_by_key(|d| d.message_id.parse::<i64>().unwrap_or(i64::MAX));
-    if out.deliveries.len() < max {
-        out.next_visible_at = conn
+    out.sort_by_key(|d| d.message_id.parse::<i64>().unwrap_or(i64::MAX));
+    if out.len() < max {
+        let next_visible = conn
             .prepare_cached("SELECT min(visible_at) FROM messages WHERE queue = ?1")?
             .query_row([code], |r| r.get(0))?;
+        cx.waiters.looked_empty(q, next_visible);
     }
     Ok(out)
 }

@@ -68,7 +68,7 @@ impl Queue for EmbeddedPorts {
             })
             .await?
         {
-            Output::Received(r) => Ok(r.deliveries),
+            Output::Received(deliveries) => Ok(deliveries),
             other => Err(other.unexpected()),
         }
     }

@@ -16,6 +16,13 @@ fn open(path: &std::path::Path) -> EmbeddedBackend {
     EmbeddedBackend::open(path, EmbeddedConfig::default(), Arc::new(SystemClock)).unwrap()
 }
 
+/// A backend on a new file (kept while the directory lives).
+fn fresh() -> (tempfile::TempDir, EmbeddedBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(&dir.path().join("h.sqlite"));
+    (dir, backend)
+}
+
 async fn send(ports: &Backend, body: &str) {
     ports
         .queue
@@ -43,8 +50,7 @@ fn waiting_receive(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_receive_is_handed_the_message_by_the_commit_that_sends_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = open(&dir.path().join("h.sqlite"));
+    let (_dir, backend) = fresh();
     let ports = backend.ports();
 
     let receive = waiting_receive(&ports, Duration::from_secs(10));
@@ -79,8 +85,7 @@ async fn a_waiting_receive_is_handed_the_message_by_the_commit_that_sends_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receive_whose_caller_gave_up_is_handed_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = open(&dir.path().join("h.sqlite"));
+    let (_dir, backend) = fresh();
     let ports = backend.ports();
 
     let receive = waiting_receive(&ports, Duration::from_secs(10));
@@ -102,8 +107,7 @@ async fn a_receive_whose_caller_gave_up_is_handed_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_visible_messages_go_first_to_a_new_receive() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = open(&dir.path().join("h.sqlite"));
+    let (_dir, backend) = fresh();
     let ports = backend.ports();
 
     send(&ports, "first").await;
@@ -116,8 +120,7 @@ async fn older_visible_messages_go_first_to_a_new_receive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delayed_message_reaches_a_waiting_receive_when_it_shows() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = open(&dir.path().join("h.sqlite"));
+    let (_dir, backend) = fresh();
     let ports = backend.ports();
 
     let receive = waiting_receive(&ports, Duration::from_secs(10));
@@ -168,8 +171,7 @@ async fn a_message_another_process_sends_reaches_a_waiting_receive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_receive_that_gets_nothing_returns_empty_after_its_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = open(&dir.path().join("h.sqlite"));
+    let (_dir, backend) = fresh();
     let ports = backend.ports();
     let started = Instant::now();
     let got = receive_from(&ports, 10, Duration::from_millis(300)).await;

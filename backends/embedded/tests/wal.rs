@@ -3,6 +3,7 @@
 //! it, which steady load never allows by itself; the background checkpointer's RESTART makes
 //! that moment (without it this test's WAL passes a gigabyte).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,10 +15,7 @@ use como_schemas::{Worker, examples};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_while_readers_never_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wal.sqlite");
-    let backend =
-        EmbeddedBackend::open(&path, EmbeddedConfig::default(), Arc::new(SystemClock)).unwrap();
+    let (_dir, path, backend) = fresh(EmbeddedConfig::default());
     let ports = backend.ports();
     let date = chrono::NaiveDate::from_ymd_opt(2030, 1, 15).unwrap();
     let first = como_engine::transition(
@@ -72,6 +70,14 @@ async fn the_wal_stays_bounded_while_readers_never_stop() {
     backend.close().await;
 }
 
+/// A backend on a new file: the directory (kept while it lives), the file's path, the backend.
+fn fresh(config: EmbeddedConfig) -> (tempfile::TempDir, PathBuf, EmbeddedBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.sqlite");
+    let backend = EmbeddedBackend::open(&path, config, Arc::new(SystemClock)).unwrap();
+    (dir, path, backend)
+}
+
 /// Starts saga `n` with a 600-byte command, as the orchestrator would.
 async fn create_saga(ports: &Backend, n: u32) {
     let date = chrono::NaiveDate::from_ymd_opt(2030, 1, 15).unwrap();
@@ -101,10 +107,7 @@ async fn create_saga(ports: &Backend, n: u32) {
 /// writer is idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_is_written_out_while_commits_come_and_only_then() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("writeout.sqlite");
-    let backend =
-        EmbeddedBackend::open(&path, EmbeddedConfig::default(), Arc::new(SystemClock)).unwrap();
+    let (_dir, _, backend) = fresh(EmbeddedConfig::default());
     let ports = backend.ports();
 
     let before = assert_no_write_outs(&backend, "before any commit").await;
@@ -129,17 +132,10 @@ async fn the_wal_is_written_out_while_commits_come_and_only_then() {
 /// With `Durability::PowerLoss` every commit syncs the WAL itself: nothing is left to write out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_written_out_where_every_commit_syncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedConfig {
+    let (_dir, _, backend) = fresh(EmbeddedConfig {
         durability: Durability::PowerLoss,
         ..EmbeddedConfig::default()
-    };
-    let backend = EmbeddedBackend::open(
-        dir.path().join("full.sqlite"),
-        config,
-        Arc::new(SystemClock),
-    )
-    .unwrap();
+    });
     let ports = backend.ports();
     let started = Instant::now();
     let mut n = 0;
