@@ -86,11 +86,61 @@ async fn a_redeem_deducts_once_and_a_replay_answers_as_the_first_time() {
         (1, 250_000, 248_500)
     );
 
-    let mut other = request.clone();
-    other.amount = 2_000;
-    let conflict = client.redeem(&other, deadline()).await;
-    assert_eq!(conflict.failure_code(), Some(codes::DUPLICATE_RECEIPT));
     assert_eq!(ledger(&sim, MEMBER_RICH, "saga-1:redeem").2, 248_500);
+}
+
+/// Finding: a 409 on redeem was a business failure, so the saga compensated without a void and
+/// the member's credits stayed taken. The `ReceiptNo` is the saga's own: a 409 means an earlier
+/// attempt of this redemption landed with another body (here a deploy changed the description).
+#[tokio::test]
+async fn a_used_receipt_with_another_body_is_redeemed_not_refused() {
+    let sim = start().await;
+    let client = memberson(&sim, policy());
+    let request = redeem_request(MEMBER_RICH, "CS-409", 1_500);
+    client.redeem(&request, deadline()).await.success().unwrap();
+    let mut redeployed = request.clone();
+    redeployed.description = "Como experience (new wording)".into();
+    let answer = client.redeem(&redeployed, deadline()).await;
+    let redemption = answer.success().expect("a used ReceiptNo is a redemption");
+    assert!(redemption.receipt_already_used);
+    assert_eq!(redemption.receipt_no, "CS-409");
+    // Nothing more was taken: the one redemption stands, and a void gives it back.
+    assert_eq!(ledger(&sim, MEMBER_RICH, "CS-409"), (1, 250_000, 248_500));
+}
+
+/// Finding: a refusal after an attempt that may still land was returned as the call's outcome,
+/// so the saga settled the step as not applied while the first attempt was on its way.
+#[tokio::test]
+async fn a_refusal_after_an_attempt_that_may_still_land_is_unknown() {
+    let sim = start().await;
+    let client = memberson(
+        &sim,
+        CallPolicy {
+            attempt_timeout: Duration::from_millis(150),
+            ..policy()
+        },
+    );
+    sim.set_faults(
+        M,
+        vec![
+            FaultRule::new(FaultKind::Hang { ms: 800 })
+                .on(["redeem"])
+                .times(1),
+            FaultRule::new(FaultKind::Refuse {
+                code: "INSUFFICIENT_POINTS".into(),
+            })
+            .on(["redeem"])
+            .window(Duration::from_millis(100), Duration::from_secs(60))
+            .times(1),
+        ],
+    )
+    .expect("valid faults");
+    let request = redeem_request(MEMBER_RICH, "CS-late", 1_500);
+    let outcome = client.redeem(&request, deadline()).await;
+    assert!(
+        matches!(&outcome, Outcome::Unknown { reason } if reason.contains("INSUFFICIENT_POINTS")),
+        "a refusal must not settle a call whose first attempt may still land: {outcome:?}"
+    );
 }
 
 #[tokio::test]

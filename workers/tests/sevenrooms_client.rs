@@ -800,3 +800,47 @@ async fn a_create_that_hangs_past_the_timeout_lands_once_with_its_retry() {
     assert_eq!(sim.stats(S).requests("book"), 2);
     assert_eq!(reservations(&sim, "saga-38"), (1, 1));
 }
+
+/// Finding: the first create hangs past the client's timeout, the search finds nothing yet, the
+/// second create is refused (`SLOT_UNAVAILABLE`), and that refusal became the whole call's
+/// outcome: the saga compensated while the first create was about to land, leaving a booking
+/// nobody paid for. The call is unknown instead, so the saga looks the booking up once no
+/// attempt can land.
+#[tokio::test]
+async fn a_refusal_after_a_create_that_may_still_land_is_unknown() {
+    let sim = start().await;
+    let client = warm(
+        &sim,
+        CallPolicy {
+            attempt_timeout: Duration::from_millis(150),
+            ..policy()
+        },
+    )
+    .await;
+    sim.set_faults(
+        S,
+        vec![
+            FaultRule::new(FaultKind::Hang { ms: 800 })
+                .on(["book"])
+                .times(1),
+            FaultRule::new(FaultKind::Refuse {
+                code: "SLOT_UNAVAILABLE".into(),
+            })
+            .on(["book"])
+            .window(Duration::from_millis(100), Duration::from_secs(60))
+            .times(1),
+        ],
+    )
+    .expect("valid faults");
+    let outcome = client
+        .book(
+            VENUE_LARGE,
+            &book_request("saga-late-1", None, 2),
+            deadline(),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Unknown { reason } if reason.contains("SLOT_UNAVAILABLE")),
+        "a refusal must not settle a booking whose first create may still land: {outcome:?}"
+    );
+}

@@ -76,6 +76,11 @@ pub struct Redemption {
     pub receipt_no: String,
     pub amount: i64,
     pub balance: i64,
+    /// Memberson answered 409: the `ReceiptNo` is already used (by an earlier attempt whose
+    /// body differed), so the credits were taken, but this answer carries neither the
+    /// transaction id nor the balance.
+    #[serde(skip)]
+    pub receipt_already_used: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,9 +377,14 @@ impl MembersonClient {
 
     /// Redeems points (step 3). Retried on any transient failure, which the `ReceiptNo` makes
     /// safe; `Unknown` only when no attempt got a definite answer.
+    ///
+    /// A 409 means the `ReceiptNo`, which only this saga's redeem carries, is already used: an
+    /// earlier attempt of this very redemption landed with another body (a deploy that changed
+    /// the description, say). The credits are taken, so the redemption is applied: reporting
+    /// it refused would let the saga compensate without a void and keep the member's credits.
     pub async fn redeem(&self, request: &RedeemRequest, deadline: Deadline) -> Outcome<Redemption> {
         let url = join(&self.base_url, "/api/transaction/redeem-point");
-        call(
+        let outcome = call(
             &self.policy,
             &self.guards,
             Effect::IdempotentWrite,
@@ -387,7 +397,22 @@ impl MembersonClient {
                 )
             },
         )
-        .await
+        .await;
+        match outcome {
+            Outcome::BusinessFailure { code, message } if code == codes::DUPLICATE_RECEIPT => {
+                tracing::warn!(receipt = %request.receipt_no, %message,
+                    "the ReceiptNo is already used by an earlier redeem with another body: taking it as redeemed");
+                Outcome::Success(Redemption {
+                    transaction_id: "unknown".to_owned(),
+                    member_no: request.member_no.clone(),
+                    receipt_no: request.receipt_no.clone(),
+                    amount: request.amount,
+                    balance: 0,
+                    receipt_already_used: true,
+                })
+            }
+            other => other,
+        }
     }
 
     /// Settles a redeem whose outcome is unknown: sends the same request again. The answer is

@@ -11,7 +11,7 @@
 //! | attempt result | read | idempotent write (redeem, void, cancel, release) | other write (hold, book) |
 //! |---|---|---|---|
 //! | 2xx | `Success` | `Success` | `Success` |
-//! | 4xx refusal | `BusinessFailure` | `BusinessFailure`, or `Success` for "already done" / "never existed" on a compensation | `BusinessFailure` |
+//! | 4xx refusal | `BusinessFailure` | `BusinessFailure`, or `Success` for "already done" / "never existed" on a compensation; `Unknown` if an earlier attempt may have landed | `BusinessFailure` |
 //! | 429, connection refused | retried, then `Retryable` | retried, then `Retryable` (`Unknown` if an earlier attempt may have landed) | retried, then `Retryable` |
 //! | 5xx, timeout, unreadable 2xx | retried, then `Retryable` | retried, then `Unknown` | `Unknown` at once (book then reconciles by `external_id`) |
 //! | 401 | new token, one more try, then `Retryable` | same | same |
@@ -420,6 +420,18 @@ where
         })
         .await;
     match result {
+        // A refusal answers for the attempt that got it, not for an earlier one that may still
+        // land (servers finish what they started after the client gave up): the call's outcome
+        // stays unknown, to be reconciled once no attempt can land any more.
+        Ok(Outcome::BusinessFailure { code, message })
+            if effect != Effect::Read && maybe_applied.load(Ordering::Relaxed) =>
+        {
+            Outcome::Unknown {
+                reason: format!(
+                    "refused ({code}: {message}) after an earlier attempt that may still land"
+                ),
+            }
+        }
         Ok(outcome) => outcome,
         Err(t)
             if effect != Effect::Read

@@ -575,9 +575,14 @@ impl SevenRoomsClient {
     }
 
     /// Books (step 4). When an attempt may have landed, searches for the `external_id` before
-    /// trying again, so that a retry never makes a second reservation; `Unknown` only when
-    /// neither a booking nor its absence could be established within the deadline. A search
-    /// that finds only a cancelled reservation ends in `RESERVATION_CANCELLED`.
+    /// trying again, so that a retry never makes a second reservation; `Unknown` when neither
+    /// a booking nor its absence could be established within the deadline. A search that
+    /// finds only a cancelled reservation ends in `RESERVATION_CANCELLED`.
+    ///
+    /// A search that finds nothing does not prove that an unanswered attempt will never land:
+    /// SevenRooms may still be working on it after we gave up. So once an attempt may have
+    /// landed, a later refusal (`SLOT_UNAVAILABLE`, very likely taken by that very attempt)
+    /// is reported as `Unknown`, and the saga looks the booking up once no attempt can land.
     pub async fn book(
         &self,
         venue_id: &str,
@@ -586,10 +591,12 @@ impl SevenRoomsClient {
     ) -> Outcome<Booking> {
         let rounds = self.policy.max_attempts.max(1);
         let mut outcome = self.book_once(venue_id, request, deadline).await;
+        let mut open_attempt: Option<String> = None;
         for _ in 1..rounds {
             let Outcome::Unknown { reason } = &outcome else {
-                return outcome;
+                break;
             };
+            open_attempt.get_or_insert_with(|| reason.clone());
             let Some(external_id) = &request.external_id else {
                 return outcome;
             };
@@ -619,10 +626,17 @@ impl SevenRoomsClient {
                     tracing::debug!(%reason, "booking not found after an unanswered attempt; booking again");
                     outcome = self.book_once(venue_id, request, deadline).await;
                 }
-                _ => return outcome,
+                _ => break,
             }
         }
-        outcome
+        match (open_attempt, outcome) {
+            (Some(earlier), Outcome::BusinessFailure { code, message }) => Outcome::Unknown {
+                reason: format!(
+                    "refused ({code}: {message}) while an earlier attempt may still land ({earlier})"
+                ),
+            },
+            (_, outcome) => outcome,
+        }
     }
 
     /// One reservation by id.

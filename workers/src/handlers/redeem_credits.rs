@@ -44,8 +44,9 @@ fn redeemed(r: Redemption) -> ReplyOutcome {
     succeeded(StepOutput::CreditsRedeemed {
         transaction_id,
         receipt_no,
-        balance: u64::try_from(r.balance)
-            .ok()
+        balance: (!r.receipt_already_used)
+            .then(|| u64::try_from(r.balance).ok())
+            .flatten()
             .and_then(|b| Credits::new(b).ok()),
     })
 }
