@@ -1,6 +1,8 @@
 //! What both simulators share: fault planning and delays, request counters, the shutdown signal,
-//! and the `/_sim/...` admin routes (ledger, faults, outage, clock, tokens, stats).
+//! the detached handling of every request, and the `/_sim/...` admin routes (ledger, faults,
+//! outage, clock, tokens, stats).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,12 +11,14 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use crate::clock::SimClock;
 use crate::faults::{Action, FaultError, FaultRule, FaultSet, InstalledRule, Plan};
@@ -22,11 +26,60 @@ use crate::faults::{Action, FaultError, FaultRule, FaultSet, InstalledRule, Plan
 /// Renders an error in the simulator's own body format.
 pub(crate) type RenderError = fn(StatusCode, &str, &str) -> Response;
 
+/// What a request's detached task knows of the connection it came from: when the call arrived,
+/// and a way to answer before the handler has finished (a `late` fault).
+struct Arrival {
+    at: Instant,
+    answer: Option<oneshot::Sender<Response>>,
+}
+
+tokio::task_local! {
+    static ARRIVAL: RefCell<Arrival>;
+}
+
+/// Middleware: handle every request in a task of its own, detached from the connection.
+///
+/// hyper drops a handler's future when the client disconnects, so without this a call the
+/// client gave up on (a `hang` past its timeout) would never land; a real server finishes what
+/// it has begun. The task also lets a handler answer early and carry on (a `late` fault).
+pub(crate) async fn detached(request: Request, next: Next) -> Response {
+    let (answer, early) = oneshot::channel();
+    let arrival = RefCell::new(Arrival {
+        at: Instant::now(),
+        answer: Some(answer),
+    });
+    let mut task = tokio::spawn(ARRIVAL.scope(arrival, next.run(request)));
+    // Dropping the handle when the client has gone leaves the task running to its end.
+    tokio::select! {
+        Ok(response) = early => response,
+        joined = &mut task => joined.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a simulator handler panicked");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }),
+    }
+}
+
+/// Sends `response` to the client now, if the request has not been answered yet; returns when
+/// the call arrived.
+fn answer_early(response: Response) -> Option<Instant> {
+    let (at, answer) = ARRIVAL
+        .try_with(|a| {
+            let mut a = a.borrow_mut();
+            (a.at, a.answer.take())
+        })
+        .ok()?;
+    // The client may have left during the admission delay: the effect lands all the same.
+    let _ = answer?.send(response);
+    Some(at)
+}
+
 pub(crate) struct Common {
     pub faults: FaultSet,
     pub clock: SimClock,
     shutdown: watch::Receiver<bool>,
     ops: &'static [&'static str],
+    /// The operations that change something, on which a `late` fault lands late.
+    writes: &'static [&'static str],
     requests: Vec<AtomicU64>,
     pub tokens_issued: AtomicU64,
     pub unauthorized: AtomicU64,
@@ -36,6 +89,7 @@ impl Common {
     pub fn new(
         seed: u64,
         ops: &'static [&'static str],
+        writes: &'static [&'static str],
         refusals: &'static [&'static str],
         clock: SimClock,
         shutdown: watch::Receiver<bool>,
@@ -45,6 +99,7 @@ impl Common {
             clock,
             shutdown,
             ops,
+            writes,
             requests: ops.iter().map(|_| AtomicU64::new(0)).collect(),
             tokens_issued: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
@@ -52,27 +107,40 @@ impl Common {
     }
 
     /// Counts a request for `op`, decides its faults, waits out its delay, and answers at once
-    /// when the plan is a plain failure.
+    /// when the plan is a plain failure. On a `late` plan for a write, answers the client at
+    /// once, waits until the effect is due, and lets the caller go on with the work.
     pub async fn admit(&self, op: &'static str, render: RenderError) -> Result<Plan, Response> {
         if let Some(i) = self.ops.iter().position(|o| *o == op) {
             self.requests[i].fetch_add(1, Ordering::Relaxed);
         }
         let plan = self.faults.plan(op);
         if !plan.delay.is_zero() && !self.sleep(plan.delay).await {
-            return Err(render(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SHUTTING_DOWN",
-                "The simulator is shutting down.",
-            ));
+            return Err(shutting_down(render));
         }
-        if let Action::Fail {
-            status,
-            retry_after_secs,
-        } = plan.action
-        {
-            return Err(failure(render, status, retry_after_secs));
+        match plan.action {
+            Action::Fail {
+                status,
+                retry_after_secs,
+            } => Err(failure(render, status, retry_after_secs)),
+            Action::Late { status, after } => {
+                if !self.writes.contains(&op) {
+                    return Err(failure(render, status, None));
+                }
+                let Some(arrived) = answer_early(failure(render, status, None)) else {
+                    // Not under `detached`: nobody to answer early, so nothing happens.
+                    return Err(failure(render, status, None));
+                };
+                let due = (arrived + after).saturating_duration_since(Instant::now());
+                if !self.sleep(due).await {
+                    return Err(shutting_down(render));
+                }
+                Ok(Plan {
+                    action: Action::Proceed,
+                    ..plan
+                })
+            }
+            _ => Ok(plan),
         }
-        Ok(plan)
     }
 
     /// Applies the end of a commit-then-fail plan to a finished response.
@@ -121,6 +189,14 @@ impl Common {
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
         }
     }
+}
+
+fn shutting_down(render: RenderError) -> Response {
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SHUTTING_DOWN",
+        "The simulator is shutting down.",
+    )
 }
 
 fn failure(render: RenderError, status: u16, retry_after_secs: Option<u64>) -> Response {

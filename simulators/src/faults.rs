@@ -84,10 +84,23 @@ pub enum FaultKind {
     },
     /// Refuse on business grounds with this code (see each simulator's `REFUSALS`).
     Refuse { code: String },
+    /// A gateway gives up at once while the server carries on: answer `status` (504 by
+    /// default) straight away, and apply the effect `ms` after the call arrived, whatever the
+    /// client does meanwhile. On a write (see each simulator's `WRITE_OPS`); on a read it is a
+    /// plain failure with `status`.
+    Late {
+        #[serde(default = "default_late_ms")]
+        ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+    },
 }
 
 fn default_hang_ms() -> u64 {
     30_000
+}
+fn default_late_ms() -> u64 {
+    8_000
 }
 fn default_server_error() -> u16 {
     500
@@ -100,7 +113,7 @@ fn default_outage_status() -> u16 {
 }
 
 impl FaultKind {
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 9] = [
         "latency",
         "hang",
         "server_error",
@@ -109,6 +122,7 @@ impl FaultKind {
         "token_expiry",
         "outage",
         "refuse",
+        "late",
     ];
 
     fn index(&self) -> usize {
@@ -121,6 +135,7 @@ impl FaultKind {
             FaultKind::TokenExpiry => 5,
             FaultKind::Outage { .. } => 6,
             FaultKind::Refuse { .. } => 7,
+            FaultKind::Late { .. } => 8,
         }
     }
 
@@ -221,6 +236,11 @@ pub(crate) enum Action {
         status: Option<u16>,
         lost: Duration,
     },
+    /// Answer `status` at once; do the work `after` the call arrived, in the background.
+    Late {
+        status: u16,
+        after: Duration,
+    },
     Refuse(String),
 }
 
@@ -279,7 +299,7 @@ pub(crate) struct FaultSet {
     rules: RwLock<Arc<Vec<Arc<ActiveRule>>>>,
     ops: &'static [&'static str],
     refusals: &'static [&'static str],
-    fired: [AtomicU64; 8],
+    fired: [AtomicU64; 9],
 }
 
 impl FaultSet {
@@ -308,7 +328,7 @@ impl FaultSet {
         }
         let status = match &rule.kind {
             FaultKind::ServerError { status } | FaultKind::Outage { status } => Some(*status),
-            FaultKind::CommitThenFail { status, .. } => *status,
+            FaultKind::CommitThenFail { status, .. } | FaultKind::Late { status, .. } => *status,
             FaultKind::Refuse { code } if !self.refusals.contains(&code.as_str()) => {
                 return Err(FaultError::UnknownRefusal {
                     code: code.clone(),
@@ -440,6 +460,12 @@ impl FaultSet {
                 }
                 FaultKind::TokenExpiry => plan.action = Action::ExpireToken,
                 FaultKind::Refuse { code } => plan.action = Action::Refuse(code.clone()),
+                FaultKind::Late { ms, status } => {
+                    plan.action = Action::Late {
+                        status: status.unwrap_or(504),
+                        after: Duration::from_millis(*ms),
+                    }
+                }
             }
         }
         plan
@@ -545,6 +571,44 @@ mod tests {
             })
             .on(["write"])
             .times(5)
+        );
+        let late: FaultRule = serde_json::from_str(r#"{"kind":"late","ops":["write"]}"#).unwrap();
+        assert_eq!(
+            late,
+            FaultRule::new(FaultKind::Late {
+                ms: 8_000,
+                status: None
+            })
+            .on(["write"])
+        );
+    }
+
+    #[test]
+    fn a_late_fault_decides_the_answer_and_is_counted() {
+        let set = FaultSet::new(1, OPS, REFUSALS);
+        set.set(vec![
+            FaultRule::new(FaultKind::Late {
+                ms: 250,
+                status: None,
+            })
+            .times(1),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.plan("write").action,
+            Action::Late {
+                status: 504,
+                after: Duration::from_millis(250)
+            }
+        );
+        assert_eq!(set.plan("write").action, Action::Proceed);
+        assert_eq!(set.fired_by_kind()["late"], 1);
+        assert_eq!(
+            set.add(vec![FaultRule::new(FaultKind::Late {
+                ms: 1,
+                status: Some(200)
+            })]),
+            Err(FaultError::Status(200))
         );
     }
 }

@@ -6,8 +6,10 @@
 //!   [`SimHandle`]: base URLs, credentials, typed ledger snapshots, fault control, the clock, and
 //!   a graceful shutdown. `como-saga simulators` runs the same thing as a process.
 //! - [`memberson`] and [`sevenrooms`]: the two APIs, as `downstreams.md` specifies them.
-//! - [`faults`]: the fault rules (latency, hangs, 5xx, 429, commit-then-fail, token expiry,
-//!   outages, business refusals), decided per request from a seed.
+//! - [`faults`]: the fault rules (latency, hangs, 5xx, 429, commit-then-fail, late effects,
+//!   token expiry, outages, business refusals), decided per request from a seed. Every request
+//!   is handled in a task detached from its connection, so that what a simulator has begun is
+//!   finished even when the client has gone.
 //! - [`ledger`]: what each system has done, as `GET /_sim/ledger` serves it.
 //! - [`seed`]: the members and venues the simulators start with.
 //! - [`clock`]: simulated time that tests can move forward (holds and tokens expire).
@@ -136,6 +138,7 @@ impl Simulators {
             Common::new(
                 config.seed,
                 memberson::OPS,
+                memberson::WRITE_OPS,
                 memberson::REFUSALS,
                 clock.clone(),
                 shutdown_rx.clone(),
@@ -156,6 +159,7 @@ impl Simulators {
                 // Distinct streams for the two simulators under one seed.
                 config.seed ^ 0x5EED_0007_0000,
                 sevenrooms::OPS,
+                sevenrooms::WRITE_OPS,
                 sevenrooms::REFUSALS,
                 clock.clone(),
                 shutdown_rx.clone(),

@@ -24,6 +24,8 @@ use crate::seed::{MemberStatus, POINT_TYPE, SeedMember};
 
 /// Operation names, for fault rules.
 pub const OPS: &[&str] = &["authenticate", "summary", "redeem", "void"];
+/// The operations that change the ledger; a `late` fault lands late on these.
+pub const WRITE_OPS: &[&str] = &["redeem", "void"];
 /// Business refusals a `refuse` fault can force on `redeem`.
 pub const REFUSALS: &[&str] = &["INSUFFICIENT_POINTS", "MEMBER_EXPIRED", "MEMBER_TERMINATED"];
 
@@ -203,6 +205,7 @@ impl Memberson {
             .route("/api/transaction/void-redeem-point", post(void))
             .merge(admin_routes::<Memberson>())
             .with_state(self)
+            .layer(axum::middleware::from_fn(crate::common::detached))
     }
 
     pub fn common(&self) -> &Common {

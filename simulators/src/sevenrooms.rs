@@ -35,6 +35,8 @@ pub const OPS: &[&str] = &[
     "search",
     "cancel",
 ];
+/// The operations that change the ledger; a `late` fault lands late on these.
+pub const WRITE_OPS: &[&str] = &["hold", "release_hold", "book", "cancel"];
 /// Business refusals a `refuse` fault can force: `SLOT_UNAVAILABLE` on `hold` and `book`,
 /// `HOLD_EXPIRED` on `book`, `PAST_CANCELLATION_CUTOFF` on `cancel`.
 pub const REFUSALS: &[&str] = &[
@@ -431,6 +433,7 @@ impl SevenRooms {
             )
             .merge(admin_routes::<SevenRooms>())
             .with_state(self)
+            .layer(axum::middleware::from_fn(crate::common::detached))
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
