@@ -557,3 +557,108 @@ async fn crm_worker_takes_its_token_from_the_secret_and_rereads_it_after_a_401()
     );
     let _ = sim.shutdown().await;
 }
+
+/// A request id reused for another booking is refused on AWS as on the embedded backend
+/// (`submit::submit_wait_refuses_a_reused_request_id_with_other_content`): `submit --wait`
+/// answers 4 naming the conflict, the orchestrator dead-letters the request, the identical
+/// repeat is a harmless duplicate, and the first saga is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_on_aws_refuses_a_reused_request_id_with_other_content() {
+    let (endpoint, prefix, sim, backend) = bootstrapped("reuse").await;
+    let ports = backend.ports();
+    assert_eq!(rotate(&endpoint, &prefix, &sim).await["promoted"], true);
+    let dir = tempfile::tempdir().unwrap();
+    let _roles = [
+        AwsRole::start(&["orchestrator"], &endpoint, &prefix, &sim, dir.path()),
+        AwsRole::start(&["worker", "crm"], &endpoint, &prefix, &sim, dir.path()),
+        AwsRole::start(
+            &["worker", "sevenrooms"],
+            &endpoint,
+            &prefix,
+            &sim,
+            dir.path(),
+        ),
+    ];
+    let today = chrono::Utc::now().date_naive();
+    let day = |n: u64| today.checked_add_days(Days::new(n)).unwrap().to_string();
+    let booking = |venue: &str, date: String, party: &str, credits: &str| -> Vec<String> {
+        [
+            "submit",
+            "--member",
+            seed::MEMBER_RICH,
+            "--venue",
+            venue,
+            "--date",
+            &date,
+            "--time",
+            "19:30",
+            "--party",
+            party,
+            "--credits",
+            credits,
+            "--request-id",
+            "reused-aws",
+            "--wait",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let submit = |args: Vec<String>| {
+        let (e, p) = (endpoint.clone(), prefix.clone());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = como(&e, &p, &args);
+            let said = format!(
+                "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out, said)
+        })
+    };
+    let first = booking(seed::VENUE_LARGE, day(2), "2", "1200");
+    let saga = SagaId::for_request(&RequestId::parse("reused-aws").unwrap());
+
+    for _ in 0..2 {
+        // The first time, and the identical request again: confirmed both times.
+        let (out, said) = submit(first.clone()).await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{said}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("confirmed"),
+            "{said}"
+        );
+    }
+    let before = ports.store.get(saga).await.unwrap().unwrap();
+    let history = ports.store.history(saga).await.unwrap().len();
+
+    let (out, said) = submit(booking(seed::VENUE_SMALL, day(3), "3", "4500"))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(
+        said.contains(&format!(
+            "REQUEST_ID_REUSED: request id reused-aws is already used by saga {saga} with \
+             other content (venue_id, date, party_size, quoted_credits differ)"
+        )),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead = ports
+            .queue
+            .dead_letters(como_ports::QueueName::Requests, 10)
+            .await
+            .unwrap();
+        if dead.iter().any(|d| d.reason.contains("REQUEST_ID_REUSED")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {dead:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = ports.store.get(saga).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version);
+    assert_eq!(after.value, before.value);
+    assert_eq!(ports.store.history(saga).await.unwrap().len(), history);
+    let _ = sim.shutdown().await;
+}

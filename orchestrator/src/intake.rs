@@ -1,12 +1,14 @@
 //! Intake: a booking request becomes a saga exactly once, or is refused with the field and the
 //! reason. The saga id is derived from the request id, so a repeated request finds the saga
 //! it created; a refused request leaves a dead letter and a `BookingRejected` event, never a
-//! half-created saga.
+//! half-created saga. A request that reuses the id of another request (same id, other booking,
+//! see [`same_request`]) is refused the same way, and the saga of the first is left untouched.
 
 use como_engine::{Input, como, transition};
 use como_ports::{Backend, CreateOutcome, Delivery, OutgoingMessage, QueueName};
 use como_schemas::{
-    BookingRejected, BookingRequested, InvalidInput, SagaId, SchemaVersion, parse_booking_request,
+    BookingRejected, BookingRequested, GuestContact, InvalidInput, SagaId, SchemaVersion,
+    parse_booking_request,
 };
 
 use crate::advance::{Applied, RuntimeError, effects_of};
@@ -16,8 +18,9 @@ use crate::catalogue::VenueCatalogue;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeOutcome {
     Started(Box<Applied>),
-    /// The request was seen before; its saga exists.
+    /// The request was seen before (the same booking, see [`same_request`]); its saga exists.
     Duplicate(SagaId),
+    /// Refused: malformed, priced wrongly, or its id is already used by another booking.
     Rejected(InvalidInput),
 }
 
@@ -78,6 +81,17 @@ pub async fn handle_request(
             replied: None,
         }))),
         CreateOutcome::Exists => {
+            // Nothing was written. Only now is the stored saga read (a repeat is rare), and
+            // never written: whatever the verdict, the first saga stays as it is. Every store
+            // reads its own writes here (SQLite; DynamoDB with a consistent read), so a saga
+            // that `create` found is there to compare with.
+            if let Some(existing) = ports.store.get(saga_id).await?
+                && let Err(conflict) =
+                    same_request(&existing.value.request, &decision.state.request)
+            {
+                reject(ports, delivery, &conflict).await?;
+                return Ok(IntakeOutcome::Rejected(conflict));
+            }
             ports
                 .queue
                 .delete(QueueName::Requests, vec![delivery.receipt.clone()])
@@ -86,6 +100,84 @@ pub async fn handle_request(
         }
     }
 }
+
+/// Whether `repeat`, a request whose id is that of `first` (the request that started the saga),
+/// is the same request: `Ok` for a harmless duplicate, or the refusal naming the fields that
+/// differ (their names only: the values may be personal data).
+///
+/// The same request means the same booking: every business field of `BookingRequested` is
+/// compared, the request id, the member, the venue, the date, the time, the party size, the
+/// quoted credits and the guest (first and last name, phone, e-mail; an e-mail given once and
+/// left out once differs). Values are compared as parsed, so two spellings that parse to the
+/// same value (JSON key order, white space) are the same request. Left out is `schema_version`,
+/// which says how the request was written, not what it asks for: a client that retries after
+/// an upgrade sends the same booking. Transport metadata (the queue message's id, when it was
+/// sent or received, how often it was delivered) is not part of `BookingRequested` at all, so
+/// a client may send the same request any number of times, from new messages, and it stays one
+/// booking. The fields are listed without `..`, so that a field added to the request must be
+/// placed on one side or the other here.
+pub fn same_request(
+    first: &BookingRequested,
+    repeat: &BookingRequested,
+) -> Result<(), InvalidInput> {
+    let BookingRequested {
+        schema_version: _,
+        request_id,
+        member_no,
+        venue_id,
+        date,
+        time,
+        party_size,
+        quoted_credits,
+        guest:
+            GuestContact {
+                first_name,
+                last_name,
+                phone,
+                email,
+            },
+    } = repeat;
+    let differs = [
+        ("request_id", *request_id != first.request_id),
+        ("member_no", *member_no != first.member_no),
+        ("venue_id", *venue_id != first.venue_id),
+        ("date", *date != first.date),
+        ("time", *time != first.time),
+        ("party_size", *party_size != first.party_size),
+        ("quoted_credits", *quoted_credits != first.quoted_credits),
+        ("guest.first_name", *first_name != first.guest.first_name),
+        ("guest.last_name", *last_name != first.guest.last_name),
+        ("guest.phone", *phone != first.guest.phone),
+        ("guest.email", *email != first.guest.email),
+    ];
+    let fields: Vec<&str> = differs
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(name, _)| *name)
+        .collect();
+    if fields.is_empty() {
+        return Ok(());
+    }
+    Err(InvalidInput::new(
+        "request_id",
+        format!(
+            "{REQUEST_ID_REUSED}: request id {} is already used by saga {} with other content \
+             ({} {}); a new booking needs a new request id",
+            repeat.request_id,
+            first.saga_id(),
+            fields.join(", "),
+            if fields.len() == 1 {
+                "differs"
+            } else {
+                "differ"
+            },
+        ),
+    ))
+}
+
+/// How the reason of a refusal for a reused request id begins (`BookingRejected` has no code
+/// field, so the code leads the reason, where a consumer can match it).
+pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
 
 /// Publish `BookingRejected`, then move the request to the dead letters. In this order, a
 /// crash in between publishes the rejection again (same event id) rather than losing it.

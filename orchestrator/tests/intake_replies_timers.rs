@@ -1,8 +1,9 @@
 //! The orchestrator's handlers against a real SQLite file: a request becomes a saga exactly
-//! once, a bad one is refused with the field and the reason (a dead letter, never a saga), a
-//! reply for no saga is dead-lettered, and timers kept in the store fire.
+//! once, a bad one is refused with the field and the reason (a dead letter, never a saga), so
+//! is a request id reused for another booking (the first saga untouched), a reply for no saga
+//! is dead-lettered, and timers kept in the store fire.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -12,8 +13,12 @@ use como_orchestrator::intake::handle_request;
 use como_orchestrator::replies::handle_reply;
 use como_orchestrator::timers::sweep;
 use como_orchestrator::{IntakeOutcome, VenueCatalogue, VenuePrice, submit};
-use como_ports::{Backend, Delivery, ManualClock, OutgoingMessage, QueueName};
-use como_schemas::{CommandKind, Timestamp, Worker, WorkerCommand, examples};
+use como_ports::{
+    Backend, Delivery, EventBus, ManualClock, OutgoingMessage, PortResult, QueueName,
+};
+use como_schemas::{
+    BookingRejected, CommandKind, SagaEvent, Timestamp, Worker, WorkerCommand, examples,
+};
 
 const NOW: Timestamp = Timestamp::from_millis(1_790_000_000_000); // 2026-09-21
 
@@ -112,6 +117,156 @@ async fn a_request_becomes_one_saga_and_a_duplicate_changes_nothing() {
         r.ports.store.history(req.saga_id()).await.unwrap().len(),
         2,
         "started + command sent"
+    );
+}
+
+/// The event bus of the backend, keeping a copy of every rejection published.
+struct RecordingBus {
+    inner: Arc<dyn EventBus>,
+    rejections: Mutex<Vec<BookingRejected>>,
+}
+
+#[async_trait::async_trait]
+impl EventBus for RecordingBus {
+    async fn publish(&self, events: Vec<SagaEvent>) -> PortResult<()> {
+        self.inner.publish(events).await
+    }
+
+    async fn publish_rejection(&self, rejection: BookingRejected) -> PortResult<()> {
+        self.rejections.lock().unwrap().push(rejection.clone());
+        self.inner.publish_rejection(rejection).await
+    }
+
+    async fn recent(&self, limit: usize) -> PortResult<Vec<SagaEvent>> {
+        self.inner.recent(limit).await
+    }
+}
+
+#[tokio::test]
+async fn a_reused_request_id_with_other_content_is_refused_and_the_first_saga_is_untouched() {
+    let mut r = rig();
+    let bus = Arc::new(RecordingBus {
+        inner: r.ports.bus.clone(),
+        rejections: Mutex::new(Vec::new()),
+    });
+    r.ports.bus = bus.clone();
+    // A second venue, so that the other booking passes every other check.
+    let catalogue = VenueCatalogue::new([
+        (
+            "como-cuisine".to_owned(),
+            VenuePrice {
+                credits_per_guest: 600,
+            },
+        ),
+        (
+            "como-elsewhere".to_owned(),
+            VenuePrice {
+                credits_per_guest: 500,
+            },
+        ),
+    ]);
+    let req = request();
+    let id = req.saga_id();
+    submit(&r.ports, &req).await.unwrap();
+    let first = next(&r.ports, QueueName::Requests).await.unwrap();
+    assert!(matches!(
+        handle_request(&r.ports, &catalogue, &first).await.unwrap(),
+        IntakeOutcome::Started(_)
+    ));
+    let before = r.ports.store.get(id).await.unwrap().unwrap();
+    let history_before = r.ports.store.history(id).await.unwrap().len();
+
+    // The identical request again, in a new message laid out differently (keys in another
+    // order): a harmless duplicate.
+    let relaid = serde_json::to_value(&req).unwrap().to_string();
+    assert_ne!(relaid, serde_json::to_string(&req).unwrap());
+    r.ports
+        .queue
+        .send(QueueName::Requests, vec![OutgoingMessage::new(relaid)])
+        .await
+        .unwrap();
+    let d = next(&r.ports, QueueName::Requests).await.unwrap();
+    assert_eq!(
+        handle_request(&r.ports, &catalogue, &d).await.unwrap(),
+        IntakeOutcome::Duplicate(id)
+    );
+    assert!(bus.rejections.lock().unwrap().is_empty(), "no rejection");
+
+    // The same request id for another booking: another venue, date and party.
+    let mut other = request();
+    other.venue_id = como_schemas::VenueId::parse("como-elsewhere").unwrap();
+    other.date = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+    other.party_size = como_schemas::PartySize::new(3).unwrap();
+    other.quoted_credits = como_schemas::Credits::new(1_500).unwrap();
+    submit(&r.ports, &other).await.unwrap();
+    let d = next(&r.ports, QueueName::Requests).await.unwrap();
+    let refusal = match handle_request(&r.ports, &catalogue, &d).await.unwrap() {
+        IntakeOutcome::Rejected(invalid) => invalid,
+        other => panic!("a reused request id must be refused: {other:?}"),
+    };
+    assert_eq!(refusal.field, "request_id");
+    let expected = format!(
+        "REQUEST_ID_REUSED: request id intake-1 is already used by saga {id} with other \
+         content (venue_id, date, party_size, quoted_credits differ)"
+    );
+    assert!(refusal.reason.starts_with(&expected), "{refusal}");
+
+    // Only the guest's phone differs: refused too, naming the field and not the number.
+    let mut other_phone = request();
+    other_phone.guest.phone = como_schemas::Phone::parse("+6599999999").unwrap();
+    submit(&r.ports, &other_phone).await.unwrap();
+    let d = next(&r.ports, QueueName::Requests).await.unwrap();
+    match handle_request(&r.ports, &catalogue, &d).await.unwrap() {
+        IntakeOutcome::Rejected(invalid) => {
+            assert!(
+                invalid.reason.contains("(guest.phone differs)"),
+                "{invalid}"
+            );
+            assert!(!invalid.reason.contains("99999999"), "{invalid}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A `BookingRejected` with the reason, and a dead letter, for each of the two.
+    let rejections = bus.rejections.lock().unwrap().clone();
+    assert_eq!(rejections.len(), 2, "{rejections:?}");
+    assert_eq!(rejections[0].request_id.as_deref(), Some("intake-1"));
+    assert_eq!(rejections[0].field, "request_id");
+    assert_eq!(rejections[0].reason, refusal.reason);
+    let dead = r
+        .ports
+        .queue
+        .dead_letters(QueueName::Requests, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter().any(|d| d.reason.contains(&expected)),
+        "{dead:?}"
+    );
+
+    // The first saga is untouched: same version, same state, no new history entry.
+    let after = r.ports.store.get(id).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version);
+    assert_eq!(after.value, before.value);
+    assert_eq!(after.value.request, req);
+    assert_eq!(
+        r.ports.store.history(id).await.unwrap().len(),
+        history_before
+    );
+    // Every request message is settled (acknowledged or dead-lettered), and the first
+    // command is the only one sent.
+    r.clock.advance_ms(60_000);
+    assert!(next(&r.ports, QueueName::Requests).await.is_none());
+    assert!(
+        next(&r.ports, QueueName::Commands(Worker::Crm))
+            .await
+            .is_some()
+    );
+    assert!(
+        next(&r.ports, QueueName::Commands(Worker::Crm))
+            .await
+            .is_none()
     );
 }
 

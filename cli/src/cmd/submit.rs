@@ -1,6 +1,9 @@
 //! `como-saga submit`: put one booking request on the request queue. The request is checked
 //! here with the same edge validation the orchestrator applies, so a mistake is reported at
-//! once, naming the field. Submitting the same `--request-id` again is the same request.
+//! once, naming the field. Submitting the same `--request-id` again is the same request; the
+//! same `--request-id` with another booking is refused by the orchestrator (a `BookingRejected`
+//! and a dead letter), and reported here with the same check
+//! (`como_orchestrator::intake::same_request`) against the saga that holds the id.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +15,25 @@ use como_schemas::parse_booking_request;
 use crate::settings::{CommonArgs, DownstreamArgs, Settings};
 use crate::stack;
 
+// Exit codes (also in `--help`). 1, "the command failed", is `main`'s answer to any error.
+/// Bad usage or an invalid request, refused before it was sent.
+const INVALID: u8 = 2;
+/// `--wait` gave up after 5 minutes; the saga may still finish.
+const STILL_RUNNING: u8 = 3;
+/// The booking did not go through.
+const NOT_BOOKED: u8 = 4;
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit codes:
+  0  submitted (with --wait: the booking is confirmed)
+  1  the command failed (for example, the backend cannot be reached)
+  2  bad usage, or an invalid request (named by field); nothing was sent
+  3  --wait gave up after 5 minutes; the saga may still finish
+  4  the booking did not go through: the saga ended other than confirmed or needs an
+     operator (its status is printed), or the request is refused because its request id
+     is already used by another booking (REQUEST_ID_REUSED, on standard error; without
+     --wait, told only if that booking's saga already exists)")]
 pub struct SubmitArgs {
     /// The paying member's number.
     #[arg(long)]
@@ -32,7 +53,9 @@ pub struct SubmitArgs {
     /// The price in credits the member was quoted.
     #[arg(long)]
     pub credits: i64,
-    /// The request's id; a repeated id is the same request. A new one is made if not given.
+    /// The request's id; a repeated id is the same request (a duplicate that changes nothing),
+    /// and a repeated id with another booking is refused (exit code 4). A new one is made if
+    /// not given.
     #[arg(long)]
     pub request_id: Option<String>,
     /// The guest's first name on the reservation.
@@ -83,12 +106,12 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(invalid) => {
             eprintln!("error: {invalid}");
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(INVALID));
         }
     };
     if let Err(invalid) = settings.venues.check(&request) {
         eprintln!("error: {invalid}");
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(INVALID));
     }
     stack::runtime()?.block_on(async {
         let backend = stack::open_backend(&settings)?;
@@ -96,21 +119,37 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("cannot submit the request")?;
         println!("submitted request {} as saga {saga}", request.request_id);
+        // A request id already used by another booking: the orchestrator refuses the request
+        // (it was sent all the same, so that the refusal is recorded as for any other client).
+        let refused = |existing: &como_engine::SagaState| {
+            let conflict =
+                como_orchestrator::intake::same_request(&existing.request, &request).err()?;
+            eprintln!("error: the request was refused: {}", conflict.reason);
+            Some(ExitCode::from(NOT_BOOKED))
+        };
         let mut code = ExitCode::SUCCESS;
-        if args.wait {
+        if !args.wait {
+            if let Some(s) = backend.ports.store.get(saga).await? {
+                code = refused(&s.value).unwrap_or(code);
+            }
+        } else {
             let give_up = tokio::time::Instant::now() + Duration::from_secs(300);
             loop {
                 if tokio::time::Instant::now() > give_up {
                     eprintln!("still not finished after 5 minutes; `como-saga sagas show {saga}` tells where it is");
-                    code = ExitCode::from(3);
+                    code = ExitCode::from(STILL_RUNNING);
                     break;
                 }
                 if let Some(s) = backend.ports.store.get(saga).await? {
+                    if let Some(c) = refused(&s.value) {
+                        code = c;
+                        break;
+                    }
                     let kind = s.value.status.kind();
                     if kind.is_terminal() || kind == StatusKind::NeedsOperator {
                         println!("{}", serde_json::to_string(&s.value.status)?);
                         if kind != StatusKind::Confirmed {
-                            code = ExitCode::from(1);
+                            code = ExitCode::from(NOT_BOOKED);
                         }
                         break;
                     }
