@@ -60,6 +60,8 @@ struct FileSettings {
     #[serde(default)]
     sevenrooms: SevenRoomsFile,
     venues: Option<VenueCatalogue>,
+    /// Late-effect audits after a saga ends compensated or cancelled, e.g. `["10m", "24h"]`.
+    audit_after: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +130,19 @@ impl Settings {
         let default_m = como_simulators::memberson::MembersonCredentials::default();
         let s = file.sevenrooms;
         let default_s = como_simulators::sevenrooms::SevenRoomsCredentials::default();
+        // A deployment-wide schedule: every process that advances sagas uses the same.
+        let audit_after = env("COMO_SAGA_AUDIT_AFTER")
+            .map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .or(file.audit_after);
+        if let Some(list) = audit_after {
+            let parsed = list
+                .iter()
+                .map(|d| parse_duration(d.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("audit_after (COMO_SAGA_AUDIT_AFTER): {e}"))?;
+            como_orchestrator::advance::set_audit_after(&parsed)
+                .map_err(|e| anyhow::anyhow!("audit_after (COMO_SAGA_AUDIT_AFTER): {e}"))?;
+        }
         Ok(Settings {
             backend: common
                 .backend
@@ -199,4 +214,20 @@ pub fn demo_catalogue() -> VenueCatalogue {
             },
         )
     }))
+}
+
+/// Reads a duration such as `500ms`, `30s`, `2m` or `24h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: the unit must be ms, s, m or h")),
+    }
 }

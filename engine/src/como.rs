@@ -81,6 +81,9 @@ pub fn booking_v1() -> SagaDefinition {
         deadline_ms: 15 * 60_000,
         compensation_deadline_ms: 2 * 60 * 60_000,
         reply_grace_ms: 5_000,
+        // Ten minutes catches a downstream that finished a call long after we gave up on it;
+        // a day catches one that replayed a backlog after an incident.
+        audit_after_ms: vec![10 * 60_000, 24 * 60 * 60_000],
         steps: vec![
             StepDefinition {
                 name: step_name("check_credits"),

@@ -65,4 +65,8 @@ pub enum HistoryKind {
     Confirmed,
     Compensated,
     Cancelled,
+    /// A late-effect audit re-issued a compensation and it found nothing left to undo.
+    AuditChecked,
+    /// A late-effect audit found an effect that landed after the saga ended, and undid it.
+    LateEffectUndone,
 }

@@ -20,6 +20,12 @@ pub struct SagaDefinition {
     /// How long after a command's own deadline the engine still waits for its reply before it
     /// counts the attempt as timed out. Covers queue and clock differences between processes.
     pub reply_grace_ms: u64,
+    /// Late-effect audits, each this long after the saga ended compensated or cancelled: the
+    /// compensations that find their effect by key are issued again, so that an action that
+    /// landed after the saga gave up on it (a downstream can be slower than any deadline we
+    /// assume) is undone. Strictly increasing; empty for none.
+    #[serde(default)]
+    pub audit_after_ms: Vec<u64>,
 }
 
 /// One step.
@@ -130,6 +136,13 @@ impl SagaDefinition {
         }
         if self.deadline_ms == 0 || self.compensation_deadline_ms == 0 {
             return Err(fail("deadlines must be positive".into()));
+        }
+        if self.audit_after_ms.first() == Some(&0)
+            || self.audit_after_ms.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(fail(
+                "late-effect audits must come after the end, in increasing order".into(),
+            ));
         }
         for (i, step) in self.steps.iter().enumerate() {
             let name = &step.name;

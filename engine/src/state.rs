@@ -38,6 +38,48 @@ pub struct SagaState {
     /// Ids of operator actions already applied, so that a repeated one changes nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operator_actions: Vec<String>,
+    /// The late-effect audit of a compensated or cancelled saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
+}
+
+/// The late-effect audit of a saga that ended compensated or cancelled: at each of the
+/// definition's `audit_after_ms` after the end, the compensations that find their effect by
+/// key are issued again, one step at a time in reverse step order, so that an action that
+/// landed after the saga gave up on it is undone. It lives in the state, its timer in
+/// `wake_at`, so it survives restarts like any other timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// When the saga ended; audit rounds are timed from it.
+    pub ended_at: Timestamp,
+    /// Rounds finished.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rounds: u32,
+    /// The step being checked in the round in progress, and what that check waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<AuditCheck>,
+    /// Late effects found and undone so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undone: u32,
+}
+
+/// One step's check within an audit round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheck {
+    pub step: usize,
+    pub activity: Activity,
+}
+
+impl Audit {
+    /// When the audit needs the saga next, given the definition's schedule.
+    pub fn due_at(&self, audit_after_ms: &[u64]) -> Option<Timestamp> {
+        match &self.check {
+            Some(check) => Some(check.activity.due_at()),
+            None => audit_after_ms
+                .get(self.rounds as usize)
+                .map(|after| self.ended_at.plus_ms(*after)),
+        }
+    }
 }
 
 /// Where the saga is.

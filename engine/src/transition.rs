@@ -20,7 +20,7 @@ use crate::backoff;
 use crate::decision::{Decision, HistoryEntry, HistoryKind};
 use crate::definition::{Handling, OnReconcileExhausted, RetryPolicy, SagaDefinition};
 use crate::input::{Input, OperatorAction, OperatorCommand, ResolvedOutcome};
-use crate::state::{Activity, Phase, SagaState, StepState, Terminal};
+use crate::state::{Activity, Audit, AuditCheck, Phase, SagaState, StepState, Terminal};
 
 /// Why an input could not be applied. The state is unchanged in every case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +117,7 @@ fn start(
         transitions: 0,
         events_published: 0,
         operator_actions: Vec::new(),
+        audit: None,
     };
     let mut m = Machine::new(def, state, now);
     m.emit(SagaEventBody::SagaStarted {
@@ -195,7 +196,18 @@ impl<'a> Machine<'a> {
                     .compensation_deadline
                     .map_or(activity.due_at(), |d| d.min(activity.due_at())),
             ),
-            Phase::NeedsOperator { .. } | Phase::Done { .. } => None,
+            Phase::Done { outcome } if *outcome != Terminal::Confirmed => {
+                self.s.audit.as_ref().and_then(|a| {
+                    let due = a.due_at(&def.audit_after_ms)?;
+                    // A check in progress is bounded like a compensation.
+                    Some(match (&a.check, self.s.compensation_deadline) {
+                        (Some(_), Some(d)) => due.min(d),
+                        _ => due,
+                    })
+                })
+            }
+            Phase::Done { .. } => None,
+            Phase::NeedsOperator { .. } => None,
         };
         let status = self.s.status.kind();
         for h in &mut self.history {
@@ -298,7 +310,12 @@ impl<'a> Machine<'a> {
             Phase::Forward { activity: a, .. } | Phase::Compensating { activity: a, .. } => {
                 *a = activity
             }
-            Phase::NeedsOperator { .. } | Phase::Done { .. } => {}
+            Phase::Done { .. } => {
+                if let Some(check) = self.s.audit.as_mut().and_then(|a| a.check.as_mut()) {
+                    check.activity = activity;
+                }
+            }
+            Phase::NeedsOperator { .. } => {}
         }
     }
 
@@ -479,6 +496,9 @@ impl<'a> Machine<'a> {
                     None,
                 ),
             },
+            CommandKind::Compensation if self.auditing() => {
+                self.audit_needs_operator(i, format!("could not be checked: {why}"));
+            }
             CommandKind::Compensation => {
                 let end_as = self.compensating_as().unwrap_or(CompensatedAs::Compensated);
                 self.needs_operator(
@@ -700,6 +720,14 @@ impl<'a> Machine<'a> {
             resolved_by,
         });
         self.record(kind, None, None, detail, None);
+        if !self.def.audit_after_ms.is_empty() && self.next_audited_step(None).is_some() {
+            self.s.audit = Some(Audit {
+                ended_at: self.now,
+                rounds: 0,
+                check: None,
+                undone: 0,
+            });
+        }
     }
 
     fn step_compensated(&mut self, i: usize, attempt: u32, note: Option<String>) {
@@ -1092,6 +1120,10 @@ impl<'a> Machine<'a> {
     }
 
     fn on_compensation_reply(&mut self, i: usize, reply: &WorkerReply) {
+        if self.auditing() {
+            self.on_audit_reply(i, reply);
+            return;
+        }
         let c = reply.attempt;
         let awaiting = self.awaiting(i, CommandKind::Compensation, c);
         // Any attempt's success undoes the step: they all carry the same idempotency key.
@@ -1099,7 +1131,7 @@ impl<'a> Machine<'a> {
         match &reply.outcome {
             ReplyOutcome::Succeeded { output } if !undone => {
                 let note = match output {
-                    StepOutput::Compensated { note } => note.clone(),
+                    StepOutput::Compensated { note, .. } => note.clone(),
                     _ => None,
                 };
                 self.step_compensated(i, c, note);
@@ -1205,7 +1237,8 @@ impl<'a> Machine<'a> {
                 }
                 true
             }
-            Phase::NeedsOperator { .. } | Phase::Done { .. } => false,
+            Phase::Done { .. } => self.audit_on_due(),
+            Phase::NeedsOperator { .. } => false,
         }
     }
 
@@ -1236,6 +1269,223 @@ impl<'a> Machine<'a> {
             }
             CommandKind::Reconcile | CommandKind::Compensation => self.retry(i, kind, None, &why),
         }
+    }
+
+    // ----- late-effect audit ------------------------------------------------------------------
+
+    /// The saga has ended compensated or cancelled and its audit is not over.
+    fn auditing(&self) -> bool {
+        matches!(self.s.phase, Phase::Done { outcome } if outcome != Terminal::Confirmed)
+            && self.s.audit.is_some()
+    }
+
+    /// The next step an audit round checks, below `below` (from the top when `None`): one
+    /// whose action was sent and whose compensation finds the effect by key.
+    fn next_audited_step(&self, below: Option<usize>) -> Option<usize> {
+        let top = below.unwrap_or(self.s.steps.len());
+        (0..top).rev().find(|&i| {
+            self.s.steps[i].action.sent > 0
+                && self.def.steps[i]
+                    .compensation
+                    .as_ref()
+                    .is_some_and(|c| c.operation.finds_effect_by_key())
+        })
+    }
+
+    /// Act on the audit if something of it is due. Returns whether it acted.
+    fn audit_on_due(&mut self) -> bool {
+        let now = self.now;
+        let Some(audit) = self.s.audit.clone() else {
+            return false;
+        };
+        if !self.auditing() {
+            return false;
+        }
+        if let (Some(check), Some(deadline)) = (&audit.check, self.s.compensation_deadline)
+            && now >= deadline
+        {
+            self.audit_needs_operator(
+                check.step,
+                "could not be checked before its deadline (the downstream stayed unavailable)"
+                    .into(),
+            );
+            return true;
+        }
+        if audit
+            .due_at(&self.def.audit_after_ms)
+            .is_none_or(|t| t > now)
+        {
+            return false;
+        }
+        match audit.check {
+            None => self.audit_check(self.next_audited_step(None)),
+            Some(AuditCheck {
+                step,
+                activity: Activity::Awaiting { attempt, .. },
+            }) => {
+                self.record(
+                    HistoryKind::TimedOut,
+                    Some(step),
+                    Some((CommandKind::Compensation, attempt)),
+                    Some("late-effect audit".into()),
+                    Some("no reply before the time-out".into()),
+                );
+                let why = format!("attempt {attempt} timed out");
+                self.retry(step, CommandKind::Compensation, None, &why);
+            }
+            Some(AuditCheck {
+                step,
+                activity:
+                    Activity::Backoff {
+                        charged,
+                        waiting_for_downstream,
+                        ..
+                    },
+            }) => self.send(
+                step,
+                CommandKind::Compensation,
+                charged,
+                waiting_for_downstream,
+            ),
+        }
+        true
+    }
+
+    /// Check step `i` (issue its compensation again), or close the round when there is none.
+    fn audit_check(&mut self, i: Option<usize>) {
+        let Some(audit) = self.s.audit.as_mut() else {
+            return;
+        };
+        match i {
+            Some(i) => {
+                if audit.check.is_none() {
+                    // A round has the time a compensation has.
+                    self.s.compensation_deadline =
+                        Some(self.now.plus_ms(self.def.compensation_deadline_ms));
+                }
+                let Some(audit) = self.s.audit.as_mut() else {
+                    return;
+                };
+                audit.check = Some(AuditCheck {
+                    step: i,
+                    activity: Activity::Backoff {
+                        kind: CommandKind::Compensation,
+                        at: self.now,
+                        charged: true,
+                        waiting_for_downstream: false,
+                    },
+                });
+                self.fresh_round(i, CommandKind::Compensation);
+                self.send(i, CommandKind::Compensation, true, false);
+            }
+            None => {
+                audit.check = None;
+                audit.rounds += 1;
+            }
+        }
+    }
+
+    fn on_audit_reply(&mut self, i: usize, reply: &WorkerReply) {
+        let c = reply.attempt;
+        let awaited = matches!(
+            &self.s.audit,
+            Some(Audit { check: Some(AuditCheck { step, activity: Activity::Awaiting { kind: CommandKind::Compensation, attempt, .. } }), .. })
+                if *step == i && *attempt == c
+        );
+        if !awaited {
+            return;
+        }
+        let name = self.s.steps[i].name.clone();
+        match &reply.outcome {
+            ReplyOutcome::Succeeded { output } => {
+                let (note, undone) = match output {
+                    StepOutput::Compensated { note, undone } => (note.clone(), *undone),
+                    _ => (None, false),
+                };
+                if undone {
+                    if let Some(a) = self.s.audit.as_mut() {
+                        a.undone += 1;
+                    }
+                    self.record(
+                        HistoryKind::LateEffectUndone,
+                        Some(i),
+                        Some((CommandKind::Compensation, c)),
+                        Some(note.unwrap_or_else(|| format!("{name} had taken effect late"))),
+                        None,
+                    );
+                } else {
+                    self.record(
+                        HistoryKind::AuditChecked,
+                        Some(i),
+                        Some((CommandKind::Compensation, c)),
+                        note,
+                        None,
+                    );
+                }
+                self.audit_check(self.next_audited_step(Some(i)));
+            }
+            ReplyOutcome::NotApplied { reason } => {
+                self.record(
+                    HistoryKind::AuditChecked,
+                    Some(i),
+                    Some((CommandKind::Compensation, c)),
+                    Some(format!("nothing to undo: {reason}")),
+                    None,
+                );
+                self.audit_check(self.next_audited_step(Some(i)));
+            }
+            ReplyOutcome::BusinessFailure { code, message } => {
+                self.record_reply(
+                    i,
+                    CommandKind::Compensation,
+                    c,
+                    reply,
+                    Some(message.clone()),
+                );
+                let detail = format!(
+                    "{} refused to undo it: {code}: {message}",
+                    reply.worker.downstream()
+                );
+                self.audit_needs_operator(i, detail);
+            }
+            ReplyOutcome::RetryableFailure {
+                reason,
+                retry_after_ms,
+                downstream_unavailable,
+            } => {
+                self.record_reply(i, CommandKind::Compensation, c, reply, Some(reason.clone()));
+                if *downstream_unavailable {
+                    self.wait_for_downstream(i, CommandKind::Compensation, *retry_after_ms);
+                } else {
+                    self.retry(i, CommandKind::Compensation, *retry_after_ms, reason);
+                }
+            }
+            ReplyOutcome::UnknownOutcome { reason } => {
+                self.record_reply(i, CommandKind::Compensation, c, reply, Some(reason.clone()));
+                self.retry(i, CommandKind::Compensation, None, reason);
+            }
+            ReplyOutcome::Deferred { .. } => {}
+        }
+    }
+
+    /// The audit of step `i` found or may have found an effect it cannot undo: a person must.
+    fn audit_needs_operator(&mut self, i: usize, detail: String) {
+        let end_as = match self.s.phase {
+            Phase::Done {
+                outcome: Terminal::Cancelled,
+            } => CompensatedAs::Cancelled,
+            _ => CompensatedAs::Compensated,
+        };
+        if let Some(a) = self.s.audit.as_mut() {
+            a.check = None;
+        }
+        let name = self.s.steps[i].name.clone();
+        self.needs_operator(
+            NeedsOperatorReason::LateEffect,
+            i,
+            format!("late-effect audit of {name}: {detail}"),
+            Some(end_as),
+        );
     }
 
     // ----- operators -------------------------------------------------------------------------

@@ -12,6 +12,14 @@
 //! unknown outcome or a missing reply may have, decided by a coin when something first looks
 //! (a reconciliation) or, at the end, assumed to have taken effect (the strictest reading).
 //!
+//! Late landings: a downstream can finish a call long after everyone gave up on it, after its
+//! deadline and even after a lookup found nothing. A `Land` move makes any attempt whose own
+//! answer never said "not applied" (no reply, an unknown outcome; a worker that retried within
+//! the call and was refused after an attempt that may still land answers unknown, by the
+//! clients' rule) take effect now, for the steps whose effect can be found by key (a redemption
+//! by its `ReceiptNo`, a booking by its `external_id`). The saga must still end with every such
+//! effect undone after it landed: that is the late-effect audit's job.
+//!
 //! Checked after every input:
 //! - a duplicate of the input changes nothing (no state change, no command, event or history);
 //! - every transition that changes something appends to the history;
@@ -66,6 +74,10 @@ enum Move {
     },
     /// The booking request arrives again.
     Restart,
+    /// An attempt that may still land does, now (see the module's comment).
+    Land {
+        pick: usize,
+    },
 }
 
 fn a_move() -> impl Strategy<Value = Move> {
@@ -75,6 +87,7 @@ fn a_move() -> impl Strategy<Value = Move> {
         4 => Just(Move::Wake),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(which, reuse_id)| Move::Operator { which, reuse_id }),
         1 => Just(Move::Restart),
+        2 => any::<usize>().prop_map(|pick| Move::Land { pick }),
     ]
 }
 
@@ -141,6 +154,11 @@ fn a_definition() -> impl Strategy<Value = SagaDefinition> {
             def.deadline_ms = deadline_ms;
             def.compensation_deadline_ms = compensation_deadline_ms;
             def.reply_grace_ms = grace;
+            // COMO_PROP_NO_AUDIT=1 shows what the audit is for: without it, late landings
+            // are left live and these properties fail.
+            if std::env::var_os("COMO_PROP_NO_AUDIT").is_some() {
+                def.audit_after_ms.clear();
+            }
             for (step, k) in def.steps.iter_mut().zip(knobs) {
                 let can_reconcile = step.reconcile.is_some();
                 let pick = |x: u8| match x % if can_reconcile { 3 } else { 2 } {
@@ -215,6 +233,10 @@ struct World {
     first_compensations: Vec<usize>,
     operator_ids: Vec<String>,
     coin_flips: u64,
+    /// When an effect of each step last landed late (a `Land` move).
+    landed_at: Vec<Option<Timestamp>>,
+    /// When a compensation of each step last answered that it is undone.
+    undone_at: Vec<Option<Timestamp>>,
 }
 
 impl World {
@@ -232,6 +254,8 @@ impl World {
             first_compensations: Vec::new(),
             operator_ids: Vec::new(),
             coin_flips: 0,
+            landed_at: vec![None; n],
+            undone_at: vec![None; n],
         }
     }
 
@@ -273,6 +297,42 @@ impl World {
         self.sent
             .iter()
             .any(|s| self.step(&s.cmd) == i && self.writes(&s.cmd) && s.truth != Some(false))
+    }
+
+    /// The saga ended compensated or cancelled: compensations now are its audit's.
+    fn audited(&self) -> bool {
+        matches!(
+            self.state.as_ref().map(|s| &s.phase),
+            Some(Phase::Done { outcome }) if *outcome != como_engine::state::Terminal::Confirmed
+        )
+    }
+
+    /// An attempt that may still land lands now: one whose own answer never said "not
+    /// applied", of a step whose effect can be found by key.
+    fn land(&mut self, pick: usize) {
+        let landable: Vec<usize> = (0..self.sent.len())
+            .filter(|&n| {
+                let s = &self.sent[n];
+                let i = self.step(&s.cmd);
+                self.writes(&s.cmd)
+                    && s.cmd.kind != CommandKind::Compensation
+                    && self.def.steps[i]
+                        .compensation
+                        .as_ref()
+                        .is_some_and(|c| c.operation.finds_effect_by_key())
+                    && matches!(
+                        s.final_reply,
+                        None | Some(ReplyOutcome::UnknownOutcome { .. })
+                    )
+            })
+            .collect();
+        if landable.is_empty() {
+            return;
+        }
+        let n = landable[pick % landable.len()];
+        let i = self.step(&self.sent[n].cmd);
+        self.sent[n].truth = Some(true);
+        self.landed_at[i] = Some(self.now);
     }
 
     fn flip(&mut self, seed: u8) -> bool {
@@ -392,6 +452,20 @@ impl World {
                 );
                 self.assert_settled(i, cmd, "looking up");
             }
+            CommandKind::Compensation if self.audited() => {
+                // A late-effect audit re-issues compensations that find the effect by key,
+                // whatever the saga believed of the step.
+                let finds = self.def.steps[i]
+                    .compensation
+                    .as_ref()
+                    .is_some_and(|c| c.operation.finds_effect_by_key());
+                assert!(
+                    finds,
+                    "audit of {} whose undo needs the action's answer",
+                    cmd.step
+                );
+                self.assert_settled(i, cmd, "auditing");
+            }
             CommandKind::Compensation => {
                 assert!(
                     self.may_have_effect(i),
@@ -507,9 +581,16 @@ impl World {
                 }
             }
             CommandKind::Compensation => match pick {
-                0..=2 => ReplyOutcome::Succeeded {
-                    output: StepOutput::Compensated { note: None },
-                },
+                0..=2 => {
+                    // It runs now: it finds and undoes whatever has landed by now.
+                    let undone = self.truly_applied(i)
+                        && self.undone_at[i]
+                            .is_none_or(|u| self.landed_at[i].is_some_and(|l| l > u));
+                    self.undone_at[i] = Some(self.now);
+                    ReplyOutcome::Succeeded {
+                        output: StepOutput::Compensated { note: None, undone },
+                    }
+                }
                 3 => retryable(choice & 0x80 != 0),
                 4 => unknown(),
                 6 => return deferred(),
@@ -643,8 +724,31 @@ impl World {
     /// Stop the inputs and let timers, and optionally well-behaved workers, finish the saga.
     fn drain(&mut self, cooperative: bool, seed: u8) {
         for round in 0..5_000u32 {
-            if self.finished() {
+            if self.finished() && self.state().wake_at.is_none() {
                 return;
+            }
+            if cooperative
+                && let Some(como_engine::state::AuditCheck {
+                    step,
+                    activity: Activity::Awaiting { attempt, .. },
+                }) = self.state().audit.as_ref().and_then(|a| a.check.clone())
+                && self.audited()
+            {
+                let name = self.def.steps[step].name.clone();
+                let n = self
+                    .sent
+                    .iter()
+                    .position(|s| {
+                        s.cmd.step == name
+                            && s.cmd.kind == CommandKind::Compensation
+                            && s.cmd.attempt == attempt
+                    })
+                    .expect("the audited command was sent");
+                let answered_before = self.sent[n].final_reply.is_some();
+                self.deliver(n, seed.wrapping_add(round as u8), true);
+                if !answered_before {
+                    continue;
+                }
             }
             if cooperative
                 && let Phase::Forward {
@@ -716,6 +820,13 @@ impl World {
                         assert!(
                             self.known[i].compensated,
                             "{} took effect and was not undone",
+                            step.name
+                        );
+                    }
+                    if let Some(landed) = self.landed_at[i] {
+                        assert!(
+                            self.undone_at[i].is_some_and(|u| u >= landed),
+                            "{} landed late at {landed} and was never undone after that",
                             step.name
                         );
                     }
@@ -817,6 +928,7 @@ fn run(def: SagaDefinition, moves: Vec<Move>, cooperative: bool, seed: u8) {
                     request: support::request("req-prop"),
                 });
             }
+            Move::Land { pick } => w.land(pick),
         }
     }
     w.drain(cooperative, seed);

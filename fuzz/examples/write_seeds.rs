@@ -123,6 +123,7 @@ fn main() {
         booked.clone(),
         StepOutput::Compensated {
             note: Some("hold released".into()),
+            undone: true,
         },
     ]
     .into_iter()

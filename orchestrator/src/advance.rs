@@ -57,13 +57,40 @@ const MAX_CONFLICTS: usize = 16;
 
 /// The definition a saga is pinned to.
 pub fn definition_of(state: &SagaState) -> Result<SagaDefinition, RuntimeError> {
-    como::lookup(&state.definition, state.definition_version).ok_or_else(|| {
+    let mut def = como::lookup(&state.definition, state.definition_version).ok_or_else(|| {
         RuntimeError::UnknownDefinition {
             saga: state.saga_id,
             name: state.definition.clone(),
             version: state.definition_version,
         }
-    })
+    })?;
+    if let Some(audit_after_ms) = AUDIT_AFTER_MS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        def.audit_after_ms = audit_after_ms;
+    }
+    Ok(def)
+}
+
+/// The deployment's late-effect audit schedule, when it overrides the definitions' own.
+static AUDIT_AFTER_MS: std::sync::RwLock<Option<Vec<u64>>> = std::sync::RwLock::new(None);
+
+/// Sets when compensated and cancelled sagas are audited for late effects (offsets from the
+/// saga's end, strictly increasing; empty for no audit), for every definition, from now on in
+/// this process. A deployment setting (`audit_after`), not part of a definition's meaning: a
+/// saga already ended is audited on the schedule in force when its timer comes.
+pub fn set_audit_after(after: &[std::time::Duration]) -> Result<(), String> {
+    let ms: Vec<u64> = after
+        .iter()
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .collect();
+    if ms.first() == Some(&0) || ms.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("audit times must be positive and strictly increasing".into());
+    }
+    *AUDIT_AFTER_MS.write().unwrap_or_else(|p| p.into_inner()) = Some(ms);
+    Ok(())
 }
 
 /// Apply `input` to saga `saga_id` and store the result; `ack` is the message this input came
@@ -93,7 +120,7 @@ pub async fn advance(
                 // Perhaps delivered again because the process that wrote the saga died
                 // before carrying the write out; a saga with a timer gets that done by its
                 // next write anyway.
-                if stored.value.wake_at.is_none() || stored.value.status.kind().is_terminal() {
+                if stored.value.wake_at.is_none() {
                     ports.store.flush(saga_id).await?;
                 }
                 ports.queue.delete(queue, vec![receipt]).await?;

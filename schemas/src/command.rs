@@ -142,6 +142,17 @@ impl OperationKind {
         !matches!(self, OperationKind::HoldSlot)
     }
 
+    /// Whether, as a compensation, it finds the effect by a key derived from the saga alone
+    /// (void by `ReceiptNo`, cancel by `external_id`), so that it can undo an effect whose
+    /// answer never came: what a late-effect audit re-issues. Releasing a hold needs the hold's
+    /// id, which an unanswered hold never gave.
+    pub fn finds_effect_by_key(&self) -> bool {
+        matches!(
+            self,
+            OperationKind::VoidRedemption | OperationKind::CancelReservation
+        )
+    }
+
     /// Whether running it may change something downstream. A reconciliation that writes
     /// (replaying a redemption) can itself take effect, so the engine treats an unknown
     /// outcome of one like an unknown outcome of the action.

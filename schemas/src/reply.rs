@@ -99,5 +99,10 @@ pub enum StepOutput {
     Compensated {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+        /// This call undid a live effect (voided a redemption, cancelled a reservation,
+        /// released a hold); false when there was nothing left to undo. A late-effect audit
+        /// counts the ones it undid by it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        undone: bool,
     },
 }

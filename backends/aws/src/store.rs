@@ -531,10 +531,7 @@ impl AwsPorts {
         }
 
         let now = self.clock.now().as_millis();
-        let real_wake = (!state.status.kind().is_terminal())
-            .then_some(state.wake_at)
-            .flatten()
-            .map(|w| w.as_millis());
+        let real_wake = state.wake_at.map(|w| w.as_millis());
         // An outbox left undelivered by a crash is found again:
         // - by the saga's next write, which its own timer guarantees (carried forward);
         // - for a saga without a timer, by the redelivery of the message that brought this
@@ -729,10 +726,7 @@ impl AwsPorts {
             self.deliver(pending).await?;
             self.store.delivered(id, stored.version);
         }
-        let real_wake = (!stored.state.status.kind().is_terminal())
-            .then_some(stored.state.wake_at)
-            .flatten()
-            .map(|w| w.as_millis());
+        let real_wake = stored.state.wake_at.map(|w| w.as_millis());
         self.set_due(
             id,
             stored.version,
@@ -811,10 +805,7 @@ impl AwsPorts {
             let Some(stored) = self.read(id, "GetItem (saga, timer window)").await? else {
                 continue;
             };
-            let wake = (!stored.state.status.kind().is_terminal())
-                .then_some(stored.state.wake_at)
-                .flatten()
-                .map(|w| w.as_millis());
+            let wake = stored.state.wake_at.map(|w| w.as_millis());
             match (wake, stored.due) {
                 // Indexed already: the index look finds it.
                 (_, Some(_)) | (None, None) => {}
@@ -1110,8 +1101,7 @@ impl SagaStore for AwsPorts {
         let Some(stored) = self.read(id, "GetItem (saga, redelivered input)").await? else {
             return Ok(());
         };
-        let live_timer =
-            !stored.state.status.kind().is_terminal() && stored.state.wake_at.is_some();
+        let live_timer = stored.state.wake_at.is_some();
         if live_timer || stored.known().pending.is_none() {
             return Ok(());
         }
@@ -1180,9 +1170,7 @@ impl SagaStore for AwsPorts {
             let Some(stored) = self.read(id, "GetItem (saga, due)").await? else {
                 continue;
             };
-            let wake = (!stored.state.status.kind().is_terminal())
-                .then_some(stored.state.wake_at)
-                .flatten();
+            let wake = stored.state.wake_at;
             match wake {
                 Some(w) if w <= now => due.push((w.as_millis(), id)),
                 _ => {

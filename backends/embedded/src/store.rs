@@ -40,11 +40,8 @@ fn saga_row(state: &SagaState) -> PortResult<SagaRow> {
         request_id: state.request.request_id.as_str().to_owned(),
         started_at: state.started_at.as_millis(),
         updated_at: state.updated_at.as_millis(),
-        wake_at: if kind.is_terminal() {
-            None
-        } else {
-            state.wake_at.map(|t| t.as_millis())
-        },
+        // A finished saga keeps a timer only for its late-effect audit; the engine decides.
+        wake_at: state.wake_at.map(|t| t.as_millis()),
         state: encode("the saga", state)?,
     })
 }

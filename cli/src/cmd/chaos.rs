@@ -53,19 +53,7 @@ pub struct ChaosArgs {
     pub common: CommonArgs,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: the unit must be ms, s, m or h")),
-    }
-}
+use crate::settings::parse_duration;
 
 /// What `chaos --json` prints.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -127,7 +127,10 @@ impl Saga {
 pub fn success(cmd: &WorkerCommand) -> ReplyOutcome {
     use como_schemas::{Credits, HoldId, OperationKind, ReceiptNo, ReservationId, TransactionId};
     let output = match (cmd.kind, cmd.operation.kind()) {
-        (CommandKind::Compensation, _) => StepOutput::Compensated { note: None },
+        (CommandKind::Compensation, _) => StepOutput::Compensated {
+            note: None,
+            undone: false,
+        },
         (_, OperationKind::CheckCredits) => StepOutput::CreditsChecked {
             balance: Credits::new(5_000).unwrap(),
         },

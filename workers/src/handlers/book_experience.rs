@@ -5,7 +5,7 @@
 use chrono::NaiveDate;
 use como_schemas::{Operation, ReplyOutcome, ReservationId, StepOutput, VenueId};
 
-use super::{compensated, reply, succeeded};
+use super::{compensated, reply, succeeded, undone};
 use crate::clients::sevenrooms::{BookRequest, CancelOutcome, SevenRoomsClient};
 use crate::clients::{Deadline, Outcome};
 
@@ -93,7 +93,7 @@ pub async fn cancel(
         }
     };
     reply(outcome, |c| match c {
-        CancelOutcome::Cancelled => compensated("reservation cancelled"),
+        CancelOutcome::Cancelled => undone("reservation cancelled"),
         CancelOutcome::AlreadyCancelled => compensated("the reservation was already cancelled"),
         CancelOutcome::NotFound => compensated("no reservation to cancel"),
     })

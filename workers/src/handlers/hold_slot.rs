@@ -5,7 +5,7 @@
 use chrono::{NaiveDate, Timelike};
 use como_schemas::{HoldId, PartySize, ReplyOutcome, SlotTime, StepOutput, VenueId};
 
-use super::{compensated, reply, succeeded};
+use super::{compensated, reply, succeeded, undone};
 use crate::clients::sevenrooms::{
     AvailabilityRequest, HoldRequest, ReleaseOutcome, SevenRoomsClient,
 };
@@ -97,7 +97,7 @@ pub async fn release(
             .release_hold(venue.as_str(), hold.as_str(), deadline)
             .await,
         |r| match r {
-            ReleaseOutcome::Released => compensated("hold released"),
+            ReleaseOutcome::Released => undone("hold released"),
             ReleaseOutcome::AlreadyGone => compensated("the hold was already gone"),
         },
     )

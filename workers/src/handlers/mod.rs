@@ -79,9 +79,19 @@ fn succeeded(output: StepOutput) -> ReplyOutcome {
     ReplyOutcome::Succeeded { output }
 }
 
+/// A compensation that found nothing left to undo.
 fn compensated(note: impl Into<String>) -> ReplyOutcome {
     succeeded(StepOutput::Compensated {
         note: Some(note.into()),
+        undone: false,
+    })
+}
+
+/// A compensation that undid a live effect.
+fn undone(note: impl Into<String>) -> ReplyOutcome {
+    succeeded(StepOutput::Compensated {
+        note: Some(note.into()),
+        undone: true,
     })
 }
 

@@ -6,7 +6,7 @@ use como_schemas::{
     Credits, MemberNo, ReceiptNo, ReplyOutcome, StepOutput, Timestamp, TransactionId,
 };
 
-use super::{compensated, reply, succeeded};
+use super::{compensated, reply, succeeded, undone};
 use crate::clients::Deadline;
 use crate::clients::memberson::{
     MembersonClient, RedeemRequest, Redemption, VoidOutcome, VoidRequest,
@@ -80,7 +80,7 @@ pub async fn void(
         reason: format!("booking {saga} did not go through"),
     };
     reply(client.void(&request, deadline).await, |v| match v {
-        VoidOutcome::Voided { .. } => compensated("redemption voided"),
+        VoidOutcome::Voided { .. } => undone("redemption voided"),
         VoidOutcome::AlreadyVoided => compensated("the redemption was already voided"),
         VoidOutcome::NeverRedeemed => compensated("nothing was redeemed under this receipt"),
     })
