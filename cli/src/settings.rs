@@ -72,6 +72,7 @@ struct MembersonFile {
     username: Option<String>,
     password: Option<String>,
     point_type: Option<String>,
+    redeem_description: Option<String>,
     rate_limit_per_second: Option<u32>,
 }
 
@@ -103,6 +104,8 @@ pub struct MembersonTarget {
     pub credentials: MembersonCredentials,
     pub point_type: String,
     pub rate_limit_per_second: u32,
+    /// The redemptions' `Description` (default: the client's own wording).
+    pub redeem_description: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +176,8 @@ impl Settings {
                 },
                 point_type: m.point_type.unwrap_or_else(|| "COMO_CREDITS".into()),
                 rate_limit_per_second: m.rate_limit_per_second.unwrap_or(2_000),
+                redeem_description: env("COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION")
+                    .or(m.redeem_description),
             },
             sevenrooms: SevenRoomsTarget {
                 base_url: downstreams.sevenrooms_url.clone().or(s.base_url),

@@ -168,8 +168,11 @@ fn handler_with(
             )?;
             let mut s = MembersonSettings::new(url, m.credentials.clone());
             s.point_type = m.point_type.clone();
-            let client = memberson_client(settings, http, s, secrets)?
+            let mut client = memberson_client(settings, http, s, secrets)?
                 .with_guards(guards("memberson", m.rate_limit_per_second));
+            if let Some(d) = &m.redeem_description {
+                client = client.with_redeem_description(d.as_str());
+            }
             Arc::new(CrmHandler { client })
         }
         Worker::Sevenrooms => {

@@ -3,9 +3,15 @@
 //! submits N bookings, and meanwhile injects seeded faults: every simulator fault kind (5xx, 429,
 //! latency, hangs past the client's timeout, commit-then-fail, token expiry, outage windows),
 //! duplicated and delayed deliveries, and `kill -9` of random child processes (restarted at
-//! once). Then it lets the system drain and checks, against the simulators' own ledgers, the
-//! money invariant for every saga, that every request has a saga, and that every saga is
-//! finished or needs an operator with a reason. It exits non-zero on any violation.
+//! once). Late effects are mixed in: hung calls that land after the client gave up, `late`
+//! faults that land 25-40 s after the call (past the step's deadline and its lookup, so only
+//! the late-effect audit, run here 30 s and 60 s after each saga's end, can undo them), and a
+//! redeem body that changes between attempts (each restart of the CRM worker is a "deploy"
+//! with another `Description`). Then it lets the system drain, audits included, and checks
+//! against the simulators' whole ledgers the money invariant, that every request has a saga,
+//! and that every saga is finished; sagas that need an operator are listed with their reasons.
+//! It exits non-zero on any violation, and on a saga that needs an operator unless
+//! `--allow-needs-operator`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -21,7 +27,7 @@ use como_schemas::{
     BookingRequested, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone, RequestId,
     SagaId, SchemaVersion, SlotTime, VenueId, Worker,
 };
-use como_simulators::invariant::{SagaKeys, Violation, check_money_invariant};
+use como_simulators::invariant::{HoldReport, SagaKeys, Violation, check};
 use como_simulators::ledger::Ledger;
 use como_simulators::seed;
 use rand::rngs::StdRng;
@@ -46,6 +52,9 @@ pub struct ChaosArgs {
     /// How long to wait for every saga to finish once the faults stop.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Do not fail the run for sagas that stopped for an operator (they are still listed).
+    #[arg(long)]
+    pub allow_needs_operator: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -73,6 +82,15 @@ pub struct ChaosReport {
     pub money_invariant_violations: Vec<Violation>,
     /// Sagas that need an operator, with the reason.
     pub needs_operator: Vec<(String, String)>,
+    /// Calls whose effect was made to land after the client gave up (`hang` and `late`).
+    pub late_effects_injected: u64,
+    /// Effects the late-effect audit found live after their saga ended, and undid.
+    pub late_effects_undone: u64,
+    /// Holds still live at the end (SevenRooms gives no way to find a hold whose answer was
+    /// lost; each expires after its hold time).
+    pub live_holds: HoldReport,
+    #[serde(skip)]
+    pub allow_needs_operator: bool,
     pub elapsed_ms: u128,
 }
 
@@ -81,6 +99,7 @@ impl ChaosReport {
         self.lost.is_empty()
             && self.unfinished.is_empty()
             && self.money_invariant_violations.is_empty()
+            && (self.allow_needs_operator || self.needs_operator.is_empty())
     }
 }
 
@@ -199,7 +218,10 @@ fn standing_faults() -> serde_json::Value {
             {"kind": "hang", "ms": 6000, "probability": 0.003},
             {"kind": "commit_then_fail", "status": 502, "ops": write_ops, "probability": 0.03},
             {"kind": "commit_then_fail", "lost_ms": 6000, "ops": write_ops, "probability": 0.01},
-            {"kind": "token_expiry", "probability": 0.01}
+            {"kind": "token_expiry", "probability": 0.01},
+            {"kind": "late", "ms": 8000, "ops": write_ops, "probability": 0.004},
+            {"kind": "late", "ms": 25000, "ops": write_ops, "probability": 0.004},
+            {"kind": "late", "ms": 40000, "ops": write_ops, "probability": 0.002}
         ])
     };
     serde_json::json!({
@@ -392,6 +414,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         ("COMO_SAGA_MEMBERSON_URL".to_owned(), memberson.clone()),
         ("COMO_SAGA_SEVENROOMS_URL".to_owned(), sevenrooms.clone()),
         ("COMO_SAGA_LOG".to_owned(), "error".to_owned()),
+        ("COMO_SAGA_AUDIT_AFTER".to_owned(), "30s,60s".to_owned()),
     ];
     let mut roles = vec![
         Proc::start("orchestrator", &["orchestrator"], &env, dir)?,
@@ -406,6 +429,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     let mut report = ChaosReport {
         seed: args.seed,
         sagas: args.sagas,
+        allow_needs_operator: args.allow_needs_operator,
         ..ChaosReport::default()
     };
     let bump =
@@ -438,6 +462,17 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         match rng.random_range(0..100) {
             0..=24 => {
                 let i = rng.random_range(0..roles.len());
+                if roles[i].name == "worker-crm" {
+                    // A deploy that changes the redeem body: replays of a redemption sent
+                    // before it now carry another `Description` (Memberson answers 409).
+                    let kills = report.kills.get("worker-crm").copied().unwrap_or(0);
+                    roles[i].env.retain(|(k, _)| k != "COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION");
+                    roles[i].env.push((
+                        "COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION".to_owned(),
+                        format!("Como experience, release {}", kills + 1),
+                    ));
+                    bump(&mut report.faults, "redeem_body_changed");
+                }
                 roles[i].crash_and_restart()?;
                 bump(&mut report.kills, &roles[i].name.clone());
             }
@@ -528,10 +563,11 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         for id in &ids {
             states.push(ports.store.get(*id).await?.map(|v| v.value));
         }
+        // Finished, and any late-effect audit done (a finished saga keeps a timer only for it).
         let finished = states.iter().all(|s| {
             s.as_ref().is_some_and(|s| {
                 let k = s.status.kind();
-                k.is_terminal() || k == StatusKind::NeedsOperator
+                (k.is_terminal() && s.wake_at.is_none()) || k == StatusKind::NeedsOperator
             })
         });
         if finished || Instant::now() > drain_end {
@@ -556,11 +592,19 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                 } else if !kind.is_terminal() {
                     report.unfinished.push(s.saga_id.to_string());
                 }
+                report.late_effects_undone +=
+                    u64::from(s.audit.as_ref().map_or(0, |a| a.undone));
                 keys.push(SagaKeys::of(s));
             }
         }
     }
-    report.money_invariant_violations = check_money_invariant(&ledger, &keys);
+    report.late_effects_injected = ["late", "hang"]
+        .iter()
+        .map(|k| report.faults.get(*k).copied().unwrap_or(0))
+        .sum();
+    let invariant = check(&ledger, &keys);
+    report.money_invariant_violations = invariant.violations;
+    report.live_holds = invariant.live_holds;
     for r in &mut roles {
         r.stop();
     }
@@ -588,6 +632,18 @@ fn print_report(r: &ChaosReport) {
     println!(
         "kill -9: {}",
         join(r.kills.iter().map(|(k, v)| format!("{k} {v}")))
+    );
+    println!(
+        "late effects: {} injected (hung or late calls), {} undone by the late-effect audit",
+        r.late_effects_injected, r.late_effects_undone
+    );
+    println!(
+        "live holds at the end: {} ({} known to a saga), the last expiring at {}",
+        r.live_holds.live,
+        r.live_holds.by_saga_known,
+        r.live_holds
+            .latest_expiry
+            .map_or("-".to_owned(), |t| t.to_rfc3339())
     );
     for (saga, why) in &r.needs_operator {
         println!("needs an operator: saga {saga}: {why}");

@@ -277,10 +277,14 @@ pub struct MembersonClient {
     base_url: Arc<str>,
     svc_auth: Arc<str>,
     point_type: Arc<str>,
+    redeem_description: Arc<str>,
     tokens: Arc<dyn TokenSource>,
     policy: CallPolicy,
     guards: Guards,
 }
+
+/// The `Description` of a redemption unless configured otherwise.
+pub const DEFAULT_REDEEM_DESCRIPTION: &str = "Experience paid with Como Credits";
 
 impl MembersonClient {
     /// A client over any token source (the cached authenticator, or a secret store).
@@ -297,6 +301,7 @@ impl MembersonClient {
             base_url: base_url.into(),
             svc_auth: svc_auth.into(),
             point_type: point_type.into(),
+            redeem_description: DEFAULT_REDEEM_DESCRIPTION.into(),
             tokens,
             policy,
             guards: Guards::default(),
@@ -333,6 +338,17 @@ impl MembersonClient {
 
     pub fn guards(&self) -> &Guards {
         &self.guards
+    }
+
+    /// Redeems with this `Description` (a deployment's wording; it may change between two
+    /// attempts of one redemption, which Memberson then answers 409, taken as redeemed).
+    pub fn with_redeem_description(mut self, description: impl Into<Arc<str>>) -> Self {
+        self.redeem_description = description.into();
+        self
+    }
+
+    pub fn redeem_description(&self) -> &str {
+        &self.redeem_description
     }
 
     /// The point type this client redeems and reports.

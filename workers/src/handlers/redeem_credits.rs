@@ -27,7 +27,7 @@ pub fn request(
         transaction_date: at.to_datetime(),
         location: "como-saga".to_owned(),
         redemption_code: "EXPERIENCE".to_owned(),
-        description: "Experience paid with Como Credits".to_owned(),
+        description: client.redeem_description().to_owned(),
         receipt_no: receipt.to_string(),
     }
 }
