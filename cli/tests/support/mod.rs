@@ -92,6 +92,8 @@ impl Drop for Sims {
 /// One role (`orchestrator`, `worker crm`, `worker sevenrooms`) as its own process.
 pub struct Role {
     pub args: Vec<String>,
+    /// Environment beyond the database and the simulators' addresses.
+    pub env: Vec<(String, String)>,
     pub child: Option<Child>,
     pub log: PathBuf,
     pub restarts: usize,
@@ -99,8 +101,22 @@ pub struct Role {
 
 impl Role {
     pub fn start(args: &[&str], db: &Path, sims: &Sims, log: PathBuf) -> Role {
+        Role::start_with(args, &[], db, sims, log)
+    }
+
+    pub fn start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        db: &Path,
+        sims: &Sims,
+        log: PathBuf,
+    ) -> Role {
         let mut role = Role {
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
             log,
             restarts: 0,
@@ -121,6 +137,7 @@ impl Role {
             .env("COMO_SAGA_MEMBERSON_URL", &sims.memberson)
             .env("COMO_SAGA_SEVENROOMS_URL", &sims.sevenrooms)
             .env("COMO_SAGA_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
