@@ -4,7 +4,7 @@
 use como_engine::StatusKind;
 use como_ports::Backend;
 use como_schemas::SagaId;
-use como_simulators::invariant::{SagaKeys, Violation, check_money_invariant};
+use como_simulators::invariant::{HoldReport, NeedsOperatorEntry, SagaKeys, Violation, check};
 use como_simulators::ledger::Ledger;
 use serde::Serialize;
 
@@ -20,8 +20,12 @@ pub struct Summary {
     pub in_flight: usize,
     pub elapsed_ms: u128,
     pub sagas_per_second: f64,
-    /// Checked against the simulators' ledgers.
+    /// Checked against the simulators' ledgers as a whole.
     pub money_invariant_violations: Vec<Violation>,
+    /// The sagas that stopped for an operator, with the reason.
+    pub needs_operator_sagas: Vec<NeedsOperatorEntry>,
+    /// Holds still live (each expires after its hold time).
+    pub live_holds: HoldReport,
 }
 
 /// Count the outcomes of `sagas` and check them against `ledger`.
@@ -48,6 +52,9 @@ pub async fn summarise(
         }
         keys.push(SagaKeys::of(&stored.value));
     }
-    summary.money_invariant_violations = check_money_invariant(ledger, &keys);
+    let report = check(ledger, &keys);
+    summary.money_invariant_violations = report.violations;
+    summary.needs_operator_sagas = report.needs_operator;
+    summary.live_holds = report.live_holds;
     Ok(summary)
 }

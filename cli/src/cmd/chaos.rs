@@ -466,7 +466,9 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                     // A deploy that changes the redeem body: replays of a redemption sent
                     // before it now carry another `Description` (Memberson answers 409).
                     let kills = report.kills.get("worker-crm").copied().unwrap_or(0);
-                    roles[i].env.retain(|(k, _)| k != "COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION");
+                    roles[i]
+                        .env
+                        .retain(|(k, _)| k != "COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION");
                     roles[i].env.push((
                         "COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION".to_owned(),
                         format!("Como experience, release {}", kills + 1),
@@ -592,8 +594,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                 } else if !kind.is_terminal() {
                     report.unfinished.push(s.saga_id.to_string());
                 }
-                report.late_effects_undone +=
-                    u64::from(s.audit.as_ref().map_or(0, |a| a.undone));
+                report.late_effects_undone += u64::from(s.audit.as_ref().map_or(0, |a| a.undone));
                 keys.push(SagaKeys::of(s));
             }
         }

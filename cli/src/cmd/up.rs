@@ -30,6 +30,10 @@ pub struct UpArgs {
     /// Print the summary as one JSON object (progress goes to standard error).
     #[arg(long)]
     pub json: bool,
+    /// With --exit-when-done: exit 0 even if some sagas stopped for an operator (they are
+    /// still listed with their reasons). Without it such a run exits 1.
+    #[arg(long)]
+    pub allow_needs_operator: bool,
     /// Seed of the sample bookings and of the simulators' faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -181,6 +185,19 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
                 summary.rejected,
                 summary.elapsed_ms as f64 / 1000.0
             );
+            for n in &summary.needs_operator_sagas {
+                println!("needs an operator: saga {}: {}", n.saga_id, n.reason);
+            }
+            if summary.live_holds.live > 0 {
+                println!(
+                    "live holds: {} (their answers were lost; the last expires at {})",
+                    summary.live_holds.live,
+                    summary
+                        .live_holds
+                        .latest_expiry
+                        .map_or("-".to_owned(), |t| t.to_rfc3339())
+                );
+            }
             if summary.money_invariant_violations.is_empty() {
                 println!(
                     "money invariant: holds for every saga (checked against the simulators' ledgers)"
@@ -191,7 +208,11 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        if !summary.money_invariant_violations.is_empty() {
+        if !summary.money_invariant_violations.is_empty()
+            || (args.exit_when_done
+                && !args.allow_needs_operator
+                && !summary.needs_operator_sagas.is_empty())
+        {
             code = ExitCode::from(1);
         }
     }
