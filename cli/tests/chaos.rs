@@ -1,6 +1,7 @@
 //! A short seeded `como-saga chaos` run, as CI runs it: separate processes, every simulator
-//! fault kind, duplicate and delayed deliveries, `kill -9` with restarts; then the report must
-//! show no lost request, no unfinished saga and no money-invariant violation.
+//! fault kind, late effects, duplicate and delayed deliveries, `kill -9` with restarts; then the
+//! report must show no lost request, no unfinished saga (late-effect audits included) and no
+//! money-invariant violation.
 
 use std::process::Command;
 
@@ -44,6 +45,14 @@ fn a_short_seeded_chaos_run_finds_no_violation() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert!(kills >= 3, "processes were killed: {report}");
+    assert!(
+        report["late_effects_injected"].as_u64().unwrap_or(0) > 0,
+        "calls landed after the client gave up: {report}"
+    );
+    assert!(
+        report["live_holds"]["live"].is_u64(),
+        "live holds are reported: {report}"
+    );
     for kind in ["commit_then_fail", "latency", "server_error"] {
         assert!(
             report["faults"][kind].as_u64().unwrap_or(0) > 0,
