@@ -88,6 +88,24 @@ fn memberson_client(sims: &Sims) -> MembersonClient {
     )
 }
 
+/// Submits one booking, waits for its saga to finish, and checks the money invariant on the
+/// whole ledgers.
+async fn submit_and_check(
+    ports: &como_ports::Backend,
+    sims: &Sims,
+    request: &como_schemas::BookingRequested,
+    timeout_secs: u64,
+) -> (como_engine::SagaState, como_simulators::ledger::Ledger) {
+    como_orchestrator::submit(ports, request).await.unwrap();
+    let id = request.saga_id();
+    let states = wait_all(ports, &[id], Duration::from_secs(timeout_secs)).await;
+    let state = states[0].clone().expect("the saga exists");
+    let ledger = sims.ledger().await;
+    let report = check(&ledger, &[SagaKeys::of(&state)]);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    (state, ledger)
+}
+
 fn deadline() -> Deadline {
     Deadline::after(Duration::from_secs(10))
 }
@@ -112,12 +130,7 @@ async fn a_booking_that_lands_after_the_client_gave_up_is_paid_for() {
     let (backend, ports) = open(&db);
     let request = bookings(4, "late-book").remove(3);
     let id = request.saga_id();
-    como_orchestrator::submit(&ports, &request).await.unwrap();
-    let states = wait_all(&ports, &[id], Duration::from_secs(120)).await;
-    let state = states[0].clone().expect("the saga exists");
-    let ledger = sims.ledger().await;
-    let report = check(&ledger, &[SagaKeys::of(&state)]);
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let (state, ledger) = submit_and_check(&ports, &sims, &request, 120).await;
     assert_eq!(
         state.status.kind(),
         StatusKind::Confirmed,
@@ -162,12 +175,7 @@ async fn a_redemption_whose_receipt_is_used_with_another_body_is_paid_for_not_ke
     assert!(redeemed.is_success(), "{redeemed:?}");
     let _roles = roles(&db, &sims, dir.path(), &[]);
     let (backend, ports) = open(&db);
-    como_orchestrator::submit(&ports, &request).await.unwrap();
-    let states = wait_all(&ports, &[id], Duration::from_secs(60)).await;
-    let state = states[0].clone().expect("the saga exists");
-    let ledger = sims.ledger().await;
-    let report = check(&ledger, &[SagaKeys::of(&state)]);
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let (state, _) = submit_and_check(&ports, &sims, &request, 60).await;
     assert_eq!(
         state.status.kind(),
         StatusKind::Confirmed,
