@@ -7,7 +7,9 @@
 //! faults that land 25-40 s after the call (past the step's deadline and its lookup, so only
 //! the late-effect audit, run here 30 s and 60 s after each saga's end, can undo them), and a
 //! redeem body that changes between attempts (each restart of the CRM worker is a "deploy"
-//! with another `Description`). Then it lets the system drain, audits included, and checks
+//! with another `Description`); and SevenRooms replaying a booking after its saga was
+//! compensated, as a downstream that works off a backlog after an incident would (the audit must
+//! cancel it). Then it lets the system drain, audits included, and checks
 //! against the simulators' whole ledgers the money invariant, that every request has a saga,
 //! and that every saga is finished; sagas that need an operator are listed with their reasons.
 //! It exits non-zero on any violation, and on a saga that needs an operator unless
@@ -30,6 +32,10 @@ use como_schemas::{
 use como_simulators::invariant::{HoldReport, SagaKeys, Violation, check};
 use como_simulators::ledger::Ledger;
 use como_simulators::seed;
+use como_workers::clients::Deadline;
+use como_workers::clients::sevenrooms::{
+    BookRequest, SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -207,6 +213,46 @@ impl Drop for Proc {
     }
 }
 
+/// A SevenRooms client of the simulator's own, for replaying bookings behind the saga's back.
+fn replayer(base_url: &str) -> SevenRoomsClient {
+    let creds = como_simulators::SevenRoomsCredentials::default();
+    SevenRoomsClient::connect(
+        reqwest::Client::new(),
+        SevenRoomsSettings::new(
+            base_url,
+            SevenRoomsCredentials {
+                client_id: creds.client_id,
+                client_secret: creds.client_secret,
+            },
+        ),
+    )
+}
+
+/// Books `r`'s slot under its saga's `external_id`, without a hold; true if it landed.
+async fn replay_booking(client: &SevenRoomsClient, r: &BookingRequested) -> bool {
+    let request = BookRequest {
+        date: r.date,
+        time: r.time.time(),
+        party_size: u32::from(r.party_size.get()),
+        first_name: "Replayed".into(),
+        last_name: "Booking".into(),
+        phone: "+6590000000".into(),
+        email: None,
+        reservation_hold_id: None,
+        external_id: Some(r.saga_id().to_string()),
+        loyalty_id: Some(r.member_no.to_string()),
+        notes: None,
+    };
+    client
+        .book(
+            r.venue_id.as_str(),
+            &request,
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .is_success()
+}
+
 /// The faults every downstream suffers, at start-up: each kind of the simulators'.
 fn standing_faults() -> serde_json::Value {
     let common = |write_ops: &[&str], read_ops: &[&str]| {
@@ -224,9 +270,19 @@ fn standing_faults() -> serde_json::Value {
             {"kind": "late", "ms": 40000, "ops": write_ops, "probability": 0.002}
         ])
     };
+    let mut sevenrooms = common(
+        &["hold", "book", "cancel", "release_hold"],
+        &["availability", "search", "get"],
+    );
+    // A slot taken between hold and book: a saga that must undo a redemption.
+    if let Some(list) = sevenrooms.as_array_mut() {
+        list.push(serde_json::json!(
+            {"kind": "refuse", "code": "SLOT_UNAVAILABLE", "ops": ["book"], "probability": 0.02}
+        ));
+    }
     serde_json::json!({
         "memberson": common(&["redeem", "void"], &["summary"]),
-        "sevenrooms": common(&["hold", "book", "cancel", "release_hold"], &["availability", "search", "get"]),
+        "sevenrooms": sevenrooms,
     })
 }
 
@@ -424,6 +480,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     let backend = stack::open_backend(settings)?;
     let ports = backend.ports.clone();
 
+    let replayer = replayer(&sevenrooms);
     let requests = bookings(args.sagas, args.seed, &settings.venues);
     let ids: Vec<SagaId> = requests.iter().map(BookingRequested::saga_id).collect();
     let mut report = ChaosReport {
@@ -512,6 +569,26 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                 .await?;
                 bump(&mut report.faults, "tokens_revoked");
             }
+            85..=89 => {
+                // SevenRooms replays a booking of a saga that has been compensated since.
+                for _ in 0..20 {
+                    let r = &requests[rng.random_range(0..next_request.max(1))];
+                    let Some(stored) = ports.store.get(r.saga_id()).await? else {
+                        continue;
+                    };
+                    let s = stored.value;
+                    if s.status.kind() == StatusKind::Compensated
+                        && s.audit
+                            .as_ref()
+                            .is_some_and(|a| a.rounds == 0 && a.check.is_none())
+                    {
+                        if replay_booking(&replayer, r).await {
+                            bump(&mut report.faults, "late_replay");
+                        }
+                        break;
+                    }
+                }
+            }
             80..=84 => {
                 let url = if rng.random_bool(0.5) {
                     &memberson
@@ -599,7 +676,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
             }
         }
     }
-    report.late_effects_injected = ["late", "hang"]
+    report.late_effects_injected = ["late", "hang", "late_replay"]
         .iter()
         .map(|k| report.faults.get(*k).copied().unwrap_or(0))
         .sum();
