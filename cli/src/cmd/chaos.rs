@@ -481,6 +481,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     let ports = backend.ports.clone();
 
     let replayer = replayer(&sevenrooms);
+    let mut replayed = std::collections::HashSet::new();
     let requests = bookings(args.sagas, args.seed, &settings.venues);
     let ids: Vec<SagaId> = requests.iter().map(BookingRequested::saga_id).collect();
     let mut report = ChaosReport {
@@ -571,8 +572,10 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
             }
             85..=89 => {
                 // SevenRooms replays a booking of a saga that has been compensated since.
-                for _ in 0..20 {
-                    let r = &requests[rng.random_range(0..next_request.max(1))];
+                // Among the last thousand submitted: those that have just ended.
+                let recent = next_request.saturating_sub(1_000)..next_request.max(1);
+                for _ in 0..200 {
+                    let r = &requests[rng.random_range(recent.clone())];
                     let Some(stored) = ports.store.get(r.saga_id()).await? else {
                         continue;
                     };
@@ -581,6 +584,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                         && s.audit
                             .as_ref()
                             .is_some_and(|a| a.rounds == 0 && a.check.is_none())
+                        && replayed.insert(s.saga_id)
                     {
                         if replay_booking(&replayer, r).await {
                             bump(&mut report.faults, "late_replay");
