@@ -46,6 +46,8 @@ pub struct Applied {
     pub sent: Vec<CommandId>,
     /// The command whose reply it applied, when the input was a reply.
     pub replied: Option<CommandId>,
+    /// Effects that landed after the saga ended and that this transition's audit found undone.
+    pub late_effects_undone: u32,
 }
 
 /// Something in the same process that wants to see every stored transition (the benchmark,
@@ -141,7 +143,13 @@ pub async fn advance(
                     Input::Reply { reply } => Some(reply.command_id.clone()),
                     _ => None,
                 };
+                let late_effects_undone = decision
+                    .history
+                    .iter()
+                    .filter(|h| h.kind == como_engine::HistoryKind::LateEffectUndone)
+                    .count() as u32;
                 return Ok(Advanced::Applied(Box::new(Applied {
+                    late_effects_undone,
                     sent: decision
                         .commands
                         .iter()

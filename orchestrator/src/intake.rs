@@ -79,6 +79,7 @@ pub async fn handle_request(
             state: decision.state,
             version,
             replied: None,
+            late_effects_undone: 0,
         }))),
         CreateOutcome::Exists => {
             // Nothing was written. Only now is the stored saga read (a repeat is rare), and

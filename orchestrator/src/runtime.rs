@@ -62,6 +62,8 @@ pub struct OrchestratorStats {
     pub replies: AtomicU64,
     pub timer_sweeps: AtomicU64,
     pub errors: AtomicU64,
+    /// Effects that landed after their saga ended, found and undone by the late-effect audit.
+    pub late_effects_undone: AtomicU64,
 }
 
 /// A point-in-time copy of [`OrchestratorStats`].
@@ -73,6 +75,7 @@ pub struct StatsSnapshot {
     pub replies: u64,
     pub timer_sweeps: u64,
     pub errors: u64,
+    pub late_effects_undone: u64,
 }
 
 impl OrchestratorStats {
@@ -85,6 +88,7 @@ impl OrchestratorStats {
             replies: r(&self.replies),
             timer_sweeps: r(&self.timer_sweeps),
             errors: r(&self.errors),
+            late_effects_undone: r(&self.late_effects_undone),
         }
     }
 }
@@ -162,6 +166,10 @@ impl Orchestrator {
                         Ok(applied) => {
                             bump(&me.stats.replies);
                             if let Some(applied) = applied {
+                                me.stats.late_effects_undone.fetch_add(
+                                    u64::from(applied.late_effects_undone),
+                                    Ordering::Relaxed,
+                                );
                                 me.observe(&applied);
                             }
                         }

@@ -1034,25 +1034,27 @@ pub mod store {
             Some(t.plus_ms(60_000)),
         );
         let none = shaped(started(203, t).state, StatusKind::NeedsOperator, 2, t, None);
-        // A finished saga never wakes, whatever its state says.
-        let done = shaped(
+        // A finished saga wakes when its state says so (its late-effect audit), and not
+        // otherwise.
+        let audited = shaped(
             started(204, t).state,
-            StatusKind::Confirmed,
+            StatusKind::Compensated,
             0,
             t,
             Some(ago(20_000)),
         );
-        for st in [&a, &b, &later, &none, &done] {
+        let done = shaped(started(205, t).state, StatusKind::Confirmed, 0, t, None);
+        for st in [&a, &b, &later, &none, &audited, &done] {
             create(env, st).await;
         }
         assert_eq!(
             s.store.due(t, 10).await.expect("due"),
-            vec![b.saga_id, a.saga_id]
+            vec![audited.saga_id, b.saga_id, a.saga_id]
         );
-        assert_eq!(s.store.due(t, 1).await.expect("due"), vec![b.saga_id]);
+        assert_eq!(s.store.due(t, 1).await.expect("due"), vec![audited.saga_id]);
         assert_eq!(
             s.store.due(t.plus_ms(61_000), 10).await.expect("due"),
-            vec![b.saga_id, a.saga_id, later.saga_id]
+            vec![audited.saga_id, b.saga_id, a.saga_id, later.saga_id]
         );
 
         // Moving the timer moves the saga in the list.
@@ -1061,6 +1063,20 @@ pub mod store {
         let out = s
             .store
             .update(&a2, 1, Effects::default())
+            .await
+            .expect("update");
+        assert_eq!(out, UpdateOutcome::Updated { version: 2 });
+        assert_eq!(
+            s.store.due(t, 10).await.expect("due"),
+            vec![audited.saga_id, b.saga_id]
+        );
+
+        // The audit over, the finished saga has no timer and leaves the list.
+        let mut audited2 = audited.clone();
+        audited2.wake_at = None;
+        let out = s
+            .store
+            .update(&audited2, 1, Effects::default())
             .await
             .expect("update");
         assert_eq!(out, UpdateOutcome::Updated { version: 2 });
