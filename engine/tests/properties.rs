@@ -17,8 +17,9 @@
 //! answer never said "not applied" (no reply, an unknown outcome; a worker that retried within
 //! the call and was refused after an attempt that may still land answers unknown, by the
 //! clients' rule) take effect now, for the steps whose effect can be found by key (a redemption
-//! by its `ReceiptNo`, a booking by its `external_id`). The saga must still end with every such
-//! effect undone after it landed: that is the late-effect audit's job.
+//! by its `ReceiptNo`, a booking by its `external_id`), up to the audit's last round. The saga
+//! must still end with every such effect undone after it landed: that is the late-effect
+//! audit's job.
 //!
 //! Checked after every input:
 //! - a duplicate of the input changes nothing (no state change, no command, event or history);
@@ -233,6 +234,9 @@ struct World {
     first_compensations: Vec<usize>,
     operator_ids: Vec<String>,
     coin_flips: u64,
+    /// The saga has ended compensated or cancelled at least once (its audit began), or found
+    /// a late effect.
+    ended: bool,
     /// When an effect of each step last landed late (a `Land` move).
     landed_at: Vec<Option<Timestamp>>,
     /// When a compensation of each step last answered that it is undone.
@@ -254,6 +258,7 @@ impl World {
             first_compensations: Vec::new(),
             operator_ids: Vec::new(),
             coin_flips: 0,
+            ended: false,
             landed_at: vec![None; n],
             undone_at: vec![None; n],
         }
@@ -310,6 +315,17 @@ impl World {
     /// An attempt that may still land lands now: one whose own answer never said "not
     /// applied", of a step whose effect can be found by key.
     fn land(&mut self, pick: usize) {
+        // The audit's promise ends with its last round: a downstream slower than that (24 h for
+        // Como v1) is beyond it, so nothing lands after it here.
+        let audits_over = self.audited()
+            && self
+                .state()
+                .audit
+                .as_ref()
+                .is_none_or(|a| a.due_at(&self.def.audit_after_ms).is_none());
+        if audits_over {
+            return;
+        }
         let landable: Vec<usize> = (0..self.sent.len())
             .filter(|&n| {
                 let s = &self.sent[n];
@@ -404,6 +420,18 @@ impl World {
             read, d.state,
             "the state changed through its stored form: {json}"
         );
+        // Once the saga has ended, or found that an effect landed after it had settled the
+        // step as not done, undoing follows what is found, not the reverse step order.
+        self.ended |= matches!(
+            d.state.phase,
+            Phase::Done { outcome } if outcome != como_engine::state::Terminal::Confirmed
+        ) || matches!(
+            d.state.phase,
+            Phase::NeedsOperator {
+                reason: como_schemas::events::NeedsOperatorReason::LateEffect,
+                ..
+            }
+        );
         self.state = Some(d.state);
         true
     }
@@ -465,6 +493,20 @@ impl World {
                     cmd.step
                 );
                 self.assert_settled(i, cmd, "auditing");
+            }
+            CommandKind::Compensation if self.ended => {
+                // After the saga first ended, an operator may retry a check its audit could
+                // not finish (in `needs_operator`): an undo by key, whatever the saga believed.
+                let finds = self.def.steps[i]
+                    .compensation
+                    .as_ref()
+                    .is_some_and(|c| c.operation.finds_effect_by_key());
+                assert!(
+                    finds || self.may_have_effect(i),
+                    "compensation of {} whose action cannot have taken effect",
+                    cmd.step
+                );
+                self.assert_settled(i, cmd, "undoing");
             }
             CommandKind::Compensation => {
                 assert!(
