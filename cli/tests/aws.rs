@@ -646,19 +646,8 @@ async fn submit_on_aws_refuses_a_reused_request_id_with_other_content() {
         )),
         "{said}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let dead = ports
-            .queue
-            .dead_letters(como_ports::QueueName::Requests, 10)
-            .await
-            .unwrap();
-        if dead.iter().any(|d| d.reason.contains("REQUEST_ID_REUSED")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no dead letter: {dead:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::wait_for_dead_letter(&ports, como_ports::QueueName::Requests, "REQUEST_ID_REUSED")
+        .await;
     let after = ports.store.get(saga).await.unwrap().unwrap();
     assert_eq!(after.version, before.version);
     assert_eq!(after.value, before.value);

@@ -275,3 +275,16 @@ pub fn verdict(
     }
     (counts, check_money_invariant(ledger, &keys_all))
 }
+
+/// Waits (30 s at most) for a dead letter on `queue` whose reason contains `needle`.
+pub async fn wait_for_dead_letter(ports: &Backend, queue: como_ports::QueueName, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead = ports.queue.dead_letters(queue, 10).await.unwrap();
+        if dead.iter().any(|d| d.reason.contains(needle)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {dead:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
