@@ -1356,33 +1356,28 @@ impl<'a> Machine<'a> {
         let Some(audit) = self.s.audit.as_mut() else {
             return;
         };
-        match i {
-            Some(i) => {
-                if audit.check.is_none() {
-                    // A round has the time a compensation has.
-                    self.s.compensation_deadline =
-                        Some(self.now.plus_ms(self.def.compensation_deadline_ms));
-                }
-                let Some(audit) = self.s.audit.as_mut() else {
-                    return;
-                };
-                audit.check = Some(AuditCheck {
-                    step: i,
-                    activity: Activity::Backoff {
-                        kind: CommandKind::Compensation,
-                        at: self.now,
-                        charged: true,
-                        waiting_for_downstream: false,
-                    },
-                });
-                self.fresh_round(i, CommandKind::Compensation);
-                self.send(i, CommandKind::Compensation, true, false);
-            }
-            None => {
-                audit.check = None;
-                audit.rounds += 1;
-            }
+        let Some(i) = i else {
+            audit.check = None;
+            audit.rounds += 1;
+            return;
+        };
+        let round_starts = audit.check.is_none();
+        audit.check = Some(AuditCheck {
+            step: i,
+            activity: Activity::Backoff {
+                kind: CommandKind::Compensation,
+                at: self.now,
+                charged: true,
+                waiting_for_downstream: false,
+            },
+        });
+        if round_starts {
+            // A round has the time a compensation has.
+            self.s.compensation_deadline =
+                Some(self.now.plus_ms(self.def.compensation_deadline_ms));
         }
+        self.fresh_round(i, CommandKind::Compensation);
+        self.send(i, CommandKind::Compensation, true, false);
     }
 
     fn on_audit_reply(&mut self, i: usize, reply: &WorkerReply) {

@@ -3,12 +3,13 @@
 
 mod support;
 
+use como_engine::Phase;
 use como_engine::como::booking_v1;
 use como_engine::{
     EngineError, HistoryKind, Input, OperatorAction, ResolvedOutcome, SagaStatus, StatusKind,
 };
 use como_schemas::events::{CompensatedAs, NeedsOperatorReason, SagaEventBody};
-use como_schemas::{CommandKind, Operation, ReplyOutcome, Timestamp};
+use como_schemas::{CommandKind, Operation, ReplyOutcome, StepOutput, Timestamp};
 use support::*;
 
 fn kinds(s: &Saga) -> Vec<(&str, CommandKind)> {
@@ -722,4 +723,104 @@ fn starting_twice_and_duplicate_replies_change_nothing() {
     let dup = s.reply(&hold, success(&hold)).unwrap();
     assert!(!dup.changed && dup.commands.is_empty() && dup.history.is_empty());
     assert_eq!(s.state(), &before);
+}
+
+#[test]
+fn a_compensated_saga_is_audited_and_a_late_effect_found_is_undone_and_recorded() {
+    let def = booking_v1();
+    let mut s = through(3);
+    let cmd = s.last_command();
+    s.reply(&cmd, business("SLOT_UNAVAILABLE")).unwrap();
+    s.succeed_last();
+    s.succeed_last();
+    assert_eq!(s.state().status, SagaStatus::Compensated);
+    let ended = s.now;
+    assert_eq!(
+        s.state().wake_at,
+        Some(ended.plus_ms(def.audit_after_ms[0])),
+        "the first audit is due ten minutes after the end"
+    );
+    let before = s.commands.len();
+    s.wake();
+    // The booking's undo by external_id first, although the saga thinks it never took effect.
+    let cancel = s.last_command();
+    assert_eq!(s.commands.len(), before + 1);
+    assert_eq!(
+        (cancel.step.as_str(), cancel.kind),
+        ("book_experience", CommandKind::Compensation)
+    );
+    assert!(matches!(
+        cancel.operation,
+        Operation::CancelReservation {
+            reservation_id: None,
+            ..
+        }
+    ));
+    let undone = ReplyOutcome::Succeeded {
+        output: StepOutput::Compensated {
+            note: Some("reservation cancelled".into()),
+            undone: true,
+        },
+    };
+    s.reply(&cancel, undone).unwrap();
+    assert!(
+        s.history
+            .iter()
+            .any(|h| h.kind == HistoryKind::LateEffectUndone),
+        "recorded as a late effect undone"
+    );
+    // Then the redemption's void by ReceiptNo; never the hold, which has no key.
+    let void = s.last_command();
+    assert_eq!(
+        (void.step.as_str(), void.kind),
+        ("redeem_credits", CommandKind::Compensation)
+    );
+    s.succeed_last();
+    let audit = s.state().audit.clone().expect("audited");
+    assert_eq!((audit.rounds, audit.undone), (1, 1));
+    assert_eq!(
+        s.state().status,
+        SagaStatus::Compensated,
+        "still compensated"
+    );
+    assert_eq!(
+        s.state().wake_at,
+        Some(ended.plus_ms(def.audit_after_ms[1])),
+        "the second audit a day after the end"
+    );
+    // The second round finds nothing; then the saga has no timer left.
+    s.wake();
+    s.succeed_last();
+    s.succeed_last();
+    assert_eq!(s.state().audit.as_ref().map(|a| a.rounds), Some(2));
+    assert_eq!(s.state().wake_at, None);
+    let hold_releases = s
+        .sent()
+        .iter()
+        .filter(|(step, kind)| step == "hold_slot" && *kind == CommandKind::Compensation)
+        .count();
+    assert_eq!(
+        hold_releases, 1,
+        "the hold is released by the compensation, never by the audit"
+    );
+}
+
+#[test]
+fn an_audit_that_is_refused_asks_for_an_operator_with_late_effect() {
+    let mut s = through(3);
+    let cmd = s.last_command();
+    s.reply(&cmd, business("SLOT_UNAVAILABLE")).unwrap();
+    s.succeed_last();
+    s.succeed_last();
+    s.wake();
+    let cancel = s.last_command();
+    s.reply(&cancel, business("PAST_CANCELLATION_CUTOFF"))
+        .unwrap();
+    match &s.state().phase {
+        Phase::NeedsOperator { reason, detail, .. } => {
+            assert_eq!(*reason, NeedsOperatorReason::LateEffect);
+            assert!(detail.contains("book_experience"), "{detail}");
+        }
+        other => panic!("needs an operator, not {other:?}"),
+    }
 }
