@@ -58,6 +58,10 @@ pub struct ChaosArgs {
     /// How long to wait for every saga to finish once the faults stop.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Write the simulators' final ledgers (both, as `GET /_sim/ledger` serves them) to this
+    /// file, for a check of one's own.
+    #[arg(long, value_name = "FILE.json")]
+    pub ledger_out: Option<PathBuf>,
     /// Do not fail the run for sagas that stopped for an operator (they are still listed).
     #[arg(long)]
     pub allow_needs_operator: bool,
@@ -660,6 +664,10 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     };
 
     let ledger = ledger(&http, &memberson, &sevenrooms).await?;
+    if let Some(path) = &args.ledger_out {
+        std::fs::write(path, serde_json::to_vec(&ledger)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let mut keys = Vec::new();
     for (request, state) in requests.iter().zip(&states) {
         match state {
