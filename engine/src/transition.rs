@@ -1159,11 +1159,26 @@ impl<'a> Machine<'a> {
                     Some(end_as),
                 );
             }
+            ReplyOutcome::RetryableFailure { .. } | ReplyOutcome::UnknownOutcome { .. }
+                if awaiting =>
+            {
+                self.compensation_to_retry(i, reply);
+            }
+            ReplyOutcome::Deferred { .. } => self.on_deferred(i, CommandKind::Compensation, c),
+            _ => {}
+        }
+    }
+
+    /// A compensation (or an audit's check) answered with a transient failure: wait for its
+    /// downstream, or try again by the policy.
+    fn compensation_to_retry(&mut self, i: usize, reply: &WorkerReply) {
+        let c = reply.attempt;
+        match &reply.outcome {
             ReplyOutcome::RetryableFailure {
                 reason,
                 retry_after_ms,
                 downstream_unavailable,
-            } if awaiting => {
+            } => {
                 self.record_reply(i, CommandKind::Compensation, c, reply, Some(reason.clone()));
                 if *downstream_unavailable {
                     self.wait_for_downstream(i, CommandKind::Compensation, *retry_after_ms);
@@ -1171,11 +1186,10 @@ impl<'a> Machine<'a> {
                     self.retry(i, CommandKind::Compensation, *retry_after_ms, reason);
                 }
             }
-            ReplyOutcome::UnknownOutcome { reason } if awaiting => {
+            ReplyOutcome::UnknownOutcome { reason } => {
                 self.record_reply(i, CommandKind::Compensation, c, reply, Some(reason.clone()));
                 self.retry(i, CommandKind::Compensation, None, reason);
             }
-            ReplyOutcome::Deferred { .. } => self.on_deferred(i, CommandKind::Compensation, c),
             _ => {}
         }
     }
@@ -1443,21 +1457,8 @@ impl<'a> Machine<'a> {
                 );
                 self.audit_needs_operator(i, detail);
             }
-            ReplyOutcome::RetryableFailure {
-                reason,
-                retry_after_ms,
-                downstream_unavailable,
-            } => {
-                self.record_reply(i, CommandKind::Compensation, c, reply, Some(reason.clone()));
-                if *downstream_unavailable {
-                    self.wait_for_downstream(i, CommandKind::Compensation, *retry_after_ms);
-                } else {
-                    self.retry(i, CommandKind::Compensation, *retry_after_ms, reason);
-                }
-            }
-            ReplyOutcome::UnknownOutcome { reason } => {
-                self.record_reply(i, CommandKind::Compensation, c, reply, Some(reason.clone()));
-                self.retry(i, CommandKind::Compensation, None, reason);
+            ReplyOutcome::RetryableFailure { .. } | ReplyOutcome::UnknownOutcome { .. } => {
+                self.compensation_to_retry(i, reply);
             }
             ReplyOutcome::Deferred { .. } => {}
         }

@@ -480,30 +480,17 @@ impl World {
                 );
                 self.assert_settled(i, cmd, "looking up");
             }
-            CommandKind::Compensation if self.audited() => {
-                // A late-effect audit re-issues compensations that find the effect by key,
-                // whatever the saga believed of the step.
-                let finds = self.def.steps[i]
-                    .compensation
-                    .as_ref()
-                    .is_some_and(|c| c.operation.finds_effect_by_key());
-                assert!(
-                    finds,
-                    "audit of {} whose undo needs the action's answer",
-                    cmd.step
-                );
-                self.assert_settled(i, cmd, "auditing");
-            }
             CommandKind::Compensation if self.ended => {
-                // After the saga first ended, an operator may retry a check its audit could
-                // not finish (in `needs_operator`): an undo by key, whatever the saga believed.
+                // A late-effect audit re-issues compensations that find the effect by key,
+                // whatever the saga believed of the step; once it has ended, an operator may
+                // also retry a check the audit could not finish, or undo a late effect found.
                 let finds = self.def.steps[i]
                     .compensation
                     .as_ref()
                     .is_some_and(|c| c.operation.finds_effect_by_key());
                 assert!(
-                    finds || self.may_have_effect(i),
-                    "compensation of {} whose action cannot have taken effect",
+                    finds || (!self.audited() && self.may_have_effect(i)),
+                    "compensation of {} after the end that is neither an audit nor needed",
                     cmd.step
                 );
                 self.assert_settled(i, cmd, "undoing");

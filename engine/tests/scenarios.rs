@@ -24,6 +24,16 @@ fn through(n: usize) -> Saga {
     through_with(booking_v1(), n)
 }
 
+/// A saga whose booking was refused after the redemption: voided, released, compensated.
+fn refused_at_booking() -> Saga {
+    let mut s = through(3);
+    let cmd = s.last_command();
+    s.reply(&cmd, business("SLOT_UNAVAILABLE")).unwrap();
+    s.succeed_last();
+    s.succeed_last();
+    s
+}
+
 fn through_with(def: como_engine::SagaDefinition, n: usize) -> Saga {
     let mut s = Saga::started(def, "req-1");
     for _ in 0..n {
@@ -183,11 +193,7 @@ fn a_refused_redeem_releases_the_hold_only() {
 
 #[test]
 fn a_refused_booking_voids_then_releases_in_reverse_order() {
-    let mut s = through(3);
-    let cmd = s.last_command();
-    s.reply(&cmd, business("SLOT_UNAVAILABLE")).unwrap();
-    s.succeed_last();
-    s.succeed_last();
+    let s = refused_at_booking();
     assert_eq!(s.state().status, SagaStatus::Compensated);
     let comps: Vec<&str> = s
         .commands
@@ -728,11 +734,7 @@ fn starting_twice_and_duplicate_replies_change_nothing() {
 #[test]
 fn a_compensated_saga_is_audited_and_a_late_effect_found_is_undone_and_recorded() {
     let def = booking_v1();
-    let mut s = through(3);
-    let cmd = s.last_command();
-    s.reply(&cmd, business("SLOT_UNAVAILABLE")).unwrap();
-    s.succeed_last();
-    s.succeed_last();
+    let mut s = refused_at_booking();
     assert_eq!(s.state().status, SagaStatus::Compensated);
     let ended = s.now;
     assert_eq!(
@@ -807,11 +809,7 @@ fn a_compensated_saga_is_audited_and_a_late_effect_found_is_undone_and_recorded(
 
 #[test]
 fn an_audit_that_is_refused_asks_for_an_operator_with_late_effect() {
-    let mut s = through(3);
-    let cmd = s.last_command();
-    s.reply(&cmd, business("SLOT_UNAVAILABLE")).unwrap();
-    s.succeed_last();
-    s.succeed_last();
+    let mut s = refused_at_booking();
     s.wake();
     let cancel = s.last_command();
     s.reply(&cancel, business("PAST_CANCELLATION_CUTOFF"))

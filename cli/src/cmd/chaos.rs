@@ -33,9 +33,7 @@ use como_simulators::invariant::{HoldReport, SagaKeys, Violation, check};
 use como_simulators::ledger::Ledger;
 use como_simulators::seed;
 use como_workers::clients::Deadline;
-use como_workers::clients::sevenrooms::{
-    BookRequest, SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
-};
+use como_workers::clients::sevenrooms::{BookRequest, SevenRoomsClient, SevenRoomsSettings};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -217,18 +215,12 @@ impl Drop for Proc {
     }
 }
 
-/// A SevenRooms client of the simulator's own, for replaying bookings behind the saga's back.
-fn replayer(base_url: &str) -> SevenRoomsClient {
-    let creds = como_simulators::SevenRoomsCredentials::default();
+/// A SevenRooms client with the stack's own credentials, for replaying bookings behind the
+/// saga's back.
+fn replayer(base_url: &str, settings: &Settings) -> SevenRoomsClient {
     SevenRoomsClient::connect(
         reqwest::Client::new(),
-        SevenRoomsSettings::new(
-            base_url,
-            SevenRoomsCredentials {
-                client_id: creds.client_id,
-                client_secret: creds.client_secret,
-            },
-        ),
+        SevenRoomsSettings::new(base_url, settings.sevenrooms.credentials.clone()),
     )
 }
 
@@ -484,7 +476,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     let backend = stack::open_backend(settings)?;
     let ports = backend.ports.clone();
 
-    let replayer = replayer(&sevenrooms);
+    let replayer = replayer(&sevenrooms, settings);
     let mut replayed = std::collections::HashSet::new();
     let requests = bookings(args.sagas, args.seed, &settings.venues);
     let ids: Vec<SagaId> = requests.iter().map(BookingRequested::saga_id).collect();
