@@ -41,6 +41,9 @@ pub struct SagaState {
     /// The late-effect audit of a compensated or cancelled saga.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
+    /// Since when the current step has been waiting for its downstream to come back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
 }
 
 /// The late-effect audit of a saga that ended compensated or cancelled: at each of the
@@ -321,6 +324,9 @@ pub enum SagaStatus {
         step: StepName,
         downstream: String,
         compensating: bool,
+        /// Since when it has been waiting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Timestamp>,
     },
     /// The outcome of `step` is unknown and is being looked up.
     Reconciling {
@@ -425,6 +431,7 @@ impl SagaState {
                         .map(|w| w.downstream().to_owned())
                         .unwrap_or_default(),
                     compensating,
+                    since: self.waiting_since,
                 })
         };
         match &self.phase {

@@ -118,6 +118,7 @@ fn start(
         events_published: 0,
         operator_actions: Vec::new(),
         audit: None,
+        waiting_since: None,
     };
     let mut m = Machine::new(def, state, now);
     m.emit(SagaEventBody::SagaStarted {
@@ -306,6 +307,9 @@ impl<'a> Machine<'a> {
     // ----- sending ---------------------------------------------------------------------------
 
     fn set_activity(&mut self, activity: Activity) {
+        if !activity.waiting_for_downstream() {
+            self.s.waiting_since = None;
+        }
         match &mut self.s.phase {
             Phase::Forward { activity: a, .. } | Phase::Compensating { activity: a, .. } => {
                 *a = activity
@@ -458,13 +462,22 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// The downstream is down and the command never ran: wait without spending an attempt.
+    /// The downstream is down: wait without spending an attempt. The round's time budget
+    /// starts again once it is back (the saga's own deadline bounds the wait instead), so that
+    /// a backlog that drains slowly after a long outage is not taken for a failing step.
     fn wait_for_downstream(&mut self, i: usize, kind: CommandKind, retry_after_ms: Option<u64>) {
         let pause = self
             .policy(i, kind)
             .initial_backoff_ms
             .max(retry_after_ms.unwrap_or(0));
-        let at = self.now.plus_ms(pause);
+        let mut at = self.now.plus_ms(pause);
+        let step = &self.s.steps[i];
+        if kind == CommandKind::Reconcile && step.is_unsettled() {
+            // As in `retry`: a lookup waits for every attempt that may still land.
+            at = at.max(step.settles_at.unwrap_or(at));
+        }
+        self.s.steps[i].attempts_mut(kind).round_started_at = None;
+        self.s.waiting_since.get_or_insert(self.now);
         self.record(
             HistoryKind::WaitingForDownstream,
             Some(i),
@@ -473,6 +486,36 @@ impl<'a> Machine<'a> {
             None,
         );
         self.schedule(i, kind, at, false, true);
+    }
+
+    /// An action's outcome is unknown because its downstream went down during the call. The
+    /// step is handled as for any unknown outcome, except that the outage spends nothing: a
+    /// retry waits for the downstream, and a lookup (which waits for it too) is not charged,
+    /// nor is the attempt it is about (the retry after "not found" is charged instead).
+    fn unknown_in_outage(&mut self, i: usize, handling: Handling, why: String) {
+        self.s.steps[i].last_error = Some(why.clone());
+        match handling {
+            Handling::Retry => self.wait_for_downstream(i, CommandKind::Action, None),
+            Handling::Reconcile => {
+                let a = self.s.steps[i].attempts_mut(CommandKind::Action);
+                a.charged = a.charged.saturating_sub(1);
+                a.round_started_at = None;
+                self.s.waiting_since.get_or_insert(self.now);
+                self.fresh_round(i, CommandKind::Reconcile);
+                let at = self.s.steps[i].settles_at.unwrap_or(self.now).max(self.now);
+                self.record(
+                    HistoryKind::WaitingForDownstream,
+                    Some(i),
+                    None,
+                    Some(format!("to look the effect up, at {at} or later")),
+                    None,
+                );
+                self.schedule(i, CommandKind::Reconcile, at, false, true);
+            }
+            Handling::Compensate => {
+                self.handle_action_error(i, handling, "UNKNOWN_OUTCOME", why, None)
+            }
+        }
     }
 
     fn exhausted(&mut self, i: usize, kind: CommandKind, why: &str) {
@@ -843,6 +886,7 @@ impl<'a> Machine<'a> {
             && !*waiting_for_downstream
         {
             *waiting_for_downstream = true;
+            self.s.waiting_since.get_or_insert(self.now);
             self.record(
                 HistoryKind::WaitingForDownstream,
                 Some(i),
@@ -903,11 +947,24 @@ impl<'a> Machine<'a> {
                     self.handle_action_error(i, handling, "NOT_APPLIED", reason.clone(), None);
                 }
             }
-            ReplyOutcome::UnknownOutcome { reason } => {
+            ReplyOutcome::UnknownOutcome {
+                reason,
+                downstream_unavailable,
+            } => {
                 if awaiting {
                     self.record_reply(i, CommandKind::Action, a, reply, Some(reason.clone()));
                     let handling = on_error.unknown;
-                    self.handle_action_error(i, handling, "UNKNOWN_OUTCOME", reason.clone(), None);
+                    if *downstream_unavailable {
+                        self.unknown_in_outage(i, handling, reason.clone());
+                    } else {
+                        self.handle_action_error(
+                            i,
+                            handling,
+                            "UNKNOWN_OUTCOME",
+                            reason.clone(),
+                            None,
+                        );
+                    }
                 }
             }
             ReplyOutcome::Deferred { .. } => self.on_deferred(i, CommandKind::Action, a),
@@ -1109,10 +1166,17 @@ impl<'a> Machine<'a> {
                     );
                 }
             }
-            ReplyOutcome::UnknownOutcome { reason } => {
+            ReplyOutcome::UnknownOutcome {
+                reason,
+                downstream_unavailable,
+            } => {
                 if awaiting {
                     self.record_reply(i, CommandKind::Reconcile, r, reply, Some(reason.clone()));
-                    self.retry(i, CommandKind::Reconcile, None, reason);
+                    if *downstream_unavailable {
+                        self.wait_for_downstream(i, CommandKind::Reconcile, None);
+                    } else {
+                        self.retry(i, CommandKind::Reconcile, None, reason);
+                    }
                 }
             }
             ReplyOutcome::Deferred { .. } => self.on_deferred(i, CommandKind::Reconcile, r),
@@ -1186,9 +1250,16 @@ impl<'a> Machine<'a> {
                     self.retry(i, CommandKind::Compensation, *retry_after_ms, reason);
                 }
             }
-            ReplyOutcome::UnknownOutcome { reason } => {
+            ReplyOutcome::UnknownOutcome {
+                reason,
+                downstream_unavailable,
+            } => {
                 self.record_reply(i, CommandKind::Compensation, c, reply, Some(reason.clone()));
-                self.retry(i, CommandKind::Compensation, None, reason);
+                if *downstream_unavailable {
+                    self.wait_for_downstream(i, CommandKind::Compensation, None);
+                } else {
+                    self.retry(i, CommandKind::Compensation, None, reason);
+                }
             }
             _ => {}
         }

@@ -569,7 +569,7 @@ impl World {
                         self.sent[n].truth = Some(false);
                         retryable(true)
                     }
-                    _ => unknown(),
+                    _ => unknown(choice & 0x80 != 0),
                 }
             }
             CommandKind::Reconcile => {
@@ -606,7 +606,7 @@ impl World {
                         }
                         retryable(choice & 0x80 != 0)
                     }
-                    _ => unknown(),
+                    _ => unknown(choice & 0x80 != 0),
                 }
             }
             CommandKind::Compensation => match pick {
@@ -621,7 +621,7 @@ impl World {
                     }
                 }
                 3 => retryable(choice & 0x80 != 0),
-                4 => unknown(),
+                4 => unknown(choice & 0x80 != 0),
                 6 => return deferred(),
                 _ if choice & 0x40 != 0 => business(),
                 _ => retryable(false),
@@ -913,9 +913,10 @@ fn retryable(downstream_unavailable: bool) -> ReplyOutcome {
     }
 }
 
-fn unknown() -> ReplyOutcome {
+fn unknown(downstream_unavailable: bool) -> ReplyOutcome {
     ReplyOutcome::UnknownOutcome {
         reason: "timed out".into(),
+        downstream_unavailable,
     }
 }
 

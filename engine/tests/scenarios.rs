@@ -461,9 +461,11 @@ fn a_downstream_that_is_down_makes_the_saga_wait_not_fail() {
             downstream,
             step,
             compensating: false,
+            since,
         } => {
             assert_eq!(downstream, "SevenRooms");
             assert_eq!(step.as_str(), "hold_slot");
+            assert_eq!(*since, Some(s.now), "since when it waits");
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -486,6 +488,124 @@ fn a_downstream_that_is_down_makes_the_saga_wait_not_fail() {
     s.succeed_last();
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Confirmed);
+}
+
+fn unavailable(unknown: bool) -> ReplyOutcome {
+    if unknown {
+        ReplyOutcome::UnknownOutcome {
+            reason: "server error (503 Service Unavailable)".into(),
+            downstream_unavailable: true,
+        }
+    } else {
+        ReplyOutcome::RetryableFailure {
+            reason: "circuit for sevenrooms is open".into(),
+            retry_after_ms: Some(3_000),
+            downstream_unavailable: true,
+        }
+    }
+}
+
+#[test]
+fn a_booking_left_unknown_by_an_outage_is_looked_up_after_it_and_spends_nothing() {
+    let mut s = through(3);
+    let book = s.last_command();
+    assert_eq!(book.kind, CommandKind::Action);
+    s.reply(&book, unavailable(true)).unwrap();
+    assert_eq!(s.state().status.kind(), StatusKind::WaitingForDownstream);
+    // The lookup waits for the attempt to settle, then for the downstream: far more rounds
+    // than the lookup's policy allows.
+    for n in 0..20 {
+        s.wake();
+        let c = s.last_command();
+        assert_eq!(c.kind, CommandKind::Reconcile, "round {n}");
+        assert!(c.sent_at >= book.deadline, "not before the attempt settles");
+        s.reply(&c, unavailable(n % 2 == 0)).unwrap();
+        assert_eq!(s.state().status.kind(), StatusKind::WaitingForDownstream);
+    }
+    s.wake();
+    let lookup = s.last_command();
+    s.reply(
+        &lookup,
+        ReplyOutcome::NotApplied {
+            reason: "no reservation with this external_id".into(),
+        },
+    )
+    .unwrap();
+    s.wake();
+    s.succeed_last();
+    assert_eq!(s.state().status, SagaStatus::Confirmed);
+    let step = &s.state().steps[3];
+    assert_eq!(
+        (step.action.sent, step.action.charged, step.reconcile.charged),
+        (2, 1, 0),
+        "one attempt charged, as if there had been no outage"
+    );
+}
+
+#[test]
+fn a_hold_left_unknown_by_an_outage_is_tried_again_after_it_without_spending() {
+    let mut s = through(1);
+    for _ in 0..20 {
+        let c = s.last_command();
+        assert_eq!(c.step.as_str(), "hold_slot");
+        s.reply(&c, unavailable(true)).unwrap();
+        assert_eq!(s.state().status.kind(), StatusKind::WaitingForDownstream);
+        s.wake();
+    }
+    s.succeed_last();
+    assert_eq!(s.state().steps[1].action.charged, 1);
+    s.succeed_last();
+    s.succeed_last();
+    assert_eq!(s.state().status, SagaStatus::Confirmed);
+}
+
+#[test]
+fn after_a_long_outage_a_failure_is_retried_not_taken_for_a_spent_round() {
+    let mut s = through(1);
+    // Two minutes of waiting: twice the round's time budget.
+    while s.now.millis_since(s.state().started_at) < 120_000 {
+        let c = s.last_command();
+        s.reply(&c, unavailable(false)).unwrap();
+        s.wake();
+    }
+    let c = s.last_command();
+    s.reply(&c, retryable()).unwrap();
+    assert!(
+        matches!(s.state().status, SagaStatus::Running { .. }),
+        "{:?}",
+        s.state().status
+    );
+    s.wake();
+    s.succeed_last();
+    s.succeed_last();
+    s.succeed_last();
+    assert_eq!(s.state().status, SagaStatus::Confirmed);
+}
+
+#[test]
+fn a_compensation_whose_downstream_is_down_waits_and_finishes_after_it() {
+    let mut s = through(3);
+    let book = s.last_command();
+    s.reply(&book, business("SLOT_UNAVAILABLE")).unwrap();
+    // The void meets a Memberson outage for far longer than its retry policy would allow.
+    for n in 0..40 {
+        let c = s.last_command();
+        assert_eq!(c.kind, CommandKind::Compensation);
+        assert_eq!(c.step.as_str(), "redeem_credits");
+        s.reply(&c, unavailable(n % 3 == 0)).unwrap();
+        match &s.state().status {
+            SagaStatus::WaitingForDownstream {
+                compensating: true,
+                since: Some(_),
+                ..
+            } => {}
+            other => panic!("round {n}: {other:?}"),
+        }
+        s.wake();
+    }
+    s.succeed_last();
+    s.succeed_last();
+    assert_eq!(s.state().status, SagaStatus::Compensated);
 }
 
 #[test]

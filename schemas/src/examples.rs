@@ -106,6 +106,11 @@ pub fn all_outcomes() -> Vec<ReplyOutcome> {
         },
         ReplyOutcome::UnknownOutcome {
             reason: "timed out after the request was sent".into(),
+            downstream_unavailable: false,
+        },
+        ReplyOutcome::UnknownOutcome {
+            reason: "server error (503 Service Unavailable)".into(),
+            downstream_unavailable: true,
         },
         ReplyOutcome::NotApplied {
             reason: "no reservation with this external_id".into(),

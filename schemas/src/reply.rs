@@ -41,14 +41,21 @@ pub enum ReplyOutcome {
         /// When the downstream asked to be left alone for a while (`Retry-After`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
-        /// The downstream was unavailable (its circuit open) until the command's deadline, so
-        /// the command never ran: the saga waits rather than spending an attempt.
+        /// The downstream was unavailable (its circuit open until the command's deadline,
+        /// connections refused, 502/503/504): the saga waits rather than spending an attempt.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         downstream_unavailable: bool,
     },
     /// The call may or may not have taken effect (a time-out after the request was sent, a 5xx
     /// to a write). The orchestrator settles it by reconciling, per the step's policy.
-    UnknownOutcome { reason: String },
+    UnknownOutcome {
+        reason: String,
+        /// The downstream was unavailable when the call ended (an outage, not this request):
+        /// the saga looks the effect up, or tries again, once it is back, without spending an
+        /// attempt on the outage.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        downstream_unavailable: bool,
+    },
     /// Reconcile only: the effect is not there, and the action's deadline has passed, so it
     /// will not appear later.
     NotApplied { reason: String },

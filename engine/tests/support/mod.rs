@@ -172,5 +172,6 @@ pub fn retryable() -> ReplyOutcome {
 pub fn unknown() -> ReplyOutcome {
     ReplyOutcome::UnknownOutcome {
         reason: "timed out after sending".into(),
+        downstream_unavailable: false,
     }
 }
