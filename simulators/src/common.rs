@@ -1,6 +1,6 @@
 //! What both simulators share: fault planning and delays, request counters, the shutdown signal,
-//! the detached handling of every request, and the `/_sim/...` admin routes (ledger, faults,
-//! outage, clock, tokens, stats).
+//! the detached handling of every request, the request log, and the `/_sim/...` admin routes
+//! (ledger, faults, outage, clock, tokens, stats, requests).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, NestedPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,54 +22,98 @@ use tokio::time::Instant;
 
 use crate::clock::SimClock;
 use crate::faults::{Action, FaultError, FaultRule, FaultSet, InstalledRule, Plan};
+use crate::requests::{REQUEST_LOG_CAPACITY, RequestFilter, RequestLog};
 
 /// Renders an error in the simulator's own body format.
 pub(crate) type RenderError = fn(StatusCode, &str, &str) -> Response;
 
 /// What a request's detached task knows of the connection it came from: when the call arrived,
-/// and a way to answer before the handler has finished (a `late` fault).
+/// a way to answer before the handler has finished (a `late` fault), and its number in the
+/// request log (none for the admin routes).
 struct Arrival {
     at: Instant,
     answer: Option<oneshot::Sender<Response>>,
+    logged: Option<u64>,
 }
 
 tokio::task_local! {
     static ARRIVAL: RefCell<Arrival>;
 }
 
-/// Middleware: handle every request in a task of its own, detached from the connection.
+/// Middleware: log every API request as it arrives, and handle every request in a task of its
+/// own, detached from the connection.
 ///
 /// hyper drops a handler's future when the client disconnects, so without this a call the
 /// client gave up on (a `hang` past its timeout) would never land; a real server finishes what
 /// it has begun. The task also lets a handler answer early and carry on (a `late` fault).
-pub(crate) async fn detached(request: Request, next: Next) -> Response {
+pub(crate) async fn detached(
+    State(log): State<Arc<RequestLog>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Under `Listen::Shared` the path is already relative to the simulator's base URL.
+    let path = request.uri().path();
+    let logged = (!(path == "/_sim" || path.starts_with("/_sim/")))
+        .then(|| log.arrive(request.method(), path, route(&request)));
     let (answer, early) = oneshot::channel();
     let arrival = RefCell::new(Arrival {
         at: Instant::now(),
         answer: Some(answer),
+        logged,
     });
-    let mut task = tokio::spawn(ARRIVAL.scope(arrival, next.run(request)));
+    let task_log = log.clone();
+    let mut task = tokio::spawn(ARRIVAL.scope(arrival, async move {
+        let response = next.run(request).await;
+        // In the task, so that an answer nobody waits for any more is recorded too.
+        if let Some(seq) = logged {
+            task_log.answered(seq, response.status().as_u16());
+        }
+        response
+    }));
     // Dropping the handle when the client has gone leaves the task running to its end.
     tokio::select! {
         Ok(response) = early => response,
         joined = &mut task => joined.unwrap_or_else(|e| {
             tracing::error!(error = %e, "a simulator handler panicked");
+            if let Some(seq) = logged {
+                log.answered(seq, StatusCode::INTERNAL_SERVER_ERROR.as_u16());
+            }
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }),
     }
 }
 
+/// The route a request matched, relative to the simulator's base URL (without the
+/// `Listen::Shared` prefix).
+fn route(request: &Request) -> Option<String> {
+    let matched = request.extensions().get::<MatchedPath>()?.as_str();
+    let nested = request
+        .extensions()
+        .get::<NestedPath>()
+        .map_or("", NestedPath::as_str);
+    Some(matched.strip_prefix(nested).unwrap_or(matched).to_owned())
+}
+
+/// The current request's number in the request log, if it is logged.
+fn logged() -> Option<u64> {
+    ARRIVAL.try_with(|a| a.borrow().logged).ok().flatten()
+}
+
 /// Sends `response` to the client now, if the request has not been answered yet; returns when
 /// the call arrived.
-fn answer_early(response: Response) -> Option<Instant> {
-    let (at, answer) = ARRIVAL
+fn answer_early(response: Response, log: &RequestLog) -> Option<Instant> {
+    let (at, answer, logged) = ARRIVAL
         .try_with(|a| {
             let mut a = a.borrow_mut();
-            (a.at, a.answer.take())
+            (a.at, a.answer.take(), a.logged)
         })
         .ok()?;
+    let answer = answer?;
+    if let Some(seq) = logged {
+        log.answered(seq, response.status().as_u16());
+    }
     // The client may have left during the admission delay: the effect lands all the same.
-    let _ = answer?.send(response);
+    let _ = answer.send(response);
     Some(at)
 }
 
@@ -81,6 +125,8 @@ pub(crate) struct Common {
     /// The operations that change something, on which a `late` fault lands late.
     writes: &'static [&'static str],
     requests: Vec<AtomicU64>,
+    /// Every API request, for `GET /_sim/requests` and `GET /_sim/requests/rate`.
+    pub log: Arc<RequestLog>,
     pub tokens_issued: AtomicU64,
     pub unauthorized: AtomicU64,
 }
@@ -101,6 +147,7 @@ impl Common {
             ops,
             writes,
             requests: ops.iter().map(|_| AtomicU64::new(0)).collect(),
+            log: Arc::new(RequestLog::new(REQUEST_LOG_CAPACITY)),
             tokens_issued: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
         }
@@ -114,6 +161,10 @@ impl Common {
             self.requests[i].fetch_add(1, Ordering::Relaxed);
         }
         let plan = self.faults.plan(op);
+        if let Some(seq) = logged() {
+            self.log
+                .admitted(seq, op, self.writes.contains(&op), &plan.fired);
+        }
         if !plan.delay.is_zero() && !self.sleep(plan.delay).await {
             return Err(shutting_down(render));
         }
@@ -126,7 +177,7 @@ impl Common {
                 if !self.writes.contains(&op) {
                     return Err(failure(render, status, None));
                 }
-                let Some(arrived) = answer_early(failure(render, status, None)) else {
+                let Some(arrived) = answer_early(failure(render, status, None), &self.log) else {
                     // Not under `detached`: nobody to answer early, so nothing happens.
                     return Err(failure(render, status, None));
                 };
@@ -282,6 +333,8 @@ pub(crate) fn admin_routes<S: Simulated>() -> Router<Arc<S>> {
         .route("/_sim/tokens/expire", post(expire_tokens::<S>))
         .route("/_sim/clock", get(clock::<S>))
         .route("/_sim/clock/advance", post(advance_clock::<S>))
+        .route("/_sim/requests", get(requests::<S>))
+        .route("/_sim/requests/rate", get(request_rate::<S>))
 }
 
 fn bad_request(msg: impl std::fmt::Display) -> Response {
@@ -395,6 +448,26 @@ async fn advance_clock<S: Simulated>(State(sim): State<Arc<S>>, body: Bytes) -> 
             clock_view(&sim.common().clock).into_response()
         }
         Err(r) => r,
+    }
+}
+
+async fn requests<S: Simulated>(
+    State(sim): State<Arc<S>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    match RequestFilter::from_query(&pairs, false) {
+        Ok((filter, _)) => Json(sim.common().log.page(&filter)).into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn request_rate<S: Simulated>(
+    State(sim): State<Arc<S>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    match RequestFilter::from_query(&pairs, true) {
+        Ok((filter, window_ms)) => Json(sim.common().log.rate(&filter, window_ms)).into_response(),
+        Err(e) => bad_request(e),
     }
 }
 

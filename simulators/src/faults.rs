@@ -125,6 +125,11 @@ impl FaultKind {
         "late",
     ];
 
+    /// The kind's name, as in the rules' `kind` field.
+    pub fn name(&self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
     fn index(&self) -> usize {
         match self {
             FaultKind::Latency { .. } => 0,
@@ -219,6 +224,8 @@ pub enum FaultError {
 pub(crate) struct Plan {
     pub delay: Duration,
     pub action: Action,
+    /// The kinds of the rules that fired for this request, in rule order (for the request log).
+    pub fired: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -427,6 +434,7 @@ impl FaultSet {
                 continue;
             }
             self.fired[kind.index()].fetch_add(1, Ordering::Relaxed);
+            plan.fired.push(kind.name());
             match kind {
                 FaultKind::Latency {
                     fixed_ms,

@@ -11,6 +11,8 @@
 //!   is handled in a task detached from its connection, so that what a simulator has begun is
 //!   finished even when the client has gone.
 //! - [`ledger`]: what each system has done, as `GET /_sim/ledger` serves it.
+//! - [`requests`]: every API request each simulator received, when, and what it was answered,
+//!   with the peak rate over a sliding window (`GET /_sim/requests`, `GET /_sim/requests/rate`).
 //! - [`seed`]: the members and venues the simulators start with.
 //! - [`clock`]: simulated time that tests can move forward (holds and tokens expire).
 //!
@@ -27,6 +29,7 @@ pub mod faults;
 pub mod invariant;
 pub mod ledger;
 pub mod memberson;
+pub mod requests;
 pub mod seed;
 pub mod sevenrooms;
 
@@ -44,6 +47,7 @@ pub use common::Stats;
 pub use faults::{FaultError, FaultKind, FaultRule, FaultsFile, InstalledRule};
 pub use ledger::{Ledger, MembersonLedger, SevenRoomsLedger};
 pub use memberson::{MembersonConfig, MembersonCredentials};
+pub use requests::{LoggedRequest, RequestFilter, RequestRate, RequestsPage};
 pub use sevenrooms::{SevenRoomsConfig, SevenRoomsCredentials};
 
 use common::Common;
@@ -337,6 +341,24 @@ impl SimHandle {
 
     pub fn stats(&self, downstream: Downstream) -> Stats {
         self.common(downstream).stats()
+    }
+
+    /// The API requests one simulator has received that match `filter`, oldest first, as
+    /// `GET /_sim/requests` serves them.
+    pub fn requests(&self, downstream: Downstream, filter: &RequestFilter) -> RequestsPage {
+        self.common(downstream).log.page(filter)
+    }
+
+    /// The most requests matching `filter` that arrived within any `window` (sliding over the
+    /// arrival times), as `GET /_sim/requests/rate` serves it.
+    pub fn request_rate(
+        &self,
+        downstream: Downstream,
+        filter: &RequestFilter,
+        window: Duration,
+    ) -> RequestRate {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.common(downstream).log.rate(filter, window_ms)
     }
 
     /// Revokes every token the simulator has issued.

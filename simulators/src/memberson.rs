@@ -198,6 +198,7 @@ impl Memberson {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
+        let log = self.common.log.clone();
         Router::new()
             .route("/api/user/authenticate", post(authenticate))
             .route("/api/profile/{member_no}/summary", get(summary))
@@ -205,7 +206,10 @@ impl Memberson {
             .route("/api/transaction/void-redeem-point", post(void))
             .merge(admin_routes::<Memberson>())
             .with_state(self)
-            .layer(axum::middleware::from_fn(crate::common::detached))
+            .layer(axum::middleware::from_fn_with_state(
+                log,
+                crate::common::detached,
+            ))
     }
 
     pub fn common(&self) -> &Common {

@@ -419,6 +419,7 @@ impl SevenRooms {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
+        let log = self.common.log.clone();
         Router::new()
             .route("/auth", post(auth))
             .route("/venues", get(venues))
@@ -433,7 +434,10 @@ impl SevenRooms {
             )
             .merge(admin_routes::<SevenRooms>())
             .with_state(self)
-            .layer(axum::middleware::from_fn(crate::common::detached))
+            .layer(axum::middleware::from_fn_with_state(
+                log,
+                crate::common::detached,
+            ))
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {

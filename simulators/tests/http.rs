@@ -1,15 +1,16 @@
 //! The simulators over raw HTTP on loopback: the contract's shapes (auth headers, error bodies,
 //! envelope, `external_id` deduplication, search paging), the admin routes (ledger, faults,
-//! outage, clock, stats), reproducible faults, the shared-address layout, and shutdown.
+//! outage, clock, stats, the request log and its peak rate), reproducible faults, the
+//! shared-address layout, and shutdown.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
 use como_simulators::ledger::RedemptionStatus;
 use como_simulators::seed::{MEMBER_RICH, POINT_TYPE, VENUE_LARGE, VENUE_SMALL};
 use como_simulators::{
-    Downstream, FaultKind, FaultRule, InstalledRule, Listen, MembersonLedger, SevenRoomsLedger,
-    SimConfig, SimHandle, Simulators, Stats,
+    Downstream, FaultKind, FaultRule, InstalledRule, Listen, MembersonLedger, RequestFilter,
+    RequestRate, RequestsPage, SevenRoomsLedger, SimConfig, SimHandle, Simulators, Stats,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -549,6 +550,304 @@ async fn both_simulators_can_share_one_address_under_path_prefixes() {
         .await
         .unwrap();
     assert_eq!(ledger.reservations.len(), 1);
+    // The request log's paths and routes are relative to the base URL, as for a lone simulator.
+    let log: RequestsPage = sim_get(&http, sim.sevenrooms_url(), "/_sim/requests").await;
+    let seen: Vec<(&str, Option<&str>, Option<&str>)> = log
+        .requests
+        .iter()
+        .map(|r| (r.path.as_str(), r.route.as_deref(), r.op.as_deref()))
+        .collect();
+    let book_path = format!("/venues/{VENUE_LARGE}/book");
+    assert_eq!(
+        seen,
+        [
+            ("/auth", Some("/auth"), Some("auth")),
+            (
+                book_path.as_str(),
+                Some("/venues/{venue_id}/book"),
+                Some("book")
+            ),
+        ]
+    );
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A moment (epoch ms) after everything sent so far has arrived: the next millisecond, once the
+/// wall clock has reached it (`since_ms` includes its own millisecond).
+async fn next_ms() -> u64 {
+    let t = now_ms() + 1;
+    while now_ms() < t {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    t
+}
+
+/// `GET <base><path_and_query>`, expecting 200 and a JSON body of type `T`.
+async fn sim_get<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    base: &str,
+    path_and_query: &str,
+) -> T {
+    let response = http
+        .get(format!("{base}{path_and_query}"))
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(response.status(), StatusCode::OK, "{path_and_query}");
+    response.json().await.expect("admin body")
+}
+
+/// Sends `n` summary calls at once; returns their statuses.
+async fn summary_burst(m: &Memberson, n: usize) -> Vec<StatusCode> {
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let call = m
+            .http
+            .get(format!("{}/api/profile/{MEMBER_RICH}/summary", m.base))
+            .header("SvcAuth", &m.svc_auth)
+            .header("Token", &m.token)
+            .send();
+        calls.spawn(async move { call.await.expect("summary").status() });
+    }
+    calls.join_all().await
+}
+
+#[tokio::test]
+async fn the_request_log_keeps_api_calls_in_arrival_order_and_the_peak_slides_over_them() {
+    let sim = start(SimConfig::default()).await;
+    let started = now_ms();
+    let m = Memberson::login(&sim).await;
+    let since = next_ms().await;
+    let burst = summary_burst(&m, 30).await;
+    assert!(burst.iter().all(|s| *s == StatusCode::OK), "{burst:?}");
+    let spread_since = next_ms().await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(m.summary(MEMBER_RICH).await.0, StatusCode::OK);
+    }
+    let base = sim.memberson_url();
+    // Admin calls in between are not logged.
+    let _: MembersonLedger = sim_get(&m.http, base, "/_sim/ledger").await;
+    let _: Stats = sim_get(&m.http, base, "/_sim/stats").await;
+
+    let all: RequestsPage = sim_get(&m.http, base, "/_sim/requests").await;
+    assert_eq!(all.dropped, 0);
+    assert_eq!(all.requests.len(), 36, "authenticate, 30 + 5 summaries");
+    assert!(all.requests.iter().all(|r| !r.path.starts_with("/_sim")));
+    assert!(
+        all.requests
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq && w[0].at_ms <= w[1].at_ms),
+        "oldest first"
+    );
+    let login = &all.requests[0];
+    assert_eq!(
+        (
+            login.method.as_str(),
+            login.path.as_str(),
+            login.op.as_deref(),
+            login.status
+        ),
+        (
+            "POST",
+            "/api/user/authenticate",
+            Some("authenticate"),
+            Some(200)
+        )
+    );
+    assert!(login.at_ms >= started && login.at_ms <= since);
+    let summary = &all.requests[35];
+    assert_eq!(summary.method, "GET");
+    assert_eq!(summary.path, format!("/api/profile/{MEMBER_RICH}/summary"));
+    assert_eq!(
+        summary.route.as_deref(),
+        Some("/api/profile/{member_no}/summary")
+    );
+    assert_eq!(
+        (summary.op.as_deref(), summary.class.as_deref()),
+        (Some("summary"), Some("read"))
+    );
+    assert_eq!((summary.status, summary.faults.len()), (Some(200), 0));
+
+    let page: RequestsPage = sim_get(
+        &m.http,
+        base,
+        &format!("/_sim/requests?since_ms={since}&path_prefix=/api/profile/"),
+    )
+    .await;
+    assert_eq!(page.requests.len(), 35);
+    let none: RequestsPage =
+        sim_get(&m.http, base, "/_sim/requests?path_prefix=/api/transaction").await;
+    assert!(none.requests.is_empty());
+
+    let rate: RequestRate = sim_get(
+        &m.http,
+        base,
+        &format!("/_sim/requests/rate?since_ms={since}"),
+    )
+    .await;
+    assert_eq!((rate.total, rate.window_ms, rate.dropped), (35, 1000, 0));
+    // The burst, and at most the three spread calls that follow it within a second.
+    assert!((30..=33).contains(&rate.peak), "{rate:?}");
+    assert!(
+        rate.peak_at_ms
+            .is_some_and(|t| t >= since && t < spread_since)
+    );
+    // Spread 300 ms apart, no two of the last five share a 200 ms window.
+    let spread: RequestRate = sim_get(
+        &m.http,
+        base,
+        &format!("/_sim/requests/rate?since_ms={spread_since}&window_ms=200"),
+    )
+    .await;
+    assert_eq!((spread.peak, spread.total, spread.window_ms), (1, 5, 200));
+    // `until_ms` bounds the range; before the login nothing arrived.
+    let empty: RequestRate = sim_get(
+        &m.http,
+        base,
+        &format!("/_sim/requests/rate?until_ms={}", started.saturating_sub(1)),
+    )
+    .await;
+    assert_eq!((empty.peak, empty.peak_at_ms, empty.total), (0, None, 0));
+    // The same answers in-process.
+    let filter = RequestFilter {
+        since_ms: Some(since),
+        ..RequestFilter::default()
+    };
+    assert_eq!(
+        sim.request_rate(Downstream::Memberson, &filter, Duration::from_secs(1)),
+        rate
+    );
+    assert_eq!(sim.requests(Downstream::Memberson, &filter), page);
+    // A misspelt parameter or an empty window is refused rather than ignored.
+    for query in [
+        "/_sim/requests?since=1",
+        "/_sim/requests?window_ms=1000",
+        "/_sim/requests/rate?window_ms=0",
+        "/_sim/requests/rate?since_ms=soon",
+    ] {
+        let response = m.http.get(format!("{base}{query}")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn an_outages_answers_are_logged_with_their_fault_and_left_out_of_the_rate_when_asked() {
+    let sim = start(SimConfig::default()).await;
+    let m = Memberson::login(&sim).await;
+    let since = next_ms().await;
+    let response = m
+        .http
+        .post(format!("{}/_sim/outage", sim.memberson_url()))
+        .json(&json!({"for_ms": 500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let refused = summary_burst(&m, 10).await;
+    assert!(
+        refused
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(m.summary(MEMBER_RICH).await.0, StatusCode::OK);
+    let (status, _) = m
+        .post("/api/transaction/redeem-point", redeem_body("R-log", 1))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let base = sim.memberson_url();
+    let page: RequestsPage =
+        sim_get(&m.http, base, &format!("/_sim/requests?since_ms={since}")).await;
+    assert_eq!(page.requests.len(), 12);
+    for r in &page.requests[..10] {
+        assert_eq!(r.status, Some(503));
+        assert_eq!(r.faults, ["outage"]);
+    }
+    let redeem = &page.requests[11];
+    assert_eq!(
+        (redeem.op.as_deref(), redeem.class.as_deref(), redeem.status),
+        (Some("redeem"), Some("write"), Some(200))
+    );
+    assert!(redeem.faults.is_empty());
+
+    let everything: RequestRate = sim_get(
+        &m.http,
+        base,
+        &format!("/_sim/requests/rate?since_ms={since}"),
+    )
+    .await;
+    assert_eq!(everything.total, 12);
+    assert!(everything.peak >= 10, "{everything:?}");
+    // Repeated or comma-separated, the excluded statuses leave the outage's answers out.
+    for exclude in [
+        "exclude_status=503",
+        "exclude_status=429,503",
+        "exclude_status=429&exclude_status=503",
+    ] {
+        let answered: RequestRate = sim_get(
+            &m.http,
+            base,
+            &format!("/_sim/requests/rate?since_ms={since}&{exclude}"),
+        )
+        .await;
+        assert_eq!((answered.total, answered.peak), (2, 2), "{exclude}");
+    }
+    let writes: RequestRate = sim_get(
+        &m.http,
+        base,
+        &format!(
+            "/_sim/requests/rate?since_ms={since}&path_prefix=/api/transaction/&exclude_status=503"
+        ),
+    )
+    .await;
+    assert_eq!((writes.total, writes.peak), (1, 1));
+}
+
+#[tokio::test]
+async fn a_request_still_running_is_logged_without_a_status_until_it_is_answered() {
+    let sim = start(SimConfig::default()).await;
+    sim.set_faults(
+        Downstream::SevenRooms,
+        vec![FaultRule::new(FaultKind::Hang { ms: 600 }).on(["auth"])],
+    )
+    .unwrap();
+    let creds = sim.sevenrooms_credentials().clone();
+    let url = format!("{}/auth", sim.sevenrooms_url());
+    let http = reqwest::Client::new();
+    let call = http
+        .post(url)
+        .form(&[
+            ("client_id", creds.client_id),
+            ("client_secret", creds.client_secret),
+        ])
+        .send();
+    let hanging = tokio::spawn(async move { call.await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = sim.sevenrooms_url();
+    let running: RequestsPage = sim_get(&http, base, "/_sim/requests").await;
+    assert_eq!(running.requests.len(), 1);
+    let auth = &running.requests[0];
+    assert_eq!((auth.op.as_deref(), auth.status), (Some("auth"), None));
+    assert_eq!(auth.faults, ["hang"]);
+    // A request still running is not left out by `exclude_status`.
+    let rate: RequestRate = sim_get(&http, base, "/_sim/requests/rate?exclude_status=200").await;
+    assert_eq!(rate.total, 1);
+    assert_eq!(hanging.await.unwrap().unwrap(), StatusCode::OK);
+    let answered: RequestsPage = sim_get(&http, base, "/_sim/requests").await;
+    assert_eq!(answered.requests[0].status, Some(200));
+    assert_eq!(answered.requests[0].seq, auth.seq);
 }
 
 #[tokio::test]

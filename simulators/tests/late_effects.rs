@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use como_simulators::ledger::RedemptionStatus;
 use como_simulators::seed::{MEMBER_RICH, POINT_TYPE, VENUE_LARGE};
-use como_simulators::{Downstream, FaultKind, FaultRule, SimConfig, SimHandle, Simulators};
+use como_simulators::{
+    Downstream, FaultKind, FaultRule, RequestFilter, SimConfig, SimHandle, Simulators,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -206,6 +208,19 @@ async fn a_late_booking_is_answered_504_at_once_and_lands_after_ms() {
         .expect("the reservation lands late");
     assert!(at >= Duration::from_millis(1450), "landed after {at:?}");
     assert_eq!(sim.stats(Downstream::SevenRooms).faults_fired["late"], 1);
+    // The request log keeps the answer the client had, not what the work came to after it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let filter = RequestFilter {
+        path_prefix: Some(format!("/venues/{VENUE_LARGE}/book")),
+        ..RequestFilter::default()
+    };
+    let log = sim.requests(Downstream::SevenRooms, &filter).requests;
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].op.as_deref(), log[0].class.as_deref(), log[0].status),
+        (Some("book"), Some("write"), Some(504))
+    );
+    assert_eq!(log[0].faults, ["late"]);
 }
 
 #[tokio::test]
