@@ -73,6 +73,9 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@port $env, records, [
             first_record_wins_and_sends_and_acks,
             without_a_record_only_sends_and_acks,
+            swap_from_nothing_succeeds_once,
+            swap_needs_the_current_value,
+            two_swaps_from_one_value_exactly_one_wins,
         ]);
         $crate::conformance_tests!(@port $env, secrets, [
             pending_then_promote,
@@ -1196,6 +1199,92 @@ pub mod records {
         assert_eq!(back.body, "parked");
         assert_eq!(back.receive_count, 1, "a new message, not the old one");
         assert_ne!(back.message_id, cmd.message_id);
+    }
+
+    pub async fn swap_from_nothing_succeeds_once(env: &impl TestEnv) {
+        let r = &env.backend().records;
+        let key = "health/conformance-first";
+        assert_eq!(r.get(key).await.expect("get"), None);
+        assert!(
+            r.swap(key, None, r#"{"state":"open"}"#)
+                .await
+                .expect("swap"),
+            "the first swap from nothing"
+        );
+        assert_eq!(
+            r.get(key).await.expect("get").as_deref(),
+            Some(r#"{"state":"open"}"#)
+        );
+        assert!(
+            !r.swap(key, None, r#"{"state":"probing"}"#)
+                .await
+                .expect("swap"),
+            "a second swap from nothing: there is a value now"
+        );
+        assert_eq!(
+            r.get(key).await.expect("get").as_deref(),
+            Some(r#"{"state":"open"}"#),
+            "the refused swap changed nothing"
+        );
+    }
+
+    pub async fn swap_needs_the_current_value(env: &impl TestEnv) {
+        let r = &env.backend().records;
+        let key = "health/conformance-cas";
+        assert!(
+            !r.swap(key, Some("v1"), "v2").await.expect("swap"),
+            "nothing to compare with"
+        );
+        assert_eq!(
+            r.get(key).await.expect("get"),
+            None,
+            "a refused swap creates nothing"
+        );
+        assert!(r.swap(key, None, "v1").await.expect("swap"));
+
+        assert!(
+            !r.swap(key, Some("v0"), "v2").await.expect("swap"),
+            "the wrong expected value"
+        );
+        assert_eq!(r.get(key).await.expect("get").as_deref(), Some("v1"));
+
+        assert!(r.swap(key, Some("v1"), "v2").await.expect("swap"));
+        assert_eq!(r.get(key).await.expect("get").as_deref(), Some("v2"));
+        assert!(
+            !r.swap(key, Some("v1"), "v3").await.expect("swap"),
+            "the value it replaced is gone"
+        );
+        // A value may come back to an earlier one, and may be swapped to itself.
+        assert!(r.swap(key, Some("v2"), "v1").await.expect("swap"));
+        assert!(r.swap(key, Some("v1"), "v1").await.expect("swap"));
+        assert_eq!(r.get(key).await.expect("get").as_deref(), Some("v1"));
+
+        // Other keys are left alone.
+        assert_eq!(r.get("health/conformance-other").await.expect("get"), None);
+    }
+
+    pub async fn two_swaps_from_one_value_exactly_one_wins(env: &impl TestEnv) {
+        let r = &env.backend().records;
+        let key = "health/conformance-race";
+        let mut current: Option<String> = None;
+        for round in 0..5u32 {
+            let (a, b) = (format!("a{round}"), format!("b{round}"));
+            let (ra, rb) = tokio::join!(
+                r.swap(key, current.as_deref(), &a),
+                r.swap(key, current.as_deref(), &b),
+            );
+            let winner = match (ra.expect("swap a"), rb.expect("swap b")) {
+                (true, false) => a,
+                (false, true) => b,
+                other => panic!("round {round}: exactly one swap must win, got {other:?}"),
+            };
+            assert_eq!(
+                r.get(key).await.expect("get").as_deref(),
+                Some(winner.as_str()),
+                "round {round}: the winner's value"
+            );
+            current = Some(winner);
+        }
     }
 }
 

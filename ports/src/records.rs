@@ -1,5 +1,7 @@
 //! Idempotency records: what a worker replied to a command, kept so that a redelivered
-//! command is answered from the record instead of calling the downstream again.
+//! command is answered from the record instead of calling the downstream again. The same key
+//! space also holds small shared values changed by compare-and-set (`swap`), such as a
+//! downstream's health, which several worker processes read and update.
 
 use async_trait::async_trait;
 
@@ -22,4 +24,10 @@ pub trait IdempotencyRecords: Send + Sync {
         sends: Vec<(QueueName, OutgoingMessage)>,
         ack: Option<(QueueName, Receipt)>,
     ) -> PortResult<()>;
+
+    /// Replace the value under `key` with `new` if it is now `expected` (`None`: if there is no
+    /// value under `key`). Returns whether it was replaced. Unlike `complete`'s record, such a
+    /// value never expires and may change; it is for small shared state (a downstream's health),
+    /// not for replies. Keys must not collide with command ids (use a prefix such as `health/`).
+    async fn swap(&self, key: &str, expected: Option<&str>, new: &str) -> PortResult<bool>;
 }

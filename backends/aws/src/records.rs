@@ -2,6 +2,9 @@
 //! record, and the record is written before the reply is sent and the command deleted, so a
 //! crash in between leaves a redelivery that finds the record and re-sends the same reply.
 //! Records expire `record_retention` after they were written (DynamoDB TTL).
+//!
+//! `swap` is a compare-and-set of a small shared value on the same items (a conditional put on
+//! `val`). Such a value has no TTL attribute, so it never expires; it stays until replaced.
 
 use std::collections::BTreeMap;
 
@@ -87,5 +90,38 @@ impl IdempotencyRecords for AwsPorts {
             self.acknowledge_in_background(q, receipt);
         }
         Ok(())
+    }
+
+    async fn swap(&self, k: &str, expected: Option<&str>, new: &str) -> PortResult<bool> {
+        self.clients.calls.count("dynamodb", "PutItem (swap)");
+        // A refused conditional write is billed too.
+        self.clients
+            .calls
+            .add("dynamodb", crate::store::TABLE_UNITS, 1);
+        // No TTL attribute: the value must outlive `record_retention`.
+        let put = self
+            .clients
+            .dynamo
+            .put_item()
+            .table_name(self.names.table())
+            .item("pk", key(k))
+            .item("sk", AttributeValue::S("R".into()))
+            .item("val", AttributeValue::S(new.to_owned()));
+        let put = match expected {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(expected) => put
+                .condition_expression("val = :expected")
+                .expression_attribute_values(":expected", AttributeValue::S(expected.to_owned())),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | saga | `S#<saga id>` | `S` | the state, its outbox and its recent history (`sz`), the version `v`, index keys, the outbox marker `m` |
 //! | history | `S#<saga id>` | `H#<version>` | the history groups up to that version that the saga item no longer holds |
-//! | idempotency record | `R#<key>` | `R` | a worker's recorded reply (see `records`) |
+//! | idempotency record | `R#<key>` | `R` | a worker's recorded reply (with a TTL), or a small shared value changed by `swap` (without one; see `records`) |
 //!
 //! A write costs one unit per KB of item, so the saga item is kept under 1 KB on the happy
 //! path: the state (defaults left out), the outbox (see `outbox`) and the history not yet in a

@@ -50,3 +50,61 @@ async fn env() -> Env {
 }
 
 como_ports::conformance_tests!(crate::env);
+
+/// What only the AWS backend shows: a value written by `swap` has no TTL attribute (it must
+/// outlive `record_retention`), while a recorded reply has one; each swap, refused or not, is
+/// one counted `PutItem (swap)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_value_never_expires_and_a_record_does() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use como_backend_aws::names;
+
+    let (backend, sdk) = testing::fresh("swap-ttl", AwsConfig::default())
+        .await
+        .expect("a fresh deployment on moto");
+    let records = backend.ports().records;
+    backend.reset_api_calls();
+    assert!(records.swap("health/ttl", None, "v1").await.unwrap());
+    assert!(records.swap("health/ttl", Some("v1"), "v2").await.unwrap());
+    assert!(!records.swap("health/ttl", Some("v1"), "v3").await.unwrap());
+    records
+        .complete(Some(("cmd-ttl", "reply")), vec![], None)
+        .await
+        .unwrap();
+    let swaps = backend
+        .api_calls()
+        .iter()
+        .find(|c| c.service == "dynamodb" && c.operation == "PutItem (swap)")
+        .map_or(0, |c| c.count);
+    assert_eq!(swaps, 3, "every swap is counted, refused or not");
+
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let item = |pk: &'static str| {
+        let (dynamo, table) = (dynamo.clone(), backend.names().table());
+        async move {
+            dynamo
+                .get_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S(pk.into()))
+                .key("sk", AttributeValue::S("R".into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item()
+                .cloned()
+                .expect("the item")
+        }
+    };
+    let swapped = item("R#health/ttl").await;
+    assert_eq!(swapped.get("val"), Some(&AttributeValue::S("v2".into())));
+    assert!(
+        !swapped.contains_key(names::TTL_ATTRIBUTE),
+        "a swapped value has no TTL: {swapped:?}"
+    );
+    let recorded = item("R#cmd-ttl").await;
+    assert!(
+        recorded.contains_key(names::TTL_ATTRIBUTE),
+        "a recorded reply expires: {recorded:?}"
+    );
+}

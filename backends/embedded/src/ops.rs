@@ -111,6 +111,13 @@ pub enum Op {
     GetRecord {
         key: String,
     },
+    /// Compare-and-set of a shared value in `records` (see `IdempotencyRecords::swap`).
+    SwapRecord {
+        key: String,
+        /// None: only if there is no value under `key`.
+        expected: Option<String>,
+        new: String,
+    },
     Complete {
         /// Key and value; none when the call only sends and acknowledges.
         record: Option<(String, String)>,
@@ -145,6 +152,8 @@ pub enum Output {
     Updated(UpdateOutcome),
     Count(usize),
     Record(Option<String>),
+    /// Whether a `SwapRecord` replaced the value.
+    Swapped(bool),
 }
 
 impl Output {
@@ -403,6 +412,25 @@ pub fn execute(
                 .query_row([key], |r| r.get(0))
                 .optional()?;
             Ok(Ok(Output::Record(value)))
+        }
+        // Ops of a group run one after the other in its transaction, so of two swaps from
+        // the same value the second sees the first's and changes nothing. The table is never
+        // swept by `at` (nothing prunes `records`), so a swapped value stays until replaced.
+        Op::SwapRecord { key, expected, new } => {
+            let changed = match expected {
+                None => conn
+                    .prepare_cached(
+                        "INSERT INTO records (key, at, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key) DO NOTHING",
+                    )?
+                    .execute(params![key, cx.now, new])?,
+                Some(expected) => conn
+                    .prepare_cached(
+                        "UPDATE records SET value = ?3, at = ?2 WHERE key = ?1 AND value = ?4",
+                    )?
+                    .execute(params![key, cx.now, new, expected])?,
+            };
+            Ok(Ok(Output::Swapped(changed == 1)))
         }
         Op::Complete { record, sends, ack } => {
             if let Some((key, value)) = record {

@@ -1,6 +1,7 @@
 //! Idempotency records on the `records` table. `complete` records (when asked), sends and
 //! acknowledges in one transaction: a redelivered command either finds the record and its reply already sent,
-//! or finds neither.
+//! or finds neither. `swap` is a compare-and-set of a shared value in the same table (nothing
+//! prunes the table, so such a value stays until it is replaced).
 
 use async_trait::async_trait;
 use como_ports::{IdempotencyRecords, OutgoingMessage, PortResult, QueueName, Receipt};
@@ -42,5 +43,20 @@ impl IdempotencyRecords for EmbeddedPorts {
             })
             .await?
             .done()
+    }
+
+    async fn swap(&self, key: &str, expected: Option<&str>, new: &str) -> PortResult<bool> {
+        match self
+            .writer
+            .submit(Op::SwapRecord {
+                key: key.to_owned(),
+                expected: expected.map(str::to_owned),
+                new: new.to_owned(),
+            })
+            .await?
+        {
+            Output::Swapped(swapped) => Ok(swapped),
+            other => Err(other.unexpected()),
+        }
     }
 }

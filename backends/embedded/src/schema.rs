@@ -13,7 +13,8 @@
 //! - `events`: the event log (saga lifecycle events), unique by `(at, event_id)`: a
 //!   republished event is the same event, with the same id and time.
 //! - `rejections`: `BookingRejected` events, unique by `event_id`.
-//! - `records`: idempotency records, first write wins.
+//! - `records`: idempotency records, first write wins; and small shared values changed by
+//!   compare-and-set (`IdempotencyRecords::swap`, keys such as `health/...`). Nothing prunes it.
 //! - `secrets`: secret versions with their stage (`current`, `pending`, `previous`).
 //! - `meta`: the high-water mark of message ids handed out (see `writer::Ids`).
 //!
