@@ -9,8 +9,10 @@
 //!    delivery of the same command may have run it and died before replying, so "it did not
 //!    run" would be a guess; the saga looks the effect up instead. A parked command's reply says
 //!    its downstream stayed unavailable;
-//! 4. the downstream's circuit is open → park it: put it back on the queue with a delay (and
-//!    tell the orchestrator, once, so the saga shows "waiting for SevenRooms");
+//! 4. the downstream's circuit is open → park it: put it back on the queue with a delay until
+//!    the breaker's next probe can have answered (and tell the orchestrator, once, so the saga
+//!    shows "waiting for SevenRooms"); a command is never the probe (the health monitor,
+//!    [`crate::health`], probes on its own schedule), so an outage spends no saga's attempt;
 //! 5. otherwise call the downstream and reply; the reply, its record and the acknowledgement
 //!    of the command commit together (`IdempotencyRecords::complete`). A success of an
 //!    operation that repeats safely (`OperationKind::repeats_safely`) is not recorded: a
@@ -27,8 +29,10 @@ use como_schemas::{InvalidInput, ReplyOutcome, SchemaVersion, WorkerCommand, Wor
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::BreakerSnapshot;
 use crate::clients::Deadline;
 use crate::handlers::{Availability, CommandHandler};
+use crate::health::{HealthConfig, HealthMonitor};
 
 /// Message attribute marking a command the worker parked while its downstream was down.
 const PARKED: &str = "como-parked";
@@ -44,7 +48,12 @@ pub struct WorkerConfig {
     pub poll_wait: Duration,
     /// The longest a parked command waits before it is looked at again.
     pub max_park: Duration,
+    /// The shortest (so that a backlog does not spin through the queue while a probe runs).
+    pub min_park: Duration,
     pub error_backoff: Duration,
+    /// Probe the downstream while its circuit is open, and share its health with the other
+    /// worker processes through the store (see [`crate::health`]).
+    pub health: Option<HealthConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -57,7 +66,9 @@ impl Default for WorkerConfig {
             visibility: Duration::from_secs(20),
             poll_wait: Duration::from_millis(250),
             max_park: Duration::from_secs(5),
+            min_park: Duration::from_millis(500),
             error_backoff: Duration::from_millis(500),
+            health: Some(HealthConfig::default()),
         }
     }
 }
@@ -67,13 +78,18 @@ impl Default for WorkerConfig {
 pub struct WorkerStats {
     pub handled: AtomicU64,
     pub replayed: AtomicU64,
+    /// Times a command was put back on its queue because its downstream was down.
     pub parked: AtomicU64,
     pub expired: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub errors: AtomicU64,
+    /// Commands this process has parked and not answered yet, by command id: their deadline
+    /// and since when they wait (epoch ms). An entry leaves when its command is answered here
+    /// or its deadline passes (another process may have answered it).
+    waiting: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct WorkerStatsSnapshot {
     pub handled: u64,
     pub replayed: u64,
@@ -81,11 +97,25 @@ pub struct WorkerStatsSnapshot {
     pub expired: u64,
     pub dead_lettered: u64,
     pub errors: u64,
+    /// Commands waiting for their downstream now (parked by this process).
+    pub waiting: u64,
+    /// How long the oldest of them has waited, in milliseconds.
+    pub oldest_waiting_ms: u64,
+    /// The downstream's circuit breaker, if calls go through one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerSnapshot>,
 }
 
 impl WorkerStats {
-    pub fn snapshot(&self) -> WorkerStatsSnapshot {
+    /// The counters and the number waiting now; `now_ms` is the wall clock in epoch ms.
+    pub fn snapshot_at(&self, now_ms: i64) -> WorkerStatsSnapshot {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (waiting, oldest) = {
+            let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            w.retain(|_, (deadline, _)| *deadline > now_ms);
+            let oldest = w.values().map(|(_, since)| *since).min();
+            (w.len(), oldest)
+        };
         WorkerStatsSnapshot {
             handled: r(&self.handled),
             replayed: r(&self.replayed),
@@ -93,7 +123,24 @@ impl WorkerStats {
             expired: r(&self.expired),
             dead_lettered: r(&self.dead_lettered),
             errors: r(&self.errors),
+            waiting: waiting as u64,
+            oldest_waiting_ms: oldest.map_or(0, |o| u64::try_from(now_ms - o).unwrap_or(0)),
+            breaker: None,
         }
+    }
+
+    pub fn snapshot(&self) -> WorkerStatsSnapshot {
+        self.snapshot_at(chrono::Utc::now().timestamp_millis())
+    }
+
+    fn wait(&self, command: &str, deadline_ms: i64, now_ms: i64) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.entry(command.to_owned()).or_insert((deadline_ms, now_ms));
+    }
+
+    fn done_waiting(&self, command: &str) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.remove(command);
     }
 }
 
@@ -134,6 +181,13 @@ impl WorkerRuntime {
         self.stats.clone()
     }
 
+    /// The worker's counters, with its downstream's breaker.
+    pub fn snapshot(&self) -> WorkerStatsSnapshot {
+        let mut snap = self.stats.snapshot_at(self.ports.clock.now().as_millis());
+        snap.breaker = self.handler.breaker().map(|b| b.snapshot());
+        snap
+    }
+
     fn queue(&self) -> QueueName {
         QueueName::Commands(self.handler.worker())
     }
@@ -148,6 +202,19 @@ impl WorkerRuntime {
             poll_wait: c.poll_wait,
             error_backoff: c.error_backoff,
         };
+        let monitor = match (&c.health, self.handler.breaker()) {
+            (Some(health), Some(breaker)) => Some(tokio::spawn(
+                HealthMonitor::new(
+                    breaker,
+                    self.handler.clone(),
+                    Some(self.ports.records.clone()),
+                    self.ports.clock.clone(),
+                    health.clone(),
+                )
+                .run(shutdown.clone()),
+            )),
+            _ => None,
+        };
         let me = self.clone();
         consume(self.ports.queue.clone(), self.queue(), options, shutdown, move |d| {
             let me = me.clone();
@@ -159,6 +226,9 @@ impl WorkerRuntime {
             }
         })
         .await;
+        if let Some(monitor) = monitor {
+            let _ = monitor.await;
+        }
     }
 
     /// Answer one delivery.
@@ -203,6 +273,7 @@ impl WorkerRuntime {
         let parked = delivery.attributes.contains_key(PARKED);
         if now >= command.deadline {
             bump(&self.stats.expired);
+            self.stats.done_waiting(command.command_id.as_str());
             let outcome = if parked {
                 ReplyOutcome::RetryableFailure {
                     reason: format!(
@@ -217,6 +288,7 @@ impl WorkerRuntime {
                     reason: "the command's deadline passed before this delivery could run it; \
                              an earlier delivery may have run it"
                         .into(),
+                    downstream_unavailable: false,
                 }
             };
             return self.answer(&command, outcome, ack).await;
@@ -227,8 +299,16 @@ impl WorkerRuntime {
         } = self.handler.availability()
         {
             bump(&self.stats.parked);
+            self.stats.wait(
+                command.command_id.as_str(),
+                command.deadline.as_millis(),
+                now.as_millis(),
+            );
             let left = Duration::from_millis(command.deadline.millis_since(now));
+            // Until the next probe can have answered (the same moment for every command parked
+            // meanwhile, so that they come back in the order they were parked), bounded.
             let delay = retry_after
+                .max(self.config.min_park)
                 .min(self.config.max_park)
                 .min(left)
                 .max(Duration::from_millis(1));
@@ -252,6 +332,7 @@ impl WorkerRuntime {
             observe(&command.command_id, started.elapsed());
         }
         bump(&self.stats.handled);
+        self.stats.done_waiting(command.command_id.as_str());
         self.answer(&command, outcome, ack).await
     }
 

@@ -280,11 +280,30 @@ async fn server_errors_on_a_read_are_retried_and_then_retryable() {
 
     one_fault(
         &sim,
-        FaultRule::new(FaultKind::ServerError { status: 502 }).on(["summary"]),
+        FaultRule::new(FaultKind::ServerError { status: 500 }).on(["summary"]),
     );
     let outcome = client.member_summary(MEMBER_RICH, deadline()).await;
     assert!(matches!(outcome, Outcome::Retryable { .. }), "{outcome:?}");
     assert_eq!(sim.stats(M).requests("summary"), 6);
+
+    // A gateway that cannot reach Memberson: the same retries, but the call ends unavailable
+    // (the saga then waits for Memberson instead of spending an attempt).
+    one_fault(
+        &sim,
+        FaultRule::new(FaultKind::ServerError { status: 502 }).on(["summary"]),
+    );
+    let outcome = client.member_summary(MEMBER_RICH, deadline()).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Unavailable {
+                maybe_applied: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(sim.stats(M).requests("summary"), 9);
 }
 
 #[tokio::test]
@@ -631,7 +650,13 @@ async fn the_deadline_caps_retries() {
     let outcome = client
         .member_summary(MEMBER_RICH, Deadline::after(budget))
         .await;
-    assert!(matches!(outcome, Outcome::Retryable { .. }), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Unavailable { .. } | Outcome::Retryable { .. }
+        ),
+        "{outcome:?}"
+    );
     let attempts = sim.stats(M).requests("summary");
     assert!(
         (1..=8).contains(&attempts),
@@ -652,14 +677,27 @@ async fn an_outage_window_fails_calls_until_it_ends() {
         },
     );
     let during = client.member_summary(MEMBER_RICH, deadline()).await;
-    assert!(matches!(during, Outcome::Retryable { .. }), "{during:?}");
+    assert!(
+        matches!(
+            during,
+            Outcome::Unavailable {
+                maybe_applied: false,
+                ..
+            }
+        ),
+        "an outage is unavailability, not the request's failure: {during:?}"
+    );
     let request = redeem_request(MEMBER_RICH, "saga-11:redeem", 10);
     let write = client.redeem(&request, deadline()).await;
     // The outage began before the client had a token: authentication failed, so the redeem was
     // never sent, and that is known for sure.
     match &write {
-        Outcome::Retryable { reason, .. } => assert!(reason.contains("no token"), "{reason}"),
-        other => panic!("expected retryable, got {other:?}"),
+        Outcome::Unavailable {
+            reason,
+            maybe_applied: false,
+            ..
+        } => assert!(reason.contains("no token"), "{reason}"),
+        other => panic!("expected unavailable and not sent, got {other:?}"),
     }
     assert_eq!(sim.stats(M).requests("redeem"), 0);
     assert_eq!(ledger(&sim, MEMBER_RICH, "saga-11:redeem").0, 0);

@@ -349,7 +349,16 @@ async fn a_hold_that_may_have_landed_is_unknown_and_not_retried() {
         .on(["hold"]),
     );
     let outcome = client.hold(VENUE_SMALL, &hold_request(2), deadline()).await;
-    assert!(matches!(outcome, Outcome::Unknown { .. }), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Unavailable {
+                maybe_applied: true,
+                ..
+            }
+        ),
+        "a 502 to a write: unknown, and SevenRooms unavailable: {outcome:?}"
+    );
     assert_eq!(sim.stats(S).requests("hold"), 1);
     let ledger = sim.sevenrooms_ledger();
     assert_eq!(ledger.holds.len(), 1);
@@ -711,12 +720,30 @@ async fn latency_slows_calls_and_an_outage_window_fails_them_until_it_ends() {
         end_time: None,
     };
     let read = client.availability(VENUE_LARGE, &query, deadline()).await;
-    assert!(matches!(read, Outcome::Retryable { .. }), "{read:?}");
+    assert!(
+        matches!(
+            read,
+            Outcome::Unavailable {
+                maybe_applied: false,
+                ..
+            }
+        ),
+        "{read:?}"
+    );
     // A booking during the outage is unknown: the create got a 503 and the search too.
     let write = client
         .book(VENUE_LARGE, &book_request("saga-36", None, 2), deadline())
         .await;
-    assert!(matches!(write, Outcome::Unknown { .. }), "{write:?}");
+    assert!(
+        matches!(
+            write,
+            Outcome::Unavailable {
+                maybe_applied: true,
+                ..
+            }
+        ),
+        "{write:?}"
+    );
     assert_eq!(sim.stats(S).requests("book"), 1);
 
     let mut settled = None;

@@ -374,6 +374,26 @@ impl MembersonClient {
         classify(&answer)
     }
 
+    /// Whether Memberson answers: the summary of a member number that no member has (a read
+    /// that changes nothing; its 404 is an answer), with the service token.
+    pub async fn probe(&self, deadline: Deadline) -> Result<(), String> {
+        let url = join(
+            &self.base_url,
+            "/api/profile/COMO-SAGA-HEALTH-PROBE/summary",
+        );
+        super::probe(
+            &self.guards,
+            deadline,
+            send_with_token(self.tokens.as_ref(), deadline, |token| {
+                self.http
+                    .get(&url)
+                    .header("SvcAuth", &*self.svc_auth)
+                    .header("Token", token)
+            }),
+        )
+        .await
+    }
+
     /// The member's status, tier and balance (step 1: check credits).
     pub async fn member_summary(
         &self,

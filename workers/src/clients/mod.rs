@@ -16,6 +16,11 @@
 //! | 5xx, timeout, unreadable 2xx | retried, then `Retryable` | retried, then `Unknown` | `Unknown` at once (book then reconciles by `external_id`) |
 //! | 401 | new token, one more try, then `Retryable` | same | same |
 //! | circuit open, local rate limit past the deadline, deadline passed | `Retryable`, nothing sent | same | same |
+//!
+//! A call whose last failure is the downstream's unavailability (a refused connection, a
+//! 502/503/504, an open circuit, or any failure once the breaker has opened) ends
+//! `Unavailable` instead of `Retryable` or `Unknown` (saying whether an attempt may have
+//! landed): the saga then waits for the downstream without spending an attempt.
 
 pub mod memberson;
 pub mod secret_token;
@@ -32,7 +37,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::time::Instant;
 
-use crate::breaker::{CircuitBreaker, Verdict};
+use crate::breaker::{BreakerState, CircuitBreaker, Verdict};
 use crate::rate_limit::RateLimit;
 
 /// Stable codes of business failures, shared by both clients.
@@ -68,6 +73,15 @@ pub enum Outcome<T> {
     },
     /// The call may or may not have taken effect: reconcile before retrying or compensating.
     Unknown { reason: String },
+    /// The downstream is unavailable (its circuit open, connections refused, 502/503/504 to
+    /// every attempt): the call ended because of the outage, not because of the request.
+    /// `maybe_applied` says whether an attempt may still have taken effect (then the call is
+    /// unknown as well, and is looked up once the downstream is back).
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+        maybe_applied: bool,
+    },
 }
 
 impl<T> Outcome<T> {
@@ -104,6 +118,15 @@ impl<T> Outcome<T> {
                 retry_after,
             },
             Outcome::Unknown { reason } => Outcome::Unknown { reason },
+            Outcome::Unavailable {
+                reason,
+                retry_after,
+                maybe_applied,
+            } => Outcome::Unavailable {
+                reason,
+                retry_after,
+                maybe_applied,
+            },
         }
     }
 
@@ -223,6 +246,9 @@ pub(crate) struct Transient {
     pub retry: bool,
     /// What the attempt says about the downstream's health, for the circuit breaker.
     pub verdict: Verdict,
+    /// The downstream is unavailable rather than failing this request: a refused connection,
+    /// a 502/503/504, an open circuit.
+    pub unavailable: bool,
 }
 
 impl Transient {
@@ -234,6 +260,7 @@ impl Transient {
             maybe_applied: false,
             retry: true,
             verdict: Verdict::Failure,
+            unavailable: false,
         }
     }
 
@@ -244,7 +271,14 @@ impl Transient {
             maybe_applied: true,
             retry: true,
             verdict: Verdict::Failure,
+            unavailable: false,
         }
+    }
+
+    /// Marks the failure as the downstream's unavailability.
+    pub fn unavailable(mut self) -> Self {
+        self.unavailable = true;
+        self
     }
 
     /// Refused on this side (circuit open, rate limit, deadline): nothing was sent, and
@@ -256,6 +290,7 @@ impl Transient {
             maybe_applied: false,
             retry: false,
             verdict: Verdict::Neutral,
+            unavailable: false,
         }
     }
 
@@ -268,6 +303,7 @@ impl Transient {
             maybe_applied: false,
             retry,
             verdict: Verdict::Neutral,
+            unavailable: false,
         }
     }
 }
@@ -285,7 +321,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// after the request was sent (a timeout, a broken body) may have been.
 pub(crate) fn transport_error(err: &reqwest::Error) -> Transient {
     if err.is_connect() {
-        Transient::not_sent(format!("cannot connect: {err}"), None)
+        Transient::not_sent(format!("cannot connect: {err}"), None).unavailable()
     } else if err.is_timeout() {
         Transient::maybe_applied("timed out waiting for the answer")
     } else {
@@ -305,6 +341,13 @@ pub(crate) fn transient_status(answer: &Answer) -> Option<Transient> {
     } else if status.is_server_error() {
         let mut t = Transient::maybe_applied(format!("server error ({status})"));
         t.retry_after = answer.retry_after;
+        // A gateway that cannot reach the service, or a service that says it is down: the
+        // request may still have landed (so it stays maybe applied), but the failure is the
+        // downstream's, not the request's.
+        t.unavailable = matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        );
         Some(t)
     } else {
         None
@@ -372,7 +415,8 @@ where
                         return Err(Transient::local(
                             format!("circuit for {} is open", breaker.name()),
                             Some(open.retry_after),
-                        ));
+                        )
+                        .unavailable());
                     }
                 },
                 None => None,
@@ -433,16 +477,56 @@ where
             }
         }
         Ok(outcome) => outcome,
-        Err(t)
-            if effect != Effect::Read
-                && (t.maybe_applied || maybe_applied.load(Ordering::Relaxed)) =>
-        {
-            Outcome::Unknown { reason: t.reason }
+        Err(t) => {
+            let maybe = effect != Effect::Read
+                && (t.maybe_applied || maybe_applied.load(Ordering::Relaxed));
+            // The breaker is the judge of an outage: the failures that ended this call may
+            // not look like one (time-outs, 500s) yet have opened it.
+            let down = t.unavailable
+                || guards
+                    .breaker
+                    .as_ref()
+                    .is_some_and(|b| b.state() != BreakerState::Closed);
+            if down {
+                Outcome::Unavailable {
+                    reason: t.reason,
+                    retry_after: t.retry_after,
+                    maybe_applied: maybe,
+                }
+            } else if maybe {
+                Outcome::Unknown { reason: t.reason }
+            } else {
+                Outcome::Retryable {
+                    reason: t.reason,
+                    retry_after: t.retry_after,
+                }
+            }
         }
-        Err(t) => Outcome::Retryable {
-            reason: t.reason,
-            retry_after: t.retry_after,
-        },
+    }
+}
+
+/// A probe of the downstream's health: one attempt, outside the circuit breaker (whose state
+/// it decides) but through the rate limit, within `deadline`. Up when the downstream answers
+/// with anything but a 5xx (a 4xx to a probe's made-up key is an answer); down on a 5xx, no
+/// connection, no token, or no answer in time.
+pub(crate) async fn probe<F>(guards: &Guards, deadline: Deadline, attempt: F) -> Result<(), String>
+where
+    F: Future<Output = Result<Answer, Transient>>,
+{
+    if let Some(limit) = &guards.rate_limit {
+        limit
+            .acquire(deadline)
+            .await
+            .map_err(|_| "no turn within the probe's time under the rate limit".to_owned())?;
+    }
+    match tokio::time::timeout(deadline.remaining(), attempt).await {
+        Err(_) => Err("no answer in time".to_owned()),
+        Ok(Err(t)) if t.verdict == Verdict::Neutral => Ok(()),
+        Ok(Err(t)) => Err(t.reason),
+        Ok(Ok(answer)) if answer.status.is_server_error() => {
+            Err(format!("server error ({})", answer.status))
+        }
+        Ok(Ok(_)) => Ok(()),
     }
 }
 
@@ -470,7 +554,7 @@ fn token_failure(err: token::TokenError) -> Transient {
         token::TokenError::Unavailable {
             reason,
             retry_after,
-        } => Transient::not_sent(format!("no token: {reason}"), retry_after),
+        } => Transient::not_sent(format!("no token: {reason}"), retry_after).unavailable(),
         token::TokenError::Refused(reason) => {
             Transient::answered(format!("credentials refused: {reason}"), None, false)
         }

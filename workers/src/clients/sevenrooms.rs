@@ -447,6 +447,23 @@ impl SevenRoomsClient {
         .await
     }
 
+    /// Whether SevenRooms answers: the venues of a group that does not exist (a read that
+    /// changes nothing), with a token, so that a probe also finds an auth outage.
+    pub async fn probe(&self, deadline: Deadline) -> Result<(), String> {
+        let url = self.url("/venues");
+        super::probe(
+            &self.guards,
+            deadline,
+            send_with_token(self.tokens.as_ref(), deadline, |token| {
+                self.http
+                    .get(&url)
+                    .query(&[("venue_group_id", "como-saga-health-probe")])
+                    .header(reqwest::header::AUTHORIZATION, token)
+            }),
+        )
+        .await
+    }
+
     pub async fn venues(&self, venue_group_id: &str, deadline: Deadline) -> Outcome<Vec<Venue>> {
         let url = self.url("/venues");
         self.run(
@@ -593,7 +610,13 @@ impl SevenRoomsClient {
         let mut outcome = self.book_once(venue_id, request, deadline).await;
         let mut open_attempt: Option<String> = None;
         for _ in 1..rounds {
-            let Outcome::Unknown { reason } = &outcome else {
+            let (Outcome::Unknown { reason }
+            | Outcome::Unavailable {
+                reason,
+                maybe_applied: true,
+                ..
+            }) = &outcome
+            else {
                 break;
             };
             open_attempt.get_or_insert_with(|| reason.clone());
@@ -635,6 +658,33 @@ impl SevenRoomsClient {
                     "refused ({code}: {message}) while an earlier attempt may still land ({earlier})"
                 ),
             },
+            (
+                Some(_),
+                Outcome::Unavailable {
+                    reason,
+                    retry_after,
+                    ..
+                },
+            ) => Outcome::Unavailable {
+                reason,
+                retry_after,
+                maybe_applied: true,
+            },
+            // The search could not run (the downstream went down after the attempt).
+            (Some(earlier), Outcome::Unknown { .. })
+                if self
+                    .guards
+                    .breaker
+                    .as_ref()
+                    .and_then(|b| b.blocked_for())
+                    .is_some() =>
+            {
+                Outcome::Unavailable {
+                    reason: earlier,
+                    retry_after: None,
+                    maybe_applied: true,
+                }
+            }
             (_, outcome) => outcome,
         }
     }

@@ -6,11 +6,13 @@ mod check_credits;
 mod hold_slot;
 mod redeem_credits;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use como_schemas::{Operation, ReplyOutcome, StepOutput, Worker, WorkerCommand};
 
+use crate::breaker::CircuitBreaker;
 use crate::clients::memberson::MembersonClient;
 use crate::clients::sevenrooms::SevenRoomsClient;
 use crate::clients::{Deadline, Guards, Outcome};
@@ -33,6 +35,13 @@ pub trait CommandHandler: Send + Sync {
 
     /// Whether the downstream can be called now (its circuit breaker).
     fn availability(&self) -> Availability;
+
+    /// The downstream's circuit breaker, if calls go through one.
+    fn breaker(&self) -> Option<Arc<CircuitBreaker>>;
+
+    /// One cheap read that says whether the downstream answers at all (any answer that is not
+    /// a 5xx counts), for the breaker's probes. Never a saga's command.
+    async fn probe(&self, deadline: Deadline) -> Result<(), String>;
 
     /// Run the command against the downstream, within `deadline`.
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome;
@@ -71,7 +80,27 @@ fn success<T>(outcome: Outcome<T>) -> Result<T, ReplyOutcome> {
             retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             downstream_unavailable: false,
         },
-        Outcome::Unknown { reason } => ReplyOutcome::UnknownOutcome { reason },
+        Outcome::Unknown { reason } => ReplyOutcome::UnknownOutcome {
+            reason,
+            downstream_unavailable: false,
+        },
+        Outcome::Unavailable {
+            reason,
+            retry_after,
+            maybe_applied: false,
+        } => ReplyOutcome::RetryableFailure {
+            reason,
+            retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            downstream_unavailable: true,
+        },
+        Outcome::Unavailable {
+            reason,
+            maybe_applied: true,
+            ..
+        } => ReplyOutcome::UnknownOutcome {
+            reason,
+            downstream_unavailable: true,
+        },
     })
 }
 
@@ -100,6 +129,7 @@ fn undone(note: impl Into<String>) -> ReplyOutcome {
 fn unreadable(what: &str, err: String) -> ReplyOutcome {
     ReplyOutcome::UnknownOutcome {
         reason: format!("the downstream answered with an unusable {what}: {err}"),
+        downstream_unavailable: false,
     }
 }
 
@@ -129,6 +159,14 @@ impl CommandHandler for CrmHandler {
 
     fn availability(&self) -> Availability {
         availability_of(self.client.guards(), "Memberson")
+    }
+
+    fn breaker(&self) -> Option<Arc<CircuitBreaker>> {
+        self.client.guards().breaker.clone()
+    }
+
+    async fn probe(&self, deadline: Deadline) -> Result<(), String> {
+        self.client.probe(deadline).await
     }
 
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
@@ -190,6 +228,14 @@ impl CommandHandler for SevenRoomsHandler {
 
     fn availability(&self) -> Availability {
         availability_of(self.client.guards(), "SevenRooms")
+    }
+
+    fn breaker(&self) -> Option<Arc<CircuitBreaker>> {
+        self.client.guards().breaker.clone()
+    }
+
+    async fn probe(&self, deadline: Deadline) -> Result<(), String> {
+        self.client.probe(deadline).await
     }
 
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
