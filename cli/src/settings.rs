@@ -62,6 +62,9 @@ struct FileSettings {
     venues: Option<VenueCatalogue>,
     /// Late-effect audits after a saga ends compensated or cancelled, e.g. `["10m", "24h"]`.
     audit_after: Option<Vec<String>>,
+    /// How long a saga may take to move forward, waiting for a downstream included, e.g.
+    /// `"15m"` (the Como booking's own).
+    deadline: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +77,7 @@ struct MembersonFile {
     point_type: Option<String>,
     redeem_description: Option<String>,
     rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +87,7 @@ struct SevenRoomsFile {
     client_id: Option<String>,
     client_secret: Option<String>,
     rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
     hold_seconds: Option<u32>,
 }
 
@@ -103,7 +108,7 @@ pub struct MembersonTarget {
     pub base_url: Option<String>,
     pub credentials: MembersonCredentials,
     pub point_type: String,
-    pub rate_limit_per_second: u32,
+    pub rate_limit: RateLimitSetting,
     /// The redemptions' `Description` (default: the client's own wording).
     pub redeem_description: Option<String>,
 }
@@ -112,8 +117,50 @@ pub struct MembersonTarget {
 pub struct SevenRoomsTarget {
     pub base_url: Option<String>,
     pub credentials: SevenRoomsCredentials,
-    pub rate_limit_per_second: u32,
+    pub rate_limit: RateLimitSetting,
     pub hold_seconds: u32,
+}
+
+/// The most calls per second one worker process makes to a downstream, and how many of them
+/// may go at once after a quiet spell. Over any second a downstream sees at most
+/// `per_second + burst` calls from one process; a backlog after an outage drains at
+/// `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSetting {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimitSetting {
+    /// From the environment (`<PREFIX>_RATE_LIMIT`, `<PREFIX>_RATE_LIMIT_BURST`), then the
+    /// file; the burst defaults to a twentieth of a second's calls.
+    fn resolve(
+        prefix: &str,
+        per_second: Option<u32>,
+        burst: Option<u32>,
+    ) -> anyhow::Result<RateLimitSetting> {
+        let number = |name: String, file: Option<u32>| -> anyhow::Result<Option<u32>> {
+            match env(&name) {
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{name}: expected a positive whole number, got {v:?}")
+                    }),
+                None => Ok(file),
+            }
+        };
+        let per_second = number(format!("{prefix}_RATE_LIMIT"), per_second)?.unwrap_or(2_000);
+        let burst = number(format!("{prefix}_RATE_LIMIT_BURST"), burst)?
+            .unwrap_or((per_second / 20).max(1));
+        if per_second == 0 || burst == 0 {
+            anyhow::bail!("{prefix}: the rate limit and its burst must be positive");
+        }
+        Ok(RateLimitSetting { per_second, burst })
+    }
 }
 
 pub const DEFAULT_DATABASE: &str = "como-saga.sqlite";
@@ -146,6 +193,22 @@ impl Settings {
             como_orchestrator::advance::set_audit_after(&parsed)
                 .map_err(|e| anyhow::anyhow!("audit_after (COMO_SAGA_AUDIT_AFTER): {e}"))?;
         }
+        if let Some(deadline) = env("COMO_SAGA_DEADLINE").or(file.deadline) {
+            let parsed = parse_duration(deadline.trim())
+                .map_err(|e| anyhow::anyhow!("deadline (COMO_SAGA_DEADLINE): {e}"))?;
+            como_orchestrator::advance::set_deadline(parsed)
+                .map_err(|e| anyhow::anyhow!("deadline (COMO_SAGA_DEADLINE): {e}"))?;
+        }
+        let memberson_rate = RateLimitSetting::resolve(
+            "COMO_SAGA_MEMBERSON",
+            m.rate_limit_per_second,
+            m.rate_limit_burst,
+        )?;
+        let sevenrooms_rate = RateLimitSetting::resolve(
+            "COMO_SAGA_SEVENROOMS",
+            s.rate_limit_per_second,
+            s.rate_limit_burst,
+        )?;
         Ok(Settings {
             backend: common
                 .backend
@@ -175,7 +238,7 @@ impl Settings {
                         .unwrap_or(default_m.password),
                 },
                 point_type: m.point_type.unwrap_or_else(|| "COMO_CREDITS".into()),
-                rate_limit_per_second: m.rate_limit_per_second.unwrap_or(2_000),
+                rate_limit: memberson_rate,
                 redeem_description: env("COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION")
                     .or(m.redeem_description),
             },
@@ -189,7 +252,7 @@ impl Settings {
                         .or(s.client_secret)
                         .unwrap_or(default_s.client_secret),
                 },
-                rate_limit_per_second: s.rate_limit_per_second.unwrap_or(2_000),
+                rate_limit: sevenrooms_rate,
                 hold_seconds: s.hold_seconds.unwrap_or(300),
             },
             venues: file.venues.unwrap_or_else(demo_catalogue),

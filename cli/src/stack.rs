@@ -23,7 +23,7 @@ use como_workers::rate_limit::{RateLimit, RateLimitConfig};
 use como_workers::runtime::{WorkerConfig, WorkerRuntime};
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{BackendKind, Settings};
+use crate::settings::{BackendKind, RateLimitSetting, Settings};
 
 /// An open backend. Close it to flush before the process ends.
 pub struct OpenBackend {
@@ -126,15 +126,15 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("cannot build the HTTP client")
 }
 
-fn guards(name: &str, per_second: u32) -> Guards {
-    let per_second = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+fn guards(name: &str, rate: RateLimitSetting) -> Guards {
+    let positive = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
     Guards::new(
         Arc::new(CircuitBreaker::new(name, BreakerConfig::default())),
         Arc::new(RateLimit::new(
             name,
             RateLimitConfig {
-                per_second,
-                burst: per_second,
+                per_second: positive(rate.per_second),
+                burst: positive(rate.burst),
             },
         )),
     )
@@ -169,7 +169,7 @@ fn handler_with(
             let mut s = MembersonSettings::new(url, m.credentials.clone());
             s.point_type = m.point_type.clone();
             let mut client = memberson_client(settings, http, s, secrets)?
-                .with_guards(guards("memberson", m.rate_limit_per_second));
+                .with_guards(guards("memberson", m.rate_limit));
             if let Some(d) = &m.redeem_description {
                 client = client.with_redeem_description(d.as_str());
             }
@@ -181,8 +181,8 @@ fn handler_with(
                 "no SevenRooms URL: set --sevenrooms-url or COMO_SAGA_SEVENROOMS_URL (`como-saga simulators` prints one)",
             )?;
             let s = SevenRoomsSettings::new(url, r.credentials.clone());
-            let client = SevenRoomsClient::connect(http, s)
-                .with_guards(guards("sevenrooms", r.rate_limit_per_second));
+            let client =
+                SevenRoomsClient::connect(http, s).with_guards(guards("sevenrooms", r.rate_limit));
             Arc::new(SevenRoomsHandler {
                 client,
                 hold_seconds: r.hold_seconds,

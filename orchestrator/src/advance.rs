@@ -66,6 +66,18 @@ pub fn definition_of(state: &SagaState) -> Result<SagaDefinition, RuntimeError> 
             version: state.definition_version,
         }
     })?;
+    with_overrides(&mut def);
+    Ok(def)
+}
+
+/// The definition new sagas start with, with the deployment's overrides.
+pub fn current_definition() -> SagaDefinition {
+    let mut def = como::current();
+    with_overrides(&mut def);
+    def
+}
+
+fn with_overrides(def: &mut SagaDefinition) {
     if let Some(audit_after_ms) = AUDIT_AFTER_MS
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -73,7 +85,25 @@ pub fn definition_of(state: &SagaState) -> Result<SagaDefinition, RuntimeError> 
     {
         def.audit_after_ms = audit_after_ms;
     }
-    Ok(def)
+    if let Some(deadline_ms) = *DEADLINE_MS.read().unwrap_or_else(|p| p.into_inner()) {
+        def.deadline_ms = deadline_ms;
+    }
+}
+
+/// The deployment's forward deadline, when it overrides the definitions' own.
+static DEADLINE_MS: std::sync::RwLock<Option<u64>> = std::sync::RwLock::new(None);
+
+/// Sets how long a saga may take to move forward (waiting for a downstream that is down
+/// included) before it compensates, for every definition, for sagas started from now on in
+/// this process (a saga's deadline is fixed when it starts). A deployment setting
+/// (`deadline`); the Como booking's own is 15 minutes.
+pub fn set_deadline(deadline: std::time::Duration) -> Result<(), String> {
+    let ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    if ms < 1_000 {
+        return Err("the deadline must be at least one second".into());
+    }
+    *DEADLINE_MS.write().unwrap_or_else(|p| p.into_inner()) = Some(ms);
+    Ok(())
 }
 
 /// The deployment's late-effect audit schedule, when it overrides the definitions' own.

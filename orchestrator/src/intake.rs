@@ -4,7 +4,7 @@
 //! half-created saga. A request that reuses the id of another request (same id, other booking,
 //! see [`same_request`]) is refused the same way, and the saga of the first is left untouched.
 
-use como_engine::{Input, como, transition};
+use como_engine::{Input, transition};
 use como_ports::{Backend, CreateOutcome, Delivery, OutgoingMessage, QueueName};
 use como_schemas::{
     BookingRejected, BookingRequested, GuestContact, InvalidInput, SagaId, SchemaVersion,
@@ -55,7 +55,7 @@ pub async fn handle_request(
         }
     };
     let saga_id = request.saga_id();
-    let def = como::current();
+    let def = crate::advance::current_definition();
     let decision = match transition(&def, None, &Input::Start { request }, now) {
         Ok(d) => d,
         Err(e) => {

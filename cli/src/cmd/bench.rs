@@ -320,8 +320,13 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     let (_sims, memberson, sevenrooms) = start_simulators(5_000)?;
     settings.memberson.base_url = Some(memberson);
     settings.sevenrooms.base_url = Some(sevenrooms);
-    settings.memberson.rate_limit_per_second = 1_000_000;
-    settings.sevenrooms.rate_limit_per_second = 1_000_000;
+    // No limit of ours in the way: the benchmark measures the orchestration.
+    let unlimited = crate::settings::RateLimitSetting {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    settings.memberson.rate_limit = unlimited;
+    settings.sevenrooms.rate_limit = unlimited;
     let backend = stack::open_backend(&settings)?;
     let ports = backend.ports.clone();
     if settings.backend == crate::settings::BackendKind::Aws {

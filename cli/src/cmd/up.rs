@@ -100,8 +100,10 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     let stats = orchestrator.stats();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
+    let mut workers = Vec::new();
     for worker in Worker::ALL {
         let runtime = stack::worker(&ports, stack::handler(&settings, worker, &ports)?);
+        workers.push((worker, runtime.clone()));
         tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
     }
 
@@ -146,13 +148,18 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
         let rejected = stats.snapshot().rejected;
         let progress = now_finished.saturating_sub(baseline) + rejected;
         say(format!(
-            "[{:>6.1}s] {}  rejected {rejected}",
+            "[{:>6.1}s] {}  rejected {rejected}{}",
             started.elapsed().as_secs_f64(),
             counts
                 .iter()
                 .map(|(k, n)| format!("{} {n}", k.as_str()))
                 .collect::<Vec<_>>()
-                .join("  ")
+                .join("  "),
+            workers
+                .iter()
+                .filter_map(|(w, r)| crate::cmd::worker::outage_note(*w, &r.snapshot()))
+                .map(|note| format!("  | {note}"))
+                .collect::<String>()
         ));
         if args.exit_when_done && progress >= submitted.len() as u64 {
             done = true;

@@ -48,13 +48,68 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
         let runtime = stack::worker(&backend.ports, handler);
-        let stats = runtime.stats();
-        runtime.run(shutdown).await;
+        // While its downstream is down, say so every few seconds: how many commands wait, and
+        // since when; then once more when it is back.
+        let watch = runtime.clone();
+        let stop_watch = shutdown.clone();
+        tokio::spawn(async move {
+            let mut was_down = false;
+            loop {
+                tokio::select! {
+                    _ = stop_watch.cancelled() => return,
+                    _ = tokio::time::sleep(OUTAGE_REPORT_EVERY) => {}
+                }
+                let snap = watch.snapshot();
+                match outage_note(worker, &snap) {
+                    Some(note) => {
+                        was_down = true;
+                        println!("worker {worker}: {note}");
+                    }
+                    None if was_down => {
+                        was_down = false;
+                        println!(
+                            "worker {worker}: {} is back; {} commands still waiting",
+                            worker.downstream(),
+                            snap.waiting
+                        );
+                    }
+                    None => {}
+                }
+            }
+        });
+        runtime.clone().run(shutdown).await;
         backend.close().await;
         println!(
             "worker {worker}: stopped {}",
-            serde_json::to_string(&stats.snapshot())?
+            serde_json::to_string(&runtime.snapshot())?
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How often a worker whose downstream is down says so.
+const OUTAGE_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// "SevenRooms circuit open for 12 s, 340 commands waiting (oldest 40 s)", or nothing while
+/// the circuit is closed and nothing waits.
+pub fn outage_note(
+    worker: Worker,
+    snap: &como_workers::runtime::WorkerStatsSnapshot,
+) -> Option<String> {
+    let breaker = snap.breaker.as_ref()?;
+    let open = breaker.state != como_workers::breaker::BreakerState::Closed;
+    if !open && snap.waiting == 0 {
+        return None;
+    }
+    let circuit = if open {
+        format!("circuit open for {} s", breaker.in_state_ms / 1_000)
+    } else {
+        "circuit closed".to_owned()
+    };
+    Some(format!(
+        "{} {circuit}, {} commands waiting (oldest {} s)",
+        worker.downstream(),
+        snap.waiting,
+        snap.oldest_waiting_ms / 1_000
+    ))
 }
