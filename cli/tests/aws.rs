@@ -5,7 +5,9 @@
 //! run replaces the token its new simulators refuse), `rotate-tokens` (a new Memberson token
 //! becomes the secret's current version, each run a new one), and the CRM worker as its own
 //! process taking its token from the secret: waiting for the first rotation, then re-reading
-//! the secret when Memberson refuses a revoked token.
+//! the secret when Memberson refuses a revoked token. And a SevenRooms outage on AWS: the
+//! sagas wait (their commands parked on SQS, the health shared through one DynamoDB item) and
+//! confirm after it without spending attempts.
 
 mod support;
 
@@ -15,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Days;
 use como_backend_aws::{AwsBackend, AwsConfig, names, testing};
-use como_engine::StatusKind;
+use como_engine::{SagaStatus, StatusKind};
 use como_ports::Backend;
 use como_schemas::{
     BookingRequested, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone, RequestId,
     SagaId, SchemaVersion, SlotTime, VenueId,
 };
+use como_simulators::invariant::{SagaKeys, check};
 use como_simulators::{SimConfig, SimHandle, Simulators, seed};
 use serde_json::Value;
 
@@ -652,5 +655,159 @@ async fn submit_on_aws_refuses_a_reused_request_id_with_other_content() {
     assert_eq!(after.version, before.version);
     assert_eq!(after.value, before.value);
     assert_eq!(ports.store.history(saga).await.unwrap().len(), history);
+    let _ = sim.shutdown().await;
+}
+
+/// A SevenRooms outage on AWS spends no saga's attempts: SevenRooms answers 503 to everything
+/// for 20 s while bookings that succeed in fair weather go through the roles as processes. The
+/// sagas show that they wait for SevenRooms (with since when) rather than fail or retry; the
+/// worker's circuit opens, its commands wait parked on SQS, and the worker processes share the
+/// downstream's health through one DynamoDB item (`health/sevenrooms`). After the outage a probe
+/// finds SevenRooms up, the record says so, and every saga confirms with one charged attempt
+/// per step and no reconciliation; the simulators' ledgers hold no violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sevenrooms_outage_on_aws_makes_bookings_wait_then_confirm_without_spending_attempts() {
+    const OUTAGE: Duration = Duration::from_secs(20);
+    let started = Instant::now();
+    let (endpoint, prefix, sim, backend) = bootstrapped("outage").await;
+    let ports = backend.ports();
+    assert_eq!(rotate(&endpoint, &prefix, &sim).await["promoted"], true);
+    let dir = tempfile::tempdir().unwrap();
+    let roles = [
+        AwsRole::start(&["orchestrator"], &endpoint, &prefix, &sim, dir.path()),
+        AwsRole::start(&["worker", "crm"], &endpoint, &prefix, &sim, dir.path()),
+        AwsRole::start(
+            &["worker", "sevenrooms"],
+            &endpoint,
+            &prefix,
+            &sim,
+            dir.path(),
+        ),
+    ];
+    let said = || {
+        roles
+            .iter()
+            .map(|r| format!("--- {}\n{}", r.log.display(), r.output()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // Fair weather first: one booking confirms, so the roles are up before the outage starts.
+    let mut ids = submit_all(&ports, &sure_bookings(1, "fair")).await;
+    assert_confirmed(&ports, &sim, &ids, "before the outage").await;
+
+    // SevenRooms answers 503 to everything for 20 s, from now.
+    reqwest::Client::new()
+        .post(format!("{}/_sim/outage", sim.sevenrooms_url()))
+        .json(&serde_json::json!({ "for_ms": OUTAGE.as_millis() as u64, "status": 503 }))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the outage starts");
+    let outage_ends = Instant::now() + OUTAGE;
+    let during = submit_all(&ports, &sure_bookings(5, "outage")).await;
+    ids.extend(during.iter().copied());
+
+    // During the outage: nothing is booked, and sagas show that they wait for SevenRooms.
+    let mut waiting: Option<(SagaId, SagaStatus)> = None;
+    let mut most_waiting = 0;
+    while Instant::now() + Duration::from_millis(500) < outage_ends {
+        let mut now_waiting = 0;
+        for id in &during {
+            let Some(state) = ports.store.get(*id).await.unwrap().map(|v| v.value) else {
+                continue;
+            };
+            assert!(
+                !state.status.kind().is_terminal(),
+                "saga {id} ended during the outage: {:?}",
+                state.status
+            );
+            if let SagaStatus::WaitingForDownstream {
+                downstream, since, ..
+            } = &state.status
+            {
+                assert_eq!(downstream, "SevenRooms", "{:?}", state.status);
+                assert!(since.is_some(), "waiting since when: {:?}", state.status);
+                now_waiting += 1;
+                waiting.get_or_insert((*id, state.status.clone()));
+            }
+        }
+        most_waiting = most_waiting.max(now_waiting);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (waiter, shown) = waiting.unwrap_or_else(|| {
+        panic!(
+            "no saga showed waiting_for_downstream during the outage; the roles said:\n{}",
+            said()
+        )
+    });
+    assert_eq!(
+        shown.kind().as_str(),
+        "waiting_for_downstream",
+        "{waiter}: {shown:?}"
+    );
+
+    // After it: every saga confirms, having spent one attempt a step and reconciled nothing.
+    let states = support::wait_all(&ports, &ids, Duration::from_secs(120)).await;
+    let after_outage = Instant::now().saturating_duration_since(outage_ends);
+    let mut keys = Vec::new();
+    for (id, state) in ids.iter().zip(&states) {
+        let state = state
+            .as_ref()
+            .unwrap_or_else(|| panic!("saga {id} is missing"));
+        assert_eq!(
+            state.status,
+            SagaStatus::Confirmed,
+            "saga {id} confirms after the outage; the roles said:\n{}",
+            said()
+        );
+        // Each step a worker runs was charged one attempt, the one that succeeded; the
+        // orchestrator's own step (publishing the confirmation) sends no command.
+        let definition = como_engine::como::lookup(&state.definition, state.definition_version)
+            .expect("the saga's definition");
+        assert_eq!(definition.steps.len(), state.steps.len());
+        for (step, def) in state.steps.iter().zip(&definition.steps) {
+            let charged = u32::from(def.action.worker().is_some());
+            assert_eq!(
+                (step.action.charged, step.reconcile.charged),
+                (charged, 0),
+                "saga {id}, step {}: {charged} charged action(s) and no reconciliation, whatever \
+                 the outage (action {:?}, reconcile {:?})",
+                step.name,
+                step.action,
+                step.reconcile
+            );
+        }
+        keys.push(SagaKeys::of(state));
+    }
+    let resent: u32 = states
+        .iter()
+        .flatten()
+        .flat_map(|s| &s.steps)
+        .map(|s| s.action.sent.saturating_sub(s.action.charged))
+        .sum();
+
+    // The simulators' ledgers as a whole: no violation.
+    let report = check(&sim.ledger(), &keys);
+    assert!(report.holds(), "money invariant: {:?}", report.violations);
+
+    // The worker's shared health record is in DynamoDB, and says SevenRooms is up.
+    let record = ports
+        .records
+        .get("health/sevenrooms")
+        .await
+        .unwrap()
+        .expect("a shared health record for SevenRooms");
+    let health: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(health["up"], Value::Bool(true), "{record}");
+
+    eprintln!(
+        "outage test took {:?}: {} of {} sagas waiting at most at once (first {waiter}: \
+         {shown:?}); all confirmed {after_outage:?} after the outage; {resent} uncharged \
+         resends; health record {record}",
+        started.elapsed(),
+        most_waiting,
+        during.len(),
+    );
     let _ = sim.shutdown().await;
 }
