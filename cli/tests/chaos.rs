@@ -1,7 +1,8 @@
 //! A short seeded `como-saga chaos` run, as CI runs it: separate processes, every simulator
 //! fault kind, late effects, duplicate and delayed deliveries, `kill -9` with restarts; then the
 //! report must show no lost request, no unfinished saga (late-effect audits included) and no
-//! money-invariant violation.
+//! money-invariant violation. Each downstream also goes down for longer than a call's own
+//! retries (20 s): sagas must wait it out, and none may compensate because of it.
 
 use std::process::Command;
 
@@ -57,6 +58,58 @@ fn a_short_seeded_chaos_run_finds_no_violation() {
         assert!(
             report["faults"][kind].as_u64().unwrap_or(0) > 0,
             "{kind} was injected: {report}"
+        );
+    }
+
+    // Degraded service.
+    let number = |field: &str| {
+        report[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} is reported: {report}"))
+    };
+    let waited = number("waited_for_downstream");
+    let longest_wait = number("longest_wait_ms");
+    let longest_outage = number("longest_outage_ms");
+    let deadline = number("deadline_ms");
+    number("waited_longer_than_retry_budget");
+    number("confirmed_after_waiting");
+    assert_eq!(
+        number("compensated_by_outage"),
+        0,
+        "no saga compensated because of an outage: {}",
+        report["outage_compensations"]
+    );
+    assert_eq!(report["outage_compensations"], serde_json::json!([]));
+    // Each downstream went down once for long: longer than a call's own retries (20 s), shorter
+    // than the saga's deadline.
+    let outages = report["outages"].as_array().expect("outages are listed");
+    for downstream in ["memberson", "sevenrooms"] {
+        let long: Vec<u64> = outages
+            .iter()
+            .filter(|w| w["kind"] == "long" && w["downstream"] == downstream)
+            .map(|w| w["length_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            long.len(),
+            1,
+            "one long outage of {downstream}: {outages:?}"
+        );
+        assert!(
+            long[0] > 20_000,
+            "{downstream} was down for long: {outages:?}"
+        );
+    }
+    assert!(
+        longest_outage < deadline,
+        "outages shorter than the deadline: {report}"
+    );
+    if longest_outage > 20_000 {
+        // The calls could not ride the outage out: sagas waited for it, about as long.
+        assert!(waited > 0, "sagas waited for a downstream: {report}");
+        assert!(
+            longest_wait >= longest_outage / 2,
+            "the longest wait ({longest_wait} ms) spans much of the longest outage \
+             ({longest_outage} ms): {report}"
         );
     }
 }

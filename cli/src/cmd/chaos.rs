@@ -3,7 +3,10 @@
 //! submits N bookings, and meanwhile injects seeded faults: every simulator fault kind (5xx, 429,
 //! latency, hangs past the client's timeout, commit-then-fail, token expiry, outage windows),
 //! duplicated and delayed deliveries, and `kill -9` of random child processes (restarted at
-//! once). Late effects are mixed in: hung calls that land after the client gave up, `late`
+//! once). Each downstream also goes down for long: outages longer than a step's retry budget
+//! (60-90 s when the run is 150 s or more; see [`long_outages`]) and shorter than the saga's
+//! forward deadline, which sagas must wait out without compensating. Late effects are mixed
+//! in: hung calls that land after the client gave up, `late`
 //! faults that land 25-40 s after the call (past the step's deadline and its lookup, so only
 //! the late-effect audit, run here 30 s and 60 s after each saga's end, can undo them), and a
 //! redeem body that changes between attempts (each restart of the CRM worker is a "deploy"
@@ -12,6 +15,10 @@
 //! cancel it). Then it lets the system drain, audits included, and checks
 //! against the simulators' whole ledgers the money invariant, that every request has a saga,
 //! and that every saga is finished; sagas that need an operator are listed with their reasons.
+//! From the sagas' histories it reports degraded service: the sagas that waited for a
+//! downstream, the longest wait, and those compensated because of an outage (see
+//! [`summarise_waits`]); such a compensation is a violation when the outages the saga lived
+//! through were shorter than its forward deadline.
 //! It exits non-zero on any violation, and on a saga that needs an operator unless
 //! `--allow-needs-operator`.
 
@@ -23,11 +30,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Days;
-use como_engine::{Phase, StatusKind};
+use como_engine::{HistoryEntry, HistoryKind, Phase, StatusKind};
 use como_ports::{Backend, OutgoingMessage, QueueName};
 use como_schemas::{
     BookingRequested, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone, RequestId,
-    SagaId, SchemaVersion, SlotTime, VenueId, Worker,
+    SagaId, SchemaVersion, SlotTime, Timestamp, VenueId, Worker,
 };
 use como_simulators::invariant::{HoldReport, SagaKeys, Violation, check};
 use como_simulators::ledger::Ledger;
@@ -97,9 +104,78 @@ pub struct ChaosReport {
     /// Holds still live at the end (SevenRooms gives no way to find a hold whose answer was
     /// lost; each expires after its hold time).
     pub live_holds: HoldReport,
+    /// The forward deadline of sagas started now (the deployment's, or the definition's own),
+    /// in ms.
+    pub deadline_ms: u64,
+    /// The outages injected: the long ones scheduled at the start, and the short random ones.
+    pub outages: Vec<OutageWindow>,
+    /// The longest of them, in ms.
+    pub longest_outage_ms: u64,
+    /// Sagas whose history holds a `waiting_for_downstream` entry.
+    pub waited_for_downstream: usize,
+    /// Of those, the sagas that waited longer at once than a step's retry budget (the time
+    /// limit of a step's action retries, 60 s for the Como booking).
+    pub waited_longer_than_retry_budget: usize,
+    /// Of those, the sagas that ended confirmed.
+    pub confirmed_after_waiting: usize,
+    /// The longest single wait for a downstream (the time a saga's status stayed
+    /// `waiting_for_downstream`), in ms, and whose it was.
+    pub longest_wait_ms: u64,
+    pub longest_wait_saga: Option<String>,
+    /// Sagas compensated because of an outage (see [`summarise_waits`]).
+    pub compensated_by_outage: usize,
+    /// Each of them; those whose outages were shorter than its deadline are violations.
+    pub outage_compensations: Vec<OutageCompensation>,
     #[serde(skip)]
     pub allow_needs_operator: bool,
     pub elapsed_ms: u128,
+}
+
+/// An outage chaos injected: every call to `downstream` (the probes' reads included) answered
+/// 503 for `length_ms`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutageWindow {
+    /// `memberson` or `sevenrooms`.
+    pub downstream: String,
+    /// `long` (scheduled, see [`long_outages`]) or `short` (1-6 s, at random).
+    pub kind: String,
+    /// From the start of the run.
+    pub start_ms: u64,
+    pub length_ms: u64,
+    /// When it starts, in ms since the Unix epoch (the sagas' clock).
+    #[serde(skip)]
+    pub from_epoch_ms: i64,
+}
+
+impl OutageWindow {
+    fn end_epoch_ms(&self) -> i64 {
+        self.from_epoch_ms
+            .saturating_add(i64::try_from(self.length_ms).unwrap_or(i64::MAX))
+    }
+}
+
+/// A saga compensated because of an outage.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutageCompensation {
+    pub saga_id: String,
+    /// `DEADLINE_PASSED` or `RETRIES_EXHAUSTED`.
+    pub code: String,
+    /// The step the compensation began at.
+    pub step: String,
+    /// Why, as the saga's history says.
+    pub reason: String,
+    /// Whether it was still waiting for a downstream when it began compensating.
+    pub while_waiting: bool,
+    /// Otherwise, how long after the end of its last wait it began.
+    pub after_wait_ms: u64,
+    /// How long that wait lasted (until the compensation, if it was still waiting).
+    pub wait_ms: u64,
+    /// How long any injected outage was active between the saga's start and its compensation.
+    pub outage_ms: u64,
+    /// The saga's forward deadline, from its start.
+    pub deadline_ms: u64,
+    /// The outages were shorter than the deadline: the saga should have waited them out.
+    pub violation: bool,
 }
 
 impl ChaosReport {
@@ -107,6 +183,7 @@ impl ChaosReport {
         self.lost.is_empty()
             && self.unfinished.is_empty()
             && self.money_invariant_violations.is_empty()
+            && self.outage_compensations.iter().all(|c| !c.violation)
             && (self.allow_needs_operator || self.needs_operator.is_empty())
     }
 }
@@ -280,6 +357,194 @@ fn standing_faults() -> serde_json::Value {
         "memberson": common(&["redeem", "void"], &["summary"]),
         "sevenrooms": sevenrooms,
     })
+}
+
+/// The downstreams as the report names them.
+const DOWNSTREAMS: [&str; 2] = ["memberson", "sevenrooms"];
+
+/// A call's own retries give up within this (the clients' `max_elapsed`); a long outage lasts
+/// longer, so that no call can ride it out.
+const CALL_RETRIES: Duration = Duration::from_secs(20);
+/// A step's retry budget (the Como booking's action retries: 5 attempts within 60 s); a long
+/// outage lasts longer when the run is long enough.
+const STEP_RETRY_BUDGET: Duration = Duration::from_secs(60);
+/// The most a long outage lasts.
+const LONGEST_OUTAGE: Duration = Duration::from_secs(90);
+/// The length of the fault phase that holds one long outage per downstream.
+const OUTAGE_SLOT: Duration = Duration::from_secs(150);
+
+/// A long outage: `downstream` (an index into [`DOWNSTREAMS`]) is down from `start` (after the
+/// fault phase begins) for `length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LongOutage {
+    downstream: usize,
+    start: Duration,
+    length: Duration,
+}
+
+/// The long outages of a fault phase of `duration`. Each downstream gets one in each slot of
+/// the phase (as many slots as 150 s fit in it, at least one), 40-60 % of the slot long and
+/// starting 10-40 % into it, so that two of a downstream never touch. From a 150 s phase on, a
+/// slot is 150 s or more and an outage 60-90 s: longer than a step's retry budget, which the
+/// saga must not spend on it. A shorter phase's outage is proportional to it but at least 25 s,
+/// longer than a call's own retries; it then runs on past the fault phase into the drain (the
+/// chaos run keeps it up until it ends). Every outage stays under half the forward `deadline`,
+/// so that a saga can wait it out and still have time to finish. Drawn from its own stream of
+/// `seed`, so that the other faults of a seed stay what they were.
+fn long_outages(duration: Duration, deadline: Duration, seed: u64) -> Vec<LongOutage> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6f75_7461_6765); // "outage"
+    let slots = (duration.as_millis() / OUTAGE_SLOT.as_millis()).max(1) as u32;
+    let slot = duration / slots;
+    let shortest = CALL_RETRIES + Duration::from_secs(5);
+    let mut out = Vec::new();
+    for downstream in 0..DOWNSTREAMS.len() {
+        for k in 0..slots {
+            let length = slot
+                .mul_f64(rng.random_range(0.4..=0.6))
+                .clamp(shortest, LONGEST_OUTAGE)
+                .min(deadline / 2);
+            let start = slot * k + slot.mul_f64(rng.random_range(0.1..=0.4));
+            out.push(LongOutage {
+                downstream,
+                start: Duration::from_millis(start.as_millis() as u64),
+                length: Duration::from_millis(length.as_millis() as u64),
+            });
+        }
+    }
+    out
+}
+
+/// Codes a saga compensates with when an outage may be the cause: its deadline passed, or its
+/// retries ran out.
+const OUTAGE_CODES: [&str; 2] = ["DEADLINE_PASSED", "RETRIES_EXHAUSTED"];
+
+/// What a saga's history says about its waits for a downstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct WaitSummary {
+    /// An entry of kind `waiting_for_downstream` is there.
+    waited: bool,
+    /// The longest single wait, in ms: from the first transition after which the saga's status
+    /// is `waiting_for_downstream` to the next after which it is not (or to the last entry).
+    longest_ms: u64,
+    /// Set when the saga began compensating because of an outage.
+    by_outage: Option<ByOutage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ByOutage {
+    code: String,
+    step: String,
+    reason: String,
+    at: Timestamp,
+    /// `None` when it was still waiting; otherwise how long after its last wait ended.
+    after_wait_ms: Option<u64>,
+    /// How long that wait lasted (until `at` if it was still waiting).
+    wait_ms: u64,
+}
+
+/// Reads a saga's `history` (oldest first; entries of one transition share its status, the
+/// status after it). The saga was compensated **because of an outage** when its compensation
+/// began (the first `compensation_started` entry) with `DEADLINE_PASSED` or
+/// `RETRIES_EXHAUSTED`, and either
+/// - the saga was waiting for a downstream then (the status after the transition before was
+///   `waiting_for_downstream`): only the deadline ends such a wait, so the outage (with the
+///   backlog behind it) outlasted the deadline; or
+/// - its last wait had ended less than `retry_budget_ms(step)` before (the step's action retry
+///   time limit): a wait restarts the step's retry budget, so retries that ran out within one
+///   budget of the wait's end were spent on the downstream's recovery, which the promise of
+///   degraded service counts as the outage's.
+///
+/// Whether the saga then ended compensated is for the caller to check.
+fn summarise_waits(history: &[HistoryEntry], retry_budget_ms: impl Fn(&str) -> u64) -> WaitSummary {
+    let mut out = WaitSummary::default();
+    let mut since: Option<Timestamp> = None;
+    let mut last_wait: Option<(Timestamp, Timestamp)> = None;
+    let mut status_before: Option<StatusKind> = None;
+    let mut compensation_seen = false;
+    for group in history.chunk_by(|a, b| a.transition == b.transition) {
+        let at = group[0].at;
+        let status = group[0].status;
+        out.waited |= group
+            .iter()
+            .any(|e| e.kind == HistoryKind::WaitingForDownstream);
+        if !compensation_seen
+            && let Some(c) = group
+                .iter()
+                .find(|e| e.kind == HistoryKind::CompensationStarted)
+        {
+            compensation_seen = true;
+            let code = c.detail.clone().unwrap_or_default();
+            let step = c
+                .step
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            if OUTAGE_CODES.contains(&code.as_str()) {
+                let waiting = status_before == Some(StatusKind::WaitingForDownstream);
+                let found = match (waiting, since, last_wait) {
+                    (true, Some(from), _) => Some((None, at.millis_since(from))),
+                    (false, _, Some((from, to)))
+                        if at.millis_since(to) < retry_budget_ms(&step) =>
+                    {
+                        Some((Some(at.millis_since(to)), to.millis_since(from)))
+                    }
+                    _ => None,
+                };
+                out.by_outage = found.map(|(after_wait_ms, wait_ms)| ByOutage {
+                    code,
+                    step,
+                    reason: c.error.clone().unwrap_or_default(),
+                    at,
+                    after_wait_ms,
+                    wait_ms,
+                });
+            }
+        }
+        match (status == StatusKind::WaitingForDownstream, since) {
+            (true, None) => since = Some(at),
+            (false, Some(from)) => {
+                out.longest_ms = out.longest_ms.max(at.millis_since(from));
+                last_wait = Some((from, at));
+                since = None;
+            }
+            _ => {}
+        }
+        status_before = Some(status);
+    }
+    if let (Some(from), Some(last)) = (since, history.last()) {
+        out.longest_ms = out.longest_ms.max(last.at.millis_since(from));
+    }
+    out
+}
+
+/// How long, in ms, any of `outages` was active between `from` and `to` (epoch ms).
+fn outage_overlap_ms(outages: &[OutageWindow], from: i64, to: i64) -> u64 {
+    let mut spans: Vec<(i64, i64)> = outages
+        .iter()
+        .map(|w| (w.from_epoch_ms.max(from), w.end_epoch_ms().min(to)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    spans.sort_unstable();
+    let mut total = 0u64;
+    let mut current: Option<(i64, i64)> = None;
+    for (a, b) in spans {
+        current = match current {
+            Some((ca, cb)) if a <= cb => Some((ca, cb.max(b))),
+            Some((ca, cb)) => {
+                total += u64::try_from(cb - ca).unwrap_or(0);
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    if let Some((ca, cb)) = current {
+        total += u64::try_from(cb - ca).unwrap_or(0);
+    }
+    total
+}
+
+fn epoch_ms_now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 fn bookings(
@@ -488,6 +753,40 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     };
     let bump =
         |map: &mut BTreeMap<String, u64>, k: &str| *map.entry(k.to_owned()).or_insert(0) += 1;
+    let urls = [&memberson, &sevenrooms];
+
+    // The long outages, installed now as windows: each simulator starts and ends them itself.
+    let deadline_ms = como_orchestrator::advance::current_definition().deadline_ms;
+    report.deadline_ms = deadline_ms;
+    for o in long_outages(args.duration, Duration::from_millis(deadline_ms), args.seed) {
+        let (start_ms, length_ms) = (o.start.as_millis() as u64, o.length.as_millis() as u64);
+        let (installed_ms, installed_epoch) =
+            (started.elapsed().as_millis() as u64, epoch_ms_now());
+        admin(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/_sim/outage", urls[o.downstream]),
+            Some(serde_json::json!({"for_ms": length_ms, "after_ms": start_ms, "status": 503})),
+        )
+        .await?;
+        bump(&mut report.faults, "long_outage");
+        report.outages.push(OutageWindow {
+            downstream: DOWNSTREAMS[o.downstream].to_owned(),
+            kind: "long".to_owned(),
+            start_ms: installed_ms + start_ms,
+            length_ms,
+            from_epoch_ms: installed_epoch + start_ms as i64,
+        });
+    }
+    say(format!(
+        "long outages: {}",
+        join(report.outages.iter().map(|w| format!(
+            "{} {:.0} s from {:.0} s",
+            w.downstream,
+            w.length_ms as f64 / 1000.0,
+            w.start_ms as f64 / 1000.0
+        )))
+    ));
 
     // The fault phase: submit the bookings over its length, and act every few hundred ms.
     let phase_end = Instant::now() + args.duration;
@@ -590,20 +889,23 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                 }
             }
             80..=84 => {
-                let url = if rng.random_bool(0.5) {
-                    &memberson
-                } else {
-                    &sevenrooms
-                };
+                let d = usize::from(!rng.random_bool(0.5));
                 let ms = rng.random_range(1_000..6_000);
                 admin(
                     &http,
                     reqwest::Method::POST,
-                    format!("{url}/_sim/outage"),
+                    format!("{}/_sim/outage", urls[d]),
                     Some(serde_json::json!({"for_ms": ms, "after_ms": 0, "status": 503})),
                 )
                 .await?;
                 bump(&mut report.faults, "outage_window");
+                report.outages.push(OutageWindow {
+                    downstream: DOWNSTREAMS[d].to_owned(),
+                    kind: "short".to_owned(),
+                    start_ms: started.elapsed().as_millis() as u64,
+                    length_ms: ms,
+                    from_epoch_ms: epoch_ms_now(),
+                });
             }
             _ => {}
         }
@@ -636,6 +938,30 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         )
         .await?;
     }
+    // An outage is not over because the fault phase is: what is left of one goes on.
+    let now = epoch_ms_now();
+    for w in &report.outages {
+        if w.end_epoch_ms() > now {
+            let url = urls[usize::from(w.downstream != DOWNSTREAMS[0])];
+            admin(
+                &http,
+                reqwest::Method::POST,
+                format!("{url}/_sim/outage"),
+                Some(serde_json::json!({
+                    "for_ms": w.end_epoch_ms() - w.from_epoch_ms.max(now),
+                    "after_ms": (w.from_epoch_ms - now).max(0),
+                    "status": 503,
+                })),
+            )
+            .await?;
+        }
+    }
+    report.longest_outage_ms = report
+        .outages
+        .iter()
+        .map(|w| w.length_ms)
+        .max()
+        .unwrap_or(0);
     let drain_end = Instant::now() + args.drain_timeout;
     let states = loop {
         let mut states = Vec::with_capacity(ids.len());
@@ -680,6 +1006,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
             }
         }
     }
+    degraded_service(&ports, &states, &mut report).await?;
     report.late_effects_injected = ["late", "hang", "late_replay"]
         .iter()
         .map(|k| report.faults.get(*k).copied().unwrap_or(0))
@@ -694,6 +1021,66 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     backend.close().await;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// Reads every saga's history for its waits for a downstream, and finds those compensated
+/// because of an outage (see [`summarise_waits`]).
+async fn degraded_service(
+    ports: &Backend,
+    states: &[Option<como_engine::SagaState>],
+    report: &mut ChaosReport,
+) -> anyhow::Result<()> {
+    for s in states.iter().flatten() {
+        let def = como_engine::como::lookup(&s.definition, s.definition_version);
+        let step_budget = |step: &str| {
+            def.as_ref()
+                .and_then(|d| d.steps.iter().find(|x| x.name.as_str() == step))
+                .map_or(STEP_RETRY_BUDGET.as_millis() as u64, |x| {
+                    x.retry.max_total_ms
+                })
+        };
+        let budget = def
+            .as_ref()
+            .and_then(|d| d.steps.iter().map(|x| x.retry.max_total_ms).max())
+            .unwrap_or(STEP_RETRY_BUDGET.as_millis() as u64);
+        let mut history = ports.store.history(s.saga_id).await?;
+        history.sort_by_key(|e| e.transition);
+        let waits = summarise_waits(&history, step_budget);
+        if waits.waited {
+            report.waited_for_downstream += 1;
+            if s.status.kind() == StatusKind::Confirmed {
+                report.confirmed_after_waiting += 1;
+            }
+        }
+        if waits.longest_ms > budget {
+            report.waited_longer_than_retry_budget += 1;
+        }
+        if waits.longest_ms > report.longest_wait_ms {
+            report.longest_wait_ms = waits.longest_ms;
+            report.longest_wait_saga = Some(s.saga_id.to_string());
+        }
+        if let Some(b) = waits.by_outage
+            && s.status.kind() == StatusKind::Compensated
+        {
+            let outage_ms =
+                outage_overlap_ms(&report.outages, s.started_at.as_millis(), b.at.as_millis());
+            let deadline_ms = s.deadline.millis_since(s.started_at);
+            report.outage_compensations.push(OutageCompensation {
+                saga_id: s.saga_id.to_string(),
+                code: b.code,
+                step: b.step,
+                reason: b.reason,
+                while_waiting: b.after_wait_ms.is_none(),
+                after_wait_ms: b.after_wait_ms.unwrap_or(0),
+                wait_ms: b.wait_ms,
+                outage_ms,
+                deadline_ms,
+                violation: outage_ms < deadline_ms,
+            });
+        }
+    }
+    report.compensated_by_outage = report.outage_compensations.len();
+    Ok(())
 }
 
 fn print_report(r: &ChaosReport) {
@@ -727,6 +1114,58 @@ fn print_report(r: &ChaosReport) {
             .latest_expiry
             .map_or("-".to_owned(), |t| t.to_rfc3339())
     );
+    let (long, short): (Vec<&OutageWindow>, Vec<&OutageWindow>) =
+        r.outages.iter().partition(|w| w.kind == "long");
+    println!(
+        "outages: {} long ({}), {} short; the longest {:.0} s, the forward deadline {:.0} s",
+        long.len(),
+        join(long.iter().map(|w| format!(
+            "{} {:.0} s at {:.0} s",
+            w.downstream,
+            w.length_ms as f64 / 1000.0,
+            w.start_ms as f64 / 1000.0
+        ))),
+        short.len(),
+        r.longest_outage_ms as f64 / 1000.0,
+        r.deadline_ms as f64 / 1000.0
+    );
+    println!(
+        "degraded service: {} sagas waited for a downstream ({} longer than a step's retry \
+         budget, {} confirmed), the longest wait {:.1} s{}; {} compensated because of an outage",
+        r.waited_for_downstream,
+        r.waited_longer_than_retry_budget,
+        r.confirmed_after_waiting,
+        r.longest_wait_ms as f64 / 1000.0,
+        r.longest_wait_saga
+            .as_ref()
+            .map_or(String::new(), |s| format!(" (saga {s})")),
+        r.compensated_by_outage
+    );
+    for c in &r.outage_compensations {
+        let when = if c.while_waiting {
+            format!("while waiting ({:.1} s)", c.wait_ms as f64 / 1000.0)
+        } else {
+            format!(
+                "{:.1} s after a wait of {:.1} s",
+                c.after_wait_ms as f64 / 1000.0,
+                c.wait_ms as f64 / 1000.0
+            )
+        };
+        println!(
+            "{}: saga {} compensated {} at {} {when}; outages {:.1} s of its deadline {:.0} s: {}",
+            if c.violation {
+                "DEGRADED SERVICE VIOLATED"
+            } else {
+                "compensated by an outage longer than its deadline"
+            },
+            c.saga_id,
+            c.code,
+            c.step,
+            c.outage_ms as f64 / 1000.0,
+            c.deadline_ms as f64 / 1000.0,
+            c.reason
+        );
+    }
     for (saga, why) in &r.needs_operator {
         println!("needs an operator: saga {saga}: {why}");
     }
@@ -741,7 +1180,8 @@ fn print_report(r: &ChaosReport) {
     }
     if r.ok() {
         println!(
-            "no violations: every request has a saga, every saga finished, the money invariant holds"
+            "no violations: every request has a saga, every saga finished, the money invariant \
+             holds, no saga compensated because of an outage shorter than its deadline"
         );
     }
 }
@@ -752,5 +1192,183 @@ fn join(items: impl Iterator<Item = String>) -> String {
         "none".to_owned()
     } else {
         v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use como_schemas::StepName;
+
+    const T0: i64 = 1_767_225_600_000;
+
+    fn entry(
+        transition: u64,
+        at_s: i64,
+        kind: HistoryKind,
+        status: StatusKind,
+        detail: Option<&str>,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            transition,
+            at: Timestamp::from_millis(T0 + at_s * 1000),
+            kind,
+            step: Some(StepName::parse("redeem_credits").unwrap()),
+            command: None,
+            attempt: None,
+            status,
+            detail: detail.map(str::to_owned),
+            error: None,
+            operator: None,
+            reason: None,
+        }
+    }
+
+    use HistoryKind as K;
+    use StatusKind as S;
+
+    /// Started, then waited from 10 s (the transition's two entries share it) to 80 s.
+    fn waited_from_10_to_80() -> Vec<HistoryEntry> {
+        vec![
+            entry(1, 0, K::Started, S::Running, None),
+            entry(2, 10, K::ReplyReceived, S::WaitingForDownstream, None),
+            entry(
+                2,
+                10,
+                K::WaitingForDownstream,
+                S::WaitingForDownstream,
+                None,
+            ),
+            entry(3, 40, K::CommandSent, S::WaitingForDownstream, None),
+            entry(4, 80, K::ReplyReceived, S::Running, None),
+        ]
+    }
+
+    fn budget(_: &str) -> u64 {
+        60_000
+    }
+
+    #[test]
+    fn a_wait_that_ends_in_a_confirmation_is_measured_and_blames_nothing() {
+        let mut h = waited_from_10_to_80();
+        h.push(entry(5, 81, K::Confirmed, S::Confirmed, None));
+        let w = summarise_waits(&h, budget);
+        assert!(w.waited);
+        assert_eq!(w.longest_ms, 70_000);
+        assert_eq!(w.by_outage, None);
+        let none = summarise_waits(&h[..1], budget);
+        assert_eq!(none, WaitSummary::default());
+    }
+
+    #[test]
+    fn a_deadline_that_passes_while_waiting_is_the_outages() {
+        let mut h = waited_from_10_to_80();
+        h.truncate(4);
+        h.push(entry(
+            4,
+            900,
+            K::CompensationStarted,
+            S::Compensating,
+            Some("DEADLINE_PASSED"),
+        ));
+        let w = summarise_waits(&h, budget)
+            .by_outage
+            .expect("by the outage");
+        assert_eq!(
+            (w.code.as_str(), w.after_wait_ms, w.wait_ms),
+            ("DEADLINE_PASSED", None, 890_000)
+        );
+    }
+
+    #[test]
+    fn retries_exhausted_within_a_budget_of_a_wait_are_the_outages_and_later_ones_not() {
+        let mut h = waited_from_10_to_80();
+        h.push(entry(
+            5,
+            130,
+            K::CompensationStarted,
+            S::Compensating,
+            Some("RETRIES_EXHAUSTED"),
+        ));
+        let w = summarise_waits(&h, budget)
+            .by_outage
+            .expect("by the outage");
+        assert_eq!((w.after_wait_ms, w.wait_ms), (Some(50_000), 70_000));
+
+        let mut h = waited_from_10_to_80();
+        h.push(entry(
+            5,
+            140,
+            K::CompensationStarted,
+            S::Compensating,
+            Some("RETRIES_EXHAUSTED"),
+        ));
+        assert_eq!(summarise_waits(&h, budget).by_outage, None);
+    }
+
+    #[test]
+    fn a_business_refusal_after_a_wait_is_not_the_outages() {
+        let mut h = waited_from_10_to_80();
+        h.push(entry(
+            5,
+            81,
+            K::CompensationStarted,
+            S::Compensating,
+            Some("SLOT_UNAVAILABLE"),
+        ));
+        // A wait during the compensation is measured, and does not make it the outage's.
+        h.push(entry(
+            6,
+            82,
+            K::WaitingForDownstream,
+            S::WaitingForDownstream,
+            None,
+        ));
+        h.push(entry(7, 182, K::StepCompensated, S::Compensated, None));
+        let w = summarise_waits(&h, budget);
+        assert_eq!((w.by_outage, w.longest_ms), (None, 100_000));
+    }
+
+    #[test]
+    fn outages_overlapping_a_saga_are_counted_once() {
+        let w = |from_s: i64, len_s: u64| OutageWindow {
+            length_ms: len_s * 1000,
+            from_epoch_ms: T0 + from_s * 1000,
+            ..OutageWindow::default()
+        };
+        let outages = [w(0, 60), w(30, 60), w(200, 10), w(500, 10)];
+        // 0-90 s merged, 200-210 s; the saga lived from 20 s to 205 s.
+        assert_eq!(
+            outage_overlap_ms(&outages, T0 + 20_000, T0 + 205_000),
+            75_000
+        );
+        assert_eq!(outage_overlap_ms(&outages, T0 + 300_000, T0 + 400_000), 0);
+    }
+
+    #[test]
+    fn long_outages_outlast_a_steps_retry_budget_when_the_run_allows() {
+        let deadline = Duration::from_secs(15 * 60);
+        let run = Duration::from_secs(300);
+        let outages = long_outages(run, deadline, 2026);
+        assert_eq!(outages.len(), 4, "two per downstream: {outages:?}");
+        for d in 0..2 {
+            let mine: Vec<_> = outages.iter().filter(|o| o.downstream == d).collect();
+            assert_eq!(mine.len(), 2);
+            assert!(mine[0].start + mine[0].length < mine[1].start, "{mine:?}");
+        }
+        for o in &outages {
+            assert!(
+                o.length > STEP_RETRY_BUDGET && o.length <= LONGEST_OUTAGE,
+                "{o:?}"
+            );
+            assert!(o.start + o.length <= run, "{o:?}");
+        }
+        // A CI-size run: one per downstream, longer than a call's own retries.
+        let outages = long_outages(Duration::from_secs(15), deadline, 7);
+        assert_eq!(outages.len(), 2);
+        assert!(outages.iter().all(|o| o.length > CALL_RETRIES));
+        // Always well within the deadline.
+        let outages = long_outages(run, Duration::from_secs(60), 1);
+        assert!(outages.iter().all(|o| o.length <= Duration::from_secs(30)));
     }
 }
