@@ -477,6 +477,12 @@ impl<'a> Machine<'a> {
             at = at.max(step.settles_at.unwrap_or(at));
         }
         self.s.steps[i].attempts_mut(kind).round_started_at = None;
+        if kind == CommandKind::Reconcile {
+            // The action the lookup is about retries after it: its round waited too.
+            self.s.steps[i]
+                .attempts_mut(CommandKind::Action)
+                .round_started_at = None;
+        }
         self.s.waiting_since.get_or_insert(self.now);
         self.record(
             HistoryKind::WaitingForDownstream,
@@ -1310,9 +1316,12 @@ impl<'a> Machine<'a> {
                     return false;
                 }
                 match activity {
-                    Activity::Awaiting { kind, attempt, .. } => {
-                        self.on_timeout(step, kind, attempt)
-                    }
+                    Activity::Awaiting {
+                        kind,
+                        attempt,
+                        waiting_for_downstream,
+                        ..
+                    } => self.on_timeout(step, kind, attempt, waiting_for_downstream),
                     Activity::Backoff {
                         kind,
                         charged,
@@ -1338,7 +1347,10 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn on_timeout(&mut self, i: usize, kind: CommandKind, attempt: u32) {
+    /// No reply in time. While the saga waits for its downstream (the command was parked, or
+    /// sent after a wait), a missing reply is most likely the worker's backlog draining at the
+    /// rate limit: handled as for any time-out, but without spending an attempt.
+    fn on_timeout(&mut self, i: usize, kind: CommandKind, attempt: u32, waiting: bool) {
         self.record(
             HistoryKind::TimedOut,
             Some(i),
@@ -1350,7 +1362,14 @@ impl<'a> Machine<'a> {
         match kind {
             CommandKind::Action => {
                 let handling = self.def.steps[i].on_error.timeout;
-                self.handle_action_error(i, handling, "TIMED_OUT", why, None);
+                if waiting {
+                    self.unknown_in_outage(i, handling, why);
+                } else {
+                    self.handle_action_error(i, handling, "TIMED_OUT", why, None);
+                }
+            }
+            CommandKind::Reconcile | CommandKind::Compensation if waiting => {
+                self.wait_for_downstream(i, kind, None)
             }
             CommandKind::Reconcile | CommandKind::Compensation => self.retry(i, kind, None, &why),
         }

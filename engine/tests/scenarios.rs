@@ -536,7 +536,11 @@ fn a_booking_left_unknown_by_an_outage_is_looked_up_after_it_and_spends_nothing(
     assert_eq!(s.state().status, SagaStatus::Confirmed);
     let step = &s.state().steps[3];
     assert_eq!(
-        (step.action.sent, step.action.charged, step.reconcile.charged),
+        (
+            step.action.sent,
+            step.action.charged,
+            step.reconcile.charged
+        ),
         (2, 1, 0),
         "one attempt charged, as if there had been no outage"
     );
@@ -578,6 +582,37 @@ fn after_a_long_outage_a_failure_is_retried_not_taken_for_a_spent_round() {
     s.wake();
     s.succeed_last();
     s.succeed_last();
+    s.succeed_last();
+    assert_eq!(s.state().status, SagaStatus::Confirmed);
+}
+
+#[test]
+fn a_booking_retried_after_a_lookup_that_waited_long_is_not_taken_for_a_spent_round() {
+    let mut s = through(3);
+    let book = s.last_command();
+    // Unknown for an ordinary reason (a time-out), then the lookup meets an outage.
+    s.reply(&book, unknown()).unwrap();
+    s.wake();
+    while s.now.millis_since(book.sent_at) < 120_000 {
+        let c = s.last_command();
+        assert_eq!(c.kind, CommandKind::Reconcile);
+        s.reply(&c, unavailable(false)).unwrap();
+        s.wake();
+    }
+    let lookup = s.last_command();
+    s.reply(
+        &lookup,
+        ReplyOutcome::NotApplied {
+            reason: "no reservation with this external_id".into(),
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(s.state().status, SagaStatus::Running { .. }),
+        "{:?}",
+        s.state().status
+    );
+    s.wake();
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Confirmed);
 }

@@ -1,8 +1,11 @@
 //! A rate limit per downstream, so that a backlog (say, after an outage) drains at a pace the
 //! downstream accepts instead of in a burst it answers with 429s.
 //!
-//! Built on `governor`'s GCRA limiter: lock-free on the hot path, no background task. Waiting
-//! is bounded by the caller's deadline.
+//! Built on `governor`'s GCRA limiter: lock-free on the hot path, no background task. Calls
+//! that must wait for a turn wait in line, first come first served (a fair `tokio` mutex), so
+//! that under a backlog no call starves until its deadline while later ones go: the worker's
+//! commands reach the downstream in the order they were taken from the queue. Waiting is
+//! bounded by the caller's deadline.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +47,9 @@ pub struct RateLimit {
     admitted: AtomicU64,
     delayed: AtomicU64,
     refused: AtomicU64,
+    /// Calls waiting for a turn, in line.
+    line: tokio::sync::Mutex<()>,
+    waiting: AtomicU64,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -66,6 +72,8 @@ impl RateLimit {
             admitted: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            line: tokio::sync::Mutex::new(()),
+            waiting: AtomicU64::new(0),
         }
     }
 
@@ -73,32 +81,56 @@ impl RateLimit {
         &self.name
     }
 
-    /// Waits for a turn. Refuses at once, with the wait it would have needed, when the turn
-    /// comes after `deadline`.
+    /// Waits for a turn, behind the calls already waiting. Refuses, with the wait it would
+    /// still have needed, when the turn would come after `deadline`.
     pub async fn acquire(&self, deadline: Deadline) -> Result<(), Duration> {
-        let mut waited = false;
+        if self.waiting.load(Ordering::Acquire) == 0 && self.limiter.check().is_ok() {
+            self.admitted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let result = self.wait_in_line(deadline).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let counter = if result.is_ok() {
+            &self.delayed
+        } else {
+            &self.refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn wait_in_line(&self, deadline: Deadline) -> Result<(), Duration> {
+        // The time the calls ahead will take, as an estimate for a refusal.
+        let ahead = || {
+            Duration::from_secs_f64(
+                self.waiting.load(Ordering::Acquire) as f64
+                    / f64::from(self.config.per_second.get()),
+            )
+        };
+        let Ok(_turn) = tokio::time::timeout(deadline.remaining(), self.line.lock()).await else {
+            return Err(ahead());
+        };
         loop {
             match self.limiter.check() {
-                Ok(()) => {
-                    let counter = if waited {
-                        &self.delayed
-                    } else {
-                        &self.admitted
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
                     if wait >= deadline.remaining() {
-                        self.refused.fetch_add(1, Ordering::Relaxed);
-                        return Err(wait);
+                        return Err(wait.max(ahead()));
                     }
-                    waited = true;
                     tokio::time::sleep(wait).await;
                 }
             }
         }
+    }
+
+    /// How long a call that asked now would wait for its turn (the calls in line ahead of it
+    /// at the sustained rate).
+    pub fn expected_wait(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.waiting.load(Ordering::Acquire) as f64 / f64::from(self.config.per_second.get()),
+        )
     }
 
     pub fn snapshot(&self) -> RateLimitSnapshot {
@@ -137,6 +169,33 @@ mod tests {
         limit.acquire(deadline).await.unwrap();
         let snap = limit.snapshot();
         assert_eq!((snap.admitted_total, snap.delayed_total), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn calls_that_wait_are_let_through_in_the_order_they_came() {
+        let limit = std::sync::Arc::new(limit(40, 1));
+        let deadline = Deadline::after(Duration::from_secs(10));
+        limit.acquire(deadline).await.unwrap();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let (limit, order) = (limit.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                limit.acquire(deadline).await.unwrap();
+                order.lock().unwrap().push(i);
+            }));
+            // Each is in line before the next comes.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(
+            order,
+            (0..12).collect::<Vec<_>>(),
+            "first come, first served"
+        );
     }
 
     #[tokio::test]

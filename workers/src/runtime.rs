@@ -8,7 +8,8 @@
 //!    running it now could race the lookup), and reply that its outcome is unknown: an earlier
 //!    delivery of the same command may have run it and died before replying, so "it did not
 //!    run" would be a guess; the saga looks the effect up instead. A parked command's reply says
-//!    its downstream stayed unavailable;
+//!    its downstream stayed unavailable, and a command received for the first time (it waited
+//!    behind a backlog) says unknown but downstream-unavailable: neither spends an attempt;
 //! 4. the downstream's circuit is open → park it: put it back on the queue with a delay until
 //!    the breaker's next probe can have answered (and tell the orchestrator, once, so the saga
 //!    shows "waiting for SevenRooms"); a command is never the probe (the health monitor,
@@ -36,6 +37,10 @@ use crate::health::{HealthConfig, HealthMonitor};
 
 /// Message attribute marking a command the worker parked while its downstream was down.
 const PARKED: &str = "como-parked";
+
+/// Message attribute marking a parked command whose message had been received before it was
+/// parked: an earlier delivery may have run it.
+const MAYBE_RAN: &str = "como-maybe-ran";
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -271,16 +276,28 @@ impl WorkerRuntime {
         }
         let now = self.ports.clock.now();
         let parked = delivery.attributes.contains_key(PARKED);
+        // Whether a delivery of this message before this one may have run the command (it was
+        // received before, by a worker that may have died in the call).
+        let maybe_ran = delivery.receive_count > 1 || delivery.attributes.contains_key(MAYBE_RAN);
         if now >= command.deadline {
             bump(&self.stats.expired);
             self.stats.done_waiting(command.command_id.as_str());
-            let outcome = if parked {
+            let downstream = self.handler.worker().downstream();
+            let outcome = if parked && !maybe_ran {
                 ReplyOutcome::RetryableFailure {
-                    reason: format!(
-                        "{} stayed unavailable until the command's deadline",
-                        self.handler.worker().downstream()
-                    ),
+                    reason: format!("{downstream} stayed unavailable until the command's deadline"),
                     retry_after_ms: None,
+                    downstream_unavailable: true,
+                }
+            } else if !maybe_ran {
+                // Never received before: it waited in the queue behind a backlog (one that
+                // drains at the rate limit, say, after an outage). A copy of it may have run
+                // elsewhere, so its outcome is unknown, but the wait is the downstream's
+                // capacity, not the saga's failure: it spends no attempt.
+                ReplyOutcome::UnknownOutcome {
+                    reason: format!(
+                        "the command waited for {downstream} in the queue past its deadline"
+                    ),
                     downstream_unavailable: true,
                 }
             } else {
@@ -315,6 +332,9 @@ impl WorkerRuntime {
             let mut again = OutgoingMessage::new(delivery.body.clone()).delayed(delay);
             again.attributes = delivery.attributes.clone();
             again.attributes.insert(PARKED.into(), "1".into());
+            if maybe_ran {
+                again.attributes.insert(MAYBE_RAN.into(), "1".into());
+            }
             let mut sends = vec![(queue, again)];
             if !parked {
                 let deferred = ReplyOutcome::Deferred {

@@ -166,7 +166,12 @@ async fn the_rate_limit_refuses_a_turn_past_the_deadline_without_sending() {
         .member_summary(MEMBER_RICH, Deadline::after(Duration::from_millis(100)))
         .await;
     match outcome {
-        Outcome::Retryable { reason, .. } => assert!(reason.contains("rate limit"), "{reason}"),
+        // Nothing sent, and the wait is the downstream's capacity: the saga waits, unspent.
+        Outcome::Unavailable {
+            reason,
+            maybe_applied: false,
+            ..
+        } => assert!(reason.contains("rate limit"), "{reason}"),
         other => panic!("expected a local rate-limit refusal, got {other:?}"),
     }
     assert_eq!(sim.stats(M).requests("summary"), 1);

@@ -370,6 +370,11 @@ impl Guards {
     }
 }
 
+/// The shortest time worth starting an attempt in: with less left before the deadline, the
+/// attempt is not sent (its answer could not come in time, and it would only leave an unknown
+/// outcome behind).
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
 /// Runs one call: attempts through the guards, retried by `policy` within `deadline`, classified
 /// by `effect`. Each attempt is cut off at the policy's attempt timeout or the deadline.
 pub(crate) async fn call<T, F, Fut>(
@@ -385,9 +390,11 @@ where
 {
     let deadline = deadline.min(Deadline::after(policy.max_elapsed));
     if deadline.is_expired() {
-        return Outcome::Retryable {
+        // Nothing sent: the command reached its call too late, behind a backlog.
+        return Outcome::Unavailable {
             reason: "the deadline passed before the call started".to_owned(),
             retry_after: None,
+            maybe_applied: false,
         };
     }
     // Set by any attempt that may have landed: the call is then unknown unless a later attempt
@@ -400,13 +407,16 @@ where
             if let Some(limit) = &guards.rate_limit
                 && let Err(wait) = limit.acquire(deadline).await
             {
+                // Our share of the downstream's capacity is taken until after the deadline: a
+                // backlog (say, after an outage), which the saga waits out like an outage.
                 return Err(Transient::local(
                     format!(
                         "local rate limit for {} would pass the deadline",
                         limit.name()
                     ),
                     Some(wait),
-                ));
+                )
+                .unavailable());
             }
             let permit = match &guards.breaker {
                 Some(breaker) => match breaker.try_acquire() {
@@ -422,8 +432,10 @@ where
                 None => None,
             };
             let budget = policy.attempt_timeout.min(deadline.remaining());
-            if budget.is_zero() {
-                return Err(Transient::local("the deadline passed", None));
+            if budget < MIN_ATTEMPT.min(policy.attempt_timeout) {
+                // Its turn under the rate limit came too late to make an attempt that could be
+                // answered: a backlog, waited out unspent. Nothing is sent.
+                return Err(Transient::local("the deadline passed", None).unavailable());
             }
             let result = match tokio::time::timeout(budget, fut).await {
                 Ok(result) => result,

@@ -47,14 +47,31 @@ pub trait CommandHandler: Send + Sync {
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome;
 }
 
+/// A command that would wait longer than this for its turn under the rate limit waits in the
+/// queue instead, so that the worker keeps taking commands (and telling their sagas they wait)
+/// rather than holding them while their deadlines run out.
+const LONGEST_WAIT_IN_LINE: Duration = Duration::from_secs(1);
+
 fn availability_of(guards: &Guards, downstream: &str) -> Availability {
-    match guards.breaker.as_ref().and_then(|b| b.blocked_for()) {
-        Some(retry_after) => Availability::Unavailable {
+    if let Some(retry_after) = guards.breaker.as_ref().and_then(|b| b.blocked_for()) {
+        return Availability::Unavailable {
             retry_after,
             reason: format!("{downstream} circuit open"),
-        },
-        None => Availability::Available,
+        };
     }
+    if let Some(limit) = &guards.rate_limit {
+        let wait = limit.expected_wait();
+        if wait > LONGEST_WAIT_IN_LINE {
+            return Availability::Unavailable {
+                retry_after: wait,
+                reason: format!(
+                    "{downstream} busy: a backlog drains at its rate limit ({} calls/s)",
+                    limit.snapshot().per_second
+                ),
+            };
+        }
+    }
+    Availability::Available
 }
 
 /// The reply for a client outcome; `ok` turns the success value into the step's output.
