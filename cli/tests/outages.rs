@@ -322,3 +322,107 @@ async fn a_thousand_bookings_through_a_two_minute_outage_all_confirm_at_the_rate
     }
     backend.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_whose_downstream_is_down_waits_and_finishes_after_the_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("saga.sqlite");
+    // SevenRooms refuses the booking (after 3 s, long enough to take Memberson down first),
+    // so the redemption must be voided while Memberson is down.
+    let sims = Sims::start(
+        dir.path(),
+        Some(
+            r#"{"sevenrooms": [
+                {"kind": "latency", "fixed_ms": 3000, "ops": ["book"], "times": 1},
+                {"kind": "refuse", "code": "SLOT_UNAVAILABLE", "ops": ["book"], "times": 1}
+            ]}"#,
+        ),
+    );
+    let mut roles = roles(&db, &sims, dir.path(), &[]);
+    let (backend, ports) = open(&db);
+    let request = fair_weather_bookings(1, "compensate-in-outage").remove(0);
+    let id = como_orchestrator::submit(&ports, &request).await.unwrap();
+    // Once the booking is out, Memberson goes down for 40 s.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = ports.store.get(id).await.unwrap().map(|v| v.value);
+        if state.is_some_and(|s| s.steps[3].action.sent > 0) {
+            break;
+        }
+        assert!(Instant::now() < until, "the booking was never sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    outage(&sims.memberson, 40_000).await;
+    let outage_ends = Instant::now() + Duration::from_secs(40);
+    let mut waited = false;
+    while Instant::now() < outage_ends {
+        let s = ports.store.get(id).await.unwrap().unwrap().value;
+        let kind = s.status.kind();
+        assert!(
+            !kind.is_terminal() && kind != StatusKind::NeedsOperator,
+            "ended during the outage: {:?}",
+            s.status
+        );
+        if let SagaStatus::WaitingForDownstream {
+            downstream,
+            compensating: true,
+            since: Some(_),
+            ..
+        } = &s.status
+        {
+            assert_eq!(downstream, "Memberson");
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(waited, "the compensation showed waiting_for_downstream");
+    let states = wait_all(&ports, &[id], Duration::from_secs(60)).await;
+    let state = states[0].clone().unwrap();
+    assert_eq!(state.status, SagaStatus::Compensated, "{state:#?}");
+    let redeem = &state.steps[2];
+    assert!(redeem.compensated);
+    assert_eq!(
+        redeem.compensation.charged, 1,
+        "the void spent nothing on the outage: {redeem:?}"
+    );
+    whole_ledger_holds(&states, &sims.ledger().await);
+    for r in &mut roles {
+        r.stop();
+    }
+    backend.close().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_downstream_is_unavailable_not_failed() {
+    // A port nothing listens on: connections are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = como_workers::clients::memberson::MembersonClient::connect(
+        reqwest::Client::new(),
+        como_workers::clients::memberson::MembersonSettings::new(
+            url,
+            como_workers::clients::memberson::MembersonCredentials {
+                svc_auth: "user,password".into(),
+                username: "user".into(),
+                password: "password".into(),
+            },
+        ),
+    );
+    let outcome = client
+        .member_summary(
+            seed::MEMBER_RICH,
+            como_workers::clients::Deadline::after(Duration::from_secs(5)),
+        )
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            como_workers::clients::Outcome::Unavailable {
+                maybe_applied: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}
