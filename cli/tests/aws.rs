@@ -326,6 +326,15 @@ struct AwsRole {
 }
 
 impl AwsRole {
+    /// The orchestrator and both workers.
+    fn all(endpoint: &str, prefix: &str, sim: &SimHandle, dir: &Path) -> [AwsRole; 3] {
+        [
+            AwsRole::start(&["orchestrator"], endpoint, prefix, sim, dir),
+            AwsRole::start(&["worker", "crm"], endpoint, prefix, sim, dir),
+            AwsRole::start(&["worker", "sevenrooms"], endpoint, prefix, sim, dir),
+        ]
+    }
+
     fn start(args: &[&str], endpoint: &str, prefix: &str, sim: &SimHandle, dir: &Path) -> Self {
         let log = dir.join(format!("{}.log", args.join("-")));
         let file = std::fs::File::create(&log).unwrap();
@@ -574,17 +583,7 @@ async fn submit_on_aws_refuses_a_reused_request_id_with_other_content() {
     let ports = backend.ports();
     assert_eq!(rotate(&endpoint, &prefix, &sim).await["promoted"], true);
     let dir = tempfile::tempdir().unwrap();
-    let _roles = [
-        AwsRole::start(&["orchestrator"], &endpoint, &prefix, &sim, dir.path()),
-        AwsRole::start(&["worker", "crm"], &endpoint, &prefix, &sim, dir.path()),
-        AwsRole::start(
-            &["worker", "sevenrooms"],
-            &endpoint,
-            &prefix,
-            &sim,
-            dir.path(),
-        ),
-    ];
+    let _roles = AwsRole::all(&endpoint, &prefix, &sim, dir.path());
     let today = chrono::Utc::now().date_naive();
     let day = |n: u64| today.checked_add_days(Days::new(n)).unwrap().to_string();
     let booking = |venue: &str, date: String, party: &str, credits: &str| -> Vec<String> {
@@ -673,17 +672,7 @@ async fn a_sevenrooms_outage_on_aws_makes_bookings_wait_then_confirm_without_spe
     let ports = backend.ports();
     assert_eq!(rotate(&endpoint, &prefix, &sim).await["promoted"], true);
     let dir = tempfile::tempdir().unwrap();
-    let roles = [
-        AwsRole::start(&["orchestrator"], &endpoint, &prefix, &sim, dir.path()),
-        AwsRole::start(&["worker", "crm"], &endpoint, &prefix, &sim, dir.path()),
-        AwsRole::start(
-            &["worker", "sevenrooms"],
-            &endpoint,
-            &prefix,
-            &sim,
-            dir.path(),
-        ),
-    ];
+    let roles = AwsRole::all(&endpoint, &prefix, &sim, dir.path());
     let said = || {
         roles
             .iter()

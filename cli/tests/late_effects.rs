@@ -22,32 +22,7 @@ use como_workers::clients::sevenrooms::{
     BookRequest, SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
 };
 use como_workers::clients::{Deadline, Outcome};
-use support::{Role, Sims, bookings, open, wait_all};
-
-fn roles(
-    db: &std::path::Path,
-    sims: &Sims,
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-) -> Vec<Role> {
-    vec![
-        Role::start_with(
-            &["orchestrator"],
-            env,
-            db,
-            sims,
-            dir.join("orchestrator.log"),
-        ),
-        Role::start_with(&["worker", "crm"], env, db, sims, dir.join("crm.log")),
-        Role::start_with(
-            &["worker", "sevenrooms"],
-            env,
-            db,
-            sims,
-            dir.join("sevenrooms.log"),
-        ),
-    ]
-}
+use support::{Sims, bookings, open, roles, wait_all};
 
 async fn install_faults(url: &str, rules: serde_json::Value) {
     reqwest::Client::new()

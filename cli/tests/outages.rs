@@ -55,37 +55,6 @@ async fn outage(base: &str, for_ms: u64) {
         .expect("start an outage");
 }
 
-fn roles(
-    db: &std::path::Path,
-    sims: &Sims,
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-) -> Vec<Role> {
-    vec![
-        Role::start_with(
-            &["orchestrator"],
-            env,
-            db,
-            sims,
-            dir.join("orchestrator.log"),
-        ),
-        Role::start_with(
-            &["worker", "crm"],
-            env,
-            db,
-            sims,
-            dir.join("worker-crm.log"),
-        ),
-        Role::start_with(
-            &["worker", "sevenrooms"],
-            env,
-            db,
-            sims,
-            dir.join("worker-sevenrooms.log"),
-        ),
-    ]
-}
-
 /// Every step's attempts charged against its retry policy: as on a clean run, one action each,
 /// no lookups.
 fn assert_nothing_spent(state: &SagaState) {

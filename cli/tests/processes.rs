@@ -12,19 +12,6 @@ use como_schemas::events::SagaEventBody;
 use rand::{Rng, SeedableRng};
 use support::*;
 
-fn roles(db: &std::path::Path, sims: &Sims, dir: &std::path::Path) -> Vec<Role> {
-    vec![
-        Role::start(&["orchestrator"], db, sims, dir.join("orchestrator.log")),
-        Role::start(&["worker", "crm"], db, sims, dir.join("crm.log")),
-        Role::start(
-            &["worker", "sevenrooms"],
-            db,
-            sims,
-            dir.join("sevenrooms.log"),
-        ),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_charges_no_one_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +26,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_charges_no_one_twice() {
                                {"kind": "commit_then_fail", "status": 502, "ops": ["book"], "probability": 0.05}]}"#,
         ),
     );
-    let mut roles = roles(&db, &sims, dir.path());
+    let mut roles = roles(&db, &sims, dir.path(), &[]);
     let (backend, ports) = open(&db);
 
     let requests = bookings(300, "crash");
@@ -99,7 +86,7 @@ async fn two_orchestrators_share_one_store() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("saga.sqlite");
     let sims = Sims::start(dir.path(), None);
-    let mut roles = roles(&db, &sims, dir.path());
+    let mut roles = roles(&db, &sims, dir.path(), &[]);
     roles.push(Role::start(
         &["orchestrator"],
         &db,
@@ -164,7 +151,7 @@ async fn a_sevenrooms_outage_makes_sagas_wait_then_complete() {
     );
     let outage_ends = Instant::now() + Duration::from_secs(26);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let mut roles = roles(&db, &sims, dir.path());
+    let mut roles = roles(&db, &sims, dir.path(), &[]);
     let (backend, ports) = open(&db);
     let requests = bookings(60, "outage");
     let ids: Vec<_> = requests.iter().map(|r| r.saga_id()).collect();

@@ -39,21 +39,7 @@ async fn submit_wait_refuses_a_reused_request_id_with_other_content() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("saga.sqlite");
     let sims = Sims::start(dir.path(), None);
-    let mut roles = vec![
-        Role::start(
-            &["orchestrator"],
-            &db,
-            &sims,
-            dir.path().join("orchestrator.log"),
-        ),
-        Role::start(&["worker", "crm"], &db, &sims, dir.path().join("crm.log")),
-        Role::start(
-            &["worker", "sevenrooms"],
-            &db,
-            &sims,
-            dir.path().join("sevenrooms.log"),
-        ),
-    ];
+    let mut roles = roles(&db, &sims, dir.path(), &[]);
     let today = chrono::Utc::now().date_naive();
     let day = |n: u64| today.checked_add_days(Days::new(n)).unwrap().to_string();
     let (first_date, other_date) = (day(2), day(3));

@@ -21,6 +21,23 @@ fn key(k: &str) -> AttributeValue {
     AttributeValue::S(format!("R#{k}"))
 }
 
+impl AwsPorts {
+    /// A put of the record item `k` holding `value`, to which callers add their condition.
+    fn put_record(
+        &self,
+        k: &str,
+        value: &str,
+    ) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+        self.clients
+            .dynamo
+            .put_item()
+            .table_name(self.names.table())
+            .item("pk", key(k))
+            .item("sk", AttributeValue::S("R".into()))
+            .item("val", AttributeValue::S(value.to_owned()))
+    }
+}
+
 #[async_trait]
 impl IdempotencyRecords for AwsPorts {
     async fn get(&self, k: &str) -> PortResult<Option<String>> {
@@ -59,13 +76,7 @@ impl IdempotencyRecords for AwsPorts {
                 .calls
                 .add("dynamodb", crate::store::TABLE_UNITS, 1);
             let put = self
-                .clients
-                .dynamo
-                .put_item()
-                .table_name(self.names.table())
-                .item("pk", key(k))
-                .item("sk", AttributeValue::S("R".into()))
-                .item("val", AttributeValue::S(value.to_owned()))
+                .put_record(k, value)
                 .item(names::TTL_ATTRIBUTE, AttributeValue::N(expires.to_string()))
                 .condition_expression("attribute_not_exists(pk)")
                 .send()
@@ -99,14 +110,7 @@ impl IdempotencyRecords for AwsPorts {
             .calls
             .add("dynamodb", crate::store::TABLE_UNITS, 1);
         // No TTL attribute: the value must outlive `record_retention`.
-        let put = self
-            .clients
-            .dynamo
-            .put_item()
-            .table_name(self.names.table())
-            .item("pk", key(k))
-            .item("sk", AttributeValue::S("R".into()))
-            .item("val", AttributeValue::S(new.to_owned()));
+        let put = self.put_record(k, new);
         let put = match expected {
             None => put.condition_expression("attribute_not_exists(pk)"),
             Some(expected) => put

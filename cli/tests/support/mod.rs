@@ -188,6 +188,19 @@ impl Drop for Role {
     }
 }
 
+/// The orchestrator and both workers, each its own process with `env` beyond the defaults,
+/// logging to `dir`.
+pub fn roles(db: &Path, sims: &Sims, dir: &Path, env: &[(&str, &str)]) -> Vec<Role> {
+    [
+        ("orchestrator.log", &["orchestrator"][..]),
+        ("worker-crm.log", &["worker", "crm"][..]),
+        ("worker-sevenrooms.log", &["worker", "sevenrooms"][..]),
+    ]
+    .into_iter()
+    .map(|(log, args)| Role::start_with(args, env, db, sims, dir.join(log)))
+    .collect()
+}
+
 pub fn open(db: &Path) -> (EmbeddedBackend, Backend) {
     let backend = EmbeddedBackend::open(db, EmbeddedConfig::default(), Arc::new(SystemClock))
         .expect("open the database");
