@@ -229,13 +229,15 @@ impl Settings {
                 credentials: MembersonCredentials {
                     svc_auth: env("COMO_SAGA_MEMBERSON_SVC_AUTH")
                         .or(m.svc_auth)
-                        .unwrap_or(default_m.svc_auth),
+                        .unwrap_or(default_m.svc_auth)
+                        .into(),
                     username: env("COMO_SAGA_MEMBERSON_USERNAME")
                         .or(m.username)
                         .unwrap_or(default_m.username),
                     password: env("COMO_SAGA_MEMBERSON_PASSWORD")
                         .or(m.password)
-                        .unwrap_or(default_m.password),
+                        .unwrap_or(default_m.password)
+                        .into(),
                 },
                 point_type: m.point_type.unwrap_or_else(|| "COMO_CREDITS".into()),
                 rate_limit: memberson_rate,
@@ -250,7 +252,8 @@ impl Settings {
                         .unwrap_or(default_s.client_id),
                     client_secret: env("COMO_SAGA_SEVENROOMS_CLIENT_SECRET")
                         .or(s.client_secret)
-                        .unwrap_or(default_s.client_secret),
+                        .unwrap_or(default_s.client_secret)
+                        .into(),
                 },
                 rate_limit: sevenrooms_rate,
                 hold_seconds: s.hold_seconds.unwrap_or(300),

@@ -13,7 +13,7 @@ use como_orchestrator::{Orchestrator, OrchestratorConfig};
 use como_ports::{Backend, SecretStore, SystemClock};
 use como_schemas::Worker;
 use como_workers::breaker::{BreakerConfig, CircuitBreaker};
-use como_workers::clients::memberson::{MembersonClient, MembersonSettings};
+use como_workers::clients::memberson::{ExposeSecret, MembersonClient, MembersonSettings};
 use como_workers::clients::secret_token::SecretTokenSource;
 use como_workers::clients::sevenrooms::{SevenRoomsClient, SevenRoomsSettings};
 use como_workers::clients::token::TokenSource;
@@ -227,7 +227,7 @@ fn memberson_client(
     Ok(MembersonClient::new(
         http,
         s.base_url,
-        s.credentials.svc_auth,
+        s.credentials.svc_auth.expose_secret(),
         s.point_type,
         tokens,
         s.policy,

@@ -42,7 +42,7 @@ fn sevenrooms_client(sims: &Sims) -> SevenRoomsClient {
             sims.sevenrooms.clone(),
             SevenRoomsCredentials {
                 client_id: creds.client_id,
-                client_secret: creds.client_secret,
+                client_secret: creds.client_secret.into(),
             },
         ),
     )
@@ -55,9 +55,9 @@ fn memberson_client(sims: &Sims) -> MembersonClient {
         MembersonSettings::new(
             sims.memberson.clone(),
             MembersonCredentials {
-                svc_auth: creds.svc_auth,
+                svc_auth: creds.svc_auth.into(),
                 username: creds.username,
-                password: creds.password,
+                password: creds.password.into(),
             },
         ),
     )

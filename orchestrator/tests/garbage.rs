@@ -160,9 +160,9 @@ async fn start() -> Stack {
         MembersonSettings::new(
             sim.memberson_url(),
             MembersonCredentials {
-                svc_auth: m.svc_auth,
+                svc_auth: m.svc_auth.into(),
                 username: m.username,
-                password: m.password,
+                password: m.password.into(),
             },
         ),
     );
@@ -173,7 +173,7 @@ async fn start() -> Stack {
             sim.sevenrooms_url(),
             SevenRoomsCredentials {
                 client_id: s.client_id,
-                client_secret: s.client_secret,
+                client_secret: s.client_secret.into(),
             },
         ),
     );

@@ -39,9 +39,9 @@ async fn main() -> anyhow::Result<()> {
         MembersonSettings::new(
             sim.memberson_url(),
             MembersonCredentials {
-                svc_auth: m.svc_auth.clone(),
+                svc_auth: m.svc_auth.clone().into(),
                 username: m.username.clone(),
-                password: m.password.clone(),
+                password: m.password.clone().into(),
             },
         ),
     );
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
             sim.sevenrooms_url(),
             SevenRoomsCredentials {
                 client_id: s.client_id.clone(),
-                client_secret: s.client_secret.clone(),
+                client_secret: s.client_secret.clone().into(),
             },
         ),
     );

@@ -45,9 +45,9 @@ async fn rig() -> Rig {
     let mut settings = MembersonSettings::new(
         sim.memberson_url(),
         como_workers::clients::memberson::MembersonCredentials {
-            svc_auth: creds.svc_auth,
+            svc_auth: creds.svc_auth.into(),
             username: creds.username,
-            password: creds.password,
+            password: creds.password.into(),
         },
     );
     settings.policy = CallPolicy {

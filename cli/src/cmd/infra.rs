@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use como_backend_aws::{bootstrap, names};
+use como_workers::clients::memberson::ExposeSecret;
 
 use crate::settings::{BackendKind, CommonArgs, DownstreamArgs, Settings};
 use crate::stack;
@@ -55,9 +56,9 @@ async fn bootstrap_aws(settings: &Settings, json: bool) -> anyhow::Result<ExitCo
         (
             names::MEMBERSON_CREDENTIALS_SECRET,
             serde_json::json!({
-                "svc_auth": m.svc_auth,
+                "svc_auth": m.svc_auth.expose_secret(),
                 "username": m.username,
-                "password": m.password,
+                "password": m.password.expose_secret(),
             })
             .to_string(),
         ),
@@ -65,7 +66,7 @@ async fn bootstrap_aws(settings: &Settings, json: bool) -> anyhow::Result<ExitCo
             names::SEVENROOMS_CREDENTIALS_SECRET,
             serde_json::json!({
                 "client_id": s.client_id,
-                "client_secret": s.client_secret,
+                "client_secret": s.client_secret.expose_secret(),
             })
             .to_string(),
         ),

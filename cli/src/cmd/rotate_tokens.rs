@@ -24,7 +24,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use como_backend_aws::names;
 use como_ports::SecretStore;
-use como_workers::clients::memberson::{MembersonAuthenticator, MembersonClient};
+use como_workers::clients::memberson::{ExposeSecret, MembersonAuthenticator, MembersonClient};
 use como_workers::clients::token::{Token, TokenError, TokenMinter, TokenSource};
 use como_workers::clients::{CallPolicy, Deadline, Outcome};
 
@@ -200,7 +200,7 @@ async fn test_token(
     let client = MembersonClient::new(
         http,
         url,
-        m.credentials.svc_auth.clone(),
+        m.credentials.svc_auth.expose_secret(),
         m.point_type.clone(),
         pending.clone(),
         CallPolicy::default(),

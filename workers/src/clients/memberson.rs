@@ -12,6 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::StatusCode;
+/// The credentials' secret type, and the trait that reads one (for the callers that send it).
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -21,12 +23,14 @@ use super::{
     send, send_with_token, transient_status,
 };
 
-/// The long-lived credentials: the `SvcAuth` header and the user that authenticates.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The long-lived credentials: the `SvcAuth` header and the user that authenticates. The
+/// secret parts print as `[REDACTED]` (`Debug`, so also in logged settings and errors); only
+/// the calls that send them read them, with `expose_secret()`.
+#[derive(Clone, Debug)]
 pub struct MembersonCredentials {
-    pub svc_auth: String,
+    pub svc_auth: SecretString,
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
 }
 
 /// Membership status as Memberson reports it.
@@ -202,10 +206,10 @@ impl TokenMinter for MembersonAuthenticator {
         let request = self
             .http
             .post(join(&self.base_url, "/api/user/authenticate"))
-            .header("SvcAuth", &self.credentials.svc_auth)
+            .header("SvcAuth", self.credentials.svc_auth.expose_secret())
             .json(&serde_json::json!({
                 "Username": self.credentials.username,
-                "Password": self.credentials.password,
+                "Password": self.credentials.password.expose_secret(),
             }))
             .timeout(deadline.remaining());
         let unavailable = |reason: String, retry_after| TokenError::Unavailable {
@@ -323,7 +327,7 @@ impl MembersonClient {
         Self::new(
             http,
             settings.base_url,
-            settings.credentials.svc_auth,
+            settings.credentials.svc_auth.expose_secret(),
             settings.point_type,
             tokens,
             settings.policy,
@@ -541,4 +545,30 @@ pub(crate) fn classify_void(answer: &Answer) -> Attempt<VoidOutcome> {
         return Ok(Outcome::Success(VoidOutcome::NeverRedeemed));
     }
     Ok(refusal(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_print_without_their_secrets() {
+        let creds = MembersonCredentials {
+            svc_auth: "svc-auth-4711".into(),
+            username: "como-saga".into(),
+            password: "hunter2-password".into(),
+        };
+        let settings = MembersonSettings::new("http://memberson.test", creds.clone());
+        for printed in [
+            format!("{creds:?}"),
+            format!("{creds:#?}"),
+            format!("{settings:?}"),
+        ] {
+            assert!(!printed.contains("svc-auth-4711"), "{printed}");
+            assert!(!printed.contains("hunter2-password"), "{printed}");
+            assert!(printed.contains("REDACTED"), "{printed}");
+            assert!(printed.contains("como-saga"), "{printed}");
+        }
+        assert_eq!(creds.password.expose_secret(), "hunter2-password");
+    }
 }

@@ -14,8 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use reqwest::StatusCode;
+pub use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::token::{CachedTokenSource, Token, TokenError, TokenMinter, TokenSource};
@@ -24,10 +25,12 @@ use super::{
     send, send_with_token, transient_status,
 };
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The API client's credentials. The secret prints as `[REDACTED]` (`Debug`, so also in
+/// logged settings and errors); only the call that sends it reads it, with `expose_secret()`.
+#[derive(Clone, Debug)]
 pub struct SevenRoomsCredentials {
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: SecretString,
 }
 
 /// The `{status, data, msg, request_id}` envelope; any field may be null.
@@ -303,7 +306,10 @@ impl TokenMinter for SevenRoomsAuthenticator {
             .post(join(&self.base_url, "/auth"))
             .form(&[
                 ("client_id", self.credentials.client_id.as_str()),
-                ("client_secret", self.credentials.client_secret.as_str()),
+                (
+                    "client_secret",
+                    self.credentials.client_secret.expose_secret(),
+                ),
             ])
             .timeout(deadline.remaining());
         let unavailable = |reason: String, retry_after| TokenError::Unavailable {
@@ -915,6 +921,25 @@ mod tests {
         ] {
             assert_eq!(refusal_code(msg), code, "{msg}");
         }
+    }
+
+    #[test]
+    fn credentials_print_without_their_secret() {
+        let creds = SevenRoomsCredentials {
+            client_id: "como-client".into(),
+            client_secret: "s3cr3t-client-secret".into(),
+        };
+        let settings = SevenRoomsSettings::new("http://sevenrooms.test", creds.clone());
+        for printed in [
+            format!("{creds:?}"),
+            format!("{creds:#?}"),
+            format!("{settings:?}"),
+        ] {
+            assert!(!printed.contains("s3cr3t-client-secret"), "{printed}");
+            assert!(printed.contains("REDACTED"), "{printed}");
+            assert!(printed.contains("como-client"), "{printed}");
+        }
+        assert_eq!(creds.client_secret.expose_secret(), "s3cr3t-client-secret");
     }
 
     #[test]

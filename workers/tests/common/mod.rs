@@ -53,9 +53,9 @@ pub fn memberson_settings(sim: &SimHandle, policy: CallPolicy) -> MembersonSetti
     let mut settings = MembersonSettings::new(
         sim.memberson_url(),
         MembersonCredentials {
-            svc_auth: creds.svc_auth.clone(),
+            svc_auth: creds.svc_auth.clone().into(),
             username: creds.username.clone(),
-            password: creds.password.clone(),
+            password: creds.password.clone().into(),
         },
     );
     settings.policy = policy;
@@ -72,7 +72,7 @@ pub fn sevenrooms_settings(sim: &SimHandle, policy: CallPolicy) -> SevenRoomsSet
         sim.sevenrooms_url(),
         SevenRoomsCredentials {
             client_id: creds.client_id.clone(),
-            client_secret: creds.client_secret.clone(),
+            client_secret: creds.client_secret.clone().into(),
         },
     );
     settings.policy = policy;

@@ -107,9 +107,9 @@ fn handler(sim: &SimHandle, worker: Worker) -> Arc<dyn CommandHandler> {
         Worker::Crm => {
             let c = sim.memberson_credentials();
             let credentials = MembersonCredentials {
-                svc_auth: c.svc_auth.clone(),
+                svc_auth: c.svc_auth.clone().into(),
                 username: c.username.clone(),
-                password: c.password.clone(),
+                password: c.password.clone().into(),
             };
             let client = MembersonClient::connect(
                 http,
@@ -121,7 +121,7 @@ fn handler(sim: &SimHandle, worker: Worker) -> Arc<dyn CommandHandler> {
             let c = sim.sevenrooms_credentials();
             let credentials = SevenRoomsCredentials {
                 client_id: c.client_id.clone(),
-                client_secret: c.client_secret.clone(),
+                client_secret: c.client_secret.clone().into(),
             };
             let client = SevenRoomsClient::connect(
                 http,
