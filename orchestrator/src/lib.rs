@@ -11,12 +11,16 @@
 //! - [`intake`]: a booking request becomes a saga exactly once, or is refused with a reason.
 //! - [`replies`]: a worker's reply advances its saga.
 //! - [`timers`]: sagas whose wake-up time has come get `Input::Timer`.
+//! - [`operator`]: operator actions (retry now, force compensation, cancel, resolve by hand,
+//!   and one of them on many sagas), each through [`advance()`], recording who and why. The CLI
+//!   and the HTTP API call these; nothing else may change a saga.
 //! - [`runtime`]: the loops above as one long-running orchestrator, with graceful shutdown.
 
 pub mod advance;
 pub mod cache;
 pub mod catalogue;
 pub mod intake;
+pub mod operator;
 pub mod replies;
 pub mod runtime;
 pub mod timers;
@@ -24,4 +28,5 @@ pub mod timers;
 pub use advance::{Advanced, Applied, Observer, RuntimeError, advance};
 pub use catalogue::{VenueCatalogue, VenuePrice};
 pub use intake::{IntakeOutcome, submit};
+pub use operator::{OperatorError, OperatorOutcome};
 pub use runtime::{Orchestrator, OrchestratorConfig};
