@@ -1,6 +1,12 @@
 //! Settings shared by every role: which backend, where its file is, how to reach the two
 //! downstreams, and the venue catalogue. Flags and environment variables override the
 //! optional TOML file, which overrides the defaults (which point at the local simulators).
+//!
+//! The production roles (`orchestrator`, `worker crm|sevenrooms`) load with
+//! [`Settings::load_for_role`]: the credentials and the venues they use must be set, or they
+//! refuse to start, unless `COMO_SAGA_DEV_DEFAULTS=1` lets them use the simulators' credentials
+//! and the demo venues (local runs and tests only). [`Settings::load`] falls back to those
+//! without asking: it serves the local stack (`up`, `bench`, `chaos`) and the tools.
 
 use std::path::{Path, PathBuf};
 
@@ -165,12 +171,95 @@ impl RateLimitSetting {
 
 pub const DEFAULT_DATABASE: &str = "como-saga.sqlite";
 
+/// `1` lets a production role fall back to the simulators' credentials and the demo venues:
+/// for local runs and tests only.
+pub const DEV_DEFAULTS_ENV: &str = "COMO_SAGA_DEV_DEFAULTS";
+
+/// What a production role cannot run on the local defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    /// The venue catalogue (the orchestrator prices and checks every request with it).
+    Venues,
+    /// Memberson's service credentials (the CRM worker).
+    MembersonCredentials,
+    /// SevenRooms' API client credentials (the SevenRooms worker).
+    SevenRoomsCredentials,
+}
+
+/// A setting that was not given and took the local default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Defaulted {
+    part: Required,
+    /// The environment variable, if there is one.
+    env: Option<&'static str>,
+    /// Where it goes in the TOML file.
+    toml: &'static str,
+}
+
+impl std::fmt::Display for Defaulted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.env {
+            Some(env) => write!(f, "{env} (or {} in the settings file)", self.toml),
+            None => write!(
+                f,
+                "{} in the settings file (--config or COMO_SAGA_CONFIG)",
+                self.toml
+            ),
+        }
+    }
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl Settings {
+    /// Loads the settings; the credentials and venues not given are the simulators' and the
+    /// demo catalogue, so the local stack just works. For `up`, `bench`, `chaos` and the tools,
+    /// never for a production role (see [`Settings::load_for_role`]).
     pub fn load(common: &CommonArgs, downstreams: &DownstreamArgs) -> anyhow::Result<Settings> {
+        Ok(Self::resolve(common, downstreams)?.0)
+    }
+
+    /// Loads the settings of a production role (`role` names it in the messages): every part
+    /// in `required` must be set, by environment variable or settings file, or this fails
+    /// naming what is missing; the simulators' credentials and the demo venues are used only
+    /// when `COMO_SAGA_DEV_DEFAULTS=1` asks for them.
+    pub fn load_for_role(
+        role: &str,
+        common: &CommonArgs,
+        downstreams: &DownstreamArgs,
+        required: &[Required],
+    ) -> anyhow::Result<Settings> {
+        let (settings, defaulted) = Self::resolve(common, downstreams)?;
+        let missing: Vec<Defaulted> = defaulted
+            .into_iter()
+            .filter(|d| required.contains(&d.part))
+            .collect();
+        if missing.is_empty() {
+            return Ok(settings);
+        }
+        let list = missing
+            .iter()
+            .map(|d| format!("\n  - {d}"))
+            .collect::<String>();
+        if dev_defaults() {
+            tracing::warn!(
+                "{role}: {DEV_DEFAULTS_ENV}=1: using the simulators' credentials and the demo venues for:{list}"
+            );
+            return Ok(settings);
+        }
+        anyhow::bail!(
+            "{role} will not start on the simulators' credentials or the demo venues; set:{list}\n\
+             (for a local run or a test only, {DEV_DEFAULTS_ENV}=1 uses those defaults)"
+        )
+    }
+
+    /// The settings, and which of the parts a production role needs took the local default.
+    fn resolve(
+        common: &CommonArgs,
+        downstreams: &DownstreamArgs,
+    ) -> anyhow::Result<(Settings, Vec<Defaulted>)> {
         let file = match &common.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
@@ -199,6 +288,75 @@ impl Settings {
             como_orchestrator::advance::set_deadline(parsed)
                 .map_err(|e| anyhow::anyhow!("deadline (COMO_SAGA_DEADLINE): {e}"))?;
         }
+        // Environment, then file, then the simulators' default, noting each default taken.
+        let mut defaulted = Vec::new();
+        let mut pick = |part: Required,
+                        env_name: &'static str,
+                        toml: &'static str,
+                        from_file: Option<String>,
+                        default: String| {
+            match env(env_name).or(from_file.filter(|v| !v.is_empty())) {
+                Some(v) => v,
+                None => {
+                    defaulted.push(Defaulted {
+                        part,
+                        env: Some(env_name),
+                        toml,
+                    });
+                    default
+                }
+            }
+        };
+        let memberson_credentials = MembersonCredentials {
+            svc_auth: pick(
+                Required::MembersonCredentials,
+                "COMO_SAGA_MEMBERSON_SVC_AUTH",
+                "svc_auth under [memberson]",
+                m.svc_auth,
+                default_m.svc_auth,
+            )
+            .into(),
+            username: pick(
+                Required::MembersonCredentials,
+                "COMO_SAGA_MEMBERSON_USERNAME",
+                "username under [memberson]",
+                m.username,
+                default_m.username,
+            ),
+            password: pick(
+                Required::MembersonCredentials,
+                "COMO_SAGA_MEMBERSON_PASSWORD",
+                "password under [memberson]",
+                m.password,
+                default_m.password,
+            )
+            .into(),
+        };
+        let sevenrooms_credentials = SevenRoomsCredentials {
+            client_id: pick(
+                Required::SevenRoomsCredentials,
+                "COMO_SAGA_SEVENROOMS_CLIENT_ID",
+                "client_id under [sevenrooms]",
+                s.client_id,
+                default_s.client_id,
+            ),
+            client_secret: pick(
+                Required::SevenRoomsCredentials,
+                "COMO_SAGA_SEVENROOMS_CLIENT_SECRET",
+                "client_secret under [sevenrooms]",
+                s.client_secret,
+                default_s.client_secret,
+            )
+            .into(),
+        };
+        let venues = file.venues.unwrap_or_else(|| {
+            defaulted.push(Defaulted {
+                part: Required::Venues,
+                env: None,
+                toml: "the [venues] table",
+            });
+            demo_catalogue()
+        });
         let memberson_rate = RateLimitSetting::resolve(
             "COMO_SAGA_MEMBERSON",
             m.rate_limit_per_second,
@@ -209,7 +367,7 @@ impl Settings {
             s.rate_limit_per_second,
             s.rate_limit_burst,
         )?;
-        Ok(Settings {
+        let settings = Settings {
             backend: common
                 .backend
                 .or(file.backend)
@@ -226,19 +384,7 @@ impl Settings {
                 .unwrap_or_else(|| como_backend_aws::names::DEFAULT_PREFIX.to_owned()),
             memberson: MembersonTarget {
                 base_url: downstreams.memberson_url.clone().or(m.base_url),
-                credentials: MembersonCredentials {
-                    svc_auth: env("COMO_SAGA_MEMBERSON_SVC_AUTH")
-                        .or(m.svc_auth)
-                        .unwrap_or(default_m.svc_auth)
-                        .into(),
-                    username: env("COMO_SAGA_MEMBERSON_USERNAME")
-                        .or(m.username)
-                        .unwrap_or(default_m.username),
-                    password: env("COMO_SAGA_MEMBERSON_PASSWORD")
-                        .or(m.password)
-                        .unwrap_or(default_m.password)
-                        .into(),
-                },
+                credentials: memberson_credentials,
                 point_type: m.point_type.unwrap_or_else(|| "COMO_CREDITS".into()),
                 rate_limit: memberson_rate,
                 redeem_description: env("COMO_SAGA_MEMBERSON_REDEEM_DESCRIPTION")
@@ -246,21 +392,19 @@ impl Settings {
             },
             sevenrooms: SevenRoomsTarget {
                 base_url: downstreams.sevenrooms_url.clone().or(s.base_url),
-                credentials: SevenRoomsCredentials {
-                    client_id: env("COMO_SAGA_SEVENROOMS_CLIENT_ID")
-                        .or(s.client_id)
-                        .unwrap_or(default_s.client_id),
-                    client_secret: env("COMO_SAGA_SEVENROOMS_CLIENT_SECRET")
-                        .or(s.client_secret)
-                        .unwrap_or(default_s.client_secret)
-                        .into(),
-                },
+                credentials: sevenrooms_credentials,
                 rate_limit: sevenrooms_rate,
                 hold_seconds: s.hold_seconds.unwrap_or(300),
             },
-            venues: file.venues.unwrap_or_else(demo_catalogue),
-        })
+            venues,
+        };
+        Ok((settings, defaulted))
     }
+}
+
+/// Whether `COMO_SAGA_DEV_DEFAULTS` asks for the local defaults (`1` or `true`).
+fn dev_defaults() -> bool {
+    env(DEV_DEFAULTS_ENV).is_some_and(|v| matches!(v.trim(), "1" | "true"))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {

@@ -350,6 +350,8 @@ impl AwsRole {
             .env("COMO_SAGA_MEMBERSON_URL", sim.memberson_url())
             .env("COMO_SAGA_SEVENROOMS_URL", sim.sevenrooms_url())
             .env("COMO_SAGA_LOG", "warn")
+            // The simulators' credentials and the demo venues.
+            .env("COMO_SAGA_DEV_DEFAULTS", "1")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

@@ -45,7 +45,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::settings::{CommonArgs, DownstreamArgs, Settings};
+use crate::settings::{CommonArgs, DEV_DEFAULTS_ENV, DownstreamArgs, Settings};
 use crate::stack;
 
 #[derive(Debug, clap::Args)]
@@ -732,6 +732,8 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         ("COMO_SAGA_SEVENROOMS_URL".to_owned(), sevenrooms.clone()),
         ("COMO_SAGA_LOG".to_owned(), "error".to_owned()),
         ("COMO_SAGA_AUDIT_AFTER".to_owned(), "30s,60s".to_owned()),
+        // The roles run against the simulators: their credentials and the demo venues.
+        (DEV_DEFAULTS_ENV.to_owned(), "1".to_owned()),
     ];
     let mut roles = vec![
         Proc::start("orchestrator", &["orchestrator"], &env, dir)?,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{CommonArgs, DownstreamArgs, Settings};
+use crate::settings::{CommonArgs, DownstreamArgs, Required, Settings};
 use crate::stack;
 
 #[derive(Debug, clap::Args)]
@@ -15,7 +15,12 @@ pub struct OrchestratorArgs {
 }
 
 pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(&args.common, &DownstreamArgs::default())?;
+    let settings = Settings::load_for_role(
+        "orchestrator",
+        &args.common,
+        &DownstreamArgs::default(),
+        &[Required::Venues],
+    )?;
     stack::runtime()?.block_on(async {
         let backend = stack::open_backend(&settings)?;
         println!("orchestrator: database {}", settings.database.display());

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use como_schemas::Worker;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{CommonArgs, DownstreamArgs, Settings};
+use crate::settings::{CommonArgs, DownstreamArgs, Required, Settings};
 use crate::stack;
 
 #[derive(Debug, clap::Args)]
@@ -35,8 +35,17 @@ impl From<WorkerKind> for Worker {
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(&args.common, &args.downstreams)?;
     let worker = Worker::from(args.kind);
+    let required = match args.kind {
+        WorkerKind::Crm => Required::MembersonCredentials,
+        WorkerKind::Sevenrooms => Required::SevenRoomsCredentials,
+    };
+    let settings = Settings::load_for_role(
+        &format!("worker {worker}"),
+        &args.common,
+        &args.downstreams,
+        &[required],
+    )?;
     stack::runtime()?.block_on(async {
         let backend = stack::open_backend(&settings)?;
         let handler = stack::handler(&settings, worker, &backend.ports)?;

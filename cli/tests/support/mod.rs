@@ -137,6 +137,8 @@ impl Role {
             .env("COMO_SAGA_MEMBERSON_URL", &sims.memberson)
             .env("COMO_SAGA_SEVENROOMS_URL", &sims.sevenrooms)
             .env("COMO_SAGA_LOG", "warn")
+            // The simulators' credentials and the demo venues.
+            .env("COMO_SAGA_DEV_DEFAULTS", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
