@@ -922,7 +922,15 @@ mod tests {
             },
         )
         .await;
-        assert!(matches!(outcome, Outcome::Retryable { .. }));
+        // Nothing was sent, and the command came too late for a call: a backlog's wait, which
+        // spends no attempt.
+        assert!(matches!(
+            outcome,
+            Outcome::Unavailable {
+                maybe_applied: false,
+                ..
+            }
+        ));
         assert_eq!(calls, 0);
     }
 }
