@@ -349,10 +349,20 @@ impl Settings {
             )
             .into(),
         };
-        let venues = file.venues.unwrap_or_else(|| {
+        // The catalogue as JSON in the environment (how a container gets it), else the file's.
+        let env_venues = env("COMO_SAGA_VENUES")
+            .map(|json| {
+                serde_json::from_str::<VenueCatalogue>(&json).map_err(|e| {
+                    anyhow::anyhow!(
+                        "COMO_SAGA_VENUES: expected JSON such as {{\"como-dempsey-candlenut\": {{\"credits_per_guest\": 600}}}}: {e}"
+                    )
+                })
+            })
+            .transpose()?;
+        let venues = env_venues.or(file.venues).unwrap_or_else(|| {
             defaulted.push(Defaulted {
                 part: Required::Venues,
-                env: None,
+                env: Some("COMO_SAGA_VENUES"),
                 toml: "the [venues] table",
             });
             demo_catalogue()

@@ -145,7 +145,9 @@ fn worker_sevenrooms_and_orchestrator_refuse_without_their_settings() {
     let (code, stderr) = refused(dir.path(), &["orchestrator"], &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("orchestrator will not start") && stderr.contains("[venues]"),
+        stderr.contains("orchestrator will not start")
+            && stderr.contains("[venues]")
+            && stderr.contains("COMO_SAGA_VENUES"),
         "{stderr}"
     );
     assert!(!stderr.contains("COMO_SAGA_MEMBERSON"), "{stderr}");
@@ -186,5 +188,25 @@ fn the_roles_start_with_real_settings_and_no_opt_in() {
         &["orchestrator"],
         &[("COMO_SAGA_CONFIG", config.to_str().unwrap())],
         "orchestrator: database",
+    );
+    // As a container gets them: the venues as JSON in the environment.
+    starts(
+        dir.path(),
+        &["orchestrator"],
+        &[(
+            "COMO_SAGA_VENUES",
+            r#"{"como-dempsey-candlenut": {"credits_per_guest": 600}}"#,
+        )],
+        "orchestrator: database",
+    );
+    let (code, stderr) = refused(
+        dir.path(),
+        &["orchestrator"],
+        &[("COMO_SAGA_VENUES", r#"{"como-dempsey-candlenut": 600}"#)],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("COMO_SAGA_VENUES: expected JSON"),
+        "{stderr}"
     );
 }

@@ -14,6 +14,7 @@ locals {
     { name = "AWS_REGION", value = data.aws_region.current.name },
     { name = "COMO_SAGA_MEMBERSON_URL", value = var.memberson_url },
     { name = "COMO_SAGA_SEVENROOMS_URL", value = var.sevenrooms_url },
+    { name = "COMO_SAGA_VENUES", value = jsonencode(var.venues) },
   ]
   credentials = [
     { name = "COMO_SAGA_MEMBERSON_SVC_AUTH", valueFrom = "${aws_secretsmanager_secret.como["memberson-credentials"].arn}:svc_auth::" },

@@ -62,3 +62,13 @@ variable "rotation_schedule" {
   type        = string
   default     = "rate(12 hours)"
 }
+
+variable "venues" {
+  description = "The venues bookable with Como Credits and their price per guest, e.g. { \"como-dempsey-candlenut\" = { credits_per_guest = 600 } }. The orchestrator refuses to start without it."
+  type        = map(object({ credits_per_guest = number }))
+
+  validation {
+    condition     = length(var.venues) > 0 && alltrue([for v in values(var.venues) : v.credits_per_guest > 0])
+    error_message = "Give at least one venue, each with a positive credits_per_guest."
+  }
+}
