@@ -134,13 +134,21 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             }
         } else {
             let give_up = tokio::time::Instant::now() + Duration::from_secs(300);
+            let mut last_status = None;
             loop {
                 if tokio::time::Instant::now() > give_up {
-                    eprintln!("still not finished after 5 minutes; `como-saga sagas show {saga}` tells where it is");
+                    let now = last_status
+                        .map(|s| serde_json::to_string(&s))
+                        .transpose()?
+                        .unwrap_or_else(|| "not yet started".into());
+                    eprintln!(
+                        "still not finished after 5 minutes; the saga {saga} goes on without this command (now: {now})"
+                    );
                     code = ExitCode::from(STILL_RUNNING);
                     break;
                 }
                 if let Some(s) = backend.ports.store.get(saga).await? {
+                    last_status = Some(s.value.status.clone());
                     if let Some(c) = refused(&s.value) {
                         code = c;
                         break;
