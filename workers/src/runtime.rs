@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use como_ports::consumer::{ConsumeOptions, consume};
-use como_ports::{Backend, Delivery, OutgoingMessage, PortError, QueueName};
+use como_ports::{Backend, Clock, Delivery, OutgoingMessage, PortError, QueueName, SystemClock};
 use como_schemas::{InvalidInput, ReplyOutcome, SchemaVersion, WorkerCommand, WorkerReply};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +79,6 @@ impl Default for WorkerConfig {
 }
 
 /// What the worker has done, for progress output and metrics.
-#[derive(Debug, Default)]
 pub struct WorkerStats {
     pub handled: AtomicU64,
     pub replayed: AtomicU64,
@@ -92,6 +91,30 @@ pub struct WorkerStats {
     /// and since when they wait (epoch ms). An entry leaves when its command is answered here
     /// or its deadline passes (another process may have answered it).
     waiting: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// What "now" is for [`WorkerStats::snapshot`]: the runtime's port clock.
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for WorkerStats {
+    /// On the system clock.
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
+}
+
+impl std::fmt::Debug for WorkerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        f.debug_struct("WorkerStats")
+            .field("handled", &r(&self.handled))
+            .field("replayed", &r(&self.replayed))
+            .field("parked", &r(&self.parked))
+            .field("expired", &r(&self.expired))
+            .field("dead_lettered", &r(&self.dead_lettered))
+            .field("errors", &r(&self.errors))
+            .field("waiting", &self.waiting)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -112,7 +135,22 @@ pub struct WorkerStatsSnapshot {
 }
 
 impl WorkerStats {
-    /// The counters and the number waiting now; `now_ms` is the wall clock in epoch ms.
+    /// Counters whose snapshot reads `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            handled: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            waiting: std::sync::Mutex::default(),
+            clock,
+        }
+    }
+
+    /// The counters and the number waiting now; `now_ms` is the time in epoch ms (the worker's
+    /// clock: [`WorkerRuntime::snapshot`] passes it).
     pub fn snapshot_at(&self, now_ms: i64) -> WorkerStatsSnapshot {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (waiting, oldest) = {
@@ -134,8 +172,9 @@ impl WorkerStats {
         }
     }
 
+    /// [`WorkerStats::snapshot_at`] now, on the stats' clock (the runtime's port clock).
     pub fn snapshot(&self) -> WorkerStatsSnapshot {
-        self.snapshot_at(chrono::Utc::now().timestamp_millis())
+        self.snapshot_at(self.clock.now().as_millis())
     }
 
     fn wait(&self, command: &str, deadline_ms: i64, now_ms: i64) {
@@ -168,11 +207,12 @@ pub struct WorkerRuntime {
 
 impl WorkerRuntime {
     pub fn new(ports: Backend, handler: Arc<dyn CommandHandler>, config: WorkerConfig) -> Self {
+        let stats = Arc::new(WorkerStats::new(ports.clock.clone()));
         Self {
             ports,
             handler,
             config,
-            stats: Arc::new(WorkerStats::default()),
+            stats,
             observer: None,
         }
     }
@@ -188,7 +228,7 @@ impl WorkerRuntime {
 
     /// The worker's counters, with its downstream's breaker.
     pub fn snapshot(&self) -> WorkerStatsSnapshot {
-        let mut snap = self.stats.snapshot_at(self.ports.clock.now().as_millis());
+        let mut snap = self.stats.snapshot();
         snap.breaker = self.handler.breaker().map(|b| b.snapshot());
         snap
     }
@@ -345,7 +385,8 @@ impl WorkerRuntime {
             }
             return self.ports.records.complete(None, sends, ack).await;
         }
-        let deadline = Deadline::at_utc(command.deadline.to_datetime());
+        let deadline = Deadline::at(command.deadline, &*self.ports.clock);
+        // Only measures the call for the observer (the benchmark): a duration, not a decision.
         let started = std::time::Instant::now();
         let outcome = self.handler.handle(&command, deadline).await;
         if let Some(observe) = &self.observer {
@@ -396,5 +437,30 @@ impl WorkerRuntime {
                 ack,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use como_ports::ManualClock;
+    use como_schemas::Timestamp;
+
+    #[test]
+    fn the_stats_read_their_clock() {
+        // 2001-09-09: far behind the wall clock, so only this clock keeps the entry waiting.
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000_000_000)));
+        let stats = WorkerStats::new(clock.clone());
+        let now = clock.now().as_millis();
+        stats.wait("c-1", now + 10_000, now);
+        clock.advance_ms(4_000);
+        let snap = stats.snapshot();
+        assert_eq!((snap.waiting, snap.oldest_waiting_ms), (1, 4_000));
+        clock.advance_ms(6_000);
+        assert_eq!(
+            stats.snapshot().waiting,
+            0,
+            "its deadline passed on this clock"
+        );
     }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
-use como_ports::{Backend, Clock, Delivery, OutgoingMessage, QueueName, SystemClock};
+use como_ports::{Backend, Clock, Delivery, ManualClock, OutgoingMessage, QueueName, SystemClock};
 use como_schemas::{
-    CommandKind, OperationKind, ReplyOutcome, WorkerCommand, WorkerReply, examples,
+    CommandKind, OperationKind, ReplyOutcome, Timestamp, WorkerCommand, WorkerReply, examples,
 };
 use como_simulators::faults::FaultRule;
 use como_simulators::{Downstream, SimConfig, SimHandle, Simulators, seed};
@@ -32,11 +32,16 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_on(Arc::new(SystemClock)).await
+}
+
+/// The rig with its ports (and so its worker) on `clock`.
+async fn rig_on(clock: Arc<dyn Clock>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let backend = EmbeddedBackend::open(
         dir.path().join("w.sqlite"),
         EmbeddedConfig::default(),
-        Arc::new(SystemClock),
+        clock,
     )
     .unwrap();
     let ports = backend.ports();
@@ -254,6 +259,52 @@ async fn an_expired_command_is_not_run_and_its_outcome_is_unknown() {
         got[0].outcome
     );
     assert_eq!(redeem_calls(&r.sim), 0);
+}
+
+/// 2100-01-01 and 2001-09-09: a test clock far from the wall clock either way.
+const LATE: Timestamp = Timestamp::from_millis(4_102_444_800_000);
+const EARLY: Timestamp = Timestamp::from_millis(1_000_000_000_000);
+
+#[tokio::test]
+async fn a_command_past_its_deadline_by_the_worker_clock_is_expired_whatever_the_wall_clock_says() {
+    let r = rig_on(Arc::new(ManualClock::new(LATE))).await;
+    let cmd = redeem(Duration::from_secs(15));
+    assert!(
+        SystemClock.now() < cmd.deadline,
+        "the wall clock says there is time"
+    );
+    let d = deliver(&r.ports, serde_json::to_string(&cmd).unwrap()).await;
+    r.worker.handle(&d).await.unwrap();
+    let got = replies(&r.ports).await;
+    assert!(
+        matches!(&got[0].outcome, ReplyOutcome::UnknownOutcome { .. }),
+        "{:?}",
+        got[0].outcome
+    );
+    assert_eq!(redeem_calls(&r.sim), 0, "not run");
+    assert_eq!(r.worker.snapshot().expired, 1);
+}
+
+#[tokio::test]
+async fn a_command_with_time_left_by_the_worker_clock_runs_whatever_the_wall_clock_says() {
+    let r = rig_on(Arc::new(ManualClock::new(EARLY))).await;
+    let mut cmd = redeem(Duration::from_secs(15));
+    cmd.sent_at = EARLY;
+    cmd.deadline = EARLY.plus_ms(15_000);
+    assert!(
+        SystemClock.now() > cmd.deadline,
+        "the wall clock says it is late"
+    );
+    let d = deliver(&r.ports, serde_json::to_string(&cmd).unwrap()).await;
+    r.worker.handle(&d).await.unwrap();
+    let got = replies(&r.ports).await;
+    assert!(
+        matches!(&got[0].outcome, ReplyOutcome::Succeeded { .. }),
+        "the call had the 15 s the worker's clock gives it: {:?}",
+        got[0].outcome
+    );
+    assert_eq!(redeem_calls(&r.sim), 1);
+    assert_eq!(r.worker.snapshot().expired, 0);
 }
 
 #[tokio::test]

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use como_ports::{Clock, SystemClock};
+use como_schemas::Timestamp;
 use reqwest::StatusCode;
 /// The credentials' secret type, and the trait that reads one (for the callers that send it).
 pub use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use super::token::{CachedTokenSource, Token, TokenError, TokenMinter, TokenSource};
 use super::{
@@ -182,6 +183,8 @@ pub struct MembersonAuthenticator {
     credentials: MembersonCredentials,
     /// Memberson does not say how long a token lives; the cache assumes this.
     assumed_lifetime: Duration,
+    /// Stamps a new token's assumed expiry.
+    clock: Arc<dyn Clock>,
 }
 
 impl MembersonAuthenticator {
@@ -196,7 +199,15 @@ impl MembersonAuthenticator {
             base_url: base_url.into(),
             credentials,
             assumed_lifetime,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Stamps expiries on `clock` instead of the system clock (the one the token cache
+    /// decides expiry on: [`CachedTokenSource::with_clock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -219,14 +230,16 @@ impl TokenMinter for MembersonAuthenticator {
         let answer = send(request)
             .await
             .map_err(|t| unavailable(t.reason, t.retry_after))?;
-        token_answer(&answer, self.assumed_lifetime)
+        token_answer(&answer, self.assumed_lifetime, self.clock.now())
     }
 }
 
-/// Reads the answer to `POST /api/user/authenticate`: the token is the body, a JSON string.
+/// Reads the answer to `POST /api/user/authenticate`: the token is the body, a JSON string,
+/// assumed to work for `assumed_lifetime` from `now`.
 pub(crate) fn token_answer(
     answer: &Answer,
     assumed_lifetime: Duration,
+    now: Timestamp,
 ) -> Result<Token, TokenError> {
     let unavailable = |reason: String, retry_after| TokenError::Unavailable {
         reason,
@@ -236,7 +249,8 @@ pub(crate) fn token_answer(
         s if s.is_success() => {
             let value: String = serde_json::from_slice(&answer.body)
                 .map_err(|e| unavailable(format!("unreadable token: {e}"), None))?;
-            Ok(Token::new(value, Some(Instant::now() + assumed_lifetime)))
+            let expires_at = now.plus_ms(super::token::millis(assumed_lifetime));
+            Ok(Token::new(value, Some(expires_at)))
         }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
             Err(TokenError::Refused(error_body(&answer.body).1))

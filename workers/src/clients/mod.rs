@@ -33,6 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use como_ports::{Clock, SystemClock};
+use como_schemas::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::time::Instant;
@@ -138,12 +140,13 @@ impl<T> Outcome<T> {
     }
 }
 
-/// The moment by which a call must be over.
+/// The moment by which a call must be over. Once set, it counts down on tokio's clock: it only
+/// bounds timeouts and sleeps (and tests control those by pausing tokio's time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline(Instant);
 
 impl Deadline {
-    pub fn at(instant: Instant) -> Self {
+    pub fn at_instant(instant: Instant) -> Self {
         Self(instant)
     }
 
@@ -151,12 +154,17 @@ impl Deadline {
         Self(Instant::now() + budget)
     }
 
-    /// A deadline given as a wall-clock time, as commands carry it.
+    /// A deadline given as a point in time, as commands carry it: the time left is `when`
+    /// minus `clock.now()` (none if `when` is not after it), so whoever controls the clock
+    /// controls whether the command still has time.
+    pub fn at(when: Timestamp, clock: &dyn Clock) -> Self {
+        Self::after(Duration::from_millis(when.millis_since(clock.now())))
+    }
+
+    /// [`Deadline::at`] on the system clock, for callers without a [`Clock`] (the fuzz
+    /// targets); the worker runtime passes its port's clock.
     pub fn at_utc(when: chrono::DateTime<chrono::Utc>) -> Self {
-        let left = (when - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        Self::after(left)
+        Self::at(Timestamp::from_datetime(when), &SystemClock)
     }
 
     pub fn instant(self) -> Instant {
@@ -622,9 +630,10 @@ pub(crate) fn join(base: &str, path: &str) -> String {
 pub mod fuzzing {
     use std::time::Duration;
 
+    use como_ports::{Clock, SystemClock};
+    use como_schemas::Timestamp;
     use reqwest::StatusCode;
     use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-    use tokio::time::Instant;
 
     use super::memberson::{self, MemberSummary, Redemption, VoidOutcome};
     use super::sevenrooms::{
@@ -735,7 +744,11 @@ pub mod fuzzing {
         raw: RawAnswer<'_>,
         assumed_lifetime: Duration,
     ) -> Option<Result<Token, TokenError>> {
-        Some(memberson::token_answer(&answer(raw)?, assumed_lifetime))
+        Some(memberson::token_answer(
+            &answer(raw)?,
+            assumed_lifetime,
+            SystemClock.now(),
+        ))
     }
 
     pub fn sevenrooms_venues(raw: RawAnswer<'_>) -> Read<Vec<Venue>> {
@@ -776,7 +789,7 @@ pub mod fuzzing {
     }
 
     /// A token's `token_expiration_datetime` as the SevenRooms client reads it.
-    pub fn sevenrooms_token_expiry(text: &str) -> Option<Instant> {
+    pub fn sevenrooms_token_expiry(text: &str) -> Option<Timestamp> {
         sevenrooms::expiry(text)
     }
 }
@@ -784,6 +797,30 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use como_ports::ManualClock;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_is_measured_from_the_clock_it_is_given() {
+        // 2100-01-01: a deadline in 2050 is still ahead by the wall clock, past by this one.
+        let late = ManualClock::new(Timestamp::from_millis(4_102_444_800_000));
+        let when = Timestamp::from_millis(2_524_608_000_000);
+        assert!(
+            SystemClock.now() < when,
+            "the wall clock says there is time"
+        );
+        let d = Deadline::at(when, &late);
+        assert!(d.is_expired());
+        assert_eq!(d.remaining(), Duration::ZERO);
+
+        // 2001-09-09: a deadline long past by the wall clock has 5 s left by this one.
+        let early = ManualClock::new(Timestamp::from_millis(1_000_000_000_000));
+        let d = Deadline::at(Timestamp::from_millis(1_000_000_005_000), &early);
+        assert!(!d.is_expired());
+        assert_eq!(d.remaining(), Duration::from_secs(5));
+        // From then on it counts down on tokio's (paused) clock.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(d.is_expired());
+    }
 
     #[test]
     fn retry_after_reads_seconds() {

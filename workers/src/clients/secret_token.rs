@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use como_ports::SecretStore;
-use tokio::time::Instant;
+use como_ports::{Clock, SecretStore, SystemClock};
+use como_schemas::Timestamp;
 
 use super::Deadline;
 use super::token::{Token, TokenError, TokenSource};
@@ -24,7 +24,10 @@ pub struct SecretTokenSource {
     /// Re-read the current version at least this often, so that a rotation is picked up
     /// even by a worker whose old token is still accepted.
     max_age: Duration,
-    cached: RwLock<Option<(Token, Instant)>>,
+    /// Dates a read, and says how old it is (the system clock unless told otherwise).
+    clock: Arc<dyn Clock>,
+    /// The current version and when it was read.
+    cached: RwLock<Option<(Token, Timestamp)>>,
     // One read at a time; the others wait for it and share its answer.
     reading: tokio::sync::Mutex<()>,
     /// What to do when the secret has no token: added to the error and the log line.
@@ -43,6 +46,7 @@ impl SecretTokenSource {
             secrets,
             name: name.into(),
             max_age,
+            clock: Arc::new(SystemClock),
             cached: RwLock::new(None),
             reading: tokio::sync::Mutex::new(()),
             hint: "run `como-saga rotate-tokens`".to_owned(),
@@ -59,11 +63,24 @@ impl SecretTokenSource {
         self
     }
 
-    fn cached(&self) -> Option<(Token, Instant)> {
+    /// Ages the cache on `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn cached(&self) -> Option<(Token, Timestamp)> {
         self.cached
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The cached token, if it was read less than `max_age` ago.
+    fn fresh(&self) -> Option<Token> {
+        let (token, read_at) = self.cached()?;
+        let age = Duration::from_millis(self.clock.now().millis_since(read_at));
+        (age < self.max_age).then_some(token)
     }
 
     async fn read_current(&self) -> Result<Token, TokenError> {
@@ -104,7 +121,7 @@ impl SecretTokenSource {
             .cached
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .replace((token.clone(), Instant::now()));
+            .replace((token.clone(), self.clock.now()));
         if previous.is_some_and(|(p, _)| p.value != token.value)
             && self.waiting.swap(false, Ordering::Relaxed)
         {
@@ -117,15 +134,11 @@ impl SecretTokenSource {
 #[async_trait]
 impl TokenSource for SecretTokenSource {
     async fn token(&self, _deadline: Deadline) -> Result<Token, TokenError> {
-        if let Some((token, at)) = self.cached()
-            && at.elapsed() < self.max_age
-        {
+        if let Some(token) = self.fresh() {
             return Ok(token);
         }
         let _guard = self.reading.lock().await;
-        if let Some((token, at)) = self.cached()
-            && at.elapsed() < self.max_age
-        {
+        if let Some(token) = self.fresh() {
             return Ok(token);
         }
         self.read_current().await
@@ -274,6 +287,28 @@ mod tests {
         }
         rotate(&store, "first").await;
         assert_eq!(&*source.token(deadline).await.unwrap().value, "first");
+    }
+
+    #[tokio::test]
+    async fn the_cache_ages_on_its_clock() {
+        let store = Arc::new(Memory::default());
+        rotate(&store, "first").await;
+        let clock = Arc::new(como_ports::ManualClock::new(Timestamp::from_millis(
+            1_000_000_000_000,
+        )));
+        let source = SecretTokenSource::new(store.clone(), "t", Duration::from_secs(60))
+            .with_clock(clock.clone());
+        let deadline = Deadline::after(Duration::from_secs(5));
+        assert_eq!(&*source.token(deadline).await.unwrap().value, "first");
+        rotate(&store, "second").await;
+        clock.advance_ms(59_999);
+        assert_eq!(&*source.token(deadline).await.unwrap().value, "first");
+        clock.advance_ms(1);
+        assert_eq!(
+            &*source.token(deadline).await.unwrap().value,
+            "second",
+            "read again once max_age has passed on the test clock"
+        );
     }
 
     #[tokio::test]

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use como_schemas::Timestamp;
 use reqwest::StatusCode;
 pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 
 use super::token::{CachedTokenSource, Token, TokenError, TokenMinter, TokenSource};
 use super::{
@@ -288,14 +288,14 @@ impl SevenRoomsAuthenticator {
     }
 }
 
-/// The token's expiry as a local instant; the naive time is taken as UTC.
-pub(crate) fn expiry(naive: &str) -> Option<Instant> {
+/// The token's expiry as a point in time; the naive time is taken as UTC. The token cache
+/// compares it with its clock.
+pub(crate) fn expiry(naive: &str) -> Option<Timestamp> {
     let at = NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M:%S%.f")
         .or_else(|_| NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S%.f"))
         .ok()?
         .and_utc();
-    let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    Some(Instant::now() + left)
+    Some(Timestamp::from_datetime(at))
 }
 
 #[async_trait]
@@ -944,9 +944,16 @@ mod tests {
 
     #[test]
     fn a_naive_expiry_is_read_as_utc() {
-        let in_an_hour = (Utc::now() + chrono::Duration::hours(1)).naive_utc();
-        let at = expiry(&in_an_hour.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()).unwrap();
-        let left = at - Instant::now();
-        assert!(left > Duration::from_secs(3500) && left <= Duration::from_secs(3600));
+        let utc = chrono::DateTime::parse_from_rfc3339("2030-01-15T12:34:56.789Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let at = Timestamp::from_datetime(utc);
+        assert_eq!(expiry("2030-01-15T12:34:56.789"), Some(at));
+        assert_eq!(expiry("2030-01-15 12:34:56.789"), Some(at));
+        assert_eq!(
+            expiry("2030-01-15T12:34:56"),
+            Some(Timestamp::from_millis(at.as_millis() - 789))
+        );
+        assert_eq!(expiry("not a time"), None);
     }
 }

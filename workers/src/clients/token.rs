@@ -4,12 +4,16 @@
 //!
 //! A source backed by a secret store (the rotated Memberson service token) implements the same
 //! trait: `token` reads the cached current version, `refresh` re-reads it.
+//!
+//! Expiry is a point in time read on a [`Clock`] (the system clock unless told otherwise, see
+//! [`CachedTokenSource::with_clock`]), so that a test can move past a token's expiry.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::time::Instant;
+use como_ports::{Clock, SystemClock};
+use como_schemas::Timestamp;
 
 use super::Deadline;
 
@@ -17,21 +21,27 @@ use super::Deadline;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Token {
     pub value: Arc<str>,
-    pub expires_at: Option<Instant>,
+    pub expires_at: Option<Timestamp>,
 }
 
 impl Token {
-    pub fn new(value: impl Into<Arc<str>>, expires_at: Option<Instant>) -> Self {
+    pub fn new(value: impl Into<Arc<str>>, expires_at: Option<Timestamp>) -> Self {
         Self {
             value: value.into(),
             expires_at,
         }
     }
 
-    fn usable_for(&self, margin: Duration) -> bool {
+    /// Whether it still works `margin` after `now`.
+    fn usable_for(&self, margin: Duration, now: Timestamp) -> bool {
         self.expires_at
-            .is_none_or(|at| Instant::now() + margin < at)
+            .is_none_or(|at| now.plus_ms(millis(margin)) < at)
     }
+}
+
+/// `d` in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -69,6 +79,8 @@ pub struct CachedTokenSource<M> {
     minter: M,
     /// Renew a token this long before it expires.
     margin: Duration,
+    /// What "now" is when deciding whether a token is about to expire.
+    clock: Arc<dyn Clock>,
     // Read on every call: a short, never-awaited read lock.
     cached: RwLock<Option<Token>>,
     // Held across the mint so that concurrent callers share one mint.
@@ -80,9 +92,22 @@ impl<M: TokenMinter> CachedTokenSource<M> {
         Self {
             minter,
             margin,
+            clock: Arc::new(SystemClock),
             cached: RwLock::new(None),
             minting: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Decides expiry on `clock` instead of the system clock (give the minter the same clock
+    /// when it stamps expiries itself, as [`super::memberson::MembersonAuthenticator`] does).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether `token` still works `margin` from now on this source's clock.
+    fn usable_for(&self, token: &Token, margin: Duration) -> bool {
+        token.usable_for(margin, self.clock.now())
     }
 
     fn current(&self) -> Option<Token> {
@@ -112,10 +137,10 @@ impl<M: TokenMinter> CachedTokenSource<M> {
 impl<M: TokenMinter> TokenSource for CachedTokenSource<M> {
     async fn token(&self, deadline: Deadline) -> Result<Token, TokenError> {
         if let Some(token) = self.current() {
-            if token.usable_for(self.margin) {
+            if self.usable_for(&token, self.margin) {
                 return Ok(token);
             }
-            if token.usable_for(Duration::ZERO) {
+            if self.usable_for(&token, Duration::ZERO) {
                 // About to expire: one caller renews it while the others keep using it.
                 if let Ok(_guard) = self.minting.try_lock() {
                     if let Some(fresh) = self.current()
@@ -136,7 +161,7 @@ impl<M: TokenMinter> TokenSource for CachedTokenSource<M> {
         }
         let _guard = self.minting.lock().await;
         if let Some(token) = self.current()
-            && token.usable_for(Duration::ZERO)
+            && self.usable_for(&token, Duration::ZERO)
         {
             return Ok(token);
         }
@@ -157,11 +182,16 @@ impl<M: TokenMinter> TokenSource for CachedTokenSource<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use como_ports::ManualClock;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// 2001-09-09: long past by the wall clock, so only the test clock can say a token is good.
+    const T0: Timestamp = Timestamp::from_millis(1_000_000_000_000);
 
     struct Counting {
         minted: AtomicU32,
         lifetime: Duration,
+        clock: Arc<ManualClock>,
     }
 
     #[async_trait]
@@ -170,34 +200,67 @@ mod tests {
             let n = self.minted.fetch_add(1, Ordering::SeqCst) + 1;
             Ok(Token::new(
                 format!("t{n}"),
-                Some(Instant::now() + self.lifetime),
+                Some(self.clock.now().plus_ms(millis(self.lifetime))),
             ))
         }
     }
 
-    fn source(lifetime: Duration) -> CachedTokenSource<Counting> {
-        CachedTokenSource::new(
+    fn source(lifetime: Duration) -> (CachedTokenSource<Counting>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(T0));
+        let source = CachedTokenSource::new(
             Counting {
                 minted: AtomicU32::new(0),
                 lifetime,
+                clock: clock.clone(),
             },
             Duration::from_secs(60),
         )
+        .with_clock(clock.clone());
+        (source, clock)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn caches_then_renews_inside_the_margin() {
-        let s = source(Duration::from_secs(600));
+    #[tokio::test]
+    async fn caches_then_renews_when_the_clock_reaches_the_margin() {
+        let (s, clock) = source(Duration::from_secs(600));
         let deadline = Deadline::after(Duration::from_secs(3600));
         assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
         assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
-        tokio::time::advance(Duration::from_secs(550)).await;
+        // The wall clock says this token expired decades ago; the source's clock decides.
+        clock.advance_ms(539_999);
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
+        clock.advance_ms(1);
+        assert_eq!(
+            &*s.token(deadline).await.unwrap().value,
+            "t2",
+            "60 s before expiry by the test clock"
+        );
         assert_eq!(&*s.token(deadline).await.unwrap().value, "t2");
     }
 
+    #[tokio::test]
+    async fn a_token_past_its_expiry_is_not_handed_out() {
+        let (s, clock) = source(Duration::from_secs(30));
+        let deadline = Deadline::after(Duration::from_secs(3600));
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
+        // Inside the margin from the start (30 s < 60 s): renewed on the next call.
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t2");
+        clock.advance_ms(30_000);
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t3");
+        assert_eq!(s.minter.minted.load(Ordering::SeqCst), 3);
+    }
+
     #[tokio::test(start_paused = true)]
+    async fn tokio_time_does_not_expire_a_token() {
+        let (s, _clock) = source(Duration::from_secs(600));
+        let deadline = Deadline::after(Duration::from_secs(7200));
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(&*s.token(deadline).await.unwrap().value, "t1");
+    }
+
+    #[tokio::test]
     async fn a_401_refreshes_once_for_all_callers_holding_the_same_token() {
-        let s = source(Duration::from_secs(600));
+        let (s, _clock) = source(Duration::from_secs(600));
         let deadline = Deadline::after(Duration::from_secs(3600));
         let old = s.token(deadline).await.unwrap();
         let a = s.refresh(&old, deadline).await.unwrap();
