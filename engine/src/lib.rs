@@ -11,6 +11,7 @@
 //! - [`state`]: a saga's state, and the status a dashboard shows.
 //! - [`input`]: what can happen to a saga: start, a worker's reply, a timer, an operator.
 //! - [`decision`]: what the runtime must do after a transition, and the history it appends.
+//! - [`failure`]: why a booking failed, the code its `BookingFailed` event carries.
 //! - [`transition`]: the transition function.
 //! - [`backoff`]: retry delays with deterministic jitter.
 //!
@@ -24,6 +25,7 @@ pub mod backoff;
 pub mod como;
 pub mod decision;
 pub mod definition;
+pub mod failure;
 pub mod input;
 pub mod state;
 pub mod transition;
@@ -33,6 +35,7 @@ pub use definition::{
     CompensationDefinition, ErrorHandling, Handling, OnReconcileExhausted, RetryPolicy,
     SagaDefinition, StepDefinition,
 };
+pub use failure::FailureCode;
 pub use input::{Input, OperatorAction, OperatorCommand, ResolvedOutcome};
 pub use state::{Effect, Phase, SagaState, SagaStatus, StatusKind};
 pub use transition::{EngineError, transition};

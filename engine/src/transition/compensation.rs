@@ -5,10 +5,16 @@ use como_schemas::events::{CompensatedAs, SagaEventBody};
 
 use super::{Charge, Machine, Record, Waiting};
 use crate::decision::HistoryKind;
+use crate::failure::FailureCode;
 use crate::state::{Activity, Audit, Phase, Terminal};
 
 impl Machine<'_> {
-    pub(super) fn begin_compensation(&mut self, end_as: CompensatedAs, code: &str, reason: String) {
+    pub(super) fn begin_compensation(
+        &mut self,
+        end_as: CompensatedAs,
+        code: FailureCode,
+        reason: String,
+    ) {
         let from = match &self.s.phase {
             Phase::Forward { step, .. }
             | Phase::NeedsOperator { step, .. }
@@ -18,7 +24,7 @@ impl Machine<'_> {
         let name = self.s.steps[from].name.clone();
         self.emit(SagaEventBody::BookingFailed {
             step: name,
-            code: code.to_owned(),
+            code: code.to_string(),
             reason: reason.clone(),
         });
         self.s.compensation_deadline = Some(self.now.plus_ms(self.def.compensation_deadline_ms));

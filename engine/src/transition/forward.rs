@@ -11,6 +11,7 @@ use super::{Charge, Machine, Record, Waiting};
 use crate::backoff;
 use crate::decision::HistoryKind;
 use crate::definition::{Handling, OnReconcileExhausted};
+use crate::failure::FailureCode;
 use crate::state::{Activity, Phase, Terminal};
 
 impl Machine<'_> {
@@ -156,13 +157,13 @@ impl Machine<'_> {
         match kind {
             CommandKind::Action => self.begin_compensation(
                 CompensatedAs::Compensated,
-                "RETRIES_EXHAUSTED",
+                FailureCode::RetriesExhausted,
                 format!("{name}: retries exhausted: {why}"),
             ),
             CommandKind::Reconcile => match self.def.steps[i].on_error.reconcile_exhausted {
                 OnReconcileExhausted::Compensate => self.begin_compensation(
                     CompensatedAs::Compensated,
-                    "UNKNOWN_OUTCOME",
+                    FailureCode::UnknownOutcome,
                     format!("{name}: outcome could not be settled: {why}"),
                 ),
                 OnReconcileExhausted::NeedsOperator => self.needs_operator(
@@ -285,7 +286,7 @@ impl Machine<'_> {
         &mut self,
         i: usize,
         handling: Handling,
-        code: &str,
+        code: FailureCode,
         why: String,
         retry_after_ms: Option<u64>,
     ) {

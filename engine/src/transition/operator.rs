@@ -5,6 +5,7 @@ use como_schemas::events::CompensatedAs;
 
 use super::{Charge, EngineError, Machine, Record, Waiting};
 use crate::decision::HistoryKind;
+use crate::failure::FailureCode;
 use crate::input::{OperatorAction, OperatorCommand, ResolvedOutcome};
 use crate::state::{Activity, Phase};
 
@@ -101,8 +102,11 @@ impl Machine<'_> {
             (OperatorAction::ForceCompensation | OperatorAction::Cancel, Phase::Forward { .. }) => {
                 self.operator_entry(cmd);
                 let (end_as, code) = match cmd.action {
-                    OperatorAction::Cancel => (CompensatedAs::Cancelled, "CANCELLED"),
-                    _ => (CompensatedAs::Compensated, "OPERATOR_COMPENSATION"),
+                    OperatorAction::Cancel => (CompensatedAs::Cancelled, FailureCode::Cancelled),
+                    _ => (
+                        CompensatedAs::Compensated,
+                        FailureCode::OperatorCompensation,
+                    ),
                 };
                 self.begin_compensation(end_as, code, format!("{}: {}", cmd.operator, cmd.reason));
             }
@@ -133,9 +137,9 @@ impl Machine<'_> {
                 };
                 if compensating.is_none() {
                     let code = if end_as == CompensatedAs::Cancelled {
-                        "CANCELLED"
+                        FailureCode::Cancelled
                     } else {
-                        "OPERATOR_COMPENSATION"
+                        FailureCode::OperatorCompensation
                     };
                     self.begin_compensation(
                         end_as,

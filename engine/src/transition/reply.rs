@@ -6,6 +6,7 @@ use como_schemas::{CommandKind, ReplyOutcome, StepOutput, WorkerReply};
 
 use super::{EngineError, Machine, Record};
 use crate::decision::HistoryKind;
+use crate::failure::FailureCode;
 use crate::state::{Activity, Phase, Terminal};
 
 impl Machine<'_> {
@@ -97,7 +98,9 @@ impl Machine<'_> {
                         reply_received(i, CommandKind::Action, a, reply).error(message.clone()),
                     );
                     let handling = on_error.business;
-                    self.handle_action_error(i, handling, code, format!("{code}: {message}"), None);
+                    let why = format!("{code}: {message}");
+                    let code = FailureCode::Business(code.clone());
+                    self.handle_action_error(i, handling, code, why, None);
                 }
             }
             ReplyOutcome::RetryableFailure {
@@ -116,7 +119,7 @@ impl Machine<'_> {
                         self.handle_action_error(
                             i,
                             handling,
-                            "RETRYABLE_FAILURE",
+                            FailureCode::RetryableFailure,
                             reason.clone(),
                             *retry_after_ms,
                         );
@@ -129,7 +132,13 @@ impl Machine<'_> {
                         reply_received(i, CommandKind::Action, a, reply).error(reason.clone()),
                     );
                     let handling = on_error.retryable;
-                    self.handle_action_error(i, handling, "NOT_APPLIED", reason.clone(), None);
+                    self.handle_action_error(
+                        i,
+                        handling,
+                        FailureCode::NotApplied,
+                        reason.clone(),
+                        None,
+                    );
                 }
             }
             ReplyOutcome::UnknownOutcome {
@@ -147,7 +156,7 @@ impl Machine<'_> {
                         self.handle_action_error(
                             i,
                             handling,
-                            "UNKNOWN_OUTCOME",
+                            FailureCode::UnknownOutcome,
                             reason.clone(),
                             None,
                         );
@@ -299,7 +308,9 @@ impl Machine<'_> {
                         reply_received(i, CommandKind::Reconcile, r, reply).error(message.clone()),
                     );
                     let handling = self.def.steps[i].on_error.business;
-                    self.handle_action_error(i, handling, code, format!("{code}: {message}"), None);
+                    let why = format!("{code}: {message}");
+                    let code = FailureCode::Business(code.clone());
+                    self.handle_action_error(i, handling, code, why, None);
                 } else if news {
                     self.record(
                         Record::new(HistoryKind::LateReply)

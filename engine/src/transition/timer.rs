@@ -6,6 +6,7 @@ use como_schemas::events::{CompensatedAs, NeedsOperatorReason};
 use super::{Charge, Machine, Record, Waiting};
 use crate::decision::HistoryKind;
 use crate::definition::Handling;
+use crate::failure::FailureCode;
 use crate::state::{Activity, Phase};
 
 impl Machine<'_> {
@@ -27,7 +28,7 @@ impl Machine<'_> {
                 let name = self.s.steps[step].name.clone();
                 self.begin_compensation(
                     CompensatedAs::Compensated,
-                    "DEADLINE_PASSED",
+                    FailureCode::DeadlinePassed,
                     format!(
                         "the saga's deadline {} passed during {name}",
                         self.s.deadline
@@ -110,7 +111,7 @@ impl Machine<'_> {
                 if waiting.is_waiting() {
                     self.unknown_in_outage(i, handling, why);
                 } else {
-                    self.handle_action_error(i, handling, "TIMED_OUT", why, None);
+                    self.handle_action_error(i, handling, FailureCode::TimedOut, why, None);
                 }
             }
             CommandKind::Reconcile | CommandKind::Compensation if waiting.is_waiting() => {
@@ -184,7 +185,7 @@ impl Machine<'_> {
                 );
             }
             Handling::Compensate => {
-                self.handle_action_error(i, handling, "UNKNOWN_OUTCOME", why, None)
+                self.handle_action_error(i, handling, FailureCode::UnknownOutcome, why, None)
             }
         }
     }
