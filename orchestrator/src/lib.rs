@@ -15,6 +15,8 @@
 //!   and one of them on many sagas), each through [`advance()`], recording who and why. The CLI
 //!   and the HTTP API call these; nothing else may change a saga.
 //! - [`runtime`]: the loops above as one long-running orchestrator, with graceful shutdown.
+//! - [`view`]: what leaves the process: a saga and its history as the HTTP API, dashboards and
+//!   the CLI show them, built from the engine's state and history, apart from their shapes.
 
 pub mod advance;
 pub mod cache;
@@ -24,9 +26,11 @@ pub mod operator;
 pub mod replies;
 pub mod runtime;
 pub mod timers;
+pub mod view;
 
 pub use advance::{Advanced, Applied, Observer, RuntimeError, advance};
 pub use catalogue::{VenueCatalogue, VenuePrice};
 pub use intake::{IntakeOutcome, submit};
 pub use operator::{OperatorError, OperatorOutcome};
 pub use runtime::{Orchestrator, OrchestratorConfig};
+pub use view::{HistoryView, SagaView, StatusView, StepProgress, StepView};
