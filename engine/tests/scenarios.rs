@@ -641,6 +641,11 @@ fn a_compensation_whose_downstream_is_down_waits_and_finishes_after_it() {
     s.succeed_last();
     s.succeed_last();
     assert_eq!(s.state().status, SagaStatus::Compensated);
+    assert_eq!(
+        s.state().waiting_since,
+        None,
+        "a finished saga waits for nothing"
+    );
 }
 
 #[test]

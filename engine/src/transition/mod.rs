@@ -300,6 +300,16 @@ impl<'a> Machine<'a> {
         }
         self.s.transitions += 1;
         self.s.updated_at = self.now;
+        // Only a saga whose current activity waits for a downstream is waiting.
+        let waiting = match &self.s.phase {
+            Phase::Forward { activity, .. } | Phase::Compensating { activity, .. } => {
+                activity.waiting_for_downstream()
+            }
+            _ => false,
+        };
+        if !waiting {
+            self.s.waiting_since = None;
+        }
         let def = self.def;
         self.s.status = self.s.derive_status(|i, kind| {
             let step = &def.steps[i];
