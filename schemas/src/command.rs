@@ -368,4 +368,8 @@ pub struct WorkerCommand {
     /// reconciliation that follows a time-out cannot race a late call.
     pub deadline: Timestamp,
     pub operation: Operation,
+    /// When the saga began: a worker draining a backlog (after an outage) serves the oldest
+    /// sagas first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saga_started_at: Option<Timestamp>,
 }

@@ -69,6 +69,7 @@ pub fn command(
         sent_at: Timestamp::from_millis(1_780_000_000_000),
         deadline: Timestamp::from_millis(1_780_000_030_000),
         operation,
+        saga_started_at: Some(Timestamp::from_millis(1_780_000_000_000)),
     }
 }
 

@@ -38,6 +38,24 @@ use crate::health::{HealthConfig, HealthMonitor};
 /// Message attribute marking a command the worker parked while its downstream was down.
 const PARKED: &str = "como-parked";
 
+/// How much later a parked command comes back for being younger: nothing for a saga that began
+/// five minutes or more ago, up to six seconds for one that began now. Commands parked for
+/// one probe then become visible in the order their sagas began (a queue that orders by
+/// visibility, as the embedded one does, delivers them so; SQS orders nothing).
+fn youth_offset(
+    saga_started_at: Option<como_schemas::Timestamp>,
+    now: como_schemas::Timestamp,
+) -> Duration {
+    // One millisecond later for every 50 ms younger, over the last five minutes: sagas that
+    // began 50 ms apart come back a millisecond apart (the queue's resolution).
+    const AGE_HORIZON_MS: u64 = 5 * 60_000;
+    const YOUTH_SPREAD_MS: u64 = AGE_HORIZON_MS / 50;
+    let age = saga_started_at
+        .map_or(0, |t| now.millis_since(t))
+        .min(AGE_HORIZON_MS);
+    Duration::from_millis((AGE_HORIZON_MS - age) * YOUTH_SPREAD_MS / AGE_HORIZON_MS)
+}
+
 /// Message attribute marking a parked command whose message had been received before it was
 /// parked: an earlier delivery may have run it.
 const MAYBE_RAN: &str = "como-maybe-ran";
@@ -363,12 +381,14 @@ impl WorkerRuntime {
             );
             let left = Duration::from_millis(command.deadline.millis_since(now));
             // Until the next probe can have answered (the same moment for every command parked
-            // meanwhile, so that they come back in the order they were parked), bounded.
-            let delay = retry_after
+            // meanwhile), bounded, then a little later the younger its saga: the queue gives
+            // back the oldest sagas' commands first, and the backlog drains oldest first.
+            let delay = (retry_after
                 .max(self.config.min_park)
                 .min(self.config.max_park)
-                .min(left)
-                .max(Duration::from_millis(1));
+                + youth_offset(command.saga_started_at, now))
+            .min(left)
+            .max(Duration::from_millis(1));
             let mut again = OutgoingMessage::new(delivery.body.clone()).delayed(delay);
             again.attributes = delivery.attributes.clone();
             again.attributes.insert(PARKED.into(), "1".into());

@@ -70,6 +70,7 @@ impl Machine<'_> {
             sent_at: now,
             deadline,
             operation,
+            saga_started_at: Some(self.s.started_at),
         });
         self.set_activity(Activity::Awaiting {
             kind,
