@@ -399,3 +399,73 @@ async fn an_unreachable_downstream_is_unavailable_not_failed() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_probe_a_downstream_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("saga.sqlite");
+    let sims = Sims::start(dir.path(), None);
+    let mut roles = roles(&db, &sims, dir.path(), &[]);
+    roles.push(Role::start(
+        &["worker", "sevenrooms"],
+        &db,
+        &sims,
+        dir.path().join("worker-sevenrooms-2.log"),
+    ));
+    let (backend, ports) = open(&db);
+    // A booking first, so that both workers hold a SevenRooms token: a probe then reaches the
+    // venues list rather than failing at the token.
+    let mut warm_up = Vec::new();
+    for r in fair_weather_bookings(4, "two-probers-warm-up") {
+        warm_up.push(como_orchestrator::submit(&ports, &r).await.unwrap());
+    }
+    let warmed = wait_all(&ports, &warm_up, Duration::from_secs(60)).await;
+    let since_ms = Utc::now().timestamp_millis();
+    outage(&sims.sevenrooms, 25_000).await;
+    let ids: Vec<SagaId> = {
+        let mut ids = Vec::new();
+        for r in fair_weather_bookings(20, "two-probers").into_iter().skip(4) {
+            ids.push(como_orchestrator::submit(&ports, &r).await.unwrap());
+        }
+        ids
+    };
+    let states = wait_all(&ports, &ids, Duration::from_secs(120)).await;
+    for s in &states {
+        assert_eq!(
+            s.as_ref().map(|s| s.status.kind()),
+            Some(StatusKind::Confirmed),
+            "{s:?}"
+        );
+    }
+    let all: Vec<_> = warmed.into_iter().chain(states).collect();
+    whole_ledger_holds(&all, &sims.ledger().await);
+    // The probes SevenRooms saw (its venues list, which no step reads), from its request log.
+    let log: serde_json::Value = reqwest::get(format!(
+        "{}/_sim/requests?since_ms={since_ms}&path_prefix=/venues",
+        sims.sevenrooms
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let probes: Vec<(i64, Option<u64>)> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["route"] == "/venues")
+        .map(|r| (r["at_ms"].as_i64().unwrap(), r["status"].as_u64()))
+        .collect();
+    let failed = probes.iter().filter(|(_, s)| *s == Some(503)).count();
+    assert!(failed >= 3, "probes during the outage: {probes:?}");
+    // One turn at a time across both processes: a cool-down (3 s) between probes, never two
+    // at once (each process alone would probe every cool-down, the pair twice as often).
+    for pair in probes.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(gap >= 2_500, "two probes {gap} ms apart: {probes:?}");
+    }
+    for r in &mut roles {
+        r.stop();
+    }
+    backend.close().await;
+}
