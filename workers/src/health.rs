@@ -166,8 +166,9 @@ impl HealthMonitor {
                 self.breaker.close_from_peer();
                 self.seen = (true, r.since_ms);
             }
-            // We found it down, and the record does not say so yet: say it.
-            Some(ref r) if r.up && !closed => {
+            // We found it down, and the record does not say so yet (it says up, or nothing):
+            // say it. `raw` is what it says, the compare-and-set's expected value.
+            ref r if !closed && r.as_ref().is_none_or(|r| r.up) => {
                 let down = SharedHealth {
                     up: false,
                     since_ms: since,
@@ -175,15 +176,6 @@ impl HealthMonitor {
                     by: self.me.clone(),
                 };
                 self.write(raw.as_deref(), &down).await?;
-            }
-            None if !closed => {
-                let down = SharedHealth {
-                    up: false,
-                    since_ms: since,
-                    next_probe_at_ms: now + self.cool_down_ms(),
-                    by: self.me.clone(),
-                };
-                self.write(None, &down).await?;
             }
             Some(r) if !r.up && !closed => self.align_probe(&r, now),
             _ => {}

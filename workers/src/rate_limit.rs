@@ -101,15 +101,8 @@ impl RateLimit {
     }
 
     async fn wait_in_line(&self, deadline: Deadline) -> Result<(), Duration> {
-        // The time the calls ahead will take, as an estimate for a refusal.
-        let ahead = || {
-            Duration::from_secs_f64(
-                self.waiting.load(Ordering::Acquire) as f64
-                    / f64::from(self.config.per_second.get()),
-            )
-        };
         let Ok(_turn) = tokio::time::timeout(deadline.remaining(), self.line.lock()).await else {
-            return Err(ahead());
+            return Err(self.expected_wait());
         };
         loop {
             match self.limiter.check() {
@@ -117,7 +110,7 @@ impl RateLimit {
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
                     if wait >= deadline.remaining() {
-                        return Err(wait.max(ahead()));
+                        return Err(wait.max(self.expected_wait()));
                     }
                     tokio::time::sleep(wait).await;
                 }

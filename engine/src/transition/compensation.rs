@@ -47,9 +47,8 @@ impl Machine<'_> {
             return;
         };
         // While an attempt may still take effect, undoing it could be overtaken by it.
-        let step = &self.s.steps[i];
-        let at = if step.is_unsettled() {
-            step.settles_at.unwrap_or(self.now).max(self.now)
+        let at = if self.s.steps[i].is_unsettled() {
+            self.settled_at(i)
         } else {
             self.now
         };

@@ -303,9 +303,14 @@ impl Machine<'_> {
     }
 
     /// Look the effect up, once no attempt can still take effect.
+    /// When no attempt of step `i` can take effect any more (now, if that has passed).
+    pub(super) fn settled_at(&self, i: usize) -> Timestamp {
+        self.s.steps[i].settles_at.unwrap_or(self.now).max(self.now)
+    }
+
     pub(super) fn start_reconcile(&mut self, i: usize) {
         self.fresh_round(i, CommandKind::Reconcile);
-        let at = self.s.steps[i].settles_at.unwrap_or(self.now).max(self.now);
+        let at = self.settled_at(i);
         self.schedule(i, CommandKind::Reconcile, at, Charge::Charged, Waiting::No);
     }
 }

@@ -186,12 +186,7 @@ impl Machine<'_> {
         }
         // The latest attempt on the forward path is recorded by the handling that follows.
         if !(self.forward_at(i) && a == self.s.steps[i].action.sent) {
-            self.record(
-                Record::new(HistoryKind::LateReply)
-                    .step(i)
-                    .command(CommandKind::Action, a)
-                    .detail("did not take effect"),
-            );
+            self.record(late_reply(i, CommandKind::Action, a, "did not take effect"));
         }
         true
     }
@@ -221,22 +216,12 @@ impl Machine<'_> {
         let settled = before != (step.unsettled.len(), step.unsettled_reconciles.len());
         if !news {
             if settled {
-                self.record(
-                    Record::new(HistoryKind::LateReply)
-                        .step(i)
-                        .command(kind, a)
-                        .detail("took effect, as already known"),
-                );
+                self.record(late_reply(i, kind, a, "took effect, as already known"));
             }
             return;
         }
         step.output = Some(output);
-        self.record(
-            Record::new(HistoryKind::LateReply)
-                .step(i)
-                .command(kind, a)
-                .detail("took effect"),
-        );
+        self.record(late_reply(i, kind, a, "took effect"));
         let passed = match &self.s.phase {
             Phase::Compensating { step, .. } => i > *step,
             Phase::NeedsOperator {
@@ -291,12 +276,7 @@ impl Machine<'_> {
                     );
                     self.retry(i, CommandKind::Action, None, reason);
                 } else if news {
-                    self.record(
-                        Record::new(HistoryKind::LateReply)
-                            .step(i)
-                            .command(CommandKind::Reconcile, r)
-                            .detail("not applied"),
-                    );
+                    self.record(late_reply(i, CommandKind::Reconcile, r, "not applied"));
                 }
             }
             ReplyOutcome::BusinessFailure { code, message } => {
@@ -312,12 +292,7 @@ impl Machine<'_> {
                     let code = FailureCode::Business(code.clone());
                     self.handle_action_error(i, handling, code, why, None);
                 } else if news {
-                    self.record(
-                        Record::new(HistoryKind::LateReply)
-                            .step(i)
-                            .command(CommandKind::Reconcile, r)
-                            .detail("not applied"),
-                    );
+                    self.record(late_reply(i, CommandKind::Reconcile, r, "not applied"));
                 }
             }
             ReplyOutcome::RetryableFailure {
@@ -339,12 +314,12 @@ impl Machine<'_> {
                         self.retry(i, CommandKind::Reconcile, *retry_after_ms, reason);
                     }
                 } else if news {
-                    self.record(
-                        Record::new(HistoryKind::LateReply)
-                            .step(i)
-                            .command(CommandKind::Reconcile, r)
-                            .detail("did not take effect"),
-                    );
+                    self.record(late_reply(
+                        i,
+                        CommandKind::Reconcile,
+                        r,
+                        "did not take effect",
+                    ));
                 }
             }
             ReplyOutcome::UnknownOutcome {
@@ -455,4 +430,12 @@ pub(super) fn reply_received(i: usize, kind: CommandKind, a: u32, reply: &Worker
         .step(i)
         .command(kind, a)
         .detail(reply.outcome.label())
+}
+
+/// A reply that came after its attempt was no longer awaited, and what it showed.
+fn late_reply(i: usize, kind: CommandKind, a: u32, showed: &str) -> Record {
+    Record::new(HistoryKind::LateReply)
+        .step(i)
+        .command(kind, a)
+        .detail(showed)
 }

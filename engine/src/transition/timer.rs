@@ -170,7 +170,7 @@ impl Machine<'_> {
                 a.round_started_at = None;
                 self.s.waiting_since.get_or_insert(self.now);
                 self.fresh_round(i, CommandKind::Reconcile);
-                let at = self.s.steps[i].settles_at.unwrap_or(self.now).max(self.now);
+                let at = self.settled_at(i);
                 self.record(
                     Record::new(HistoryKind::WaitingForDownstream)
                         .step(i)

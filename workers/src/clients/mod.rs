@@ -302,6 +302,13 @@ impl Transient {
         }
     }
 
+    /// Refused on this side because of a backlog: the call's turn, or the time left for it,
+    /// came too late. Nothing was sent, and the wait is the downstream's capacity, not the
+    /// request's failure, so it counts as unavailability (it spends no saga's attempt).
+    pub fn backlog(reason: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self::local(reason, retry_after).unavailable()
+    }
+
     /// The downstream answered, so it is up, but the answer settles nothing (429, a 401 after
     /// a fresh token).
     pub fn answered(reason: impl Into<String>, retry_after: Option<Duration>, retry: bool) -> Self {
@@ -415,16 +422,14 @@ where
             if let Some(limit) = &guards.rate_limit
                 && let Err(wait) = limit.acquire(deadline).await
             {
-                // Our share of the downstream's capacity is taken until after the deadline: a
-                // backlog (say, after an outage), which the saga waits out like an outage.
-                return Err(Transient::local(
+                // Our share of the downstream's capacity is taken until after the deadline.
+                return Err(Transient::backlog(
                     format!(
                         "local rate limit for {} would pass the deadline",
                         limit.name()
                     ),
                     Some(wait),
-                )
-                .unavailable());
+                ));
             }
             let permit = match &guards.breaker {
                 Some(breaker) => match breaker.try_acquire() {
@@ -441,9 +446,8 @@ where
             };
             let budget = policy.attempt_timeout.min(deadline.remaining());
             if budget < MIN_ATTEMPT.min(policy.attempt_timeout) {
-                // Its turn under the rate limit came too late to make an attempt that could be
-                // answered: a backlog, waited out unspent. Nothing is sent.
-                return Err(Transient::local("the deadline passed", None).unavailable());
+                // Its turn came too late for an attempt that could be answered.
+                return Err(Transient::backlog("the deadline passed", None));
             }
             let result = match tokio::time::timeout(budget, fut).await {
                 Ok(result) => result,
