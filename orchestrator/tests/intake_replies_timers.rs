@@ -4,64 +4,19 @@
 //! is dead-lettered, and timers kept in the store fire.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::NaiveDate;
-use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use como_engine::StatusKind;
 use como_orchestrator::intake::handle_request;
 use como_orchestrator::replies::handle_reply;
 use como_orchestrator::timers::sweep;
 use como_orchestrator::{IntakeOutcome, VenueCatalogue, VenuePrice, submit};
-use como_ports::{
-    Backend, Delivery, EventBus, ManualClock, OutgoingMessage, PortResult, QueueName,
-};
-use como_schemas::{
-    BookingRejected, CommandKind, SagaEvent, Timestamp, Worker, WorkerCommand, examples,
-};
+use como_ports::{EventBus, OutgoingMessage, PortResult, QueueName};
+use como_schemas::{BookingRejected, CommandKind, SagaEvent, Worker, WorkerCommand, examples};
 
-const NOW: Timestamp = Timestamp::from_millis(1_790_000_000_000); // 2026-09-21
+mod support;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    _backend: EmbeddedBackend,
-    ports: Backend,
-    clock: Arc<ManualClock>,
-    catalogue: VenueCatalogue,
-}
-
-fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(NOW));
-    let backend = EmbeddedBackend::open(
-        dir.path().join("o.sqlite"),
-        EmbeddedConfig::default(),
-        clock.clone(),
-    )
-    .unwrap();
-    Rig {
-        ports: backend.ports(),
-        _dir: dir,
-        _backend: backend,
-        clock,
-        // The example request: 2 guests at 600 a guest = its quote of 1,200.
-        catalogue: VenueCatalogue::new([(
-            "como-cuisine".to_owned(),
-            VenuePrice {
-                credits_per_guest: 600,
-            },
-        )]),
-    }
-}
-
-async fn next(ports: &Backend, queue: QueueName) -> Option<Delivery> {
-    ports
-        .queue
-        .receive(queue, 1, Duration::from_secs(30), Duration::ZERO)
-        .await
-        .unwrap()
-        .pop()
-}
+use support::*;
 
 fn request() -> como_schemas::BookingRequested {
     examples::booking_request("intake-1", NaiveDate::from_ymd_opt(2026, 12, 24).unwrap())

@@ -3,11 +3,7 @@
 //! nothing; an action the engine refuses comes back as that refusal with the saga untouched;
 //! an unknown saga is `NotFound`; a bulk action reports every saga and never stops early.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::NaiveDate;
-use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use como_engine::{
     Decision, HistoryEntry, HistoryKind, Input, OperatorAction, OperatorCommand, ResolvedOutcome,
     SagaStatus, StatusKind, transition,
@@ -18,56 +14,18 @@ use como_orchestrator::operator::{
     self, OperatorError, OperatorOutcome, bulk, cancel, force_compensation, resolve_by_hand,
     retry_now,
 };
-use como_orchestrator::{Advanced, IntakeOutcome, VenueCatalogue, VenuePrice, advance, submit};
-use como_ports::{Backend, Clock, Delivery, ManualClock, QueueName, Versioned};
+use como_orchestrator::{Advanced, IntakeOutcome, advance, submit};
+use como_ports::{Clock, QueueName, Versioned};
 use como_schemas::{
-    CommandKind, OperatorId, ReplyOutcome, SagaId, Timestamp, Worker, WorkerCommand, examples,
+    CommandKind, OperatorId, ReplyOutcome, SagaId, Worker, WorkerCommand, examples,
 };
 
-const NOW: Timestamp = Timestamp::from_millis(1_790_000_000_000); // 2026-09-21
+mod support;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    _backend: EmbeddedBackend,
-    ports: Backend,
-    clock: Arc<ManualClock>,
-    catalogue: VenueCatalogue,
-}
-
-fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(NOW));
-    let backend = EmbeddedBackend::open(
-        dir.path().join("o.sqlite"),
-        EmbeddedConfig::default(),
-        clock.clone(),
-    )
-    .unwrap();
-    Rig {
-        ports: backend.ports(),
-        _dir: dir,
-        _backend: backend,
-        clock,
-        catalogue: VenueCatalogue::new([(
-            "como-cuisine".to_owned(),
-            VenuePrice {
-                credits_per_guest: 600,
-            },
-        )]),
-    }
-}
+use support::*;
 
 fn alice() -> OperatorId {
     OperatorId::parse("ops.alice").unwrap()
-}
-
-async fn next(ports: &Backend, queue: QueueName) -> Option<Delivery> {
-    ports
-        .queue
-        .receive(queue, 1, Duration::from_secs(30), Duration::ZERO)
-        .await
-        .unwrap()
-        .pop()
 }
 
 /// Starts a saga through intake, as the orchestrator does: its first command (the credit
