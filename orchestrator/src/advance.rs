@@ -6,6 +6,8 @@ use como_engine::{Decision, EngineError, Input, SagaDefinition, SagaState, como,
 use como_ports::{Backend, Effects, OutgoingMessage, PortError, QueueName, Receipt, UpdateOutcome};
 use como_schemas::{CommandId, SagaId};
 
+use crate::cache::RememberingStore;
+
 /// How an input ended.
 #[derive(Debug)]
 pub enum Advanced {
@@ -133,6 +135,19 @@ pub async fn advance(
     input: &Input,
     ack: Option<(QueueName, Receipt)>,
 ) -> Result<Advanced, RuntimeError> {
+    advance_with(ports, None, saga_id, input, ack).await
+}
+
+/// [`advance`] by an orchestrator whose `ports.store` is `cache`, its memory of the sagas it
+/// wrote last: an input judged against a remembered state is judged again against the store.
+pub async fn advance_with(
+    ports: &Backend,
+    cache: Option<&RememberingStore>,
+    saga_id: SagaId,
+    input: &Input,
+    ack: Option<(QueueName, Receipt)>,
+) -> Result<Advanced, RuntimeError> {
+    let forget = |id| cache.is_some_and(|c| c.forget(id));
     for _ in 0..MAX_CONFLICTS {
         let Some(stored) = ports.store.get(saga_id).await? else {
             return Ok(Advanced::NoSaga);
@@ -141,10 +156,10 @@ pub async fn advance(
         let decision = match transition(&def, Some(&stored.value), input, ports.clock.now()) {
             Ok(d) => d,
             // Judged against a remembered state, which may be stale: judge it again.
-            Err(_) if ports.store.forget(saga_id) => continue,
+            Err(_) if forget(saga_id) => continue,
             Err(e) => return Ok(Advanced::Refused(e)),
         };
-        if !decision.changed && ports.store.forget(saga_id) {
+        if !decision.changed && forget(saga_id) {
             continue;
         }
         if !decision.changed {

@@ -9,7 +9,7 @@
 //!   write refuses it (`Conflict`), the entry is forgotten, and `advance` reads and retries;
 //! - an input that teaches nothing, or that the engine refuses, against a remembered state is
 //!   judged again against a fresh read before it is acknowledged or dead-lettered
-//!   (`SagaStore::forget` says whether there was anything to forget).
+//!   ([`RememberingStore::forget`] says whether there was anything to forget).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use como_engine::{HistoryEntry, SagaState, StatusKind};
 use como_ports::{
-    CreateOutcome, Effects, PortResult, SagaPage, SagaQuery, SagaStore, UpdateOutcome, Versioned,
+    CreateOutcome, Effects, PortResult, SagaPage, SagaQuery, SagaReader, SagaStore, SagaSummary,
+    SagaWriter, UpdateOutcome, Versioned,
 };
 use como_schemas::{SagaId, Timestamp};
 
@@ -35,6 +36,12 @@ impl RememberingStore {
             inner,
             recent: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Drop what is remembered of saga `id`, so that the next `get` reads the store; says
+    /// whether anything was remembered (`advance` then judges its input again, afresh).
+    pub fn forget(&self, id: SagaId) -> bool {
+        self.recent().remove(&id).is_some()
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, Versioned<SagaState>>> {
@@ -61,7 +68,33 @@ impl RememberingStore {
 }
 
 #[async_trait]
-impl SagaStore for RememberingStore {
+impl SagaReader for RememberingStore {
+    async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
+        if let Some(known) = self.recent().get(&id) {
+            return Ok(Some(known.clone()));
+        }
+        self.inner.get(id).await
+    }
+
+    async fn query(&self, query: &SagaQuery) -> PortResult<SagaPage> {
+        self.inner.query(query).await
+    }
+
+    async fn history(&self, id: SagaId) -> PortResult<Vec<HistoryEntry>> {
+        self.inner.history(id).await
+    }
+
+    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
+        self.inner.counts().await
+    }
+
+    async fn stuck(&self, updated_before: Timestamp, limit: usize) -> PortResult<Vec<SagaSummary>> {
+        self.inner.stuck(updated_before, limit).await
+    }
+}
+
+#[async_trait]
+impl SagaWriter for RememberingStore {
     // Remembered before the write, not after: the store sends the write's commands before it
     // returns, and their replies may come back first. A state remembered but not written is
     // harmless: a write from it expects its version, which the store then refuses.
@@ -90,34 +123,11 @@ impl SagaStore for RememberingStore {
         out
     }
 
-    async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
-        if let Some(known) = self.recent().get(&id) {
-            return Ok(Some(known.clone()));
-        }
-        self.inner.get(id).await
-    }
-
     async fn flush(&self, id: SagaId) -> PortResult<()> {
         self.inner.flush(id).await
     }
 
-    fn forget(&self, id: SagaId) -> bool {
-        self.recent().remove(&id).is_some()
-    }
-
-    async fn query(&self, query: &SagaQuery) -> PortResult<SagaPage> {
-        self.inner.query(query).await
-    }
-
-    async fn history(&self, id: SagaId) -> PortResult<Vec<HistoryEntry>> {
-        self.inner.history(id).await
-    }
-
     async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
         self.inner.due(now, limit).await
-    }
-
-    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
-        self.inner.counts().await
     }
 }

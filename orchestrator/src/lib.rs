@@ -28,7 +28,7 @@ pub mod runtime;
 pub mod timers;
 pub mod view;
 
-pub use advance::{Advanced, Applied, Observer, RuntimeError, advance};
+pub use advance::{Advanced, Applied, Observer, RuntimeError, advance, advance_with};
 pub use catalogue::{VenueCatalogue, VenuePrice};
 pub use intake::{IntakeOutcome, submit};
 pub use operator::{OperatorError, OperatorOutcome};

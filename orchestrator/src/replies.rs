@@ -6,11 +6,21 @@ use como_engine::Input;
 use como_ports::{Backend, Delivery, QueueName};
 use como_schemas::{InvalidInput, WorkerReply};
 
-use crate::advance::{Advanced, Applied, RuntimeError, advance};
+use crate::advance::{Advanced, Applied, RuntimeError, advance_with};
+use crate::cache::RememberingStore;
 
 /// Handle one message from the reply queue. Returns the stored transition, if the reply made one.
 pub async fn handle_reply(
     ports: &Backend,
+    delivery: &Delivery,
+) -> Result<Option<Box<Applied>>, RuntimeError> {
+    handle_reply_with(ports, None, delivery).await
+}
+
+/// [`handle_reply`] by an orchestrator that remembers the sagas it wrote last.
+pub(crate) async fn handle_reply_with(
+    ports: &Backend,
+    cache: Option<&RememberingStore>,
     delivery: &Delivery,
 ) -> Result<Option<Box<Applied>>, RuntimeError> {
     let reply: WorkerReply = match InvalidInput::parse_json(delivery.body.as_bytes()) {
@@ -22,7 +32,7 @@ pub async fn handle_reply(
     };
     let saga_id = reply.saga_id;
     let ack = Some((QueueName::Replies, delivery.receipt.clone()));
-    match advance(ports, saga_id, &Input::Reply { reply }, ack).await? {
+    match advance_with(ports, cache, saga_id, &Input::Reply { reply }, ack).await? {
         Advanced::Applied(applied) => return Ok(Some(applied)),
         Advanced::Unchanged => {}
         Advanced::NoSaga => {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::advance::{Applied, Observer};
 use crate::catalogue::VenueCatalogue;
 use crate::intake::{IntakeOutcome, handle_request};
-use crate::replies::handle_reply;
+use crate::replies::handle_reply_with;
 use crate::timers::sweep_observed;
 
 /// How the loops pace themselves.
@@ -101,7 +101,9 @@ fn bump(counter: &AtomicU64) {
 /// serial.
 #[derive(Clone)]
 pub struct Orchestrator {
+    /// The backend's ports, with `cache` in place of its saga store.
     ports: Backend,
+    cache: Arc<RememberingStore>,
     catalogue: Arc<VenueCatalogue>,
     config: OrchestratorConfig,
     stats: Arc<OrchestratorStats>,
@@ -111,9 +113,11 @@ pub struct Orchestrator {
 impl Orchestrator {
     pub fn new(mut ports: Backend, catalogue: VenueCatalogue, config: OrchestratorConfig) -> Self {
         // This orchestrator remembers the sagas it wrote last (see `cache`).
-        ports.store = Arc::new(RememberingStore::new(ports.store));
+        let cache = Arc::new(RememberingStore::new(ports.store));
+        ports.store = cache.clone();
         Self {
             ports,
+            cache,
             catalogue: Arc::new(catalogue),
             config,
             stats: Arc::new(OrchestratorStats::default()),
@@ -162,7 +166,7 @@ impl Orchestrator {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 me.consume(QueueName::Replies, shutdown, |me, d| async move {
-                    match handle_reply(&me.ports, &d).await {
+                    match handle_reply_with(&me.ports, Some(&me.cache), &d).await {
                         Ok(applied) => {
                             bump(&me.stats.replies);
                             if let Some(applied) = applied {
@@ -224,6 +228,7 @@ impl Orchestrator {
         while !shutdown.is_cancelled() {
             match sweep_observed(
                 &self.ports,
+                Some(&self.cache),
                 c.batch * 4,
                 c.concurrency,
                 self.observer.as_ref(),

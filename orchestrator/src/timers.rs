@@ -6,7 +6,8 @@ use como_engine::Input;
 use como_ports::Backend;
 use futures::StreamExt;
 
-use crate::advance::{Advanced, Observer, RuntimeError, advance};
+use crate::advance::{Advanced, Observer, RuntimeError, advance_with};
+use crate::cache::RememberingStore;
 
 /// Fire the timers of up to `limit` due sagas, `concurrency` at a time. Returns how many
 /// sagas were due.
@@ -15,12 +16,14 @@ pub async fn sweep(
     limit: usize,
     concurrency: usize,
 ) -> Result<usize, RuntimeError> {
-    sweep_observed(ports, limit, concurrency, None).await
+    sweep_observed(ports, None, limit, concurrency, None).await
 }
 
-/// [`sweep`], showing every stored transition to `observer`.
-pub async fn sweep_observed(
+/// [`sweep`] by an orchestrator that may remember the sagas it wrote last, showing every
+/// stored transition to `observer`.
+pub(crate) async fn sweep_observed(
     ports: &Backend,
+    cache: Option<&RememberingStore>,
     limit: usize,
     concurrency: usize,
     observer: Option<&Observer>,
@@ -29,7 +32,7 @@ pub async fn sweep_observed(
     let n = due.len();
     futures::stream::iter(due)
         .for_each_concurrent(concurrency, |saga_id| async move {
-            match advance(ports, saga_id, &Input::Timer, None).await {
+            match advance_with(ports, cache, saga_id, &Input::Timer, None).await {
                 Ok(Advanced::Applied(applied)) => {
                     if let Some(observe) = observer {
                         observe(&applied);

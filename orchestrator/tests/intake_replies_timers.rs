@@ -368,12 +368,13 @@ fn succeeded(cmd: &WorkerCommand) -> como_schemas::WorkerReply {
 #[tokio::test]
 async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
     use como_orchestrator::cache::RememberingStore;
-    use como_orchestrator::{Advanced, advance};
+    use como_orchestrator::{Advanced, advance, advance_with};
 
     let r = rig();
     // This orchestrator remembers what it writes; the other one shares the file.
     let mut mine = r.ports.clone();
-    mine.store = Arc::new(RememberingStore::new(r.ports.store.clone()));
+    let cache = Arc::new(RememberingStore::new(r.ports.store.clone()));
+    mine.store = cache.clone();
     let req = request();
     submit(&mine, &req).await.unwrap();
     let d = next(&mine, QueueName::Requests).await.unwrap();
@@ -412,7 +413,10 @@ async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
     let input = como_engine::Input::Reply {
         reply: succeeded(&hold),
     };
-    match advance(&mine, id, &input, None).await.unwrap() {
+    match advance_with(&mine, Some(&cache), id, &input, None)
+        .await
+        .unwrap()
+    {
         Advanced::Applied(applied) => assert_eq!(applied.version, 3),
         other => panic!("{other:?}"),
     }
@@ -421,7 +425,9 @@ async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
         reply: succeeded(&check),
     };
     assert!(matches!(
-        advance(&mine, id, &input, None).await.unwrap(),
+        advance_with(&mine, Some(&cache), id, &input, None)
+            .await
+            .unwrap(),
         Advanced::Unchanged
     ));
     assert_eq!(r.ports.store.get(id).await.unwrap().unwrap().version, 3);

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             query_by_status_step_and_age_pages_every_row_once,
             due_lists_live_timers_earliest_first,
             counts_by_status,
+            the_read_port_lists_the_stuck_longest_unchanged_first,
             unknown_saga_has_nothing,
         ]);
         $crate::conformance_tests!(@port $env, records, [
@@ -1111,6 +1112,53 @@ pub mod store {
             .collect();
         let want: BTreeMap<StatusKind, u64> = plan.into_iter().collect();
         assert_eq!(got, want);
+    }
+
+    /// The read port alone (what an API process holds) sees every write, and lists the sagas
+    /// not finished whose last change is older than a moment, the longest unchanged first.
+    pub async fn the_read_port_lists_the_stuck_longest_unchanged_first(env: &impl TestEnv) {
+        let reader = env.backend().reader();
+        let t = now(env);
+        // (status, step, last change): the finished one and the recent one are not stuck.
+        let plan = [
+            (StatusKind::NeedsOperator, 2, 3_000),
+            (StatusKind::Running, 1, 1_000),
+            (StatusKind::Confirmed, 0, 500),
+            (StatusKind::Compensating, 2, 2_000),
+            (StatusKind::WaitingForDownstream, 3, 2_500),
+            (StatusKind::Running, 0, 20_000),
+        ];
+        let mut ids = Vec::new();
+        for (n, (status, step, at)) in plan.into_iter().enumerate() {
+            let state = shaped(
+                started(400 + n as u32, t).state,
+                status,
+                step,
+                t.plus_ms(at),
+                None,
+            );
+            create(env, &state).await;
+            ids.push(state.saga_id);
+        }
+        let got = reader.get(ids[1]).await.expect("get").expect("written");
+        assert_eq!(got.value.status.kind(), StatusKind::Running);
+        let cutoff = t.plus_ms(10_000);
+        let stuck: Vec<SagaId> = reader
+            .stuck(cutoff, 10)
+            .await
+            .expect("stuck")
+            .into_iter()
+            .map(|s| s.saga_id)
+            .collect();
+        assert_eq!(stuck, vec![ids[1], ids[3], ids[4], ids[0]]);
+        let first: Vec<SagaId> = reader
+            .stuck(cutoff, 2)
+            .await
+            .expect("stuck")
+            .into_iter()
+            .map(|s| s.saga_id)
+            .collect();
+        assert_eq!(first, vec![ids[1], ids[3]]);
     }
 
     pub async fn unknown_saga_has_nothing(env: &impl TestEnv) {

@@ -3,9 +3,11 @@
 //! Layout:
 //! - [`queue`]: at-least-once queues with visibility timeouts, delayed delivery, receive counts
 //!   and dead letters (SQS semantics; the embedded backend keeps them too).
-//! - [`store`]: the saga store: create if absent, conditional update on a version, queries by
-//!   status / step / age, history, due timers, and the effects (commands, events, the input's
-//!   acknowledgement) that a write carries with it.
+//! - [`store`]: the saga store as two ports: [`SagaReader`] (get, query by status / step /
+//!   age, history, counts, stuck), which a process that only looks at sagas holds, and
+//!   [`SagaWriter`] (create if absent, conditional update on a version, due timers, and the
+//!   effects: commands, events, the input's acknowledgement, that a write carries with it),
+//!   which only the orchestrator holds. [`SagaStore`] is both, as every backend provides them.
 //! - [`records`]: idempotency records, so that a worker replays its reply to a duplicate command.
 //! - [`bus`]: the event bus for lifecycle events.
 //! - [`secrets`]: the secret store with the pending / current versions of a rotation.
@@ -36,7 +38,8 @@ pub use queue::{DeadLetter, Delivery, OutgoingMessage, Queue, QueueName, Receipt
 pub use records::IdempotencyRecords;
 pub use secrets::{SecretStore, SecretVersion};
 pub use store::{
-    CreateOutcome, Effects, SagaPage, SagaQuery, SagaStore, SagaSummary, UpdateOutcome, Versioned,
+    CreateOutcome, Effects, SagaPage, SagaQuery, SagaReader, SagaStore, SagaSummary, SagaWriter,
+    UpdateOutcome, Versioned,
 };
 
 /// Every port of one backend, as the runtime holds them.
@@ -48,4 +51,11 @@ pub struct Backend {
     pub bus: std::sync::Arc<dyn EventBus>,
     pub secrets: std::sync::Arc<dyn SecretStore>,
     pub clock: std::sync::Arc<dyn Clock>,
+}
+
+impl Backend {
+    /// The read port of the saga store alone: what a process that must not change sagas holds.
+    pub fn reader(&self) -> std::sync::Arc<dyn SagaReader> {
+        self.store.clone()
+    }
 }

@@ -117,8 +117,57 @@ pub struct SagaPage {
     pub next_cursor: Option<String>,
 }
 
+/// The read port: what a process that only looks at sagas (an API, a dashboard, a report)
+/// holds. It has no way to change a saga; reads see every write that completed before they
+/// began.
 #[async_trait]
-pub trait SagaStore: Send + Sync {
+pub trait SagaReader: Send + Sync {
+    async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>>;
+
+    /// Sagas matching `query`, most recently started first (an order that a saga's progress
+    /// does not change, so that an index on it is written only when a saga starts or changes
+    /// status).
+    async fn query(&self, query: &SagaQuery) -> PortResult<SagaPage>;
+
+    /// A saga's history, oldest first.
+    async fn history(&self, id: SagaId) -> PortResult<Vec<HistoryEntry>>;
+
+    /// How many sagas there are in each status.
+    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>>;
+
+    /// Sagas not finished whose last change is older than `updated_before`, the longest
+    /// unchanged first, at most `limit` of them: what an operator looks at first.
+    async fn stuck(&self, updated_before: Timestamp, limit: usize) -> PortResult<Vec<SagaSummary>> {
+        let mut stuck = Vec::new();
+        for status in StatusKind::ALL.into_iter().filter(|k| !k.is_terminal()) {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .query(&SagaQuery {
+                        status: Some(status),
+                        updated_before: Some(updated_before),
+                        cursor,
+                        limit: 500,
+                        ..SagaQuery::default()
+                    })
+                    .await?;
+                stuck.extend(page.items);
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        stuck.sort_by_key(|s| (s.updated_at, s.saga_id));
+        stuck.truncate(limit);
+        Ok(stuck)
+    }
+}
+
+/// The write port: what the orchestrator, the one writer of sagas, needs besides reading
+/// them.
+#[async_trait]
+pub trait SagaWriter: Send + Sync {
     /// Write a new saga (version 1) unless one with its id exists.
     async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome>;
 
@@ -130,8 +179,6 @@ pub trait SagaStore: Send + Sync {
         effects: Effects,
     ) -> PortResult<UpdateOutcome>;
 
-    async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>>;
-
     /// Carry out what the saga's last write may have left undone (its process died between
     /// the write and its effects), when nothing else would: called when the input that brought
     /// a write to a saga without a timer is delivered again. Stores whose effects commit with
@@ -140,23 +187,13 @@ pub trait SagaStore: Send + Sync {
         Ok(())
     }
 
-    /// Drop what this handle remembers of saga `id`, so that the next `get` reads the store;
-    /// says whether it remembered anything. Stores read through every time (the default).
-    fn forget(&self, _id: SagaId) -> bool {
-        false
-    }
-
-    /// Sagas matching `query`, most recently started first (an order that a saga's progress
-    /// does not change, so that an index on it is written only when a saga starts or changes
-    /// status).
-    async fn query(&self, query: &SagaQuery) -> PortResult<SagaPage>;
-
-    /// A saga's history, oldest first.
-    async fn history(&self, id: SagaId) -> PortResult<Vec<HistoryEntry>>;
-
-    /// Sagas whose wake-up time has come, earliest first.
+    /// Sagas whose wake-up time has come, earliest first. On the write port because the timer
+    /// sweep that calls it writes what it finds, and a store that sends after it writes may
+    /// finish an earlier write's effects here.
     async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>>;
-
-    /// How many sagas there are in each status.
-    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>>;
 }
+
+/// A whole saga store: both ports, as every backend provides them.
+pub trait SagaStore: SagaReader + SagaWriter {}
+
+impl<T: SagaReader + SagaWriter + ?Sized> SagaStore for T {}

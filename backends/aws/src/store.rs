@@ -41,8 +41,8 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use como_engine::{HistoryEntry, SagaState, StatusKind};
 use como_ports::{
-    CreateOutcome, Effects, PortError, PortResult, SagaPage, SagaQuery, SagaStore, SagaSummary,
-    UpdateOutcome, Versioned,
+    CreateOutcome, Effects, PortError, PortResult, SagaPage, SagaQuery, SagaReader, SagaSummary,
+    SagaWriter, UpdateOutcome, Versioned,
 };
 use como_schemas::{SagaId, Timestamp};
 
@@ -985,28 +985,7 @@ impl AwsPorts {
 }
 
 #[async_trait]
-impl SagaStore for AwsPorts {
-    async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
-        Ok(match self.write(state, None, effects).await? {
-            Some(version) => CreateOutcome::Created { version },
-            None => CreateOutcome::Exists,
-        })
-    }
-
-    async fn update(
-        &self,
-        state: &SagaState,
-        expected_version: u64,
-        effects: Effects,
-    ) -> PortResult<UpdateOutcome> {
-        Ok(
-            match self.write(state, Some(expected_version), effects).await? {
-                Some(version) => UpdateOutcome::Updated { version },
-                None => UpdateOutcome::Conflict,
-            },
-        )
-    }
-
+impl SagaReader for AwsPorts {
     async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
         Ok(self.read(id, "GetItem (saga)").await?.map(|s| Versioned {
             version: s.version,
@@ -1095,6 +1074,42 @@ impl SagaStore for AwsPorts {
             }
         }
         Ok(groups.into_values().flatten().collect())
+    }
+
+    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
+        let mut counts: BTreeMap<StatusKind, u64> = BTreeMap::new();
+        for kind in StatusKind::ALL {
+            for shard in self.shards() {
+                *counts.entry(kind).or_insert(0) += self
+                    .count_part(format!("{}#{shard}", kind.as_str()))
+                    .await?;
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl SagaWriter for AwsPorts {
+    async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
+        Ok(match self.write(state, None, effects).await? {
+            Some(version) => CreateOutcome::Created { version },
+            None => CreateOutcome::Exists,
+        })
+    }
+
+    async fn update(
+        &self,
+        state: &SagaState,
+        expected_version: u64,
+        effects: Effects,
+    ) -> PortResult<UpdateOutcome> {
+        Ok(
+            match self.write(state, Some(expected_version), effects).await? {
+                Some(version) => UpdateOutcome::Updated { version },
+                None => UpdateOutcome::Conflict,
+            },
+        )
     }
 
     async fn flush(&self, id: SagaId) -> PortResult<()> {
@@ -1192,18 +1207,6 @@ impl SagaStore for AwsPorts {
                 .unwrap_or_else(|p| p.into_inner()) = None;
         }
         Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
-    }
-
-    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
-        let mut counts: BTreeMap<StatusKind, u64> = BTreeMap::new();
-        for kind in StatusKind::ALL {
-            for shard in self.shards() {
-                *counts.entry(kind).or_insert(0) += self
-                    .count_part(format!("{}#{shard}", kind.as_str()))
-                    .await?;
-            }
-        }
-        Ok(counts.into_iter().collect())
     }
 }
 

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use como_engine::{HistoryEntry, SagaState, StatusKind};
 use como_ports::store::current_step;
 use como_ports::{
-    CreateOutcome, Effects, PortError, PortResult, SagaPage, SagaQuery, SagaStore, SagaSummary,
-    UpdateOutcome, Versioned,
+    CreateOutcome, Effects, PortError, PortResult, SagaPage, SagaQuery, SagaReader, SagaSummary,
+    SagaWriter, UpdateOutcome, Versioned,
 };
 use como_schemas::{SagaEvent, SagaId, Timestamp};
 use rusqlite::types::Value;
@@ -107,35 +107,7 @@ impl Cursor {
 }
 
 #[async_trait]
-impl SagaStore for EmbeddedPorts {
-    async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
-        let op = Op::Create {
-            saga: saga_row(state)?,
-            effects: effect_rows(effects)?,
-        };
-        match self.writer.submit(op).await? {
-            Output::Created(c) => Ok(c),
-            other => Err(other.unexpected()),
-        }
-    }
-
-    async fn update(
-        &self,
-        state: &SagaState,
-        expected_version: u64,
-        effects: Effects,
-    ) -> PortResult<UpdateOutcome> {
-        let op = Op::Update {
-            saga: saga_row(state)?,
-            expected_version,
-            effects: effect_rows(effects)?,
-        };
-        match self.writer.submit(op).await? {
-            Output::Updated(u) => Ok(u),
-            other => Err(other.unexpected()),
-        }
-    }
-
+impl SagaReader for EmbeddedPorts {
     async fn get(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
         let key = saga_key(id);
         let row: Option<(i64, String)> = self.readers.point(|conn| {
@@ -258,28 +230,6 @@ impl SagaStore for EmbeddedPorts {
             .await
     }
 
-    async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
-        let now = now.as_millis();
-        let limit = codec::limit(limit);
-        self.readers
-            .scan(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id FROM sagas WHERE wake_at IS NOT NULL AND wake_at <= ?1
-                         ORDER BY wake_at LIMIT ?2",
-                    )
-                    .map_err(db_error)?;
-                let mut rows = stmt.query((now, limit)).map_err(db_error)?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next().map_err(db_error)? {
-                    let id: Vec<u8> = row.get(0).map_err(db_error)?;
-                    out.push(codec::saga_of_key(&id)?);
-                }
-                Ok(out)
-            })
-            .await
-    }
-
     async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
         self.readers
             .scan(|conn| {
@@ -299,6 +249,59 @@ impl SagaStore for EmbeddedPorts {
                     }
                 }
                 Ok(counts)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl SagaWriter for EmbeddedPorts {
+    async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
+        let op = Op::Create {
+            saga: saga_row(state)?,
+            effects: effect_rows(effects)?,
+        };
+        match self.writer.submit(op).await? {
+            Output::Created(c) => Ok(c),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    async fn update(
+        &self,
+        state: &SagaState,
+        expected_version: u64,
+        effects: Effects,
+    ) -> PortResult<UpdateOutcome> {
+        let op = Op::Update {
+            saga: saga_row(state)?,
+            expected_version,
+            effects: effect_rows(effects)?,
+        };
+        match self.writer.submit(op).await? {
+            Output::Updated(u) => Ok(u),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
+        let now = now.as_millis();
+        let limit = codec::limit(limit);
+        self.readers
+            .scan(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id FROM sagas WHERE wake_at IS NOT NULL AND wake_at <= ?1
+                         ORDER BY wake_at LIMIT ?2",
+                    )
+                    .map_err(db_error)?;
+                let mut rows = stmt.query((now, limit)).map_err(db_error)?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(db_error)? {
+                    let id: Vec<u8> = row.get(0).map_err(db_error)?;
+                    out.push(codec::saga_of_key(&id)?);
+                }
+                Ok(out)
             })
             .await
     }
