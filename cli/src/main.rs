@@ -1,14 +1,14 @@
 //! `como-saga`: every role of the system in one binary.
 //!
-//! Layout: one file per subcommand under `cmd/`; `settings` resolves flags, environment and
-//! the settings file; `stack` builds the roles; `demo` and `report` serve `up`. `main` only
-//! parses arguments, sets up logging and dispatches.
+//! Layout: one file per subcommand under `cmd/`; the application crate (`como-app`) resolves
+//! the settings and assembles the roles; `demo` and `report` serve `up`. `main` only parses
+//! arguments, sets up logging and dispatches.
 
 mod cmd;
 mod demo;
 mod report;
-mod settings;
-mod stack;
+
+use como_app::{settings, stack};
 
 use clap::{Parser, Subcommand};
 

@@ -1,11 +1,11 @@
-//! The TOML settings file, read by the command line's own module (`cli/src/settings.rs`,
+//! The TOML settings file, read by the command line's own module (`app/src/settings.rs`,
 //! compiled here by path) through `Settings::load`, as every role reads it. Whatever it accepts
 //! says what the file says: the backend, the rate limits and the venue catalogue; whatever it
 //! refuses names the file.
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../cli/src/settings.rs"]
+#[path = "../../app/src/settings.rs"]
 mod settings;
 
 use std::sync::OnceLock;
@@ -55,10 +55,10 @@ fuzz_target!(|data: &[u8]| {
             .and_then(|r| r.as_integer())
     };
     if let Some(r) = rate("memberson") {
-        assert_eq!(i64::from(settings.memberson.rate_limit_per_second), r);
+        assert_eq!(i64::from(settings.memberson.rate_limit.per_second), r);
     }
     if let Some(r) = rate("sevenrooms") {
-        assert_eq!(i64::from(settings.sevenrooms.rate_limit_per_second), r);
+        assert_eq!(i64::from(settings.sevenrooms.rate_limit.per_second), r);
     }
     if let Some(venues) = table.get("venues").and_then(|v| v.as_table()) {
         let read: Vec<(String, i64)> = settings

@@ -13,6 +13,7 @@
 //! Every message carries `schema_version`; this build reads and writes [`SCHEMA_VERSION`].
 
 pub mod command;
+pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod examples;

@@ -29,22 +29,16 @@ pub const WRITE_OPS: &[&str] = &["redeem", "void"];
 /// Business refusals a `refuse` fault can force on `redeem`.
 pub const REFUSALS: &[&str] = &["INSUFFICIENT_POINTS", "MEMBER_EXPIRED", "MEMBER_TERMINATED"];
 
-/// The long-lived credentials the simulator accepts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembersonCredentials {
-    /// The `SvcAuth` header value, `<encoded user>,<encoded password>`, compared as it is.
-    pub svc_auth: String,
-    pub username: String,
-    pub password: String,
-}
+use como_schemas::credentials::ExposeSecret;
+pub use como_schemas::credentials::MembersonCredentials;
 
-impl Default for MembersonCredentials {
-    fn default() -> Self {
-        Self {
-            svc_auth: "Y29tby1zYWdh,c2ltdWxhdG9yLXNlY3JldA==".to_owned(),
-            username: "como-saga".to_owned(),
-            password: "simulator-secret".to_owned(),
-        }
+/// The long-lived credentials the simulator accepts unless configured otherwise (the local
+/// stack's and the tests').
+pub fn simulator_credentials() -> MembersonCredentials {
+    MembersonCredentials {
+        svc_auth: "Y29tby1zYWdh,c2ltdWxhdG9yLXNlY3JldA==".into(),
+        username: "como-saga".to_owned(),
+        password: "simulator-secret".into(),
     }
 }
 
@@ -59,7 +53,7 @@ impl Default for MembersonConfig {
     fn default() -> Self {
         Self {
             token_lifetime: Duration::from_secs(3600),
-            credentials: MembersonCredentials::default(),
+            credentials: simulator_credentials(),
         }
     }
 }
@@ -234,7 +228,7 @@ impl Memberson {
 
     fn check_svc_auth(&self, headers: &HeaderMap) -> Result<(), Response> {
         match headers.get("SvcAuth").and_then(|v| v.to_str().ok()) {
-            Some(v) if v == self.config.credentials.svc_auth => Ok(()),
+            Some(v) if v == self.config.credentials.svc_auth.expose_secret() => Ok(()),
             _ => Err(self.unauthorized("INVALID_SVCAUTH", "SvcAuth is missing or wrong.")),
         }
     }
@@ -455,7 +449,7 @@ async fn authenticate(
         Err(r) => return r,
     };
     let creds = &sim.config.credentials;
-    if body.username != creds.username || body.password != creds.password {
+    if body.username != creds.username || body.password != creds.password.expose_secret() {
         return sim.unauthorized("INVALID_CREDENTIALS", "Username or password is wrong.");
     }
     let now = sim.common.clock.now();

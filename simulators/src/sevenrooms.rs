@@ -52,18 +52,15 @@ pub const MSG_PAST_CUTOFF: &str =
     "The reservation can no longer be cancelled: it is past the cancellation cut-off.";
 pub const MSG_ALREADY_CANCELLED: &str = "Reservation has already been cancelled.";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SevenRoomsCredentials {
-    pub client_id: String,
-    pub client_secret: String,
-}
+use como_schemas::credentials::ExposeSecret;
+pub use como_schemas::credentials::SevenRoomsCredentials;
 
-impl Default for SevenRoomsCredentials {
-    fn default() -> Self {
-        Self {
-            client_id: "como-saga".to_owned(),
-            client_secret: "simulator-client-secret".to_owned(),
-        }
+/// The API client the simulator accepts unless configured otherwise (the local stack's and the
+/// tests').
+pub fn simulator_credentials() -> SevenRoomsCredentials {
+    SevenRoomsCredentials {
+        client_id: "como-saga".to_owned(),
+        client_secret: "simulator-client-secret".into(),
     }
 }
 
@@ -82,7 +79,7 @@ impl Default for SevenRoomsConfig {
     fn default() -> Self {
         Self {
             token_lifetime: Duration::from_secs(24 * 3600),
-            credentials: SevenRoomsCredentials::default(),
+            credentials: simulator_credentials(),
             cancellation_cutoff: Duration::from_secs(2 * 3600),
             default_hold: Duration::from_secs(300),
         }
@@ -920,7 +917,7 @@ async fn auth(
     };
     let creds = &sim.config.credentials;
     if body.client_id.as_deref() != Some(creds.client_id.as_str())
-        || body.client_secret.as_deref() != Some(creds.client_secret.as_str())
+        || body.client_secret.as_deref() != Some(creds.client_secret.expose_secret())
     {
         return sim.unauthorized();
     }

@@ -3,6 +3,7 @@
 //! outage, clock, stats, the request log and its peak rate), reproducible faults, the
 //! shared-address layout, and shutdown.
 
+use como_schemas::credentials::ExposeSecret;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Utc;
@@ -37,8 +38,8 @@ impl Memberson {
         let creds = sim.memberson_credentials();
         let response = http
             .post(format!("{}/api/user/authenticate", sim.memberson_url()))
-            .header("SvcAuth", &creds.svc_auth)
-            .json(&json!({"Username": creds.username, "Password": creds.password}))
+            .header("SvcAuth", creds.svc_auth.expose_secret())
+            .json(&json!({"Username": creds.username, "Password": creds.password.expose_secret()}))
             .send()
             .await
             .expect("authenticate");
@@ -49,7 +50,7 @@ impl Memberson {
         Self {
             http,
             base: sim.memberson_url().to_owned(),
-            svc_auth: creds.svc_auth.clone(),
+            svc_auth: creds.svc_auth.expose_secret().to_owned(),
             token,
         }
     }
@@ -96,7 +97,7 @@ async fn sevenrooms_token(http: &reqwest::Client, sim: &SimHandle) -> String {
         .post(format!("{}/auth", sim.sevenrooms_url()))
         .form(&[
             ("client_id", creds.client_id.as_str()),
-            ("client_secret", creds.client_secret.as_str()),
+            ("client_secret", creds.client_secret.expose_secret()),
         ])
         .send()
         .await
@@ -830,7 +831,10 @@ async fn a_request_still_running_is_logged_without_a_status_until_it_is_answered
         .post(url)
         .form(&[
             ("client_id", creds.client_id),
-            ("client_secret", creds.client_secret),
+            (
+                "client_secret",
+                creds.client_secret.expose_secret().to_owned(),
+            ),
         ])
         .send();
     let hanging = tokio::spawn(async move { call.await.map(|r| r.status()) });

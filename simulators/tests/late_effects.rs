@@ -2,6 +2,7 @@
 //! client has given up (a `hang` past the client's timeout), and a `late` fault answers at once
 //! while the effect lands `ms` after the call arrived.
 
+use como_schemas::credentials::ExposeSecret;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -36,8 +37,8 @@ async fn memberson_token(sim: &SimHandle) -> String {
     let creds = sim.memberson_credentials();
     reqwest::Client::new()
         .post(format!("{}/api/user/authenticate", sim.memberson_url()))
-        .header("SvcAuth", &creds.svc_auth)
-        .json(&json!({"Username": creds.username, "Password": creds.password}))
+        .header("SvcAuth", creds.svc_auth.expose_secret())
+        .json(&json!({"Username": creds.username, "Password": creds.password.expose_secret()}))
         .send()
         .await
         .expect("authenticate")
@@ -52,7 +53,7 @@ async fn sevenrooms_token(sim: &SimHandle) -> String {
         .post(format!("{}/auth", sim.sevenrooms_url()))
         .form(&[
             ("client_id", creds.client_id.as_str()),
-            ("client_secret", creds.client_secret.as_str()),
+            ("client_secret", creds.client_secret.expose_secret()),
         ])
         .send()
         .await
@@ -73,7 +74,10 @@ async fn redeem(
         "{}/api/transaction/redeem-point",
         sim.memberson_url()
     ))
-    .header("SvcAuth", &sim.memberson_credentials().svc_auth)
+    .header(
+        "SvcAuth",
+        sim.memberson_credentials().svc_auth.expose_secret(),
+    )
     .header("Token", token)
     .json(&json!({
         "MemberNo": MEMBER_RICH, "PointType": POINT_TYPE, "Amount": 1500,
@@ -279,7 +283,10 @@ async fn late_on_a_read_is_a_plain_gateway_timeout() {
             "{}/api/profile/{MEMBER_RICH}/summary",
             sim.memberson_url()
         ))
-        .header("SvcAuth", &sim.memberson_credentials().svc_auth)
+        .header(
+            "SvcAuth",
+            sim.memberson_credentials().svc_auth.expose_secret(),
+        )
         .header("Token", &token)
         .send()
         .await

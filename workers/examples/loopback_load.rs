@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveTime, Utc};
 use como_simulators::seed::{POINT_TYPE, VENUE_LARGE, bulk_member_no};
 use como_simulators::{SimConfig, Simulators};
-use como_workers::clients::memberson::{
-    MembersonClient, MembersonCredentials, MembersonSettings, RedeemRequest,
-};
+use como_workers::clients::memberson::{MembersonClient, MembersonSettings, RedeemRequest};
 use como_workers::clients::sevenrooms::{
-    BookRequest, HoldRequest, SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
+    BookRequest, HoldRequest, SevenRoomsClient, SevenRoomsSettings,
 };
 use como_workers::clients::{Deadline, Outcome};
 
@@ -33,28 +31,13 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let m = sim.memberson_credentials();
     let memberson = MembersonClient::connect(
         http.clone(),
-        MembersonSettings::new(
-            sim.memberson_url(),
-            MembersonCredentials {
-                svc_auth: m.svc_auth.clone().into(),
-                username: m.username.clone(),
-                password: m.password.clone().into(),
-            },
-        ),
+        MembersonSettings::new(sim.memberson_url(), sim.memberson_credentials().clone()),
     );
-    let s = sim.sevenrooms_credentials();
     let sevenrooms = SevenRoomsClient::connect(
         http,
-        SevenRoomsSettings::new(
-            sim.sevenrooms_url(),
-            SevenRoomsCredentials {
-                client_id: s.client_id.clone(),
-                client_secret: s.client_secret.clone().into(),
-            },
-        ),
+        SevenRoomsSettings::new(sim.sevenrooms_url(), sim.sevenrooms_credentials().clone()),
     );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();

@@ -46,15 +46,8 @@ async fn rig_on(clock: Arc<dyn Clock>) -> Rig {
     .unwrap();
     let ports = backend.ports();
     let sim = Simulators::start(SimConfig::default()).await.unwrap();
-    let creds = sim.memberson_credentials().clone();
-    let mut settings = MembersonSettings::new(
-        sim.memberson_url(),
-        como_workers::clients::memberson::MembersonCredentials {
-            svc_auth: creds.svc_auth.into(),
-            username: creds.username,
-            password: creds.password.into(),
-        },
-    );
+    let mut settings =
+        MembersonSettings::new(sim.memberson_url(), sim.memberson_credentials().clone());
     settings.policy = CallPolicy {
         max_attempts: 1,
         ..CallPolicy::default()

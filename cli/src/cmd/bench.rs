@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Days;
+use como_app::{App, Observers, Roles};
 use como_engine::StatusKind;
 use como_orchestrator::Applied;
 use como_schemas::{
     BookingRequested, CommandId, Credits, GuestContact, MemberNo, PartySize, PersonName, Phone,
-    RequestId, SagaId, SchemaVersion, SlotTime, VenueId, Worker,
+    RequestId, SagaId, SchemaVersion, SlotTime, VenueId,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -327,31 +328,32 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     };
     settings.memberson.rate_limit = unlimited;
     settings.sevenrooms.rate_limit = unlimited;
-    let backend = stack::open_backend(&settings)?;
-    let ports = backend.ports.clone();
+    let app = App::build(settings)?;
+    let settings = app.settings().clone();
+    let backend = app.backend();
+    let ports = app.ports().clone();
     if settings.backend == crate::settings::BackendKind::Aws {
         // The CRM worker reads its Memberson token from the secret: one these simulators
         // issued.
-        crate::cmd::rotate_tokens::ensure_token(&settings, ports.secrets.as_ref())
+        como_app::tokens::ensure_token(&settings, ports.secrets.as_ref())
             .await
             .context("cannot put a Memberson token in the secret store")?;
     }
     let recorder = Arc::new(Recorder::new());
 
     let shutdown = CancellationToken::new();
-    let mut tasks = Vec::new();
-    let observer = Arc::clone(&recorder);
-    let orchestrator = stack::orchestrator(&settings, &ports)
-        .with_observer(Arc::new(move |a: &Applied| observer.stored(a)));
-    tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
-    for worker in Worker::ALL {
-        let observer = Arc::clone(&recorder);
-        let runtime = stack::worker(&ports, stack::handler(&settings, worker, &ports)?)
-            .with_observer(Arc::new(move |id: &CommandId, d: Duration| {
-                observer.handled(id, d)
-            }));
-        tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
-    }
+    let stored = Arc::clone(&recorder);
+    let handled = Arc::clone(&recorder);
+    let running = app.spawn(
+        &Roles::all(),
+        &shutdown,
+        Observers {
+            orchestrator: Some(Arc::new(move |a: &Applied| stored.stored(a))),
+            workers: Some(Arc::new(move |id: &CommandId, d: Duration| {
+                handled.handled(id, d)
+            })),
+        },
+    )?;
 
     let price = settings
         .venues
@@ -404,10 +406,10 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     });
     bar.finish_and_clear();
     shutdown.cancel();
-    for t in tasks {
-        let _ = tokio::time::timeout(stack::SHUTDOWN_GRACE, t).await;
+    if let Err(e) = running.stopped(stack::SHUTDOWN_GRACE).await {
+        tracing::warn!("{e:#}");
     }
-    backend.close().await;
+    app.close().await;
 
     let f = lock(&recorder.figures);
     let steps = f

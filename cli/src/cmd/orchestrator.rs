@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use como_app::{App, Observers, Roles};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{CommonArgs, DownstreamArgs, Required, Settings};
@@ -22,18 +23,26 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         &[Required::Venues],
     )?;
     stack::runtime()?.block_on(async {
-        let backend = stack::open_backend(&settings)?;
-        println!("orchestrator: database {}", settings.database.display());
+        let app = App::build(settings)?;
+        println!(
+            "orchestrator: database {}",
+            app.settings().database.display()
+        );
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
-        let orchestrator = stack::orchestrator(&settings, &backend.ports);
-        let stats = orchestrator.stats();
-        orchestrator.run(shutdown).await;
-        backend.close().await;
-        println!(
-            "orchestrator: stopped {}",
-            serde_json::to_string(&stats.snapshot())?
-        );
+        let running = app.spawn(&Roles::orchestrator(), &shutdown, Observers::default())?;
+        let stats = running.orchestrator.clone();
+        shutdown.cancelled().await;
+        if let Err(e) = running.stopped(stack::SHUTDOWN_GRACE).await {
+            tracing::warn!("{e:#}");
+        }
+        app.close().await;
+        if let Some(stats) = stats {
+            println!(
+                "orchestrator: stopped {}",
+                serde_json::to_string(&stats.snapshot())?
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

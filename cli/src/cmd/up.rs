@@ -8,16 +8,17 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use como_app::{App, Observers, Roles};
 use como_engine::StatusKind;
-use como_schemas::{SagaId, Worker};
+use como_schemas::SagaId;
 use como_simulators::{SimConfig, Simulators};
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::rotate_tokens::TokenCheck;
 use crate::demo;
 use crate::report::{self, Summary};
 use crate::settings::{BackendKind, CommonArgs, DownstreamArgs, Settings};
 use crate::stack;
+use como_app::tokens::TokenCheck;
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -74,12 +75,13 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     .context("cannot start the simulators")?;
     settings.memberson.base_url = Some(sim.memberson_url().to_owned());
     settings.sevenrooms.base_url = Some(sim.sevenrooms_url().to_owned());
-    let backend = stack::open_backend(&settings)?;
-    let ports = backend.ports.clone();
+    let app = App::build(settings)?;
+    let settings = app.settings().clone();
+    let ports = app.ports().clone();
     if settings.backend == BackendKind::Aws {
         // The CRM worker reads its Memberson token from the secret, never mints one: fill the
         // secret first when it holds no token these (new) simulators accept.
-        let check = crate::cmd::rotate_tokens::ensure_token(&settings, ports.secrets.as_ref())
+        let check = como_app::tokens::ensure_token(&settings, ports.secrets.as_ref())
             .await
             .context("cannot put a Memberson token in the secret store")?;
         let secret = como_backend_aws::names::MEMBERSON_TOKEN_SECRET;
@@ -96,16 +98,12 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     stack::cancel_on_signal(shutdown.clone());
-    let orchestrator = stack::orchestrator(&settings, &ports);
-    let stats = orchestrator.stats();
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
-    let mut workers = Vec::new();
-    for worker in Worker::ALL {
-        let runtime = stack::worker(&ports, stack::handler(&settings, worker, &ports)?);
-        workers.push((worker, runtime.clone()));
-        tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
-    }
+    let running = app.spawn(&Roles::all(), &shutdown, Observers::default())?;
+    let stats = running
+        .orchestrator
+        .clone()
+        .context("the orchestrator did not start")?;
+    let workers = running.workers.clone();
 
     say(format!(
         "como-saga is up on the {} backend ({})",
@@ -167,8 +165,8 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
         }
     }
     shutdown.cancel();
-    for t in tasks {
-        let _ = tokio::time::timeout(stack::SHUTDOWN_GRACE, t).await;
+    if let Err(e) = running.stopped(stack::SHUTDOWN_GRACE).await {
+        tracing::warn!("{e:#}");
     }
 
     let mut code = ExitCode::SUCCESS;
@@ -223,7 +221,7 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
             code = ExitCode::from(1);
         }
     }
-    backend.close().await;
+    app.close().await;
     let _ = sim.shutdown().await;
     Ok(code)
 }

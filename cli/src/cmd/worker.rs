@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use como_app::{App, Observers, Roles};
 use como_schemas::Worker;
 use tokio_util::sync::CancellationToken;
 
@@ -47,16 +48,16 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         &[required],
     )?;
     stack::runtime()?.block_on(async {
-        let backend = stack::open_backend(&settings)?;
-        let handler = stack::handler(&settings, worker, &backend.ports)?;
+        let app = App::build(settings)?;
         println!(
             "worker {worker}: database {}, calling {}",
-            settings.database.display(),
+            app.settings().database.display(),
             worker.downstream()
         );
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
-        let runtime = stack::worker(&backend.ports, handler);
+        let running = app.spawn(&Roles::worker(worker), &shutdown, Observers::default())?;
+        let runtime = running.workers[0].1.clone();
         // While its downstream is down, say so every few seconds: how many commands wait, and
         // since when; then once more when it is back.
         let watch = runtime.clone();
@@ -86,8 +87,11 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         });
-        runtime.clone().run(shutdown).await;
-        backend.close().await;
+        shutdown.cancelled().await;
+        if let Err(e) = running.stopped(stack::SHUTDOWN_GRACE).await {
+            tracing::warn!("{e:#}");
+        }
+        app.close().await;
         println!(
             "worker {worker}: stopped {}",
             serde_json::to_string(&runtime.snapshot())?

@@ -24,15 +24,8 @@ use super::{
     send, send_with_token, transient_status,
 };
 
-/// The long-lived credentials: the `SvcAuth` header and the user that authenticates. The
-/// secret parts print as `[REDACTED]` (`Debug`, so also in logged settings and errors); only
-/// the calls that send them read them, with `expose_secret()`.
-#[derive(Clone, Debug)]
-pub struct MembersonCredentials {
-    pub svc_auth: SecretString,
-    pub username: String,
-    pub password: SecretString,
-}
+/// The long-lived credentials (one type with the simulator's: see [`como_schemas::credentials`]).
+pub use como_schemas::credentials::MembersonCredentials;
 
 /// Membership status as Memberson reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

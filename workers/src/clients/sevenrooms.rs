@@ -25,13 +25,8 @@ use super::{
     send, send_with_token, transient_status,
 };
 
-/// The API client's credentials. The secret prints as `[REDACTED]` (`Debug`, so also in
-/// logged settings and errors); only the call that sends it reads it, with `expose_secret()`.
-#[derive(Clone, Debug)]
-pub struct SevenRoomsCredentials {
-    pub client_id: String,
-    pub client_secret: SecretString,
-}
+/// The long-lived credentials (one type with the simulator's: see [`como_schemas::credentials`]).
+pub use como_schemas::credentials::SevenRoomsCredentials;
 
 /// The `{status, data, msg, request_id}` envelope; any field may be null.
 #[derive(Deserialize)]

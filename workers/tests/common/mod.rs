@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use como_simulators::{SimConfig, SimHandle, Simulators};
-use como_workers::clients::memberson::{MembersonClient, MembersonCredentials, MembersonSettings};
-use como_workers::clients::sevenrooms::{
-    SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
-};
+use como_workers::clients::memberson::{MembersonClient, MembersonSettings};
+use como_workers::clients::sevenrooms::{SevenRoomsClient, SevenRoomsSettings};
 use como_workers::clients::{CallPolicy, Deadline};
 
 pub async fn start() -> SimHandle {
@@ -49,15 +47,8 @@ pub fn http() -> reqwest::Client {
 }
 
 pub fn memberson_settings(sim: &SimHandle, policy: CallPolicy) -> MembersonSettings {
-    let creds = sim.memberson_credentials();
-    let mut settings = MembersonSettings::new(
-        sim.memberson_url(),
-        MembersonCredentials {
-            svc_auth: creds.svc_auth.clone().into(),
-            username: creds.username.clone(),
-            password: creds.password.clone().into(),
-        },
-    );
+    let mut settings =
+        MembersonSettings::new(sim.memberson_url(), sim.memberson_credentials().clone());
     settings.policy = policy;
     settings
 }
@@ -67,14 +58,8 @@ pub fn memberson(sim: &SimHandle, policy: CallPolicy) -> MembersonClient {
 }
 
 pub fn sevenrooms_settings(sim: &SimHandle, policy: CallPolicy) -> SevenRoomsSettings {
-    let creds = sim.sevenrooms_credentials();
-    let mut settings = SevenRoomsSettings::new(
-        sim.sevenrooms_url(),
-        SevenRoomsCredentials {
-            client_id: creds.client_id.clone(),
-            client_secret: creds.client_secret.clone().into(),
-        },
-    );
+    let mut settings =
+        SevenRoomsSettings::new(sim.sevenrooms_url(), sim.sevenrooms_credentials().clone());
     settings.policy = policy;
     settings
 }

@@ -1,6 +1,6 @@
-//! Building the roles from settings: the backend, the downstream clients with their circuit
-//! breakers and rate limits, the orchestrator and the workers; and the shutdown signal every
-//! loop honours.
+//! The pieces [`crate::App`] assembles, built from settings: the backend, and each worker's
+//! handler (its downstream client with the circuit breaker, the rate limit and, on AWS, the
+//! token from the secret store); and the shutdown signal every loop honours.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use como_backend_aws::names;
 use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
-use como_orchestrator::{Orchestrator, OrchestratorConfig};
 use como_ports::{Backend, SecretStore, SystemClock};
 use como_schemas::Worker;
 use como_workers::breaker::{BreakerConfig, CircuitBreaker};
@@ -20,7 +19,6 @@ use como_workers::clients::token::TokenSource;
 use como_workers::clients::{Deadline, Guards};
 use como_workers::handlers::{CommandHandler, CrmHandler, SevenRoomsHandler};
 use como_workers::rate_limit::{RateLimit, RateLimitConfig};
-use como_workers::runtime::{WorkerConfig, WorkerRuntime};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{BackendKind, RateLimitSetting, Settings};
@@ -35,6 +33,20 @@ pub struct OpenBackend {
 }
 
 impl OpenBackend {
+    /// An AWS backend connected already (a test's fresh deployment).
+    pub fn of_aws(aws: como_backend_aws::AwsBackend) -> OpenBackend {
+        OpenBackend {
+            ports: aws.ports(),
+            embedded: None,
+            aws: Some(aws),
+        }
+    }
+
+    /// The AWS backend, when that is the one.
+    pub fn aws(&self) -> Option<&como_backend_aws::AwsBackend> {
+        self.aws.as_ref()
+    }
+
     /// The AWS API calls this process made (and the write units they billed), when the
     /// backend is AWS.
     pub fn aws_api_calls(&self) -> Option<Vec<como_backend_aws::ApiCall>> {
@@ -242,18 +254,6 @@ fn rotate_command(settings: &Settings, memberson_url: &str) -> String {
     }
     line.push_str(&format!(" --memberson-url {memberson_url}"));
     line
-}
-
-pub fn orchestrator(settings: &Settings, ports: &Backend) -> Orchestrator {
-    Orchestrator::new(
-        ports.clone(),
-        settings.venues.clone(),
-        OrchestratorConfig::default(),
-    )
-}
-
-pub fn worker(ports: &Backend, handler: Arc<dyn CommandHandler>) -> WorkerRuntime {
-    WorkerRuntime::new(ports.clone(), handler, WorkerConfig::default())
 }
 
 /// Cancel `token` on Ctrl-C or SIGTERM.

@@ -9,7 +9,7 @@
 //! - The AWS API calls of happy-path sagas, counted by service and operation (the figures in
 //!   `docs/aws.md`).
 
-mod support;
+mod aws_stack_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use como_ports::{
 use como_schemas::SagaId;
 use como_simulators::invariant::{SagaKeys, check_money_invariant};
 
-use support::{Stack, booking, start};
+use aws_stack_support::{Stack, booking, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
@@ -36,7 +36,7 @@ async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
     let events = aws_sdk_eventbridge::Client::new(&stack.sdk);
     let entry = |detail_type: &str| {
         aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-            .event_bus_name(stack.backend.names().bus())
+            .event_bus_name(stack.backend().names().bus())
             .source(names::BOOKING_SOURCE)
             .detail_type(detail_type)
             .detail(serde_json::to_string(&request).unwrap())
@@ -84,7 +84,7 @@ async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(published(&stack).await, ["BookingConfirmed"]);
-    let calls = stack.backend.api_calls();
+    let calls = stack.backend().api_calls();
     let put_events = calls
         .iter()
         .find(|c| c.operation == "PutEvents")
@@ -198,7 +198,7 @@ async fn queue_is_empty(stack: &Stack, queue: QueueName) -> bool {
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     let out = sqs
         .get_queue_attributes()
-        .queue_url(stack.backend.queue_url(queue))
+        .queue_url(stack.backend().queue_url(queue))
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
@@ -331,13 +331,13 @@ async fn happy_path_api_calls_per_saga() {
         .unwrap_or(30);
     let stack = start("apicalls", AwsConfig::default(), |_, p| p).await;
     // What the idle loops cost (receives with nothing to receive, timer sweeps), per second.
-    stack.backend.reset_api_calls();
+    stack.backend().reset_api_calls();
     let idle_from = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = stack.backend.api_calls();
+    let idle = stack.backend().api_calls();
     let idle_secs = idle_from.elapsed().as_secs_f64();
 
-    stack.backend.reset_api_calls();
+    stack.backend().reset_api_calls();
     let started = Instant::now();
     let mut ids: Vec<SagaId> = Vec::new();
     for i in 0..sagas {
@@ -352,7 +352,7 @@ async fn happy_path_api_calls_per_saga() {
     let largest = Arc::new(AtomicU64::new(0));
     let sampler = {
         let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk);
-        let table = stack.backend.names().table();
+        let table = stack.backend().names().table();
         let key = format!("S#{}", ids[sagas - 1]);
         let largest = largest.clone();
         tokio::spawn(async move {
@@ -377,7 +377,7 @@ async fn happy_path_api_calls_per_saga() {
     let done = stack.wait_finished(&ids, Duration::from_secs(120)).await;
     sampler.abort();
     let elapsed = started.elapsed().as_secs_f64();
-    let calls = stack.backend.api_calls();
+    let calls = stack.backend().api_calls();
     assert!(
         done.iter()
             .all(|s| s.status.kind() == StatusKind::Confirmed),
@@ -434,7 +434,7 @@ async fn happy_path_api_calls_per_saga() {
     let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk);
     let items = dynamo
         .query()
-        .table_name(stack.backend.names().table())
+        .table_name(stack.backend().names().table())
         .key_condition_expression("pk = :pk")
         .expression_attribute_values(
             ":pk",

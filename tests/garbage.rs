@@ -11,25 +11,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{NaiveDate, Utc};
-use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+use como_app::{SpawnOptions, Spawned, spawn_app};
 use como_engine::StatusKind;
-use como_orchestrator::{Orchestrator, OrchestratorConfig, VenueCatalogue, VenuePrice, submit};
-use como_ports::{Backend, EventBus, OutgoingMessage, PortResult, QueueName, SystemClock};
+use como_orchestrator::{VenueCatalogue, VenuePrice, submit};
+use como_ports::{Backend, EventBus, OutgoingMessage, PortResult, QueueName};
 use como_schemas::{
     BookingRejected, BookingRequested, CommandKind, InvalidInput, MemberNo, OperationKind,
     SagaEvent, SagaId, VenueId, Worker, WorkerCommand, WorkerReply, examples,
     parse_booking_request,
 };
+use como_simulators::SimConfig;
 use como_simulators::ledger::RedemptionStatus;
 use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
-use como_simulators::{SimConfig, SimHandle, Simulators};
-use como_workers::clients::memberson::{MembersonClient, MembersonCredentials, MembersonSettings};
-use como_workers::clients::sevenrooms::{
-    SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
-};
-use como_workers::handlers::{CrmHandler, SevenRoomsHandler};
-use como_workers::runtime::{WorkerConfig, WorkerRuntime};
-use tokio_util::sync::CancellationToken;
 
 /// Pieces of garbage per queue.
 const PER_QUEUE: usize = 40;
@@ -122,109 +115,60 @@ fn garbage(noise: &mut Noise, valid: &str, other: &str) -> String {
 }
 
 struct Stack {
-    _dir: tempfile::TempDir,
-    backend: EmbeddedBackend,
+    spawned: Spawned,
     ports: Backend,
     bus: Arc<RecordingBus>,
-    sim: SimHandle,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
     orchestrator: Arc<como_orchestrator::runtime::OrchestratorStats>,
     workers: Vec<Arc<como_workers::runtime::WorkerStats>>,
 }
 
-async fn start() -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = EmbeddedBackend::open(
-        dir.path().join("garbage.sqlite"),
-        EmbeddedConfig::default(),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
-    let mut ports = backend.ports();
-    let bus = Arc::new(RecordingBus {
-        inner: ports.bus.clone(),
-        rejections: Mutex::new(Vec::new()),
-    });
-    ports.bus = bus.clone();
-    let sim = Simulators::start(SimConfig {
-        bulk_members: 0,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-
-    let m = sim.memberson_credentials().clone();
-    let memberson = MembersonClient::connect(
-        reqwest::Client::new(),
-        MembersonSettings::new(
-            sim.memberson_url(),
-            MembersonCredentials {
-                svc_auth: m.svc_auth.into(),
-                username: m.username,
-                password: m.password.into(),
-            },
-        ),
-    );
-    let s = sim.sevenrooms_credentials().clone();
-    let sevenrooms = SevenRoomsClient::connect(
-        reqwest::Client::new(),
-        SevenRoomsSettings::new(
-            sim.sevenrooms_url(),
-            SevenRoomsCredentials {
-                client_id: s.client_id,
-                client_secret: s.client_secret.into(),
-            },
-        ),
-    );
-    let quick = WorkerConfig {
-        poll_wait: Duration::from_millis(50),
-        ..WorkerConfig::default()
-    };
-    let crm = WorkerRuntime::new(
-        ports.clone(),
-        Arc::new(CrmHandler { client: memberson }),
-        quick.clone(),
-    );
-    let seven = WorkerRuntime::new(
-        ports.clone(),
-        Arc::new(SevenRoomsHandler {
-            client: sevenrooms,
-            hold_seconds: 300,
-        }),
-        quick,
-    );
-    let catalogue = VenueCatalogue::new([(
+fn catalogue() -> VenueCatalogue {
+    VenueCatalogue::new([(
         VENUE_LARGE.to_owned(),
         VenuePrice {
             credits_per_guest: 600,
         },
-    )]);
-    let orchestrator = Orchestrator::new(
-        ports.clone(),
-        catalogue,
-        OrchestratorConfig {
-            poll_wait: Duration::from_millis(50),
-            ..OrchestratorConfig::default()
+    )])
+}
+
+async fn start() -> Stack {
+    let mut recording = None;
+    let spawned = spawn_app(
+        SpawnOptions {
+            simulators: SimConfig {
+                bulk_members: 0,
+                ..SimConfig::default()
+            },
+            venues: Some(catalogue()),
+            quick: true,
+            ..SpawnOptions::default()
         },
-    );
-    let shutdown = CancellationToken::new();
-    let stats = orchestrator.stats();
-    let workers = vec![crm.stats(), seven.stats()];
-    let tasks = vec![
-        tokio::spawn(orchestrator.run(shutdown.clone())),
-        tokio::spawn(crm.run(shutdown.clone())),
-        tokio::spawn(seven.run(shutdown.clone())),
-    ];
+        |app| {
+            app.wrap_ports(|mut ports| {
+                let bus = Arc::new(RecordingBus {
+                    inner: ports.bus.clone(),
+                    rejections: Mutex::new(Vec::new()),
+                });
+                ports.bus = bus.clone();
+                recording = Some(bus);
+                ports
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let orchestrator = spawned.running.orchestrator.clone().unwrap();
+    let workers = spawned
+        .running
+        .workers
+        .iter()
+        .map(|(_, w)| w.stats())
+        .collect();
     Stack {
-        _dir: dir,
-        backend,
-        ports,
-        bus,
-        sim,
-        shutdown,
-        tasks,
-        orchestrator: stats,
+        ports: spawned.ports().clone(),
+        bus: recording.unwrap(),
+        spawned,
+        orchestrator,
         workers,
     }
 }
@@ -296,12 +240,7 @@ async fn garbage_on_every_queue_is_dead_lettered_and_a_valid_booking_still_compl
     let mut noise = Noise(seed);
     let request = booking("garbage-stream-ok");
     let saga = request.saga_id();
-    let catalogue = VenueCatalogue::new([(
-        VENUE_LARGE.to_owned(),
-        VenuePrice {
-            credits_per_guest: 600,
-        },
-    )]);
+    let catalogue = catalogue();
     let valid = valid_messages();
     let queues: Vec<QueueName> = valid.keys().copied().collect();
     let mut sent: BTreeMap<QueueName, Vec<String>> = BTreeMap::new();
@@ -345,7 +284,7 @@ async fn garbage_on_every_queue_is_dead_lettered_and_a_valid_booking_still_compl
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, Some(StatusKind::Confirmed), "seed {seed:#x}");
-    let ledger = stack.sim.ledger();
+    let ledger = stack.spawned.sims.ledger();
     let redeemed = ledger
         .memberson
         .members
@@ -434,9 +373,7 @@ async fn garbage_on_every_queue_is_dead_lettered_and_a_valid_booking_still_compl
     );
 
     // Nothing stopped, and nothing failed on the way.
-    for task in &stack.tasks {
-        assert!(!task.is_finished(), "a loop stopped");
-    }
+    assert!(!stack.spawned.running.any_stopped(), "a loop stopped");
     let o = stack.orchestrator.snapshot();
     assert_eq!(o.started, 1);
     assert_eq!(o.rejected, PER_QUEUE as u64);
@@ -449,10 +386,5 @@ async fn garbage_on_every_queue_is_dead_lettered_and_a_valid_booking_still_compl
     assert_eq!(dead_commands, 2 * PER_QUEUE as u64);
     assert!(stack.workers.iter().all(|w| w.snapshot().errors == 0));
 
-    stack.shutdown.cancel();
-    for task in stack.tasks {
-        task.await.unwrap();
-    }
-    stack.backend.close().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.spawned.stop().await.unwrap();
 }

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use como_orchestrator::{VenueCatalogue, VenuePrice};
-use como_workers::clients::memberson::MembersonCredentials;
-use como_workers::clients::sevenrooms::SevenRoomsCredentials;
+use como_schemas::credentials::{ExposeSecret, MembersonCredentials, SevenRoomsCredentials};
 use serde::Deserialize;
 
 /// Which backend holds the queues and the sagas.
@@ -214,6 +213,35 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl Settings {
+    /// The local stack's settings, from nothing in the environment: the embedded backend on
+    /// `database`, the simulators at `sims` with their credentials, the demo venues, and the
+    /// default rate limits. What [`crate::spawn_app`] and the tests start from.
+    pub fn local(database: PathBuf, sims: &como_simulators::SimHandle) -> Settings {
+        let rate_limit = RateLimitSetting {
+            per_second: 2_000,
+            burst: 100,
+        };
+        Settings {
+            backend: BackendKind::Embedded,
+            database,
+            aws_prefix: como_backend_aws::names::DEFAULT_PREFIX.to_owned(),
+            memberson: MembersonTarget {
+                base_url: Some(sims.memberson_url().to_owned()),
+                credentials: sims.memberson_credentials().clone(),
+                point_type: "COMO_CREDITS".into(),
+                rate_limit,
+                redeem_description: None,
+            },
+            sevenrooms: SevenRoomsTarget {
+                base_url: Some(sims.sevenrooms_url().to_owned()),
+                credentials: sims.sevenrooms_credentials().clone(),
+                rate_limit,
+                hold_seconds: 300,
+            },
+            venues: demo_catalogue(),
+        }
+    }
+
     /// Loads the settings; the credentials and venues not given are the simulators' and the
     /// demo catalogue, so the local stack just works. For `up`, `bench`, `chaos` and the tools,
     /// never for a production role (see [`Settings::load_for_role`]).
@@ -266,9 +294,9 @@ impl Settings {
         };
         let m = file.memberson;
         // Without settings, the simulators' own credentials: the local stack just works.
-        let default_m = como_simulators::memberson::MembersonCredentials::default();
+        let default_m = como_simulators::memberson::simulator_credentials();
         let s = file.sevenrooms;
-        let default_s = como_simulators::sevenrooms::SevenRoomsCredentials::default();
+        let default_s = como_simulators::sevenrooms::simulator_credentials();
         // A deployment-wide schedule: every process that advances sagas uses the same.
         let audit_after = env("COMO_SAGA_AUDIT_AFTER")
             .map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
@@ -313,7 +341,7 @@ impl Settings {
                 "COMO_SAGA_MEMBERSON_SVC_AUTH",
                 "svc_auth under [memberson]",
                 m.svc_auth,
-                default_m.svc_auth,
+                default_m.svc_auth.expose_secret().to_owned(),
             )
             .into(),
             username: pick(
@@ -328,7 +356,7 @@ impl Settings {
                 "COMO_SAGA_MEMBERSON_PASSWORD",
                 "password under [memberson]",
                 m.password,
-                default_m.password,
+                default_m.password.expose_secret().to_owned(),
             )
             .into(),
         };
@@ -345,7 +373,7 @@ impl Settings {
                 "COMO_SAGA_SEVENROOMS_CLIENT_SECRET",
                 "client_secret under [sevenrooms]",
                 s.client_secret,
-                default_s.client_secret,
+                default_s.client_secret.expose_secret().to_owned(),
             )
             .into(),
         };

@@ -1,39 +1,36 @@
-//! The whole stack in-process on the AWS backend: both simulators on loopback, the
-//! orchestrator and both workers, against a fresh deployment on this test binary's moto server.
+//! The whole application in-process on the AWS backend (through `como_app::App`, as every role
+//! starts): both simulators on loopback, the orchestrator and both workers, against a fresh
+//! deployment on this test binary's AWS-compatible server.
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate};
+use como_app::settings::{BackendKind, Settings};
+use como_app::{App, Observers, OpenBackend, Roles, Running, tokens};
 use como_backend_aws::{AwsBackend, AwsConfig, testing};
 use como_engine::{SagaState, StatusKind};
-use como_orchestrator::{Orchestrator, OrchestratorConfig, VenueCatalogue, VenuePrice};
+use como_orchestrator::{VenueCatalogue, VenuePrice};
 use como_ports::Backend;
 use como_schemas::{
-    BookingRequested, Credits, MemberNo, PartySize, RequestId, SagaId, VenueId, Worker, examples,
+    BookingRequested, Credits, MemberNo, PartySize, RequestId, SagaId, VenueId, examples,
 };
 use como_simulators::{SimConfig, SimHandle, Simulators, seed};
-use como_workers::clients::memberson::{MembersonClient, MembersonCredentials, MembersonSettings};
-use como_workers::clients::sevenrooms::{
-    SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
-};
-use como_workers::handlers::{CommandHandler, CrmHandler, SevenRoomsHandler};
-use como_workers::runtime::{WorkerConfig, WorkerRuntime};
 use tokio_util::sync::CancellationToken;
 
 pub const PRICE_PER_GUEST: u64 = 600;
 
 pub struct Stack {
-    pub backend: AwsBackend,
+    /// The application under test, on the AWS backend.
+    app: App,
     /// Its own connection, for the tests' polling: its calls are not counted as the stack's.
     watcher: AwsBackend,
     pub sdk: aws_config::SdkConfig,
     pub ports: Backend,
     pub sim: SimHandle,
     pub shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: Running,
 }
 
 pub fn catalogue() -> VenueCatalogue {
@@ -60,7 +57,9 @@ pub fn booking(id: &str, n: usize) -> BookingRequested {
     r
 }
 
-/// `ports` with the stack's handlers; `wrap` may put something between them and the runtime.
+/// The application on a fresh deployment on this test binary's AWS-compatible server, with
+/// every role, against fresh simulators; `wrap` may put something between the backend's ports
+/// and the roles.
 pub async fn start(
     name: &str,
     config: AwsConfig,
@@ -77,69 +76,38 @@ pub async fn start(
     )
     .await
     .unwrap();
-    let ports = wrap(&backend, backend.ports());
+    let mut settings = Settings::local(std::path::PathBuf::new(), &sim);
+    settings.backend = BackendKind::Aws;
+    settings.aws_prefix = backend.names().prefix().to_owned();
+    settings.venues = catalogue();
+    let wrapped = wrap(&backend, backend.ports());
+    let app = App::on(settings, OpenBackend::of_aws(backend)).wrap_ports(|_| wrapped);
+    // The CRM worker reads its Memberson token from the secret store: put one there that these
+    // simulators issued, as `up` does.
+    tokens::ensure_token(app.settings(), app.ports().secrets.as_ref())
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
-    let mut tasks = Vec::new();
-    let orchestrator = Orchestrator::new(ports.clone(), catalogue(), OrchestratorConfig::default());
-    tasks.push(tokio::spawn(orchestrator.run(shutdown.clone())));
-    for worker in Worker::ALL {
-        let runtime = WorkerRuntime::new(
-            ports.clone(),
-            handler(&sim, worker),
-            WorkerConfig::default(),
-        );
-        tasks.push(tokio::spawn(runtime.run(shutdown.clone())));
-    }
+    let running = app
+        .spawn(&Roles::all(), &shutdown, Observers::default())
+        .unwrap();
     Stack {
-        backend,
+        ports: app.ports().clone(),
+        app,
         watcher,
         sdk,
-        ports,
         sim,
         shutdown,
-        tasks,
+        running,
     }
-}
-
-fn handler(sim: &SimHandle, worker: Worker) -> Arc<dyn CommandHandler> {
-    let http = reqwest_client();
-    match worker {
-        Worker::Crm => {
-            let c = sim.memberson_credentials();
-            let credentials = MembersonCredentials {
-                svc_auth: c.svc_auth.clone().into(),
-                username: c.username.clone(),
-                password: c.password.clone().into(),
-            };
-            let client = MembersonClient::connect(
-                http,
-                MembersonSettings::new(sim.memberson_url(), credentials),
-            );
-            Arc::new(CrmHandler { client })
-        }
-        Worker::Sevenrooms => {
-            let c = sim.sevenrooms_credentials();
-            let credentials = SevenRoomsCredentials {
-                client_id: c.client_id.clone(),
-                client_secret: c.client_secret.clone().into(),
-            };
-            let client = SevenRoomsClient::connect(
-                http,
-                SevenRoomsSettings::new(sim.sevenrooms_url(), credentials),
-            );
-            Arc::new(SevenRoomsHandler {
-                client,
-                hold_seconds: 300,
-            })
-        }
-    }
-}
-
-fn reqwest_client() -> reqwest::Client {
-    reqwest::Client::builder().build().unwrap()
 }
 
 impl Stack {
+    /// The backend the roles run on.
+    pub fn backend(&self) -> &AwsBackend {
+        self.app.backend().aws().expect("the AWS backend")
+    }
+
     /// Waits until every saga is finished or needs an operator; panics after `within`.
     pub async fn wait_finished(&self, ids: &[SagaId], within: Duration) -> Vec<SagaState> {
         let until = Instant::now() + within;
@@ -168,9 +136,7 @@ impl Stack {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-        }
+        let _ = self.running.stopped(Duration::from_secs(30)).await;
         let _ = self.sim.shutdown().await;
     }
 }

@@ -15,12 +15,8 @@ use std::time::Duration;
 use como_engine::{HistoryKind, StatusKind};
 use como_schemas::ReceiptNo;
 use como_simulators::invariant::{SagaKeys, check};
-use como_workers::clients::memberson::{
-    MembersonClient, MembersonCredentials, MembersonSettings, RedeemRequest,
-};
-use como_workers::clients::sevenrooms::{
-    BookRequest, SevenRoomsClient, SevenRoomsCredentials, SevenRoomsSettings,
-};
+use como_workers::clients::memberson::{MembersonClient, MembersonSettings, RedeemRequest};
+use como_workers::clients::sevenrooms::{BookRequest, SevenRoomsClient, SevenRoomsSettings};
 use como_workers::clients::{Deadline, Outcome};
 use support::{Sims, bookings, open, roles, wait_all};
 
@@ -35,30 +31,21 @@ async fn install_faults(url: &str, rules: serde_json::Value) {
 }
 
 fn sevenrooms_client(sims: &Sims) -> SevenRoomsClient {
-    let creds = como_simulators::SevenRoomsCredentials::default();
     SevenRoomsClient::connect(
         reqwest::Client::new(),
         SevenRoomsSettings::new(
             sims.sevenrooms.clone(),
-            SevenRoomsCredentials {
-                client_id: creds.client_id,
-                client_secret: creds.client_secret.into(),
-            },
+            como_simulators::sevenrooms::simulator_credentials(),
         ),
     )
 }
 
 fn memberson_client(sims: &Sims) -> MembersonClient {
-    let creds = como_simulators::MembersonCredentials::default();
     MembersonClient::connect(
         reqwest::Client::new(),
         MembersonSettings::new(
             sims.memberson.clone(),
-            MembersonCredentials {
-                svc_auth: creds.svc_auth.into(),
-                username: creds.username,
-                password: creds.password.into(),
-            },
+            como_simulators::memberson::simulator_credentials(),
         ),
     )
 }

@@ -1,0 +1,309 @@
+//! The one assembly of como-saga: [`App::build`] turns [`Settings`] into an open backend, and
+//! [`App::spawn`] starts the roles a process runs (the orchestrator, one worker or both, or
+//! all of them) on it. Every way of starting the system goes through here: `como-saga up`, each
+//! role's process (`orchestrator`, `worker`), `bench`, the processes `chaos` starts, and every
+//! test that runs the system ([`spawn_app`] for the whole stack in-process on free ports, the
+//! binary's roles for the tests that kill processes).
+//!
+//! Layout:
+//! - [`settings`]: flags, environment and the settings file, resolved into [`Settings`]
+//!   (production roles refuse to start on the simulators' credentials or the demo venues);
+//! - [`stack`]: the pieces: the backend, the downstream clients with their circuit breakers
+//!   and rate limits, the handlers, the orchestrator and the workers;
+//! - this file: [`App`], [`Roles`], [`Running`], and [`spawn_app`].
+
+pub mod settings;
+pub mod stack;
+pub mod tokens;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use como_orchestrator::runtime::OrchestratorStats;
+use como_orchestrator::{Observer, OrchestratorConfig};
+use como_ports::Backend;
+use como_schemas::Worker;
+use como_simulators::{SimConfig, SimHandle, Simulators};
+use como_workers::runtime::{DownstreamObserver, WorkerConfig, WorkerRuntime};
+use tokio_util::sync::CancellationToken;
+
+pub use settings::{BackendKind, Settings};
+pub use stack::OpenBackend;
+
+/// Which roles one process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    pub orchestrator: bool,
+    pub workers: Vec<Worker>,
+}
+
+impl Roles {
+    /// The orchestrator and every worker: the whole system in one process.
+    pub fn all() -> Roles {
+        Roles {
+            orchestrator: true,
+            workers: Worker::ALL.to_vec(),
+        }
+    }
+
+    pub fn orchestrator() -> Roles {
+        Roles {
+            orchestrator: true,
+            workers: Vec::new(),
+        }
+    }
+
+    pub fn worker(worker: Worker) -> Roles {
+        Roles {
+            orchestrator: false,
+            workers: vec![worker],
+        }
+    }
+}
+
+/// What a measuring caller (the benchmark) sees of the running roles.
+#[derive(Clone, Default)]
+pub struct Observers {
+    /// Every stored transition.
+    pub orchestrator: Option<Observer>,
+    /// Every downstream call, with how long it took.
+    pub workers: Option<DownstreamObserver>,
+}
+
+/// The application: settings and the backend they name, ready to run roles.
+pub struct App {
+    settings: Settings,
+    backend: OpenBackend,
+    ports: Backend,
+    orchestrator_config: OrchestratorConfig,
+    worker_config: WorkerConfig,
+}
+
+impl App {
+    /// Opens the backend that `settings` name (creating the embedded database on first use,
+    /// or connecting to the AWS deployment).
+    pub fn build(settings: Settings) -> anyhow::Result<App> {
+        let backend = stack::open_backend(&settings)?;
+        Ok(App::on(settings, backend))
+    }
+
+    /// The application on a backend opened already (a test's fresh AWS deployment).
+    pub fn on(settings: Settings, backend: OpenBackend) -> App {
+        App {
+            ports: backend.ports.clone(),
+            settings,
+            backend,
+            orchestrator_config: OrchestratorConfig::default(),
+            worker_config: WorkerConfig::default(),
+        }
+    }
+
+    /// Puts something between the roles and the backend's ports (a test that records what
+    /// the roles publish, or that injects faults below them).
+    pub fn wrap_ports(mut self, wrap: impl FnOnce(Backend) -> Backend) -> App {
+        self.ports = wrap(self.ports);
+        self
+    }
+
+    pub fn with_orchestrator_config(mut self, config: OrchestratorConfig) -> App {
+        self.orchestrator_config = config;
+        self
+    }
+
+    pub fn with_worker_config(mut self, config: WorkerConfig) -> App {
+        self.worker_config = config;
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The ports the roles run on.
+    pub fn ports(&self) -> &Backend {
+        &self.ports
+    }
+
+    pub fn backend(&self) -> &OpenBackend {
+        &self.backend
+    }
+
+    /// Starts `roles` as tasks on the current runtime; they run until `shutdown` is
+    /// cancelled. Fails, starting nothing, when a worker's downstream is not configured.
+    pub fn spawn(
+        &self,
+        roles: &Roles,
+        shutdown: &CancellationToken,
+        observers: Observers,
+    ) -> anyhow::Result<Running> {
+        let mut handlers = Vec::new();
+        for &worker in &roles.workers {
+            handlers.push((
+                worker,
+                stack::handler(&self.settings, worker, &self.ports)
+                    .with_context(|| format!("cannot start the {worker} worker"))?,
+            ));
+        }
+        let mut running = Running {
+            orchestrator: None,
+            workers: Vec::new(),
+            tasks: Vec::new(),
+        };
+        if roles.orchestrator {
+            let mut orchestrator = como_orchestrator::Orchestrator::new(
+                self.ports.clone(),
+                self.settings.venues.clone(),
+                self.orchestrator_config.clone(),
+            );
+            if let Some(observer) = &observers.orchestrator {
+                orchestrator = orchestrator.with_observer(observer.clone());
+            }
+            running.orchestrator = Some(orchestrator.stats());
+            running
+                .tasks
+                .push(tokio::spawn(orchestrator.run(shutdown.clone())));
+        }
+        for (worker, handler) in handlers {
+            let mut runtime =
+                WorkerRuntime::new(self.ports.clone(), handler, self.worker_config.clone());
+            if let Some(observer) = &observers.workers {
+                runtime = runtime.with_observer(observer.clone());
+            }
+            running.workers.push((worker, runtime.clone()));
+            running
+                .tasks
+                .push(tokio::spawn(runtime.run(shutdown.clone())));
+        }
+        Ok(running)
+    }
+
+    /// Flushes and closes the backend (after the roles have stopped).
+    pub async fn close(&self) {
+        self.backend.close().await;
+    }
+}
+
+/// The roles an [`App`] started.
+pub struct Running {
+    /// The orchestrator's counters, when it runs here.
+    pub orchestrator: Option<Arc<OrchestratorStats>>,
+    /// Each worker, for its counters and its downstream's circuit.
+    pub workers: Vec<(Worker, WorkerRuntime)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Whether a role's loop has ended (before a shutdown, that is a failure).
+    pub fn any_stopped(&self) -> bool {
+        self.tasks.iter().any(|t| t.is_finished())
+    }
+
+    /// Waits for the roles to finish their batches after `shutdown` was cancelled, giving up
+    /// on any still busy after `grace`. Fails when a role's loop panicked or did not stop.
+    pub async fn stopped(self, grace: Duration) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        for task in self.tasks {
+            match tokio::time::timeout(grace, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => problems.push(format!("a role's loop failed: {e}")),
+                Err(_) => problems.push(format!("a role's loop was still busy after {grace:?}")),
+            }
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(problems.join("; "))),
+        }
+    }
+}
+
+/// How [`spawn_app`] starts the whole system.
+#[derive(Default)]
+pub struct SpawnOptions {
+    /// The simulators' configuration (seed, faults, bulk members); their addresses are always
+    /// free loopback ports.
+    pub simulators: SimConfig,
+    /// The embedded database; a fresh file in a temporary directory when not given.
+    pub database: Option<PathBuf>,
+    /// The venue catalogue; the demo's when not given.
+    pub venues: Option<como_orchestrator::VenueCatalogue>,
+    /// Quicker polling than production's, for tests that wait on every step.
+    pub quick: bool,
+}
+
+/// The whole system running in this process: both simulators, the orchestrator and both
+/// workers on the embedded backend. Dropping it without [`Spawned::stop`] leaves the tasks to
+/// the runtime's end.
+pub struct Spawned {
+    pub app: App,
+    /// The simulators: their addresses, credentials, ledgers and fault controls.
+    pub sims: SimHandle,
+    pub running: Running,
+    pub shutdown: CancellationToken,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Spawned {
+    pub fn ports(&self) -> &Backend {
+        self.app.ports()
+    }
+
+    /// Stops the roles, closes the backend and stops the simulators. Fails when a role's
+    /// loop panicked or would not stop.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let stopped = self.running.stopped(stack::SHUTDOWN_GRACE).await;
+        self.app.close().await;
+        self.sims
+            .shutdown()
+            .await
+            .context("cannot stop the simulators")?;
+        stopped
+    }
+}
+
+/// Starts the whole system in this process, on free loopback ports: the simulators, then the
+/// application on their addresses and credentials ([`Settings::local`]) with every role.
+/// `prepare` may adjust the application before its roles start (wrap its ports, say).
+pub async fn spawn_app(
+    options: SpawnOptions,
+    prepare: impl FnOnce(App) -> App,
+) -> anyhow::Result<Spawned> {
+    let sims = Simulators::start(options.simulators)
+        .await
+        .context("cannot start the simulators")?;
+    let (database, dir) = match options.database {
+        Some(path) => (path, None),
+        None => {
+            let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+            (dir.path().join("como-saga.sqlite"), Some(dir))
+        }
+    };
+    let mut settings = Settings::local(database, &sims);
+    if let Some(venues) = options.venues {
+        settings.venues = venues;
+    }
+    let mut app = App::build(settings)?;
+    if options.quick {
+        app = app
+            .with_orchestrator_config(OrchestratorConfig {
+                poll_wait: Duration::from_millis(50),
+                ..OrchestratorConfig::default()
+            })
+            .with_worker_config(WorkerConfig {
+                poll_wait: Duration::from_millis(50),
+                ..WorkerConfig::default()
+            });
+    }
+    let app = prepare(app);
+    let shutdown = CancellationToken::new();
+    let running = app.spawn(&Roles::all(), &shutdown, Observers::default())?;
+    Ok(Spawned {
+        app,
+        sims,
+        running,
+        shutdown,
+        _dir: dir,
+    })
+}
