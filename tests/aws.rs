@@ -178,6 +178,8 @@ fn up_demo(endpoint: &str, prefix: &str, n: usize) -> (Value, String) {
             &n,
             "--exit-when-done",
             "--json",
+            "--listen",
+            "127.0.0.1:0",
         ],
     );
     (

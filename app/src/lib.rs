@@ -179,10 +179,48 @@ impl App {
         Ok(running)
     }
 
+    /// The HTTP API on `listener`, checking tokens with `auth`, until `shutdown` is cancelled.
+    /// It holds the ports it needs and nothing else (see `como_api`).
+    pub fn serve_api(
+        &self,
+        listener: tokio::net::TcpListener,
+        auth: &como_api::auth::AuthConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+        let verifier = como_api::auth::Verifier::new(auth)
+            .map_err(|e| anyhow::anyhow!("cannot check the API's tokens: {e}"))?;
+        let state =
+            como_api::ApiState::new(self.ports.clone(), verifier, self.settings.venues.clone());
+        Ok(tokio::spawn(como_api::serve(
+            listener,
+            state,
+            shutdown.clone(),
+        )))
+    }
+
+    /// The local signing key of this application's database (made on first use): what `up`
+    /// and `como-saga token` sign tokens with.
+    pub fn local_key(&self) -> anyhow::Result<como_api::auth::LocalKey> {
+        local_key(&self.settings)
+    }
+
     /// Flushes and closes the backend (after the roles have stopped).
     pub async fn close(&self) {
         self.backend.close().await;
     }
+}
+
+/// Where the local signing key of `settings`' database lives: next to it, readable by its
+/// owner only.
+pub fn local_key_path(settings: &Settings) -> PathBuf {
+    let mut name = settings.database.as_os_str().to_owned();
+    name.push(".api-key.pem");
+    PathBuf::from(name)
+}
+
+/// The local signing key (made on first use).
+pub fn local_key(settings: &Settings) -> anyhow::Result<como_api::auth::LocalKey> {
+    como_api::auth::LocalKey::load_or_create(&local_key_path(settings)).map_err(anyhow::Error::msg)
 }
 
 /// The roles an [`App`] started.

@@ -32,6 +32,10 @@ enum Command {
     Orchestrator(cmd::orchestrator::OrchestratorArgs),
     /// One worker (`crm` or `sevenrooms`), as its own process.
     Worker(cmd::worker::WorkerArgs),
+    /// The operator and monitoring HTTP API, as its own process.
+    Api(cmd::api::ApiArgs),
+    /// Mint a bearer token for the API with the local signing key (local use only).
+    Token(cmd::token::TokenArgs),
     /// Submit one booking request.
     Submit(cmd::submit::SubmitArgs),
     /// Load: N bookings against zero-latency simulators; throughput and latency.
@@ -57,6 +61,8 @@ fn main() -> std::process::ExitCode {
         Command::Up(a) => cmd::up::run(a),
         Command::Orchestrator(a) => cmd::orchestrator::run(a),
         Command::Worker(a) => cmd::worker::run(a),
+        Command::Api(a) => cmd::api::run(a),
+        Command::Token(a) => cmd::token::run(a),
         Command::Submit(a) => cmd::submit::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Chaos(a) => cmd::chaos::run(a),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod api;
 pub mod bench;
 pub mod chaos;
 pub mod infra;
@@ -8,5 +9,6 @@ pub mod rotate_tokens;
 pub mod schemas;
 pub mod simulators;
 pub mod submit;
+pub mod token;
 pub mod up;
 pub mod worker;

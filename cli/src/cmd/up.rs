@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use como_api::auth::Role;
 use como_app::{App, Observers, Roles};
 use como_engine::StatusKind;
 use como_schemas::SagaId;
@@ -44,6 +45,9 @@ pub struct UpArgs {
     /// The simulators' faults from this file instead of the demo's (see simulators/README.md).
     #[arg(long, value_name = "FILE.json")]
     pub faults: Option<std::path::PathBuf>,
+    /// The address the API serves on (port 0: any free port; the address is printed).
+    #[arg(long, env = "COMO_SAGA_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -118,6 +122,34 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
         "  SevenRooms simulator: {}  (ledger: {0}/_sim/ledger)",
         sim.sevenrooms_url()
     ));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve the API on {}: choose another address with --listen ADDR (port 0 for any free one)",
+                args.listen
+            )
+        })?;
+    let address = listener.local_addr()?;
+    let key = app.local_key()?;
+    let api = app.serve_api(listener, &key.auth_config(), &shutdown)?;
+    say(format!(
+        "  API:                  http://{address}  (OpenAPI: http://{address}/openapi.json)"
+    ));
+    say(format!(
+        "  API tokens (12 h; more with `como-saga token --role R --database {}`):",
+        settings.database.display()
+    ));
+    for role in Role::ALL {
+        let token = key
+            .mint(
+                "local-operator",
+                &[role],
+                std::time::Duration::from_secs(12 * 3600),
+            )
+            .map_err(anyhow::Error::msg)?;
+        say(format!("    {:<9} {token}", role.as_str()));
+    }
 
     let baseline = finished(&ports).await?;
     let mut submitted: Vec<SagaId> = Vec::new();
@@ -221,6 +253,7 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
             code = ExitCode::from(1);
         }
     }
+    let _ = api.await;
     app.close().await;
     let _ = sim.shutdown().await;
     Ok(code)

@@ -1,0 +1,135 @@
+//! Every refusal the API gives: a status and `{"error": {"code", "message", "field"?}}`, where
+//! `code` is stable for scripts and `message` says what to do.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use como_orchestrator::operator::OperatorError;
+use como_schemas::InvalidInput;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `refused`,
+    /// `unavailable` or `internal`.
+    pub code: String,
+    pub message: String,
+    /// The input field at fault, for `invalid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// A refusal, ready to be answered.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn invalid(field: &str, reason: &str) -> ApiError {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("{field}: {reason}"),
+            )
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn unavailable(cause: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store or the queues did not answer: {cause}; try again"),
+        )
+    }
+
+    /// A store error while reading or writing: the store may be briefly unavailable.
+    pub fn store(cause: como_ports::PortError) -> ApiError {
+        ApiError::unavailable(cause)
+    }
+}
+
+impl From<OperatorError> for ApiError {
+    fn from(e: OperatorError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            OperatorError::EmptyReason => ApiError::invalid("reason", &message),
+            OperatorError::EmptyActionId => ApiError::invalid("action_id", &message),
+            OperatorError::NotFound(_) => ApiError::not_found(message),
+            OperatorError::Refused { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "refused", message)
+            }
+            OperatorError::Conflict { .. } => ApiError::conflict(message),
+            OperatorError::Store { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            OperatorError::Runtime { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// A JSON body, or 400 naming the field at fault.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    InvalidInput::parse_json(body).map_err(|e| ApiError::invalid(&e.field, &e.reason))
+}

@@ -1,0 +1,767 @@
+//! The operator and monitoring HTTP API (JSON; its OpenAPI 3.1 document, generated from the
+//! handlers below, is served at `/openapi.json`).
+//!
+//! It reads sagas through the store's read port ([`SagaReader`]) and changes them only through
+//! the operator module (`como_orchestrator::operator`), recording who acted and why; bookings
+//! go in through `como_orchestrator::submit`, as every other way in. It never sees a backend, a
+//! worker or a simulator: `como_app::App` hands it its ports (`.ci/layering` checks).
+//!
+//! Layout: [`auth`] (bearer JWTs, roles, the local signing key); [`error`] (every refusal as
+//! `{"error": {"code", "message", "field"?}}` with its status); this file: the routes, their
+//! handlers and the OpenAPI document.
+//!
+//! | route | roles | what |
+//! |---|---|---|
+//! | `GET /healthz` | none | the process is up |
+//! | `GET /readyz` | none | the store and the queues answer |
+//! | `GET /openapi.json` | none | this API's OpenAPI document |
+//! | `POST /v1/bookings` | submitter | submit a booking (idempotent on its request id; 409 for a reused id) |
+//! | `GET /v1/sagas` | any | sagas by status, step and age, newest first, by pages |
+//! | `GET /v1/sagas/{id}` | any | one saga |
+//! | `GET /v1/sagas/{id}/history` | any | its history, oldest first, by pages |
+//! | `GET /v1/counts` | any | how many sagas in each status |
+//! | `GET /v1/stuck` | any | sagas not finished and unchanged for a while, longest first |
+//! | `POST /v1/sagas/{id}/actions` | operator | retry now, force compensation, cancel, resolve |
+//! | `GET /v1/dead-letters` | viewer, operator | the dead letters of a queue |
+//! | `POST /v1/dead-letters/redrive` | operator | put dead letters back on their queue |
+
+pub mod auth;
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use como_engine::StatusKind;
+use como_orchestrator::VenueCatalogue;
+use como_orchestrator::operator::{self, OperatorAction, ResolvedOutcome};
+use como_orchestrator::view::{HistoryView, SagaView};
+use como_ports::{Backend, QueueName, SagaQuery, SagaReader, SagaSummary};
+use como_schemas::{OperatorId, SagaId, StepName, Timestamp, Worker, parse_booking_request};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::auth::{Caller, Role, Verifier};
+pub use crate::error::ApiError;
+
+/// What every handler holds.
+#[derive(Clone)]
+pub struct ApiState {
+    /// For the operator module and intake: the only ways this API changes anything.
+    ports: Backend,
+    reader: Arc<dyn SagaReader>,
+    verifier: Arc<Verifier>,
+    catalogue: Arc<VenueCatalogue>,
+}
+
+impl ApiState {
+    pub fn new(ports: Backend, verifier: Verifier, catalogue: VenueCatalogue) -> ApiState {
+        ApiState {
+            reader: ports.reader(),
+            ports,
+            verifier: Arc::new(verifier),
+            catalogue: Arc::new(catalogue),
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/bookings", post(submit_booking))
+        .route("/v1/sagas", get(list_sagas))
+        .route("/v1/sagas/{id}", get(show_saga))
+        .route("/v1/sagas/{id}/history", get(saga_history))
+        .route("/v1/sagas/{id}/actions", post(act_on_saga))
+        .route("/v1/counts", get(counts))
+        .route("/v1/stuck", get(stuck))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/redrive", post(redrive))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "como-saga operator API",
+        description = "Sagas of \"pay with Como Credits, then book the experience\": read them, act on them, submit bookings."
+    ),
+    paths(
+        healthz, readyz, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
+        counts, stuck, dead_letters, redrive
+    ),
+    components(schemas(
+        error::ErrorBody, error::ErrorDetail, Health, BookingAccepted, SagaPage, HistoryPage,
+        Counts, StatusCount, ActionRequest, ActionKind, Outcome, ActionResult, DeadLetters,
+        DeadLetterItem, RedriveRequest, Redriven
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(openapi()).into_response()
+}
+
+/// The caller, from the `Authorization` header; a missing or bad token is 401.
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        state
+            .verifier
+            .verify_header(header)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+}
+
+/// 403 unless the caller holds one of `roles`.
+fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
+    if caller.has_any(roles) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "{} may not do this: it needs the role {}",
+        caller.id,
+        roles
+            .iter()
+            .map(Role::as_str)
+            .collect::<Vec<_>>()
+            .join(" or ")
+    )))
+}
+
+const READERS: &[Role] = &[Role::Viewer, Role::Operator, Role::Submitter];
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    status: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The store and the queues answer.
+#[utoipa::path(get, path = "/readyz", security(()), responses(
+    (status = 200, body = Health), (status = 503, body = error::ErrorBody)
+))]
+async fn readyz(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
+    state.reader.counts().await.map_err(ApiError::unavailable)?;
+    state
+        .ports
+        .queue
+        .dead_letters(QueueName::Requests, 1)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(axum::Json(Health {
+        status: "ready".into(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct BookingAccepted {
+    /// The saga that runs (or ran) the booking: derived from the request id.
+    saga_id: String,
+    /// `accepted` (queued now) or the status of the saga the same request started before.
+    status: String,
+}
+
+/// Submit a booking request (the `BookingRequested` message). Idempotent on `request_id`: the
+/// same request again answers with its saga; the id with other content is 409.
+#[utoipa::path(post, path = "/v1/bookings", request_body(content = Object, description = "a BookingRequested (schemas/json/booking_requested.json)"), responses(
+    (status = 202, body = BookingAccepted, description = "queued"),
+    (status = 200, body = BookingAccepted, description = "the same request was submitted before"),
+    (status = 400, body = error::ErrorBody, description = "not a valid request: names the field"),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+    (status = 409, body = error::ErrorBody, description = "the request id was used for another request"),
+))]
+async fn submit_booking(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    require(&caller, &[Role::Submitter])?;
+    let today = chrono::Utc::now().date_naive();
+    let request = parse_booking_request(&body, today)
+        .and_then(|r| state.catalogue.check(&r).map(|()| r))
+        .map_err(|invalid| ApiError::invalid(&invalid.field, &invalid.reason))?;
+    let saga_id = request.saga_id();
+    if let Some(existing) = state.reader.get(saga_id).await.map_err(ApiError::store)? {
+        if existing.value.request != request {
+            return Err(ApiError::conflict(format!(
+                "request id {} was used for another booking (saga {saga_id}); use a new request id",
+                request.request_id
+            )));
+        }
+        let body = BookingAccepted {
+            saga_id: saga_id.to_string(),
+            status: existing.value.status.kind().as_str().to_owned(),
+        };
+        return Ok((StatusCode::OK, axum::Json(body)).into_response());
+    }
+    como_orchestrator::submit(&state.ports, &request)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let body = BookingAccepted {
+        saga_id: saga_id.to_string(),
+        status: "accepted".into(),
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Only sagas in this status (`running`, `waiting_for_downstream`, `reconciling`,
+    /// `compensating`, `confirmed`, `compensated`, `cancelled`, `needs_operator`).
+    status: Option<String>,
+    /// Only sagas at this step.
+    step: Option<String>,
+    /// Only sagas unchanged for at least this long (`30s`, `10m`, `2h`).
+    older_than: Option<String>,
+    /// From a previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// At most this many (1 to 500; 50 when not given).
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SagaPage {
+    /// Saga summaries: id, request id, status, step, started, updated, next wake-up, version.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<SagaSummary>,
+    next_cursor: Option<String>,
+}
+
+fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(50) {
+        n @ 1..=500 => Ok(n),
+        n => Err(ApiError::invalid(
+            "limit",
+            &format!("{n} is outside 1 to 500"),
+        )),
+    }
+}
+
+fn status_of(status: Option<&str>) -> Result<Option<StatusKind>, ApiError> {
+    status
+        .map(|s| {
+            StatusKind::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    &format!(
+                        "{s:?} is not a status; one of {}",
+                        StatusKind::ALL.map(|k| k.as_str()).join(", ")
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn older_than(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            let d = parse_age(v).map_err(|e| ApiError::invalid(field, &e))?;
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let now = Timestamp::from_datetime(chrono::Utc::now()).as_millis();
+            Ok(Timestamp::from_millis(
+                now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)),
+            ))
+        })
+        .transpose()
+}
+
+/// `500ms`, `30s`, `10m`, `2h`, `1d` (a bare number is seconds).
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 30s, 10m or 2h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1_000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(format!("{s:?} is not a duration such as 30s, 10m or 2h")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// Sagas by status, step and age, most recently started first, a page at a time.
+#[utoipa::path(get, path = "/v1/sagas", params(ListParams), responses(
+    (status = 200, body = SagaPage), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn list_sagas(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<SagaPage>, ApiError> {
+    require(&caller, READERS)?;
+    let step = params
+        .step
+        .as_deref()
+        .map(|s| StepName::parse(s).map_err(|e| ApiError::invalid("step", &e.to_string())))
+        .transpose()?;
+    let query = SagaQuery {
+        status: status_of(params.status.as_deref())?,
+        step,
+        updated_before: older_than("older_than", params.older_than.as_deref())?,
+        cursor: params.cursor.clone(),
+        limit: limit_of(params.limit)?,
+    };
+    let page = state.reader.query(&query).await.map_err(|e| match e {
+        como_ports::PortError::Invalid(why) => ApiError::invalid("cursor", &why),
+        other => ApiError::store(other),
+    })?;
+    Ok(axum::Json(SagaPage {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+fn saga_id_of(id: &str) -> Result<SagaId, ApiError> {
+    SagaId::parse(id).map_err(|e| ApiError::invalid("id", &e.to_string()))
+}
+
+/// One saga: its request (without personal data), status, steps, deadlines.
+#[utoipa::path(get, path = "/v1/sagas/{id}", params(("id" = String, Path, description = "the saga id")), responses(
+    (status = 200, body = Object, description = "a SagaView"),
+    (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
+    (status = 403, body = error::ErrorBody), (status = 404, body = error::ErrorBody),
+))]
+async fn show_saga(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<SagaView>, ApiError> {
+    require(&caller, READERS)?;
+    let id = saga_id_of(&id)?;
+    let stored = state
+        .reader
+        .get(id)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found(format!("no saga has id {id}")))?;
+    Ok(axum::Json(SagaView::from(&stored.value)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PageParams {
+    /// From a previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// At most this many (1 to 500; 50 when not given).
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct HistoryPage {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<HistoryView>,
+    next_cursor: Option<String>,
+    /// Entries in the whole history.
+    total: usize,
+}
+
+/// A saga's history, oldest first, a page at a time: no cap on its length.
+#[utoipa::path(get, path = "/v1/sagas/{id}/history", params(("id" = String, Path, description = "the saga id"), PageParams), responses(
+    (status = 200, body = HistoryPage), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+    (status = 404, body = error::ErrorBody),
+))]
+async fn saga_history(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<axum::Json<HistoryPage>, ApiError> {
+    require(&caller, READERS)?;
+    let id = saga_id_of(&id)?;
+    let limit = limit_of(params.limit)?;
+    let from = match params.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("cursor", "not a cursor this API returned"))?,
+    };
+    if state
+        .reader
+        .get(id)
+        .await
+        .map_err(ApiError::store)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no saga has id {id}")));
+    }
+    let history = state.reader.history(id).await.map_err(ApiError::store)?;
+    let total = history.len();
+    let items: Vec<HistoryView> = history
+        .iter()
+        .skip(from)
+        .take(limit)
+        .map(HistoryView::from)
+        .collect();
+    let next = from + items.len();
+    Ok(axum::Json(HistoryPage {
+        items,
+        next_cursor: (next < total).then(|| next.to_string()),
+        total,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct StatusCount {
+    status: String,
+    count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Counts {
+    /// Every status, with how many sagas are in it now.
+    by_status: Vec<StatusCount>,
+    total: u64,
+}
+
+/// How many sagas are in each status.
+#[utoipa::path(get, path = "/v1/counts", responses(
+    (status = 200, body = Counts), (status = 401, body = error::ErrorBody),
+    (status = 403, body = error::ErrorBody),
+))]
+async fn counts(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<axum::Json<Counts>, ApiError> {
+    require(&caller, READERS)?;
+    let counted = state.reader.counts().await.map_err(ApiError::store)?;
+    let by_status: Vec<StatusCount> = StatusKind::ALL
+        .into_iter()
+        .map(|k| StatusCount {
+            status: k.as_str().to_owned(),
+            count: counted.iter().find(|(c, _)| *c == k).map_or(0, |(_, n)| *n),
+        })
+        .collect();
+    let total = by_status.iter().map(|c| c.count).sum();
+    Ok(axum::Json(Counts { by_status, total }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StuckParams {
+    /// Unchanged for at least this long (`5m` when not given).
+    older_than: Option<String>,
+    /// At most this many (1 to 500; 50 when not given).
+    limit: Option<usize>,
+}
+
+/// Sagas not finished and unchanged for a while, the longest unchanged first.
+#[utoipa::path(get, path = "/v1/stuck", params(StuckParams), responses(
+    (status = 200, body = SagaPage), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn stuck(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<StuckParams>,
+) -> Result<axum::Json<SagaPage>, ApiError> {
+    require(&caller, READERS)?;
+    let before = older_than(
+        "older_than",
+        Some(params.older_than.as_deref().unwrap_or("5m")),
+    )?
+    .unwrap_or_default();
+    let items = state
+        .reader
+        .stuck(before, limit_of(params.limit)?)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(axum::Json(SagaPage {
+        items,
+        next_cursor: None,
+    }))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ActionKind {
+    RetryNow,
+    ForceCompensation,
+    Cancel,
+    Resolve,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Confirmed,
+    Compensated,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ActionRequest {
+    action: ActionKind,
+    /// Why (kept in the saga's history with who acted); required.
+    reason: String,
+    /// `resolve` only: the outcome declared.
+    outcome: Option<Outcome>,
+    /// The same id applied twice changes the saga once; generated when not given.
+    action_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ActionResult {
+    saga_id: String,
+    action_id: String,
+    action: String,
+    /// The saga's status after the action, read back from the store.
+    status: String,
+    version: u64,
+    /// The saga had applied this action id before: nothing changed this time.
+    repeated: bool,
+}
+
+/// Act on a saga: retry now, force compensation, cancel (compensating what took effect), or
+/// resolve by hand with an outcome. Recorded in its history with who and why.
+#[utoipa::path(post, path = "/v1/sagas/{id}/actions", params(("id" = String, Path, description = "the saga id")), request_body = ActionRequest, responses(
+    (status = 200, body = ActionResult), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+    (status = 404, body = error::ErrorBody),
+    (status = 409, body = error::ErrorBody, description = "the engine refused the action now, or the saga kept changing"),
+    (status = 503, body = error::ErrorBody),
+))]
+async fn act_on_saga(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<ActionResult>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let id = saga_id_of(&id)?;
+    let request: ActionRequest = error::parse_body(&body)?;
+    let action = match (request.action, request.outcome) {
+        (ActionKind::Resolve, Some(outcome)) => OperatorAction::Resolve {
+            outcome: match outcome {
+                Outcome::Confirmed => ResolvedOutcome::Confirmed,
+                Outcome::Compensated => ResolvedOutcome::Compensated,
+            },
+        },
+        (ActionKind::Resolve, None) => {
+            return Err(ApiError::invalid(
+                "outcome",
+                "resolve needs the outcome: confirmed or compensated",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "outcome",
+                "only resolve takes an outcome",
+            ));
+        }
+        (ActionKind::RetryNow, None) => OperatorAction::RetryNow,
+        (ActionKind::ForceCompensation, None) => OperatorAction::ForceCompensation,
+        (ActionKind::Cancel, None) => OperatorAction::Cancel,
+    };
+    let who = OperatorId::parse(&caller.id)
+        .map_err(|e| ApiError::forbidden(format!("the token's user cannot act: {e}")))?;
+    let done = operator::act(
+        &state.ports,
+        id,
+        action,
+        &who,
+        &request.reason,
+        request.action_id.as_deref(),
+    )
+    .await
+    .map_err(ApiError::from)?;
+    Ok(axum::Json(ActionResult {
+        saga_id: done.saga_id.to_string(),
+        action_id: done.action_id,
+        action: done.action.as_str().to_owned(),
+        status: done.status.kind().as_str().to_owned(),
+        version: done.version,
+        repeated: done.repeated,
+    }))
+}
+
+fn queue_of(name: &str) -> Result<QueueName, ApiError> {
+    match name {
+        "requests" => Ok(QueueName::Requests),
+        "replies" => Ok(QueueName::Replies),
+        "commands-crm" => Ok(QueueName::Commands(Worker::Crm)),
+        "commands-sevenrooms" => Ok(QueueName::Commands(Worker::Sevenrooms)),
+        other => Err(ApiError::invalid(
+            "queue",
+            &format!(
+                "{other:?} is not a queue: requests, replies, commands-crm or commands-sevenrooms"
+            ),
+        )),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeadLetterParams {
+    /// `requests`, `replies`, `commands-crm` or `commands-sevenrooms`.
+    queue: String,
+    /// At most this many (1 to 500; 50 when not given).
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DeadLetterItem {
+    message_id: String,
+    queue: String,
+    reason: String,
+    receive_count: u32,
+    dead_lettered_at: String,
+    /// The message as it was sent.
+    body: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DeadLetters {
+    items: Vec<DeadLetterItem>,
+}
+
+/// The dead letters of a queue, with why each was set aside.
+#[utoipa::path(get, path = "/v1/dead-letters", params(DeadLetterParams), responses(
+    (status = 200, body = DeadLetters), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn dead_letters(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(params): Query<DeadLetterParams>,
+) -> Result<axum::Json<DeadLetters>, ApiError> {
+    require(&caller, &[Role::Viewer, Role::Operator])?;
+    let queue = queue_of(&params.queue)?;
+    let letters = state
+        .ports
+        .queue
+        .dead_letters(queue, limit_of(params.limit)?)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(axum::Json(DeadLetters {
+        items: letters
+            .into_iter()
+            .map(|d| DeadLetterItem {
+                message_id: d.message_id,
+                queue: params.queue.clone(),
+                reason: d.reason,
+                receive_count: d.receive_count,
+                dead_lettered_at: d.dead_lettered_at.to_string(),
+                body: d.body,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    /// `requests`, `replies`, `commands-crm` or `commands-sevenrooms`.
+    queue: String,
+    /// Only these dead letters; all of the queue's when not given.
+    message_ids: Option<Vec<String>>,
+    /// Why (logged with who acted); required.
+    reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Redriven {
+    queue: String,
+    redriven: usize,
+}
+
+/// Put dead letters back on their queue: all of a queue's, or those named.
+#[utoipa::path(post, path = "/v1/dead-letters/redrive", request_body = RedriveRequest, responses(
+    (status = 200, body = Redriven), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn redrive(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Redriven>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let request: RedriveRequest = error::parse_body(&body)?;
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::invalid("reason", "say why you redrive"));
+    }
+    let queue = queue_of(&request.queue)?;
+    let redriven = state
+        .ports
+        .queue
+        .redrive(queue, request.message_ids.clone())
+        .await
+        .map_err(ApiError::store)?;
+    tracing::info!(
+        operator = %caller.id,
+        reason = request.reason.trim(),
+        queue = %request.queue,
+        redriven,
+        "dead letters redriven"
+    );
+    Ok(axum::Json(Redriven {
+        queue: request.queue,
+        redriven,
+    }))
+}

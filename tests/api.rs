@@ -1,0 +1,449 @@
+//! The operator API over real HTTP, on the whole system in-process (`spawn_app`): every route's
+//! role boundary (401 without a good token, 403 with the wrong role), bad input refused with the
+//! field and nothing changed, a booking submitted and followed to its end, and an operator
+//! cancelling a saga stuck behind a SevenRooms outage, the history naming who and why.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use como_api::auth::{LocalKey, Role};
+use como_app::{SpawnOptions, Spawned, spawn_app};
+use como_schemas::{BookingRequested, MemberNo, VenueId, examples};
+use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Api {
+    spawned: Spawned,
+    base: String,
+    key: LocalKey,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let spawned = spawn_app(
+            SpawnOptions {
+                quick: true,
+                ..SpawnOptions::default()
+            },
+            |app| app,
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = LocalKey::load_or_create(&dir.path().join("key.pem")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        spawned
+            .app
+            .serve_api(listener, &key.auth_config(), &spawned.shutdown)
+            .unwrap();
+        Api {
+            spawned,
+            base,
+            key,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, role: Role) -> String {
+        self.key
+            .mint("ops-alice", &[role], Duration::from_secs(600))
+            .unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str, role: Role) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&self.token(role)), None)
+            .await
+    }
+
+    async fn post(&self, path: &str, role: Role, body: &str) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&self.token(role)), Some(body))
+            .await
+    }
+
+    /// Polls the saga until its status is `want`; panics after `within`.
+    async fn wait_status(&self, saga: &str, want: &str, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let (status, body) = self.get(&format!("/v1/sagas/{saga}"), Role::Viewer).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["status"]["status"] == want {
+                return body;
+            }
+            assert!(
+                Instant::now() < until,
+                "saga {saga} never became {want}: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn booking(request_id: &str) -> BookingRequested {
+    let date = Utc::now().date_naive() + chrono::Days::new(30);
+    let mut request = examples::booking_request(request_id, date);
+    request.member_no = MemberNo::parse(MEMBER_RICH).unwrap();
+    request.venue_id = VenueId::parse(VENUE_LARGE).unwrap();
+    request
+}
+
+/// Every route but health, readiness and the document: who may call it.
+fn routes(saga: &str) -> Vec<(Method, String, Option<String>, Vec<Role>)> {
+    let action = json!({"action": "retry_now", "reason": "probe"}).to_string();
+    let redrive = json!({"queue": "requests", "reason": "probe"}).to_string();
+    let readers = vec![Role::Viewer, Role::Operator, Role::Submitter];
+    vec![
+        (
+            Method::POST,
+            "/v1/bookings".into(),
+            Some(serde_json::to_string(&booking("api-roles")).unwrap()),
+            vec![Role::Submitter],
+        ),
+        (Method::GET, "/v1/sagas".into(), None, readers.clone()),
+        (
+            Method::GET,
+            format!("/v1/sagas/{saga}"),
+            None,
+            readers.clone(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/sagas/{saga}/history"),
+            None,
+            readers.clone(),
+        ),
+        (Method::GET, "/v1/counts".into(), None, readers.clone()),
+        (Method::GET, "/v1/stuck".into(), None, readers.clone()),
+        (
+            Method::POST,
+            format!("/v1/sagas/{saga}/actions"),
+            Some(action),
+            vec![Role::Operator],
+        ),
+        (
+            Method::GET,
+            "/v1/dead-letters?queue=requests".into(),
+            None,
+            vec![Role::Viewer, Role::Operator],
+        ),
+        (
+            Method::POST,
+            "/v1/dead-letters/redrive".into(),
+            Some(redrive),
+            vec![Role::Operator],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_a_missing_or_bad_token_and_the_wrong_role() {
+    let api = Api::start().await;
+    let saga = booking("api-roles").saga_id().to_string();
+    let stranger = LocalKey::load_or_create(&api._dir.path().join("other.pem")).unwrap();
+    let forged = stranger
+        .mint("mallory", &Role::ALL, Duration::from_secs(600))
+        .unwrap();
+    for (method, path, body, allowed) in routes(&saga) {
+        for token in [None, Some("garbage"), Some(forged.as_str())] {
+            let (status, answer) = api
+                .call(method.clone(), &path, token, body.as_deref())
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}: {answer}"
+            );
+            assert_eq!(answer["error"]["code"], "unauthorized", "{answer}");
+        }
+        for role in Role::ALL.into_iter().filter(|r| !allowed.contains(r)) {
+            let token = api.token(role);
+            let (status, answer) = api
+                .call(method.clone(), &path, Some(&token), body.as_deref())
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} as {role:?}: {answer}"
+            );
+        }
+    }
+    // Nothing was submitted by the refused calls.
+    let (status, _) = api.get(&format!("/v1/sagas/{saga}"), Role::Viewer).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Health, readiness and the document need no token.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let (status, body) = api.call(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    for path in [
+        "/v1/bookings",
+        "/v1/sagas",
+        "/v1/sagas/{id}/actions",
+        "/v1/counts",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is in the document");
+    }
+    api.spawned.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_submitted_over_http_is_followed_to_its_end_and_bad_input_changes_nothing() {
+    let api = Api::start().await;
+    let request = booking("api-submit-1");
+    let body = serde_json::to_string(&request).unwrap();
+    let (status, answer) = api.post("/v1/bookings", Role::Submitter, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let saga = answer["saga_id"].as_str().unwrap().to_owned();
+    assert_eq!(saga, request.saga_id().to_string());
+    let done = api
+        .wait_status(&saga, "confirmed", Duration::from_secs(30))
+        .await;
+    assert_eq!(done["request"]["request_id"], "api-submit-1");
+    assert!(
+        !done.to_string().contains("mei.ling@example.com"),
+        "no personal data: {done}"
+    );
+    // The same request again: its saga; the id with other content: 409.
+    let (status, again) = api.post("/v1/bookings", Role::Submitter, &body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["status"], "confirmed");
+    let mut other = request.clone();
+    other.party_size = como_schemas::PartySize::new(4).unwrap();
+    other.quoted_credits = como_schemas::Credits::new(2_400).unwrap();
+    let (status, conflict) = api
+        .post(
+            "/v1/bookings",
+            Role::Submitter,
+            &serde_json::to_string(&other).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+
+    // Bad input on every write: 400 naming the field, nothing changed.
+    let mut bad = serde_json::to_value(booking("api-submit-bad")).unwrap();
+    bad["party_size"] = json!(0);
+    let bad_writes = [
+        (
+            "/v1/bookings",
+            Role::Submitter,
+            bad.to_string(),
+            "party_size",
+        ),
+        ("/v1/bookings", Role::Submitter, "{not json".to_owned(), ""),
+        (
+            "/v1/bookings",
+            Role::Submitter,
+            {
+                let mut unknown = serde_json::to_value(booking("api-submit-venue")).unwrap();
+                unknown["venue_id"] = json!("no-such-venue");
+                unknown.to_string()
+            },
+            "venue_id",
+        ),
+        (
+            &*format!("/v1/sagas/{saga}/actions"),
+            Role::Operator,
+            json!({"action": "cancel", "reason": "  "}).to_string(),
+            "reason",
+        ),
+        (
+            &*format!("/v1/sagas/{saga}/actions"),
+            Role::Operator,
+            json!({"action": "resolve", "reason": "by hand"}).to_string(),
+            "outcome",
+        ),
+        (
+            &*format!("/v1/sagas/{saga}/actions"),
+            Role::Operator,
+            json!({"action": "explode", "reason": "x"}).to_string(),
+            "action",
+        ),
+        (
+            "/v1/dead-letters/redrive",
+            Role::Operator,
+            json!({"queue": "nowhere", "reason": "x"}).to_string(),
+            "queue",
+        ),
+    ];
+    for (path, role, body, field) in &bad_writes {
+        let (status, answer) = api.post(path, *role, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid", "{answer}");
+        if !field.is_empty() {
+            assert_eq!(answer["error"]["field"], *field, "{answer}");
+        }
+    }
+    for id in ["api-submit-bad", "api-submit-venue"] {
+        let (status, _) = api
+            .get(
+                &format!("/v1/sagas/{}", booking(id).saga_id()),
+                Role::Viewer,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id} was not submitted");
+    }
+    // Bad reads: 400 naming the parameter.
+    for (path, field) in [
+        ("/v1/sagas?status=happy", "status"),
+        ("/v1/sagas?limit=0", "limit"),
+        ("/v1/sagas?older_than=soon", "older_than"),
+        ("/v1/sagas/not-a-saga", "id"),
+    ] {
+        let (status, answer) = api.get(path, Role::Viewer).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+    // The saga reads back: in the list, counted, its history paged to the end.
+    let (_, list) = api.get("/v1/sagas?status=confirmed", Role::Viewer).await;
+    assert_eq!(list["items"][0]["saga_id"], saga.as_str(), "{list}");
+    let (_, counts) = api.get("/v1/counts", Role::Viewer).await;
+    assert_eq!(counts["total"], 1, "{counts}");
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/sagas/{saga}/history?limit=3&cursor={c}"),
+            None => format!("/v1/sagas/{saga}/history?limit=3"),
+        };
+        let (status, page) = api.get(&path, Role::Viewer).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        entries.extend(page["items"].as_array().unwrap().clone());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => {
+                assert_eq!(page["total"], entries.len(), "{page}");
+                break;
+            }
+        }
+    }
+    assert_eq!(entries.first().unwrap()["kind"], "started");
+    assert_eq!(entries.last().unwrap()["kind"], "confirmed");
+    api.spawned.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names_them() {
+    let api = Api::start().await;
+    let sevenrooms = api.spawned.sims.sevenrooms_url().to_owned();
+    api.http
+        .post(format!("{sevenrooms}/_sim/outage"))
+        .json(&json!({"for_ms": 300_000, "status": 503}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let request = booking("api-stuck-1");
+    let (status, answer) = api
+        .post(
+            "/v1/bookings",
+            Role::Submitter,
+            &serde_json::to_string(&request).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let saga = request.saga_id().to_string();
+    api.wait_status(&saga, "waiting_for_downstream", Duration::from_secs(60))
+        .await;
+    let (_, waiting) = api
+        .get("/v1/sagas?status=waiting_for_downstream", Role::Operator)
+        .await;
+    assert_eq!(waiting["items"][0]["saga_id"], saga.as_str(), "{waiting}");
+
+    // A viewer may look but not act; the operator acts, with a reason.
+    let cancel = json!({"action": "cancel", "reason": "member asked to cancel by phone"});
+    let (status, _) = api
+        .post(
+            &format!("/v1/sagas/{saga}/actions"),
+            Role::Viewer,
+            &cancel.to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, done) = api
+        .post(
+            &format!("/v1/sagas/{saga}/actions"),
+            Role::Operator,
+            &cancel.to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["action"], "cancel");
+    assert_eq!(done["repeated"], false);
+    // The same action id again changes nothing.
+    let again = json!({"action": "cancel", "reason": "again", "action_id": done["action_id"]});
+    let (status, repeated) = api
+        .post(
+            &format!("/v1/sagas/{saga}/actions"),
+            Role::Operator,
+            &again.to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{repeated}");
+    assert_eq!(repeated["repeated"], true, "{repeated}");
+
+    // SevenRooms comes back; the hold is released and the saga ends cancelled.
+    api.http
+        .delete(format!("{sevenrooms}/_sim/faults"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    api.wait_status(&saga, "cancelled", Duration::from_secs(60))
+        .await;
+    let (_, history) = api
+        .get(&format!("/v1/sagas/{saga}/history?limit=500"), Role::Viewer)
+        .await;
+    let acted: Vec<&Value> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["kind"] == "operator_action")
+        .collect();
+    assert_eq!(acted.len(), 1, "{history:#}");
+    assert_eq!(acted[0]["operator"], "ops-alice");
+    assert_eq!(acted[0]["reason"], "member asked to cancel by phone");
+    // A finished saga refuses another action: 409, nothing changed.
+    let (status, refused) = api
+        .post(
+            &format!("/v1/sagas/{saga}/actions"),
+            Role::Operator,
+            &json!({"action": "retry_now", "reason": "try"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "refused");
+    api.spawned.stop().await.unwrap();
+}
