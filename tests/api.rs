@@ -447,3 +447,123 @@ async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names
     assert_eq!(refused["error"]["code"], "refused");
     api.spawned.stop().await.unwrap();
 }
+
+/// `como-saga sagas ...` against the API, as an operator runs it.
+fn como(api: &Api, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_como-saga"))
+        .args(args)
+        .env("COMO_SAGA_API", &api.base)
+        .env("COMO_SAGA_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_and_resolves_a_stuck_saga_from_the_command_line() {
+    let api = Api::start().await;
+    let sevenrooms = api.spawned.sims.sevenrooms_url().to_owned();
+    api.http
+        .post(format!("{sevenrooms}/_sim/outage"))
+        .json(&json!({"for_ms": 300_000, "status": 503}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let request = booking("api-cli-1");
+    let (status, _) = api
+        .post(
+            "/v1/bookings",
+            Role::Submitter,
+            &serde_json::to_string(&request).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let saga = request.saga_id().to_string();
+    api.wait_status(&saga, "waiting_for_downstream", Duration::from_secs(60))
+        .await;
+    let operator = api.token(Role::Operator);
+
+    // Found with `sagas list`, as a table and as JSON.
+    let out = como(
+        &api,
+        &operator,
+        &["sagas", "list", "--status", "waiting_for_downstream"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&saga), "{table}");
+    let out = como(
+        &api,
+        &operator,
+        &[
+            "sagas",
+            "list",
+            "--status",
+            "waiting_for_downstream",
+            "--json",
+        ],
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
+    assert_eq!(listed["items"][0]["saga_id"], saga.as_str());
+
+    // An action without a reason is bad usage; a viewer's is refused; the operator's is done.
+    let out = como(
+        &api,
+        &operator,
+        &["sagas", "resolve", &saga, "--outcome", "compensated"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let viewer = api.token(Role::Viewer);
+    let out = como(
+        &api,
+        &viewer,
+        &["sagas", "cancel", &saga, "--reason", "not mine to do"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
+    let out = como(
+        &api,
+        &operator,
+        &[
+            "sagas",
+            "resolve",
+            &saga,
+            "--outcome",
+            "compensated",
+            "--reason",
+            "hold released by hand in SevenRooms; credits never redeemed",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("compensated"),
+        "{out:?}"
+    );
+
+    // `sagas show` names who acted and why.
+    let out = como(&api, &operator, &["sagas", "show", &saga]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("operator: ops-alice"), "{shown}");
+    assert!(
+        shown.contains("reason: hold released by hand in SevenRooms"),
+        "{shown}"
+    );
+    // Without a token: a one-line error, exit 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_como-saga"))
+        .args(["sagas", "list"])
+        .env("COMO_SAGA_API", &api.base)
+        .env_remove("COMO_SAGA_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("COMO_SAGA_TOKEN"),
+        "{out:?}"
+    );
+    api.spawned.stop().await.unwrap();
+}

@@ -34,6 +34,10 @@ enum Command {
     Worker(cmd::worker::WorkerArgs),
     /// The operator and monitoring HTTP API, as its own process.
     Api(cmd::api::ApiArgs),
+    /// Operators' tools through the API: list, show, retry, compensate, cancel, resolve.
+    Sagas(cmd::operate::SagasArgs),
+    /// Dead letters through the API: list, redrive.
+    Dlq(cmd::operate::DlqArgs),
     /// Mint a bearer token for the API with the local signing key (local use only).
     Token(cmd::token::TokenArgs),
     /// Submit one booking request.
@@ -63,6 +67,8 @@ fn main() -> std::process::ExitCode {
         Command::Worker(a) => cmd::worker::run(a),
         Command::Api(a) => cmd::api::run(a),
         Command::Token(a) => cmd::token::run(a),
+        Command::Sagas(a) => cmd::operate::run_sagas(a),
+        Command::Dlq(a) => cmd::operate::run_dlq(a),
         Command::Submit(a) => cmd::submit::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Chaos(a) => cmd::chaos::run(a),

@@ -4,6 +4,7 @@ pub mod api;
 pub mod bench;
 pub mod chaos;
 pub mod infra;
+pub mod operate;
 pub mod orchestrator;
 pub mod rotate_tokens;
 pub mod schemas;

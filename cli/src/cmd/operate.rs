@@ -1,0 +1,436 @@
+//! `como-saga sagas ...` and `como-saga dlq ...`: the operator's tools, through the HTTP API
+//! (`--api URL` or `COMO_SAGA_API`; the token from `COMO_SAGA_TOKEN` or `--token`). Tables for
+//! people; `--json` prints only the API's JSON on stdout. Every action takes `--reason`, kept in
+//! the saga's history with who acted (the token's user).
+//!
+//! Exit codes: 0 done; 1 the command failed (the API refused or could not be reached; the
+//! message says why); 2 bad usage.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::stack;
+
+/// How to reach the API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiClientArgs {
+    /// The API's base URL (`up` and `api` print it).
+    #[arg(
+        long,
+        env = "COMO_SAGA_API",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL",
+        global = true
+    )]
+    pub api: String,
+    /// A bearer token (`como-saga token --role operator` mints one locally).
+    #[arg(long, env = "COMO_SAGA_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON only, on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SagasCommand {
+    /// Sagas by status, step and age, newest first.
+    List {
+        /// running, waiting_for_downstream, reconciling, compensating, confirmed, compensated,
+        /// cancelled or needs_operator.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        step: Option<String>,
+        /// Unchanged for at least this long (30s, 10m, 2h).
+        #[arg(long, value_name = "DUR")]
+        older_than: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One saga with its history.
+    Show { id: String },
+    /// Send the pending attempt now, or resume a saga that needs an operator.
+    Retry {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop going forward and undo what was done.
+    Compensate {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Undo what was done and end as cancelled.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Declare the outcome after fixing things by hand.
+    Resolve {
+        id: String,
+        #[arg(long, value_parser = ["confirmed", "compensated"])]
+        outcome: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// The dead letters of a queue, with why each was set aside.
+    List {
+        /// requests, replies, commands-crm or commands-sevenrooms.
+        #[arg(long, default_value = "requests")]
+        queue: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Put dead letters back on their queue: all of them, or those named with --id.
+    Redrive {
+        #[arg(long, default_value = "requests")]
+        queue: String,
+        /// Only this message (repeat for several).
+        #[arg(long = "id", value_name = "MESSAGE_ID")]
+        ids: Vec<String>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SagasArgs {
+    #[command(subcommand)]
+    pub command: SagasCommand,
+    #[command(flatten)]
+    pub client: ApiClientArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: DlqCommand,
+    #[command(flatten)]
+    pub client: ApiClientArgs,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(args: &ApiClientArgs) -> anyhow::Result<Client> {
+        let token = args.token.clone().filter(|t| !t.trim().is_empty()).context(
+            "no token: set COMO_SAGA_TOKEN (locally: export COMO_SAGA_TOKEN=$(como-saga token --role operator))",
+        )?;
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: args.api.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the API at {}: {e} (is `como-saga up` or `como-saga api` running? --api URL)", self.base))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        anyhow::bail!("the API refused ({}): {message}", status.as_u16())
+    }
+}
+
+pub fn run_sagas(args: SagasArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    stack::runtime()?.block_on(async move {
+        match args.command {
+            SagasCommand::List {
+                status,
+                step,
+                older_than,
+                limit,
+            } => {
+                let mut query = vec![format!("limit={limit}")];
+                for (k, v) in [
+                    ("status", status),
+                    ("step", step),
+                    ("older_than", older_than),
+                ] {
+                    if let Some(v) = v {
+                        query.push(format!("{k}={v}"));
+                    }
+                }
+                let page = client
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/sagas?{}", query.join("&")),
+                        None,
+                    )
+                    .await?;
+                if json {
+                    println!("{page}");
+                } else {
+                    print_sagas(&page);
+                }
+            }
+            SagasCommand::Show { id } => {
+                let saga = client
+                    .call(reqwest::Method::GET, &format!("/v1/sagas/{id}"), None)
+                    .await?;
+                let history = all_history(&client, &id).await?;
+                if json {
+                    println!("{}", json!({"saga": saga, "history": history}));
+                } else {
+                    print_saga(&saga, &history);
+                }
+            }
+            SagasCommand::Retry { id, reason } => {
+                act(
+                    &client,
+                    &id,
+                    json!({"action": "retry_now", "reason": reason}),
+                    json,
+                )
+                .await?
+            }
+            SagasCommand::Compensate { id, reason } => {
+                act(
+                    &client,
+                    &id,
+                    json!({"action": "force_compensation", "reason": reason}),
+                    json,
+                )
+                .await?
+            }
+            SagasCommand::Cancel { id, reason } => {
+                act(
+                    &client,
+                    &id,
+                    json!({"action": "cancel", "reason": reason}),
+                    json,
+                )
+                .await?
+            }
+            SagasCommand::Resolve {
+                id,
+                outcome,
+                reason,
+            } => {
+                act(
+                    &client,
+                    &id,
+                    json!({"action": "resolve", "outcome": outcome, "reason": reason}),
+                    json,
+                )
+                .await?
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run_dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    stack::runtime()?.block_on(async move {
+        match args.command {
+            DlqCommand::List { queue, limit } => {
+                let page = client
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/dead-letters?queue={queue}&limit={limit}"),
+                        None,
+                    )
+                    .await?;
+                if json {
+                    println!("{page}");
+                } else {
+                    let items = page["items"].as_array().cloned().unwrap_or_default();
+                    println!("{} dead letters on {queue}", items.len());
+                    for d in items {
+                        println!(
+                            "{}  {}  received {}x  {}",
+                            d["message_id"].as_str().unwrap_or("-"),
+                            d["dead_lettered_at"].as_str().unwrap_or("-"),
+                            d["receive_count"],
+                            d["reason"].as_str().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+            DlqCommand::Redrive { queue, ids, reason } => {
+                let mut body = json!({"queue": queue, "reason": reason});
+                if !ids.is_empty() {
+                    body["message_ids"] = json!(ids);
+                }
+                let done = client
+                    .call(
+                        reqwest::Method::POST,
+                        "/v1/dead-letters/redrive",
+                        Some(body),
+                    )
+                    .await?;
+                if json {
+                    println!("{done}");
+                } else {
+                    println!("redrove {} dead letters onto {queue}", done["redriven"]);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn act(client: &Client, id: &str, body: Value, json: bool) -> anyhow::Result<()> {
+    let done = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/sagas/{id}/actions"),
+            Some(body),
+        )
+        .await?;
+    if json {
+        println!("{done}");
+    } else if done["repeated"] == true {
+        println!(
+            "saga {id}: {} was applied before (action {}); it is {} now",
+            done["action"].as_str().unwrap_or("-"),
+            done["action_id"].as_str().unwrap_or("-"),
+            done["status"].as_str().unwrap_or("-")
+        );
+    } else {
+        println!(
+            "saga {id}: {} applied (action {}); it is {} now (version {})",
+            done["action"].as_str().unwrap_or("-"),
+            done["action_id"].as_str().unwrap_or("-"),
+            done["status"].as_str().unwrap_or("-"),
+            done["version"]
+        );
+    }
+    Ok(())
+}
+
+async fn all_history(client: &Client, id: &str) -> anyhow::Result<Vec<Value>> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/sagas/{id}/history?limit=500&cursor={c}"),
+            None => format!("/v1/sagas/{id}/history?limit=500"),
+        };
+        let page = client.call(reqwest::Method::GET, &path, None).await?;
+        entries.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(entries),
+        }
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_sagas(page: &Value) {
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<36}  {:<24}  {:<14}  {:<24}  request",
+        "saga", "status", "step", "updated"
+    );
+    for s in &items {
+        let status = match &s["status"] {
+            Value::String(k) => k.clone(),
+            Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+            other => text(other),
+        };
+        println!(
+            "{:<36}  {:<24}  {:<14}  {:<24}  {}",
+            text(&s["saga_id"]),
+            status,
+            text(&s["step"]),
+            text(&s["updated_at"]),
+            text(&s["request_id"])
+        );
+    }
+    if let Some(next) = page["next_cursor"].as_str() {
+        println!("(more: the API's cursor is {next})");
+    }
+}
+
+fn print_saga(saga: &Value, history: &[Value]) {
+    println!("saga {}", text(&saga["saga_id"]));
+    println!("  status:   {}", saga["status"]);
+    println!(
+        "  request:  {} (member {}, venue {}, {} {}, party {}, {} credits)",
+        text(&saga["request"]["request_id"]),
+        text(&saga["request"]["member_no"]),
+        text(&saga["request"]["venue_id"]),
+        text(&saga["request"]["date"]),
+        text(&saga["request"]["time"]),
+        text(&saga["request"]["party_size"]),
+        text(&saga["request"]["credits"])
+    );
+    println!(
+        "  started:  {}   updated: {}   deadline: {}",
+        text(&saga["started_at"]),
+        text(&saga["updated_at"]),
+        text(&saga["deadline"])
+    );
+    for step in saga["steps"].as_array().cloned().unwrap_or_default() {
+        let error = match &step["last_error"] {
+            Value::String(e) => format!("  last error: {e}"),
+            _ => String::new(),
+        };
+        println!(
+            "  step {:<14} {:<12} effect {:<10} attempts {}{error}",
+            text(&step["name"]),
+            text(&step["state"]),
+            text(&step["effect"]),
+            step["attempts"]["action"]["sent"]
+        );
+    }
+    println!("history ({} entries):", history.len());
+    for h in history {
+        let mut line = format!(
+            "  {}  {:<22} {:<14}",
+            text(&h["at"]),
+            text(&h["kind"]),
+            text(&h["step"])
+        );
+        for key in ["detail", "error", "code", "operator", "reason"] {
+            if let Some(v) = h[key].as_str() {
+                line.push_str(&format!("  {key}: {v}"));
+            }
+        }
+        println!("{line}");
+    }
+}
