@@ -567,3 +567,64 @@ async fn an_operator_finds_and_resolves_a_stuck_saga_from_the_command_line() {
     );
     api.spawned.stop().await.unwrap();
 }
+
+/// schemathesis (from PyPI, installed on first use under the target directory) generates
+/// requests from `/openapi.json` against a running API with some sagas in it, and finds no
+/// server error, no undocumented status or content type, and no response that breaks the
+/// document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document() {
+    let python = tokio::task::spawn_blocking(|| {
+        como_backend_aws::testing::venv("schemathesis-venv", "schemathesis>=4.3,<5")
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot install schemathesis: {e}"));
+    let st = python.with_file_name("st");
+    let api = Api::start().await;
+    for n in 0..3 {
+        let request = booking(&format!("api-schemathesis-{n}"));
+        api.post(
+            "/v1/bookings",
+            Role::Submitter,
+            &serde_json::to_string(&request).unwrap(),
+        )
+        .await;
+    }
+    let token = api
+        .key
+        .mint("schemathesis", &Role::ALL, Duration::from_secs(3600))
+        .unwrap();
+    let document = format!("{}/openapi.json", api.base);
+    let mut command = std::process::Command::new(st);
+    command.args([
+        "--no-color",
+        "run",
+        &document,
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance,response_headers_conformance",
+        "--max-examples",
+        "60",
+        "--seed",
+        "20261204",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ]);
+    // Off the runtime's threads: the API under test runs on them.
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("11 passed") || said.contains("passed"),
+        "{said}"
+    );
+    api.spawned.stop().await.unwrap();
+}

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -160,6 +160,29 @@ impl FromRequestParts<ApiState> for Caller {
             .verifier
             .verify_header(header)
             .map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+}
+
+/// Query parameters; a malformed one is 400 naming it, as JSON like every refusal.
+struct ApiQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<ApiState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &ApiState) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let field = if field == "." {
+                    "query".to_owned()
+                } else {
+                    field
+                };
+                ApiError::invalid(&field, &e.into_inner().to_string())
+            })
     }
 }
 
@@ -352,7 +375,7 @@ fn parse_age(s: &str) -> Result<Duration, String> {
 async fn list_sagas(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<axum::Json<SagaPage>, ApiError> {
     require(&caller, READERS)?;
     let step = params
@@ -431,7 +454,7 @@ async fn saga_history(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(params): Query<PageParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<axum::Json<HistoryPage>, ApiError> {
     require(&caller, READERS)?;
     let id = saga_id_of(&id)?;
@@ -519,7 +542,7 @@ struct StuckParams {
 async fn stuck(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(params): Query<StuckParams>,
+    ApiQuery(params): ApiQuery<StuckParams>,
 ) -> Result<axum::Json<SagaPage>, ApiError> {
     require(&caller, READERS)?;
     let before = older_than(
@@ -689,7 +712,7 @@ struct DeadLetters {
 async fn dead_letters(
     State(state): State<ApiState>,
     caller: Caller,
-    Query(params): Query<DeadLetterParams>,
+    ApiQuery(params): ApiQuery<DeadLetterParams>,
 ) -> Result<axum::Json<DeadLetters>, ApiError> {
     require(&caller, &[Role::Viewer, Role::Operator])?;
     let queue = queue_of(&params.queue)?;

@@ -53,12 +53,19 @@ pub fn target_dir() -> PathBuf {
 
 /// The virtual environment's Python, installing moto first if needed.
 pub fn python() -> Result<PathBuf, String> {
+    venv("moto-venv", MOTO)
+}
+
+/// A Python virtual environment `name` under the cargo target directory with `requirement`
+/// installed (one install however many test processes ask at once, under a file lock);
+/// returns its Python. The tests' tools (moto, schemathesis) come from here.
+pub fn venv(name: &str, requirement: &str) -> Result<PathBuf, String> {
     let target = target_dir();
     std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-    let venv = target.join("moto-venv");
+    let venv = target.join(name);
     let python = venv.join("bin").join("python");
     let done = venv.join(".como-installed");
-    let lock_path = target.join("moto-venv.lock");
+    let lock_path = target.join(format!("{name}.lock"));
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -68,12 +75,15 @@ pub fn python() -> Result<PathBuf, String> {
     // Held until the end of this function: one install, the others wait for it.
     lock.lock()
         .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
-    if done.exists() && python.exists() {
+    if done.exists()
+        && python.exists()
+        && std::fs::read_to_string(&done).is_ok_and(|r| r == requirement)
+    {
         return Ok(python);
     }
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", MOTO]))?;
-    std::fs::write(&done, MOTO).map_err(|e| format!("{}: {e}", done.display()))?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", requirement]))?;
+    std::fs::write(&done, requirement).map_err(|e| format!("{}: {e}", done.display()))?;
     Ok(python)
 }
 
