@@ -231,6 +231,10 @@ async fn a_booking_submitted_over_http_is_followed_to_its_end_and_bad_input_chan
         .await;
     assert_eq!(done["request"]["request_id"], "api-submit-1");
     assert!(
+        done.get("waiting_on").is_none(),
+        "a confirmed saga waits for nothing: {done}"
+    );
+    assert!(
         !done.to_string().contains("mei.ling@example.com"),
         "no personal data: {done}"
     );
@@ -374,8 +378,17 @@ async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let saga = request.saga_id().to_string();
-    api.wait_status(&saga, "waiting_for_downstream", Duration::from_secs(60))
+    let shown = api
+        .wait_status(&saga, "waiting_for_downstream", Duration::from_secs(60))
         .await;
+    // What it waits for, right now: SevenRooms, since when, until its deadline at the latest.
+    assert_eq!(shown["waiting_on"]["on"], "downstream", "{shown:#}");
+    assert_eq!(shown["waiting_on"]["downstream"], "SevenRooms", "{shown:#}");
+    assert_eq!(
+        shown["waiting_on"]["deadline"], shown["deadline"],
+        "{shown:#}"
+    );
+    assert!(shown["waiting_on"]["since"].is_string(), "{shown:#}");
     let (_, waiting) = api
         .get("/v1/sagas?status=waiting_for_downstream", Role::Operator)
         .await;

@@ -404,7 +404,9 @@ fn saga_id_of(id: &str) -> Result<SagaId, ApiError> {
     SagaId::parse(id).map_err(|e| ApiError::invalid("id", &e.to_string()))
 }
 
-/// One saga: its request (without personal data), status, steps, deadlines.
+/// One saga: its request (without personal data), status, steps, deadlines, and what it waits
+/// for right now (`waiting_on`: a reply to a command since when, a downstream that is down, a
+/// timer and why, or a person).
 #[utoipa::path(get, path = "/v1/sagas/{id}", params(("id" = String, Path, description = "the saga id")), responses(
     (status = 200, body = Object, description = "a SagaView"),
     (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
@@ -423,7 +425,11 @@ async fn show_saga(
         .await
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::not_found(format!("no saga has id {id}")))?;
-    Ok(axum::Json(SagaView::from(&stored.value)))
+    // The history says since when a command is out; it is served by its own paged route.
+    let history = state.reader.history(id).await.map_err(ApiError::store)?;
+    let mut view = SagaView::of(&stored.value, &history);
+    view.history = None;
+    Ok(axum::Json(view))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

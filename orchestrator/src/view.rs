@@ -12,7 +12,7 @@
 
 use chrono::NaiveDate;
 use como_engine::failure::FailureCode;
-use como_engine::state::{Attempts, Phase, StepState};
+use como_engine::state::{Activity, Attempts, Phase, StepState};
 use como_engine::{Effect, HistoryEntry, HistoryKind, SagaState, SagaStatus, StatusKind};
 use como_schemas::events::{CompensatedAs, NeedsOperatorReason};
 use como_schemas::{
@@ -50,6 +50,9 @@ pub struct SagaView {
     /// The late-effect audit of a compensated or cancelled saga, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditView>,
+    /// What the saga waits for right now, when it is not finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<WaitingOn>,
     /// Changes so far: a version that grows with every transition.
     pub transitions: u64,
     /// The history, oldest first, when it was given ([`SagaView::of`]); absent otherwise.
@@ -186,6 +189,151 @@ pub struct AttemptCount {
     pub charged: u32,
 }
 
+/// What a saga waits for right now: the first thing an operator needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "on", rename_all = "snake_case")]
+pub enum WaitingOn {
+    /// The reply to a command: `command_id` (attempt `attempt` of the step's `command`), sent
+    /// to `worker` at `since` (when the history says), counted as timed out at `timeout_at`;
+    /// the saga gives up at `deadline`.
+    Reply {
+        step: StepName,
+        command: CommandKind,
+        attempt: u32,
+        command_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<Timestamp>,
+        timeout_at: Timestamp,
+        deadline: Timestamp,
+    },
+    /// `downstream` is unavailable (its circuit is open): the command waits in its queue, or
+    /// the saga's next attempt waits, since `since`, looked at again at `until`.
+    Downstream {
+        downstream: String,
+        step: StepName,
+        command: CommandKind,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<Timestamp>,
+        until: Timestamp,
+        deadline: Timestamp,
+    },
+    /// A timer at `at`, and why (`retry`, `audit`).
+    Timer {
+        at: Timestamp,
+        why: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step: Option<StepName>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        command: Option<CommandKind>,
+        /// The attempt the timer sends.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
+    /// A person: the saga stopped for `reason` at `step`.
+    Operator {
+        reason: NeedsOperatorReason,
+        step: StepName,
+        detail: String,
+    },
+}
+
+/// What `s` waits for now; `history`, when given, says since when a command is out.
+pub fn waiting_on(s: &SagaState, history: Option<&[HistoryEntry]>) -> Option<WaitingOn> {
+    let name = |i: usize| s.steps.get(i).map(|st| st.name.clone());
+    let (step, activity, deadline) = match &s.phase {
+        Phase::Forward { step, activity } => (*step, activity, s.deadline),
+        Phase::Compensating { step, activity, .. } => (
+            *step,
+            activity,
+            s.compensation_deadline.unwrap_or(s.deadline),
+        ),
+        Phase::NeedsOperator {
+            reason,
+            step,
+            detail,
+            ..
+        } => {
+            return Some(WaitingOn::Operator {
+                reason: *reason,
+                step: name(*step)?,
+                detail: detail.clone(),
+            });
+        }
+        Phase::Done { .. } => {
+            let check = s.audit.as_ref()?.check.as_ref()?;
+            return Some(WaitingOn::Timer {
+                at: check.activity.due_at(),
+                why: "audit".into(),
+                step: name(check.step),
+                command: Some(check.activity.kind()),
+                attempt: None,
+            });
+        }
+    };
+    let step_name = name(step)?;
+    let worker = como_engine::como::lookup(&s.definition, s.definition_version).and_then(|def| {
+        let st = def.steps.get(step)?;
+        let op = match activity.kind() {
+            CommandKind::Action => Some(st.action),
+            CommandKind::Reconcile => st.reconcile,
+            CommandKind::Compensation => st.compensation.as_ref().map(|c| c.operation),
+        }?;
+        op.worker()
+    });
+    if activity.waiting_for_downstream() {
+        return Some(WaitingOn::Downstream {
+            downstream: worker
+                .map(|w| w.downstream().to_owned())
+                .unwrap_or_default(),
+            step: step_name,
+            command: activity.kind(),
+            since: s.waiting_since,
+            until: activity.due_at(),
+            deadline,
+        });
+    }
+    Some(match activity {
+        Activity::Awaiting {
+            kind,
+            attempt,
+            timeout_at,
+            ..
+        } => {
+            let key = como_schemas::IdempotencyKey::new(s.saga_id, &step_name, *kind);
+            let since = history.and_then(|h| {
+                h.iter()
+                    .rev()
+                    .find(|e| {
+                        e.kind == HistoryKind::CommandSent
+                            && e.step.as_ref() == Some(&step_name)
+                            && e.command == Some(*kind)
+                            && e.attempt == Some(*attempt)
+                    })
+                    .map(|e| e.at)
+            });
+            WaitingOn::Reply {
+                step: step_name,
+                command: *kind,
+                attempt: *attempt,
+                command_id: como_schemas::CommandId::new(&key, *attempt).to_string(),
+                worker: worker.map(|w| w.to_string()),
+                since,
+                timeout_at: *timeout_at,
+                deadline,
+            }
+        }
+        Activity::Backoff { kind, at, .. } => WaitingOn::Timer {
+            at: *at,
+            why: "retry".into(),
+            step: Some(step_name),
+            command: Some(*kind),
+            attempt: Some(s.steps[step].attempts(*kind).sent + 1),
+        },
+    })
+}
+
 /// The late-effect audit of a saga that ended compensated or cancelled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditView {
@@ -245,6 +393,7 @@ impl SagaView {
     /// A saga with its history (oldest first).
     pub fn of(state: &SagaState, history: &[HistoryEntry]) -> Self {
         let mut view = Self::from(state);
+        view.waiting_on = waiting_on(state, Some(history));
         view.history = Some(history.iter().map(HistoryView::from).collect());
         view
     }
@@ -302,6 +451,7 @@ impl From<&SagaState> for SagaView {
                     .and_then(|c| s.steps.get(c.step))
                     .map(|st| st.name.clone()),
             }),
+            waiting_on: waiting_on(s, None),
             transitions: s.transitions,
             history: None,
         }

@@ -166,6 +166,22 @@ fn a_running_saga() {
     assert_eq!(j["history"][1]["kind"], "command_sent");
     assert_eq!(j["history"][1]["command"], "action");
     assert_eq!(j["history"][1]["attempt"], 1);
+    // What it waits for: the reply to the check's first command, sent when the history says.
+    assert_eq!(j["waiting_on"]["on"], "reply");
+    assert_eq!(j["waiting_on"]["step"], "check_credits");
+    assert_eq!(j["waiting_on"]["command"], "action");
+    assert_eq!(j["waiting_on"]["attempt"], 1);
+    assert_eq!(j["waiting_on"]["worker"], "crm");
+    assert_eq!(
+        j["waiting_on"]["command_id"],
+        format!("{}:check_credits:action:1", s.state.saga_id)
+    );
+    assert_eq!(j["waiting_on"]["since"], j["history"][1]["at"]);
+    assert_eq!(
+        j["waiting_on"]["timeout_at"],
+        s.state.wake_at.unwrap().to_string()
+    );
+    assert_eq!(j["waiting_on"]["deadline"], s.state.deadline.to_string());
 
     // Without its history, the view says nothing about history.
     let bare = serde_json::to_value(SagaView::from(&s.state)).unwrap();
@@ -382,6 +398,8 @@ fn a_saga_that_needs_an_operator() {
     assert_eq!(j["status"]["reason"], "compensation_refused");
     assert_eq!(j["status"]["compensating"], "compensated");
     assert_eq!(j["needs_operator_reason"], "compensation_refused");
+    assert_eq!(j["waiting_on"]["on"], "operator");
+    assert_eq!(j["waiting_on"]["reason"], "compensation_refused");
 
     let stopped = entries(&v, HistoryKind::NeedsOperator);
     assert_eq!(stopped.len(), 1);
