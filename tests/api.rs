@@ -624,6 +624,9 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
         "-H",
         &format!("Authorization: Bearer {token}"),
     ]);
+    // Its cache and reports go to a directory of their own, not the checkout.
+    let scratch = tempfile::tempdir().unwrap();
+    command.current_dir(scratch.path());
     // Off the runtime's threads: the API under test runs on them.
     let out = tokio::task::spawn_blocking(move || command.output())
         .await
