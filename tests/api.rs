@@ -644,3 +644,178 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
     );
     api.spawned.stop().await.unwrap();
 }
+
+/// Submits a booking with request id `id`; returns its saga id.
+async fn submit(api: &Api, id: &str) -> String {
+    let body = serde_json::to_string(&booking(id)).unwrap();
+    let (status, answer) = api.post("/v1/bookings", Role::Submitter, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    booking(id).saga_id().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_action_acts_on_exactly_the_previewed_sagas_and_reads_each_back() {
+    let api = Api::start().await;
+    let sevenrooms = api.spawned.sims.sevenrooms_url().to_owned();
+    api.http
+        .post(format!("{sevenrooms}/_sim/outage"))
+        .json(&json!({"for_ms": 300_000, "status": 503}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let mut stuck = Vec::new();
+    for n in 0..3 {
+        let saga = submit(&api, &format!("api-bulk-{n}")).await;
+        api.wait_status(&saga, "waiting_for_downstream", Duration::from_secs(60))
+            .await;
+        stuck.push(saga);
+    }
+    // The dry run lists them, changes nothing, and names them in its token.
+    let filter = json!({"action": "force_compensation", "status": "waiting_for_downstream"});
+    let (status, preview) = api
+        .post("/v1/bulk/preview", Role::Operator, &filter.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let mut listed: Vec<String> = preview["sagas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["saga_id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    let mut want = stuck.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    let (_, still) = api
+        .get(&format!("/v1/sagas/{}", stuck[0]), Role::Viewer)
+        .await;
+    assert_eq!(still["status"]["status"], "waiting_for_downstream");
+    let token = preview["preview_token"].as_str().unwrap().to_owned();
+    // A saga that came after the preview is not acted on.
+    let late = submit(&api, "api-bulk-late").await;
+    api.wait_status(&late, "waiting_for_downstream", Duration::from_secs(60))
+        .await;
+
+    // Refusals: a viewer; a token altered; a saga outside the preview; no reason.
+    let execute = |body: Value| body.to_string();
+    let (status, _) = api
+        .post(
+            "/v1/bulk/execute",
+            Role::Viewer,
+            &execute(json!({"preview_token": token, "reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let altered = format!("{}x", &token);
+    for (body, field) in [
+        (
+            json!({"preview_token": altered, "reason": "x"}),
+            "preview_token",
+        ),
+        (
+            json!({"preview_token": token, "reason": "x", "saga_ids": [late]}),
+            "saga_ids",
+        ),
+        (json!({"preview_token": token, "reason": " "}), "reason"),
+    ] {
+        let (status, answer) = api
+            .post("/v1/bulk/execute", Role::Operator, &execute(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+
+    let (status, done) = api
+        .post(
+            "/v1/bulk/execute",
+            Role::Operator,
+            &execute(json!({"preview_token": token, "reason": "SevenRooms incident 4711: give the slots back"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let results = done["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{done}");
+    for r in results {
+        assert_eq!(r["result"], "applied", "{done}");
+        assert_ne!(
+            r["status_after"], "waiting_for_downstream",
+            "read back after the action: {done}"
+        );
+        assert!(stuck.contains(&r["saga_id"].as_str().unwrap().to_owned()));
+    }
+    let (_, late_now) = api.get(&format!("/v1/sagas/{late}"), Role::Viewer).await;
+    assert_eq!(
+        late_now["status"]["status"], "waiting_for_downstream",
+        "the saga that came after the preview was not touched"
+    );
+    // The same preview again changes nothing twice.
+    let (_, again) = api
+        .post(
+            "/v1/bulk/execute",
+            Role::Operator,
+            &execute(json!({"preview_token": token, "reason": "again"})),
+        )
+        .await;
+    for r in again["results"].as_array().unwrap() {
+        assert_eq!(r["result"], "repeated", "{again}");
+    }
+    // Each history names the operator and the reason once.
+    let (_, history) = api
+        .get(
+            &format!("/v1/sagas/{}/history?limit=500", stuck[1]),
+            Role::Viewer,
+        )
+        .await;
+    let acted: Vec<&Value> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["kind"] == "operator_action")
+        .collect();
+    assert_eq!(acted.len(), 1, "{history:#}");
+    assert_eq!(
+        acted[0]["reason"],
+        "SevenRooms incident 4711: give the slots back"
+    );
+
+    // The command line: a dry run by default, --yes acts on exactly the listed sagas.
+    let operator = api.token(Role::Operator);
+    let out = como(
+        &api,
+        &operator,
+        &[
+            "sagas",
+            "compensate",
+            "--status",
+            "waiting_for_downstream",
+            "--reason",
+            "incident",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("dry run") && said.contains(&late), "{said}");
+    let (_, untouched) = api.get(&format!("/v1/sagas/{late}"), Role::Viewer).await;
+    assert_eq!(untouched["status"]["status"], "waiting_for_downstream");
+    let out = como(
+        &api,
+        &operator,
+        &[
+            "sagas",
+            "compensate",
+            "--status",
+            "waiting_for_downstream",
+            "--reason",
+            "incident 4711, the last one",
+            "--yes",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let acted: Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
+    assert_eq!(acted["results"][0]["saga_id"], late.as_str(), "{acted}");
+    assert_eq!(acted["results"][0]["result"], "applied", "{acted}");
+    api.spawned.stop().await.unwrap();
+}

@@ -22,10 +22,13 @@
 //! | `GET /v1/counts` | any | how many sagas in each status |
 //! | `GET /v1/stuck` | any | sagas not finished and unchanged for a while, longest first |
 //! | `POST /v1/sagas/{id}/actions` | operator | retry now, force compensation, cancel, resolve |
+//! | `POST /v1/bulk/preview` | operator | the sagas a bulk retry or compensation would act on, and a token naming exactly them (changes nothing) |
+//! | `POST /v1/bulk/execute` | operator | the previewed action on exactly the previewed sagas, rate-limited, each result read back |
 //! | `GET /v1/dead-letters` | viewer, operator | the dead letters of a queue |
 //! | `POST /v1/dead-letters/redrive` | operator | put dead letters back on their queue |
 
 pub mod auth;
+pub mod bulk;
 pub mod error;
 
 use std::sync::Arc;
@@ -57,16 +60,22 @@ pub struct ApiState {
     reader: Arc<dyn SagaReader>,
     verifier: Arc<Verifier>,
     catalogue: Arc<VenueCatalogue>,
+    previews: Arc<bulk::PreviewSigner>,
 }
 
 impl ApiState {
-    pub fn new(ports: Backend, verifier: Verifier, catalogue: VenueCatalogue) -> ApiState {
-        ApiState {
+    pub fn new(
+        ports: Backend,
+        verifier: Verifier,
+        catalogue: VenueCatalogue,
+    ) -> Result<ApiState, String> {
+        Ok(ApiState {
             reader: ports.reader(),
             ports,
             verifier: Arc::new(verifier),
             catalogue: Arc::new(catalogue),
-        }
+            previews: Arc::new(bulk::PreviewSigner::new()?),
+        })
     }
 }
 
@@ -83,6 +92,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/sagas/{id}/actions", post(act_on_saga))
         .route("/v1/counts", get(counts))
         .route("/v1/stuck", get(stuck))
+        .route("/v1/bulk/preview", post(bulk_preview))
+        .route("/v1/bulk/execute", post(bulk_execute))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/redrive", post(redrive))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -113,12 +124,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ),
     paths(
         healthz, readyz, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
-        counts, stuck, dead_letters, redrive
+        counts, stuck, bulk_preview, bulk_execute, dead_letters, redrive
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, Health, BookingAccepted, SagaPage, HistoryPage,
         Counts, StatusCount, ActionRequest, ActionKind, Outcome, ActionResult, DeadLetters,
-        DeadLetterItem, RedriveRequest, Redriven
+        DeadLetterItem, RedriveRequest, Redriven, bulk::BulkAction, bulk::PreviewRequest,
+        bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
+        bulk::ExecuteResult
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -319,7 +332,7 @@ fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-fn status_of(status: Option<&str>) -> Result<Option<StatusKind>, ApiError> {
+pub(crate) fn status_of(status: Option<&str>) -> Result<Option<StatusKind>, ApiError> {
     status
         .map(|s| {
             StatusKind::parse(s).ok_or_else(|| {
@@ -335,7 +348,7 @@ fn status_of(status: Option<&str>) -> Result<Option<StatusKind>, ApiError> {
         .transpose()
 }
 
-fn older_than(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn older_than(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     value
         .map(|v| {
             let d = parse_age(v).map_err(|e| ApiError::invalid(field, &e))?;
@@ -668,6 +681,38 @@ async fn act_on_saga(
         version: done.version,
         repeated: done.repeated,
     }))
+}
+
+/// A bulk retry or compensation, step 1: the sagas it would act on now, and a token naming
+/// exactly them. Changes nothing.
+#[utoipa::path(post, path = "/v1/bulk/preview", request_body = bulk::PreviewRequest, responses(
+    (status = 200, body = bulk::PreviewResult), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn bulk_preview(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<bulk::PreviewResult>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let request = error::parse_body(&body)?;
+    Ok(axum::Json(bulk::preview(&state, &caller, request).await?))
+}
+
+/// A bulk retry or compensation, step 2: the previewed action on exactly the previewed sagas
+/// (or a part of them), rate-limited, each saga's result read back from the store.
+#[utoipa::path(post, path = "/v1/bulk/execute", request_body = bulk::ExecuteRequest, responses(
+    (status = 200, body = bulk::ExecuteResult), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn bulk_execute(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<bulk::ExecuteResult>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let request = error::parse_body(&body)?;
+    Ok(axum::Json(bulk::execute(&state, &caller, request).await?))
 }
 
 fn queue_of(name: &str) -> Result<QueueName, ApiError> {

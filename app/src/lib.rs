@@ -190,7 +190,8 @@ impl App {
         let verifier = como_api::auth::Verifier::new(auth)
             .map_err(|e| anyhow::anyhow!("cannot check the API's tokens: {e}"))?;
         let state =
-            como_api::ApiState::new(self.ports.clone(), verifier, self.settings.venues.clone());
+            como_api::ApiState::new(self.ports.clone(), verifier, self.settings.venues.clone())
+                .map_err(anyhow::Error::msg)?;
         Ok(tokio::spawn(como_api::serve(
             listener,
             state,

@@ -51,17 +51,23 @@ pub enum SagasCommand {
     },
     /// One saga with its history.
     Show { id: String },
-    /// Send the pending attempt now, or resume a saga that needs an operator.
+    /// Send the pending attempt now, or resume a saga that needs an operator. Without an id,
+    /// every saga the filters select: a dry run listing them unless --yes is given.
     Retry {
-        id: String,
+        id: Option<String>,
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        bulk: BulkArgs,
     },
-    /// Stop going forward and undo what was done.
+    /// Stop going forward and undo what was done. Without an id, every saga the filters
+    /// select: a dry run listing them unless --yes is given.
     Compensate {
-        id: String,
+        id: Option<String>,
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        bulk: BulkArgs,
     },
     /// Undo what was done and end as cancelled.
     Cancel {
@@ -77,6 +83,38 @@ pub enum SagasCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+/// Which sagas a bulk action selects, and whether to act.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BulkArgs {
+    /// Only sagas in this status.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only sagas at this step.
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Only sagas unchanged for at least this long (30s, 10m, 2h).
+    #[arg(long, value_name = "DUR")]
+    pub older_than: Option<String>,
+    /// At most this many sagas (up to 1000).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// List the sagas that would be acted on, and act on none (the default without --yes).
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+    /// Act on exactly the listed sagas.
+    #[arg(long)]
+    pub yes: bool,
+    /// At most this many sagas a second.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u32,
+}
+
+impl BulkArgs {
+    fn any_filter(&self) -> bool {
+        self.status.is_some() || self.step.is_some() || self.older_than.is_some()
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -209,23 +247,11 @@ pub fn run_sagas(args: SagasArgs) -> anyhow::Result<ExitCode> {
                     print_saga(&saga, &history);
                 }
             }
-            SagasCommand::Retry { id, reason } => {
-                act(
-                    &client,
-                    &id,
-                    json!({"action": "retry_now", "reason": reason}),
-                    json,
-                )
-                .await?
+            SagasCommand::Retry { id, reason, bulk } => {
+                one_or_bulk(&client, id, "retry_now", &reason, &bulk, json).await?;
             }
-            SagasCommand::Compensate { id, reason } => {
-                act(
-                    &client,
-                    &id,
-                    json!({"action": "force_compensation", "reason": reason}),
-                    json,
-                )
-                .await?
+            SagasCommand::Compensate { id, reason, bulk } => {
+                one_or_bulk(&client, id, "force_compensation", &reason, &bulk, json).await?;
             }
             SagasCommand::Cancel { id, reason } => {
                 act(
@@ -304,6 +330,147 @@ pub fn run_dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// One saga by id, or a bulk action by filter.
+async fn one_or_bulk(
+    client: &Client,
+    id: Option<String>,
+    action: &str,
+    reason: &str,
+    bulk: &BulkArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    match id {
+        Some(id) => {
+            if bulk.any_filter() || bulk.yes {
+                anyhow::bail!(
+                    "give a saga id or filters (--status, --step, --older-than), not both"
+                );
+            }
+            act(
+                client,
+                &id,
+                json!({"action": action, "reason": reason}),
+                json,
+            )
+            .await
+        }
+        None => {
+            if !bulk.any_filter() {
+                anyhow::bail!(
+                    "give a saga id, or filters (--status, --step, --older-than) to act on many"
+                );
+            }
+            run_bulk(client, action, reason, bulk, json).await
+        }
+    }
+}
+
+/// Preview, then (with --yes) act on exactly the previewed sagas, a few at a time, with a
+/// progress bar on standard error.
+async fn run_bulk(
+    client: &Client,
+    action: &str,
+    reason: &str,
+    bulk: &BulkArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut request = json!({"action": action});
+    for (k, v) in [
+        ("status", &bulk.status),
+        ("step", &bulk.step),
+        ("older_than", &bulk.older_than),
+    ] {
+        if let Some(v) = v {
+            request[k] = json!(v);
+        }
+    }
+    if let Some(limit) = bulk.limit {
+        request["limit"] = json!(limit);
+    }
+    let preview = client
+        .call(reqwest::Method::POST, "/v1/bulk/preview", Some(request))
+        .await?;
+    let sagas: Vec<String> = preview["sagas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s["saga_id"].as_str().map(str::to_owned))
+        .collect();
+    if !bulk.yes {
+        if json {
+            println!("{preview}");
+        } else {
+            println!(
+                "{} sagas would get {action} (dry run; --yes acts on exactly these):",
+                sagas.len()
+            );
+            for s in preview["sagas"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "  {}  {:<24} {:<14} updated {}",
+                    text(&s["saga_id"]),
+                    text(&s["status"]),
+                    text(&s["step"]),
+                    text(&s["updated_at"])
+                );
+            }
+        }
+        return Ok(());
+    }
+    let token = preview["preview_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let bar = indicatif::ProgressBar::new(sagas.len() as u64);
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let mut results = Vec::new();
+    let mut action_id = Value::Null;
+    for chunk in sagas.chunks(10) {
+        let done = client
+            .call(
+                reqwest::Method::POST,
+                "/v1/bulk/execute",
+                Some(json!({
+                    "preview_token": token,
+                    "reason": reason,
+                    "saga_ids": chunk,
+                    "rate_per_second": bulk.rate,
+                })),
+            )
+            .await?;
+        action_id = done["action_id"].clone();
+        results.extend(done["results"].as_array().cloned().unwrap_or_default());
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            json!({"action": action, "action_id": action_id, "results": results})
+        );
+    } else {
+        for r in &results {
+            println!(
+                "  {}  {:<10} now {}{}",
+                text(&r["saga_id"]),
+                text(&r["result"]),
+                text(&r["status_after"]),
+                r["message"]
+                    .as_str()
+                    .map(|m| format!("  ({m})"))
+                    .unwrap_or_default()
+            );
+        }
+        let applied = results.iter().filter(|r| r["result"] == "applied").count();
+        println!(
+            "{action} applied to {applied} of {} sagas (action {})",
+            results.len(),
+            text(&action_id)
+        );
+    }
+    Ok(())
 }
 
 async fn act(client: &Client, id: &str, body: Value, json: bool) -> anyhow::Result<()> {
