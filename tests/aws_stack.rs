@@ -189,6 +189,10 @@ impl Queue for Duplicating {
         self.inner.dead_letters(queue, limit).await
     }
 
+    async fn depth(&self, queue: QueueName) -> PortResult<como_ports::QueueDepth> {
+        self.inner.depth(queue).await
+    }
+
     async fn redrive(&self, queue: QueueName, ids: Option<Vec<String>>) -> PortResult<usize> {
         self.inner.redrive(queue, ids).await
     }

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             change_visibility_extends_and_zero_releases,
             dead_letters_after_max_receives_and_redrives,
             dead_letter_moves_a_message_now,
+            depth_counts_each_state,
             delayed_delivery,
             receive_returns_at_most_max,
             long_poll_returns_when_a_message_arrives,
@@ -447,6 +448,35 @@ pub mod queue {
         assert_eq!(
             back.receive_count, 1,
             "a redriven message starts counting again"
+        );
+    }
+
+    /// How many messages a queue holds: waiting, received (not visible), dead-lettered.
+    pub async fn depth_counts_each_state(env: &impl TestEnv) {
+        let q = &env.backend().queue;
+        let depth = |want: (u64, u64, u64)| async move {
+            let d = q.depth(QueueName::Replies).await.expect("depth");
+            assert_eq!((d.visible, d.not_visible, d.dead_letters), want, "{d:?}");
+            d
+        };
+        depth((0, 0, 0)).await;
+        for body in ["a", "b", "c"] {
+            send_one(env, QueueName::Replies, body).await;
+        }
+        let d = depth((3, 0, 0)).await;
+        if let Some(oldest) = d.oldest_sent_at {
+            assert!(oldest <= now(env), "{d:?}");
+        }
+        let got = receive_one(env, QueueName::Replies, 30).await;
+        depth((2, 1, 0)).await;
+        q.dead_letter(QueueName::Replies, &got.receipt, "unreadable")
+            .await
+            .expect("dead letter");
+        depth((2, 0, 1)).await;
+        // Another queue's messages are not counted.
+        assert_eq!(
+            q.depth(QueueName::Requests).await.expect("depth"),
+            crate::queue::QueueDepth::default()
         );
     }
 

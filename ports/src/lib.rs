@@ -34,7 +34,7 @@ pub mod store;
 pub use bus::EventBus;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PortError, PortResult};
-pub use queue::{DeadLetter, Delivery, OutgoingMessage, Queue, QueueName, Receipt};
+pub use queue::{DeadLetter, Delivery, OutgoingMessage, Queue, QueueDepth, QueueName, Receipt};
 pub use records::IdempotencyRecords;
 pub use secrets::{SecretStore, SecretVersion};
 pub use store::{

@@ -94,6 +94,20 @@ pub struct Delivery {
     pub sent_at: Timestamp,
 }
 
+/// How many messages a queue holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueDepth {
+    /// Waiting to be received now.
+    pub visible: u64,
+    /// Received and not yet deleted, or delayed: not visible now.
+    pub not_visible: u64,
+    /// Set aside in the queue's dead letters.
+    pub dead_letters: u64,
+    /// When the oldest message still in the queue was sent, where the backend knows (SQS
+    /// publishes that only as a CloudWatch metric, `ApproximateAgeOfOldestMessage`).
+    pub oldest_sent_at: Option<Timestamp>,
+}
+
 /// A message that was moved aside: received too often, or refused as malformed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -143,6 +157,10 @@ pub trait Queue: Send + Sync {
 
     /// The dead letters of `queue`, oldest first.
     async fn dead_letters(&self, queue: QueueName, limit: usize) -> PortResult<Vec<DeadLetter>>;
+
+    /// How many messages `queue` holds now, by state, for dashboards and metrics. Counts may be
+    /// approximate on a distributed queue (SQS says so of its own).
+    async fn depth(&self, queue: QueueName) -> PortResult<QueueDepth>;
 
     /// Put dead letters back on their queue (all of them, or those named); returns how many.
     async fn redrive(

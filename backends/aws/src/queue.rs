@@ -27,7 +27,8 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 use como_ports::{
-    DeadLetter, Delivery, OutgoingMessage, PortError, PortResult, Queue, QueueName, Receipt,
+    DeadLetter, Delivery, OutgoingMessage, PortError, PortResult, Queue, QueueDepth, QueueName,
+    Receipt,
 };
 use como_schemas::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -777,6 +778,43 @@ impl Queue for AwsPorts {
             (a.dead_lettered_at, &a.message_id).cmp(&(b.dead_lettered_at, &b.message_id))
         });
         Ok(out)
+    }
+
+    async fn depth(&self, queue: QueueName) -> PortResult<QueueDepth> {
+        let urls = self.queues.urls(queue)?;
+        let attributes = |url: String| async move {
+            self.clients.calls.count("sqs", "GetQueueAttributes");
+            let out = self
+                .clients
+                .sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .map_err(|e| unavailable("GetQueueAttributes", e))?;
+            let read = |name: QueueAttributeName| {
+                out.attributes()
+                    .and_then(|a| a.get(&name))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            Ok::<_, PortError>((
+                read(QueueAttributeName::ApproximateNumberOfMessages),
+                read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                    + read(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            ))
+        };
+        let (visible, not_visible) = attributes(urls.main.clone()).await?;
+        let (dead_visible, dead_hidden) = attributes(urls.dead.clone()).await?;
+        Ok(QueueDepth {
+            visible,
+            not_visible,
+            dead_letters: dead_visible + dead_hidden,
+            oldest_sent_at: None,
+        })
     }
 
     async fn redrive(

@@ -13,7 +13,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use como_ports::{DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueName, Receipt};
+use como_ports::{
+    DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueDepth, QueueName, Receipt,
+};
 use como_schemas::Timestamp;
 
 use crate::EmbeddedPorts;
@@ -148,6 +150,39 @@ impl Queue for EmbeddedPorts {
                     });
                 }
                 Ok(out)
+            })
+            .await
+    }
+
+    async fn depth(&self, queue: QueueName) -> PortResult<QueueDepth> {
+        let code = codec::queue_code(queue);
+        let now = self.clock.now().as_millis();
+        self.readers
+            .scan(move |conn| {
+                // Both counts are read from the indexes (`messages_visible`,
+                // `dead_letters_queue`), not from the rows.
+                let (visible, not_visible, oldest): (i64, i64, Option<i64>) = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FILTER (WHERE visible_at <= ?2),
+                                COUNT(*) FILTER (WHERE visible_at > ?2),
+                                MIN(sent_at)
+                         FROM messages WHERE queue = ?1",
+                    )
+                    .map_err(db_error)?
+                    .query_row((code, now), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(db_error)?;
+                let dead: i64 = conn
+                    .prepare_cached("SELECT COUNT(*) FROM dead_letters WHERE queue = ?1")
+                    .map_err(db_error)?
+                    .query_row([code], |r| r.get(0))
+                    .map_err(db_error)?;
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                Ok(QueueDepth {
+                    visible: count(visible),
+                    not_visible: count(not_visible),
+                    dead_letters: count(dead),
+                    oldest_sent_at: oldest.map(Timestamp::from_millis),
+                })
             })
             .await
     }
