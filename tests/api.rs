@@ -38,7 +38,12 @@ impl Api {
         let base = format!("http://{}", listener.local_addr().unwrap());
         spawned
             .app
-            .serve_api(listener, &key.auth_config(), &spawned.shutdown)
+            .serve_api(
+                listener,
+                &key.auth_config(),
+                Some(spawned.running.metrics()),
+                &spawned.shutdown,
+            )
             .unwrap();
         Api {
             spawned,
@@ -95,7 +100,11 @@ impl Api {
         let until = Instant::now() + within;
         loop {
             let (status, body) = self.get(&format!("/v1/sagas/{saga}"), Role::Viewer).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
+            // Not found until the orchestrator has taken the request off its queue.
+            assert!(
+                status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+                "{status}: {body}"
+            );
             if body["status"]["status"] == want {
                 return body;
             }
@@ -106,6 +115,13 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The value of one series (name and labels, as written) in a Prometheus text scrape.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
 }
 
 fn booking(request_id: &str) -> BookingRequested {
@@ -200,7 +216,7 @@ async fn every_route_refuses_a_missing_or_bad_token_and_the_wrong_role() {
     let (status, _) = api.get(&format!("/v1/sagas/{saga}"), Role::Viewer).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Health, readiness and the document need no token.
-    for path in ["/healthz", "/readyz", "/openapi.json"] {
+    for path in ["/healthz", "/readyz", "/openapi.json", "/metrics"] {
         let (status, body) = api.call(Method::GET, path, None, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
@@ -353,6 +369,31 @@ async fn a_booking_submitted_over_http_is_followed_to_its_end_and_bad_input_chan
     }
     assert_eq!(entries.first().unwrap()["kind"], "started");
     assert_eq!(entries.last().unwrap()["kind"], "confirmed");
+
+    // /metrics (no token): the store's counts, the queues, and the roles of this process.
+    let (status, text) = api.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().unwrap().to_owned();
+    for (series, want) in [
+        ("como_sagas{status=\"confirmed\"}", 1.0),
+        ("como_sagas{status=\"running\"}", 0.0),
+        (
+            "como_queue_messages{queue=\"requests\",state=\"visible\"}",
+            0.0,
+        ),
+        ("como_orchestrator_inputs_total{outcome=\"started\"}", 1.0),
+        ("como_circuit_open{downstream=\"SevenRooms\"}", 0.0),
+    ] {
+        assert_eq!(metric(&text, series), Some(want), "{series} in:\n{text}");
+    }
+    for worker in ["crm", "sevenrooms"] {
+        let series =
+            format!("como_worker_commands_total{{worker=\"{worker}\",outcome=\"handled\"}}");
+        assert!(
+            metric(&text, &series).unwrap_or(0.0) >= 2.0,
+            "{series} in:\n{text}"
+        );
+    }
     api.spawned.stop().await.unwrap();
 }
 
@@ -393,6 +434,27 @@ async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names
         .get("/v1/sagas?status=waiting_for_downstream", Role::Operator)
         .await;
     assert_eq!(waiting["items"][0]["saga_id"], saga.as_str(), "{waiting}");
+
+    // /metrics shows it waiting, and SevenRooms' circuit open once the worker's calls have
+    // failed enough to open it.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = api.call(Method::GET, "/metrics", None, None).await;
+        let metrics = metrics.as_str().unwrap().to_owned();
+        assert_eq!(
+            metric(&metrics, "como_sagas{status=\"waiting_for_downstream\"}"),
+            Some(1.0),
+            "{metrics}"
+        );
+        if metric(&metrics, "como_circuit_open{downstream=\"SevenRooms\"}") == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the circuit never showed open:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A viewer may look but not act; the operator acts, with a reason.
     let cancel = json!({"action": "cancel", "reason": "member asked to cancel by phone"});

@@ -82,6 +82,10 @@ impl ApiError {
         )
     }
 
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
     /// A store error while reading or writing: the store may be briefly unavailable.
     pub fn store(cause: como_ports::PortError) -> ApiError {
         ApiError::unavailable(cause)

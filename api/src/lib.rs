@@ -15,6 +15,7 @@
 //! | `GET /healthz` | none | the process is up |
 //! | `GET /readyz` | none | the store and the queues answer |
 //! | `GET /openapi.json` | none | this API's OpenAPI document |
+//! | `GET /metrics` | none | Prometheus text: sagas by status, queue depths, dead letters, and the roles this process runs |
 //! | `POST /v1/bookings` | submitter | submit a booking (idempotent on its request id; 409 for a reused id) |
 //! | `GET /v1/sagas` | any | sagas by status, step and age, newest first, by pages |
 //! | `GET /v1/sagas/{id}` | any | one saga |
@@ -30,6 +31,7 @@
 pub mod auth;
 pub mod bulk;
 pub mod error;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,7 @@ pub struct ApiState {
     verifier: Arc<Verifier>,
     catalogue: Arc<VenueCatalogue>,
     previews: Arc<bulk::PreviewSigner>,
+    process_metrics: Option<metrics::ProcessMetrics>,
 }
 
 impl ApiState {
@@ -75,7 +78,14 @@ impl ApiState {
             verifier: Arc::new(verifier),
             catalogue: Arc::new(catalogue),
             previews: Arc::new(bulk::PreviewSigner::new()?),
+            process_metrics: None,
         })
+    }
+
+    /// Adds what the serving process also runs to `/metrics`.
+    pub fn with_process_metrics(mut self, metrics: metrics::ProcessMetrics) -> ApiState {
+        self.process_metrics = Some(metrics);
+        self
     }
 }
 
@@ -85,6 +95,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics_text))
         .route("/v1/bookings", post(submit_booking))
         .route("/v1/sagas", get(list_sagas))
         .route("/v1/sagas/{id}", get(show_saga))
@@ -123,7 +134,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         description = "Sagas of \"pay with Como Credits, then book the experience\": read them, act on them, submit bookings."
     ),
     paths(
-        healthz, readyz, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
+        healthz, readyz, metrics_text, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
         counts, stuck, bulk_preview, bulk_execute, dead_letters, redrive
     ),
     components(schemas(
@@ -245,6 +256,24 @@ async fn readyz(State(state): State<ApiState>) -> Result<axum::Json<Health>, Api
     Ok(axum::Json(Health {
         status: "ready".into(),
     }))
+}
+
+/// Prometheus text format: sagas by status, each queue's depth and dead letters, and the
+/// counters and circuits of the roles this process runs.
+#[utoipa::path(get, path = "/metrics", security(()), responses(
+    (status = 200, content_type = "text/plain", body = String),
+    (status = 503, body = error::ErrorBody),
+))]
+async fn metrics_text(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let text = metrics::scrape(&state).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 #[derive(Serialize, ToSchema)]

@@ -181,10 +181,14 @@ impl App {
 
     /// The HTTP API on `listener`, checking tokens with `auth`, until `shutdown` is cancelled.
     /// It holds the ports it needs and nothing else (see `como_api`).
+    ///
+    /// `process`, when given (the roles this process runs, [`Running::metrics`]), is added to
+    /// `/metrics`.
     pub fn serve_api(
         &self,
         listener: tokio::net::TcpListener,
         auth: &como_api::auth::AuthConfig,
+        process: Option<como_api::metrics::ProcessMetrics>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
         let verifier = como_api::auth::Verifier::new(auth)
@@ -192,6 +196,10 @@ impl App {
         let state =
             como_api::ApiState::new(self.ports.clone(), verifier, self.settings.venues.clone())
                 .map_err(anyhow::Error::msg)?;
+        let state = match process {
+            Some(metrics) => state.with_process_metrics(metrics),
+            None => state,
+        };
         Ok(tokio::spawn(como_api::serve(
             listener,
             state,
@@ -237,6 +245,98 @@ impl Running {
     /// Whether a role's loop has ended (before a shutdown, that is a failure).
     pub fn any_stopped(&self) -> bool {
         self.tasks.iter().any(|t| t.is_finished())
+    }
+
+    /// The roles' counters and circuits, for `/metrics`, read at each scrape.
+    pub fn metrics(&self) -> como_api::metrics::ProcessMetrics {
+        use como_api::metrics::{Kind, Sample};
+        let orchestrator = self.orchestrator.clone();
+        let workers = self.workers.clone();
+        Arc::new(move || {
+            let mut out = Vec::new();
+            let mut push =
+                |name: &str, help: &str, kind: Kind, labels: Vec<(&str, String)>, value: u64| {
+                    out.push(Sample {
+                        name: name.into(),
+                        help: help.into(),
+                        kind,
+                        labels: labels.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                        value: value as f64,
+                    });
+                };
+            if let Some(stats) = &orchestrator {
+                let s = stats.snapshot();
+                let help = "Inputs the orchestrator handled, by outcome";
+                for (what, n) in [
+                    ("started", s.started),
+                    ("duplicate", s.duplicates),
+                    ("rejected", s.rejected),
+                    ("reply", s.replies),
+                    ("error", s.errors),
+                ] {
+                    push(
+                        "orchestrator_inputs",
+                        help,
+                        Kind::Counter,
+                        vec![("outcome", what.into())],
+                        n,
+                    );
+                }
+                push(
+                    "late_effects_undone",
+                    "Effects that landed after their saga ended, found and undone by the audit",
+                    Kind::Counter,
+                    vec![],
+                    s.late_effects_undone,
+                );
+            }
+            for (worker, runtime) in &workers {
+                let s = runtime.snapshot();
+                let w = worker.to_string();
+                let help = "Commands a worker took, by what it did with them";
+                for (what, n) in [
+                    ("handled", s.handled),
+                    ("replayed", s.replayed),
+                    ("parked", s.parked),
+                    ("expired", s.expired),
+                    ("dead_lettered", s.dead_lettered),
+                    ("error", s.errors),
+                ] {
+                    push(
+                        "worker_commands",
+                        help,
+                        Kind::Counter,
+                        vec![("worker", w.clone()), ("outcome", what.into())],
+                        n,
+                    );
+                }
+                push(
+                    "worker_waiting_commands",
+                    "Commands waiting now for their downstream (parked while its circuit is open)",
+                    Kind::Gauge,
+                    vec![("worker", w.clone())],
+                    s.waiting,
+                );
+                if let Some(b) = &s.breaker {
+                    let open = b.state != como_workers::breaker::BreakerState::Closed;
+                    push(
+                        "circuit_open",
+                        "1 while a downstream's circuit is open (or half open), else 0",
+                        Kind::Gauge,
+                        vec![("downstream", worker.downstream().to_owned())],
+                        u64::from(open),
+                    );
+                    push(
+                        "circuit_opened",
+                        "Times a downstream's circuit opened since the process started",
+                        Kind::Counter,
+                        vec![("downstream", worker.downstream().to_owned())],
+                        b.opened_total,
+                    );
+                }
+            }
+            out
+        })
     }
 
     /// Waits for the roles to finish their batches after `shutdown` was cancelled, giving up

@@ -58,7 +58,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         println!("api: http://{address} (OpenAPI: http://{address}/openapi.json)");
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
-        let served = app.serve_api(listener, &auth, &shutdown)?;
+        let served = app.serve_api(listener, &auth, None, &shutdown)?;
         let result = served.await;
         app.close().await;
         result.context("the API stopped abnormally")??;

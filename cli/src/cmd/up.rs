@@ -132,7 +132,12 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
         })?;
     let address = listener.local_addr()?;
     let key = app.local_key()?;
-    let api = app.serve_api(listener, &key.auth_config(), &shutdown)?;
+    let api = app.serve_api(
+        listener,
+        &key.auth_config(),
+        Some(running.metrics()),
+        &shutdown,
+    )?;
     say(format!(
         "  API:                  http://{address}  (OpenAPI: http://{address}/openapi.json)"
     ));
