@@ -210,3 +210,42 @@ fn the_roles_start_with_real_settings_and_no_opt_in() {
         "{stderr}"
     );
 }
+
+/// Two `up`s on one database would each check their own simulators' ledgers against the other's
+/// sagas: the second refuses to start, naming the first, and exits 1.
+#[test]
+fn a_second_up_on_the_same_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = como(dir.path(), &["up", "--listen", "127.0.0.1:0"], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run como-saga up");
+    // Up once it prints its first line.
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("is up"), "{line}");
+    let (code, said) = refused(dir.path(), &["up", "--listen", "127.0.0.1:0"], &[]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("another `como-saga up`") && said.contains(&first.id().to_string()),
+        "{said}"
+    );
+    // Once the first is gone, the file is free again.
+    let mut again = como(dir.path(), &["up", "--listen", "127.0.0.1:0"], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(again.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = again.kill();
+    let _ = again.wait();
+    assert!(line.contains("is up"), "{line}");
+}

@@ -79,6 +79,9 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     .context("cannot start the simulators")?;
     settings.memberson.base_url = Some(sim.memberson_url().to_owned());
     settings.sevenrooms.base_url = Some(sim.sevenrooms_url().to_owned());
+    // One `up` per database: a second one would run its own simulators against the first one's
+    // sagas, and report their ledgers as broken. Held until this process ends.
+    let _lock = claim_database(&settings)?;
     let app = App::build(settings)?;
     let settings = app.settings().clone();
     let ports = app.ports().clone();
@@ -278,4 +281,46 @@ fn finished_of(counts: &[(StatusKind, u64)]) -> u64 {
 
 async fn finished(ports: &como_ports::Backend) -> anyhow::Result<u64> {
     Ok(finished_of(&counts(ports).await?))
+}
+
+/// The lock that makes `up` the only one on its database: `<database>.up.lock`, holding the
+/// process id of its holder. Released when the process ends, however it ends.
+fn claim_database(settings: &Settings) -> anyhow::Result<Option<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    if settings.backend != BackendKind::Embedded {
+        return Ok(None);
+    }
+    let mut path = settings.database.as_os_str().to_owned();
+    path.push(".up.lock");
+    let path = std::path::PathBuf::from(path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "another `como-saga up` (process {}) is running on {}: stop it, or give this one its own file with --database PATH",
+                holder.trim(),
+                settings.database.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
