@@ -16,7 +16,9 @@
 //! - `records`: idempotency records, first write wins; and small shared values changed by
 //!   compare-and-set (`IdempotencyRecords::swap`, keys such as `health/...`). Nothing prunes it.
 //! - `secrets`: secret versions with their stage (`current`, `pending`, `previous`).
-//! - `meta`: the high-water mark of message ids handed out (see `writer::Ids`).
+//! - `meta`: the high-water mark of message ids handed out (see `writer::Ids`), and whether
+//!   `saga_counts` has been counted.
+//! - `saga_counts`: sagas per status, kept by triggers on `sagas` in the same transaction.
 //!
 //! Every index is one more b-tree write per statement, and the single writer is the limit of
 //! the whole backend, so there are only the indexes that a hot path or a dashboard needs. And
@@ -32,7 +34,8 @@ use crate::OpenError;
 
 /// `PRAGMA user_version` of the schema this build writes. A file with a higher version was
 /// written by a newer build and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2 keeps `saga_counts` (a file a version-1 build wrote is counted once on open).
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -121,6 +124,25 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT    PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- How many sagas are in each status, kept by the triggers below in the transaction that writes
+-- the saga, so that counting (which dashboards poll) never reads the sagas. Its rows, one per
+-- status, are made when the file is opened (`prepare_writer`).
+CREATE TABLE IF NOT EXISTS saga_counts (
+    status TEXT    PRIMARY KEY,
+    n      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS saga_counts_insert AFTER INSERT ON sagas BEGIN
+    UPDATE saga_counts SET n = n + 1 WHERE status = new.status;
+END;
+CREATE TRIGGER IF NOT EXISTS saga_counts_update AFTER UPDATE OF status ON sagas
+    WHEN old.status IS NOT new.status BEGIN
+    UPDATE saga_counts SET n = n - 1 WHERE status = old.status;
+    UPDATE saga_counts SET n = n + 1 WHERE status = new.status;
+END;
+CREATE TRIGGER IF NOT EXISTS saga_counts_delete AFTER DELETE ON sagas BEGIN
+    UPDATE saga_counts SET n = n - 1 WHERE status = old.status;
+END;
 ";
 
 /// How much is lost when the machine (not only the process) fails.
@@ -178,9 +200,21 @@ pub fn prepare_writer(
     if version > SCHEMA_VERSION {
         return Err(OpenError::NewerSchema { found: version });
     }
+    // A row per status, and for a file whose sagas were written before the counts were kept,
+    // one count of them (once: `meta` remembers it).
+    let statuses = como_engine::StatusKind::ALL
+        .iter()
+        .map(|k| format!("('{}', 0)", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE;
          {SCHEMA}
+         INSERT OR IGNORE INTO saga_counts (status, n) VALUES {statuses};
+         UPDATE saga_counts
+            SET n = (SELECT count(*) FROM sagas WHERE sagas.status = saga_counts.status)
+          WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'saga_counts');
+         INSERT OR IGNORE INTO meta (key, value) VALUES ('saga_counts', 1);
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
     ))?;

@@ -639,3 +639,81 @@ async fn a_send_from_another_process_wakes_a_long_poll() {
         started.elapsed()
     );
 }
+
+/// Counts by status come from `saga_counts`, kept by triggers as sagas change status (a
+/// dashboard polls them; they never read the sagas). A file written before the counts were
+/// kept (schema version 1) is counted once when it is opened, and kept from then on.
+#[tokio::test]
+async fn counts_are_kept_as_sagas_change_status_and_an_older_file_is_counted_once() {
+    use como_engine::{SagaStatus, StatusKind};
+    let env = Env::new();
+    let count = |counts: Vec<(StatusKind, u64)>, kind: StatusKind| {
+        counts
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| n)
+    };
+    let mut sagas = Vec::new();
+    for n in 0..5 {
+        let s = saga(900 + n, START);
+        env.ports
+            .store
+            .create(&s, Effects::default())
+            .await
+            .unwrap();
+        sagas.push(s);
+    }
+    // Two of them end confirmed: the counts move with them.
+    for s in &mut sagas[..2] {
+        s.status = SagaStatus::Confirmed;
+        let out = env
+            .ports
+            .store
+            .update(s, 1, Effects::default())
+            .await
+            .unwrap();
+        assert_eq!(out, UpdateOutcome::Updated { version: 2 });
+    }
+    let counts = env.ports.store.counts().await.unwrap();
+    assert_eq!(count(counts.clone(), StatusKind::Running), 3, "{counts:?}");
+    assert_eq!(
+        count(counts.clone(), StatusKind::Confirmed),
+        2,
+        "{counts:?}"
+    );
+    env.backend.close().await;
+    // As a version-1 build left it: no counts, no triggers.
+    {
+        let conn = rusqlite::Connection::open(env.backend.path()).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER saga_counts_insert; DROP TRIGGER saga_counts_update;
+             DROP TRIGGER saga_counts_delete; DROP TABLE saga_counts;
+             DELETE FROM meta WHERE key = 'saga_counts'; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let again = open(&env.dir, env.clock.clone());
+    let p = again.ports();
+    let counts = p.store.counts().await.unwrap();
+    assert_eq!(count(counts.clone(), StatusKind::Running), 3, "{counts:?}");
+    assert_eq!(
+        count(counts.clone(), StatusKind::Confirmed),
+        2,
+        "{counts:?}"
+    );
+    let mut third = sagas[2].clone();
+    third.status = SagaStatus::Compensated;
+    p.store.update(&third, 1, Effects::default()).await.unwrap();
+    let counts = p.store.counts().await.unwrap();
+    assert_eq!(count(counts.clone(), StatusKind::Running), 2, "{counts:?}");
+    assert_eq!(
+        count(counts.clone(), StatusKind::Compensated),
+        1,
+        "{counts:?}"
+    );
+    again.close().await;
+    // Opened again, it is not counted twice.
+    let third_open = open(&env.dir, env.clock.clone());
+    let counts = third_open.ports().store.counts().await.unwrap();
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 5, "{counts:?}");
+}
