@@ -54,6 +54,21 @@ impl Api {
         }
     }
 
+    /// SevenRooms answers 503 to everything (for five minutes, or until its faults are
+    /// cleared); returns its base URL.
+    async fn sevenrooms_down(&self) -> String {
+        let sevenrooms = self.spawned.sims.sevenrooms_url().to_owned();
+        self.http
+            .post(format!("{sevenrooms}/_sim/outage"))
+            .json(&json!({"for_ms": 300_000, "status": 503}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        sevenrooms
+    }
+
     fn token(&self, role: Role) -> String {
         self.key
             .mint("ops-alice", &[role], Duration::from_secs(600))
@@ -400,25 +415,8 @@ async fn a_booking_submitted_over_http_is_followed_to_its_end_and_bad_input_chan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names_them() {
     let api = Api::start().await;
-    let sevenrooms = api.spawned.sims.sevenrooms_url().to_owned();
-    api.http
-        .post(format!("{sevenrooms}/_sim/outage"))
-        .json(&json!({"for_ms": 300_000, "status": 503}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    let request = booking("api-stuck-1");
-    let (status, answer) = api
-        .post(
-            "/v1/bookings",
-            Role::Submitter,
-            &serde_json::to_string(&request).unwrap(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let saga = request.saga_id().to_string();
+    let sevenrooms = api.sevenrooms_down().await;
+    let saga = submit(&api, "api-stuck-1").await;
     let shown = api
         .wait_status(&saga, "waiting_for_downstream", Duration::from_secs(60))
         .await;
@@ -536,25 +534,8 @@ fn como(api: &Api, token: &str, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_finds_and_resolves_a_stuck_saga_from_the_command_line() {
     let api = Api::start().await;
-    let sevenrooms = api.spawned.sims.sevenrooms_url().to_owned();
-    api.http
-        .post(format!("{sevenrooms}/_sim/outage"))
-        .json(&json!({"for_ms": 300_000, "status": 503}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    let request = booking("api-cli-1");
-    let (status, _) = api
-        .post(
-            "/v1/bookings",
-            Role::Submitter,
-            &serde_json::to_string(&request).unwrap(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let saga = request.saga_id().to_string();
+    api.sevenrooms_down().await;
+    let saga = submit(&api, "api-cli-1").await;
     api.wait_status(&saga, "waiting_for_downstream", Duration::from_secs(60))
         .await;
     let operator = api.token(Role::Operator);
@@ -718,15 +699,7 @@ async fn submit(api: &Api, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_action_acts_on_exactly_the_previewed_sagas_and_reads_each_back() {
     let api = Api::start().await;
-    let sevenrooms = api.spawned.sims.sevenrooms_url().to_owned();
-    api.http
-        .post(format!("{sevenrooms}/_sim/outage"))
-        .json(&json!({"for_ms": 300_000, "status": 503}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    api.sevenrooms_down().await;
     let mut stuck = Vec::new();
     for n in 0..3 {
         let saga = submit(&api, &format!("api-bulk-{n}")).await;
