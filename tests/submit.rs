@@ -77,8 +77,12 @@ async fn submit_wait_refuses_a_reused_request_id_with_other_content() {
     for _ in 0..2 {
         let out = submit_wait(&db, "reused-1", &first);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let said = String::from_utf8_lossy(&out.stdout);
+        // How it ended, for a person: the reservation and the receipt.
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains("confirmed"),
+            said.contains("confirmed: ")
+                && said.contains("credits redeemed (receipt CS-")
+                && said.contains("reservation res-"),
             "{}",
             text(&out)
         );

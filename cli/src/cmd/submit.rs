@@ -70,9 +70,13 @@ pub struct SubmitArgs {
     /// The guest's e-mail.
     #[arg(long)]
     pub email: Option<String>,
-    /// Wait until the saga is finished or needs an operator, and print its status.
+    /// Wait until the saga is finished or needs an operator, and print how it ended: the
+    /// reservation and the receipt, or why it was not booked.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: print the saga as one JSON object (the API's view of it) on stdout.
+    #[arg(long, requires = "wait")]
+    pub json: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -118,7 +122,13 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         let saga = como_orchestrator::submit(&backend.ports, &request)
             .await
             .context("cannot submit the request")?;
-        println!("submitted request {} as saga {saga}", request.request_id);
+        let submitted = format!("submitted request {} as saga {saga}", request.request_id);
+        // With --json, standard output holds the JSON alone.
+        if args.json {
+            eprintln!("{submitted}");
+        } else {
+            println!("{submitted}");
+        }
         // A request id already used by another booking: the orchestrator refuses the request
         // (it was sent all the same, so that the refusal is recorded as for any other client).
         let refused = |existing: &como_engine::SagaState| {
@@ -155,7 +165,13 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                     }
                     let kind = s.value.status.kind();
                     if kind.is_terminal() || kind == StatusKind::NeedsOperator {
-                        println!("{}", serde_json::to_string(&s.value.status)?);
+                        let history = backend.ports.store.history(saga).await?;
+                        if args.json {
+                            let view = como_orchestrator::view::SagaView::of(&s.value, &history);
+                            println!("{}", serde_json::to_string(&view)?);
+                        } else {
+                            println!("{}", outcome_line(&s.value, &history));
+                        }
                         if kind != StatusKind::Confirmed {
                             code = ExitCode::from(NOT_BOOKED);
                         }
@@ -168,6 +184,52 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         backend.close().await;
         Ok(code)
     })
+}
+
+/// How a finished saga ended, for a person: the reservation and the receipt, or why it was
+/// not booked (the refusal or error that turned it back, or why it waits for an operator).
+fn outcome_line(state: &como_engine::SagaState, history: &[como_engine::HistoryEntry]) -> String {
+    use como_engine::{HistoryKind, SagaStatus};
+    use como_schemas::StepOutput;
+    let why = || {
+        history
+            .iter()
+            .rev()
+            .find(|h| h.kind == HistoryKind::CompensationStarted)
+            .and_then(|h| h.error.clone().or_else(|| h.detail.clone()))
+            .or_else(|| state.steps.iter().rev().find_map(|s| s.last_error.clone()))
+            .unwrap_or_else(|| "no reason recorded".into())
+    };
+    match &state.status {
+        SagaStatus::Confirmed => {
+            let mut parts = vec!["confirmed".to_owned()];
+            for step in &state.steps {
+                match &step.output {
+                    Some(StepOutput::ExperienceBooked { reservation_id }) => {
+                        parts.push(format!("reservation {reservation_id}"))
+                    }
+                    Some(StepOutput::CreditsRedeemed { receipt_no, .. }) => parts.push(format!(
+                        "{} credits redeemed (receipt {receipt_no})",
+                        state.request.quoted_credits
+                    )),
+                    _ => {}
+                }
+            }
+            parts.join(": ")
+        }
+        SagaStatus::Compensated => {
+            format!("compensated: not booked, nothing charged: {}", why())
+        }
+        SagaStatus::Cancelled => format!("cancelled: {}", why()),
+        SagaStatus::NeedsOperator { reason, detail, .. } => {
+            let reason = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("needs an operator ({reason}): {detail}")
+        }
+        other => other.kind().as_str().to_owned(),
+    }
 }
 
 fn uuid_like() -> String {
