@@ -34,7 +34,6 @@ pub mod error;
 pub mod metrics;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
@@ -247,10 +246,12 @@ async fn healthz() -> axum::Json<Health> {
 ))]
 async fn readyz(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
     state.reader.counts().await.map_err(ApiError::unavailable)?;
+    // The queue's depth: an attribute read, where listing dead letters would receive (and on
+    // SQS hide for a moment) the messages it looks at.
     state
         .ports
         .queue
-        .dead_letters(QueueName::Requests, 1)
+        .depth(QueueName::Requests)
         .await
         .map_err(ApiError::unavailable)?;
     Ok(axum::Json(Health {
@@ -380,7 +381,8 @@ pub(crate) fn status_of(status: Option<&str>) -> Result<Option<StatusKind>, ApiE
 pub(crate) fn older_than(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     value
         .map(|v| {
-            let d = parse_age(v).map_err(|e| ApiError::invalid(field, &e))?;
+            let d =
+                como_schemas::time::parse_duration(v).map_err(|e| ApiError::invalid(field, &e))?;
             let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             let now = Timestamp::from_datetime(chrono::Utc::now()).as_millis();
             Ok(Timestamp::from_millis(
@@ -388,25 +390,6 @@ pub(crate) fn older_than(field: &str, value: Option<&str>) -> Result<Option<Time
             ))
         })
         .transpose()
-}
-
-/// `500ms`, `30s`, `10m`, `2h`, `1d` (a bare number is seconds).
-fn parse_age(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 30s, 10m or 2h"))?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n.saturating_mul(1_000),
-        "m" => n.saturating_mul(60_000),
-        "h" => n.saturating_mul(3_600_000),
-        "d" => n.saturating_mul(86_400_000),
-        _ => return Err(format!("{s:?} is not a duration such as 30s, 10m or 2h")),
-    };
-    Ok(Duration::from_millis(ms))
 }
 
 /// Sagas by status, step and age, most recently started first, a page at a time.
@@ -469,8 +452,8 @@ async fn show_saga(
         .ok_or_else(|| ApiError::not_found(format!("no saga has id {id}")))?;
     // The history says since when a command is out; it is served by its own paged route.
     let history = state.reader.history(id).await.map_err(ApiError::store)?;
-    let mut view = SagaView::of(&stored.value, &history);
-    view.history = None;
+    let mut view = SagaView::from(&stored.value);
+    view.waiting_on = como_orchestrator::view::waiting_on(&stored.value, Some(&history));
     Ok(axum::Json(view))
 }
 
@@ -513,16 +496,19 @@ async fn saga_history(
             .parse::<usize>()
             .map_err(|_| ApiError::invalid("cursor", "not a cursor this API returned"))?,
     };
-    if state
-        .reader
-        .get(id)
-        .await
-        .map_err(ApiError::store)?
-        .is_none()
+    let history = state.reader.history(id).await.map_err(ApiError::store)?;
+    // A saga's first write records its start, so only an empty history needs the saga read to
+    // tell "no such saga" apart.
+    if history.is_empty()
+        && state
+            .reader
+            .get(id)
+            .await
+            .map_err(ApiError::store)?
+            .is_none()
     {
         return Err(ApiError::not_found(format!("no saga has id {id}")));
     }
-    let history = state.reader.history(id).await.map_err(ApiError::store)?;
     let total = history.len();
     let items: Vec<HistoryView> = history
         .iter()

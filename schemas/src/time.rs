@@ -106,6 +106,25 @@ impl JsonSchema for Timestamp {
     }
 }
 
+/// Reads a duration such as `500ms`, `30s`, `10m`, `2h` or `1d` (a bare number is seconds), as
+/// settings, the command line and the API take them. Too large a number saturates.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m or 2h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n.saturating_mul(1_000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(format!("{s:?}: the unit must be ms, s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +171,27 @@ mod tests {
             read("2026-11-24T10:00:00+08:00").unwrap(),
             round_trip(read("2026-11-24T02:00:00Z").unwrap())
         );
+    }
+
+    #[test]
+    fn durations_read_as_settings_and_the_api_take_them() {
+        use std::time::Duration;
+        for (text, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30", Duration::from_secs(30)),
+            ("30s", Duration::from_secs(30)),
+            ("10m", Duration::from_secs(600)),
+            ("2h", Duration::from_secs(7_200)),
+            ("1d", Duration::from_secs(86_400)),
+        ] {
+            assert_eq!(super::parse_duration(text), Ok(want), "{text}");
+        }
+        assert!(
+            super::parse_duration("18446744073709551615d").is_ok(),
+            "saturates"
+        );
+        for bad in ["", "soon", "10 minutes", "-5s", "5w"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }
