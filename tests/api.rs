@@ -192,6 +192,12 @@ fn routes(saga: &str) -> Vec<(Method, String, Option<String>, Vec<Role>)> {
             Some(redrive),
             vec![Role::Operator],
         ),
+        (
+            Method::GET,
+            "/v1/audit".into(),
+            None,
+            vec![Role::Viewer, Role::Operator],
+        ),
     ]
 }
 
@@ -432,6 +438,82 @@ async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names
         .get("/v1/sagas?status=waiting_for_downstream", Role::Operator)
         .await;
     assert_eq!(waiting["items"][0]["saga_id"], saga.as_str(), "{waiting}");
+    // The list's other filters: what waits on SevenRooms, what retries with errors, by member,
+    // venue and start; each lists the saga or not, as it should.
+    let listed = |path: String| {
+        let api = &api;
+        async move {
+            let (status, page) = api.get(&path, Role::Viewer).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {page}");
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["saga_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    let just = vec![saga.clone()];
+    assert_eq!(listed("/v1/sagas?downstream=sevenrooms".into()).await, just);
+    assert!(
+        listed("/v1/sagas?downstream=Memberson".into())
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        listed(format!("/v1/sagas?member={MEMBER_RICH}")).await,
+        just
+    );
+    assert!(listed("/v1/sagas?member=999999999".into()).await.is_empty());
+    assert_eq!(
+        listed(format!(
+            "/v1/sagas?venue={VENUE_LARGE}&downstream=sevenrooms"
+        ))
+        .await,
+        just
+    );
+    let hour_ago = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let in_an_hour = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let between = format!(
+        "/v1/sagas?started_from={}&started_before={}",
+        urlencoding(&hour_ago),
+        urlencoding(&in_an_hour)
+    );
+    assert_eq!(listed(between).await, just);
+    assert!(
+        listed(format!(
+            "/v1/sagas?started_from={}",
+            urlencoding(&in_an_hour)
+        ))
+        .await
+        .is_empty()
+    );
+    // Waiting for a downstream that is down spends no attempt: that is not retrying with
+    // errors (the store conformance suite lists sagas that are).
+    let (_, page) = api
+        .get("/v1/sagas?downstream=sevenrooms", Role::Viewer)
+        .await;
+    let item = &page["items"][0];
+    assert_eq!(item["downstream"], "SevenRooms", "{page:#}");
+    assert_eq!(item["command"], "action", "{page:#}");
+    assert_eq!(item["retrying"], false, "{page:#}");
+    assert!(listed("/v1/sagas?retrying=true".into()).await.is_empty());
+    assert!(
+        listed("/v1/sagas?retrying=true&status=confirmed".into())
+            .await
+            .is_empty()
+    );
+    for bad in [
+        "/v1/sagas?downstream=stripe",
+        "/v1/sagas?member=",
+        "/v1/sagas?started_from=today",
+        "/v1/sagas?retrying=maybe",
+        "/v1/sagas?started_from=2030-01-02T00:00:00Z&started_before=2030-01-01T00:00:00Z",
+    ] {
+        let (status, answer) = api.get(bad, Role::Viewer).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        assert!(answer["error"]["field"].is_string(), "{bad}: {answer}");
+    }
 
     // /metrics shows it waiting, and SevenRooms' circuit open once the worker's calls have
     // failed enough to open it.
@@ -518,6 +600,74 @@ async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(refused["error"]["code"], "refused");
+
+    // The audit list has every action, newest first, with who, why and how it ended: the
+    // refused retry, the repeated cancel and the cancel; and a redrive, which changes no saga.
+    let (status, _) = api
+        .post(
+            "/v1/dead-letters/redrive",
+            Role::Operator,
+            &json!({"queue": "replies", "reason": "after the fix"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, audit) = api.get("/v1/audit?actor=ops-alice", Role::Viewer).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let got: Vec<(String, String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("redrive", "applied", "after the fix"),
+        ("retry_now", "refused", "try"),
+        ("cancel", "repeated", "again"),
+        ("cancel", "applied", "member asked to cancel by phone"),
+    ];
+    assert_eq!(
+        got,
+        want.map(|(a, o, r)| (a.to_owned(), o.to_owned(), r.to_owned())),
+        "{audit:#}"
+    );
+    assert_eq!(audit["items"][3]["target"], format!("saga/{saga}"));
+    assert_eq!(audit["items"][0]["target"], "dead-letters/replies");
+    assert!(audit["items"][3]["finished_at"].is_string(), "{audit:#}");
+    let (_, cancels) = api
+        .get("/v1/audit?action=cancel&limit=1", Role::Operator)
+        .await;
+    assert_eq!(cancels["items"].as_array().unwrap().len(), 1, "{cancels}");
+    let (_, rest) = api
+        .get(
+            &format!(
+                "/v1/audit?action=cancel&cursor={}",
+                cancels["next_cursor"].as_str().unwrap()
+            ),
+            Role::Operator,
+        )
+        .await;
+    assert_eq!(rest["items"][0]["outcome"], "applied", "{rest}");
+    let (_, none) = api.get("/v1/audit?actor=ops-bob", Role::Operator).await;
+    assert_eq!(none["items"], json!([]), "{none}");
+    let (_, later) = api
+        .get("/v1/audit?from=2099-01-01T00:00:00Z", Role::Operator)
+        .await;
+    assert_eq!(later["items"], json!([]), "{later}");
+    for bad in [
+        "/v1/audit?action=delete",
+        "/v1/audit?from=yesterday",
+        "/v1/audit?from=2030-01-02T00:00:00Z&until=2030-01-01T00:00:00Z",
+        "/v1/audit?cursor=nope",
+    ] {
+        let (status, answer) = api.get(bad, Role::Operator).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+    }
     api.spawned.stop().await.unwrap();
 }
 
@@ -853,4 +1003,11 @@ async fn a_bulk_action_acts_on_exactly_the_previewed_sagas_and_reads_each_back()
     assert_eq!(acted["results"][0]["saga_id"], late.as_str(), "{acted}");
     assert_eq!(acted["results"][0]["result"], "applied", "{acted}");
     api.spawned.stop().await.unwrap();
+}
+
+/// A query parameter's value, percent-encoded.
+fn urlencoding(v: &str) -> String {
+    let mut url = reqwest::Url::parse("http://x.invalid/").unwrap();
+    url.query_pairs_mut().append_pair("v", v);
+    url.query().unwrap()[2..].to_owned()
 }

@@ -20,8 +20,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use como_orchestrator::operator::{self, OperatorAction};
-use como_ports::SagaQuery;
-use como_schemas::{OperatorId, SagaId, StepName};
+use como_schemas::{OperatorId, SagaId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -102,6 +101,19 @@ pub struct PreviewRequest {
     step: Option<String>,
     /// Only sagas unchanged for at least this long (`10m`).
     older_than: Option<String>,
+    /// Only this member's sagas.
+    member: Option<String>,
+    /// Only sagas at this venue.
+    venue: Option<String>,
+    /// Only sagas started at or after this time (RFC 3339).
+    started_from: Option<String>,
+    /// Only sagas started before this time (RFC 3339).
+    started_before: Option<String>,
+    /// Only live sagas whose current command goes to this downstream (`memberson`,
+    /// `sevenrooms`).
+    downstream: Option<String>,
+    /// Only live sagas retrying with errors.
+    retrying: Option<bool>,
     /// At most this many (1 to 1000; 1000 when not given).
     limit: Option<usize>,
 }
@@ -172,18 +184,18 @@ pub async fn preview(
             ));
         }
     };
-    let step = request
-        .step
-        .as_deref()
-        .map(|s| StepName::parse(s).map_err(|e| ApiError::invalid("step", &e)))
-        .transpose()?;
-    let mut query = SagaQuery {
-        status: crate::status_of(request.status.as_deref())?,
-        step,
-        updated_before: crate::older_than("older_than", request.older_than.as_deref())?,
-        cursor: None,
-        limit: limit.min(500),
-    };
+    let mut query = crate::Filters {
+        status: request.status.as_deref(),
+        step: request.step.as_deref(),
+        older_than: request.older_than.as_deref(),
+        member: request.member.as_deref(),
+        venue: request.venue.as_deref(),
+        started_from: request.started_from.as_deref(),
+        started_before: request.started_before.as_deref(),
+        downstream: request.downstream.as_deref(),
+        retrying: request.retrying,
+    }
+    .query(None, limit.min(500))?;
     let mut found = Vec::new();
     loop {
         let page = state.reader.query(&query).await.map_err(ApiError::store)?;

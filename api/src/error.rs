@@ -103,7 +103,9 @@ impl From<OperatorError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "refused", message)
             }
             OperatorError::Conflict { .. } => ApiError::conflict(message),
-            OperatorError::Store { .. } => {
+            OperatorError::Store { .. }
+            | OperatorError::Unrecorded(_)
+            | OperatorError::Redrive(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
             OperatorError::Runtime { .. } => {

@@ -27,6 +27,7 @@
 //! | `POST /v1/bulk/execute` | operator | the previewed action on exactly the previewed sagas, rate-limited, each result read back |
 //! | `GET /v1/dead-letters` | viewer, operator | the dead letters of a queue |
 //! | `POST /v1/dead-letters/redrive` | operator | put dead letters back on their queue |
+//! | `GET /v1/audit` | viewer, operator | operator actions by actor, action and period, newest first |
 
 pub mod auth;
 pub mod bulk;
@@ -46,7 +47,9 @@ use como_orchestrator::VenueCatalogue;
 use como_orchestrator::operator::{self, OperatorAction, ResolvedOutcome};
 use como_orchestrator::view::{HistoryView, SagaView};
 use como_ports::{Backend, QueueName, SagaQuery, SagaReader, SagaSummary};
-use como_schemas::{OperatorId, SagaId, StepName, Timestamp, Worker, parse_booking_request};
+use como_schemas::{
+    MemberNo, OperatorId, SagaId, StepName, Timestamp, VenueId, Worker, parse_booking_request,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
@@ -106,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/bulk/execute", post(bulk_execute))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/redrive", post(redrive))
+        .route("/v1/audit", get(audit_list))
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }
@@ -134,14 +138,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ),
     paths(
         healthz, readyz, metrics_text, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
-        counts, stuck, bulk_preview, bulk_execute, dead_letters, redrive
+        counts, stuck, bulk_preview, bulk_execute, dead_letters, redrive, audit_list
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, Health, BookingAccepted, SagaPage, HistoryPage,
         Counts, StatusCount, ActionRequest, ActionKind, Outcome, ActionResult, DeadLetters,
         DeadLetterItem, RedriveRequest, Redriven, bulk::BulkAction, bulk::PreviewRequest,
         bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
-        bulk::ExecuteResult
+        bulk::ExecuteResult, AuditPageView, AuditItem
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -338,15 +342,105 @@ struct ListParams {
     step: Option<String>,
     /// Only sagas unchanged for at least this long (`30s`, `10m`, `2h`).
     older_than: Option<String>,
+    /// Only this member's sagas (member number).
+    member: Option<String>,
+    /// Only sagas at this venue (venue id).
+    venue: Option<String>,
+    /// Only sagas started at or after this time (RFC 3339).
+    started_from: Option<String>,
+    /// Only sagas started before this time (RFC 3339).
+    started_before: Option<String>,
+    /// Only live sagas whose current command goes to this downstream: `memberson` or
+    /// `sevenrooms`.
+    downstream: Option<String>,
+    /// Only live sagas retrying with errors: the current command failed at least once
+    /// (each listed with its attempt and last error).
+    retrying: Option<bool>,
     /// From a previous page's `next_cursor`.
     cursor: Option<String>,
     /// At most this many (1 to 500; 50 when not given).
     limit: Option<usize>,
 }
 
+/// The filters of a list or a bulk preview, as given.
+pub(crate) struct Filters<'a> {
+    pub status: Option<&'a str>,
+    pub step: Option<&'a str>,
+    pub older_than: Option<&'a str>,
+    pub member: Option<&'a str>,
+    pub venue: Option<&'a str>,
+    pub started_from: Option<&'a str>,
+    pub started_before: Option<&'a str>,
+    pub downstream: Option<&'a str>,
+    pub retrying: Option<bool>,
+}
+
+impl Filters<'_> {
+    /// The store query they make, or the first bad one named.
+    pub(crate) fn query(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<SagaQuery, ApiError> {
+        let step = self
+            .step
+            .map(|s| StepName::parse(s).map_err(|e| ApiError::invalid("step", &e.to_string())))
+            .transpose()?;
+        let member = self
+            .member
+            .map(|m| MemberNo::parse(m).map_err(|e| ApiError::invalid("member", &e.to_string())))
+            .transpose()?;
+        let venue = self
+            .venue
+            .map(|v| VenueId::parse(v).map_err(|e| ApiError::invalid("venue", &e.to_string())))
+            .transpose()?;
+        let started_from = time_of("started_from", self.started_from)?;
+        let started_before = time_of("started_before", self.started_before)?;
+        if let (Some(f), Some(b)) = (started_from, started_before)
+            && f >= b
+        {
+            return Err(ApiError::invalid(
+                "started_before",
+                "started_before must be after started_from",
+            ));
+        }
+        let downstream = self
+            .downstream
+            .map(|d| {
+                Worker::ALL
+                    .into_iter()
+                    .map(|w| w.downstream())
+                    .find(|name| name.eq_ignore_ascii_case(d))
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "downstream",
+                            &format!("{d:?} is not a downstream: memberson or sevenrooms"),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(SagaQuery {
+            status: status_of(self.status)?,
+            step,
+            updated_before: older_than("older_than", self.older_than)?,
+            member,
+            venue,
+            started_from,
+            started_before,
+            downstream,
+            retrying: self.retrying.unwrap_or(false),
+            cursor,
+            limit,
+        })
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 struct SagaPage {
-    /// Saga summaries: id, request id, status, step, started, updated, next wake-up, version.
+    /// Saga summaries: id, request id, member, venue, status, step, started, updated, next
+    /// wake-up, version; while live, the current command, its attempt, its downstream, the
+    /// step's last error and whether it is retrying with errors.
     #[schema(value_type = Vec<Object>)]
     items: Vec<SagaSummary>,
     next_cursor: Option<String>,
@@ -403,18 +497,18 @@ async fn list_sagas(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<axum::Json<SagaPage>, ApiError> {
     require(&caller, READERS)?;
-    let step = params
-        .step
-        .as_deref()
-        .map(|s| StepName::parse(s).map_err(|e| ApiError::invalid("step", &e.to_string())))
-        .transpose()?;
-    let query = SagaQuery {
-        status: status_of(params.status.as_deref())?,
-        step,
-        updated_before: older_than("older_than", params.older_than.as_deref())?,
-        cursor: params.cursor.clone(),
-        limit: limit_of(params.limit)?,
-    };
+    let query = Filters {
+        status: params.status.as_deref(),
+        step: params.step.as_deref(),
+        older_than: params.older_than.as_deref(),
+        member: params.member.as_deref(),
+        venue: params.venue.as_deref(),
+        started_from: params.started_from.as_deref(),
+        started_before: params.started_before.as_deref(),
+        downstream: params.downstream.as_deref(),
+        retrying: params.retrying,
+    }
+    .query(params.cursor.clone(), limit_of(params.limit)?)?;
     let page = state.reader.query(&query).await.map_err(|e| match e {
         como_ports::PortError::Invalid(why) => ApiError::invalid("cursor", &why),
         other => ApiError::store(other),
@@ -836,21 +930,144 @@ async fn redrive(
         return Err(ApiError::invalid("reason", "say why you redrive"));
     }
     let queue = queue_of(&request.queue)?;
-    let redriven = state
-        .ports
-        .queue
-        .redrive(queue, request.message_ids.clone())
-        .await
-        .map_err(ApiError::store)?;
-    tracing::info!(
-        operator = %caller.id,
-        reason = request.reason.trim(),
-        queue = %request.queue,
-        redriven,
-        "dead letters redriven"
-    );
+    let who = OperatorId::parse(&caller.id)
+        .map_err(|e| ApiError::forbidden(format!("the token's user cannot act: {e}")))?;
+    let redriven = operator::redrive(
+        &state.ports,
+        queue,
+        request.message_ids.clone(),
+        &who,
+        &request.reason,
+    )
+    .await?;
     Ok(axum::Json(Redriven {
         queue: request.queue,
         redriven,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditParams {
+    /// Only this person's actions (the token's user).
+    actor: Option<String>,
+    /// Only this action: `retry_now`, `force_compensation`, `cancel`, `resolve` or `redrive`.
+    action: Option<String>,
+    /// At or after this time (RFC 3339).
+    from: Option<String>,
+    /// Before this time (RFC 3339).
+    until: Option<String>,
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// At most this many (1 to 500; 50 when not given).
+    limit: Option<usize>,
+}
+
+/// One operator action.
+#[derive(Serialize, ToSchema)]
+struct AuditItem {
+    /// When it was asked for (RFC 3339).
+    at: String,
+    actor: String,
+    action: String,
+    /// `saga/<id>` or `dead-letters/<queue>[/<message ids>]`.
+    target: String,
+    reason: String,
+    /// Shared by the sagas of one bulk action.
+    action_id: String,
+    /// `pending` (not known to have finished), `applied`, `repeated`, `refused` or `failed`.
+    outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AuditPageView {
+    items: Vec<AuditItem>,
+    next_cursor: Option<String>,
+}
+
+const AUDIT_ACTIONS: [&str; 5] = [
+    "retry_now",
+    "force_compensation",
+    "cancel",
+    "resolve",
+    "redrive",
+];
+
+fn time_of(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| Timestamp::from_datetime(t.with_timezone(&chrono::Utc)))
+                .map_err(|e| {
+                    ApiError::invalid(field, &format!("{v:?} is not an RFC 3339 time: {e}"))
+                })
+        })
+        .transpose()
+}
+
+/// Operator actions (single, bulk, redrive) with who asked, why, when and how each ended,
+/// newest first.
+#[utoipa::path(get, path = "/v1/audit", params(AuditParams), responses(
+    (status = 200, body = AuditPageView), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn audit_list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<axum::Json<AuditPageView>, ApiError> {
+    require(&caller, &[Role::Viewer, Role::Operator])?;
+    if let Some(action) = &params.action
+        && !AUDIT_ACTIONS.contains(&action.as_str())
+    {
+        return Err(ApiError::invalid(
+            "action",
+            &format!("{action:?} is not an action: {}", AUDIT_ACTIONS.join(", ")),
+        ));
+    }
+    let from = time_of("from", params.from.as_deref())?;
+    let until = time_of("until", params.until.as_deref())?;
+    if let (Some(f), Some(u)) = (from, until)
+        && f >= u
+    {
+        return Err(ApiError::invalid("until", "until must be after from"));
+    }
+    let page = state
+        .ports
+        .audit
+        .list(&como_ports::AuditQuery {
+            actor: params.actor.clone(),
+            action: params.action.clone(),
+            from,
+            until,
+            cursor: params.cursor.clone(),
+            limit: limit_of(params.limit)?,
+        })
+        .await
+        .map_err(|e| match e {
+            como_ports::PortError::Invalid(why) => ApiError::invalid("cursor", &why),
+            other => ApiError::store(other),
+        })?;
+    Ok(axum::Json(AuditPageView {
+        items: page
+            .items
+            .into_iter()
+            .map(|e| AuditItem {
+                at: e.at.to_string(),
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                reason: e.reason,
+                action_id: e.action_id,
+                outcome: e.outcome.as_str().to_owned(),
+                detail: e.detail,
+                finished_at: e.finished_at.map(|t| t.to_string()),
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
     }))
 }

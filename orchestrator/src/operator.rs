@@ -16,9 +16,13 @@
 //!   remembers the ids it applied). When it is absent a UUID is generated; it is returned in
 //!   [`OperatorOutcome::action_id`], so that a caller who does not know whether its action was
 //!   stored (a time-out, a store error) can repeat it safely with that id.
+//!
+//! Every action, and every redrive of dead letters ([`redrive`]), is also written to the audit
+//! list ([`como_ports::AuditLog`]): as pending before it is carried out (an action that cannot
+//! be recorded is not carried out), then with how it ended.
 
 use como_engine::{EngineError, Input, OperatorCommand, SagaStatus};
-use como_ports::{Backend, PortError};
+use como_ports::{AuditEntry, AuditOutcome, Backend, PortError, QueueName};
 use como_schemas::{OperatorId, SagaId};
 
 pub use como_engine::{OperatorAction, ResolvedOutcome};
@@ -50,6 +54,12 @@ pub enum OperatorError {
     EmptyReason,
     #[error("the action id is blank: give a non-blank id, or none to have one generated")]
     EmptyActionId,
+    /// The audit list could not record the action, so it was not carried out.
+    #[error("the action could not be recorded in the audit list, so it was not done: {0}")]
+    Unrecorded(#[source] PortError),
+    /// The queue failed while dead letters were put back: some may have gone back.
+    #[error("the redrive failed: {0}; some dead letters may have gone back: list them again")]
+    Redrive(#[source] PortError),
     #[error("no saga has id {0}: check the id")]
     NotFound(SagaId),
     #[error("saga {saga}: {} refused by the engine: {}; nothing changed", .action.as_str(), refusal(.error))]
@@ -192,7 +202,8 @@ pub async fn bulk(
     results
 }
 
-/// Any operator action on one saga: what the functions above call.
+/// Any operator action on one saga: what the functions above call. Recorded in the audit list
+/// before and after.
 pub async fn act(
     ports: &Backend,
     saga: SagaId,
@@ -210,6 +221,53 @@ pub async fn act(
         Some(id) => id.to_owned(),
         None => new_action_id(),
     };
+    let mut audit = Audit::pending(
+        ports,
+        who,
+        action.as_str(),
+        format!("saga/{saga}"),
+        why,
+        &action_id,
+    )
+    .await?;
+    let result = apply(ports, saga, action, who, why, action_id).await;
+    match &result {
+        Ok(done) => {
+            let outcome = if done.repeated {
+                AuditOutcome::Repeated
+            } else {
+                AuditOutcome::Applied
+            };
+            audit
+                .finish(
+                    ports,
+                    outcome,
+                    format!("status {}", done.status.kind().as_str()),
+                )
+                .await;
+        }
+        Err(e @ (OperatorError::Refused { .. } | OperatorError::NotFound(_))) => {
+            audit
+                .finish(ports, AuditOutcome::Refused, e.to_string())
+                .await;
+        }
+        Err(e) => {
+            audit
+                .finish(ports, AuditOutcome::Failed, e.to_string())
+                .await
+        }
+    }
+    result
+}
+
+async fn apply(
+    ports: &Backend,
+    saga: SagaId,
+    action: OperatorAction,
+    who: &OperatorId,
+    why: &str,
+    action_id: String,
+) -> Result<OperatorOutcome, OperatorError> {
     let input = Input::Operator {
         command: OperatorCommand {
             action_id: action_id.clone(),
@@ -290,6 +348,96 @@ pub async fn act(
     Ok(outcome)
 }
 
+/// Put dead letters back on their queue (all of the queue's, or those named), recorded in the
+/// audit list like any other action. Returns how many went back.
+pub async fn redrive(
+    ports: &Backend,
+    queue: QueueName,
+    message_ids: Option<Vec<String>>,
+    who: &OperatorId,
+    why: &str,
+) -> Result<usize, OperatorError> {
+    let why = why.trim();
+    if why.is_empty() {
+        return Err(OperatorError::EmptyReason);
+    }
+    let action_id = new_action_id();
+    let target = match &message_ids {
+        None => format!("dead-letters/{queue}"),
+        Some(ids) => format!("dead-letters/{queue}/{}", ids.join(",")),
+    };
+    let mut audit = Audit::pending(ports, who, "redrive", target, why, &action_id).await?;
+    match ports.queue.redrive(queue, message_ids).await {
+        Ok(n) => {
+            audit
+                .finish(ports, AuditOutcome::Applied, format!("{n} redriven"))
+                .await;
+            tracing::info!(operator = %who, reason = why, %queue, redriven = n, "dead letters redriven");
+            Ok(n)
+        }
+        Err(e) => {
+            audit
+                .finish(ports, AuditOutcome::Failed, e.to_string())
+                .await;
+            Err(OperatorError::Redrive(e))
+        }
+    }
+}
+
 fn new_action_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// An action's audit entry, written pending before the action and finished after it.
+struct Audit {
+    entry: AuditEntry,
+}
+
+impl Audit {
+    async fn pending(
+        ports: &Backend,
+        who: &OperatorId,
+        action: &str,
+        target: String,
+        why: &str,
+        action_id: &str,
+    ) -> Result<Self, OperatorError> {
+        let entry = AuditEntry {
+            // Each request its own entry: an action id repeated is recorded again (as
+            // `repeated`), and a bulk action's id is shared by its sagas.
+            id: new_action_id(),
+            at: ports.clock.now(),
+            actor: who.to_string(),
+            action: action.to_owned(),
+            target,
+            reason: why.to_owned(),
+            action_id: action_id.to_owned(),
+            outcome: AuditOutcome::Pending,
+            detail: None,
+            finished_at: None,
+        };
+        ports
+            .audit
+            .record(&entry)
+            .await
+            .map_err(OperatorError::Unrecorded)?;
+        Ok(Self { entry })
+    }
+
+    /// Records how the action ended. A failure here leaves the pending entry (the saga's
+    /// history, or the queue, says what happened); it is logged, not returned, because the
+    /// action itself is done.
+    async fn finish(&mut self, ports: &Backend, outcome: AuditOutcome, detail: String) {
+        self.entry.outcome = outcome;
+        self.entry.detail = Some(detail);
+        self.entry.finished_at = Some(ports.clock.now());
+        if let Err(e) = ports.audit.record(&self.entry).await {
+            tracing::error!(
+                entry = %self.entry.id,
+                outcome = outcome.as_str(),
+                error = %e,
+                "the outcome of an operator action could not be recorded in the audit list; its entry stays pending"
+            );
+        }
+    }
 }

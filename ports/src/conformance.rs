@@ -24,7 +24,9 @@ use std::time::Duration;
 use como_engine::state::{Activity, Phase, Terminal};
 use como_engine::{Decision, HistoryEntry, Input, SagaState, SagaStatus, StatusKind, como};
 use como_schemas::events::{CompensatedAs, NeedsOperatorReason};
-use como_schemas::{CommandKind, SagaEvent, SagaId, StepName, Timestamp, Worker, examples};
+use como_schemas::{
+    CommandKind, MemberNo, SagaEvent, SagaId, StepName, Timestamp, VenueId, Worker, examples,
+};
 
 use crate::queue::{Delivery, OutgoingMessage, QueueName};
 use crate::store::{CreateOutcome, Effects, SagaQuery, UpdateOutcome};
@@ -67,6 +69,7 @@ macro_rules! conformance_tests {
             effects_commit_with_the_write,
             history_is_kept_per_saga_in_order,
             query_by_status_step_and_age_pages_every_row_once,
+            query_by_member_venue_start_downstream_and_retrying,
             due_lists_live_timers_earliest_first,
             counts_by_status,
             the_read_port_lists_the_stuck_longest_unchanged_first,
@@ -84,6 +87,10 @@ macro_rules! conformance_tests {
         ]);
         $crate::conformance_tests!(@port $env, bus, [
             publish_drops_duplicates_and_keeps_order,
+        ]);
+        $crate::conformance_tests!(@port $env, audit, [
+            an_entry_is_replaced_by_id_and_keeps_its_place,
+            lists_newest_first_by_actor_action_and_period_in_pages,
         ]);
     };
     (@port $env:path, $port:ident, [$($name:ident),* $(,)?]) => {
@@ -1042,6 +1049,131 @@ pub mod store {
         assert!(one.next_cursor.is_some());
     }
 
+    pub async fn query_by_member_venue_start_downstream_and_retrying(env: &impl TestEnv) {
+        let s = env.backend();
+        let base = now(env);
+        let member_a = MemberNo::parse("100200300").expect("a member number");
+        let venue_b = VenueId::parse("venue-other").expect("a venue id");
+        let mut all: Vec<SagaState> = Vec::new();
+        for i in 0..12u32 {
+            let began = base.plus_ms(u64::from(i) * 1_000);
+            let status = match i % 4 {
+                0 => StatusKind::Running,
+                1 => StatusKind::Compensating,
+                2 => StatusKind::Confirmed,
+                _ => StatusKind::NeedsOperator,
+            };
+            // Steps 1 (hold_slot, SevenRooms) and 2 (redeem_credits, Memberson) by turns.
+            let mut st = shaped(
+                started(300 + i, began).state,
+                status,
+                1 + (i as usize / 4) % 2,
+                began,
+                None,
+            );
+            if i % 3 == 0 {
+                st.request.member_no = member_a.clone();
+            }
+            if i % 2 == 1 {
+                st.request.venue_id = venue_b.clone();
+            }
+            // Sagas 4 and 5 are on their third attempt after an error.
+            if i == 4 || i == 5 {
+                let at = match &mut st.phase {
+                    Phase::Forward { step, activity }
+                    | Phase::Compensating { step, activity, .. } => {
+                        if let Activity::Awaiting { attempt, .. } = activity {
+                            *attempt = 3;
+                        }
+                        *step
+                    }
+                    _ => unreachable!("4 and 5 are live"),
+                };
+                st.steps[at].action.sent = 3;
+                st.steps[at].compensation.sent = 3;
+                st.steps[at].last_error = Some("HTTP 503 from the downstream".into());
+            }
+            create(env, &st).await;
+            all.push(st);
+        }
+        let ids = |q: SagaQuery| async move {
+            let mut seen = Vec::new();
+            let mut q = SagaQuery { limit: 2, ..q };
+            for _ in 0..50 {
+                let page = s.store.query(&q).await.expect("query");
+                seen.extend(page.items);
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => return seen,
+                }
+            }
+            panic!("paging did not end");
+        };
+        let numbers = |got: &[crate::SagaSummary]| -> Vec<u32> {
+            got.iter()
+                .map(|x| {
+                    all.iter()
+                        .position(|a| a.saga_id == x.saga_id)
+                        .and_then(|p| u32::try_from(p).ok())
+                        .expect("a saga of this test")
+                })
+                .collect()
+        };
+        let by_member = ids(SagaQuery {
+            member: Some(member_a.clone()),
+            ..SagaQuery::default()
+        })
+        .await;
+        assert_eq!(numbers(&by_member), [9, 6, 3, 0], "by member, newest first");
+        assert!(by_member.iter().all(|x| x.member_no == member_a));
+        let by_venue = ids(SagaQuery {
+            venue: Some(venue_b.clone()),
+            member: Some(member_a.clone()),
+            ..SagaQuery::default()
+        })
+        .await;
+        assert_eq!(numbers(&by_venue), [9, 3], "by venue and member");
+        let between = ids(SagaQuery {
+            started_from: Some(base.plus_ms(3_000)),
+            started_before: Some(base.plus_ms(7_000)),
+            ..SagaQuery::default()
+        })
+        .await;
+        assert_eq!(
+            numbers(&between),
+            [6, 5, 4, 3],
+            "started between, from inclusive"
+        );
+        let sevenrooms = ids(SagaQuery {
+            downstream: Some("SevenRooms".into()),
+            ..SagaQuery::default()
+        })
+        .await;
+        // Live (running or compensating) at hold_slot: 0, 1, 8, 9.
+        assert_eq!(numbers(&sevenrooms), [9, 8, 1, 0], "waiting on SevenRooms");
+        assert!(
+            sevenrooms
+                .iter()
+                .all(|x| x.downstream.as_deref() == Some("SevenRooms"))
+        );
+        let retrying = ids(SagaQuery {
+            retrying: true,
+            ..SagaQuery::default()
+        })
+        .await;
+        assert_eq!(numbers(&retrying), [5, 4], "retrying with errors");
+        assert!(retrying.iter().all(|x| x.attempt == Some(3)
+            && x.last_error.as_deref() == Some("HTTP 503 from the downstream")
+            && x.downstream.as_deref() == Some("Memberson")));
+        let none = ids(SagaQuery {
+            retrying: true,
+            status: Some(StatusKind::Confirmed),
+            ..SagaQuery::default()
+        })
+        .await;
+        assert!(none.is_empty(), "a finished saga retries nothing");
+    }
+
     pub async fn due_lists_live_timers_earliest_first(env: &impl TestEnv) {
         let s = env.backend();
         let t = now(env);
@@ -1454,5 +1586,138 @@ pub mod bus {
             .await
             .expect("a repeated rejection is not an error");
         assert_eq!(b.recent(100).await.expect("recent").len(), events.len());
+    }
+}
+
+/// The audit list.
+pub mod audit {
+    use super::*;
+    use crate::audit::{AuditEntry, AuditOutcome, AuditQuery};
+    use como_schemas::Timestamp;
+
+    fn entry(n: i64, actor: &str, action: &str) -> AuditEntry {
+        AuditEntry {
+            id: format!("action-{n}/saga/{n}"),
+            at: Timestamp::from_millis(1_900_000_000_000 + n * 1_000),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: format!("saga/{n}"),
+            reason: format!("reason {n}"),
+            action_id: format!("action-{n}"),
+            outcome: AuditOutcome::Pending,
+            detail: None,
+            finished_at: None,
+        }
+    }
+
+    pub async fn an_entry_is_replaced_by_id_and_keeps_its_place(env: &impl TestEnv) {
+        let a = &env.backend().audit;
+        a.record(&entry(1, "ops-alice", "retry_now"))
+            .await
+            .expect("record");
+        a.record(&entry(2, "ops-bob", "cancel"))
+            .await
+            .expect("record");
+        let mut done = entry(1, "ops-alice", "retry_now");
+        done.outcome = AuditOutcome::Applied;
+        done.detail = Some("running".into());
+        done.finished_at = Some(Timestamp::from_millis(1_900_000_009_000));
+        a.record(&done).await.expect("record the outcome");
+        let all = a.list(&AuditQuery::default()).await.expect("list");
+        assert_eq!(all.items.len(), 2, "replaced, not added: {all:?}");
+        assert_eq!(all.items[0].id, entry(2, "", "").id, "newest first");
+        assert_eq!(all.items[1], done, "the outcome replaced the pending entry");
+        assert_eq!(all.next_cursor, None);
+    }
+
+    pub async fn lists_newest_first_by_actor_action_and_period_in_pages(env: &impl TestEnv) {
+        let a = &env.backend().audit;
+        for n in 0..12 {
+            let actor = if n % 3 == 0 { "ops-alice" } else { "ops-bob" };
+            let action = if n % 2 == 0 { "retry_now" } else { "redrive" };
+            a.record(&entry(n, actor, action)).await.expect("record");
+        }
+        let ids = |items: &[AuditEntry]| -> Vec<String> {
+            items.iter().map(|e| e.action_id.clone()).collect()
+        };
+        let alice = a
+            .list(&AuditQuery {
+                actor: Some("ops-alice".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("by actor");
+        assert_eq!(
+            ids(&alice.items),
+            ["action-9", "action-6", "action-3", "action-0"]
+        );
+        let redrives = a
+            .list(&AuditQuery {
+                action: Some("redrive".into()),
+                actor: Some("ops-bob".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("by action and actor");
+        assert_eq!(
+            ids(&redrives.items),
+            ["action-11", "action-7", "action-5", "action-1"]
+        );
+        let period = a
+            .list(&AuditQuery {
+                from: Some(entry(4, "", "").at),
+                until: Some(entry(7, "", "").at),
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("by period");
+        assert_eq!(
+            ids(&period.items),
+            ["action-6", "action-5", "action-4"],
+            "from is inclusive, until exclusive"
+        );
+        // Pages of 3 over the bob entries: every entry once, in order.
+        let mut cursor = None;
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = a
+                .list(&AuditQuery {
+                    actor: Some("ops-bob".into()),
+                    cursor: cursor.clone(),
+                    limit: 3,
+                    ..AuditQuery::default()
+                })
+                .await
+                .expect("a page");
+            assert!(page.items.len() <= 3);
+            seen.extend(ids(&page.items));
+            pages += 1;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(pages < 10, "the pages end");
+        }
+        assert_eq!(
+            seen,
+            [
+                "action-11",
+                "action-10",
+                "action-8",
+                "action-7",
+                "action-5",
+                "action-4",
+                "action-2",
+                "action-1"
+            ]
+        );
+        let bad = a
+            .list(&AuditQuery {
+                cursor: Some("not a cursor".into()),
+                ..AuditQuery::default()
+            })
+            .await;
+        assert!(matches!(bad, Err(PortError::Invalid(_))), "{bad:?}");
     }
 }

@@ -9,6 +9,7 @@
 //!   effects: commands, events, the input's acknowledgement, that a write carries with it),
 //!   which only the orchestrator holds. [`SagaStore`] is both, as every backend provides them.
 //! - [`records`]: idempotency records, so that a worker replays its reply to a duplicate command.
+//! - [`audit`]: the audit list of operator actions, by actor, action and period.
 //! - [`bus`]: the event bus for lifecycle events.
 //! - [`secrets`]: the secret store with the pending / current versions of a rotation.
 //! - [`clock`]: time, as a trait, so that timers are testable without sleeping.
@@ -20,6 +21,7 @@
 //! at least once and out of order, conditional writes that can lose) and not for what is
 //! convenient in SQLite. This crate depends on no backend.
 
+pub mod audit;
 pub mod bus;
 pub mod clock;
 #[cfg(feature = "conformance")]
@@ -31,6 +33,7 @@ pub mod records;
 pub mod secrets;
 pub mod store;
 
+pub use audit::{AuditEntry, AuditLog, AuditOutcome, AuditPage, AuditQuery};
 pub use bus::EventBus;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PortError, PortResult};
@@ -50,6 +53,7 @@ pub struct Backend {
     pub records: std::sync::Arc<dyn IdempotencyRecords>,
     pub bus: std::sync::Arc<dyn EventBus>,
     pub secrets: std::sync::Arc<dyn SecretStore>,
+    pub audit: std::sync::Arc<dyn AuditLog>,
     pub clock: std::sync::Arc<dyn Clock>,
 }
 

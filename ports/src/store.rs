@@ -13,7 +13,9 @@
 
 use async_trait::async_trait;
 use como_engine::{HistoryEntry, SagaState, SagaStatus, StatusKind};
-use como_schemas::{RequestId, SagaEvent, SagaId, StepName, Timestamp};
+use como_schemas::{
+    CommandKind, MemberNo, RequestId, SagaEvent, SagaId, StepName, Timestamp, VenueId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::PortResult;
@@ -58,7 +60,7 @@ pub enum UpdateOutcome {
     Conflict,
 }
 
-/// Which sagas to list.
+/// Which sagas to list. Every filter given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaQuery {
     pub status: Option<StatusKind>,
@@ -66,9 +68,62 @@ pub struct SagaQuery {
     pub step: Option<StepName>,
     /// Only sagas not updated since this moment ("stuck for longer than").
     pub updated_before: Option<Timestamp>,
+    /// Only this member's sagas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberNo>,
+    /// Only sagas booking at this venue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue: Option<VenueId>,
+    /// Only sagas started at or after this moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<Timestamp>,
+    /// Only sagas started before this moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_before: Option<Timestamp>,
+    /// Only live sagas whose current command goes to this downstream (`Memberson` or
+    /// `SevenRooms`): what waits on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downstream: Option<String>,
+    /// Only live sagas retrying with errors: the current command failed at least once (see
+    /// [`SagaSummary::retrying`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retrying: bool,
     /// From a previous page.
     pub cursor: Option<String>,
     pub limit: usize,
+}
+
+impl SagaQuery {
+    /// Whether the filters need the saga itself, not only what a store indexes (status,
+    /// step, times, member): such a query reads sagas until it has found a page.
+    pub fn reads_sagas(&self) -> bool {
+        self.venue.is_some() || self.downstream.is_some() || self.retrying
+    }
+
+    /// Only live sagas can match (a filter on what a saga is doing now).
+    pub fn live_only(&self) -> bool {
+        self.downstream.is_some() || self.retrying
+    }
+
+    /// Whether `summary` passes every filter. Stores narrow by their indexes first and check
+    /// the rest here.
+    pub fn matches(&self, summary: &SagaSummary) -> bool {
+        self.status.is_none_or(|k| summary.status.kind() == k)
+            && self
+                .step
+                .as_ref()
+                .is_none_or(|st| summary.step.as_ref() == Some(st))
+            && self.updated_before.is_none_or(|b| summary.updated_at < b)
+            && self.member.as_ref().is_none_or(|m| &summary.member_no == m)
+            && self.venue.as_ref().is_none_or(|v| &summary.venue_id == v)
+            && self.started_from.is_none_or(|f| summary.started_at >= f)
+            && self.started_before.is_none_or(|b| summary.started_at < b)
+            && self
+                .downstream
+                .as_ref()
+                .is_none_or(|d| summary.downstream.as_deref() == Some(d.as_str()))
+            && (!self.retrying || summary.retrying)
+    }
 }
 
 /// A saga as a list shows it.
@@ -76,38 +131,108 @@ pub struct SagaQuery {
 pub struct SagaSummary {
     pub saga_id: SagaId,
     pub request_id: RequestId,
+    pub member_no: MemberNo,
+    pub venue_id: VenueId,
     pub status: SagaStatus,
     pub step: Option<StepName>,
     pub started_at: Timestamp,
     pub updated_at: Timestamp,
     pub wake_at: Option<Timestamp>,
     pub version: u64,
+    /// While the saga runs or compensates: the current command (`action`, `reconcile` or
+    /// `compensation`), its attempt, and the downstream it goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downstream: Option<String>,
+    /// The current step's last error, if it has had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Live, and the current command has failed at least once: it is past its first attempt
+    /// or waiting to retry, with an error.
+    #[serde(default)]
+    pub retrying: bool,
 }
 
 impl SagaSummary {
     pub fn of(state: &SagaState, version: u64) -> Self {
+        use como_engine::Phase;
+        use como_engine::state::Activity;
+        let live = match &state.phase {
+            Phase::Forward { step, activity } | Phase::Compensating { step, activity, .. } => {
+                Some((*step, activity))
+            }
+            Phase::NeedsOperator { .. } | Phase::Done { .. } => None,
+        };
+        let mut command = None;
+        let mut attempt = None;
+        let mut downstream = None;
+        let mut retrying = false;
+        if let Some((step, activity)) = live
+            && let Some(st) = state.steps.get(step)
+        {
+            let kind = activity.kind();
+            let sent = match kind {
+                CommandKind::Action => st.action.sent,
+                CommandKind::Reconcile => st.reconcile.sent,
+                CommandKind::Compensation => st.compensation.sent,
+            };
+            command = Some(kind);
+            attempt = Some(match activity {
+                Activity::Awaiting { attempt, .. } => *attempt,
+                Activity::Backoff { .. } => sent + 1,
+            });
+            downstream = como_engine::como::lookup(&state.definition, state.definition_version)
+                .and_then(|def| {
+                    let d = def.steps.get(step)?;
+                    match kind {
+                        CommandKind::Action => Some(d.action),
+                        CommandKind::Reconcile => d.reconcile,
+                        CommandKind::Compensation => d.compensation.as_ref().map(|c| c.operation),
+                    }?
+                    .worker()
+                })
+                .map(|w| w.downstream().to_owned());
+            retrying = st.last_error.is_some() && attempt.is_some_and(|a| a > 1);
+        }
+        let last_error = current_step_index(state)
+            .and_then(|i| state.steps.get(i))
+            .and_then(|st| st.last_error.clone());
         Self {
             saga_id: state.saga_id,
             request_id: state.request.request_id.clone(),
+            member_no: state.request.member_no.clone(),
+            venue_id: state.request.venue_id.clone(),
             status: state.status.clone(),
             step: current_step(state),
             started_at: state.started_at,
             updated_at: state.updated_at,
             wake_at: state.wake_at,
             version,
+            command,
+            attempt,
+            downstream,
+            last_error,
+            retrying,
         }
+    }
+}
+
+fn current_step_index(state: &SagaState) -> Option<usize> {
+    use como_engine::Phase;
+    match &state.phase {
+        Phase::Forward { step, .. }
+        | Phase::Compensating { step, .. }
+        | Phase::NeedsOperator { step, .. } => Some(*step),
+        Phase::Done { .. } => None,
     }
 }
 
 /// The step a saga is at, for indexes: where it runs, compensates or stopped.
 pub fn current_step(state: &SagaState) -> Option<StepName> {
-    use como_engine::Phase;
-    match &state.phase {
-        Phase::Forward { step, .. }
-        | Phase::Compensating { step, .. }
-        | Phase::NeedsOperator { step, .. } => state.steps.get(*step).map(|s| s.name.clone()),
-        Phase::Done { .. } => None,
-    }
+    current_step_index(state).and_then(|i| state.steps.get(i).map(|s| s.name.clone()))
 }
 
 /// One page of a query.

@@ -27,7 +27,20 @@ pub const OPS: &[&str] = &["authenticate", "summary", "redeem", "void"];
 /// The operations that change the ledger; a `late` fault lands late on these.
 pub const WRITE_OPS: &[&str] = &["redeem", "void"];
 /// Business refusals a `refuse` fault can force on `redeem`.
-pub const REFUSALS: &[&str] = &["INSUFFICIENT_POINTS", "MEMBER_EXPIRED", "MEMBER_TERMINATED"];
+pub const REDEEM_REFUSALS: &[&str] =
+    &["INSUFFICIENT_POINTS", "MEMBER_EXPIRED", "MEMBER_TERMINATED"];
+/// Business refusals a `refuse` fault can force on `void`: `RECEIPT_LOCKED`, the redemption is
+/// locked (for settlement) and the CRM will not void it until a person unlocks it. The void
+/// answers 422 and gives nothing back.
+pub const VOID_REFUSALS: &[&str] = &["RECEIPT_LOCKED"];
+/// Every code a `refuse` fault accepts: [`REDEEM_REFUSALS`] act on `redeem` and
+/// [`VOID_REFUSALS`] on `void`; a code on an operation it does not belong to changes nothing.
+pub const REFUSALS: &[&str] = &[
+    "INSUFFICIENT_POINTS",
+    "MEMBER_EXPIRED",
+    "MEMBER_TERMINATED",
+    "RECEIPT_LOCKED",
+];
 
 use como_schemas::credentials::ExposeSecret;
 pub use como_schemas::credentials::MembersonCredentials;
@@ -327,7 +340,9 @@ impl Memberson {
             };
         }
         let refusal = match (&plan.action, member.seed.status) {
-            (Action::Refuse(code), _) => Some(code.as_str()),
+            (Action::Refuse(code), _) if REDEEM_REFUSALS.contains(&code.as_str()) => {
+                Some(code.as_str())
+            }
             (_, MemberStatus::Expired) => Some("MEMBER_EXPIRED"),
             (_, MemberStatus::Terminated) => Some("MEMBER_TERMINATED"),
             _ if member.balance < body.amount => Some("INSUFFICIENT_POINTS"),
@@ -361,7 +376,7 @@ impl Memberson {
         Json(answer).into_response()
     }
 
-    fn do_void(&self, body: VoidBody) -> Response {
+    fn do_void(&self, body: VoidBody, plan: &Plan) -> Response {
         let now = self.common.clock.now();
         let mut members = self.members();
         let Some(member) = members.get_mut(&body.member_no) else {
@@ -380,6 +395,16 @@ impl Memberson {
         };
         let amount = member.redemptions[i].answer.amount;
         let already_voided = member.redemptions[i].void.is_some();
+        if !already_voided
+            && let Action::Refuse(code) = &plan.action
+            && VOID_REFUSALS.contains(&code.as_str())
+        {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                "The redemption is locked for settlement and cannot be voided.",
+            );
+        }
         if !already_voided {
             member.balance += amount;
             let id = self.next_transaction_id();
@@ -525,8 +550,125 @@ async fn void(State(sim): State<Arc<Memberson>>, headers: HeaderMap, body: Bytes
         return r;
     }
     let response = match parse::<VoidBody>(&body) {
-        Ok(body) => sim.do_void(body),
+        Ok(body) => sim.do_void(body, &plan),
         Err(r) => r,
     };
     sim.common.finish(&plan, response, error).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::{FaultKind, FaultRule};
+    use crate::seed::MEMBER_RICH;
+
+    fn memberson() -> Memberson {
+        let (_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let common = Common::new(
+            1,
+            OPS,
+            WRITE_OPS,
+            REFUSALS,
+            crate::SimClock::new(),
+            shutdown_rx,
+        );
+        Memberson::new(common, MembersonConfig::default(), crate::seed::members(0))
+    }
+
+    fn redeem_body(receipt_no: &str, amount: i64) -> RedeemBody {
+        RedeemBody {
+            member_no: MEMBER_RICH.to_owned(),
+            point_type: POINT_TYPE.to_owned(),
+            amount,
+            transaction_date: None,
+            location: None,
+            redemption_code: None,
+            description: None,
+            receipt_no: receipt_no.to_owned(),
+        }
+    }
+
+    fn void_body(receipt_no: &str) -> VoidBody {
+        VoidBody {
+            member_no: MEMBER_RICH.to_owned(),
+            receipt_no: receipt_no.to_owned(),
+            reason: Some("test".to_owned()),
+        }
+    }
+
+    fn refuse(sim: &Memberson, code: &str, op: &str) -> Plan {
+        sim.common
+            .faults
+            .set(vec![
+                FaultRule::new(FaultKind::Refuse { code: code.into() }).on([op]),
+            ])
+            .expect("a valid refusal");
+        sim.common.faults.plan(op)
+    }
+
+    async fn code_of(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (status, body["Code"].as_str().unwrap_or_default().to_owned())
+    }
+
+    fn rich(sim: &Memberson) -> MemberLedger {
+        sim.snapshot()
+            .members
+            .into_iter()
+            .find(|m| m.member_no == MEMBER_RICH)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_void_answers_422_and_gives_nothing_back() {
+        let sim = memberson();
+        let redeemed = sim.do_redeem(redeem_body("CS-locked", 1_500), &Plan::default());
+        assert_eq!(redeemed.status(), StatusCode::OK);
+        let before = rich(&sim);
+
+        let plan = refuse(&sim, "RECEIPT_LOCKED", "void");
+        let refused = sim.do_void(void_body("CS-locked"), &plan);
+        assert_eq!(
+            code_of(refused).await,
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "RECEIPT_LOCKED".to_owned()
+            )
+        );
+        let after = rich(&sim);
+        assert_eq!(after.balance, before.balance);
+        assert_eq!(
+            after.redemptions[0].status,
+            RedemptionStatus::Redeemed,
+            "{after:?}"
+        );
+
+        // Once the lock is gone the void goes through.
+        let voided = sim.do_void(void_body("CS-locked"), &Plan::default());
+        assert_eq!(voided.status(), StatusCode::OK);
+        let after = rich(&sim);
+        assert_eq!(after.balance, after.opening_balance);
+        assert_eq!(after.redemptions[0].status, RedemptionStatus::Voided);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_code_acts_only_on_its_own_operation() {
+        let sim = memberson();
+        // A void refusal on a redeem, and a redeem refusal on a void, change nothing.
+        let plan = refuse(&sim, "RECEIPT_LOCKED", "redeem");
+        let redeemed = sim.do_redeem(redeem_body("CS-other", 1_000), &plan);
+        assert_eq!(redeemed.status(), StatusCode::OK);
+        let plan = refuse(&sim, "INSUFFICIENT_POINTS", "void");
+        let voided = sim.do_void(void_body("CS-other"), &plan);
+        assert_eq!(voided.status(), StatusCode::OK);
+        // A void already done answers as done, locked or not.
+        let plan = refuse(&sim, "RECEIPT_LOCKED", "void");
+        let again = sim.do_void(void_body("CS-other"), &plan);
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(rich(&sim).balance, rich(&sim).opening_balance);
+    }
 }

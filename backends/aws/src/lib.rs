@@ -28,6 +28,7 @@
 //! - `calls`: counts of the API calls made, by service and operation.
 //! - [`testing`] (feature `moto`): a local moto server for tests.
 
+mod audit;
 mod batch;
 pub mod bootstrap;
 mod bus;
@@ -223,6 +224,7 @@ impl AwsBackend {
             records: self.ports.clone(),
             bus: self.ports.clone(),
             secrets: self.ports.clone(),
+            audit: self.ports.clone(),
             clock: Arc::clone(&self.ports.clock),
         }
     }

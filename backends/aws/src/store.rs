@@ -837,7 +837,7 @@ impl AwsPorts {
     async fn query_part(
         &self,
         partition: String,
-        upper: Option<&str>,
+        (lower, upper): (Option<&str>, Option<&str>),
         keep: &(dyn Fn(&SagaSummary) -> bool + Sync),
         want: usize,
     ) -> PortResult<Vec<(String, SagaSummary)>> {
@@ -847,11 +847,20 @@ impl AwsPorts {
             .scan_index_forward(false)
             .limit(i32::try_from(want.clamp(1, 100)).unwrap_or(100))
             .expression_attribute_values(":p", s(partition));
-        let q = match upper {
-            Some(u) => q
+        // `upper` is exclusive and `lower` inclusive; with both, `BETWEEN` takes `upper` too,
+        // and the loop below skips it.
+        let q = match (lower, upper) {
+            (None, Some(u)) => q
                 .key_condition_expression("gs_pk = :p AND gs_sk < :u")
                 .expression_attribute_values(":u", s(u)),
-            None => q.key_condition_expression("gs_pk = :p"),
+            (Some(l), Some(u)) => q
+                .key_condition_expression("gs_pk = :p AND gs_sk BETWEEN :l AND :u")
+                .expression_attribute_values(":l", s(l))
+                .expression_attribute_values(":u", s(u)),
+            (Some(l), None) => q
+                .key_condition_expression("gs_pk = :p AND gs_sk >= :l")
+                .expression_attribute_values(":l", s(l)),
+            (None, None) => q.key_condition_expression("gs_pk = :p"),
         };
         let mut pages = q.into_paginator().send();
         while let Some(page) = self.page(pages.next().await)? {
@@ -860,6 +869,9 @@ impl AwsPorts {
                 .iter()
                 .filter_map(|item| {
                     let key = get_s(item, "gs_sk")?;
+                    if Some(key) == upper {
+                        return None;
+                    }
                     let id = SagaId::parse(key.split_once('#')?.1).ok()?;
                     Some((key.to_owned(), id))
                 })
@@ -999,28 +1011,29 @@ impl SagaReader for AwsPorts {
             n => n.min(MAX_PAGE),
         };
         // A saga updated before then started before then too: the index narrows it.
-        let cut = query.updated_before.map(|t| time_bound(t.as_millis()));
-        let upper = match (query.cursor.clone(), cut) {
-            (Some(c), Some(b)) => Some(c.min(b)),
-            (c, b) => c.or(b),
-        };
+        let cuts = [query.updated_before, query.started_before]
+            .into_iter()
+            .flatten()
+            .map(|t| time_bound(t.as_millis()));
+        let upper = query.cursor.clone().into_iter().chain(cuts).min();
+        let lower = query.started_from.map(|t| time_bound(t.as_millis()));
         let kinds: Vec<StatusKind> = match query.status {
             Some(k) => vec![k],
+            None if query.live_only() => StatusKind::ALL
+                .into_iter()
+                .filter(|k| !k.is_terminal())
+                .collect(),
             None => StatusKind::ALL.to_vec(),
         };
-        let step = query.step.clone();
-        let before = query.updated_before;
-        let keep = move |x: &SagaSummary| {
-            step.as_ref().is_none_or(|st| x.step.as_ref() == Some(st))
-                && before.is_none_or(|b| x.updated_at < b)
-        };
+        let filter = query.clone();
+        let keep = move |x: &SagaSummary| filter.matches(x);
         let mut all: Vec<(String, SagaSummary)> = Vec::new();
         for kind in kinds {
             for shard in self.shards() {
                 all.extend(
                     self.query_part(
                         format!("{}#{shard}", kind.as_str()),
-                        upper.as_deref(),
+                        (lower.as_deref(), upper.as_deref()),
                         &keep,
                         page + 1,
                     )

@@ -30,6 +30,7 @@
 //! [`Durability::PowerLoss`], a power cut doesn't either). A queue consumer waiting in a long
 //! poll is handed the messages sent to it by the commit that sends them, not by a poll interval.
 
+mod audit;
 mod bus;
 mod codec;
 mod handoff;
@@ -221,6 +222,7 @@ impl EmbeddedBackend {
             records: self.ports.clone(),
             bus: self.ports.clone(),
             secrets: self.ports.clone(),
+            audit: self.ports.clone(),
             clock: Arc::clone(&self.ports.clock),
         }
     }

@@ -39,6 +39,7 @@ pub struct SagaRow {
     pub status: &'static str,
     pub step: Option<String>,
     pub request_id: String,
+    pub member: String,
     pub started_at: i64,
     pub updated_at: i64,
     /// NULL for a finished saga, so that the timer index holds only live timers.
@@ -131,6 +132,14 @@ pub enum Op {
         event_id: String,
         at: i64,
         body: String,
+    },
+    /// An audit entry, replacing the one with its id but keeping that one's place and time.
+    RecordAudit {
+        id: String,
+        at: i64,
+        actor: String,
+        action: String,
+        entry: String,
     },
     PutPending {
         name: String,
@@ -338,8 +347,8 @@ pub fn execute(
             let created = conn
                 .prepare_cached(
                     "INSERT INTO sagas
-                         (id, version, status, step, request_id, started_at, updated_at, wake_at, state)
-                     VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         (id, version, status, step, request_id, member, started_at, updated_at, wake_at, state)
+                     VALUES (?1, 1, ?2, ?3, ?4, ?9, ?5, ?6, ?7, ?8)
                      ON CONFLICT (id) DO NOTHING",
                 )?
                 .execute(params![
@@ -350,7 +359,8 @@ pub fn execute(
                     saga.started_at,
                     saga.updated_at,
                     saga.wake_at,
-                    saga.state
+                    saga.state,
+                    saga.member
                 ])?;
             if created == 0 {
                 return Ok(Ok(Output::Created(CreateOutcome::Exists)));
@@ -460,6 +470,20 @@ pub fn execute(
                  ON CONFLICT (event_id) DO NOTHING",
             )?
             .execute(params![event_id, at, body])?;
+            Ok(Ok(Output::Done))
+        }
+        Op::RecordAudit {
+            id,
+            at,
+            actor,
+            action,
+            entry,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO audit (id, at, actor, action, entry) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET entry = excluded.entry",
+            )?
+            .execute(params![id, at, actor, action, entry])?;
             Ok(Ok(Output::Done))
         }
         Op::PutPending {

@@ -6,7 +6,8 @@
 //! - `dead_letters`: messages moved aside, with the reason; a message keeps its id when it
 //!   moves either way, so ids are unique across both tables.
 //! - `sagas`: one row per saga; `state` is the engine's `SagaState` as compact JSON, the other
-//!   columns are what the indexes need. `wake_at` is NULL for a saga that is finished;
+//!   columns are what the indexes need (`member` is written once, when the saga starts, so its
+//!   index costs a transition nothing). `wake_at` is NULL for a saga that is finished;
 //!   `history_head` is the saga's latest history entry.
 //! - `history`: history entries, appended in commit order; each points to the saga's entry
 //!   before it (`prev`), so a saga's history is a chain from `sagas.history_head`.
@@ -15,6 +16,7 @@
 //! - `rejections`: `BookingRejected` events, unique by `event_id`.
 //! - `records`: idempotency records, first write wins; and small shared values changed by
 //!   compare-and-set (`IdempotencyRecords::swap`, keys such as `health/...`). Nothing prunes it.
+//! - `audit`: operator actions with who, why, when and how they ended (see `como_ports::audit`).
 //! - `secrets`: secret versions with their stage (`current`, `pending`, `previous`).
 //! - `meta`: the high-water mark of message ids handed out (see `writer::Ids`), and whether
 //!   `saga_counts` has been counted.
@@ -35,7 +37,9 @@ use crate::OpenError;
 /// `PRAGMA user_version` of the schema this build writes. A file with a higher version was
 /// written by a newer build and is refused rather than misread.
 /// Version 2 keeps `saga_counts` (a file a version-1 build wrote is counted once on open).
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version 3 keeps each saga's member in `sagas.member`, indexed (a version-2 file gets the
+/// column, filled from the sagas, on open).
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -68,6 +72,7 @@ CREATE TABLE IF NOT EXISTS sagas (
     status      TEXT    NOT NULL,
     step        TEXT,
     request_id  TEXT    NOT NULL,
+    member      TEXT,
     started_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     wake_at     INTEGER,
@@ -119,6 +124,20 @@ CREATE TABLE IF NOT EXISTS secrets (
     value      TEXT    NOT NULL,
     PRIMARY KEY (name, version_id)
 ) WITHOUT ROWID;
+
+-- Operator actions (`como_ports::audit`), one row per action and target, replaced when the
+-- action ends (keeping its `seq` and `at`). Listed newest first, by actor or action.
+CREATE TABLE IF NOT EXISTS audit (
+    seq    INTEGER PRIMARY KEY,
+    id     TEXT    NOT NULL UNIQUE,
+    at     INTEGER NOT NULL,
+    actor  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    entry  TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor, at);
+CREATE INDEX IF NOT EXISTS audit_action ON audit (action, at);
 
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT    PRIMARY KEY,
@@ -207,9 +226,24 @@ pub fn prepare_writer(
         .map(|k| format!("('{}', 0)", k.as_str()))
         .collect::<Vec<_>>()
         .join(", ");
+    // A file written before `sagas.member` gets the column, filled from each saga's request.
+    let sagas_without_member: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sagas')
+            AND NOT EXISTS (SELECT 1 FROM pragma_table_info('sagas') WHERE name = 'member')",
+        [],
+        |r| r.get(0),
+    )?;
+    let add_member = if sagas_without_member {
+        "ALTER TABLE sagas ADD COLUMN member TEXT;
+         UPDATE sagas SET member = json_extract(state, '$.request.member_no');"
+    } else {
+        ""
+    };
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE;
          {SCHEMA}
+         {add_member}
+         CREATE INDEX IF NOT EXISTS sagas_by_member ON sagas (member, started_at);
          INSERT OR IGNORE INTO saga_counts (status, n) VALUES {statuses};
          UPDATE saga_counts
             SET n = (SELECT count(*) FROM sagas WHERE sagas.status = saga_counts.status)

@@ -38,6 +38,7 @@ fn saga_row(state: &SagaState) -> PortResult<SagaRow> {
         status: kind.as_str(),
         step: current_step(state).map(|s| s.as_str().to_owned()),
         request_id: state.request.request_id.as_str().to_owned(),
+        member: state.request.member_no.as_str().to_owned(),
         started_at: state.started_at.as_millis(),
         updated_at: state.updated_at.as_millis(),
         // A finished saga keeps a timer only for its late-effect audit; the engine decides.
@@ -150,6 +151,26 @@ impl SagaReader for EmbeddedPorts {
                 n = args.len()
             ));
         }
+        if let Some(member) = &query.member {
+            args.push(Value::Text(member.as_str().to_owned()));
+            filter.push_str(&format!(" AND member = ?{}", args.len()));
+        }
+        if let Some(from) = query.started_from {
+            args.push(Value::Integer(from.as_millis()));
+            filter.push_str(&format!(" AND started_at >= ?{}", args.len()));
+        }
+        if let Some(before) = query.started_before {
+            args.push(Value::Integer(before.as_millis()));
+            filter.push_str(&format!(" AND started_at < ?{}", args.len()));
+        }
+        if query.status.is_none() && query.live_only() {
+            let live: Vec<String> = StatusKind::ALL
+                .iter()
+                .filter(|k| !k.is_terminal())
+                .map(|k| format!("'{}'", k.as_str()))
+                .collect();
+            filter.push_str(&format!(" AND status IN ({})", live.join(", ")));
+        }
         if let Some(cursor) = &query.cursor {
             let c = Cursor::parse(cursor)?;
             args.push(Value::Integer(c.started_at));
@@ -160,15 +181,26 @@ impl SagaReader for EmbeddedPorts {
                 args.len()
             ));
         }
-        // One more than a page, to know whether there is a next one.
-        args.push(Value::Integer(codec::limit(page + 1)));
-        let sql = format!(
-            "SELECT s.rowid, s.started_at, s.version, s.state FROM sagas AS s
-             WHERE s.rowid IN (SELECT rowid FROM sagas WHERE 1 = 1{filter}
-                               ORDER BY started_at DESC, rowid DESC LIMIT ?{})
-             ORDER BY s.started_at DESC, s.rowid DESC",
-            args.len()
-        );
+        let sql = if query.reads_sagas() {
+            // Filters on the saga itself: read sagas in order until a page (and one more)
+            // has matched.
+            format!(
+                "SELECT rowid, started_at, version, state FROM sagas WHERE 1 = 1{filter}
+                 ORDER BY started_at DESC, rowid DESC"
+            )
+        } else {
+            // One more than a page, to know whether there is a next one; the ids from the
+            // index first, then only their rows.
+            args.push(Value::Integer(codec::limit(page + 1)));
+            format!(
+                "SELECT s.rowid, s.started_at, s.version, s.state FROM sagas AS s
+                 WHERE s.rowid IN (SELECT rowid FROM sagas WHERE 1 = 1{filter}
+                                   ORDER BY started_at DESC, rowid DESC LIMIT ?{})
+                 ORDER BY s.started_at DESC, s.rowid DESC",
+                args.len()
+            )
+        };
+        let query = query.clone();
         self.readers
             .scan(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
@@ -184,10 +216,11 @@ impl SagaReader for EmbeddedPorts {
                     let version: i64 = row.get(2).map_err(db_error)?;
                     let state: String = row.get(3).map_err(db_error)?;
                     let state = decode_state(&state)?;
-                    items.push(SagaSummary::of(
-                        &state,
-                        codec::unsigned("version", version)?,
-                    ));
+                    let summary = SagaSummary::of(&state, codec::unsigned("version", version)?);
+                    if !query.matches(&summary) {
+                        continue;
+                    }
+                    items.push(summary);
                     last = Some(Cursor {
                         rowid: row.get(0).map_err(db_error)?,
                         started_at: row.get(1).map_err(db_error)?,

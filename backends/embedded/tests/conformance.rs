@@ -14,7 +14,7 @@ use como_engine::{Input, SagaState, como};
 use como_ports::conformance::TestEnv;
 use como_ports::{
     Backend, Clock, CreateOutcome, Effects, ManualClock, OutgoingMessage, PortError, QueueName,
-    SystemClock, UpdateOutcome,
+    SagaQuery, SystemClock, UpdateOutcome,
 };
 use como_schemas::{Timestamp, Worker, examples};
 use tempfile::TempDir;
@@ -642,7 +642,8 @@ async fn a_send_from_another_process_wakes_a_long_poll() {
 
 /// Counts by status come from `saga_counts`, kept by triggers as sagas change status (a
 /// dashboard polls them; they never read the sagas). A file written before the counts were
-/// kept (schema version 1) is counted once when it is opened, and kept from then on.
+/// kept (schema version 1) is counted once when it is opened, and kept from then on; and gets
+/// each saga's member column (schema version 3), filled in from the sagas.
 #[tokio::test]
 async fn counts_are_kept_as_sagas_change_status_and_an_older_file_is_counted_once() {
     use como_engine::{SagaStatus, StatusKind};
@@ -688,12 +689,25 @@ async fn counts_are_kept_as_sagas_change_status_and_an_older_file_is_counted_onc
         conn.execute_batch(
             "DROP TRIGGER saga_counts_insert; DROP TRIGGER saga_counts_update;
              DROP TRIGGER saga_counts_delete; DROP TABLE saga_counts;
-             DELETE FROM meta WHERE key = 'saga_counts'; PRAGMA user_version = 1;",
+             DELETE FROM meta WHERE key = 'saga_counts';
+             DROP INDEX sagas_by_member; ALTER TABLE sagas DROP COLUMN member;
+             PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let again = open(&env.dir, env.clock.clone());
     let p = again.ports();
+    // The member of each saga is filled in on open: listing by member finds them.
+    let member = sagas[0].request.member_no.clone();
+    let by_member = p
+        .store
+        .query(&SagaQuery {
+            member: Some(member),
+            ..SagaQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_member.items.len(), 5, "{by_member:?}");
     let counts = p.store.counts().await.unwrap();
     assert_eq!(count(counts.clone(), StatusKind::Running), 3, "{counts:?}");
     assert_eq!(

@@ -35,17 +35,11 @@ pub struct ApiClientArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SagasCommand {
-    /// Sagas by status, step and age, newest first.
+    /// Sagas by status, step, age, member, venue, start time, downstream, or retrying with
+    /// errors; newest first.
     List {
-        /// running, waiting_for_downstream, reconciling, compensating, confirmed, compensated,
-        /// cancelled or needs_operator.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        step: Option<String>,
-        /// Unchanged for at least this long (30s, 10m, 2h).
-        #[arg(long, value_name = "DUR")]
-        older_than: Option<String>,
+        #[command(flatten)]
+        filters: FilterArgs,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
@@ -85,18 +79,77 @@ pub enum SagasCommand {
     },
 }
 
-/// Which sagas a bulk action selects, and whether to act.
+/// Which sagas to list or act on.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct BulkArgs {
-    /// Only sagas in this status.
+pub struct FilterArgs {
+    /// Only sagas in this status: running, waiting_for_downstream, reconciling, compensating,
+    /// confirmed, compensated, cancelled or needs_operator.
     #[arg(long)]
     pub status: Option<String>,
-    /// Only sagas at this step.
+    /// Only sagas at this step (check_credits, hold_slot, redeem_credits, book_experience,
+    /// confirm).
     #[arg(long)]
     pub step: Option<String>,
     /// Only sagas unchanged for at least this long (30s, 10m, 2h).
     #[arg(long, value_name = "DUR")]
     pub older_than: Option<String>,
+    /// Only this member's sagas.
+    #[arg(long, value_name = "MEMBER_NO")]
+    pub member: Option<String>,
+    /// Only sagas at this venue.
+    #[arg(long, value_name = "VENUE_ID")]
+    pub venue: Option<String>,
+    /// Only sagas started at or after this time (RFC 3339, e.g. 2026-12-04T18:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub started_from: Option<String>,
+    /// Only sagas started before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub started_before: Option<String>,
+    /// Only live sagas whose current command goes to this downstream: memberson or
+    /// sevenrooms.
+    #[arg(long)]
+    pub downstream: Option<String>,
+    /// Only live sagas retrying with errors (the current command failed at least once).
+    #[arg(long)]
+    pub retrying: bool,
+}
+
+impl FilterArgs {
+    /// The filters given, as the API names them.
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs: Vec<(&'static str, String)> = [
+            ("status", &self.status),
+            ("step", &self.step),
+            ("older_than", &self.older_than),
+            ("member", &self.member),
+            ("venue", &self.venue),
+            ("started_from", &self.started_from),
+            ("started_before", &self.started_before),
+            ("downstream", &self.downstream),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect();
+        if self.retrying {
+            pairs.push(("retrying", "true".to_owned()));
+        }
+        pairs
+    }
+}
+
+/// `?k=v&...`, encoded.
+fn query_string(pairs: &[(&str, String)]) -> String {
+    let mut url = reqwest::Url::parse("http://query.invalid/").expect("a fixed URL");
+    url.query_pairs_mut()
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+    format!("?{}", url.query().unwrap_or(""))
+}
+
+/// Which sagas a bulk action selects, and whether to act.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BulkArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// At most this many sagas (up to 1000).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -113,7 +166,7 @@ pub struct BulkArgs {
 
 impl BulkArgs {
     fn any_filter(&self) -> bool {
-        self.status.is_some() || self.step.is_some() || self.older_than.is_some()
+        !self.filters.pairs().is_empty()
     }
 }
 
@@ -207,26 +260,13 @@ pub fn run_sagas(args: SagasArgs) -> anyhow::Result<ExitCode> {
     let json = args.client.json;
     stack::runtime()?.block_on(async move {
         match args.command {
-            SagasCommand::List {
-                status,
-                step,
-                older_than,
-                limit,
-            } => {
-                let mut query = vec![format!("limit={limit}")];
-                for (k, v) in [
-                    ("status", status),
-                    ("step", step),
-                    ("older_than", older_than),
-                ] {
-                    if let Some(v) = v {
-                        query.push(format!("{k}={v}"));
-                    }
-                }
+            SagasCommand::List { filters, limit } => {
+                let mut pairs = filters.pairs();
+                pairs.push(("limit", limit.to_string()));
                 let page = client
                     .call(
                         reqwest::Method::GET,
-                        &format!("/v1/sagas?{}", query.join("&")),
+                        &format!("/v1/sagas{}", query_string(&pairs)),
                         None,
                     )
                     .await?;
@@ -345,7 +385,7 @@ async fn one_or_bulk(
         Some(id) => {
             if bulk.any_filter() || bulk.yes {
                 anyhow::bail!(
-                    "give a saga id or filters (--status, --step, --older-than), not both"
+                    "give a saga id or filters (--status, --step, --older-than, ...), not both"
                 );
             }
             act(
@@ -359,7 +399,7 @@ async fn one_or_bulk(
         None => {
             if !bulk.any_filter() {
                 anyhow::bail!(
-                    "give a saga id, or filters (--status, --step, --older-than) to act on many"
+                    "give a saga id, or filters (--status, --step, --older-than, ...) to act on many"
                 );
             }
             run_bulk(client, action, reason, bulk, json).await
@@ -377,14 +417,12 @@ async fn run_bulk(
     json: bool,
 ) -> anyhow::Result<()> {
     let mut request = json!({"action": action});
-    for (k, v) in [
-        ("status", &bulk.status),
-        ("step", &bulk.step),
-        ("older_than", &bulk.older_than),
-    ] {
-        if let Some(v) = v {
-            request[k] = json!(v);
-        }
+    for (k, v) in bulk.filters.pairs() {
+        request[k] = if k == "retrying" {
+            json!(true)
+        } else {
+            json!(v)
+        };
     }
     if let Some(limit) = bulk.limit {
         request["limit"] = json!(limit);
@@ -547,6 +585,16 @@ fn print_sagas(page: &Value) {
             text(&s["updated_at"]),
             text(&s["request_id"])
         );
+        if s["retrying"] == Value::Bool(true) {
+            println!(
+                "{:<38}retrying: {} attempt {} to {}; last error: {}",
+                "",
+                text(&s["command"]),
+                s["attempt"],
+                text(&s["downstream"]),
+                text(&s["last_error"])
+            );
+        }
     }
     if let Some(next) = page["next_cursor"].as_str() {
         println!("(more: the API's cursor is {next})");

@@ -155,7 +155,10 @@ fn refusal<T>(answer: &Answer) -> Outcome<T> {
     let stable = match (answer.status, code.as_str()) {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            c @ (codes::INSUFFICIENT_POINTS | codes::MEMBER_EXPIRED | codes::MEMBER_TERMINATED),
+            c @ (codes::INSUFFICIENT_POINTS
+            | codes::MEMBER_EXPIRED
+            | codes::MEMBER_TERMINATED
+            | codes::RECEIPT_LOCKED),
         ) => c,
         (StatusCode::NOT_FOUND, _) => codes::MEMBER_NOT_FOUND,
         (StatusCode::CONFLICT, _) => codes::DUPLICATE_RECEIPT,

@@ -53,6 +53,9 @@ pub mod codes {
     pub const SLOT_UNAVAILABLE: &str = "SLOT_UNAVAILABLE";
     pub const HOLD_EXPIRED: &str = "HOLD_EXPIRED";
     pub const PAST_CANCELLATION_CUTOFF: &str = "PAST_CANCELLATION_CUTOFF";
+    /// Memberson will not void a redemption locked for settlement (a void's refusal: a person
+    /// must act).
+    pub const RECEIPT_LOCKED: &str = "RECEIPT_LOCKED";
     pub const RESERVATION_NOT_FOUND: &str = "RESERVATION_NOT_FOUND";
     /// A booking's `external_id` belongs to a reservation that has been cancelled since.
     pub const RESERVATION_CANCELLED: &str = "RESERVATION_CANCELLED";
