@@ -174,6 +174,7 @@ fn routes(saga: &str) -> Vec<(Method, String, Option<String>, Vec<Role>)> {
         ),
         (Method::GET, "/v1/counts".into(), None, readers.clone()),
         (Method::GET, "/v1/stuck".into(), None, readers.clone()),
+        (Method::GET, "/v1/latency".into(), None, readers.clone()),
         (
             Method::POST,
             format!("/v1/sagas/{saga}/actions"),
@@ -275,6 +276,40 @@ async fn a_booking_submitted_over_http_is_followed_to_its_end_and_bad_input_chan
         !done.to_string().contains("mei.ling@example.com"),
         "no personal data: {done}"
     );
+    // Each step's latency, from the sagas' histories: the four steps that call a downstream,
+    // each finished once in this one saga.
+    let (status, latency) = api.get("/v1/latency", Role::Viewer).await;
+    assert_eq!(status, StatusCode::OK, "{latency}");
+    assert_eq!(latency["sampled_sagas"], 1, "{latency:#}");
+    let steps: Vec<(&str, &str, u64)> = latency["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["step"].as_str().unwrap(),
+                x["command"].as_str().unwrap(),
+                x["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("check_credits", "action", 1),
+            ("hold_slot", "action", 1),
+            ("redeem_credits", "action", 1),
+            ("book_experience", "action", 1)
+        ],
+        "{latency:#}"
+    );
+    let first = &latency["steps"][0];
+    assert!(
+        first["p50_ms"].as_u64().unwrap() <= first["max_ms"].as_u64().unwrap(),
+        "{latency:#}"
+    );
+    let (status, _) = api.get("/v1/latency?sample=0", Role::Viewer).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     // The same request again: its saga; the id with other content: 409.
     let (status, again) = api.post("/v1/bookings", Role::Submitter, &body).await;
     assert_eq!(status, StatusCode::OK, "{again}");

@@ -200,6 +200,10 @@ fn valid_messages() -> BTreeMap<QueueName, String> {
         &[],
     );
     let reply = examples::reply(&check, examples::all_outcomes().remove(0));
+    let needs = examples::all_events(&other)
+        .into_iter()
+        .find(|e| e.body.type_name() == "SagaNeedsOperator")
+        .expect("an example of every event");
     BTreeMap::from([
         (QueueName::Requests, serde_json::to_string(&other).unwrap()),
         (QueueName::Replies, serde_json::to_string(&reply).unwrap()),
@@ -210,6 +214,10 @@ fn valid_messages() -> BTreeMap<QueueName, String> {
         (
             QueueName::Commands(Worker::Sevenrooms),
             serde_json::to_string(&hold).unwrap(),
+        ),
+        (
+            QueueName::Notifications,
+            serde_json::to_string(&needs).unwrap(),
         ),
     ])
 }
@@ -230,6 +238,7 @@ fn is_garbage(queue: QueueName, body: &str, running: SagaId, catalogue: &VenueCa
         }
         QueueName::Commands(worker) => InvalidInput::parse_json::<WorkerCommand>(body.as_bytes())
             .map_or(true, |c| c.worker != worker),
+        QueueName::Notifications => serde_json::from_str::<como_schemas::SagaEvent>(body).is_err(),
     }
 }
 
@@ -323,6 +332,7 @@ async fn garbage_on_every_queue_is_dead_lettered_and_a_valid_booking_still_compl
                 QueueName::Requests => "invalid",
                 QueueName::Replies => "reply",
                 QueueName::Commands(_) => "command",
+                QueueName::Notifications => "notification",
             };
             assert!(d.reason.contains(expected), "{queue}: {}", d.reason);
         }

@@ -22,6 +22,7 @@
 //! | `GET /v1/sagas/{id}/history` | any | its history, oldest first, by pages |
 //! | `GET /v1/counts` | any | how many sagas in each status |
 //! | `GET /v1/stuck` | any | sagas not finished and unchanged for a while, longest first |
+//! | `GET /v1/latency` | any | how long each step took (percentiles) in the most recently started sagas |
 //! | `POST /v1/sagas/{id}/actions` | operator | retry now, force compensation, cancel, resolve |
 //! | `POST /v1/bulk/preview` | operator | the sagas a bulk retry or compensation would act on, and a token naming exactly them (changes nothing) |
 //! | `POST /v1/bulk/execute` | operator | the previewed action on exactly the previewed sagas, rate-limited, each result read back |
@@ -105,6 +106,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/sagas/{id}/actions", post(act_on_saga))
         .route("/v1/counts", get(counts))
         .route("/v1/stuck", get(stuck))
+        .route("/v1/latency", get(latency))
         .route("/v1/bulk/preview", post(bulk_preview))
         .route("/v1/bulk/execute", post(bulk_execute))
         .route("/v1/dead-letters", get(dead_letters))
@@ -138,14 +140,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ),
     paths(
         healthz, readyz, metrics_text, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
-        counts, stuck, bulk_preview, bulk_execute, dead_letters, redrive, audit_list
+        counts, stuck, latency, bulk_preview, bulk_execute, dead_letters, redrive, audit_list
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, Health, BookingAccepted, SagaPage, HistoryPage,
-        Counts, StatusCount, ActionRequest, ActionKind, Outcome, ActionResult, DeadLetters,
+        Counts, StatusCount, StepCountView, ActionRequest, ActionKind, Outcome, ActionResult, DeadLetters,
         DeadLetterItem, RedriveRequest, Redriven, bulk::BulkAction, bulk::PreviewRequest,
         bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
-        bulk::ExecuteResult, AuditPageView, AuditItem
+        bulk::ExecuteResult, AuditPageView, AuditItem, Latency, StepLatency
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -629,9 +631,19 @@ struct Counts {
     /// Every status, with how many sagas are in it now.
     by_status: Vec<StatusCount>,
     total: u64,
+    /// The sagas not finished, by status and the step they are at, most first.
+    by_step: Vec<StepCountView>,
 }
 
-/// How many sagas are in each status.
+#[derive(Serialize, ToSchema)]
+struct StepCountView {
+    status: String,
+    step: String,
+    count: u64,
+}
+
+/// How many sagas are in each status, and those not finished at each step: exact, kept as
+/// sagas change (the embedded backend reads them from its counts, never from the sagas).
 #[utoipa::path(get, path = "/v1/counts", responses(
     (status = 200, body = Counts), (status = 401, body = error::ErrorBody),
     (status = 403, body = error::ErrorBody),
@@ -650,7 +662,23 @@ async fn counts(
         })
         .collect();
     let total = by_status.iter().map(|c| c.count).sum();
-    Ok(axum::Json(Counts { by_status, total }))
+    let by_step = state
+        .reader
+        .step_counts()
+        .await
+        .map_err(ApiError::store)?
+        .into_iter()
+        .map(|c| StepCountView {
+            status: c.status.as_str().to_owned(),
+            step: c.step.to_string(),
+            count: c.count,
+        })
+        .collect();
+    Ok(axum::Json(Counts {
+        by_status,
+        total,
+        by_step,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -1069,5 +1097,132 @@ async fn audit_list(
             })
             .collect(),
         next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LatencyParams {
+    /// How many of the most recently started sagas to measure (1 to 1000; 200 when not given).
+    sample: Option<usize>,
+}
+
+/// One step's latency over the sample.
+#[derive(Serialize, ToSchema)]
+struct StepLatency {
+    step: String,
+    /// `action` (the step going forward) or `compensation` (undoing it).
+    command: String,
+    /// Sagas of the sample in which the step finished.
+    count: usize,
+    p50_ms: u64,
+    p90_ms: u64,
+    p99_ms: u64,
+    max_ms: u64,
+    /// Of those, how many needed more than one attempt.
+    retried: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Latency {
+    /// Sagas read (the most recently started, of any status).
+    sampled_sagas: usize,
+    /// When the oldest and the newest of them started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
+    /// From a step's first command to the step's end, retries and waits included, in the
+    /// saga's order of steps.
+    steps: Vec<StepLatency>,
+}
+
+/// The value at `q` (0 to 1) of sorted `values`, by nearest rank.
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// How long each step took, as percentiles over the most recently started sagas, read from
+/// their histories (each request reads `sample` histories).
+#[utoipa::path(get, path = "/v1/latency", params(LatencyParams), responses(
+    (status = 200, body = Latency), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+))]
+async fn latency(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<LatencyParams>,
+) -> Result<axum::Json<Latency>, ApiError> {
+    require(&caller, READERS)?;
+    let sample = match params.sample.unwrap_or(200) {
+        n @ 1..=1000 => n,
+        n => {
+            return Err(ApiError::invalid(
+                "sample",
+                &format!("{n} is outside 1 to 1000"),
+            ));
+        }
+    };
+    let page = state
+        .reader
+        .query(&SagaQuery {
+            limit: sample,
+            ..SagaQuery::default()
+        })
+        .await
+        .map_err(ApiError::store)?;
+    let mut by_step: Vec<(
+        (como_schemas::StepName, como_schemas::CommandKind),
+        Vec<u64>,
+        usize,
+    )> = Vec::new();
+    for summary in &page.items {
+        let history = state
+            .reader
+            .history(summary.saga_id)
+            .await
+            .map_err(ApiError::store)?;
+        for d in como_orchestrator::view::step_durations(&history) {
+            let key = (d.step, d.command);
+            let slot = match by_step.iter().position(|(k, _, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    by_step.push((key, Vec::new(), 0));
+                    by_step.len() - 1
+                }
+            };
+            by_step[slot].1.push(d.millis);
+            if d.attempts > 1 {
+                by_step[slot].2 += 1;
+            }
+        }
+    }
+    // Forward steps in the saga's order, then the compensations.
+    by_step.sort_by_key(|((_, kind), _, _)| *kind == como_schemas::CommandKind::Compensation);
+    let steps = by_step
+        .into_iter()
+        .map(|((step, kind), mut ms, retried)| {
+            ms.sort_unstable();
+            StepLatency {
+                step: step.to_string(),
+                command: kind.as_str().to_owned(),
+                count: ms.len(),
+                p50_ms: percentile(&ms, 0.50),
+                p90_ms: percentile(&ms, 0.90),
+                p99_ms: percentile(&ms, 0.99),
+                max_ms: ms.last().copied().unwrap_or(0),
+                retried,
+            }
+        })
+        .collect();
+    Ok(axum::Json(Latency {
+        sampled_sagas: page.items.len(),
+        from: page.items.last().map(|s| s.started_at.to_string()),
+        until: page.items.first().map(|s| s.started_at.to_string()),
+        steps,
     }))
 }

@@ -12,6 +12,7 @@
 //!   and rate limits, the handlers, the orchestrator and the workers;
 //! - this file: [`App`], [`Roles`], [`Running`], and [`spawn_app`].
 
+pub mod notify;
 pub mod settings;
 pub mod stack;
 pub mod tokens;
@@ -79,6 +80,7 @@ pub struct App {
     ports: Backend,
     orchestrator_config: OrchestratorConfig,
     worker_config: WorkerConfig,
+    webhook: Option<notify::Webhook>,
 }
 
 impl App {
@@ -97,7 +99,15 @@ impl App {
             backend,
             orchestrator_config: OrchestratorConfig::default(),
             worker_config: WorkerConfig::default(),
+            webhook: None,
         }
+    }
+
+    /// Where the notifier (which runs with the orchestrator) delivers `SagaNeedsOperator`;
+    /// without one, notifications are dropped (see [`notify`]).
+    pub fn with_webhook(mut self, webhook: Option<notify::Webhook>) -> App {
+        self.webhook = webhook;
+        self
     }
 
     /// Puts something between the roles and the backend's ports (a test that records what
@@ -164,6 +174,11 @@ impl App {
             running
                 .tasks
                 .push(tokio::spawn(orchestrator.run(shutdown.clone())));
+            running.tasks.push(tokio::spawn(notify::run(
+                self.ports.clone(),
+                self.webhook.clone(),
+                shutdown.clone(),
+            )));
         }
         for (worker, handler) in handlers {
             let mut runtime =

@@ -25,10 +25,12 @@ pub enum BackendKind {
     Aws,
 }
 
-/// The flags every role takes.
+/// The flags of every command that opens the backend (the same flags, help and environment
+/// variables everywhere).
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
-    /// The backend: `embedded` (one SQLite file) or `aws`.
+    /// Where the queues and the sagas live (default: embedded). On `aws`, the SDK's standard
+    /// configuration applies: AWS_ENDPOINT_URL, AWS_REGION, the credentials.
     #[arg(long, env = "COMO_SAGA_BACKEND", value_enum)]
     pub backend: Option<BackendKind>,
     /// The embedded backend's SQLite file (created on first use).

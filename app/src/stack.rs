@@ -3,6 +3,7 @@
 //! token from the secret store); and the shutdown signal every loop honours.
 
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,7 @@ impl OpenBackend {
 pub fn open_backend(settings: &Settings) -> anyhow::Result<OpenBackend> {
     match settings.backend {
         BackendKind::Embedded => {
+            check_database(settings)?;
             let config = EmbeddedConfig {
                 // A command parked while its downstream is down is re-sent, not re-received,
                 // so this only catches messages that keep failing to be handled.
@@ -108,6 +110,84 @@ pub fn open_backend(settings: &Settings) -> anyhow::Result<OpenBackend> {
         }
     }
 }
+
+/// Fails, in one line naming the path and the reason, if the embedded backend's file cannot
+/// be its database: SQLite's own words ("unable to open database file", "file is not a
+/// database") name neither, and come wrapped two or three times. A file that does not exist
+/// yet is fine (the backend creates it, and any missing directory), unless a part of its path
+/// that exists is not a directory. Nothing to check for the AWS backend.
+pub fn check_database(settings: &Settings) -> anyhow::Result<()> {
+    if settings.backend != BackendKind::Embedded {
+        return Ok(());
+    }
+    match database_problem(&settings.database) {
+        None => Ok(()),
+        Some(reason) => anyhow::bail!(
+            "cannot open the database {}: {reason}",
+            settings.database.display()
+        ),
+    }
+}
+
+/// Why `path` cannot be an SQLite database this process reads and writes, if it cannot.
+fn database_problem(path: &Path) -> Option<String> {
+    use std::io::{ErrorKind, Read};
+    let io_reason = |e: &std::io::Error| match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "permission denied: this user must be able to read and write it".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some("it is a directory, not a file".to_owned()),
+        Ok(meta) if !meta.is_file() => Some("it is not a regular file".to_owned()),
+        Ok(meta) => {
+            let mut file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
+                Ok(file) => file,
+                Err(e) => return Some(io_reason(&e)),
+            };
+            // An empty file is a new database to SQLite; anything else begins with its header.
+            if meta.len() == 0 {
+                return None;
+            }
+            let mut header = [0u8; SQLITE_HEADER.len()];
+            match file.read_exact(&mut header) {
+                Ok(()) if header == *SQLITE_HEADER => None,
+                Err(e) if e.kind() != ErrorKind::UnexpectedEof => Some(io_reason(&e)),
+                _ => Some(format!(
+                    "it is not an SQLite database (a file of {} bytes that does not begin with SQLite's header)",
+                    meta.len()
+                )),
+            }
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            // The backend creates the file and the missing directories, unless something on
+            // the way is a file.
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+                match std::fs::metadata(d) {
+                    Ok(m) if m.is_dir() => return None,
+                    Ok(_) => return Some(format!("{} is not a directory", d.display())),
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) =>
+                    {
+                        dir = d.parent()
+                    }
+                    Err(e) => return Some(format!("{}: {}", d.display(), io_reason(&e))),
+                }
+            }
+            None
+        }
+        Err(e) => Some(io_reason(&e)),
+    }
+}
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// The AWS backend's settings: the SDK's standard configuration (`AWS_ENDPOINT_URL`,
 /// `AWS_REGION`, credentials) with the deployment's prefix.
@@ -294,3 +374,48 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// How long to wait for loops to finish their batch on shutdown before giving up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_path_that_cannot_be_one_is_named_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        std::fs::create_dir(at("a-directory")).unwrap();
+        std::fs::write(at("text"), "not a database, just some words\n").unwrap();
+        std::fs::write(at("short"), "x").unwrap();
+        std::fs::write(at("empty"), "").unwrap();
+        let mut sqlite = SQLITE_HEADER.to_vec();
+        sqlite.resize(4096, 0);
+        std::fs::write(at("db.sqlite"), sqlite).unwrap();
+
+        assert_eq!(
+            database_problem(&at("a-directory")).as_deref(),
+            Some("it is a directory, not a file")
+        );
+        for name in ["text", "short"] {
+            let problem = database_problem(&at(name)).unwrap();
+            assert!(
+                problem.starts_with("it is not an SQLite database"),
+                "{problem}"
+            );
+        }
+        let under_a_file = at("text").join("deeper").join("x.sqlite");
+        assert_eq!(
+            database_problem(&under_a_file),
+            Some(format!("{} is not a directory", at("text").display()))
+        );
+        // What the backend makes or opens as it is.
+        for fine in [
+            at("empty"),
+            at("db.sqlite"),
+            at("new.sqlite"),
+            at("new-dir").join("deeper").join("x.sqlite"),
+            std::path::PathBuf::from("relative-and-new.sqlite"),
+        ] {
+            assert_eq!(database_problem(&fine), None, "{}", fine.display());
+        }
+    }
+}

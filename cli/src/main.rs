@@ -1,11 +1,14 @@
 //! `como-saga`: every role of the system in one binary.
 //!
 //! Layout: one file per subcommand under `cmd/`; the application crate (`como-app`) resolves
-//! the settings and assembles the roles; `demo` and `report` serve `up`. `main` only parses
-//! arguments, sets up logging and dispatches.
+//! the settings and assembles the roles; `demo` and `report` serve `up`; `aws_credentials`
+//! checks the AWS backend's credentials before a command opens it; `exit` holds the exit codes
+//! and how an error is printed. `main` only parses arguments, sets up logging and dispatches.
 
+mod aws_credentials;
 mod cmd;
 mod demo;
+mod exit;
 mod report;
 
 use como_app::{settings, stack};
@@ -18,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Saga orchestrator for "pay with Como Credits, then book the experience".
 #[derive(Debug, Parser)]
-#[command(name = "como-saga", version)]
+#[command(name = "como-saga", version, after_help = exit::HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,17 +83,20 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {}", exit::error_line(&err));
+            exit::code(exit::FAILED)
         }
     }
 }
 
 /// Logs go to standard error, at `warn` unless `COMO_SAGA_LOG` (or `RUST_LOG`) says otherwise.
+/// By default the SDK's configuration loader says only errors: what it warns of (a provider
+/// of the credential chain that failed, with a debug dump) is what the credentials check
+/// (`aws_credentials`) then says in one line.
 fn init_logging() {
     let filter = std::env::var("COMO_SAGA_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn".to_owned());
+        .unwrap_or_else(|_| "warn,aws_config=error".to_owned());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -57,13 +57,14 @@ data "aws_iam_policy_document" "connect" {
 }
 
 # The orchestrator: consumes requests and replies, sends commands, owns the saga items and
-# their history, publishes lifecycle events; dead-letters refused requests and replies.
+# their history, publishes lifecycle events; dead-letters refused requests and replies. Its
+# notifier consumes the notifications it sends with a saga that needs an operator.
 data "aws_iam_policy_document" "orchestrator" {
   source_policy_documents = [data.aws_iam_policy_document.connect.json]
   statement {
     sid       = "consume-requests-and-replies"
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"]
-    resources = [local.queue_arns["requests"], local.queue_arns["replies"]]
+    resources = [local.queue_arns["requests"], local.queue_arns["replies"], local.queue_arns["notifications"]]
   }
   statement {
     sid       = "send-commands"
@@ -73,7 +74,7 @@ data "aws_iam_policy_document" "orchestrator" {
   statement {
     sid       = "dead-letters-of-requests-and-replies"
     actions   = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
-    resources = [local.dlq_arns["requests"], local.dlq_arns["replies"]]
+    resources = [local.dlq_arns["requests"], local.dlq_arns["replies"], local.dlq_arns["notifications"]]
   }
   statement {
     sid       = "saga-store"

@@ -4,7 +4,7 @@
 # that `como-saga infra bootstrap` and this Terraform cannot drift apart. Other files use
 # these locals only.
 locals {
-  queue_names             = ["requests", "replies", "commands-crm", "commands-sevenrooms"]
+  queue_names             = ["requests", "replies", "commands-crm", "commands-sevenrooms", "notifications"]
   dlq_suffix              = "-dlq"
   table                   = "sagas"
   status_index            = "by-status"

@@ -4,6 +4,7 @@
 
 use como_engine::{Decision, EngineError, Input, SagaDefinition, SagaState, como, transition};
 use como_ports::{Backend, Effects, OutgoingMessage, PortError, QueueName, Receipt, UpdateOutcome};
+use como_schemas::events::SagaEventBody;
 use como_schemas::{CommandId, SagaId};
 
 use crate::cache::RememberingStore;
@@ -211,20 +212,31 @@ pub async fn advance_with(
     Err(RuntimeError::Contention(saga_id))
 }
 
-/// What the store must carry out with a decision: its commands go to their worker's queue.
+/// What the store must carry out with a decision: its commands go to their worker's queue,
+/// and an event a person must hear of (`SagaNeedsOperator`) to the notifications queue, with
+/// the write, so that the notifier delivers it at least once.
 pub fn effects_of(
     decision: &Decision,
     ack: Option<(QueueName, Receipt)>,
 ) -> Result<Effects, serde_json::Error> {
-    let sends = decision
-        .commands
+    let commands = decision.commands.iter().map(|cmd| {
+        Ok((
+            QueueName::Commands(cmd.worker),
+            OutgoingMessage::new(serde_json::to_string(cmd)?),
+        ))
+    });
+    let notifications = decision
+        .events
         .iter()
-        .map(|cmd| {
+        .filter(|e| matches!(e.body, SagaEventBody::SagaNeedsOperator { .. }))
+        .map(|e| {
             Ok((
-                QueueName::Commands(cmd.worker),
-                OutgoingMessage::new(serde_json::to_string(cmd)?),
+                QueueName::Notifications,
+                OutgoingMessage::new(serde_json::to_string(e)?),
             ))
-        })
+        });
+    let sends = commands
+        .chain(notifications)
         .collect::<Result<Vec<_>, serde_json::Error>>()?;
     Ok(Effects {
         sends,

@@ -617,6 +617,58 @@ fn timestamp(text: &str) -> Option<Timestamp> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
 }
 
+/// How long a step took in one saga: from its first command of `command` (the action, or the
+/// compensation) to the entry that finished it (`step_completed`, `step_compensated`), retries
+/// and waits included: the time a member waits on that step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepDuration {
+    pub step: StepName,
+    pub command: CommandKind,
+    pub millis: u64,
+    /// Commands of that kind sent for the step (1 when the first attempt did it).
+    pub attempts: u32,
+}
+
+/// Every step a history shows finished, with how long it took.
+pub fn step_durations(history: &[HistoryEntry]) -> Vec<StepDuration> {
+    let mut first_sent: Vec<(StepName, CommandKind, Timestamp, u32)> = Vec::new();
+    let mut out = Vec::new();
+    for e in history {
+        let Some(step) = &e.step else { continue };
+        match (e.kind, e.command) {
+            (HistoryKind::CommandSent, Some(kind)) => {
+                match first_sent
+                    .iter_mut()
+                    .find(|(s, k, _, _)| s == step && *k == kind)
+                {
+                    Some(found) => found.3 += 1,
+                    None => first_sent.push((step.clone(), kind, e.at, 1)),
+                }
+            }
+            (HistoryKind::StepCompleted | HistoryKind::StepCompensated, _) => {
+                let kind = if e.kind == HistoryKind::StepCompleted {
+                    CommandKind::Action
+                } else {
+                    CommandKind::Compensation
+                };
+                if let Some((_, _, at, attempts)) = first_sent
+                    .iter()
+                    .find(|(s, k, _, _)| s == step && *k == kind)
+                {
+                    out.push(StepDuration {
+                        step: step.clone(),
+                        command: kind,
+                        millis: u64::try_from(e.at.as_millis() - at.as_millis()).unwrap_or(0),
+                        attempts: *attempts,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -434,3 +434,43 @@ fn an_operator_action_names_the_operator() {
     let started = entries(&v, HistoryKind::CompensationStarted);
     assert_eq!(started[0].code, Some(FailureCode::Cancelled));
 }
+
+#[test]
+fn step_durations_run_from_the_first_command_to_the_step_s_end() {
+    use como_orchestrator::view::step_durations;
+    let mut s = Saga::start();
+    s.succeed(); // check_credits: 250 ms
+    // hold_slot: fails once, retried after its back-off, then holds.
+    s.reply(ReplyOutcome::RetryableFailure {
+        reason: "HTTP 503".into(),
+        retry_after_ms: None,
+        downstream_unavailable: false,
+    });
+    s.wake();
+    s.succeed();
+    s.reply(business("INSUFFICIENT_POINTS")); // redeem_credits: refused, not finished
+    if s.commands.last().unwrap().kind != CommandKind::Compensation {
+        s.wake();
+    }
+    s.succeed(); // the hold released
+    let got: Vec<(String, CommandKind, u64, u32)> = step_durations(&s.history)
+        .into_iter()
+        .map(|d| (d.step.to_string(), d.command, d.millis, d.attempts))
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        got[0],
+        ("check_credits".into(), CommandKind::Action, 250, 1)
+    );
+    let (step, kind, millis, attempts) = &got[1];
+    assert_eq!(
+        (step.as_str(), *kind, *attempts),
+        ("hold_slot", CommandKind::Action, 2)
+    );
+    assert!(*millis > 500, "the back-off counts: {got:?}");
+    let (step, kind, _, attempts) = &got[2];
+    assert_eq!(
+        (step.as_str(), *kind, *attempts),
+        ("hold_slot", CommandKind::Compensation, 1)
+    );
+}

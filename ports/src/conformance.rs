@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             query_by_member_venue_start_downstream_and_retrying,
             due_lists_live_timers_earliest_first,
             counts_by_status,
+            step_counts_follow_each_transition,
             the_read_port_lists_the_stuck_longest_unchanged_first,
             unknown_saga_has_nothing,
         ]);
@@ -1274,6 +1275,81 @@ pub mod store {
             .collect();
         let want: BTreeMap<StatusKind, u64> = plan.into_iter().collect();
         assert_eq!(got, want);
+    }
+
+    pub async fn step_counts_follow_each_transition(env: &impl TestEnv) {
+        let s = env.backend();
+        let t = now(env);
+        // Two running at check_credits, one at hold_slot, one needing an operator at
+        // redeem_credits, one confirmed (at no step).
+        let plan = [
+            (StatusKind::Running, 0),
+            (StatusKind::Running, 0),
+            (StatusKind::Running, 1),
+            (StatusKind::NeedsOperator, 2),
+            (StatusKind::Confirmed, 0),
+        ];
+        let mut sagas = Vec::new();
+        for (n, (status, at)) in plan.into_iter().enumerate() {
+            let st = shaped(started(400 + n as u32, t).state, status, at, t, None);
+            create(env, &st).await;
+            sagas.push(st);
+        }
+        let counts = |_: ()| async {
+            let mut got: Vec<(String, String, u64)> = s
+                .store
+                .step_counts()
+                .await
+                .expect("step counts")
+                .into_iter()
+                .map(|c| (c.status.as_str().to_owned(), c.step.to_string(), c.count))
+                .collect();
+            got.sort();
+            got
+        };
+        let want = |rows: &[(&str, &str, u64)]| -> Vec<(String, String, u64)> {
+            let mut rows: Vec<(String, String, u64)> = rows
+                .iter()
+                .map(|(a, b, n)| ((*a).to_owned(), (*b).to_owned(), *n))
+                .collect();
+            rows.sort();
+            rows
+        };
+        assert_eq!(
+            counts(()).await,
+            want(&[
+                ("needs_operator", "redeem_credits", 1),
+                ("running", "check_credits", 2),
+                ("running", "hold_slot", 1),
+            ])
+        );
+        // One saga moves on a step, another finishes: the counts follow.
+        let moved = shaped(sagas[0].clone(), StatusKind::Running, 1, t.plus_ms(1), None);
+        let out = s
+            .store
+            .update(&moved, 1, Effects::default())
+            .await
+            .expect("update");
+        assert_eq!(out, UpdateOutcome::Updated { version: 2 });
+        let done = shaped(
+            sagas[2].clone(),
+            StatusKind::Confirmed,
+            0,
+            t.plus_ms(1),
+            None,
+        );
+        s.store
+            .update(&done, 1, Effects::default())
+            .await
+            .expect("update");
+        assert_eq!(
+            counts(()).await,
+            want(&[
+                ("needs_operator", "redeem_credits", 1),
+                ("running", "check_credits", 1),
+                ("running", "hold_slot", 1),
+            ])
+        );
     }
 
     /// The read port alone (what an API process holds) sees every write, and lists the sagas

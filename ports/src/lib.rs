@@ -42,7 +42,7 @@ pub use records::IdempotencyRecords;
 pub use secrets::{SecretStore, SecretVersion};
 pub use store::{
     CreateOutcome, Effects, SagaPage, SagaQuery, SagaReader, SagaStore, SagaSummary, SagaWriter,
-    UpdateOutcome, Versioned,
+    StepCount, UpdateOutcome, Versioned,
 };
 
 /// Every port of one backend, as the runtime holds them.

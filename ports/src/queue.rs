@@ -21,14 +21,18 @@ pub enum QueueName {
     Replies,
     /// Commands for one kind of worker.
     Commands(Worker),
+    /// Events a person must hear of (`SagaNeedsOperator`), for the webhook notifier: sent
+    /// with the saga's write, so that a notification is delivered at least once.
+    Notifications,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 4] = [
+    pub const ALL: [QueueName; 5] = [
         QueueName::Requests,
         QueueName::Replies,
         QueueName::Commands(Worker::Crm),
         QueueName::Commands(Worker::Sevenrooms),
+        QueueName::Notifications,
     ];
 
     /// The queue's name as backends and operators spell it.
@@ -38,6 +42,7 @@ impl QueueName {
             QueueName::Replies => "replies",
             QueueName::Commands(Worker::Crm) => "commands-crm",
             QueueName::Commands(Worker::Sevenrooms) => "commands-sevenrooms",
+            QueueName::Notifications => "notifications",
         }
     }
 

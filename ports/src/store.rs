@@ -235,6 +235,14 @@ pub fn current_step(state: &SagaState) -> Option<StepName> {
     current_step_index(state).and_then(|i| state.steps.get(i).map(|s| s.name.clone()))
 }
 
+/// How many sagas in one status are at one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCount {
+    pub status: StatusKind,
+    pub step: StepName,
+    pub count: u64,
+}
+
 /// One page of a query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaPage {
@@ -259,6 +267,46 @@ pub trait SagaReader: Send + Sync {
 
     /// How many sagas there are in each status.
     async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>>;
+
+    /// How many sagas not finished there are in each status at each step (a finished saga is
+    /// at no step), exact, most first. By default, every such saga is listed and counted: a
+    /// store that keeps these counts as sagas change answers without reading them.
+    async fn step_counts(&self) -> PortResult<Vec<StepCount>> {
+        let mut counts: Vec<StepCount> = Vec::new();
+        for status in StatusKind::ALL.into_iter().filter(|k| !k.is_terminal()) {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .query(&SagaQuery {
+                        status: Some(status),
+                        cursor,
+                        limit: 1_000,
+                        ..SagaQuery::default()
+                    })
+                    .await?;
+                for saga in &page.items {
+                    let Some(step) = &saga.step else { continue };
+                    match counts
+                        .iter_mut()
+                        .find(|c| c.status == status && &c.step == step)
+                    {
+                        Some(c) => c.count += 1,
+                        None => counts.push(StepCount {
+                            status,
+                            step: step.clone(),
+                            count: 1,
+                        }),
+                    }
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        counts.sort_by(|a, b| b.count.cmp(&a.count).then(a.step.cmp(&b.step)));
+        Ok(counts)
+    }
 
     /// Sagas not finished whose last change is older than `updated_before`, the longest
     /// unchanged first, at most `limit` of them: what an operator looks at first.

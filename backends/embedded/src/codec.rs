@@ -15,11 +15,12 @@ pub fn queue_code(queue: QueueName) -> u8 {
         QueueName::Replies => 2,
         QueueName::Commands(Worker::Crm) => 3,
         QueueName::Commands(Worker::Sevenrooms) => 4,
+        QueueName::Notifications => 5,
     }
 }
 
 /// How many queue codes there are; codes run from 1 to this.
-pub const QUEUES: usize = 4;
+pub const QUEUES: usize = 5;
 
 /// Where a queue's entry is in per-queue arrays: its code - 1.
 pub fn queue_index(queue: QueueName) -> usize {

@@ -107,13 +107,15 @@ impl EmbeddedConfig {
 /// Why the file could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot create the directory {path}: {source}")]
+    // The cause is shown in the message and not kept as a source, so that a printer of the
+    // error's chain says it once.
+    #[error("cannot create the directory {path}: {error}")]
     Directory {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("the file refused WAL mode (journal mode {0})")]
     NotWal(String),
     #[error(
@@ -123,6 +125,12 @@ pub enum OpenError {
     NewerSchema { found: i64 },
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpenError::Sqlite(e)
+    }
 }
 
 /// Every port on one SQLite file. Cloning the [`Backend`] from [`ports`](Self::ports) is
@@ -152,9 +160,9 @@ impl EmbeddedBackend {
     ) -> Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
+            std::fs::create_dir_all(dir).map_err(|error| OpenError::Directory {
                 path: dir.to_path_buf(),
-                source,
+                error,
             })?;
         }
         let conn = Connection::open_with_flags(

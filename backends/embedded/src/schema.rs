@@ -19,8 +19,9 @@
 //! - `audit`: operator actions with who, why, when and how they ended (see `como_ports::audit`).
 //! - `secrets`: secret versions with their stage (`current`, `pending`, `previous`).
 //! - `meta`: the high-water mark of message ids handed out (see `writer::Ids`), and whether
-//!   `saga_counts` has been counted.
-//! - `saga_counts`: sagas per status, kept by triggers on `sagas` in the same transaction.
+//!   `saga_step_counts` has been counted.
+//! - `saga_step_counts`: sagas per status and step, kept by triggers on `sagas` in the same
+//!   transaction.
 //!
 //! Every index is one more b-tree write per statement, and the single writer is the limit of
 //! the whole backend, so there are only the indexes that a hot path or a dashboard needs. And
@@ -37,8 +38,8 @@ use crate::OpenError;
 /// `PRAGMA user_version` of the schema this build writes. A file with a higher version was
 /// written by a newer build and is refused rather than misread.
 /// Version 2 keeps `saga_counts` (a file a version-1 build wrote is counted once on open).
-/// Version 3 keeps each saga's member in `sagas.member`, indexed (a version-2 file gets the
-/// column, filled from the sagas, on open).
+/// Version 3 keeps each saga's member in `sagas.member`, indexed, and counts by status and step
+/// in `saga_step_counts` (a version-2 file gets the column filled and is counted once on open).
 pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
@@ -147,20 +148,34 @@ CREATE TABLE IF NOT EXISTS meta (
 -- How many sagas are in each status, kept by the triggers below in the transaction that writes
 -- the saga, so that counting (which dashboards poll) never reads the sagas. Its rows, one per
 -- status, are made when the file is opened (`prepare_writer`).
-CREATE TABLE IF NOT EXISTS saga_counts (
-    status TEXT    PRIMARY KEY,
-    n      INTEGER NOT NULL
+-- How many sagas are in each status and at each step (`''` for a finished saga, which is at
+-- none), kept by the triggers below in the transaction that writes the saga, so that counting
+-- (which dashboards poll) never reads the sagas. (Version 2 kept `saga_counts`, by status
+-- only; it is dropped and counted again into this table on open.)
+DROP TRIGGER IF EXISTS saga_counts_insert;
+DROP TRIGGER IF EXISTS saga_counts_update;
+DROP TRIGGER IF EXISTS saga_counts_delete;
+DROP TABLE IF EXISTS saga_counts;
+CREATE TABLE IF NOT EXISTS saga_step_counts (
+    status TEXT    NOT NULL,
+    step   TEXT    NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (status, step)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS saga_counts_insert AFTER INSERT ON sagas BEGIN
-    UPDATE saga_counts SET n = n + 1 WHERE status = new.status;
+CREATE TRIGGER IF NOT EXISTS saga_step_counts_insert AFTER INSERT ON sagas BEGIN
+    INSERT INTO saga_step_counts (status, step, n) VALUES (new.status, coalesce(new.step, ''), 1)
+        ON CONFLICT (status, step) DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS saga_counts_update AFTER UPDATE OF status ON sagas
-    WHEN old.status IS NOT new.status BEGIN
-    UPDATE saga_counts SET n = n - 1 WHERE status = old.status;
-    UPDATE saga_counts SET n = n + 1 WHERE status = new.status;
+CREATE TRIGGER IF NOT EXISTS saga_step_counts_update AFTER UPDATE OF status, step ON sagas
+    WHEN old.status IS NOT new.status OR old.step IS NOT new.step BEGIN
+    UPDATE saga_step_counts SET n = n - 1
+        WHERE status = old.status AND step = coalesce(old.step, '');
+    INSERT INTO saga_step_counts (status, step, n) VALUES (new.status, coalesce(new.step, ''), 1)
+        ON CONFLICT (status, step) DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS saga_counts_delete AFTER DELETE ON sagas BEGIN
-    UPDATE saga_counts SET n = n - 1 WHERE status = old.status;
+CREATE TRIGGER IF NOT EXISTS saga_step_counts_delete AFTER DELETE ON sagas BEGIN
+    UPDATE saga_step_counts SET n = n - 1
+        WHERE status = old.status AND step = coalesce(old.step, '');
 END;
 ";
 
@@ -219,13 +234,6 @@ pub fn prepare_writer(
     if version > SCHEMA_VERSION {
         return Err(OpenError::NewerSchema { found: version });
     }
-    // A row per status, and for a file whose sagas were written before the counts were kept,
-    // one count of them (once: `meta` remembers it).
-    let statuses = como_engine::StatusKind::ALL
-        .iter()
-        .map(|k| format!("('{}', 0)", k.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
     // A file written before `sagas.member` gets the column, filled from each saga's request.
     let sagas_without_member: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sagas')
@@ -244,11 +252,11 @@ pub fn prepare_writer(
          {SCHEMA}
          {add_member}
          CREATE INDEX IF NOT EXISTS sagas_by_member ON sagas (member, started_at);
-         INSERT OR IGNORE INTO saga_counts (status, n) VALUES {statuses};
-         UPDATE saga_counts
-            SET n = (SELECT count(*) FROM sagas WHERE sagas.status = saga_counts.status)
-          WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'saga_counts');
-         INSERT OR IGNORE INTO meta (key, value) VALUES ('saga_counts', 1);
+         INSERT INTO saga_step_counts (status, step, n)
+             SELECT status, coalesce(step, ''), count(*) FROM sagas
+              WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'saga_step_counts')
+              GROUP BY status, coalesce(step, '');
+         INSERT OR IGNORE INTO meta (key, value) VALUES ('saga_step_counts', 1);
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
     ))?;

@@ -11,9 +11,9 @@ use como_engine::{HistoryEntry, SagaState, StatusKind};
 use como_ports::store::current_step;
 use como_ports::{
     CreateOutcome, Effects, PortError, PortResult, SagaPage, SagaQuery, SagaReader, SagaSummary,
-    SagaWriter, UpdateOutcome, Versioned,
+    SagaWriter, StepCount, UpdateOutcome, Versioned,
 };
-use como_schemas::{SagaEvent, SagaId, Timestamp};
+use como_schemas::{SagaEvent, SagaId, StepName, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params_from_iter};
 
@@ -268,7 +268,7 @@ impl SagaReader for EmbeddedPorts {
             .scan(|conn| {
                 let mut stmt = conn
                     // Kept by triggers as sagas change status: no saga is read (`schema`).
-                    .prepare_cached("SELECT status, n FROM saga_counts")
+                    .prepare_cached("SELECT status, sum(n) FROM saga_step_counts GROUP BY status")
                     .map_err(db_error)?;
                 let mut rows = stmt.query([]).map_err(db_error)?;
                 let mut counts: Vec<(StatusKind, u64)> =
@@ -283,6 +283,39 @@ impl SagaReader for EmbeddedPorts {
                     }
                 }
                 Ok(counts)
+            })
+            .await
+    }
+
+    async fn step_counts(&self) -> PortResult<Vec<StepCount>> {
+        self.readers
+            .scan(|conn| {
+                let mut stmt = conn
+                    // Kept by triggers as sagas change status or step (`schema`).
+                    .prepare_cached(
+                        "SELECT status, step, n FROM saga_step_counts
+                          WHERE step != '' AND n > 0 ORDER BY n DESC, step",
+                    )
+                    .map_err(db_error)?;
+                let mut rows = stmt.query([]).map_err(db_error)?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(db_error)? {
+                    let status: String = row.get(0).map_err(db_error)?;
+                    let step: String = row.get(1).map_err(db_error)?;
+                    let n: i64 = row.get(2).map_err(db_error)?;
+                    let status = StatusKind::parse(&status)
+                        .ok_or_else(|| PortError::Corrupt(format!("unknown status {status:?}")))?;
+                    if status.is_terminal() {
+                        continue;
+                    }
+                    out.push(StepCount {
+                        status,
+                        step: StepName::parse(&step)
+                            .map_err(|e| PortError::Corrupt(format!("step {step:?}: {e}")))?,
+                        count: codec::unsigned("count", n)?,
+                    });
+                }
+                Ok(out)
             })
             .await
     }

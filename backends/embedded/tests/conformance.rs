@@ -640,7 +640,7 @@ async fn a_send_from_another_process_wakes_a_long_poll() {
     );
 }
 
-/// Counts by status come from `saga_counts`, kept by triggers as sagas change status (a
+/// Counts by status come from `saga_step_counts`, kept by triggers as sagas change status (a
 /// dashboard polls them; they never read the sagas). A file written before the counts were
 /// kept (schema version 1) is counted once when it is opened, and kept from then on; and gets
 /// each saga's member column (schema version 3), filled in from the sagas.
@@ -687,9 +687,9 @@ async fn counts_are_kept_as_sagas_change_status_and_an_older_file_is_counted_onc
     {
         let conn = rusqlite::Connection::open(env.backend.path()).unwrap();
         conn.execute_batch(
-            "DROP TRIGGER saga_counts_insert; DROP TRIGGER saga_counts_update;
-             DROP TRIGGER saga_counts_delete; DROP TABLE saga_counts;
-             DELETE FROM meta WHERE key = 'saga_counts';
+            "DROP TRIGGER saga_step_counts_insert; DROP TRIGGER saga_step_counts_update;
+             DROP TRIGGER saga_step_counts_delete; DROP TABLE saga_step_counts;
+             DELETE FROM meta WHERE key = 'saga_step_counts';
              DROP INDEX sagas_by_member; ALTER TABLE sagas DROP COLUMN member;
              PRAGMA user_version = 1;",
         )

@@ -190,6 +190,9 @@ impl ChaosReport {
 
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(&args.common, &DownstreamArgs::default())?;
+    // Before anything is started or made: what is wrong with the backend, in one line.
+    stack::check_database(&settings)?;
+    stack::runtime()?.block_on(crate::aws_credentials::check(&settings))?;
     let dir = std::env::temp_dir().join(format!("como-saga-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if args.common.database.is_none() {
@@ -723,7 +726,17 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         .to_owned();
     say(format!("simulators: {memberson} {sevenrooms}"));
 
-    let env = vec![
+    // The roles run on the backend this command opens (whether --backend, the environment or
+    // the settings file chose it).
+    let mut env = vec![
+        (
+            "COMO_SAGA_BACKEND".to_owned(),
+            format!("{:?}", settings.backend).to_lowercase(),
+        ),
+        (
+            "COMO_SAGA_AWS_PREFIX".to_owned(),
+            settings.aws_prefix.clone(),
+        ),
         (
             "COMO_SAGA_DATABASE".to_owned(),
             settings.database.display().to_string(),
@@ -735,6 +748,9 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         // The roles run against the simulators: their credentials and the demo venues.
         (DEV_DEFAULTS_ENV.to_owned(), "1".to_owned()),
     ];
+    if let Some(config) = &args.common.config {
+        env.push(("COMO_SAGA_CONFIG".to_owned(), config.display().to_string()));
+    }
     let mut roles = vec![
         Proc::start("orchestrator", &["orchestrator"], &env, dir)?,
         Proc::start("worker-crm", &["worker", "crm"], &env, dir)?,

@@ -34,12 +34,25 @@ pub fn run(command: InfraCommand) -> anyhow::Result<ExitCode> {
     if settings.backend == BackendKind::Embedded {
         // Its file is its infrastructure, made on first use.
         stack::runtime()?.block_on(async {
+            let existed = settings.database.exists();
             let backend = stack::open_backend(&settings)?;
             backend.close().await;
-            println!(
-                "the embedded backend's file {} is ready",
-                settings.database.display()
-            );
+            if args.json {
+                // The AWS report's shape: what was created, what was found.
+                let file = format!("SQLite file {}", settings.database.display());
+                let mut report = bootstrap::BootstrapReport::default();
+                if existed {
+                    report.found.push(file);
+                } else {
+                    report.created.push(file);
+                }
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "the embedded backend's file {} is ready",
+                    settings.database.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         })
     } else {
@@ -48,6 +61,7 @@ pub fn run(command: InfraCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn bootstrap_aws(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    crate::aws_credentials::check(settings).await?;
     let config = stack::aws_config(settings);
     let sdk = config.sdk_config().await;
     let m = &settings.memberson.credentials;

@@ -23,6 +23,7 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         &[Required::Venues],
     )?;
     stack::runtime()?.block_on(async {
+        crate::aws_credentials::check(&settings).await?;
         let app = App::build(settings)?;
         println!(
             "orchestrator: database {}",

@@ -29,6 +29,7 @@ pub fn run(args: RotateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn rotate(args: RotateArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    crate::aws_credentials::check(&settings).await?;
     let backend = stack::open_backend(&settings)?;
     let rotated = rotate_once(&settings, backend.ports.secrets.as_ref(), &args.test_member).await;
     backend.close().await;

@@ -12,28 +12,24 @@ use anyhow::Context;
 use como_engine::StatusKind;
 use como_schemas::parse_booking_request;
 
+use crate::exit::{self, NEEDS_OPERATOR, NOT_BOOKED, STILL_RUNNING, USAGE};
 use crate::settings::{CommonArgs, DownstreamArgs, Settings};
 use crate::stack;
 
-// Exit codes (also in `--help`). 1, "the command failed", is `main`'s answer to any error.
-/// Bad usage or an invalid request, refused before it was sent.
-const INVALID: u8 = 2;
-/// `--wait` gave up after 5 minutes; the saga may still finish.
-const STILL_RUNNING: u8 = 3;
-/// The booking did not go through.
-const NOT_BOOKED: u8 = 4;
-
+// The exit codes are `crate::exit`'s; this is what they mean for `submit`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Exit codes:
   0  submitted (with --wait: the booking is confirmed)
   1  the command failed (for example, the backend cannot be reached)
   2  bad usage, or an invalid request (named by field); nothing was sent
-  3  --wait gave up after 5 minutes; the saga may still finish
-  4  the booking did not go through: the saga ended other than confirmed or needs an
-     operator (its status is printed), or the request is refused because its request id
-     is already used by another booking (REQUEST_ID_REUSED, on standard error; without
-     --wait, told only if that booking's saga already exists)")]
+  3  --wait gave up after 5 minutes; the saga goes on and may still finish
+  4  the booking was not made: the saga was compensated or cancelled (the reason is
+     printed), or the request is refused because its request id is already used by
+     another booking (REQUEST_ID_REUSED, on standard error; without --wait, told only if
+     that booking's saga already exists)
+  5  --wait: the saga stopped for an operator (the reason is printed); it is neither
+     booked nor undone until someone acts")]
 pub struct SubmitArgs {
     /// The paying member's number.
     #[arg(long)]
@@ -74,8 +70,9 @@ pub struct SubmitArgs {
     /// reservation and the receipt, or why it was not booked.
     #[arg(long)]
     pub wait: bool,
-    /// With --wait: print the saga as one JSON object (the API's view of it) on stdout.
-    #[arg(long, requires = "wait")]
+    /// Print one JSON object on stdout, and nothing else: `{"request_id", "saga_id"}`; with
+    /// --wait, the saga as it ended (the API's view of it).
+    #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -110,24 +107,30 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(invalid) => {
             eprintln!("error: {invalid}");
-            return Ok(ExitCode::from(INVALID));
+            return Ok(exit::code(USAGE));
         }
     };
     if let Err(invalid) = settings.venues.check(&request) {
         eprintln!("error: {invalid}");
-        return Ok(ExitCode::from(INVALID));
+        return Ok(exit::code(USAGE));
     }
     stack::runtime()?.block_on(async {
+        crate::aws_credentials::check(&settings).await?;
         let backend = stack::open_backend(&settings)?;
         let saga = como_orchestrator::submit(&backend.ports, &request)
             .await
             .context("cannot submit the request")?;
         let submitted = format!("submitted request {} as saga {saga}", request.request_id);
         // With --json, standard output holds the JSON alone.
-        if args.json {
+        if !args.json {
+            println!("{submitted}");
+        } else if args.wait {
             eprintln!("{submitted}");
         } else {
-            println!("{submitted}");
+            println!(
+                "{}",
+                serde_json::json!({"request_id": request.request_id, "saga_id": saga})
+            );
         }
         // A request id already used by another booking: the orchestrator refuses the request
         // (it was sent all the same, so that the refusal is recorded as for any other client).
@@ -135,7 +138,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             let conflict =
                 como_orchestrator::intake::same_request(&existing.request, &request).err()?;
             eprintln!("error: the request was refused: {}", conflict.reason);
-            Some(ExitCode::from(NOT_BOOKED))
+            Some(exit::code(NOT_BOOKED))
         };
         let mut code = ExitCode::SUCCESS;
         if !args.wait {
@@ -154,7 +157,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                     eprintln!(
                         "still not finished after 5 minutes; the saga {saga} goes on without this command (now: {now})"
                     );
-                    code = ExitCode::from(STILL_RUNNING);
+                    code = exit::code(STILL_RUNNING);
                     break;
                 }
                 if let Some(s) = backend.ports.store.get(saga).await? {
@@ -172,9 +175,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                         } else {
                             println!("{}", outcome_line(&s.value, &history));
                         }
-                        if kind != StatusKind::Confirmed {
-                            code = ExitCode::from(NOT_BOOKED);
-                        }
+                        code = exit::code(ended(kind));
                         break;
                     }
                 }
@@ -184,6 +185,20 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         backend.close().await;
         Ok(code)
     })
+}
+
+/// The exit code of `--wait` for a saga that ended, or stopped, as `kind`.
+fn ended(kind: StatusKind) -> u8 {
+    match kind {
+        StatusKind::Confirmed => exit::SUCCESS,
+        StatusKind::NeedsOperator => NEEDS_OPERATOR,
+        StatusKind::Compensated | StatusKind::Cancelled => NOT_BOOKED,
+        // Not ended yet (never asked: `--wait` stops only at one of the above).
+        StatusKind::Running
+        | StatusKind::WaitingForDownstream
+        | StatusKind::Reconciling
+        | StatusKind::Compensating => STILL_RUNNING,
+    }
 }
 
 /// How a finished saga ended, for a person: the reservation and the receipt, or why it was
@@ -235,4 +250,18 @@ fn outcome_line(state: &como_engine::SagaState, history: &[como_engine::HistoryE
 fn uuid_like() -> String {
     use rand::Rng;
     format!("{:032x}", rand::rng().random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_a_saga_ends_has_its_exit_code() {
+        assert_eq!(ended(StatusKind::Confirmed), 0);
+        assert_eq!(ended(StatusKind::Compensated), 4);
+        assert_eq!(ended(StatusKind::Cancelled), 4);
+        assert_eq!(ended(StatusKind::NeedsOperator), 5);
+        assert_eq!(ended(StatusKind::Compensating), 3);
+    }
 }

@@ -20,6 +20,9 @@ pub struct TokenArgs {
     /// How long the token is valid (`30m`, `12h`).
     #[arg(long, default_value = "12h", value_parser = crate::settings::parse_duration)]
     pub ttl: Duration,
+    /// Print one JSON object on stdout: `{"token", "user", "roles", "expires_in_seconds"}`.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -34,6 +37,18 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let token = key
         .mint(&args.user, &roles, args.ttl)
         .map_err(anyhow::Error::msg)?;
-    println!("{token}");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "token": token,
+                "user": args.user,
+                "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "expires_in_seconds": args.ttl.as_secs(),
+            })
+        );
+    } else {
+        println!("{token}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -48,6 +48,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         &[required],
     )?;
     stack::runtime()?.block_on(async {
+        crate::aws_credentials::check(&settings).await?;
         let app = App::build(settings)?;
         println!(
             "worker {worker}: database {}, calling {}",
