@@ -310,6 +310,31 @@ async fn a_booking_submitted_over_http_is_followed_to_its_end_and_bad_input_chan
     );
     let (status, _) = api.get("/v1/latency?sample=0", Role::Viewer).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // /metrics: a latency histogram per step and kind of command, from this process's
+    // orchestrator, each step's command counted once.
+    let (_, metrics) = api.call(Method::GET, "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for step in [
+        "check_credits",
+        "hold_slot",
+        "redeem_credits",
+        "book_experience",
+    ] {
+        let series =
+            format!("como_step_latency_seconds_count{{step=\"{step}\",command=\"action\"}}");
+        assert_eq!(metric(&metrics, &series), Some(1.0), "{series}\n{metrics}");
+        let inf = format!(
+            "como_step_latency_seconds_bucket{{le=\"+Inf\",step=\"{step}\",command=\"action\"}}"
+        );
+        assert!(
+            metrics.contains(&inf) || metrics.contains(&format!("como_step_latency_seconds_bucket{{step=\"{step}\",command=\"action\",le=\"+Inf\"}}")),
+            "a +Inf bucket for {step}:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("# TYPE como_step_latency_seconds histogram"),
+        "{metrics}"
+    );
     // The same request again: its saga; the id with other content: 409.
     let (status, again) = api.post("/v1/bookings", Role::Submitter, &body).await;
     assert_eq!(status, StatusCode::OK, "{again}");
@@ -561,6 +586,14 @@ async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names
             Some(1.0),
             "{metrics}"
         );
+        assert_eq!(
+            metric(
+                &metrics,
+                "como_sagas_at_step{status=\"waiting_for_downstream\",step=\"hold_slot\"}"
+            ),
+            Some(1.0),
+            "{metrics}"
+        );
         if metric(&metrics, "como_circuit_open{downstream=\"SevenRooms\"}") == Some(1.0) {
             break;
         }
@@ -613,6 +646,7 @@ async fn an_operator_cancels_a_saga_stuck_behind_an_outage_and_the_history_names
         .unwrap();
     api.wait_status(&saga, "cancelled", Duration::from_secs(60))
         .await;
+
     let (_, history) = api
         .get(&format!("/v1/sagas/{saga}/history?limit=500"), Role::Viewer)
         .await;

@@ -418,3 +418,40 @@ fn exit_codes_are_documented_and_bad_usage_is_2() {
     );
     assert!(!db.exists(), "nothing was opened");
 }
+
+/// The operator webhook is set whole or not at all: a URL without a secret, a secret that is
+/// too short, or a URL that is not http(s) stops a role at once, in one line.
+#[test]
+fn a_half_set_webhook_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.sqlite");
+    let db = db.to_str().unwrap();
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("COMO_SAGA_WEBHOOK_URL", "http://127.0.0.1:9/hook")],
+            "without a secret",
+        ),
+        (
+            &[
+                ("COMO_SAGA_WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+                ("COMO_SAGA_WEBHOOK_SECRET", "short"),
+            ],
+            "too short",
+        ),
+        (
+            &[
+                ("COMO_SAGA_WEBHOOK_URL", "ftp://127.0.0.1/hook"),
+                ("COMO_SAGA_WEBHOOK_SECRET", "0123456789abcdef0123"),
+            ],
+            "http or https",
+        ),
+    ];
+    for (env, says) in cases {
+        let mut env = env.to_vec();
+        env.push(("COMO_SAGA_DEV_DEFAULTS", "1"));
+        let out = como(dir.path(), &["orchestrator", "--database", db], &env);
+        let line = one_line_error(&out);
+        assert!(line.contains(says), "{env:?}: {line}");
+        assert!(line.contains("WEBHOOK"), "names the setting: {line}");
+    }
+}

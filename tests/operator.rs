@@ -478,6 +478,30 @@ async fn a_saga_whose_compensation_is_refused_is_found_fixed_by_hand_and_resolve
         "tried again after a back-off: {gap:?}"
     );
 
+    // /metrics counts the compensation the refused booking began (the redemption's void).
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "como_compensations_total{step=\"redeem_credits\"} 1.0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                == "como_sagas_at_step{status=\"needs_operator\",step=\"redeem_credits\"} 1.0"),
+        "{metrics}"
+    );
+
     // Found from the command line, as a table and as JSON.
     let out = como(&api, &["sagas", "list", "--status", "needs_operator"]).await;
     assert!(out.status.success(), "{out:?}");

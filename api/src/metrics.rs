@@ -24,11 +24,13 @@ type Labels = Vec<(String, String)>;
 type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
 type Counters = Family<Labels, Counter<f64, AtomicU64>>;
 
-/// Whether a sample only grows (a counter) or goes up and down (a gauge).
+/// Whether a sample only grows (a counter), goes up and down (a gauge), or is a histogram
+/// (its `histogram` holds the buckets; `value` is unused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// One value of a metric of the process.
@@ -40,7 +42,45 @@ pub struct Sample {
     pub kind: Kind,
     pub labels: Labels,
     pub value: f64,
+    pub histogram: Option<HistogramValue>,
 }
+
+/// A histogram as it stands: per bucket (upper bound, observations in it, not cumulative;
+/// the last bound `f64::MAX` for +Inf), the sum and the count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramValue {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// A histogram whose buckets are set, not observed: what an aggregate kept elsewhere (the
+/// orchestrator's) is encoded as.
+#[derive(Debug, Default)]
+struct SetHistogram(std::sync::Mutex<HistogramValue>);
+
+impl prometheus_client::metrics::TypedMetric for SetHistogram {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for SetHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum, h.count, &h.buckets, None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+type Histograms = Family<Labels, SetHistogram>;
 
 /// What the process adds to the scrape (its roles' counters), read at each scrape.
 pub type ProcessMetrics = Arc<dyn Fn() -> Vec<Sample> + Send + Sync>;
@@ -59,6 +99,20 @@ pub async fn scrape(state: &ApiState) -> Result<String, ApiError> {
                 .iter()
                 .find(|(k, _)| *k == kind)
                 .map_or(0.0, |(_, n)| *n as f64),
+            histogram: None,
+        });
+    }
+    for c in state.reader.step_counts().await.map_err(ApiError::store)? {
+        samples.push(Sample {
+            name: "sagas_at_step".into(),
+            help: "Sagas not finished, by status and the step they are at".into(),
+            kind: Kind::Gauge,
+            labels: vec![
+                ("status".into(), c.status.as_str().into()),
+                ("step".into(), c.step.to_string()),
+            ],
+            value: c.count as f64,
+            histogram: None,
         });
     }
     let now = state.ports.clock.now();
@@ -80,6 +134,7 @@ pub async fn scrape(state: &ApiState) -> Result<String, ApiError> {
                 kind: Kind::Gauge,
                 labels: vec![("queue".into(), name.clone()), ("state".into(), which.into())],
                 value: value as f64,
+                histogram: None,
             });
         }
         samples.push(Sample {
@@ -88,6 +143,7 @@ pub async fn scrape(state: &ApiState) -> Result<String, ApiError> {
             kind: Kind::Gauge,
             labels: vec![("queue".into(), name.clone())],
             value: depth.dead_letters as f64,
+            histogram: None,
         });
         if let Some(oldest) = depth.oldest_sent_at {
             samples.push(Sample {
@@ -96,6 +152,7 @@ pub async fn scrape(state: &ApiState) -> Result<String, ApiError> {
                 kind: Kind::Gauge,
                 labels: vec![("queue".into(), name)],
                 value: now.millis_since(oldest) as f64 / 1000.0,
+                histogram: None,
             });
         }
     }
@@ -109,8 +166,26 @@ fn encode_samples(samples: &[Sample]) -> Result<String, ApiError> {
     let mut registry = Registry::with_prefix("como");
     let mut gauges: Vec<(String, Gauges)> = Vec::new();
     let mut counters: Vec<(String, Counters)> = Vec::new();
+    let mut histograms: Vec<(String, Histograms)> = Vec::new();
     for s in samples {
         match s.kind {
+            Kind::Histogram => {
+                let family = match histograms.iter().find(|(n, _)| *n == s.name) {
+                    Some((_, f)) => f.clone(),
+                    None => {
+                        let f = Family::default();
+                        registry.register(s.name.clone(), s.help.clone(), f.clone());
+                        histograms.push((s.name.clone(), f.clone()));
+                        f
+                    }
+                };
+                let value = s.histogram.clone().unwrap_or_default();
+                *family
+                    .get_or_create(&s.labels)
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = value;
+            }
             Kind::Gauge => {
                 let family = match gauges.iter().find(|(n, _)| *n == s.name) {
                     Some((_, f)) => f.clone(),

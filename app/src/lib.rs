@@ -95,16 +95,17 @@ impl App {
     pub fn on(settings: Settings, backend: OpenBackend) -> App {
         App {
             ports: backend.ports.clone(),
+            webhook: settings.webhook.clone(),
             settings,
             backend,
             orchestrator_config: OrchestratorConfig::default(),
             worker_config: WorkerConfig::default(),
-            webhook: None,
         }
     }
 
-    /// Where the notifier (which runs with the orchestrator) delivers `SagaNeedsOperator`;
-    /// without one, notifications are dropped (see [`notify`]).
+    /// Where the notifier (which runs with the orchestrator) delivers `SagaNeedsOperator`, in
+    /// place of the settings' (`COMO_SAGA_WEBHOOK_URL`); without one, notifications are
+    /// dropped (see [`notify`]).
     pub fn with_webhook(mut self, webhook: Option<notify::Webhook>) -> App {
         self.webhook = webhook;
         self
@@ -269,6 +270,7 @@ impl Running {
         let workers = self.workers.clone();
         Arc::new(move || {
             let mut out = Vec::new();
+            let mut histograms = Vec::new();
             let mut push =
                 |name: &str, help: &str, kind: Kind, labels: Vec<(&str, String)>, value: u64| {
                     out.push(Sample {
@@ -277,6 +279,7 @@ impl Running {
                         kind,
                         labels: labels.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
                         value: value as f64,
+                        histogram: None,
                     });
                 };
             if let Some(stats) = &orchestrator {
@@ -304,6 +307,41 @@ impl Running {
                     vec![],
                     s.late_effects_undone,
                 );
+                let steps = stats.steps.snapshot();
+                for (step, kind, n) in steps.retries {
+                    push(
+                        "command_retries",
+                        "Commands this orchestrator sent again (attempt 2 or later), by step and kind",
+                        Kind::Counter,
+                        vec![("step", step), ("command", kind)],
+                        n,
+                    );
+                }
+                for (step, n) in steps.compensations {
+                    push(
+                        "compensations",
+                        "Compensations this orchestrator began (a step's first undo), by step",
+                        Kind::Counter,
+                        vec![("step", step)],
+                        n,
+                    );
+                }
+                let mut bounds: Vec<f64> = como_orchestrator::latency::BUCKETS_SECONDS.to_vec();
+                bounds.push(f64::MAX);
+                for (step, kind, h) in steps.latency {
+                    histograms.push(Sample {
+                        name: "step_latency_seconds".into(),
+                        help: "From the commit that sent a command to the commit that applied its reply, by step and kind (this orchestrator's)".into(),
+                        kind: Kind::Histogram,
+                        labels: vec![("step".into(), step), ("command".into(), kind)],
+                        value: 0.0,
+                        histogram: Some(como_api::metrics::HistogramValue {
+                            buckets: bounds.iter().copied().zip(h.buckets).collect(),
+                            sum: h.sum_seconds,
+                            count: h.count,
+                        }),
+                    });
+                }
             }
             for (worker, runtime) in &workers {
                 let s = runtime.snapshot();
@@ -350,6 +388,7 @@ impl Running {
                     );
                 }
             }
+            out.extend(histograms);
             out
         })
     }

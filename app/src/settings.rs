@@ -72,6 +72,16 @@ struct FileSettings {
     /// How long a saga may take to move forward, waiting for a downstream included, e.g.
     /// `"15m"` (the Como booking's own).
     deadline: Option<String>,
+    /// Where a saga that needs an operator is pushed (see `notify`).
+    #[serde(default)]
+    webhook: WebhookFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookFile {
+    url: Option<String>,
+    secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +118,8 @@ pub struct Settings {
     pub memberson: MembersonTarget,
     pub sevenrooms: SevenRoomsTarget,
     pub venues: VenueCatalogue,
+    /// Where the notifier pushes sagas that need an operator (none: not pushed).
+    pub webhook: Option<crate::notify::Webhook>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +253,7 @@ impl Settings {
                 hold_seconds: 300,
             },
             venues: demo_catalogue(),
+            webhook: None,
         }
     }
 
@@ -437,8 +450,44 @@ impl Settings {
                 hold_seconds: s.hold_seconds.unwrap_or(300),
             },
             venues,
+            webhook: webhook(file.webhook)?,
         };
         Ok((settings, defaulted))
+    }
+}
+
+/// The webhook, from `COMO_SAGA_WEBHOOK_URL` and `COMO_SAGA_WEBHOOK_SECRET` (or `[webhook]`
+/// `url` and `secret` in the file): both or neither, an http(s) URL and a secret of at least 16
+/// characters.
+fn webhook(file: WebhookFile) -> anyhow::Result<Option<crate::notify::Webhook>> {
+    let url = env("COMO_SAGA_WEBHOOK_URL").or(file.url);
+    let secret = env("COMO_SAGA_WEBHOOK_SECRET").or(file.secret);
+    match (url, secret) {
+        (None, None) => Ok(None),
+        (Some(_), None) => anyhow::bail!(
+            "a webhook URL without a secret: set COMO_SAGA_WEBHOOK_SECRET (or secret in [webhook]) \
+             to sign the notifications with"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "a webhook secret without a URL: set COMO_SAGA_WEBHOOK_URL (or url in [webhook])"
+        ),
+        (Some(url), Some(secret)) => {
+            let parsed = reqwest::Url::parse(&url)
+                .map_err(|e| anyhow::anyhow!("COMO_SAGA_WEBHOOK_URL {url:?} is not a URL: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                anyhow::bail!("COMO_SAGA_WEBHOOK_URL {url:?}: the webhook must be http or https");
+            }
+            if secret.chars().count() < 16 {
+                anyhow::bail!(
+                    "COMO_SAGA_WEBHOOK_SECRET is too short: use at least 16 characters (a random \
+                     string the receiver also holds)"
+                );
+            }
+            Ok(Some(crate::notify::Webhook {
+                url,
+                secret: secret.into(),
+            }))
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`operator`]: operator actions (retry now, force compensation, cancel, resolve by hand,
 //!   and one of them on many sagas), each through [`advance()`], recording who and why. The CLI
 //!   and the HTTP API call these; nothing else may change a saga.
+//! - [`latency`]: each step's command latencies, retries and compensations this process saw
+//!   (for `/metrics`).
 //! - [`runtime`]: the loops above as one long-running orchestrator, with graceful shutdown.
 //! - [`view`]: what leaves the process: a saga and its history as the HTTP API, dashboards and
 //!   the CLI show them, built from the engine's state and history, apart from their shapes.
@@ -22,6 +24,7 @@ pub mod advance;
 pub mod cache;
 pub mod catalogue;
 pub mod intake;
+pub mod latency;
 pub mod operator;
 pub mod replies;
 pub mod runtime;

@@ -64,6 +64,8 @@ pub struct OrchestratorStats {
     pub errors: AtomicU64,
     /// Effects that landed after their saga ended, found and undone by the late-effect audit.
     pub late_effects_undone: AtomicU64,
+    /// Each step's command latencies, retries and compensations (see `latency`).
+    pub steps: crate::latency::StepStats,
 }
 
 /// A point-in-time copy of [`OrchestratorStats`].
@@ -132,6 +134,7 @@ impl Orchestrator {
     }
 
     fn observe(&self, applied: &Applied) {
+        self.stats.steps.observe(applied);
         if let Some(observe) = &self.observer {
             observe(applied);
         }
@@ -225,13 +228,24 @@ impl Orchestrator {
 
     async fn timers(&self, shutdown: CancellationToken) {
         let c = &self.config;
+        // The sweep's transitions are seen as the other loops' are (`observe`).
+        let observer: Observer = {
+            let stats = self.stats.clone();
+            let outer = self.observer.clone();
+            Arc::new(move |applied: &Applied| {
+                stats.steps.observe(applied);
+                if let Some(observe) = &outer {
+                    observe(applied);
+                }
+            })
+        };
         while !shutdown.is_cancelled() {
             match sweep_observed(
                 &self.ports,
                 Some(&self.cache),
                 c.batch * 4,
                 c.concurrency,
-                self.observer.as_ref(),
+                Some(&observer),
             )
             .await
             {
