@@ -87,6 +87,12 @@ fn decode_state(text: &str) -> PortResult<SagaState> {
     serde_json::from_str(text).map_err(json_error("saga state"))
 }
 
+/// Adds `clause` to `filter` with its `?` bound to `value` (each `?` in it the same).
+fn arg(args: &mut Vec<Value>, filter: &mut String, clause: &str, value: Value) {
+    args.push(value);
+    filter.push_str(&clause.replace('?', &format!("?{}", args.len())));
+}
+
 struct Cursor {
     started_at: i64,
     rowid: i64,
@@ -133,43 +139,44 @@ impl SagaReader for EmbeddedPorts {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
+        // The filters every index entry can be checked against, then one arm per index range
+        // to read newest first: the member's entries, one status's, or (neither given) each
+        // status's, merged in order by SQLite (`MERGE (UNION ALL)`: no sort, however many
+        // sagas there are).
         let mut filter = String::new();
         let mut args: Vec<Value> = Vec::new();
-        if let Some(status) = query.status {
-            args.push(Value::Text(status.as_str().to_owned()));
-            filter.push_str(&format!(" AND status = ?{}", args.len()));
-        }
         if let Some(step) = &query.step {
-            args.push(Value::Text(step.as_str().to_owned()));
-            filter.push_str(&format!(" AND step = ?{}", args.len()));
+            arg(
+                &mut args,
+                &mut filter,
+                " AND step = ?",
+                Value::Text(step.as_str().to_owned()),
+            );
         }
         if let Some(before) = query.updated_before {
-            args.push(Value::Integer(before.as_millis()));
             // A saga updated before then started before then too: the index narrows it.
-            filter.push_str(&format!(
-                " AND updated_at < ?{n} AND started_at < ?{n}",
-                n = args.len()
-            ));
-        }
-        if let Some(member) = &query.member {
-            args.push(Value::Text(member.as_str().to_owned()));
-            filter.push_str(&format!(" AND member = ?{}", args.len()));
+            arg(
+                &mut args,
+                &mut filter,
+                " AND updated_at < ? AND started_at < ?",
+                Value::Integer(before.as_millis()),
+            );
         }
         if let Some(from) = query.started_from {
-            args.push(Value::Integer(from.as_millis()));
-            filter.push_str(&format!(" AND started_at >= ?{}", args.len()));
+            arg(
+                &mut args,
+                &mut filter,
+                " AND started_at >= ?",
+                Value::Integer(from.as_millis()),
+            );
         }
         if let Some(before) = query.started_before {
-            args.push(Value::Integer(before.as_millis()));
-            filter.push_str(&format!(" AND started_at < ?{}", args.len()));
-        }
-        if query.status.is_none() && query.live_only() {
-            let live: Vec<String> = StatusKind::ALL
-                .iter()
-                .filter(|k| !k.is_terminal())
-                .map(|k| format!("'{}'", k.as_str()))
-                .collect();
-            filter.push_str(&format!(" AND status IN ({})", live.join(", ")));
+            arg(
+                &mut args,
+                &mut filter,
+                " AND started_at < ?",
+                Value::Integer(before.as_millis()),
+            );
         }
         if let Some(cursor) = &query.cursor {
             let c = Cursor::parse(cursor)?;
@@ -181,21 +188,54 @@ impl SagaReader for EmbeddedPorts {
                 args.len()
             ));
         }
-        let sql = if query.reads_sagas() {
-            // Filters on the saga itself: read sagas in order until a page (and one more)
-            // has matched.
-            format!(
-                "SELECT rowid, started_at, version, state FROM sagas WHERE 1 = 1{filter}
-                 ORDER BY started_at DESC, rowid DESC"
-            )
+        let mut arms: Vec<String> = Vec::new();
+        if let Some(member) = &query.member {
+            let mut own = filter.clone();
+            arg(
+                &mut args,
+                &mut own,
+                " AND member = ?",
+                Value::Text(member.as_str().to_owned()),
+            );
+            if let Some(status) = query.status {
+                arg(
+                    &mut args,
+                    &mut own,
+                    " AND status = ?",
+                    Value::Text(status.as_str().to_owned()),
+                );
+            }
+            arms.push(own);
         } else {
-            // One more than a page, to know whether there is a next one; the ids from the
-            // index first, then only their rows.
+            let statuses: Vec<StatusKind> = match query.status {
+                Some(k) => vec![k],
+                None => StatusKind::ALL
+                    .into_iter()
+                    .filter(|k| !query.live_only() || !k.is_terminal())
+                    .collect(),
+            };
+            for status in statuses {
+                // A fixed word of ours, not input.
+                arms.push(format!(" AND status = '{}'{filter}", status.as_str()));
+            }
+        }
+        let keys = arms
+            .iter()
+            .map(|f| format!("SELECT rowid AS k, started_at FROM sagas WHERE 1 = 1{f}"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let reads_sagas = query.reads_sagas();
+        let sql = if reads_sagas {
+            // Filters on the saga itself: the keys in order, each saga read, until a page
+            // (and one more) has matched.
+            format!("{keys} ORDER BY 2 DESC, 1 DESC")
+        } else {
+            // One more than a page, to know whether there is a next one; the keys from the
+            // indexes first, then only their rows.
             args.push(Value::Integer(codec::limit(page + 1)));
             format!(
                 "SELECT s.rowid, s.started_at, s.version, s.state FROM sagas AS s
-                 WHERE s.rowid IN (SELECT rowid FROM sagas WHERE 1 = 1{filter}
-                                   ORDER BY started_at DESC, rowid DESC LIMIT ?{})
+                 WHERE s.rowid IN (SELECT k FROM ({keys} ORDER BY 2 DESC, 1 DESC LIMIT ?{}))
                  ORDER BY s.started_at DESC, s.rowid DESC",
                 args.len()
             )
@@ -205,26 +245,42 @@ impl SagaReader for EmbeddedPorts {
             .scan(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
                 let mut rows = stmt.query(params_from_iter(args)).map_err(db_error)?;
+                let mut one = if reads_sagas {
+                    Some(
+                        conn.prepare_cached("SELECT version, state FROM sagas WHERE rowid = ?1")
+                            .map_err(db_error)?,
+                    )
+                } else {
+                    None
+                };
                 let mut items = Vec::new();
                 let mut last = None;
                 let mut more = false;
                 while let Some(row) = rows.next().map_err(db_error)? {
-                    if items.len() == page {
-                        more = true;
-                        break;
-                    }
-                    let version: i64 = row.get(2).map_err(db_error)?;
-                    let state: String = row.get(3).map_err(db_error)?;
+                    let rowid: i64 = row.get(0).map_err(db_error)?;
+                    let started_at: i64 = row.get(1).map_err(db_error)?;
+                    let (version, state): (i64, String) = match &mut one {
+                        Some(stmt) => match stmt
+                            .query_row([rowid], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                            .map_err(db_error)?
+                        {
+                            Some(found) => found,
+                            None => continue,
+                        },
+                        None => (row.get(2).map_err(db_error)?, row.get(3).map_err(db_error)?),
+                    };
                     let state = decode_state(&state)?;
                     let summary = SagaSummary::of(&state, codec::unsigned("version", version)?);
                     if !query.matches(&summary) {
                         continue;
                     }
+                    if items.len() == page {
+                        more = true;
+                        break;
+                    }
                     items.push(summary);
-                    last = Some(Cursor {
-                        rowid: row.get(0).map_err(db_error)?,
-                        started_at: row.get(1).map_err(db_error)?,
-                    });
+                    last = Some(Cursor { rowid, started_at });
                 }
                 Ok(SagaPage {
                     items,

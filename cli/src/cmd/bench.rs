@@ -44,6 +44,18 @@ pub struct BenchArgs {
     /// Keep the database afterwards (by default a temporary file is used and removed).
     #[arg(long)]
     pub keep_database: bool,
+    /// Measure the reads instead: fill the store with --sagas finished sagas (unless it holds
+    /// that many: give --database FILE with --keep-database to measure one again), serve the
+    /// API on loopback, and time each dashboard read over HTTP.
+    #[arg(long)]
+    pub reads: bool,
+    /// With --reads: how many times each read is timed.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub queries: usize,
+    /// While the bookings run, a dashboard polls the API on loopback: counts and the stuck list,
+    /// each this many times a second (0: no polling). Its latencies are reported.
+    #[arg(long, default_value_t = 0, value_name = "HZ")]
+    pub poll: u32,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -58,7 +70,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
             p50: ms(h.value_at_quantile(0.50)),
@@ -221,6 +233,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let tmp = tempfile_dir()?;
     if args.common.database.is_none() {
         settings.database = tmp.join("bench.sqlite");
+    }
+    if args.reads {
+        let report = stack::runtime()?.block_on(super::bench_reads::reads(&args, settings));
+        if !args.keep_database {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        let report = report?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            super::bench_reads::print(&report);
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let report = stack::runtime()?.block_on(bench(&args, settings.clone()))?;
     if !args.keep_database {

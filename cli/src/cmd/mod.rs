@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_reads;
 pub mod chaos;
 pub mod infra;
 pub mod operate;
