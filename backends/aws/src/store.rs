@@ -164,6 +164,24 @@ fn time_key(ms: i64, id: SagaId) -> String {
 }
 
 /// Every key with a time before `ms` sorts below this.
+/// A status-index query of partition `:p` limited to `(lower, upper)`: `upper` exclusive and
+/// `lower` inclusive (with both, `BETWEEN` takes `upper` too, and the caller skips it).
+fn ranged(q: QueryFluentBuilder, lower: Option<&str>, upper: Option<&str>) -> QueryFluentBuilder {
+    match (lower, upper) {
+        (None, Some(u)) => q
+            .key_condition_expression("gs_pk = :p AND gs_sk < :u")
+            .expression_attribute_values(":u", s(u)),
+        (Some(l), Some(u)) => q
+            .key_condition_expression("gs_pk = :p AND gs_sk BETWEEN :l AND :u")
+            .expression_attribute_values(":l", s(l))
+            .expression_attribute_values(":u", s(u)),
+        (Some(l), None) => q
+            .key_condition_expression("gs_pk = :p AND gs_sk >= :l")
+            .expression_attribute_values(":l", s(l)),
+        (None, None) => q.key_condition_expression("gs_pk = :p"),
+    }
+}
+
 fn time_bound(ms: i64) -> String {
     format!("{:015}", ms.max(0))
 }
@@ -834,6 +852,43 @@ impl AwsPorts {
     /// Up to `want` summaries that pass `keep`, from one index partition, newest first, below
     /// `upper`. The index holds keys only (so that a transition writes it only when the status
     /// changes); the items are read in batches for what a list shows and filters on.
+    /// Up to `want` index keys of one partition within `(lower, upper)`, newest first.
+    async fn keys_part(
+        &self,
+        partition: String,
+        (lower, upper): (Option<&str>, Option<&str>),
+        want: usize,
+    ) -> PortResult<Vec<(String, SagaId)>> {
+        let mut out = Vec::new();
+        let q = self
+            .status_query()
+            .scan_index_forward(false)
+            .limit(i32::try_from(want.clamp(1, 1_000)).unwrap_or(1_000))
+            .expression_attribute_values(":p", s(partition));
+        let q = ranged(q, lower, upper);
+        let mut pages = q.into_paginator().send();
+        while let Some(page) = self.page(pages.next().await)? {
+            for item in page.items() {
+                let Some(key) = get_s(item, "gs_sk") else {
+                    continue;
+                };
+                if Some(key) == upper {
+                    continue;
+                }
+                if let Some(id) = key
+                    .split_once('#')
+                    .and_then(|(_, id)| SagaId::parse(id).ok())
+                {
+                    out.push((key.to_owned(), id));
+                    if out.len() >= want {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn query_part(
         &self,
         partition: String,
@@ -847,21 +902,7 @@ impl AwsPorts {
             .scan_index_forward(false)
             .limit(i32::try_from(want.clamp(1, 100)).unwrap_or(100))
             .expression_attribute_values(":p", s(partition));
-        // `upper` is exclusive and `lower` inclusive; with both, `BETWEEN` takes `upper` too,
-        // and the loop below skips it.
-        let q = match (lower, upper) {
-            (None, Some(u)) => q
-                .key_condition_expression("gs_pk = :p AND gs_sk < :u")
-                .expression_attribute_values(":u", s(u)),
-            (Some(l), Some(u)) => q
-                .key_condition_expression("gs_pk = :p AND gs_sk BETWEEN :l AND :u")
-                .expression_attribute_values(":l", s(l))
-                .expression_attribute_values(":u", s(u)),
-            (Some(l), None) => q
-                .key_condition_expression("gs_pk = :p AND gs_sk >= :l")
-                .expression_attribute_values(":l", s(l)),
-            (None, None) => q.key_condition_expression("gs_pk = :p"),
-        };
+        let q = ranged(q, lower, upper);
         let mut pages = q.into_paginator().send();
         while let Some(page) = self.page(pages.next().await)? {
             let keys: Vec<(String, SagaId)> = page
@@ -1027,6 +1068,46 @@ impl SagaReader for AwsPorts {
         };
         let filter = query.clone();
         let keep = move |x: &SagaSummary| filter.matches(x);
+        // Filters the index keys answer alone (status, start, cursor): merge the partitions'
+        // keys first and read only the page's items, not a page from every partition.
+        let keys_answer = query.step.is_none()
+            && query.member.is_none()
+            && query.updated_before.is_none()
+            && !query.reads_sagas();
+        if keys_answer {
+            let mut keys: Vec<(String, SagaId)> = Vec::new();
+            for kind in &kinds {
+                for shard in self.shards() {
+                    keys.extend(
+                        self.keys_part(
+                            format!("{}#{shard}", kind.as_str()),
+                            (lower.as_deref(), upper.as_deref()),
+                            page + 1,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            keys.sort_by(|a, b| b.0.cmp(&a.0));
+            keys.truncate(page + 1);
+            let more = keys.len() > page;
+            keys.truncate(page);
+            let ids: Vec<SagaId> = keys.iter().map(|(_, id)| *id).collect();
+            let summaries = self.summaries(&ids).await?;
+            // Gone between the index and the item (TTL): not listed.
+            let items: Vec<(String, SagaSummary)> = keys
+                .into_iter()
+                .filter_map(|(k, id)| summaries.get(&id).map(|x| (k, x.clone())))
+                .collect();
+            return Ok(SagaPage {
+                next_cursor: if more {
+                    items.last().map(|(k, _)| k.clone())
+                } else {
+                    None
+                },
+                items: items.into_iter().map(|(_, x)| x).collect(),
+            });
+        }
         let mut all: Vec<(String, SagaSummary)> = Vec::new();
         for kind in kinds {
             for shard in self.shards() {

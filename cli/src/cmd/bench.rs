@@ -110,6 +110,20 @@ pub struct BenchReport {
     /// On the embedded backend: SQLite transactions committed per saga (each writes the WAL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commits_per_saga: Option<f64>,
+    /// With --poll: what the dashboard's reads took while the bookings ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polling: Option<PollFigures>,
+}
+
+/// A dashboard polling the API during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PollFigures {
+    /// Reads a second, of each kind.
+    pub hz: u32,
+    pub counts_requests: u64,
+    pub counts_ms: Percentiles,
+    pub stuck_requests: u64,
+    pub stuck_ms: Percentiles,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -383,6 +397,12 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         },
     )?;
 
+    let poller = if args.poll > 0 {
+        Some(Poller::start(&app, args.poll, &shutdown).await?)
+    } else {
+        None
+    };
+
     let price = settings
         .venues
         .price(
@@ -433,6 +453,10 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         cost: como_backend_aws::Cost::per_saga(&calls, args.sagas),
     });
     bar.finish_and_clear();
+    let polling = match poller {
+        Some(p) => Some(p.stop().await),
+        None => None,
+    };
     shutdown.cancel();
     if let Err(e) = running.stopped(stack::SHUTDOWN_GRACE).await {
         tracing::warn!("{e:#}");
@@ -471,7 +495,82 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
         peak_rss_mib: peak_rss_mib(),
         aws,
         commits_per_saga,
+        polling,
     })
+}
+
+/// A dashboard on loopback: the API served by this process, read `hz` times a second for the
+/// counts and as often for the stuck list, as a viewer.
+struct Poller {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Histogram<u64>)>>,
+    hz: u32,
+}
+
+impl Poller {
+    async fn start(app: &App, hz: u32, shutdown: &CancellationToken) -> anyhow::Result<Poller> {
+        let key = app.local_key()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        app.serve_api(listener, &key.auth_config(), None, shutdown)?;
+        let token = key
+            .mint(
+                "bench-dashboard",
+                &[como_api::auth::Role::Viewer],
+                Duration::from_secs(24 * 3_600),
+            )
+            .map_err(anyhow::Error::msg)?;
+        let stop = CancellationToken::new();
+        let http = reqwest::Client::new();
+        let tasks = ["/v1/counts", "/v1/stuck?older_than=5m"]
+            .into_iter()
+            .map(|path| {
+                let (http, token, stop) = (http.clone(), token.clone(), stop.clone());
+                let url = format!("{base}{path}");
+                tokio::spawn(async move {
+                    let mut h = histogram();
+                    let mut n = 0;
+                    let mut tick = tokio::time::interval(Duration::from_secs(1) / hz.max(1));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tick.tick() => {}
+                        }
+                        let started = Instant::now();
+                        let ok = match http.get(&url).bearer_auth(&token).send().await {
+                            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if ok {
+                            n += 1;
+                            let _ = h.record(micros(started.elapsed()).max(1));
+                        } else {
+                            tracing::warn!(%url, "the dashboard's read failed");
+                        }
+                    }
+                    (n, h)
+                })
+            })
+            .collect();
+        Ok(Poller { stop, tasks, hz })
+    }
+
+    async fn stop(self) -> PollFigures {
+        self.stop.cancel();
+        let mut done = Vec::new();
+        for t in self.tasks {
+            done.push(t.await.unwrap_or_else(|_| (0, histogram())));
+        }
+        let (counts, stuck) = (&done[0], &done[1]);
+        PollFigures {
+            hz: self.hz,
+            counts_requests: counts.0,
+            counts_ms: Percentiles::of(&counts.1),
+            stuck_requests: stuck.0,
+            stuck_ms: Percentiles::of(&stuck.1),
+        }
+    }
 }
 
 /// The process's peak resident memory (`VmHWM`), in MiB; 0 where /proc is not available.
@@ -512,6 +611,19 @@ fn print_report(r: &BenchReport) {
     println!("peak memory:            {:.1} MiB", r.peak_rss_mib);
     if let Some(c) = r.commits_per_saga {
         println!("commits per saga:       {c:.2}");
+    }
+    if let Some(poll) = &r.polling {
+        println!(
+            "a dashboard polling {} Hz: counts {} reads, {}",
+            poll.hz,
+            poll.counts_requests,
+            p(&poll.counts_ms)
+        );
+        println!(
+            "                        stuck {} reads, {}",
+            poll.stuck_requests,
+            p(&poll.stuck_ms)
+        );
     }
     if let Some(aws) = &r.aws {
         println!("AWS API calls per saga:");

@@ -21,8 +21,8 @@ use como_engine::state::{Activity, Phase};
 use como_engine::{HistoryEntry, Input, SagaState, SagaStatus, como, transition};
 use como_ports::{CreateOutcome, Effects};
 use como_schemas::{
-    CommandKind, Credits, HoldId, MemberNo, OperationKind, ReceiptNo, ReplyOutcome,
-    ReservationId, StepOutput, Timestamp, TransactionId, VenueId, WorkerCommand, examples,
+    CommandKind, Credits, HoldId, MemberNo, OperationKind, ReceiptNo, ReplyOutcome, ReservationId,
+    StepOutput, Timestamp, TransactionId, VenueId, WorkerCommand, examples,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -123,7 +123,9 @@ fn template(refuse_redeem: bool) -> anyhow::Result<(SagaState, Vec<HistoryEntry>
                 Input::Reply { reply }
             }
             None => {
-                now = state.wake_at.context("a live saga with nothing out waits")?;
+                now = state
+                    .wake_at
+                    .context("a live saga with nothing out waits")?;
                 Input::Timer
             }
         };
@@ -150,8 +152,8 @@ fn copy(
     let (mut state, mut history) = template.clone();
     let shift = started_at.as_millis() - state.started_at.as_millis();
     let moved = |t: Timestamp| Timestamp::from_millis(t.as_millis() + shift);
-    state.request.request_id = como_schemas::RequestId::parse(format!("bench-reads-{i}"))
-        .map_err(anyhow::Error::msg)?;
+    state.request.request_id =
+        como_schemas::RequestId::parse(format!("bench-reads-{i}")).map_err(anyhow::Error::msg)?;
     state.request.member_no =
         MemberNo::parse(format!("{}", 100_000_000 + i % 10_000)).map_err(anyhow::Error::msg)?;
     state.request.venue_id = venues[(i as usize) % venues.len()].clone();
@@ -351,10 +353,7 @@ pub async fn reads(args: &BenchArgs, settings: Settings) -> anyhow::Result<Reads
         ("retrying with errors", "/v1/sagas?retrying=true".into()),
     ];
     if let Some(c) = &deep {
-        plan.push((
-            "list, page 101",
-            format!("/v1/sagas?limit=50&cursor={c}"),
-        ));
+        plan.push(("list, page 101", format!("/v1/sagas?limit=50&cursor={c}")));
     }
     let mut hists: Vec<Histogram<u64>> = plan.iter().map(|_| histogram()).collect();
     let mut items = vec![0usize; plan.len()];
