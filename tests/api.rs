@@ -828,6 +828,83 @@ async fn an_operator_finds_and_resolves_a_stuck_saga_from_the_command_line() {
         shown.contains("reason: hold released by hand in SevenRooms"),
         "{shown}"
     );
+    // A request nobody can read is dead-lettered; the operator lists it, looks at it, and
+    // puts it back (it is dead-lettered again: it is still unreadable).
+    api.spawned
+        .ports()
+        .queue
+        .send(
+            como_ports::QueueName::Requests,
+            vec![como_ports::OutgoingMessage::new(
+                "{\"not\": \"a booking\"}".to_owned(),
+            )],
+        )
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = api
+            .spawned
+            .ports()
+            .queue
+            .dead_letters(como_ports::QueueName::Requests, 10)
+            .await
+            .unwrap();
+        if let Some(d) = dead.into_iter().next() {
+            break d;
+        }
+        assert!(
+            Instant::now() < until,
+            "the bad request was not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = como(&api, &operator, &["dlq", "list", "--queue", "requests"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&dead.message_id),
+        "{out:?}"
+    );
+    let out = como(
+        &api,
+        &operator,
+        &["dlq", "show", &dead.message_id, "--queue", "requests"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("\"not\": \"a booking\""), "{shown}");
+    assert!(shown.contains(&dead.reason), "{shown}");
+    let out = como(
+        &api,
+        &operator,
+        &["dlq", "show", "no-such-id", "--queue", "requests"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = como(
+        &api,
+        &operator,
+        &[
+            "dlq",
+            "redrive",
+            "--queue",
+            "requests",
+            "--id",
+            &dead.message_id,
+            "--reason",
+            "looking at it again",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = como(
+        &api,
+        &operator,
+        &["dlq", "list", "--queue", "notifications", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "the notifications queue is an operator's too: {out:?}"
+    );
+
     // Without a token: a one-line error, exit 1.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_como-saga"))
         .args(["sagas", "list"])

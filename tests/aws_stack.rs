@@ -480,3 +480,159 @@ fn item_size(
         })
         .sum()
 }
+
+/// On AWS as on the embedded backend: a saga whose compensation is refused stops for a person,
+/// and that is pushed: `SagaNeedsOperator` goes out on EventBridge, and through the
+/// notifications queue (SQS) to the webhook, signed. The operator's resolve is in the audit
+/// list (DynamoDB) with who and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_that_needs_an_operator_is_pushed_on_the_bus_and_to_the_webhook() {
+    use como_simulators::{Downstream, FaultKind, FaultRule};
+    let got: Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let seen = got.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    const SECRET: &str = "whsec-aws-stack-test";
+    let stack = aws_stack_support::start_with(
+        "needs-operator",
+        AwsConfig::default(),
+        |_, ports| ports,
+        |app| {
+            app.with_webhook(Some(como_app::notify::Webhook {
+                url,
+                secret: SECRET.into(),
+            }))
+        },
+    )
+    .await;
+    stack
+        .sim
+        .set_faults(
+            Downstream::SevenRooms,
+            vec![
+                FaultRule::new(FaultKind::Refuse {
+                    code: "SLOT_UNAVAILABLE".into(),
+                })
+                .on(["book"]),
+            ],
+        )
+        .unwrap();
+    stack
+        .sim
+        .set_faults(
+            Downstream::Memberson,
+            vec![
+                FaultRule::new(FaultKind::Refuse {
+                    code: "RECEIPT_LOCKED".into(),
+                })
+                .on(["void"]),
+            ],
+        )
+        .unwrap();
+    let request = booking("aws-needs-operator", 1);
+    let saga = request.saga_id();
+    como_orchestrator::submit(&stack.ports, &request)
+        .await
+        .unwrap();
+    let done = stack.wait_finished(&[saga], Duration::from_secs(90)).await;
+    assert_eq!(
+        done[0].status.kind(),
+        StatusKind::NeedsOperator,
+        "{:?}",
+        done[0].status
+    );
+
+    // On the bus (EventBridge), and at the webhook, signed.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let on_bus = stack
+            .ports
+            .bus
+            .recent(100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.saga_id == saga && e.body.type_name() == "SagaNeedsOperator");
+        let delivered = got.lock().unwrap().len();
+        if on_bus && delivered > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "on the bus: {on_bus}; delivered to the webhook: {delivered}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let put_events = stack
+        .backend()
+        .api_calls()
+        .iter()
+        .find(|c| c.operation == "PutEvents")
+        .map_or(0, |c| c.count);
+    assert!(put_events >= 1, "published through EventBridge");
+    let (headers, body) = got.lock().unwrap()[0].clone();
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["type"], "SagaNeedsOperator");
+    assert_eq!(event["saga_id"], saga.to_string());
+    let sig = headers["como-signature"].to_str().unwrap().to_owned();
+    let t: i64 = sig
+        .strip_prefix("t=")
+        .and_then(|r| r.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    assert_eq!(sig, como_app::notify::signature(SECRET, t, &body));
+    // Delivered, the notification left its queue.
+    let until = Instant::now() + Duration::from_secs(30);
+    while !queue_is_empty(&stack, QueueName::Notifications).await {
+        assert!(
+            Instant::now() < until,
+            "the notification stayed on its queue"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The operator resolves it; the audit list (on DynamoDB) has it, with who and why.
+    let who = como_schemas::OperatorId::parse("ops-alice").unwrap();
+    como_orchestrator::operator::resolve_by_hand(
+        &stack.ports,
+        saga,
+        como_orchestrator::operator::ResolvedOutcome::Compensated,
+        &who,
+        "voided by hand in Memberson",
+        None,
+    )
+    .await
+    .unwrap();
+    let audit = stack
+        .ports
+        .audit
+        .list(&como_ports::AuditQuery {
+            actor: Some("ops-alice".into()),
+            ..como_ports::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.items.len(), 1, "{audit:?}");
+    let entry = &audit.items[0];
+    assert_eq!(
+        (entry.action.as_str(), entry.outcome, entry.reason.as_str()),
+        (
+            "resolve_compensated",
+            como_ports::AuditOutcome::Applied,
+            "voided by hand in Memberson"
+        )
+    );
+    assert_eq!(entry.target, format!("saga/{saga}"));
+    stack.stop().await;
+}

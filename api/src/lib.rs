@@ -853,24 +853,19 @@ async fn bulk_execute(
 }
 
 fn queue_of(name: &str) -> Result<QueueName, ApiError> {
-    match name {
-        "requests" => Ok(QueueName::Requests),
-        "replies" => Ok(QueueName::Replies),
-        "commands-crm" => Ok(QueueName::Commands(Worker::Crm)),
-        "commands-sevenrooms" => Ok(QueueName::Commands(Worker::Sevenrooms)),
-        other => Err(ApiError::invalid(
+    QueueName::parse(name).ok_or_else(|| {
+        let all: Vec<&str> = QueueName::ALL.iter().map(|q| q.as_str()).collect();
+        ApiError::invalid(
             "queue",
-            &format!(
-                "{other:?} is not a queue: requests, replies, commands-crm or commands-sevenrooms"
-            ),
-        )),
-    }
+            &format!("{name:?} is not a queue: {}", all.join(", ")),
+        )
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct DeadLetterParams {
-    /// `requests`, `replies`, `commands-crm` or `commands-sevenrooms`.
+    /// `requests`, `replies`, `commands-crm`, `commands-sevenrooms` or `notifications`.
     queue: String,
     /// At most this many (1 to 500; 50 when not given).
     limit: Option<usize>,
@@ -928,7 +923,7 @@ async fn dead_letters(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveRequest {
-    /// `requests`, `replies`, `commands-crm` or `commands-sevenrooms`.
+    /// `requests`, `replies`, `commands-crm`, `commands-sevenrooms` or `notifications`.
     queue: String,
     /// Only these dead letters; all of the queue's when not given.
     message_ids: Option<Vec<String>>,
@@ -979,7 +974,8 @@ async fn redrive(
 struct AuditParams {
     /// Only this person's actions (the token's user).
     actor: Option<String>,
-    /// Only this action: `retry_now`, `force_compensation`, `cancel`, `resolve` or `redrive`.
+    /// Only this action: `retry_now`, `force_compensation`, `cancel`, `resolve_confirmed`,
+    /// `resolve_compensated` or `redrive`.
     action: Option<String>,
     /// At or after this time (RFC 3339).
     from: Option<String>,
@@ -1017,11 +1013,12 @@ struct AuditPageView {
     next_cursor: Option<String>,
 }
 
-const AUDIT_ACTIONS: [&str; 5] = [
+const AUDIT_ACTIONS: [&str; 6] = [
     "retry_now",
     "force_compensation",
     "cancel",
-    "resolve",
+    "resolve_confirmed",
+    "resolve_compensated",
     "redrive",
 ];
 

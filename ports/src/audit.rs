@@ -31,7 +31,8 @@ pub struct AuditEntry {
     pub at: Timestamp,
     /// Who asked: the token's user.
     pub actor: String,
-    /// `retry_now`, `force_compensation`, `cancel`, `resolve` or `redrive`.
+    /// `retry_now`, `force_compensation`, `cancel`, `resolve_confirmed`, `resolve_compensated`
+    /// or `redrive`.
     pub action: String,
     /// What it acted on: `saga/<id>` or `dead-letters/<queue>`.
     pub target: String,

@@ -65,6 +65,16 @@ pub async fn start(
     config: AwsConfig,
     wrap: impl Fn(&AwsBackend, Backend) -> Backend,
 ) -> Stack {
+    start_with(name, config, wrap, |app| app).await
+}
+
+/// [`start`], with `prepare` applied to the application before its roles start.
+pub async fn start_with(
+    name: &str,
+    config: AwsConfig,
+    wrap: impl Fn(&AwsBackend, Backend) -> Backend,
+    prepare: impl FnOnce(App) -> App,
+) -> Stack {
     let sim = Simulators::start(SimConfig::default()).await.unwrap();
     let (backend, sdk) = testing::fresh(name, config.clone()).await.unwrap();
     let watcher = AwsBackend::connect_with(
@@ -81,7 +91,7 @@ pub async fn start(
     settings.aws_prefix = backend.names().prefix().to_owned();
     settings.venues = catalogue();
     let wrapped = wrap(&backend, backend.ports());
-    let app = App::on(settings, OpenBackend::of_aws(backend)).wrap_ports(|_| wrapped);
+    let app = prepare(App::on(settings, OpenBackend::of_aws(backend)).wrap_ports(|_| wrapped));
     // The CRM worker reads its Memberson token from the secret store: put one there that these
     // simulators issued, as `up` does.
     tokens::ensure_token(app.settings(), app.ports().secrets.as_ref())

@@ -174,11 +174,19 @@ impl BulkArgs {
 pub enum DlqCommand {
     /// The dead letters of a queue, with why each was set aside.
     List {
-        /// requests, replies, commands-crm or commands-sevenrooms.
+        /// requests, replies, commands-crm, commands-sevenrooms or notifications.
         #[arg(long, default_value = "requests")]
         queue: String,
         #[arg(long, default_value_t = 50)]
         limit: usize,
+    },
+    /// One dead letter: why it was set aside, and the message as it was sent.
+    Show {
+        /// Its message id (`dlq list` shows them).
+        id: String,
+        /// requests, replies, commands-crm, commands-sevenrooms or notifications.
+        #[arg(long, default_value = "requests")]
+        queue: String,
     },
     /// Put dead letters back on their queue: all of them, or those named with --id.
     Redrive {
@@ -347,6 +355,36 @@ pub fn run_dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
                             d["reason"].as_str().unwrap_or("-")
                         );
                     }
+                }
+            }
+            DlqCommand::Show { id, queue } => {
+                // The API lists the oldest 500 at most; one beyond them is not found here.
+                let page = client
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/dead-letters{}", query_string(&[("queue", queue.clone()), ("limit", "500".into())])),
+                        None,
+                    )
+                    .await?;
+                let found = page["items"]
+                    .as_array()
+                    .and_then(|items| items.iter().find(|d| d["message_id"] == id.as_str()))
+                    .cloned()
+                    .with_context(|| {
+                        format!("no dead letter {id} on {queue} (among the 500 the API lists): `dlq list --queue {queue}` shows them")
+                    })?;
+                if json {
+                    println!("{found}");
+                } else {
+                    println!("dead letter {id} on {queue}");
+                    println!("  set aside: {}", text(&found["dead_lettered_at"]));
+                    println!("  received:  {} times", found["receive_count"]);
+                    println!("  why:       {}", text(&found["reason"]));
+                    let body = found["body"].as_str().unwrap_or_default();
+                    let pretty = serde_json::from_str::<Value>(body)
+                        .and_then(|v| serde_json::to_string_pretty(&v))
+                        .unwrap_or_else(|_| body.to_owned());
+                    println!("  message:\n{pretty}");
                 }
             }
             DlqCommand::Redrive { queue, ids, reason } => {
