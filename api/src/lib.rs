@@ -46,7 +46,7 @@ use axum::routing::{get, post};
 use como_engine::StatusKind;
 use como_orchestrator::VenueCatalogue;
 use como_orchestrator::operator::{self, OperatorAction, ResolvedOutcome};
-use como_orchestrator::view::{HistoryView, SagaView};
+use como_orchestrator::view::{self, HistoryView, SagaView};
 use como_ports::{Backend, QueueName, SagaQuery, SagaReader, SagaSummary};
 use como_schemas::{
     MemberNo, OperatorId, SagaId, StepName, Timestamp, VenueId, Worker, parse_booking_request,
@@ -147,9 +147,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         Counts, StatusCount, StepCountView, ActionRequest, ActionKind, Outcome, ActionResult, DeadLetters,
         DeadLetterItem, RedriveRequest, Redriven, bulk::BulkAction, bulk::PreviewRequest,
         bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
-        bulk::ExecuteResult, AuditPageView, AuditItem, Latency, StepLatency
+        bulk::ExecuteResult, AuditPageView, AuditItem, Latency, StepLatency, SagaView, HistoryView,
+        SagaSummary, view::schema::SagaStatus
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SummaryStatus),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -169,6 +170,30 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// A saga summary's `status` is the engine's `SagaStatus`, which has no schema of its own (the
+/// engine does not depend on utoipa, and como-ports, where `SagaSummary` derives its schema,
+/// cannot see the orchestrator's): it is the `SagaStatus` of `como_orchestrator::view::schema`.
+struct SummaryStatus;
+
+impl utoipa::Modify for SummaryStatus {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::{Ref, RefOr};
+        let summary = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut(&SagaSummary::name().into_owned()));
+        if let Some(RefOr::T(Schema::Object(summary))) = summary
+            && let Some(status) = summary.properties.get_mut("status")
+        {
+            let mut to = Ref::from_schema_name(view::schema::SagaStatus::name());
+            to.description =
+                "Where the saga is: tagged by `status`, with that status's fields.".to_owned();
+            *status = RefOr::Ref(to);
+        }
     }
 }
 
@@ -443,8 +468,9 @@ struct SagaPage {
     /// Saga summaries: id, request id, member, venue, status, step, started, updated, next
     /// wake-up, version; while live, the current command, its attempt, its downstream, the
     /// step's last error and whether it is retrying with errors.
-    #[schema(value_type = Vec<Object>)]
     items: Vec<SagaSummary>,
+    /// Give it back as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -528,8 +554,8 @@ fn saga_id_of(id: &str) -> Result<SagaId, ApiError> {
 /// One saga: its request (without personal data), status, steps, deadlines, and what it waits
 /// for right now (`waiting_on`: a reply to a command since when, a downstream that is down, a
 /// timer and why, or a person).
-#[utoipa::path(get, path = "/v1/sagas/{id}", params(("id" = String, Path, description = "the saga id")), responses(
-    (status = 200, body = Object, description = "a SagaView"),
+#[utoipa::path(get, path = "/v1/sagas/{id}", params(("id" = SagaId, Path, description = "the saga id")), responses(
+    (status = 200, body = SagaView, description = "the saga, with what it waits on now"),
     (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
     (status = 403, body = error::ErrorBody), (status = 404, body = error::ErrorBody),
 ))]
@@ -564,15 +590,16 @@ struct PageParams {
 
 #[derive(Serialize, ToSchema)]
 struct HistoryPage {
-    #[schema(value_type = Vec<Object>)]
     items: Vec<HistoryView>,
+    /// Give it back as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
     next_cursor: Option<String>,
     /// Entries in the whole history.
     total: usize,
 }
 
 /// A saga's history, oldest first, a page at a time: no cap on its length.
-#[utoipa::path(get, path = "/v1/sagas/{id}/history", params(("id" = String, Path, description = "the saga id"), PageParams), responses(
+#[utoipa::path(get, path = "/v1/sagas/{id}/history", params(("id" = SagaId, Path, description = "the saga id"), PageParams), responses(
     (status = 200, body = HistoryPage), (status = 400, body = error::ErrorBody),
     (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
     (status = 404, body = error::ErrorBody),
@@ -759,7 +786,7 @@ struct ActionResult {
 
 /// Act on a saga: retry now, force compensation, cancel (compensating what took effect), or
 /// resolve by hand with an outcome. Recorded in its history with who and why.
-#[utoipa::path(post, path = "/v1/sagas/{id}/actions", params(("id" = String, Path, description = "the saga id")), request_body = ActionRequest, responses(
+#[utoipa::path(post, path = "/v1/sagas/{id}/actions", params(("id" = SagaId, Path, description = "the saga id")), request_body = ActionRequest, responses(
     (status = 200, body = ActionResult), (status = 400, body = error::ErrorBody),
     (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
     (status = 404, body = error::ErrorBody),
@@ -1010,6 +1037,8 @@ struct AuditItem {
 #[derive(Serialize, ToSchema)]
 struct AuditPageView {
     items: Vec<AuditItem>,
+    /// Give it back as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -1222,4 +1251,451 @@ async fn latency(
         until: page.items.first().map(|s| s.started_at.to_string()),
         steps,
     }))
+}
+
+#[cfg(test)]
+mod document_tests {
+    //! The OpenAPI document describes the saga routes' answers by their types, and what those
+    //! types serialize to conforms to it.
+
+    use chrono::NaiveDate;
+    use como_engine::{Input, OperatorAction, OperatorCommand, ResolvedOutcome, como, transition};
+    use como_ports::SagaSummary;
+    use como_schemas::{
+        CommandKind, Credits, HoldId, OperationKind, OperatorId, ReceiptNo, ReplyOutcome,
+        ReservationId, StepOutput, Timestamp, TransactionId, WorkerCommand, examples,
+    };
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn document() -> Value {
+        serde_json::to_value(openapi()).unwrap()
+    }
+
+    /// The schema `reference` (`#/components/schemas/X`) names.
+    fn component<'a>(doc: &'a Value, reference: &Value) -> &'a Value {
+        let name = reference
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .unwrap_or_else(|| panic!("not a component reference: {reference}"));
+        &doc["components"]["schemas"][name]
+    }
+
+    fn properties(schema: &Value) -> Vec<&str> {
+        schema["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_saga_routes_answer_their_types_not_objects() {
+        let doc = document();
+        let ok = |path: &str| {
+            doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+                ["$ref"]
+                .clone()
+        };
+
+        let id = &doc["paths"]["/v1/sagas/{id}"]["get"]["parameters"][0];
+        assert_eq!(id["name"], "id");
+        assert_eq!(component(&doc, &id["schema"]["$ref"])["format"], "uuid");
+
+        let saga = component(&doc, &ok("/v1/sagas/{id}"));
+        let props = properties(saga);
+        for p in [
+            "saga_id",
+            "status",
+            "waiting_on",
+            "steps",
+            "request",
+            "deadline",
+            "transitions",
+        ] {
+            assert!(props.contains(&p), "SagaView lacks {p}: {props:?}");
+        }
+        // Optional fields are absent rather than null.
+        assert_eq!(
+            saga["properties"]["waiting_on"]["$ref"],
+            "#/components/schemas/WaitingOn"
+        );
+        assert!(
+            !saga["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("waiting_on"))
+        );
+        // Tagged enums: one object per variant, the tag naming it.
+        let status = component(&doc, &saga["properties"]["status"]["$ref"]);
+        let tags: Vec<&Value> = status["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| &v["properties"]["status"]["enum"][0])
+            .collect();
+        assert_eq!(tags.len(), StatusKind::ALL.len());
+        for kind in StatusKind::ALL {
+            assert!(tags.contains(&&json!(kind.as_str())), "{kind:?}");
+        }
+
+        for page in ["/v1/sagas", "/v1/stuck"] {
+            let page = component(&doc, &ok(page));
+            let summary = component(&doc, &page["properties"]["items"]["items"]["$ref"]);
+            let props = properties(summary);
+            for p in [
+                "saga_id",
+                "status",
+                "step",
+                "retrying",
+                "attempt",
+                "last_error",
+            ] {
+                assert!(props.contains(&p), "SagaSummary lacks {p}: {props:?}");
+            }
+            let status = component(&doc, &summary["properties"]["status"]["$ref"]);
+            assert_eq!(
+                status["oneOf"].as_array().unwrap().len(),
+                StatusKind::ALL.len()
+            );
+        }
+
+        let history = component(&doc, &ok("/v1/sagas/{id}/history"));
+        let entry = component(&doc, &history["properties"]["items"]["items"]["$ref"]);
+        let props = properties(entry);
+        for p in [
+            "at", "kind", "status", "step", "command", "code", "operator",
+        ] {
+            assert!(props.contains(&p), "HistoryView lacks {p}: {props:?}");
+        }
+        let kinds = component(&doc, &entry["properties"]["kind"]["$ref"]);
+        assert!(
+            kinds["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("command_sent"))
+        );
+    }
+
+    /// An object schema that says nothing of its shape, anywhere in a response.
+    fn shapeless<'a>(doc: &'a Value, schema: &'a Value, seen: &mut Vec<&'a str>) -> bool {
+        if let Some(reference) = schema["$ref"].as_str() {
+            if seen.contains(&reference) {
+                return false;
+            }
+            seen.push(reference);
+            return shapeless(doc, component(doc, &schema["$ref"]), seen);
+        }
+        let object = schema["type"] == "object";
+        let described = [
+            "properties",
+            "oneOf",
+            "anyOf",
+            "allOf",
+            "additionalProperties",
+        ]
+        .iter()
+        .any(|k| schema.get(k).is_some());
+        if object && !described || schema.as_object().is_some_and(|o| o.is_empty()) {
+            return true;
+        }
+        let mut children: Vec<&Value> = Vec::new();
+        for k in ["oneOf", "anyOf", "allOf"] {
+            children.extend(schema[k].as_array().into_iter().flatten());
+        }
+        children.extend(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flat_map(|p| p.values()),
+        );
+        children.extend(schema.get("items"));
+        children.into_iter().any(|c| shapeless(doc, c, seen))
+    }
+
+    #[test]
+    fn no_response_is_a_bare_object() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (code, response) in op["responses"].as_object().unwrap() {
+                    for content in response["content"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|c| c.values())
+                    {
+                        assert!(
+                            !shapeless(&doc, &content["schema"], &mut Vec::new()),
+                            "{method} {path} {code} answers an object of no described shape"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The values' schemas in the document say what their JSON Schemas (schemas/json, from
+    /// schemars) say: the same type, format, pattern and values.
+    #[test]
+    fn values_are_described_as_their_json_schemas_describe_them() {
+        fn same<T: schemars::JsonSchema + utoipa::ToSchema>(doc: &Value) {
+            let name = <T as utoipa::ToSchema>::name();
+            let ours = &doc["components"]["schemas"][name.as_ref()];
+            let theirs = serde_json::to_value(schemars::schema_for!(T)).unwrap();
+            // A string enum: the same values (schemars writes one `const` per documented
+            // variant).
+            if let Some(values) = ours["enum"].as_array() {
+                let theirs: Vec<&Value> = match theirs["enum"].as_array() {
+                    Some(values) => values.iter().collect(),
+                    None => theirs["oneOf"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| &v["const"])
+                        .collect(),
+                };
+                assert_eq!(values.iter().collect::<Vec<_>>(), theirs, "{name}");
+                return;
+            }
+            // OpenAPI gives integers a width (int32, int64) that JSON Schema does not.
+            let keys: &[&str] = if theirs["type"] == "integer" {
+                &["type"]
+            } else {
+                &["type", "format", "pattern"]
+            };
+            for key in keys {
+                assert_eq!(ours.get(key), theirs.get(key), "{name}: {key}");
+            }
+        }
+        let doc = document();
+        same::<como_schemas::RequestId>(&doc);
+        same::<como_schemas::MemberNo>(&doc);
+        same::<como_schemas::VenueId>(&doc);
+        same::<como_schemas::StepName>(&doc);
+        same::<como_schemas::OperatorId>(&doc);
+        same::<como_schemas::SagaId>(&doc);
+        same::<como_schemas::Timestamp>(&doc);
+        same::<como_schemas::SlotTime>(&doc);
+        same::<como_schemas::Credits>(&doc);
+        same::<como_schemas::PartySize>(&doc);
+        same::<CommandKind>(&doc);
+        same::<como_schemas::events::NeedsOperatorReason>(&doc);
+        same::<como_schemas::events::CompensatedAs>(&doc);
+    }
+
+    /// One saga driven through the engine by a fixed pseudo-random walk.
+    struct Walk {
+        def: como_engine::SagaDefinition,
+        state: como_engine::SagaState,
+        now: Timestamp,
+        commands: Vec<WorkerCommand>,
+        history: Vec<como_engine::HistoryEntry>,
+        seed: u64,
+    }
+
+    impl Walk {
+        fn start(n: u64) -> Walk {
+            let def = como::booking_v1();
+            let now = Timestamp::from_millis(1_790_000_000_000);
+            let request = examples::booking_request(
+                &format!("document-{n}"),
+                NaiveDate::from_ymd_opt(2026, 12, 24).unwrap(),
+            );
+            let d = transition(&def, None, &Input::Start { request }, now).unwrap();
+            Walk {
+                def,
+                state: d.state,
+                now,
+                commands: d.commands,
+                history: d.history,
+                seed: n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            }
+        }
+
+        fn next(&mut self, below: u64) -> u64 {
+            // xorshift64
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            self.seed % below
+        }
+
+        /// One input, chosen by the walk; false when the engine took none (it refused, or it
+        /// changed nothing).
+        fn step(&mut self) -> bool {
+            let input = match self.next(10) {
+                0..=5 => {
+                    let Some(cmd) = self.commands.last().cloned() else {
+                        return false;
+                    };
+                    self.now = self.now.plus_ms(250);
+                    let outcome = match self.next(4) {
+                        0 | 1 => success(&cmd),
+                        _ => {
+                            let all = examples::all_outcomes();
+                            let pick = self.next(all.len() as u64) as usize;
+                            all[pick].clone()
+                        }
+                    };
+                    let mut reply = examples::reply(&cmd, outcome);
+                    reply.replied_at = self.now;
+                    Input::Reply { reply }
+                }
+                6 | 7 => {
+                    let Some(at) = self.state.wake_at else {
+                        return false;
+                    };
+                    self.now = at.max(self.now);
+                    Input::Timer
+                }
+                _ => {
+                    let action = match self.next(5) {
+                        0 => OperatorAction::RetryNow,
+                        1 => OperatorAction::ForceCompensation,
+                        2 => OperatorAction::Cancel,
+                        3 => OperatorAction::Resolve {
+                            outcome: ResolvedOutcome::Confirmed,
+                        },
+                        _ => OperatorAction::Resolve {
+                            outcome: ResolvedOutcome::Compensated,
+                        },
+                    };
+                    Input::Operator {
+                        command: OperatorCommand {
+                            action_id: format!("walk-{}", self.history.len()),
+                            operator: OperatorId::parse("ops@example.com").unwrap(),
+                            reason: "the walk".into(),
+                            action,
+                        },
+                    }
+                }
+            };
+            match transition(&self.def, Some(&self.state), &input, self.now) {
+                Ok(d) if d.changed => {
+                    self.state = d.state;
+                    self.commands.extend(d.commands);
+                    self.history.extend(d.history);
+                    true
+                }
+                _ => false,
+            }
+        }
+    }
+
+    fn success(cmd: &WorkerCommand) -> ReplyOutcome {
+        let output = match (cmd.kind, cmd.operation.kind()) {
+            (CommandKind::Compensation, _) => StepOutput::Compensated {
+                note: None,
+                undone: true,
+            },
+            (_, OperationKind::CheckCredits) => StepOutput::CreditsChecked {
+                balance: Credits::new(5_000).unwrap(),
+            },
+            (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
+                hold_id: HoldId::parse("hold-1").unwrap(),
+            },
+            (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
+                StepOutput::CreditsRedeemed {
+                    transaction_id: TransactionId::parse("tx-1").unwrap(),
+                    receipt_no: ReceiptNo::for_saga(cmd.saga_id),
+                    balance: None,
+                }
+            }
+            (_, OperationKind::BookExperience | OperationKind::FindReservation) => {
+                StepOutput::ExperienceBooked {
+                    reservation_id: ReservationId::parse("res-1").unwrap(),
+                }
+            }
+            _ => StepOutput::Done,
+        };
+        ReplyOutcome::Succeeded { output }
+    }
+
+    fn validator(doc: &Value, name: &str) -> jsonschema::Validator {
+        let schema = json!({
+            "$ref": format!("#/components/schemas/{name}"),
+            "components": doc["components"],
+        });
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{name} is not a valid schema: {e}"))
+    }
+
+    fn assert_conforms(validator: &jsonschema::Validator, name: &str, instance: &Value) {
+        let errors: Vec<String> = validator
+            .iter_errors(instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name} refused {instance:#}: {errors:#?}"
+        );
+    }
+
+    #[test]
+    fn views_and_summaries_of_sagas_in_every_state_conform_to_the_document() {
+        let doc = document();
+        let saga = validator(&doc, "SagaView");
+        let summary = validator(&doc, "SagaSummary");
+        let page = validator(&doc, "HistoryPage");
+        let mut statuses = std::collections::BTreeSet::new();
+        let mut waits = std::collections::BTreeSet::new();
+        for n in 0..120 {
+            let mut walk = Walk::start(n);
+            for _ in 0..40 {
+                walk.step();
+                let view = serde_json::to_value(SagaView::of(&walk.state, &walk.history)).unwrap();
+                assert_conforms(&saga, "SagaView", &view);
+                statuses.insert(view["status"]["status"].as_str().unwrap().to_owned());
+                if let Some(on) = view["waiting_on"]["on"].as_str() {
+                    waits.insert(on.to_owned());
+                }
+                let bare = serde_json::to_value(SagaView::from(&walk.state)).unwrap();
+                assert_conforms(&saga, "SagaView", &bare);
+                let listed = serde_json::to_value(SagaSummary::of(&walk.state, 3)).unwrap();
+                assert_conforms(&summary, "SagaSummary", &listed);
+            }
+            let items: Vec<HistoryView> = walk.history.iter().map(HistoryView::from).collect();
+            let history = serde_json::to_value(HistoryPage {
+                total: items.len(),
+                items,
+                next_cursor: None,
+            })
+            .unwrap();
+            assert_conforms(&page, "HistoryPage", &history);
+        }
+        // The walks reach every status and every kind of wait.
+        assert_eq!(statuses.len(), StatusKind::ALL.len(), "{statuses:?}");
+        assert_eq!(waits.len(), 4, "{waits:?}");
+        // And the schemas bite: a field of another shape, a missing one, an unknown tag.
+        let good = serde_json::to_value(SagaView::from(&Walk::start(0).state)).unwrap();
+        for (pointer, bad) in [
+            ("/saga_id", json!("not-a-uuid")),
+            ("/started_at", json!(1_790_000_000_000_i64)),
+            ("/status", json!({"status": "running"})),
+            (
+                "/status",
+                json!({"status": "paused", "step": "check_credits"}),
+            ),
+            ("/waiting_on/on", json!("nothing")),
+            ("/steps/0/effect", json!("perhaps")),
+            ("/request/time", json!("25:00")),
+        ] {
+            let mut view = good.clone();
+            *view.pointer_mut(pointer).unwrap() = bad;
+            assert!(
+                !saga.is_valid(&view),
+                "SagaView took {pointer} = {}",
+                view.pointer(pointer).unwrap()
+            );
+        }
+        let mut listed = serde_json::to_value(SagaSummary::of(&Walk::start(0).state, 1)).unwrap();
+        listed["status"] = json!({"status": "compensating", "step": "hold_slot"});
+        assert!(
+            !summary.is_valid(&listed),
+            "SagaSummary took a status without its attempt"
+        );
+    }
 }

@@ -9,6 +9,11 @@
 //! details as "until {at}" or "at {at}"; those come out as `until` or `scheduled_at`).
 //!
 //! Nothing here changes a saga; building a view only reads.
+//!
+//! Every view derives its schema for the operator API's OpenAPI document (`utoipa::ToSchema`),
+//! with the serde attributes it serializes by. The engine's types a view carries have no schema
+//! of their own (the engine does not depend on utoipa): [`schema`] describes them from the
+//! engine's own values.
 
 use chrono::NaiveDate;
 use como_engine::failure::FailureCode;
@@ -20,9 +25,10 @@ use como_schemas::{
     Timestamp, VenueId,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// One saga as the outside sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SagaView {
     pub saga_id: SagaId,
     /// The definition the saga is pinned to, and its version.
@@ -32,6 +38,7 @@ pub struct SagaView {
     pub status: StatusView,
     /// The step the saga is at (going forward, compensating or stopped); none once it ended.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub current_step: Option<StepName>,
     pub steps: Vec<StepView>,
     pub started_at: Timestamp,
@@ -40,32 +47,39 @@ pub struct SagaView {
     pub deadline: Timestamp,
     /// Past it, a compensating saga asks for an operator; set once compensation began.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub compensation_deadline: Option<Timestamp>,
     /// When the saga is due to act next by itself (a time-out, a retry, an audit round).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub next_wake_at: Option<Timestamp>,
     /// Why the saga waits for a person, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub needs_operator_reason: Option<NeedsOperatorReason>,
     /// The late-effect audit of a compensated or cancelled saga, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub audit: Option<AuditView>,
     /// What the saga waits for right now, when it is not finished.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub waiting_on: Option<WaitingOn>,
     /// Changes so far: a version that grows with every transition.
     pub transitions: u64,
     /// The history, oldest first, when it was given ([`SagaView::of`]); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub history: Option<Vec<HistoryView>>,
 }
 
 /// The booking asked for, without the guest's contact details (personal data).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RequestSummary {
     pub request_id: RequestId,
     pub member_no: MemberNo,
     pub venue_id: VenueId,
+    #[schema(value_type = String, format = Date)]
     pub date: NaiveDate,
     pub time: SlotTime,
     pub party_size: PartySize,
@@ -74,7 +88,7 @@ pub struct RequestSummary {
 }
 
 /// Where the saga is, with what that status needs to be understood.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StatusView {
     /// Doing `step`; `attempt` is the latest sent, and a retry may be scheduled for `retry_at`.
@@ -82,6 +96,7 @@ pub enum StatusView {
         step: StepName,
         attempt: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         retry_at: Option<Timestamp>,
     },
     /// The downstream of `step` is unavailable; the saga waits for it, since `since`.
@@ -91,6 +106,7 @@ pub enum StatusView {
         /// Whether the saga was undoing `step` (rather than doing it).
         compensating: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         since: Option<Timestamp>,
     },
     /// The outcome of `step` is unknown and is being looked up.
@@ -103,6 +119,7 @@ pub enum StatusView {
         step: StepName,
         attempt: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         ending_as: Option<CompensatedAs>,
     },
     Confirmed,
@@ -115,6 +132,7 @@ pub enum StatusView {
         step: StepName,
         detail: String,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         compensating: Option<CompensatedAs>,
     },
 }
@@ -136,19 +154,21 @@ impl StatusView {
 }
 
 /// One step of the saga.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StepView {
     pub name: StepName,
     pub state: StepProgress,
     /// Whether its action took effect, as far as the saga knows.
+    #[schema(value_type = schema::Effect)]
     pub effect: Effect,
     pub attempts: StepAttempts,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_error: Option<String>,
 }
 
 /// Where one step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepProgress {
     /// Not reached yet.
@@ -172,7 +192,7 @@ pub enum StepProgress {
 }
 
 /// Commands sent for one step, by kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StepAttempts {
     pub action: AttemptCount,
     pub reconcile: AttemptCount,
@@ -180,7 +200,7 @@ pub struct StepAttempts {
 }
 
 /// Commands of one kind sent for one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AttemptCount {
     /// Commands sent; the number of the latest attempt.
     pub sent: u32,
@@ -190,7 +210,7 @@ pub struct AttemptCount {
 }
 
 /// What a saga waits for right now: the first thing an operator needs to know of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "on", rename_all = "snake_case")]
 pub enum WaitingOn {
     /// The reply to a command: `command_id` (attempt `attempt` of the step's `command`), sent
@@ -202,8 +222,10 @@ pub enum WaitingOn {
         attempt: u32,
         command_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         worker: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         since: Option<Timestamp>,
         timeout_at: Timestamp,
         deadline: Timestamp,
@@ -215,6 +237,7 @@ pub enum WaitingOn {
         step: StepName,
         command: CommandKind,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         since: Option<Timestamp>,
         until: Timestamp,
         deadline: Timestamp,
@@ -224,11 +247,14 @@ pub enum WaitingOn {
         at: Timestamp,
         why: String,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         step: Option<StepName>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         command: Option<CommandKind>,
         /// The attempt the timer sends.
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         attempt: Option<u32>,
     },
     /// A person: the saga stopped for `reason` at `step`.
@@ -335,7 +361,7 @@ pub fn waiting_on(s: &SagaState, history: Option<&[HistoryEntry]>) -> Option<Wai
 }
 
 /// The late-effect audit of a saga that ended compensated or cancelled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AuditView {
     pub ended_at: Timestamp,
     /// Rounds finished.
@@ -344,48 +370,63 @@ pub struct AuditView {
     pub undone: u32,
     /// The step being checked in the round in progress.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub checking: Option<StepName>,
 }
 
 /// One line of a saga's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HistoryView {
     pub at: Timestamp,
     /// The saga's transition number; several entries may share one.
     pub transition: u64,
+    #[schema(value_type = schema::HistoryKind)]
     pub kind: HistoryKind,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub step: Option<StepName>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub command: Option<CommandKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub attempt: Option<u32>,
     /// The saga's status after the transition.
+    #[schema(value_type = schema::StatusKind)]
     pub status: StatusKind,
     /// `retry_scheduled`: when the next attempt goes out.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub scheduled_at: Option<Timestamp>,
     /// `waiting_for_downstream`: until when the saga waits before trying again.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub until: Option<Timestamp>,
     /// `waiting_for_downstream` before a lookup: the earliest time the effect is looked up.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub not_before: Option<Timestamp>,
     /// `compensation_started`: why the booking failed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<schema::FailureCode>, nullable = false)]
     pub code: Option<FailureCode>,
     /// `needs_operator`: why the saga stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub needs_operator_reason: Option<NeedsOperatorReason>,
     /// What the engine wrote that has no field above.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error: Option<String>,
     /// The person who acted, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub operator: Option<OperatorId>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<String>,
 }
 
@@ -669,6 +710,232 @@ pub fn step_durations(history: &[HistoryEntry]) -> Vec<StepDuration> {
     out
 }
 
+/// Schemas of the engine's types that the views and `SagaSummary` carry, for the operator API's
+/// OpenAPI document. The engine does not depend on utoipa, so they are described here: the
+/// string enums from the engine's own values (as serde writes them), `SagaStatus` by a copy
+/// that converts from the engine's without `..` (a field or variant the engine adds fails to
+/// compile here) and serializes the same (a test compares them).
+pub mod schema {
+    use std::borrow::Cow;
+
+    use como_engine::{Effect as EngineEffect, FailureCode as EngineFailureCode};
+    use como_engine::{HistoryKind as EngineHistoryKind, StatusKind as EngineStatusKind};
+    use como_schemas::events::NeedsOperatorReason;
+    use como_schemas::{StepName, Timestamp};
+    use serde::Serialize;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::{PartialSchema, ToSchema};
+
+    /// Every history kind, in the engine's order; `tests::every_history_kind_is_listed` fails
+    /// to compile when the engine adds one.
+    pub(crate) const HISTORY_KINDS: [EngineHistoryKind; 17] = [
+        EngineHistoryKind::Started,
+        EngineHistoryKind::CommandSent,
+        EngineHistoryKind::ReplyReceived,
+        EngineHistoryKind::TimedOut,
+        EngineHistoryKind::RetryScheduled,
+        EngineHistoryKind::WaitingForDownstream,
+        EngineHistoryKind::StepCompleted,
+        EngineHistoryKind::CompensationStarted,
+        EngineHistoryKind::StepCompensated,
+        EngineHistoryKind::LateReply,
+        EngineHistoryKind::NeedsOperator,
+        EngineHistoryKind::OperatorAction,
+        EngineHistoryKind::Confirmed,
+        EngineHistoryKind::Compensated,
+        EngineHistoryKind::Cancelled,
+        EngineHistoryKind::AuditChecked,
+        EngineHistoryKind::LateEffectUndone,
+    ];
+
+    /// Every effect; `tests::every_effect_is_listed` fails to compile when the engine adds one.
+    pub(crate) const EFFECTS: [EngineEffect; 4] = [
+        EngineEffect::NotAttempted,
+        EngineEffect::Maybe,
+        EngineEffect::Applied,
+        EngineEffect::NotApplied,
+    ];
+
+    /// A string that is one of `values` as serde writes them.
+    fn string_enum<T: Serialize>(values: &[T], description: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(
+                values.iter().filter_map(|v| serde_json::to_value(v).ok()),
+            ))
+            .description(Some(description))
+            .into()
+    }
+
+    /// The engine's `StatusKind`: a status without its fields.
+    pub struct StatusKind;
+
+    impl PartialSchema for StatusKind {
+        fn schema() -> RefOr<Schema> {
+            string_enum(
+                &EngineStatusKind::ALL,
+                "A saga's status without its fields, as lists filter and counts group by.",
+            )
+        }
+    }
+
+    impl ToSchema for StatusKind {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("StatusKind")
+        }
+    }
+
+    /// The engine's `HistoryKind`: what a history entry records.
+    pub struct HistoryKind;
+
+    impl PartialSchema for HistoryKind {
+        fn schema() -> RefOr<Schema> {
+            string_enum(&HISTORY_KINDS, "What a history entry records.")
+        }
+    }
+
+    impl ToSchema for HistoryKind {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("HistoryKind")
+        }
+    }
+
+    /// The engine's `Effect`: whether a step's action took effect.
+    pub struct Effect;
+
+    impl PartialSchema for Effect {
+        fn schema() -> RefOr<Schema> {
+            string_enum(
+                &EFFECTS,
+                "Whether a step's action took effect, as far as the saga knows: `maybe` while \
+                 an attempt's outcome is unknown, `not_applied` when every attempt is known not \
+                 to have.",
+            )
+        }
+    }
+
+    impl ToSchema for Effect {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("Effect")
+        }
+    }
+
+    /// The engine's `FailureCode`: one of the engine's codes, or a downstream's own.
+    pub struct FailureCode;
+
+    impl PartialSchema for FailureCode {
+        fn schema() -> RefOr<Schema> {
+            let engine: Vec<&str> = EngineFailureCode::ENGINE
+                .iter()
+                .map(EngineFailureCode::as_str)
+                .collect();
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(format!(
+                    "Why a booking failed: one of the engine's codes ({}) or a downstream's \
+                     refusal, with the downstream's own code (`INSUFFICIENT_POINTS`, \
+                     `SLOT_UNAVAILABLE`, ...).",
+                    engine.join(", ")
+                )))
+                .examples(engine.into_iter().map(serde_json::Value::from))
+                .into()
+        }
+    }
+
+    impl ToSchema for FailureCode {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("FailureCode")
+        }
+    }
+
+    /// The engine's `SagaStatus`, as a saga summary carries it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+    #[serde(tag = "status", rename_all = "snake_case")]
+    pub enum SagaStatus {
+        /// Doing `step`; `attempt` is the latest sent (a retry may be scheduled for
+        /// `retry_at`).
+        Running {
+            step: StepName,
+            attempt: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            #[schema(nullable = false)]
+            retry_at: Option<Timestamp>,
+        },
+        /// The downstream of `step` is unavailable (its circuit is open); the saga waits.
+        WaitingForDownstream {
+            step: StepName,
+            downstream: String,
+            compensating: bool,
+            /// Since when it has been waiting.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            #[schema(nullable = false)]
+            since: Option<Timestamp>,
+        },
+        /// The outcome of `step` is unknown and is being looked up.
+        Reconciling {
+            step: StepName,
+            attempt: u32,
+        },
+        /// Undoing `step`.
+        Compensating {
+            step: StepName,
+            attempt: u32,
+        },
+        Confirmed,
+        Compensated,
+        Cancelled,
+        /// Stopped at `step`; a person decides.
+        NeedsOperator {
+            reason: NeedsOperatorReason,
+            step: StepName,
+            detail: String,
+        },
+    }
+
+    impl From<como_engine::SagaStatus> for SagaStatus {
+        fn from(s: como_engine::SagaStatus) -> Self {
+            use como_engine::SagaStatus as E;
+            match s {
+                E::Running {
+                    step,
+                    attempt,
+                    retry_at,
+                } => SagaStatus::Running {
+                    step,
+                    attempt,
+                    retry_at,
+                },
+                E::WaitingForDownstream {
+                    step,
+                    downstream,
+                    compensating,
+                    since,
+                } => SagaStatus::WaitingForDownstream {
+                    step,
+                    downstream,
+                    compensating,
+                    since,
+                },
+                E::Reconciling { step, attempt } => SagaStatus::Reconciling { step, attempt },
+                E::Compensating { step, attempt } => SagaStatus::Compensating { step, attempt },
+                E::Confirmed => SagaStatus::Confirmed,
+                E::Compensated => SagaStatus::Compensated,
+                E::Cancelled => SagaStatus::Cancelled,
+                E::NeedsOperator {
+                    reason,
+                    step,
+                    detail,
+                } => SagaStatus::NeedsOperator {
+                    reason,
+                    step,
+                    detail,
+                },
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,6 +1003,97 @@ mod tests {
                     v.needs_operator_reason
                 ),
                 (None, None, None, None)
+            );
+        }
+    }
+
+    #[test]
+    fn every_history_kind_is_listed() {
+        // Exhaustive: a kind the engine adds fails to compile here until it is listed.
+        let position = |k: HistoryKind| match k {
+            HistoryKind::Started => 0,
+            HistoryKind::CommandSent => 1,
+            HistoryKind::ReplyReceived => 2,
+            HistoryKind::TimedOut => 3,
+            HistoryKind::RetryScheduled => 4,
+            HistoryKind::WaitingForDownstream => 5,
+            HistoryKind::StepCompleted => 6,
+            HistoryKind::CompensationStarted => 7,
+            HistoryKind::StepCompensated => 8,
+            HistoryKind::LateReply => 9,
+            HistoryKind::NeedsOperator => 10,
+            HistoryKind::OperatorAction => 11,
+            HistoryKind::Confirmed => 12,
+            HistoryKind::Compensated => 13,
+            HistoryKind::Cancelled => 14,
+            HistoryKind::AuditChecked => 15,
+            HistoryKind::LateEffectUndone => 16,
+        };
+        for (i, k) in schema::HISTORY_KINDS.into_iter().enumerate() {
+            assert_eq!(position(k), i, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn every_effect_is_listed() {
+        let position = |e: Effect| match e {
+            Effect::NotAttempted => 0,
+            Effect::Maybe => 1,
+            Effect::Applied => 2,
+            Effect::NotApplied => 3,
+        };
+        for (i, e) in schema::EFFECTS.into_iter().enumerate() {
+            assert_eq!(position(e), i, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn the_schemas_saga_status_serializes_as_the_engines() {
+        let step = StepName::parse("hold_slot").unwrap();
+        let at = Timestamp::from_millis(1_790_000_000_000);
+        for status in [
+            SagaStatus::Running {
+                step: step.clone(),
+                attempt: 2,
+                retry_at: Some(at),
+            },
+            SagaStatus::Running {
+                step: step.clone(),
+                attempt: 1,
+                retry_at: None,
+            },
+            SagaStatus::WaitingForDownstream {
+                step: step.clone(),
+                downstream: "SevenRooms".into(),
+                compensating: true,
+                since: Some(at),
+            },
+            SagaStatus::WaitingForDownstream {
+                step: step.clone(),
+                downstream: "Memberson".into(),
+                compensating: false,
+                since: None,
+            },
+            SagaStatus::Reconciling {
+                step: step.clone(),
+                attempt: 3,
+            },
+            SagaStatus::Compensating {
+                step: step.clone(),
+                attempt: 1,
+            },
+            SagaStatus::Confirmed,
+            SagaStatus::Compensated,
+            SagaStatus::Cancelled,
+            SagaStatus::NeedsOperator {
+                reason: NeedsOperatorReason::LateEffect,
+                step: step.clone(),
+                detail: "a hold after the saga ended".into(),
+            },
+        ] {
+            assert_eq!(
+                serde_json::to_value(schema::SagaStatus::from(status.clone())).unwrap(),
+                serde_json::to_value(&status).unwrap(),
             );
         }
     }

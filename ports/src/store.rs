@@ -127,12 +127,16 @@ impl SagaQuery {
 }
 
 /// A saga as a list shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SagaSummary {
     pub saga_id: SagaId,
     pub request_id: RequestId,
     pub member_no: MemberNo,
     pub venue_id: VenueId,
+    /// Where the saga is: tagged by `status`, with that status's fields.
+    // The engine's `SagaStatus` has no schema (the engine does not depend on utoipa): the API's
+    // document puts the `SagaStatus` schema of `como_orchestrator::view` here.
+    #[schema(value_type = Object)]
     pub status: SagaStatus,
     pub step: Option<StepName>,
     pub started_at: Timestamp,
@@ -142,17 +146,22 @@ pub struct SagaSummary {
     /// While the saga runs or compensates: the current command (`action`, `reconcile` or
     /// `compensation`), its attempt, and the downstream it goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub command: Option<CommandKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub downstream: Option<String>,
     /// The current step's last error, if it has had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_error: Option<String>,
     /// Live, and the current command has failed at least once: it is past its first attempt
     /// or waiting to retry, with an error.
     #[serde(default)]
+    #[schema(required = true)]
     pub retrying: bool,
 }
 

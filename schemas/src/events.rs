@@ -26,7 +26,9 @@ pub struct SagaEvent {
 }
 
 /// Why a saga stopped and waits for a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NeedsOperatorReason {
     /// A compensation kept failing until its retry policy ran out.
@@ -55,7 +57,9 @@ impl NeedsOperatorReason {
 }
 
 /// How a compensated saga ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CompensatedAs {
     /// The saga failed and was rolled back.

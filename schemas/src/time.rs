@@ -9,7 +9,13 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in time, with millisecond precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    format = DateTime,
+    description = "A point in time, RFC 3339 in UTC with milliseconds.",
+    example = "2026-09-21T14:13:20.000Z"
+)]
 pub struct Timestamp(i64);
 
 impl Timestamp {

@@ -19,6 +19,9 @@ macro_rules! string_newtype {
         $(#[$meta:meta])*
         $name:ident, max = $max:expr, pattern = $pattern:expr, check = $check:expr, expected = $expected:expr
     ) => {
+        // A string in the OpenAPI document (its pattern, where it has one, given with the
+        // invocation as `#[schema(pattern = ...)]`).
+        #[derive(utoipa::ToSchema)]
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -97,16 +100,19 @@ fn is_printable(s: &str) -> bool {
 
 string_newtype!(
     /// The caller's id for one booking request; a repeated id is the same request.
+    #[schema(pattern = "^[A-Za-z0-9._:-]+$")]
     RequestId, max = 128, pattern = Some("^[A-Za-z0-9._:-]+$"),
     check = |s| is_token(s, "._:-"), expected = "a request id of letters, digits, '.', '_', ':' or '-'"
 );
 string_newtype!(
     /// A Memberson member number (`MemberNo`).
+    #[schema(pattern = "^[A-Za-z0-9-]+$")]
     MemberNo, max = 32, pattern = Some("^[A-Za-z0-9-]+$"),
     check = |s| is_token(s, "-"), expected = "a member number of letters, digits or '-'"
 );
 string_newtype!(
     /// A SevenRooms venue id.
+    #[schema(pattern = "^[A-Za-z0-9_-]+$")]
     VenueId, max = 128, pattern = Some("^[A-Za-z0-9_-]+$"),
     check = |s| is_token(s, "_-"), expected = "a venue id of letters, digits, '_' or '-'"
 );
@@ -117,6 +123,7 @@ string_newtype!(
 );
 string_newtype!(
     /// A phone number in E.164 form, as SevenRooms requires: `+` then 8 to 15 digits.
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     Phone, max = 32, pattern = Some("^\\+[1-9][0-9]{7,14}$"),
     check = |s| {
         let digits = s.strip_prefix('+').unwrap_or("");
@@ -128,6 +135,7 @@ string_newtype!(
 );
 string_newtype!(
     /// An e-mail address (a light check: one `@` with text either side, no spaces).
+    #[schema(pattern = "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$")]
     Email, max = 254, pattern = Some("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$"),
     check = |s| {
         let mut parts = s.split('@');
@@ -146,6 +154,7 @@ string_newtype!(
 );
 string_newtype!(
     /// The name of a saga step, as a definition names it (`hold_slot`).
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
     StepName, max = 64, pattern = Some("^[a-z][a-z0-9_]*$"),
     check = |s| s.starts_with(|c: char| c.is_ascii_lowercase()) && is_token(s, "_") && !s.chars().any(|c| c.is_ascii_uppercase()),
     expected = "a step name in snake_case"
@@ -165,6 +174,7 @@ string_newtype!(
 string_newtype!(
     /// The `ReceiptNo` of a Memberson redemption: derived from the saga, so that a replay of the
     /// redeem and the void that undoes it name the same redemption.
+    #[schema(pattern = "^[A-Za-z0-9-]+$")]
     ReceiptNo, max = 64, pattern = Some("^[A-Za-z0-9-]+$"),
     check = |s| is_token(s, "-"), expected = "a receipt number of letters, digits or '-'"
 );
@@ -223,8 +233,21 @@ impl JsonSchema for SchemaVersion {
 /// A saga's id. Derived from the request id (UUID version 5), so that a repeated request maps
 /// to the same saga without a lookup, and everything keyed by the saga (the Memberson
 /// `ReceiptNo`, the SevenRooms `external_id`) is stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(description = "A saga id: UUID v5 of the request id.")]
 pub struct SagaId(Uuid);
 
 impl SagaId {
@@ -276,9 +299,21 @@ impl JsonSchema for SagaId {
 
 /// An amount of Como Credits: a whole, non-negative number of points.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(try_from = "i64", into = "u64")]
+#[schema(description = "An amount of Como Credits (whole points).")]
 pub struct Credits(u64);
 
 impl Credits {
@@ -333,8 +368,21 @@ impl JsonSchema for Credits {
 }
 
 /// The number of guests: 1 to [`PartySize::MAX`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(try_from = "i64", into = "u8")]
+#[schema(description = "The number of guests.")]
 pub struct PartySize(u8);
 
 impl PartySize {
@@ -390,8 +438,25 @@ impl JsonSchema for PartySize {
 pub type BookingDate = NaiveDate;
 
 /// A slot's start time in the venue's local time, `HH:MM`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schema(
+    value_type = String,
+    pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$",
+    description = "A time of day in the venue's local time, HH:MM."
+)]
 pub struct SlotTime(NaiveTime);
 
 impl SlotTime {
