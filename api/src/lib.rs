@@ -46,7 +46,7 @@ use axum::routing::{get, post};
 use como_engine::StatusKind;
 use como_orchestrator::VenueCatalogue;
 use como_orchestrator::operator::{self, OperatorAction, ResolvedOutcome};
-use como_orchestrator::view::{self, HistoryView, SagaView};
+use como_orchestrator::view::{HistoryView, SagaView};
 use como_ports::{Backend, QueueName, SagaQuery, SagaReader, SagaSummary};
 use como_schemas::{
     MemberNo, OperatorId, SagaId, StepName, Timestamp, VenueId, Worker, parse_booking_request,
@@ -148,9 +148,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         DeadLetterItem, RedriveRequest, Redriven, bulk::BulkAction, bulk::PreviewRequest,
         bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
         bulk::ExecuteResult, AuditPageView, AuditItem, Latency, StepLatency, SagaView, HistoryView,
-        SagaSummary, view::schema::SagaStatus
+        SagaSummary, como_engine::SagaStatus
     )),
-    modifiers(&BearerAuth, &SummaryStatus),
+    modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -170,30 +170,6 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
-    }
-}
-
-/// A saga summary's `status` is the engine's `SagaStatus`, which has no schema of its own (the
-/// engine does not depend on utoipa, and como-ports, where `SagaSummary` derives its schema,
-/// cannot see the orchestrator's): it is the `SagaStatus` of `como_orchestrator::view::schema`.
-struct SummaryStatus;
-
-impl utoipa::Modify for SummaryStatus {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::schema::Schema;
-        use utoipa::openapi::{Ref, RefOr};
-        let summary = openapi
-            .components
-            .as_mut()
-            .and_then(|c| c.schemas.get_mut(&SagaSummary::name().into_owned()));
-        if let Some(RefOr::T(Schema::Object(summary))) = summary
-            && let Some(status) = summary.properties.get_mut("status")
-        {
-            let mut to = Ref::from_schema_name(view::schema::SagaStatus::name());
-            to.description =
-                "Where the saga is: tagged by `status`, with that status's fields.".to_owned();
-            *status = RefOr::Ref(to);
-        }
     }
 }
 

@@ -296,8 +296,9 @@ impl StepState {
     }
 }
 
-/// Whether a step's action took effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether a step's action took effect, as far as the saga knows: `maybe` while an attempt's
+/// outcome is unknown, `not_applied` when every attempt is known not to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     NotAttempted,
@@ -309,7 +310,7 @@ pub enum Effect {
 }
 
 /// The status as a dashboard shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum SagaStatus {
     /// Doing `step`; `attempt` is the latest sent (a retry may be scheduled for `retry_at`).
@@ -317,6 +318,7 @@ pub enum SagaStatus {
         step: StepName,
         attempt: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         retry_at: Option<Timestamp>,
     },
     /// The downstream of `step` is unavailable (its circuit is open); the saga waits.
@@ -326,6 +328,7 @@ pub enum SagaStatus {
         compensating: bool,
         /// Since when it has been waiting.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(nullable = false)]
         since: Option<Timestamp>,
     },
     /// The outcome of `step` is unknown and is being looked up.
@@ -341,6 +344,7 @@ pub enum SagaStatus {
     Confirmed,
     Compensated,
     Cancelled,
+    /// Stopped at `step`; a person decides.
     NeedsOperator {
         reason: NeedsOperatorReason,
         step: StepName,
@@ -349,7 +353,19 @@ pub enum SagaStatus {
 }
 
 /// The status without its details: what stores index and dashboards count by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusKind {
     Running,

@@ -159,7 +159,6 @@ pub struct StepView {
     pub name: StepName,
     pub state: StepProgress,
     /// Whether its action took effect, as far as the saga knows.
-    #[schema(value_type = schema::Effect)]
     pub effect: Effect,
     pub attempts: StepAttempts,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -380,7 +379,6 @@ pub struct HistoryView {
     pub at: Timestamp,
     /// The saga's transition number; several entries may share one.
     pub transition: u64,
-    #[schema(value_type = schema::HistoryKind)]
     pub kind: HistoryKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -392,7 +390,6 @@ pub struct HistoryView {
     #[schema(nullable = false)]
     pub attempt: Option<u32>,
     /// The saga's status after the transition.
-    #[schema(value_type = schema::StatusKind)]
     pub status: StatusKind,
     /// `retry_scheduled`: when the next attempt goes out.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -710,116 +707,15 @@ pub fn step_durations(history: &[HistoryEntry]) -> Vec<StepDuration> {
     out
 }
 
-/// Schemas of the engine's types that the views and `SagaSummary` carry, for the operator API's
-/// OpenAPI document. The engine does not depend on utoipa, so they are described here: the
-/// string enums from the engine's own values (as serde writes them), `SagaStatus` by a copy
-/// that converts from the engine's without `..` (a field or variant the engine adds fails to
-/// compile here) and serializes the same (a test compares them).
+/// Schemas of the engine's types whose serialization is written by hand, for the operator API's
+/// OpenAPI document (the engine derives the others' with utoipa).
 pub mod schema {
     use std::borrow::Cow;
 
-    use como_engine::{Effect as EngineEffect, FailureCode as EngineFailureCode};
-    use como_engine::{HistoryKind as EngineHistoryKind, StatusKind as EngineStatusKind};
-    use como_schemas::events::NeedsOperatorReason;
-    use como_schemas::{StepName, Timestamp};
-    use serde::Serialize;
+    use como_engine::FailureCode as EngineFailureCode;
     use utoipa::openapi::RefOr;
     use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
     use utoipa::{PartialSchema, ToSchema};
-
-    /// Every history kind, in the engine's order; `tests::every_history_kind_is_listed` fails
-    /// to compile when the engine adds one.
-    pub(crate) const HISTORY_KINDS: [EngineHistoryKind; 17] = [
-        EngineHistoryKind::Started,
-        EngineHistoryKind::CommandSent,
-        EngineHistoryKind::ReplyReceived,
-        EngineHistoryKind::TimedOut,
-        EngineHistoryKind::RetryScheduled,
-        EngineHistoryKind::WaitingForDownstream,
-        EngineHistoryKind::StepCompleted,
-        EngineHistoryKind::CompensationStarted,
-        EngineHistoryKind::StepCompensated,
-        EngineHistoryKind::LateReply,
-        EngineHistoryKind::NeedsOperator,
-        EngineHistoryKind::OperatorAction,
-        EngineHistoryKind::Confirmed,
-        EngineHistoryKind::Compensated,
-        EngineHistoryKind::Cancelled,
-        EngineHistoryKind::AuditChecked,
-        EngineHistoryKind::LateEffectUndone,
-    ];
-
-    /// Every effect; `tests::every_effect_is_listed` fails to compile when the engine adds one.
-    pub(crate) const EFFECTS: [EngineEffect; 4] = [
-        EngineEffect::NotAttempted,
-        EngineEffect::Maybe,
-        EngineEffect::Applied,
-        EngineEffect::NotApplied,
-    ];
-
-    /// A string that is one of `values` as serde writes them.
-    fn string_enum<T: Serialize>(values: &[T], description: &str) -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(
-                values.iter().filter_map(|v| serde_json::to_value(v).ok()),
-            ))
-            .description(Some(description))
-            .into()
-    }
-
-    /// The engine's `StatusKind`: a status without its fields.
-    pub struct StatusKind;
-
-    impl PartialSchema for StatusKind {
-        fn schema() -> RefOr<Schema> {
-            string_enum(
-                &EngineStatusKind::ALL,
-                "A saga's status without its fields, as lists filter and counts group by.",
-            )
-        }
-    }
-
-    impl ToSchema for StatusKind {
-        fn name() -> Cow<'static, str> {
-            Cow::Borrowed("StatusKind")
-        }
-    }
-
-    /// The engine's `HistoryKind`: what a history entry records.
-    pub struct HistoryKind;
-
-    impl PartialSchema for HistoryKind {
-        fn schema() -> RefOr<Schema> {
-            string_enum(&HISTORY_KINDS, "What a history entry records.")
-        }
-    }
-
-    impl ToSchema for HistoryKind {
-        fn name() -> Cow<'static, str> {
-            Cow::Borrowed("HistoryKind")
-        }
-    }
-
-    /// The engine's `Effect`: whether a step's action took effect.
-    pub struct Effect;
-
-    impl PartialSchema for Effect {
-        fn schema() -> RefOr<Schema> {
-            string_enum(
-                &EFFECTS,
-                "Whether a step's action took effect, as far as the saga knows: `maybe` while \
-                 an attempt's outcome is unknown, `not_applied` when every attempt is known not \
-                 to have.",
-            )
-        }
-    }
-
-    impl ToSchema for Effect {
-        fn name() -> Cow<'static, str> {
-            Cow::Borrowed("Effect")
-        }
-    }
 
     /// The engine's `FailureCode`: one of the engine's codes, or a downstream's own.
     pub struct FailureCode;
@@ -846,92 +742,6 @@ pub mod schema {
     impl ToSchema for FailureCode {
         fn name() -> Cow<'static, str> {
             Cow::Borrowed("FailureCode")
-        }
-    }
-
-    /// The engine's `SagaStatus`, as a saga summary carries it.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-    #[serde(tag = "status", rename_all = "snake_case")]
-    pub enum SagaStatus {
-        /// Doing `step`; `attempt` is the latest sent (a retry may be scheduled for
-        /// `retry_at`).
-        Running {
-            step: StepName,
-            attempt: u32,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(nullable = false)]
-            retry_at: Option<Timestamp>,
-        },
-        /// The downstream of `step` is unavailable (its circuit is open); the saga waits.
-        WaitingForDownstream {
-            step: StepName,
-            downstream: String,
-            compensating: bool,
-            /// Since when it has been waiting.
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(nullable = false)]
-            since: Option<Timestamp>,
-        },
-        /// The outcome of `step` is unknown and is being looked up.
-        Reconciling {
-            step: StepName,
-            attempt: u32,
-        },
-        /// Undoing `step`.
-        Compensating {
-            step: StepName,
-            attempt: u32,
-        },
-        Confirmed,
-        Compensated,
-        Cancelled,
-        /// Stopped at `step`; a person decides.
-        NeedsOperator {
-            reason: NeedsOperatorReason,
-            step: StepName,
-            detail: String,
-        },
-    }
-
-    impl From<como_engine::SagaStatus> for SagaStatus {
-        fn from(s: como_engine::SagaStatus) -> Self {
-            use como_engine::SagaStatus as E;
-            match s {
-                E::Running {
-                    step,
-                    attempt,
-                    retry_at,
-                } => SagaStatus::Running {
-                    step,
-                    attempt,
-                    retry_at,
-                },
-                E::WaitingForDownstream {
-                    step,
-                    downstream,
-                    compensating,
-                    since,
-                } => SagaStatus::WaitingForDownstream {
-                    step,
-                    downstream,
-                    compensating,
-                    since,
-                },
-                E::Reconciling { step, attempt } => SagaStatus::Reconciling { step, attempt },
-                E::Compensating { step, attempt } => SagaStatus::Compensating { step, attempt },
-                E::Confirmed => SagaStatus::Confirmed,
-                E::Compensated => SagaStatus::Compensated,
-                E::Cancelled => SagaStatus::Cancelled,
-                E::NeedsOperator {
-                    reason,
-                    step,
-                    detail,
-                } => SagaStatus::NeedsOperator {
-                    reason,
-                    step,
-                    detail,
-                },
-            }
         }
     }
 }
@@ -1003,97 +813,6 @@ mod tests {
                     v.needs_operator_reason
                 ),
                 (None, None, None, None)
-            );
-        }
-    }
-
-    #[test]
-    fn every_history_kind_is_listed() {
-        // Exhaustive: a kind the engine adds fails to compile here until it is listed.
-        let position = |k: HistoryKind| match k {
-            HistoryKind::Started => 0,
-            HistoryKind::CommandSent => 1,
-            HistoryKind::ReplyReceived => 2,
-            HistoryKind::TimedOut => 3,
-            HistoryKind::RetryScheduled => 4,
-            HistoryKind::WaitingForDownstream => 5,
-            HistoryKind::StepCompleted => 6,
-            HistoryKind::CompensationStarted => 7,
-            HistoryKind::StepCompensated => 8,
-            HistoryKind::LateReply => 9,
-            HistoryKind::NeedsOperator => 10,
-            HistoryKind::OperatorAction => 11,
-            HistoryKind::Confirmed => 12,
-            HistoryKind::Compensated => 13,
-            HistoryKind::Cancelled => 14,
-            HistoryKind::AuditChecked => 15,
-            HistoryKind::LateEffectUndone => 16,
-        };
-        for (i, k) in schema::HISTORY_KINDS.into_iter().enumerate() {
-            assert_eq!(position(k), i, "{k:?}");
-        }
-    }
-
-    #[test]
-    fn every_effect_is_listed() {
-        let position = |e: Effect| match e {
-            Effect::NotAttempted => 0,
-            Effect::Maybe => 1,
-            Effect::Applied => 2,
-            Effect::NotApplied => 3,
-        };
-        for (i, e) in schema::EFFECTS.into_iter().enumerate() {
-            assert_eq!(position(e), i, "{e:?}");
-        }
-    }
-
-    #[test]
-    fn the_schemas_saga_status_serializes_as_the_engines() {
-        let step = StepName::parse("hold_slot").unwrap();
-        let at = Timestamp::from_millis(1_790_000_000_000);
-        for status in [
-            SagaStatus::Running {
-                step: step.clone(),
-                attempt: 2,
-                retry_at: Some(at),
-            },
-            SagaStatus::Running {
-                step: step.clone(),
-                attempt: 1,
-                retry_at: None,
-            },
-            SagaStatus::WaitingForDownstream {
-                step: step.clone(),
-                downstream: "SevenRooms".into(),
-                compensating: true,
-                since: Some(at),
-            },
-            SagaStatus::WaitingForDownstream {
-                step: step.clone(),
-                downstream: "Memberson".into(),
-                compensating: false,
-                since: None,
-            },
-            SagaStatus::Reconciling {
-                step: step.clone(),
-                attempt: 3,
-            },
-            SagaStatus::Compensating {
-                step: step.clone(),
-                attempt: 1,
-            },
-            SagaStatus::Confirmed,
-            SagaStatus::Compensated,
-            SagaStatus::Cancelled,
-            SagaStatus::NeedsOperator {
-                reason: NeedsOperatorReason::LateEffect,
-                step: step.clone(),
-                detail: "a hold after the saga ended".into(),
-            },
-        ] {
-            assert_eq!(
-                serde_json::to_value(schema::SagaStatus::from(status.clone())).unwrap(),
-                serde_json::to_value(&status).unwrap(),
             );
         }
     }

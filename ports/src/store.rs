@@ -134,9 +134,6 @@ pub struct SagaSummary {
     pub member_no: MemberNo,
     pub venue_id: VenueId,
     /// Where the saga is: tagged by `status`, with that status's fields.
-    // The engine's `SagaStatus` has no schema (the engine does not depend on utoipa): the API's
-    // document puts the `SagaStatus` schema of `como_orchestrator::view` here.
-    #[schema(value_type = Object)]
     pub status: SagaStatus,
     pub step: Option<StepName>,
     pub started_at: Timestamp,
