@@ -1237,10 +1237,7 @@ mod document_tests {
     use chrono::NaiveDate;
     use como_engine::{Input, OperatorAction, OperatorCommand, ResolvedOutcome, como, transition};
     use como_ports::SagaSummary;
-    use como_schemas::{
-        CommandKind, Credits, HoldId, OperationKind, OperatorId, ReceiptNo, ReplyOutcome,
-        ReservationId, StepOutput, Timestamp, TransactionId, WorkerCommand, examples,
-    };
+    use como_schemas::{CommandKind, OperatorId, Timestamp, WorkerCommand, examples};
     use serde_json::{Value, json};
 
     use super::*;
@@ -1506,7 +1503,7 @@ mod document_tests {
                     };
                     self.now = self.now.plus_ms(250);
                     let outcome = match self.next(4) {
-                        0 | 1 => success(&cmd),
+                        0 | 1 => examples::success(&cmd),
                         _ => {
                             let all = examples::all_outcomes();
                             let pick = self.next(all.len() as u64) as usize;
@@ -1556,35 +1553,6 @@ mod document_tests {
                 _ => false,
             }
         }
-    }
-
-    fn success(cmd: &WorkerCommand) -> ReplyOutcome {
-        let output = match (cmd.kind, cmd.operation.kind()) {
-            (CommandKind::Compensation, _) => StepOutput::Compensated {
-                note: None,
-                undone: true,
-            },
-            (_, OperationKind::CheckCredits) => StepOutput::CreditsChecked {
-                balance: Credits::new(5_000).unwrap(),
-            },
-            (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
-                hold_id: HoldId::parse("hold-1").unwrap(),
-            },
-            (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
-                StepOutput::CreditsRedeemed {
-                    transaction_id: TransactionId::parse("tx-1").unwrap(),
-                    receipt_no: ReceiptNo::for_saga(cmd.saga_id),
-                    balance: None,
-                }
-            }
-            (_, OperationKind::BookExperience | OperationKind::FindReservation) => {
-                StepOutput::ExperienceBooked {
-                    reservation_id: ReservationId::parse("res-1").unwrap(),
-                }
-            }
-            _ => StepOutput::Done,
-        };
-        ReplyOutcome::Succeeded { output }
     }
 
     fn validator(doc: &Value, name: &str) -> jsonschema::Validator {

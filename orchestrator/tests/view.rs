@@ -7,10 +7,7 @@ use como_engine::{
 };
 use como_orchestrator::view::{HistoryView, SagaView, StatusView, StepProgress};
 use como_schemas::events::{CompensatedAs, NeedsOperatorReason};
-use como_schemas::{
-    CommandKind, Credits, HoldId, OperationKind, ReceiptNo, ReplyOutcome, ReservationId,
-    StepOutput, Timestamp, TransactionId, WorkerCommand, examples,
-};
+use como_schemas::{CommandKind, ReplyOutcome, Timestamp, WorkerCommand, examples};
 use serde_json::{Value, json};
 
 /// One saga driven through the engine, with everything it sent and recorded.
@@ -56,7 +53,7 @@ impl Saga {
 
     fn succeed(&mut self) {
         let cmd = self.commands.last().cloned().expect("a command is out");
-        self.reply(success(&cmd));
+        self.reply(examples::success(&cmd));
     }
 
     /// Move the clock to the saga's wake-up time and fire the timer.
@@ -68,35 +65,6 @@ impl Saga {
     fn view(&self) -> SagaView {
         SagaView::of(&self.state, &self.history)
     }
-}
-
-fn success(cmd: &WorkerCommand) -> ReplyOutcome {
-    let output = match (cmd.kind, cmd.operation.kind()) {
-        (CommandKind::Compensation, _) => StepOutput::Compensated {
-            note: None,
-            undone: true,
-        },
-        (_, OperationKind::CheckCredits) => StepOutput::CreditsChecked {
-            balance: Credits::new(5_000).unwrap(),
-        },
-        (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
-            hold_id: HoldId::parse("hold-1").unwrap(),
-        },
-        (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
-            StepOutput::CreditsRedeemed {
-                transaction_id: TransactionId::parse("tx-1").unwrap(),
-                receipt_no: ReceiptNo::for_saga(cmd.saga_id),
-                balance: None,
-            }
-        }
-        (_, OperationKind::BookExperience | OperationKind::FindReservation) => {
-            StepOutput::ExperienceBooked {
-                reservation_id: ReservationId::parse("res-1").unwrap(),
-            }
-        }
-        _ => StepOutput::Done,
-    };
-    ReplyOutcome::Succeeded { output }
 }
 
 fn business(code: &str) -> ReplyOutcome {

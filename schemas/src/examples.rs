@@ -88,6 +88,37 @@ pub fn reply(command: &WorkerCommand, outcome: ReplyOutcome) -> WorkerReply {
     }
 }
 
+/// The outcome of `command` done: the output its step needs (a balance, a hold, a receipt for
+/// the saga, a reservation), as a downstream that answers at once gives it.
+pub fn success(command: &WorkerCommand) -> ReplyOutcome {
+    let output = match (command.kind, command.operation.kind()) {
+        (CommandKind::Compensation, _) => StepOutput::Compensated {
+            note: None,
+            undone: true,
+        },
+        (_, OperationKind::CheckCredits) => StepOutput::CreditsChecked {
+            balance: must(Credits::new(5_000)),
+        },
+        (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
+            hold_id: must(HoldId::parse("hold-1")),
+        },
+        (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
+            StepOutput::CreditsRedeemed {
+                transaction_id: must(TransactionId::parse("tx-1")),
+                receipt_no: ReceiptNo::for_saga(command.saga_id),
+                balance: None,
+            }
+        }
+        (_, OperationKind::BookExperience | OperationKind::FindReservation) => {
+            StepOutput::ExperienceBooked {
+                reservation_id: must(ReservationId::parse("res-1")),
+            }
+        }
+        _ => StepOutput::Done,
+    };
+    ReplyOutcome::Succeeded { output }
+}
+
 /// One of every reply outcome.
 pub fn all_outcomes() -> Vec<ReplyOutcome> {
     vec![

@@ -21,8 +21,7 @@ use como_engine::state::{Activity, Phase};
 use como_engine::{HistoryEntry, Input, SagaState, SagaStatus, como, transition};
 use como_ports::{CreateOutcome, Effects};
 use como_schemas::{
-    CommandKind, Credits, HoldId, MemberNo, OperationKind, ReceiptNo, ReplyOutcome, ReservationId,
-    StepOutput, Timestamp, TransactionId, VenueId, WorkerCommand, examples,
+    CommandKind, MemberNo, OperationKind, ReplyOutcome, Timestamp, VenueId, WorkerCommand, examples,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -61,35 +60,6 @@ fn must<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| unreachable!("fixed values: {e}"))
 }
 
-fn success(cmd: &WorkerCommand) -> ReplyOutcome {
-    let output = match (cmd.kind, cmd.operation.kind()) {
-        (CommandKind::Compensation, _) => StepOutput::Compensated {
-            note: None,
-            undone: true,
-        },
-        (_, OperationKind::CheckCredits) => StepOutput::CreditsChecked {
-            balance: must(Credits::new(50_000)),
-        },
-        (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
-            hold_id: must(HoldId::parse("hold-bench")),
-        },
-        (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
-            StepOutput::CreditsRedeemed {
-                transaction_id: must(TransactionId::parse("tx-bench")),
-                receipt_no: ReceiptNo::for_saga(cmd.saga_id),
-                balance: None,
-            }
-        }
-        (_, OperationKind::BookExperience | OperationKind::FindReservation) => {
-            StepOutput::ExperienceBooked {
-                reservation_id: must(ReservationId::parse("res-bench")),
-            }
-        }
-        _ => StepOutput::Done,
-    };
-    ReplyOutcome::Succeeded { output }
-}
-
 /// A saga run by the engine to its end with every downstream answering at once (and the
 /// redemption refused when `refuse_redeem`): its state and whole history.
 fn template(refuse_redeem: bool) -> anyhow::Result<(SagaState, Vec<HistoryEntry>)> {
@@ -116,7 +86,7 @@ fn template(refuse_redeem: bool) -> anyhow::Result<(SagaState, Vec<HistoryEntry>
                         message: "Insufficient points.".into(),
                     }
                 } else {
-                    success(&cmd)
+                    examples::success(&cmd)
                 };
                 let mut reply = examples::reply(&cmd, outcome);
                 reply.replied_at = now;
