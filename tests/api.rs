@@ -3,57 +3,19 @@
 //! field and nothing changed, a booking submitted and followed to its end, and an operator
 //! cancelling a saga stuck behind a SevenRooms outage, the history naming who and why.
 
+mod api_support;
+
 use std::time::{Duration, Instant};
 
+use api_support::Api;
 use chrono::Utc;
 use como_api::auth::{LocalKey, Role};
-use como_app::{SpawnOptions, Spawned, spawn_app};
 use como_schemas::{BookingRequested, MemberNo, VenueId, examples};
 use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-struct Api {
-    spawned: Spawned,
-    base: String,
-    key: LocalKey,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
 impl Api {
-    async fn start() -> Api {
-        let spawned = spawn_app(
-            SpawnOptions {
-                quick: true,
-                ..SpawnOptions::default()
-            },
-            |app| app,
-        )
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let key = LocalKey::load_or_create(&dir.path().join("key.pem")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        spawned
-            .app
-            .serve_api(
-                listener,
-                &key.auth_config(),
-                Some(spawned.running.metrics()),
-                &spawned.shutdown,
-            )
-            .unwrap();
-        Api {
-            spawned,
-            base,
-            key,
-            http: reqwest::Client::new(),
-            _dir: dir,
-        }
-    }
-
     /// SevenRooms answers 503 to everything (for five minutes, or until its faults are
     /// cleared); returns its base URL.
     async fn sevenrooms_down(&self) -> String {
@@ -67,47 +29,6 @@ impl Api {
             .error_for_status()
             .unwrap();
         sevenrooms
-    }
-
-    fn token(&self, role: Role) -> String {
-        self.key
-            .mint("ops-alice", &[role], Duration::from_secs(600))
-            .unwrap()
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(b.to_owned());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str, role: Role) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(&self.token(role)), None)
-            .await
-    }
-
-    async fn post(&self, path: &str, role: Role, body: &str) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(&self.token(role)), Some(body))
-            .await
     }
 
     /// Polls the saga until its status is `want`; panics after `within`.

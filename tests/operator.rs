@@ -7,23 +7,23 @@
 //! `como-saga sagas resolve`; the history names the operator and the reason, and the ledgers
 //! show the member paid nothing and nothing is booked or held.
 
+mod api_support;
 mod support;
 
 use std::time::{Duration, Instant};
 
+use api_support::{Api, OPERATOR};
 use chrono::Utc;
-use como_api::auth::{LocalKey, Role};
+use como_api::auth::Role;
 use como_app::notify::{Webhook, signature};
-use como_app::{SpawnOptions, Spawned, spawn_app};
 use como_schemas::credentials::ExposeSecret;
 use como_schemas::{BookingRequested, MemberNo, SagaId, VenueId, examples};
 use como_simulators::invariant::SagaKeys;
 use como_simulators::ledger::{HoldStatus, Ledger, RedemptionStatus};
 use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const OPERATOR: &str = "ops-alice";
 const WEBHOOK_SECRET: &str = "whsec-operator-test";
 
 /// A webhook receiver on loopback: records every delivery, and refuses the first with a 500
@@ -65,47 +65,7 @@ impl Receiver {
 }
 const REASON: &str = "voided by hand in Memberson: receipt locked for settlement";
 
-struct Api {
-    spawned: Spawned,
-    base: String,
-    key: LocalKey,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
 impl Api {
-    async fn start(webhook: Option<Webhook>) -> Api {
-        let spawned = spawn_app(
-            SpawnOptions {
-                quick: true,
-                ..SpawnOptions::default()
-            },
-            |app| app.with_webhook(webhook),
-        )
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let key = LocalKey::load_or_create(&dir.path().join("key.pem")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        spawned
-            .app
-            .serve_api(
-                listener,
-                &key.auth_config(),
-                Some(spawned.running.metrics()),
-                &spawned.shutdown,
-            )
-            .unwrap();
-        Api {
-            spawned,
-            base,
-            key,
-            http: reqwest::Client::new(),
-            _dir: dir,
-        }
-    }
-
     fn memberson(&self) -> String {
         self.spawned.sims.memberson_url().to_owned()
     }
@@ -114,39 +74,9 @@ impl Api {
         self.spawned.sims.sevenrooms_url().to_owned()
     }
 
-    fn token(&self, role: Role) -> String {
-        self.key
-            .mint(OPERATOR, &[role], Duration::from_secs(600))
-            .unwrap()
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        role: Role,
-        body: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(self.token(role));
-        if let Some(b) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(b.to_owned());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(Method::GET, path, Role::Viewer, None).await;
+    /// `GET path` as a viewer, which must answer 200.
+    async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path, Role::Viewer).await;
         assert_eq!(status, StatusCode::OK, "GET {path}: {body:#}");
         body
     }
@@ -206,7 +136,7 @@ impl Api {
                 Some(c) => format!("/v1/sagas/{saga}/history?limit=100&cursor={c}"),
                 None => format!("/v1/sagas/{saga}/history?limit=100"),
             };
-            let page = self.get(&path).await;
+            let page = self.get_ok(&path).await;
             entries.extend(page["items"].as_array().unwrap().iter().cloned());
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
@@ -378,11 +308,11 @@ fn booking(request_id: &str) -> BookingRequested {
 async fn a_saga_whose_compensation_is_refused_is_found_fixed_by_hand_and_resolved() {
     let started = Instant::now();
     let receiver = Receiver::start().await;
-    let api = Api::start(Some(Webhook {
+    let webhook = Webhook {
         url: receiver.url.clone(),
         secret: WEBHOOK_SECRET.into(),
-    }))
-    .await;
+    };
+    let api = Api::start_with(|app| app.with_webhook(Some(webhook))).await;
     let opening = api.ledger().await;
     let balance_before = opening.memberson.member(MEMBER_RICH).unwrap().balance;
 
@@ -403,11 +333,10 @@ async fn a_saga_whose_compensation_is_refused_is_found_fixed_by_hand_and_resolve
     let saga_id = request.saga_id();
     let saga = saga_id.to_string();
     let (status, accepted) = api
-        .call(
-            Method::POST,
+        .post(
             "/v1/bookings",
             Role::Submitter,
-            Some(&serde_json::to_string(&request).unwrap()),
+            &serde_json::to_string(&request).unwrap(),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");

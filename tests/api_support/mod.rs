@@ -1,0 +1,106 @@
+//! The whole system in-process (`spawn_app`: both simulators, the orchestrator and both workers
+//! on a real SQLite file) with its operator API served on loopback, and an HTTP client that
+//! signs its tokens with the API's local key: what the API tests and the operator's test share.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use como_api::auth::{LocalKey, Role};
+use como_app::{App, SpawnOptions, Spawned, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Who the tokens name.
+pub const OPERATOR: &str = "ops-alice";
+
+pub struct Api {
+    pub spawned: Spawned,
+    pub base: String,
+    pub key: LocalKey,
+    pub http: reqwest::Client,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Api {
+    pub async fn start() -> Api {
+        Api::start_with(|app| app).await
+    }
+
+    /// With `prepare` applied to the application before its roles start.
+    pub async fn start_with(prepare: impl FnOnce(App) -> App) -> Api {
+        let spawned = spawn_app(
+            SpawnOptions {
+                quick: true,
+                ..SpawnOptions::default()
+            },
+            prepare,
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = LocalKey::load_or_create(&dir.path().join("key.pem")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        spawned
+            .app
+            .serve_api(
+                listener,
+                &key.auth_config(),
+                Some(spawned.running.metrics()),
+                &spawned.shutdown,
+            )
+            .unwrap();
+        Api {
+            spawned,
+            base,
+            key,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A token for `role`, naming [`OPERATOR`].
+    pub fn token(&self, role: Role) -> String {
+        self.key
+            .mint(OPERATOR, &[role], Duration::from_secs(600))
+            .unwrap()
+    }
+
+    /// `method path` with `token` (none: no `Authorization`) and a JSON `body`; the status and
+    /// the answer (JSON, or the text as a string).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, role: Role) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&self.token(role)), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, role: Role, body: &str) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&self.token(role)), Some(body))
+            .await
+    }
+}
