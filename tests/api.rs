@@ -263,13 +263,7 @@ async fn a_booking_submitted_over_http_is_followed_to_its_end_and_bad_input_chan
     let mut other = request.clone();
     other.party_size = como_schemas::PartySize::new(4).unwrap();
     other.quoted_credits = como_schemas::Credits::new(2_400).unwrap();
-    let (status, conflict) = api
-        .post(
-            "/v1/bookings",
-            Role::Submitter,
-            &serde_json::to_string(&other).unwrap(),
-        )
-        .await;
+    let (status, conflict) = api.submit(&other).await;
     assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
 
     // Bad input on every write: 400 naming the field, nothing changed.
@@ -907,8 +901,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
 
 /// Submits a booking with request id `id`; returns its saga id.
 async fn submit(api: &Api, id: &str) -> String {
-    let body = serde_json::to_string(&booking(id)).unwrap();
-    let (status, answer) = api.post("/v1/bookings", Role::Submitter, &body).await;
+    let (status, answer) = api.submit(&booking(id)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     booking(id).saga_id().to_string()
 }

@@ -332,13 +332,7 @@ async fn a_saga_whose_compensation_is_refused_is_found_fixed_by_hand_and_resolve
     let request = booking("operator-stuck-1");
     let saga_id = request.saga_id();
     let saga = saga_id.to_string();
-    let (status, accepted) = api
-        .post(
-            "/v1/bookings",
-            Role::Submitter,
-            &serde_json::to_string(&request).unwrap(),
-        )
-        .await;
+    let (status, accepted) = api.submit(&request).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     assert_eq!(accepted["saga_id"], saga.as_str(), "{accepted}");
     let stuck = api

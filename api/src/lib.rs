@@ -1029,13 +1029,7 @@ const AUDIT_ACTIONS: [&str; 6] = [
 
 fn time_of(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     value
-        .map(|v| {
-            chrono::DateTime::parse_from_rfc3339(v)
-                .map(|t| Timestamp::from_datetime(t.with_timezone(&chrono::Utc)))
-                .map_err(|e| {
-                    ApiError::invalid(field, &format!("{v:?} is not an RFC 3339 time: {e}"))
-                })
-        })
+        .map(|v| Timestamp::parse(v).map_err(|e| ApiError::invalid(field, &e)))
         .transpose()
 }
 

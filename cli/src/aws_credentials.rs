@@ -27,6 +27,20 @@ use crate::stack;
 /// The SDK stops waiting for credentials after 5 s; so does this check.
 const WITHIN: Duration = Duration::from_secs(5);
 
+/// The checks before a command opens its backend, so that what is wrong is one line said
+/// before anything is started: the database file (embedded), the credentials (AWS).
+pub async fn preflight(settings: &Settings) -> anyhow::Result<()> {
+    stack::check_database(settings)?;
+    check(settings).await
+}
+
+/// The application on the backend `settings` name, after [`preflight`]: what every role's
+/// command opens.
+pub async fn open_app(settings: Settings) -> anyhow::Result<como_app::App> {
+    preflight(&settings).await?;
+    como_app::App::build(settings)
+}
+
 /// Fails, in one line naming what to set, if the AWS backend is the one and no credentials
 /// can be found. Nothing to do for the embedded backend.
 pub async fn check(settings: &Settings) -> anyhow::Result<()> {

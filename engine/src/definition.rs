@@ -3,7 +3,7 @@
 //! how each class of error is handled. A running saga is pinned to the `(name, version)` it
 //! started with; a new version is a new definition, never an edit of an old one.
 
-use como_schemas::{OperationKind, StepName};
+use como_schemas::{CommandKind, OperationKind, StepName};
 use serde::{Deserialize, Serialize};
 
 /// A whole saga.
@@ -41,6 +41,21 @@ pub struct StepDefinition {
     /// How long one attempt of the action (or of a reconciliation) may take.
     pub timeout_ms: u64,
     pub on_error: ErrorHandling,
+}
+
+impl StepDefinition {
+    /// The operation a command of `kind` runs for this step (a lookup without an operation of
+    /// its own repeats the action, which is idempotent; so does an undo without one).
+    pub fn operation(&self, kind: CommandKind) -> OperationKind {
+        match kind {
+            CommandKind::Action => self.action,
+            CommandKind::Reconcile => self.reconcile.unwrap_or(self.action),
+            CommandKind::Compensation => self
+                .compensation
+                .as_ref()
+                .map_or(self.action, |c| c.operation),
+        }
+    }
 }
 
 /// How a step is undone.

@@ -77,16 +77,6 @@ impl std::fmt::Debug for StepStats {
     }
 }
 
-/// `(step, kind, attempt)` of a command id (`<saga>:<step>:<kind>:<attempt>`).
-fn parts(id: &str) -> Option<(&str, &str, u32)> {
-    let mut it = id.splitn(4, ':');
-    let _saga = it.next()?;
-    let step = it.next()?;
-    let kind = it.next()?;
-    let attempt = it.next()?.parse().ok()?;
-    Some((step, kind, attempt))
-}
-
 impl StepStats {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -97,7 +87,7 @@ impl StepStats {
         let now = Instant::now();
         let mut inner = self.inner();
         for id in &applied.sent {
-            let Some((step, kind, attempt)) = parts(id.as_str()) else {
+            let Some((step, kind, attempt)) = id.parts() else {
                 continue;
             };
             if attempt > 1 {
@@ -112,7 +102,7 @@ impl StepStats {
         }
         if let Some(replied) = &applied.replied
             && let Some(at) = inner.sent.remove(replied.as_str())
-            && let Some((step, kind, _)) = parts(replied.as_str())
+            && let Some((step, kind, _)) = replied.parts()
         {
             inner
                 .latency
@@ -152,15 +142,6 @@ impl StepStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_command_id_names_its_step_kind_and_attempt() {
-        assert_eq!(
-            parts("0b0a7c39-2f7e-4e0e-9b8e-1d2a3c4b5d6e:hold_slot:compensation:3"),
-            Some(("hold_slot", "compensation", 3))
-        );
-        assert_eq!(parts("nonsense"), None);
-    }
 
     #[test]
     fn observations_fall_in_their_bucket() {

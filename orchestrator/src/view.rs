@@ -298,15 +298,8 @@ pub fn waiting_on(s: &SagaState, history: Option<&[HistoryEntry]>) -> Option<Wai
         }
     };
     let step_name = name(step)?;
-    let worker = como_engine::como::lookup(&s.definition, s.definition_version).and_then(|def| {
-        let st = def.steps.get(step)?;
-        let op = match activity.kind() {
-            CommandKind::Action => Some(st.action),
-            CommandKind::Reconcile => st.reconcile,
-            CommandKind::Compensation => st.compensation.as_ref().map(|c| c.operation),
-        }?;
-        op.worker()
-    });
+    let worker = como_engine::como::lookup(&s.definition, s.definition_version)
+        .and_then(|def| def.steps.get(step)?.operation(activity.kind()).worker());
     if activity.waiting_for_downstream() {
         return Some(WaitingOn::Downstream {
             downstream: worker

@@ -180,26 +180,13 @@ impl SagaSummary {
             && let Some(st) = state.steps.get(step)
         {
             let kind = activity.kind();
-            let sent = match kind {
-                CommandKind::Action => st.action.sent,
-                CommandKind::Reconcile => st.reconcile.sent,
-                CommandKind::Compensation => st.compensation.sent,
-            };
             command = Some(kind);
             attempt = Some(match activity {
                 Activity::Awaiting { attempt, .. } => *attempt,
-                Activity::Backoff { .. } => sent + 1,
+                Activity::Backoff { .. } => st.attempts(kind).sent + 1,
             });
             downstream = como_engine::como::lookup(&state.definition, state.definition_version)
-                .and_then(|def| {
-                    let d = def.steps.get(step)?;
-                    match kind {
-                        CommandKind::Action => Some(d.action),
-                        CommandKind::Reconcile => d.reconcile,
-                        CommandKind::Compensation => d.compensation.as_ref().map(|c| c.operation),
-                    }?
-                    .worker()
-                })
+                .and_then(|def| def.steps.get(step)?.operation(kind).worker())
                 .map(|w| w.downstream().to_owned());
             retrying = st.last_error.is_some() && attempt.is_some_and(|a| a > 1);
         }

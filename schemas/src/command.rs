@@ -96,6 +96,17 @@ impl CommandId {
         Self(format!("{key}:{attempt}"))
     }
 
+    /// The step, the kind of command (`action`, `reconcile`, `compensation`) and the attempt
+    /// it names (`<saga>:<step>:<kind>:<attempt>`, as [`CommandId::new`] writes it).
+    pub fn parts(&self) -> Option<(&str, &str, u32)> {
+        let mut it = self.0.splitn(4, ':');
+        let _saga = it.next()?;
+        let step = it.next()?;
+        let kind = it.next()?;
+        let attempt = it.next()?.parse().ok()?;
+        Some((step, kind, attempt))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -383,4 +394,22 @@ pub struct WorkerCommand {
     /// sagas first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saga_started_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_id_names_its_step_kind_and_attempt() {
+        let saga = SagaId::parse("0b0a7c39-2f7e-4e0e-9b8e-1d2a3c4b5d6e").unwrap();
+        let step = StepName::parse("hold_slot").unwrap();
+        let id = CommandId::new(
+            &IdempotencyKey::new(saga, &step, CommandKind::Compensation),
+            3,
+        );
+        assert_eq!(id.parts(), Some(("hold_slot", "compensation", 3)));
+        let nonsense: CommandId = serde_json::from_str("\"nonsense\"").unwrap();
+        assert_eq!(nonsense.parts(), None);
+    }
 }

@@ -80,22 +80,25 @@ impl Serialize for Timestamp {
     }
 }
 
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Cow::<str>::deserialize(d)?;
-        let at = DateTime::parse_from_rfc3339(&s)
+impl Timestamp {
+    /// An RFC 3339 date and time, in the years 0000 to 9999 in UTC; the error says why not.
+    pub fn parse(s: &str) -> Result<Timestamp, String> {
+        let at = DateTime::parse_from_rfc3339(s)
             .map(|dt| Self::from_datetime(dt.with_timezone(&Utc)))
-            .map_err(|_| {
-                serde::de::Error::custom(format!("{s:?} is not an RFC 3339 date and time"))
-            })?;
+            .map_err(|_| format!("{s:?} is not an RFC 3339 date and time"))?;
         // An offset can carry a time written in the years 0000 to 9999 just outside them in
         // UTC, where it could be read but never written back.
         if !(Self::MIN..=Self::MAX).contains(&at) {
-            return Err(serde::de::Error::custom(format!(
-                "{s:?} is outside the years 0000 to 9999 in UTC"
-            )));
+            return Err(format!("{s:?} is outside the years 0000 to 9999 in UTC"));
         }
         Ok(at)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

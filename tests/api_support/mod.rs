@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use como_api::auth::{LocalKey, Role};
 use como_app::{App, SpawnOptions, Spawned, spawn_app};
+use como_schemas::BookingRequested;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -102,5 +103,11 @@ impl Api {
     pub async fn post(&self, path: &str, role: Role, body: &str) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(&self.token(role)), Some(body))
             .await
+    }
+
+    /// `POST /v1/bookings` of `request`, as a submitter.
+    pub async fn submit(&self, request: &BookingRequested) -> (StatusCode, Value) {
+        let body = serde_json::to_string(request).unwrap();
+        self.post("/v1/bookings", Role::Submitter, &body).await
     }
 }

@@ -6,7 +6,7 @@ use como_ports::{AuditEntry, AuditLog, AuditPage, AuditQuery, PortError, PortRes
 use rusqlite::types::Value;
 
 use crate::EmbeddedPorts;
-use crate::codec::{db_error, json_error};
+use crate::codec::{self, db_error, json_error};
 use crate::ops::Op;
 
 const DEFAULT_PAGE: usize = 50;
@@ -36,25 +36,33 @@ impl AuditLog for EmbeddedPorts {
         };
         let mut filter = String::new();
         let mut args: Vec<Value> = Vec::new();
-        let mut arg = |filter: &mut String, clause: &str, value: Value| {
-            args.push(value);
-            filter.push_str(&clause.replace("?", &format!("?{}", args.len())));
-        };
         if let Some(actor) = &query.actor {
-            arg(&mut filter, " AND actor = ?", Value::Text(actor.clone()));
+            codec::bind(
+                &mut args,
+                &mut filter,
+                " AND actor = ?",
+                Value::Text(actor.clone()),
+            );
         }
         if let Some(action) = &query.action {
-            arg(&mut filter, " AND action = ?", Value::Text(action.clone()));
+            codec::bind(
+                &mut args,
+                &mut filter,
+                " AND action = ?",
+                Value::Text(action.clone()),
+            );
         }
         if let Some(from) = query.from {
-            arg(
+            codec::bind(
+                &mut args,
                 &mut filter,
                 " AND at >= ?",
                 Value::Integer(from.as_millis()),
             );
         }
         if let Some(until) = query.until {
-            arg(
+            codec::bind(
+                &mut args,
                 &mut filter,
                 " AND at < ?",
                 Value::Integer(until.as_millis()),

@@ -7,6 +7,18 @@ use como_ports::{PortError, QueueName, Receipt};
 use como_schemas::{SagaId, Worker};
 use uuid::Uuid;
 
+/// Adds `clause` to a query's `filter` with its `?` bound to `value` as the next numbered
+/// parameter (each `?` in the clause the same one).
+pub fn bind(
+    args: &mut Vec<rusqlite::types::Value>,
+    filter: &mut String,
+    clause: &str,
+    value: rusqlite::types::Value,
+) {
+    args.push(value);
+    filter.push_str(&clause.replace('?', &format!("?{}", args.len())));
+}
+
 /// The code a queue is stored under. Fixed per queue, never derived from an ordering, so that
 /// reordering `QueueName::ALL` cannot move messages between queues.
 pub fn queue_code(queue: QueueName) -> u8 {

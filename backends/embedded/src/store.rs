@@ -87,12 +87,6 @@ fn decode_state(text: &str) -> PortResult<SagaState> {
     serde_json::from_str(text).map_err(json_error("saga state"))
 }
 
-/// Adds `clause` to `filter` with its `?` bound to `value` (each `?` in it the same).
-fn arg(args: &mut Vec<Value>, filter: &mut String, clause: &str, value: Value) {
-    args.push(value);
-    filter.push_str(&clause.replace('?', &format!("?{}", args.len())));
-}
-
 struct Cursor {
     started_at: i64,
     rowid: i64,
@@ -146,7 +140,7 @@ impl SagaReader for EmbeddedPorts {
         let mut filter = String::new();
         let mut args: Vec<Value> = Vec::new();
         if let Some(step) = &query.step {
-            arg(
+            codec::bind(
                 &mut args,
                 &mut filter,
                 " AND step = ?",
@@ -155,7 +149,7 @@ impl SagaReader for EmbeddedPorts {
         }
         if let Some(before) = query.updated_before {
             // A saga updated before then started before then too: the index narrows it.
-            arg(
+            codec::bind(
                 &mut args,
                 &mut filter,
                 " AND updated_at < ? AND started_at < ?",
@@ -163,7 +157,7 @@ impl SagaReader for EmbeddedPorts {
             );
         }
         if let Some(from) = query.started_from {
-            arg(
+            codec::bind(
                 &mut args,
                 &mut filter,
                 " AND started_at >= ?",
@@ -171,7 +165,7 @@ impl SagaReader for EmbeddedPorts {
             );
         }
         if let Some(before) = query.started_before {
-            arg(
+            codec::bind(
                 &mut args,
                 &mut filter,
                 " AND started_at < ?",
@@ -191,14 +185,14 @@ impl SagaReader for EmbeddedPorts {
         let mut arms: Vec<String> = Vec::new();
         if let Some(member) = &query.member {
             let mut own = filter.clone();
-            arg(
+            codec::bind(
                 &mut args,
                 &mut own,
                 " AND member = ?",
                 Value::Text(member.as_str().to_owned()),
             );
             if let Some(status) = query.status {
-                arg(
+                codec::bind(
                     &mut args,
                     &mut own,
                     " AND status = ?",

@@ -49,8 +49,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         &[Required::Venues],
     )?;
     stack::runtime()?.block_on(async {
-        crate::aws_credentials::check(&settings).await?;
-        let app = App::build(settings)?;
+        let app = crate::aws_credentials::open_app(settings).await?;
         let auth = auth_config(&app, &args.tokens).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -242,8 +242,7 @@ impl Recorder {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(&args.common, &DownstreamArgs::default())?;
     // Before anything is started or made: what is wrong with the backend, in one line.
-    stack::check_database(&settings)?;
-    stack::runtime()?.block_on(crate::aws_credentials::check(&settings))?;
+    stack::runtime()?.block_on(crate::aws_credentials::preflight(&settings))?;
     let tmp = tempfile_dir()?;
     if args.common.database.is_none() {
         settings.database = tmp.join("bench.sqlite");

@@ -191,8 +191,7 @@ impl ChaosReport {
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(&args.common, &DownstreamArgs::default())?;
     // Before anything is started or made: what is wrong with the backend, in one line.
-    stack::check_database(&settings)?;
-    stack::runtime()?.block_on(crate::aws_credentials::check(&settings))?;
+    stack::runtime()?.block_on(crate::aws_credentials::preflight(&settings))?;
     let dir = std::env::temp_dir().join(format!("como-saga-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if args.common.database.is_none() {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use como_app::{App, Observers, Roles};
+use como_app::{Observers, Roles};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{CommonArgs, DownstreamArgs, Required, Settings};
@@ -23,8 +23,7 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         &[Required::Venues],
     )?;
     stack::runtime()?.block_on(async {
-        crate::aws_credentials::check(&settings).await?;
-        let app = App::build(settings)?;
+        let app = crate::aws_credentials::open_app(settings).await?;
         println!(
             "orchestrator: database {}",
             app.settings().database.display()

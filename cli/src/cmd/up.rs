@@ -61,8 +61,7 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     // Before the simulators start and the database is claimed: what is wrong with the backend
     // is then the one line said.
-    stack::check_database(&settings)?;
-    crate::aws_credentials::check(&settings).await?;
+    crate::aws_credentials::preflight(&settings).await?;
     let say = |line: String| {
         if args.json {
             eprintln!("{line}");

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use como_app::{App, Observers, Roles};
+use como_app::{Observers, Roles};
 use como_schemas::Worker;
 use tokio_util::sync::CancellationToken;
 
@@ -48,8 +48,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         &[required],
     )?;
     stack::runtime()?.block_on(async {
-        crate::aws_credentials::check(&settings).await?;
-        let app = App::build(settings)?;
+        let app = crate::aws_credentials::open_app(settings).await?;
         println!(
             "worker {worker}: database {}, calling {}",
             app.settings().database.display(),

@@ -19,7 +19,7 @@ impl Machine<'_> {
         let now = self.now;
         let deadline = now.plus_ms(self.timeout_ms(i, kind));
         let timeout_at = deadline.plus_ms(self.def.reply_grace_ms);
-        let op_kind = self.operation(i, kind);
+        let op_kind = self.def.steps[i].operation(kind);
         let step = &mut self.s.steps[i];
         let attempts = step.attempts_mut(kind);
         attempts.sent += 1;

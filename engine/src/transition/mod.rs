@@ -21,9 +21,7 @@
 //! - `operator`: operator actions.
 
 use como_schemas::events::{CompensatedAs, NeedsOperatorReason, SagaEventBody};
-use como_schemas::{
-    CommandKind, OperationKind, OperatorId, SagaEvent, SchemaVersion, Timestamp, WorkerCommand,
-};
+use como_schemas::{CommandKind, OperatorId, SagaEvent, SchemaVersion, Timestamp, WorkerCommand};
 
 use crate::decision::{Decision, HistoryEntry, HistoryKind};
 use crate::definition::{RetryPolicy, SagaDefinition};
@@ -405,18 +403,6 @@ impl<'a> Machine<'a> {
         match (kind, &step.compensation) {
             (CommandKind::Compensation, Some(c)) => c.timeout_ms,
             _ => step.timeout_ms,
-        }
-    }
-
-    fn operation(&self, i: usize, kind: CommandKind) -> OperationKind {
-        let step = &self.def.steps[i];
-        match kind {
-            CommandKind::Action => step.action,
-            CommandKind::Reconcile => step.reconcile.unwrap_or(step.action),
-            CommandKind::Compensation => step
-                .compensation
-                .as_ref()
-                .map_or(step.action, |c| c.operation),
         }
     }
 
