@@ -51,6 +51,8 @@ pub struct Caller {
     /// Who: the token's `username` (Cognito) or `sub`.
     pub id: String,
     pub roles: BTreeSet<Role>,
+    /// When the token expires (seconds since the epoch): a stream opened with it ends then.
+    pub expires_at: u64,
 }
 
 impl Caller {
@@ -77,6 +79,13 @@ struct Claims {
     sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     username: Option<String>,
+    /// Cognito's ID tokens name the user here (its access tokens in `username`).
+    #[serde(
+        default,
+        rename = "cognito:username",
+        skip_serializing_if = "Option::is_none"
+    )]
+    cognito_username: Option<String>,
     #[serde(default, rename = "cognito:groups")]
     groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,7 +190,11 @@ impl Verifier {
             )));
         }
         Ok(Caller {
-            id: claims.username.unwrap_or(claims.sub),
+            id: claims
+                .username
+                .or(claims.cognito_username)
+                .unwrap_or(claims.sub),
+            expires_at: claims.exp,
             roles: claims
                 .groups
                 .iter()
@@ -267,6 +280,7 @@ impl LocalKey {
         let claims = Claims {
             sub: who.to_owned(),
             username: Some(who.to_owned()),
+            cognito_username: None,
             groups: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             client_id: None,
             aud: Some(LOCAL_AUDIENCE.into()),

@@ -29,10 +29,16 @@
 //! | `GET /v1/dead-letters` | viewer, operator | the dead letters of a queue |
 //! | `POST /v1/dead-letters/redrive` | operator | put dead letters back on their queue |
 //! | `GET /v1/audit` | viewer, operator | operator actions by actor, action and period, newest first |
+//! | `GET /v1/me` | any | who the token names, and its roles |
+//! | `GET /v1/overview` | any | counts, the last hour per minute, circuits, queues, dead letters |
+//! | `GET /v1/live` | any | the overview again each time it is read (server-sent events) |
+//! | `GET /dashboard/` | none | the web dashboard (static files; it reads the routes above with the caller's token) |
 
 pub mod auth;
 pub mod bulk;
+pub mod dashboard;
 pub mod error;
+pub mod live;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -67,6 +73,8 @@ pub struct ApiState {
     catalogue: Arc<VenueCatalogue>,
     previews: Arc<bulk::PreviewSigner>,
     process_metrics: Option<metrics::ProcessMetrics>,
+    pulse: live::Pulse,
+    dashboard: dashboard::DashboardConfig,
 }
 
 impl ApiState {
@@ -77,12 +85,26 @@ impl ApiState {
     ) -> Result<ApiState, String> {
         Ok(ApiState {
             reader: ports.reader(),
-            ports,
             verifier: Arc::new(verifier),
             catalogue: Arc::new(catalogue),
             previews: Arc::new(bulk::PreviewSigner::new()?),
             process_metrics: None,
+            pulse: live::Pulse::new(ports.clone(), live::LiveConfig::default()),
+            dashboard: dashboard::DashboardConfig::default(),
+            ports,
         })
+    }
+
+    /// How often the dashboard's overview is read (the default: every 2 s while watched).
+    pub fn with_live(mut self, config: live::LiveConfig) -> ApiState {
+        self.pulse = live::Pulse::new(self.ports.clone(), config);
+        self
+    }
+
+    /// What the dashboard is told (its sign-in page).
+    pub fn with_dashboard(mut self, config: dashboard::DashboardConfig) -> ApiState {
+        self.dashboard = config;
+        self
     }
 
     /// Adds what the serving process also runs to `/metrics`.
@@ -112,7 +134,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/redrive", post(redrive))
         .route("/v1/audit", get(audit_list))
+        .route("/v1/me", get(me))
+        .route("/v1/overview", get(overview))
+        .route("/v1/live", get(live_stream))
+        .merge(dashboard::routes(state.dashboard.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn(dashboard::security_headers))
         .with_state(state)
 }
 
@@ -122,6 +149,7 @@ pub async fn serve(
     state: ApiState,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    state.pulse.start();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -140,7 +168,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ),
     paths(
         healthz, readyz, metrics_text, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
-        counts, stuck, latency, bulk_preview, bulk_execute, dead_letters, redrive, audit_list
+        counts, stuck, latency, bulk_preview, bulk_execute, dead_letters, redrive, audit_list,
+        me, overview, live_stream
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, Health, BookingAccepted, SagaPage, HistoryPage,
@@ -148,7 +177,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         DeadLetterItem, RedriveRequest, Redriven, bulk::BulkAction, bulk::PreviewRequest,
         bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
         bulk::ExecuteResult, AuditPageView, AuditItem, Latency, StepLatency, SagaView, HistoryView,
-        SagaSummary, como_engine::SagaStatus
+        SagaSummary, como_engine::SagaStatus, Me, live::Overview, live::Minute, live::Circuit,
+        live::QueueView
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -233,6 +263,10 @@ fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
 }
 
 const READERS: &[Role] = &[Role::Viewer, Role::Operator, Role::Submitter];
+
+/// Who may see a guest's contact details: the operator, who may have to call the guest about
+/// a booking fixed by hand. A viewer (a wall dashboard, monitoring) and a submitter do not.
+const PERSONAL_DATA: &[Role] = &[Role::Operator];
 
 #[derive(Serialize, ToSchema)]
 struct Health {
@@ -552,6 +586,9 @@ async fn show_saga(
     let history = state.reader.history(id).await.map_err(ApiError::store)?;
     let mut view = SagaView::from(&stored.value);
     view.waiting_on = como_orchestrator::view::waiting_on(&stored.value, Some(&history));
+    if caller.has_any(PERSONAL_DATA) {
+        view.request.with_guest(&stored.value);
+    }
     Ok(axum::Json(view))
 }
 
@@ -623,14 +660,14 @@ async fn saga_history(
     }))
 }
 
-#[derive(Serialize, ToSchema)]
-struct StatusCount {
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusCount {
     status: String,
     count: u64,
 }
 
-#[derive(Serialize, ToSchema)]
-struct Counts {
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Counts {
     /// Every status, with how many sagas are in it now.
     by_status: Vec<StatusCount>,
     total: u64,
@@ -638,8 +675,8 @@ struct Counts {
     by_step: Vec<StepCountView>,
 }
 
-#[derive(Serialize, ToSchema)]
-struct StepCountView {
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StepCountView {
     status: String,
     step: String,
     count: u64,
@@ -656,44 +693,40 @@ async fn counts(
     caller: Caller,
 ) -> Result<axum::Json<Counts>, ApiError> {
     require(&caller, READERS)?;
-    let counted = state.reader.counts().await.map_err(ApiError::store)?;
-    let by_status: Vec<StatusCount> = StatusKind::ALL
-        .into_iter()
-        .map(|k| StatusCount {
-            status: k.as_str().to_owned(),
-            count: counted.iter().find(|(c, _)| *c == k).map_or(0, |(_, n)| *n),
-        })
-        .collect();
-    let total = by_status.iter().map(|c| c.count).sum();
-    let by_step = state
-        .reader
-        .step_counts()
+    live::read_counts(&state.ports)
         .await
-        .map_err(ApiError::store)?
-        .into_iter()
-        .map(|c| StepCountView {
-            status: c.status.as_str().to_owned(),
-            step: c.step.to_string(),
-            count: c.count,
-        })
-        .collect();
-    Ok(axum::Json(Counts {
-        by_status,
-        total,
-        by_step,
-    }))
+        .map(axum::Json)
+        .map_err(ApiError::unavailable)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct StuckParams {
-    /// Unchanged for at least this long (`5m` when not given).
+    /// Unchanged for at least this long (`0s`, `30s`, `10m`; `5m` when not given).
     older_than: Option<String>,
+    /// Only sagas in these live statuses, comma-separated (`waiting_for_downstream,reconciling,needs_operator`);
+    /// every live status when not given.
+    status: Option<String>,
+    /// Only sagas at this step.
+    step: Option<String>,
+    /// Only this member's sagas (member number).
+    member: Option<String>,
+    /// Only sagas at this venue (venue id).
+    venue: Option<String>,
+    /// Only sagas started at or after this time (RFC 3339).
+    started_from: Option<String>,
+    /// Only sagas started before this time (RFC 3339).
+    started_before: Option<String>,
+    /// Only sagas whose current command goes to this downstream: `memberson` or `sevenrooms`.
+    downstream: Option<String>,
+    /// Only sagas retrying with errors.
+    retrying: Option<bool>,
     /// At most this many (1 to 500; 50 when not given).
     limit: Option<usize>,
 }
 
-/// Sagas not finished and unchanged for a while, the longest unchanged first.
+/// Sagas not finished and unchanged for a while, the longest unchanged first, narrowed by
+/// the list's filters.
 #[utoipa::path(get, path = "/v1/stuck", params(StuckParams), responses(
     (status = 200, body = SagaPage), (status = 400, body = error::ErrorBody),
     (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
@@ -704,20 +737,64 @@ async fn stuck(
     ApiQuery(params): ApiQuery<StuckParams>,
 ) -> Result<axum::Json<SagaPage>, ApiError> {
     require(&caller, READERS)?;
-    let before = older_than(
-        "older_than",
-        Some(params.older_than.as_deref().unwrap_or("5m")),
-    )?
-    .unwrap_or_default();
-    let items = state
-        .reader
-        .stuck(before, limit_of(params.limit)?)
-        .await
-        .map_err(ApiError::store)?;
+    let limit = limit_of(params.limit)?;
+    let filter = Filters {
+        status: None,
+        step: params.step.as_deref(),
+        older_than: Some(params.older_than.as_deref().unwrap_or("5m")),
+        member: params.member.as_deref(),
+        venue: params.venue.as_deref(),
+        started_from: params.started_from.as_deref(),
+        started_before: params.started_before.as_deref(),
+        downstream: params.downstream.as_deref(),
+        retrying: params.retrying,
+    }
+    .query(None, limit)?;
+    let statuses = live_statuses_of(params.status.as_deref())?;
+    let mut items = Vec::new();
+    for status in statuses {
+        let filter = SagaQuery {
+            status,
+            ..filter.clone()
+        };
+        items.extend(
+            state
+                .reader
+                .stuck(&filter, limit)
+                .await
+                .map_err(ApiError::store)?,
+        );
+    }
+    items.sort_by_key(|s| (s.updated_at, s.saga_id));
+    items.truncate(limit);
     Ok(axum::Json(SagaPage {
         items,
         next_cursor: None,
     }))
+}
+
+/// A comma-separated list of live statuses: each as `Some`, or one `None` (every live status)
+/// when not given.
+fn live_statuses_of(list: Option<&str>) -> Result<Vec<Option<StatusKind>>, ApiError> {
+    let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
+        return Ok(vec![None]);
+    };
+    let mut statuses = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let Some(status) = status_of(Some(name))? else {
+            continue;
+        };
+        if status.is_terminal() {
+            return Err(ApiError::invalid(
+                "status",
+                &format!("{name:?} is a finished status: nothing in it is stuck"),
+            ));
+        }
+        if !statuses.contains(&Some(status)) {
+            statuses.push(Some(status));
+        }
+    }
+    Ok(statuses)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
@@ -1636,4 +1713,80 @@ mod document_tests {
             "SagaSummary took a status without its attempt"
         );
     }
+}
+
+/// Who the token names.
+#[derive(Serialize, ToSchema)]
+struct Me {
+    id: String,
+    /// `viewer`, `operator`, `submitter`.
+    roles: Vec<String>,
+    /// When the token expires (seconds since the epoch).
+    expires_at: u64,
+}
+
+/// Who the token names, and its roles: what a dashboard shows and offers.
+#[utoipa::path(get, path = "/v1/me", responses(
+    (status = 200, body = Me), (status = 401, body = error::ErrorBody),
+))]
+async fn me(caller: Caller) -> axum::Json<Me> {
+    axum::Json(Me {
+        roles: caller.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        id: caller.id,
+        expires_at: caller.expires_at,
+    })
+}
+
+/// Counts by status and by step, sagas started, finished and compensated per minute over the
+/// last hour this process watched, each downstream's circuit, queue depths with the oldest
+/// message's age, and dead letters.
+#[utoipa::path(get, path = "/v1/overview", responses(
+    (status = 200, body = live::Overview), (status = 401, body = error::ErrorBody),
+    (status = 403, body = error::ErrorBody), (status = 503, body = error::ErrorBody),
+))]
+async fn overview(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<axum::Json<live::Overview>, ApiError> {
+    require(&caller, READERS)?;
+    let current = state.pulse.current().await.map_err(ApiError::unavailable)?;
+    Ok(axum::Json((*current).clone()))
+}
+
+/// The overview as server-sent events: an `overview` event now, then one each time it is read
+/// again (every 2 s while anyone watches), until the token expires. Send the token in the
+/// `Authorization` header (a browser reads the stream with `fetch`).
+#[utoipa::path(get, path = "/v1/live", responses(
+    (status = 200, content_type = "text/event-stream", description = "`event: overview` with an Overview as `data`, repeatedly"),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+    (status = 503, body = error::ErrorBody),
+))]
+async fn live_stream(State(state): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    require(&caller, READERS)?;
+    let rx = state.pulse.subscribe();
+    let first = state.pulse.current().await.map_err(ApiError::unavailable)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let until = tokio::time::Instant::now()
+        + std::time::Duration::from_secs(caller.expires_at.saturating_sub(now));
+    let event = |o: &live::Overview| Event::default().event("overview").json_data(o);
+    let stream = futures::stream::unfold((rx, Some(first)), move |(mut rx, first)| async move {
+        if let Some(o) = first {
+            return Some((event(&o), (rx, None)));
+        }
+        tokio::select! {
+            changed = rx.changed() => {
+                changed.ok()?;
+                let o = rx.borrow_and_update().clone()?;
+                Some((event(&o), (rx, None)))
+            }
+            () = tokio::time::sleep_until(until) => None,
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

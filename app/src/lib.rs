@@ -215,7 +215,10 @@ impl App {
         let state = match process {
             Some(metrics) => state.with_process_metrics(metrics),
             None => state,
-        };
+        }
+        .with_dashboard(como_api::dashboard::DashboardConfig {
+            signin_url: self.settings.dashboard_signin_url.clone(),
+        });
         Ok(tokio::spawn(como_api::serve(
             listener,
             state,

@@ -75,6 +75,15 @@ struct FileSettings {
     /// Where a saga that needs an operator is pushed (see `notify`).
     #[serde(default)]
     webhook: WebhookFile,
+    #[serde(default)]
+    dashboard: DashboardFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DashboardFile {
+    /// The identity provider's sign-in page the dashboard offers (Cognito's hosted UI).
+    signin_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +129,8 @@ pub struct Settings {
     pub venues: VenueCatalogue,
     /// Where the notifier pushes sagas that need an operator (none: not pushed).
     pub webhook: Option<crate::notify::Webhook>,
+    /// The sign-in page the dashboard links to (none: tokens are pasted).
+    pub dashboard_signin_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +265,7 @@ impl Settings {
             },
             venues: demo_catalogue(),
             webhook: None,
+            dashboard_signin_url: None,
         }
     }
 
@@ -451,6 +463,7 @@ impl Settings {
             },
             venues,
             webhook: webhook(file.webhook)?,
+            dashboard_signin_url: dashboard_signin_url(file.dashboard)?,
         };
         Ok((settings, defaulted))
     }
@@ -489,6 +502,35 @@ fn webhook(file: WebhookFile) -> anyhow::Result<Option<crate::notify::Webhook>> 
             }))
         }
     }
+}
+
+/// The dashboard's sign-in link, from `COMO_SAGA_DASHBOARD_SIGNIN_URL` (or `[dashboard]
+/// signin_url`): Cognito's hosted UI authorize URL, with `response_type=token`, the app
+/// client's id and the dashboard as `redirect_uri`, so that the token comes back in the URL's
+/// fragment. https only (http for a loopback address).
+fn dashboard_signin_url(file: DashboardFile) -> anyhow::Result<Option<String>> {
+    let Some(url) = env("COMO_SAGA_DASHBOARD_SIGNIN_URL").or(file.signin_url) else {
+        return Ok(None);
+    };
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| anyhow::anyhow!("COMO_SAGA_DASHBOARD_SIGNIN_URL {url:?} is not a URL: {e}"))?;
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+        anyhow::bail!(
+            "COMO_SAGA_DASHBOARD_SIGNIN_URL {url:?}: the sign-in page must be https (http only on \
+             a loopback address)"
+        );
+    }
+    if !parsed
+        .query_pairs()
+        .any(|(k, v)| k == "response_type" && v == "token")
+    {
+        anyhow::bail!(
+            "COMO_SAGA_DASHBOARD_SIGNIN_URL {url:?}: add response_type=token, so that the \
+             identity provider hands the token back to the dashboard"
+        );
+    }
+    Ok(Some(url))
 }
 
 /// Whether `COMO_SAGA_DEV_DEFAULTS` asks for the local defaults (`1` or `true`).

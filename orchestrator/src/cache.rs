@@ -88,8 +88,8 @@ impl SagaReader for RememberingStore {
         self.inner.counts().await
     }
 
-    async fn stuck(&self, updated_before: Timestamp, limit: usize) -> PortResult<Vec<SagaSummary>> {
-        self.inner.stuck(updated_before, limit).await
+    async fn stuck(&self, filter: &SagaQuery, limit: usize) -> PortResult<Vec<SagaSummary>> {
+        self.inner.stuck(filter, limit).await
     }
 }
 

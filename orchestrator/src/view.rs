@@ -21,8 +21,8 @@ use como_engine::state::{Activity, Attempts, Phase, StepState};
 use como_engine::{Effect, HistoryEntry, HistoryKind, SagaState, SagaStatus, StatusKind};
 use como_schemas::events::{CompensatedAs, NeedsOperatorReason};
 use como_schemas::{
-    CommandKind, Credits, MemberNo, OperatorId, PartySize, RequestId, SagaId, SlotTime, StepName,
-    Timestamp, VenueId,
+    CommandKind, Credits, Email, MemberNo, OperatorId, PartySize, PersonName, Phone, RequestId,
+    SagaId, SlotTime, StepName, StepOutput, Timestamp, VenueId,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -73,7 +73,8 @@ pub struct SagaView {
     pub history: Option<Vec<HistoryView>>,
 }
 
-/// The booking asked for, without the guest's contact details (personal data).
+/// The booking asked for. The guest's contact details (personal data) are left out unless
+/// whoever reads the view may see them ([`RequestSummary::with_guest`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RequestSummary {
     pub request_id: RequestId,
@@ -85,6 +86,34 @@ pub struct RequestSummary {
     pub party_size: PartySize,
     /// The price in credits the member was quoted.
     pub credits: Credits,
+    /// Who the reservation is for: only for a reader allowed to see personal data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub guest: Option<GuestView>,
+}
+
+/// The guest named on the reservation (personal data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GuestView {
+    pub first_name: PersonName,
+    pub last_name: PersonName,
+    pub phone: Phone,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub email: Option<Email>,
+}
+
+impl RequestSummary {
+    /// Adds the guest's contact details from the saga: for a reader allowed to see them.
+    pub fn with_guest(&mut self, s: &SagaState) {
+        let g = &s.request.guest;
+        self.guest = Some(GuestView {
+            first_name: g.first_name.clone(),
+            last_name: g.last_name.clone(),
+            phone: g.phone.clone(),
+            email: g.email.clone(),
+        });
+    }
 }
 
 /// Where the saga is, with what that status needs to be understood.
@@ -164,6 +193,11 @@ pub struct StepView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub last_error: Option<String>,
+    /// What its action produced, as the worker reported it: the effect a downstream holds
+    /// for the saga (a hold id, a redemption's receipt and transaction, a reservation id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub output: Option<StepOutput>,
 }
 
 /// Where one step is.
@@ -452,6 +486,7 @@ impl From<&SagaState> for SagaView {
                 time: r.time,
                 party_size: r.party_size,
                 credits: r.quoted_credits,
+                guest: None,
             },
             status: status_view(s),
             current_step: current
@@ -572,6 +607,7 @@ fn step_view(s: &SagaState, i: usize, st: &StepState) -> StepView {
             compensation: count(&st.compensation),
         },
         last_error: st.last_error.clone(),
+        output: st.output.clone(),
     }
 }
 

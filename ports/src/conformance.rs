@@ -1381,8 +1381,13 @@ pub mod store {
         let got = reader.get(ids[1]).await.expect("get").expect("written");
         assert_eq!(got.value.status.kind(), StatusKind::Running);
         let cutoff = t.plus_ms(10_000);
+        let before = |status: Option<StatusKind>| SagaQuery {
+            status,
+            updated_before: Some(cutoff),
+            ..SagaQuery::default()
+        };
         let stuck: Vec<SagaId> = reader
-            .stuck(cutoff, 10)
+            .stuck(&before(None), 10)
             .await
             .expect("stuck")
             .into_iter()
@@ -1390,13 +1395,28 @@ pub mod store {
             .collect();
         assert_eq!(stuck, vec![ids[1], ids[3], ids[4], ids[0]]);
         let first: Vec<SagaId> = reader
-            .stuck(cutoff, 2)
+            .stuck(&before(None), 2)
             .await
             .expect("stuck")
             .into_iter()
             .map(|s| s.saga_id)
             .collect();
         assert_eq!(first, vec![ids[1], ids[3]]);
+        // Narrowed like a list: by one live status (a finished status has nothing stuck).
+        for (status, want) in [
+            (StatusKind::Running, vec![ids[1]]),
+            (StatusKind::NeedsOperator, vec![ids[0]]),
+            (StatusKind::Confirmed, vec![]),
+        ] {
+            let got: Vec<SagaId> = reader
+                .stuck(&before(Some(status)), 10)
+                .await
+                .expect("stuck")
+                .into_iter()
+                .map(|s| s.saga_id)
+                .collect();
+            assert_eq!(got, want, "stuck in {status:?}");
+        }
     }
 
     pub async fn unknown_saga_has_nothing(env: &impl TestEnv) {

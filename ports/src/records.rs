@@ -4,6 +4,7 @@
 //! downstream's health, which several worker processes read and update.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::error::PortResult;
 use crate::queue::{OutgoingMessage, QueueName, Receipt};
@@ -30,4 +31,25 @@ pub trait IdempotencyRecords: Send + Sync {
     /// value never expires and may change; it is for small shared state (a downstream's health),
     /// not for replies. Keys must not collide with command ids (use a prefix such as `health/`).
     async fn swap(&self, key: &str, expected: Option<&str>, new: &str) -> PortResult<bool>;
+}
+
+/// The shared record of one downstream's health, kept under [`SharedHealth::key`] by the
+/// workers' health monitors (changed only by `swap`), and read by whoever shows a
+/// downstream's circuit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedHealth {
+    pub up: bool,
+    /// When it was last found up or down (epoch milliseconds).
+    pub since_ms: i64,
+    /// While down: when the next probe may go (epoch milliseconds).
+    pub next_probe_at_ms: i64,
+    /// The process that wrote it last.
+    pub by: String,
+}
+
+impl SharedHealth {
+    /// The key of a downstream's record: `health/<downstream>`.
+    pub fn key(downstream: &str) -> String {
+        format!("health/{}", downstream.to_ascii_lowercase())
+    }
 }

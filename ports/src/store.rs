@@ -301,20 +301,28 @@ pub trait SagaReader: Send + Sync {
         Ok(counts)
     }
 
-    /// Sagas not finished whose last change is older than `updated_before`, the longest
-    /// unchanged first, at most `limit` of them: what an operator looks at first.
-    async fn stuck(&self, updated_before: Timestamp, limit: usize) -> PortResult<Vec<SagaSummary>> {
+    /// Sagas not finished that pass `filter` (its `updated_before` is the cut-off: unchanged
+    /// since then; its `status`, when given, one live status, else every live one), the
+    /// longest unchanged first, at most `limit` of them: what an operator looks at first.
+    async fn stuck(&self, filter: &SagaQuery, limit: usize) -> PortResult<Vec<SagaSummary>> {
+        let statuses: Vec<StatusKind> = match filter.status {
+            Some(status) if status.is_terminal() => Vec::new(),
+            Some(status) => vec![status],
+            None => StatusKind::ALL
+                .into_iter()
+                .filter(|k| !k.is_terminal())
+                .collect(),
+        };
         let mut stuck = Vec::new();
-        for status in StatusKind::ALL.into_iter().filter(|k| !k.is_terminal()) {
+        for status in statuses {
             let mut cursor = None;
             loop {
                 let page = self
                     .query(&SagaQuery {
                         status: Some(status),
-                        updated_before: Some(updated_before),
                         cursor,
                         limit: 500,
-                        ..SagaQuery::default()
+                        ..filter.clone()
                     })
                     .await?;
                 stuck.extend(page.items);

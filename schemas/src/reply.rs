@@ -82,7 +82,7 @@ impl ReplyOutcome {
 }
 
 /// What a successful step produced: the facts later steps and compensations need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepOutput {
     /// Nothing to remember.

@@ -20,24 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use como_ports::{Clock, IdempotencyRecords};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::clients::Deadline;
 use crate::handlers::CommandHandler;
 
-/// The shared record of one downstream's health.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedHealth {
-    pub up: bool,
-    /// When it was last found up or down (epoch milliseconds).
-    pub since_ms: i64,
-    /// While down: when the next probe may go (epoch milliseconds).
-    pub next_probe_at_ms: i64,
-    /// The process that wrote it last.
-    pub by: String,
-}
+pub use como_ports::records::SharedHealth;
 
 #[derive(Clone, Debug)]
 pub struct HealthConfig {
@@ -58,7 +47,7 @@ impl Default for HealthConfig {
 
 /// The store's key of a downstream's shared health record.
 pub fn key(downstream: &str) -> String {
-    format!("health/{}", downstream.to_ascii_lowercase())
+    SharedHealth::key(downstream)
 }
 
 pub struct HealthMonitor {

@@ -56,6 +56,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
         println!("api: http://{address} (OpenAPI: http://{address}/openapi.json)");
+        println!("dashboard: http://{address}/dashboard/");
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
         let served = app.serve_api(listener, &auth, None, &shutdown)?;

@@ -148,6 +148,9 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
         "  API:                  http://{address}  (OpenAPI: http://{address}/openapi.json)"
     ));
     say(format!(
+        "  Dashboard:            http://{address}/dashboard/  (sign in with a token below)"
+    ));
+    say(format!(
         "  API tokens (12 h; more with `como-saga token --role R --database {}`):",
         settings.database.display()
     ));
