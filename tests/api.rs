@@ -96,6 +96,8 @@ fn routes(saga: &str) -> Vec<(Method, String, Option<String>, Vec<Role>)> {
         (Method::GET, "/v1/counts".into(), None, readers.clone()),
         (Method::GET, "/v1/stuck".into(), None, readers.clone()),
         (Method::GET, "/v1/latency".into(), None, readers.clone()),
+        (Method::GET, "/v1/overview".into(), None, readers.clone()),
+        (Method::GET, "/v1/me".into(), None, readers.clone()),
         (
             Method::POST,
             format!("/v1/sagas/{saga}/actions"),
@@ -877,6 +879,10 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
         "20261204",
         "-H",
         &format!("Authorization: Bearer {token}"),
+        // An event stream answers until the token expires (an hour here): it has a test of
+        // its own below.
+        "--exclude-path",
+        "/v1/live",
     ]);
     // Its cache and reports go to a directory of their own, not the checkout.
     let scratch = tempfile::tempdir().unwrap();
@@ -1070,4 +1076,268 @@ fn urlencoding(v: &str) -> String {
     let mut url = reqwest::Url::parse("http://x.invalid/").unwrap();
     url.query_pairs_mut().append_pair("v", v);
     url.query().unwrap()[2..].to_owned()
+}
+
+/// Reads server-sent events from `response` until `want` events came or the stream ended;
+/// returns each event's name and data, and whether the stream ended.
+async fn events(
+    response: reqwest::Response,
+    want: usize,
+    within: Duration,
+) -> (Vec<(String, Value)>, bool) {
+    let mut response = response;
+    let mut text = String::new();
+    let mut got = Vec::new();
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !name.is_empty() {
+                got.push((name, serde_json::from_str(&data).expect("JSON data")));
+            }
+        }
+        if got.len() >= want {
+            return (got, false);
+        }
+        match tokio::time::timeout_at(until, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => return (got, true),
+            Ok(Err(e)) => panic!("the stream failed: {e}"),
+            Err(_) => panic!("{} events after {within:?}, not {want}", got.len()),
+        }
+    }
+}
+
+/// The dashboard's routes: its files, with a policy that allows only this origin; who the
+/// token names; the overview (counts, circuits from the workers' shared records, queues) and
+/// the same pushed as server-sent events until the token expires; the stuck list narrowed by
+/// statuses; a saga's step outputs, and its guest's contact for an operator only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_its_live_overview_and_what_each_role_sees() {
+    let api = Api::start().await;
+    // The files, and the redirect to them; none needs a token.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let root = http.get(format!("{}/", api.base)).send().await.unwrap();
+    assert!(root.status().is_redirection(), "{}", root.status());
+    assert_eq!(root.headers()["location"], "/dashboard/");
+    for (path, kind, needle) in [
+        ("/dashboard/", "text/html", "app.js"),
+        ("/dashboard/app.js", "text/javascript", "/v1/live"),
+        ("/dashboard/app.css", "text/css", "{"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{path}"
+        );
+        assert!(
+            r.text().await.unwrap().contains(needle),
+            "{path} holds {needle:?}"
+        );
+    }
+    let (status, config) = api
+        .call(Method::GET, "/dashboard/config.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(config, json!({"signin_url": null}));
+
+    // Who the token names.
+    let (status, me) = api.get("/v1/me", Role::Viewer).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["id"], api_support::OPERATOR);
+    assert_eq!(me["roles"], json!(["viewer"]));
+
+    // A booking to the end: the overview counts it.
+    let request = booking("api-dashboard-1");
+    let saga = request.saga_id().to_string();
+    api.submit(&request).await;
+    api.wait_status(&saga, "confirmed", Duration::from_secs(30))
+        .await;
+
+    // Its outputs, as the workers reported them; the guest's contact for an operator only.
+    let (_, view) = api.get(&format!("/v1/sagas/{saga}"), Role::Operator).await;
+    let outputs: Vec<&Value> = view["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["output"])
+        .collect();
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o["kind"] == "experience_booked" && o["reservation_id"].is_string()),
+        "{view:#}"
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o["kind"] == "credits_redeemed" && o["receipt_no"].is_string()),
+        "{view:#}"
+    );
+    assert_eq!(
+        view["request"]["guest"]["phone"],
+        request.guest.phone.as_str(),
+        "{view:#}"
+    );
+    for role in [Role::Viewer, Role::Submitter] {
+        let (_, view) = api.get(&format!("/v1/sagas/{saga}"), role).await;
+        assert!(view["request"].get("guest").is_none(), "{role:?}: {view:#}");
+        assert!(
+            !view.to_string().contains(request.guest.phone.as_str()),
+            "{role:?}: {view:#}"
+        );
+    }
+
+    // The overview; SevenRooms found down by a worker shows as an open circuit.
+    let down = como_ports::records::SharedHealth {
+        up: false,
+        since_ms: Utc::now().timestamp_millis(),
+        next_probe_at_ms: Utc::now().timestamp_millis() + 30_000,
+        by: "test".into(),
+    };
+    let records = api.spawned.ports().records.clone();
+    let key = como_ports::records::SharedHealth::key("SevenRooms");
+    let before = records.get(&key).await.unwrap();
+    assert!(
+        records
+            .swap(
+                &key,
+                before.as_deref(),
+                &serde_json::to_string(&down).unwrap()
+            )
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (status, overview) = api.get("/v1/overview", Role::Viewer).await;
+    assert_eq!(status, StatusCode::OK, "{overview}");
+    assert!(
+        overview["counts"]["total"].as_u64().unwrap() >= 1,
+        "{overview:#}"
+    );
+    let circuit = |o: &Value, d: &str| {
+        o["circuits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["downstream"] == d)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        circuit(&overview, "memberson")["state"],
+        "closed",
+        "{overview:#}"
+    );
+    assert_eq!(
+        circuit(&overview, "sevenrooms")["state"],
+        "open",
+        "{overview:#}"
+    );
+    assert!(
+        circuit(&overview, "sevenrooms")["next_probe_at"].is_string(),
+        "{overview:#}"
+    );
+    let queues: Vec<&str> = overview["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        queues,
+        [
+            "requests",
+            "replies",
+            "commands-crm",
+            "commands-sevenrooms",
+            "notifications"
+        ]
+    );
+    assert!(overview["series_since"].is_string(), "{overview:#}");
+
+    // Live: the stream needs a token, pushes the overview at once and again, and ends by
+    // itself when the token expires (this one lives 4 s).
+    let (status, _) = api.call(Method::GET, "/v1/live", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let short = api
+        .key
+        .mint("wall-screen", &[Role::Viewer], Duration::from_secs(4))
+        .unwrap();
+    let response = api
+        .http
+        .get(format!("{}/v1/live", api.base))
+        .bearer_auth(&short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (got, ended) = events(response, 100, Duration::from_secs(15)).await;
+    assert!(ended, "the stream ends when its token expires");
+    assert!(
+        got.len() >= 2,
+        "one overview at once and more every 2 s: {}",
+        got.len()
+    );
+    assert!(
+        got.iter()
+            .all(|(name, data)| name == "overview" && data["counts"]["by_status"].is_array())
+    );
+    let at: Vec<&str> = got.iter().map(|(_, d)| d["at"].as_str().unwrap()).collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "each event a newer read: {at:?}"
+    );
+
+    // The stuck list narrowed by live statuses; a finished status or an unknown one is refused.
+    let (status, stuck) = api
+        .get(
+            "/v1/stuck?older_than=0s&status=waiting_for_downstream,reconciling,needs_operator",
+            Role::Viewer,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stuck}");
+    assert_eq!(stuck["items"], json!([]));
+    for bad in ["confirmed", "running,bogus"] {
+        let (status, answer) = api
+            .get(&format!("/v1/stuck?status={bad}"), Role::Viewer)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["field"], "status", "{answer}");
+    }
+    api.spawned.stop().await.unwrap();
 }

@@ -17,9 +17,8 @@ use chrono::Utc;
 use como_api::auth::Role;
 use como_app::notify::{Webhook, signature};
 use como_schemas::credentials::ExposeSecret;
-use como_schemas::{BookingRequested, MemberNo, SagaId, VenueId, examples};
-use como_simulators::invariant::SagaKeys;
-use como_simulators::ledger::{HoldStatus, Ledger, RedemptionStatus};
+use como_schemas::{BookingRequested, MemberNo, VenueId, examples};
+use como_simulators::ledger::{HoldStatus, RedemptionStatus};
 use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -66,14 +65,6 @@ impl Receiver {
 const REASON: &str = "voided by hand in Memberson: receipt locked for settlement";
 
 impl Api {
-    fn memberson(&self) -> String {
-        self.spawned.sims.memberson_url().to_owned()
-    }
-
-    fn sevenrooms(&self) -> String {
-        self.spawned.sims.sevenrooms_url().to_owned()
-    }
-
     /// `GET path` as a viewer, which must answer 200.
     async fn get_ok(&self, path: &str) -> Value {
         let (status, body) = self.get(path, Role::Viewer).await;
@@ -145,32 +136,6 @@ impl Api {
         }
     }
 
-    /// Both ledgers, read over HTTP as any outside checker would.
-    async fn ledger(&self) -> Ledger {
-        let memberson = self
-            .get_json(&format!("{}/_sim/ledger", self.memberson()))
-            .await;
-        let sevenrooms = self
-            .get_json(&format!("{}/_sim/ledger", self.sevenrooms()))
-            .await;
-        Ledger {
-            memberson: serde_json::from_value(memberson).expect("Memberson's ledger"),
-            sevenrooms: serde_json::from_value(sevenrooms).expect("SevenRooms' ledger"),
-        }
-    }
-
-    async fn get_json(&self, url: &str) -> Value {
-        self.http
-            .get(url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-            .json()
-            .await
-            .unwrap()
-    }
-
     /// Replaces a simulator's fault rules through its admin route.
     async fn put_faults(&self, base: &str, rules: Value) {
         let response = self
@@ -196,21 +161,6 @@ impl Api {
             .await
             .and_then(|r| r.error_for_status())
             .unwrap_or_else(|e| panic!("DELETE {base}/_sim/faults: {e}"));
-    }
-
-    /// The saga's state as the store holds it, and the keys its effects carry downstream.
-    async fn keys(&self, saga: SagaId) -> (como_engine::SagaState, SagaKeys) {
-        let state = self
-            .spawned
-            .ports()
-            .store
-            .get(saga)
-            .await
-            .unwrap()
-            .expect("the saga is stored")
-            .value;
-        let keys = SagaKeys::of(&state);
-        (state, keys)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The whole system in-process (`spawn_app`: both simulators, the orchestrator and both workers
 //! on a real SQLite file) with its operator API served on loopback, and an HTTP client that
-//! signs its tokens with the API's local key: what the API tests and the operator's test share.
+//! signs its tokens with the API's local key, and the simulators' ledgers read over HTTP: what
+//! the API tests, the operator's test and the dashboard's test share.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use como_api::auth::{LocalKey, Role};
 use como_app::{App, SpawnOptions, Spawned, spawn_app};
-use como_schemas::BookingRequested;
+use como_schemas::{BookingRequested, SagaId};
+use como_simulators::invariant::SagaKeys;
+use como_simulators::ledger::Ledger;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -109,5 +112,54 @@ impl Api {
     pub async fn submit(&self, request: &BookingRequested) -> (StatusCode, Value) {
         let body = serde_json::to_string(request).unwrap();
         self.post("/v1/bookings", Role::Submitter, &body).await
+    }
+
+    pub fn memberson(&self) -> String {
+        self.spawned.sims.memberson_url().to_owned()
+    }
+
+    pub fn sevenrooms(&self) -> String {
+        self.spawned.sims.sevenrooms_url().to_owned()
+    }
+
+    /// The saga's state as the store holds it, and the keys its effects carry downstream.
+    pub async fn keys(&self, saga: SagaId) -> (como_engine::SagaState, SagaKeys) {
+        let state = self
+            .spawned
+            .ports()
+            .store
+            .get(saga)
+            .await
+            .unwrap()
+            .expect("the saga is stored")
+            .value;
+        let keys = SagaKeys::of(&state);
+        (state, keys)
+    }
+
+    /// Both ledgers, read over HTTP as any outside checker would.
+    pub async fn ledger(&self) -> Ledger {
+        let memberson = self
+            .get_json(&format!("{}/_sim/ledger", self.memberson()))
+            .await;
+        let sevenrooms = self
+            .get_json(&format!("{}/_sim/ledger", self.sevenrooms()))
+            .await;
+        Ledger {
+            memberson: serde_json::from_value(memberson).expect("Memberson's ledger"),
+            sevenrooms: serde_json::from_value(sevenrooms).expect("SevenRooms' ledger"),
+        }
+    }
+
+    pub async fn get_json(&self, url: &str) -> Value {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap()
     }
 }
