@@ -72,3 +72,18 @@ variable "venues" {
     error_message = "Give at least one venue, each with a positive credits_per_guest."
   }
 }
+
+variable "dashboard_url" {
+  description = "Where operators open the dashboard (the API's address and /dashboard/, https), e.g. https://ops.example.com/dashboard/: Cognito's hosted UI sends the signed-in user back there with the token."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[^/]+/.*dashboard/$", var.dashboard_url))
+    error_message = "The dashboard's https URL, ending in /dashboard/."
+  }
+}
+
+variable "cognito_domain_prefix" {
+  description = "The prefix of the Cognito hosted UI's domain (<prefix>.auth.<region>.amazoncognito.com); unique in the region."
+  type        = string
+}
