@@ -249,3 +249,55 @@ fn a_second_up_on_the_same_database_refuses_to_start() {
     let _ = again.wait();
     assert!(line.contains("is up"), "{line}");
 }
+
+/// The dashboard's settings are checked before the API starts: its sign-in page must be https
+/// (http only on loopback) and hand the token back (`response_type=token`); its refresh must
+/// be 1 s to 5 min. Good ones start it, and it prints the dashboard's address.
+#[test]
+fn the_dashboard_settings_are_checked_before_the_api_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ["api", "--listen", "127.0.0.1:0"];
+    for (name, value, says) in [
+        (
+            "COMO_SAGA_DASHBOARD_SIGNIN_URL",
+            "http://login.example.com/oauth2/authorize?response_type=token",
+            "must be https",
+        ),
+        (
+            "COMO_SAGA_DASHBOARD_SIGNIN_URL",
+            "https://login.example.com/oauth2/authorize?response_type=code",
+            "response_type=token",
+        ),
+        (
+            "COMO_SAGA_DASHBOARD_SIGNIN_URL",
+            "not a url",
+            "is not a URL",
+        ),
+        ("COMO_SAGA_DASHBOARD_REFRESH", "100ms", "give 1s to 5m"),
+        (
+            "COMO_SAGA_DASHBOARD_REFRESH",
+            "soon",
+            "COMO_SAGA_DASHBOARD_REFRESH",
+        ),
+    ] {
+        let (code, stderr) = refused(dir.path(), &api, &[(name, value)]);
+        assert_eq!(code, Some(1), "{name}={value}: {stderr}");
+        assert!(stderr.contains(says), "{name}={value}: {stderr}");
+    }
+    starts(
+        dir.path(),
+        &api,
+        &[
+            (
+                "COMO_SAGA_DASHBOARD_SIGNIN_URL",
+                "https://como-ops.auth.ap-southeast-1.amazoncognito.com/oauth2/authorize?response_type=token&client_id=abc&redirect_uri=https%3A%2F%2Fops.example.com%2Fdashboard%2F",
+            ),
+            ("COMO_SAGA_DASHBOARD_REFRESH", "10s"),
+            (
+                "COMO_SAGA_VENUES",
+                r#"{"como-dempsey-candlenut": {"credits_per_guest": 600}}"#,
+            ),
+        ],
+        "dashboard: http://127.0.0.1:",
+    );
+}

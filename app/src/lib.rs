@@ -218,6 +218,13 @@ impl App {
         }
         .with_dashboard(como_api::dashboard::DashboardConfig {
             signin_url: self.settings.dashboard_signin_url.clone(),
+        })
+        .with_live(como_api::live::LiveConfig {
+            every: self.settings.dashboard_refresh,
+            idle_every: self
+                .settings
+                .dashboard_refresh
+                .max(std::time::Duration::from_secs(60)),
         });
         Ok(tokio::spawn(como_api::serve(
             listener,

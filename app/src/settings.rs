@@ -84,6 +84,8 @@ struct FileSettings {
 struct DashboardFile {
     /// The identity provider's sign-in page the dashboard offers (Cognito's hosted UI).
     signin_url: Option<String>,
+    /// How often the overview is read while a dashboard watches, e.g. `"2s"`.
+    refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +133,8 @@ pub struct Settings {
     pub webhook: Option<crate::notify::Webhook>,
     /// The sign-in page the dashboard links to (none: tokens are pasted).
     pub dashboard_signin_url: Option<String>,
+    /// How often the dashboard's overview is read while anyone watches.
+    pub dashboard_refresh: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +270,7 @@ impl Settings {
             venues: demo_catalogue(),
             webhook: None,
             dashboard_signin_url: None,
+            dashboard_refresh: DEFAULT_DASHBOARD_REFRESH,
         }
     }
 
@@ -463,6 +468,7 @@ impl Settings {
             },
             venues,
             webhook: webhook(file.webhook)?,
+            dashboard_refresh: dashboard_refresh(file.dashboard.refresh.as_deref())?,
             dashboard_signin_url: dashboard_signin_url(file.dashboard)?,
         };
         Ok((settings, defaulted))
@@ -502,6 +508,23 @@ fn webhook(file: WebhookFile) -> anyhow::Result<Option<crate::notify::Webhook>> 
             }))
         }
     }
+}
+
+const DEFAULT_DASHBOARD_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often the dashboard's overview is read while anyone watches: `COMO_SAGA_DASHBOARD_REFRESH`
+/// (or `[dashboard] refresh`), 1 s to 5 min; 2 s when not given. On DynamoDB each read counts
+/// every saga (see docs/aws.md), so a large table may want it slower.
+fn dashboard_refresh(file: Option<&str>) -> anyhow::Result<std::time::Duration> {
+    let Some(text) = env("COMO_SAGA_DASHBOARD_REFRESH").or(file.map(str::to_owned)) else {
+        return Ok(DEFAULT_DASHBOARD_REFRESH);
+    };
+    let every = parse_duration(text.trim())
+        .map_err(|e| anyhow::anyhow!("COMO_SAGA_DASHBOARD_REFRESH {text:?}: {e}"))?;
+    if every < std::time::Duration::from_secs(1) || every > std::time::Duration::from_secs(300) {
+        anyhow::bail!("COMO_SAGA_DASHBOARD_REFRESH {text:?}: give 1s to 5m");
+    }
+    Ok(every)
 }
 
 /// The dashboard's sign-in link, from `COMO_SAGA_DASHBOARD_SIGNIN_URL` (or `[dashboard]
