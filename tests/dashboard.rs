@@ -29,7 +29,7 @@ use chrono::Utc;
 use como_api::auth::Role;
 use como_schemas::{BookingRequested, MemberNo, ReceiptNo, SagaId, VenueId, examples};
 use como_simulators::ledger::RedemptionStatus;
-use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
+use como_simulators::seed::{MEMBER_LOW_BALANCE, MEMBER_RICH, VENUE_LARGE};
 use serde_json::Value;
 
 const PLAYWRIGHT: &str = "playwright>=1.55,<2";
@@ -75,9 +75,13 @@ fn chromium() -> PathBuf {
 }
 
 fn booking(request_id: &str) -> BookingRequested {
+    booking_for(request_id, MEMBER_RICH)
+}
+
+fn booking_for(request_id: &str, member: &str) -> BookingRequested {
     let date = Utc::now().date_naive() + chrono::Days::new(30);
     let mut request = examples::booking_request(request_id, date);
-    request.member_no = MemberNo::parse(MEMBER_RICH).unwrap();
+    request.member_no = MemberNo::parse(member).unwrap();
     request.venue_id = VenueId::parse(VENUE_LARGE).unwrap();
     request
 }
@@ -134,6 +138,50 @@ async fn run_script(api: &Api, screenshots: &Path) -> (bool, String, Option<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act() {
     let api = Api::start().await;
+    // Traffic before the operator looks: eight bookings that succeed, two whose member lacks
+    // the credits (compensated), all finished, so the overview has something to count.
+    let mut finished = 0;
+    let mut sagas = Vec::new();
+    for n in 0..10 {
+        let member = if n % 5 == 4 {
+            MEMBER_LOW_BALANCE
+        } else {
+            MEMBER_RICH
+        };
+        let request = booking_for(&format!("dashboard-before-{n}"), member);
+        sagas.push(request.saga_id());
+        let (status, answer) = api.submit(&request).await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{answer}");
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while finished < 10 {
+        assert!(
+            std::time::Instant::now() < until,
+            "{finished} of 10 bookings finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, counts) = api.get("/v1/counts", Role::Viewer).await;
+        finished = counts["by_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| ["confirmed", "compensated"].contains(&c["status"].as_str().unwrap()))
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum();
+    }
+    // The overview is read at most every 2 s: wait for one that counts them (and so has their
+    // minute in its last hour).
+    loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "the overview never counted them"
+        );
+        let (_, overview) = api.get("/v1/overview", Role::Viewer).await;
+        if overview["counts"]["total"] == 10 && overview["series"][0]["started"] == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let kept = std::env::var_os("COMO_DASHBOARD_SCREENSHOTS").map(PathBuf::from);
     let scratch = tempfile::tempdir().unwrap();
     let screenshots = kept.clone().unwrap_or_else(|| scratch.path().to_owned());
@@ -158,16 +206,21 @@ async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act
     let receipt = ReceiptNo::for_saga(saga_id).to_string();
     let redeemed: Vec<_> = ledger.memberson.redemptions_for_receipt(&receipt).collect();
     assert_eq!(redeemed.len(), 1, "{redeemed:#?}");
-    assert_eq!(redeemed[0].1.status, RedemptionStatus::Active);
+    assert_eq!(redeemed[0].1.status, RedemptionStatus::Redeemed);
     let booked: Vec<_> = ledger
         .sevenrooms
         .with_external_id(&saga)
         .filter(|r| r.is_live())
         .collect();
     assert_eq!(booked.len(), 1, "{:#?}", ledger.sevenrooms.reservations);
-    let (state, _) = api.keys(saga_id).await;
-    let (counts, violations) = support::verdict(&[Some(state)], &ledger);
-    assert_eq!(counts.get("confirmed"), Some(&1), "{counts:?}");
+    sagas.push(saga_id);
+    let mut states = Vec::new();
+    for id in sagas {
+        states.push(Some(api.keys(id).await.0));
+    }
+    let (counts, violations) = support::verdict(&states, &ledger);
+    assert_eq!(counts.get("confirmed"), Some(&9), "{counts:?}");
+    assert_eq!(counts.get("compensated"), Some(&2), "{counts:?}");
     assert!(violations.is_empty(), "{violations:#?}");
 
     // The audit list holds the retry: who, what, why, and that it was applied; the viewer's
@@ -177,7 +230,7 @@ async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["target"] == saga.as_str())
+        .filter(|e| e["target"] == format!("saga/{saga}"))
         .collect();
     assert_eq!(entries.len(), 1, "{audit:#}");
     assert_eq!(entries[0]["actor"], OPERATOR, "{audit:#}");
