@@ -1323,7 +1323,26 @@ async fn the_dashboard_its_live_overview_and_what_each_role_sees() {
         "each event a newer read: {at:?}"
     );
 
-    // The stuck list narrowed by live statuses; a finished status or an unknown one is refused.
+    // A stream open when the server stops ends then: a graceful stop does not wait for it.
+    let open = || {
+        api.http
+            .get(format!("{}/v1/live", api.base))
+            .bearer_auth(api.token(Role::Viewer))
+            .send()
+    };
+    let (got, ended) = events(open().await.unwrap(), 1, Duration::from_secs(5)).await;
+    assert_eq!((got.len(), ended), (1, false));
+    let response = open().await.unwrap();
+    api.spawned.shutdown.cancel();
+    let (_, ended) = events(response, 100, Duration::from_secs(5)).await;
+    assert!(ended, "the stream ends when the server stops");
+    api.spawned.stop().await.unwrap();
+}
+
+/// The stuck list is narrowed by live statuses; a finished status or an unknown one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stuck_list_takes_live_statuses_only() {
+    let api = Api::start().await;
     let (status, stuck) = api
         .get(
             "/v1/stuck?older_than=0s&status=waiting_for_downstream,reconciling,needs_operator",

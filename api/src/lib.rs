@@ -75,6 +75,9 @@ pub struct ApiState {
     process_metrics: Option<metrics::ProcessMetrics>,
     pulse: live::Pulse,
     dashboard: dashboard::DashboardConfig,
+    /// Cancelled when the server shuts down: open event streams end then, so that a graceful
+    /// shutdown does not wait for a dashboard to close.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl ApiState {
@@ -91,6 +94,7 @@ impl ApiState {
             process_metrics: None,
             pulse: live::Pulse::new(ports.clone(), live::LiveConfig::default()),
             dashboard: dashboard::DashboardConfig::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
             ports,
         })
     }
@@ -150,6 +154,10 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     state.pulse.start();
+    let state = ApiState {
+        closing: shutdown.clone(),
+        ..state
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -1754,7 +1762,7 @@ async fn overview(
 }
 
 /// The overview as server-sent events: an `overview` event now, then one each time it is read
-/// again (every 2 s while anyone watches), until the token expires. Send the token in the
+/// again (every 2 s while anyone watches), until the token expires or the server stops. Send the token in the
 /// `Authorization` header (a browser reads the stream with `fetch`).
 #[utoipa::path(get, path = "/v1/live", responses(
     (status = 200, content_type = "text/event-stream", description = "`event: overview` with an Overview as `data`, repeatedly"),
@@ -1773,17 +1781,22 @@ async fn live_stream(State(state): State<ApiState>, caller: Caller) -> Result<Re
     let until = tokio::time::Instant::now()
         + std::time::Duration::from_secs(caller.expires_at.saturating_sub(now));
     let event = |o: &live::Overview| Event::default().event("overview").json_data(o);
-    let stream = futures::stream::unfold((rx, Some(first)), move |(mut rx, first)| async move {
-        if let Some(o) = first {
-            return Some((event(&o), (rx, None)));
-        }
-        tokio::select! {
-            changed = rx.changed() => {
-                changed.ok()?;
-                let o = rx.borrow_and_update().clone()?;
-                Some((event(&o), (rx, None)))
+    let closing = state.closing.clone();
+    let stream = futures::stream::unfold((rx, Some(first)), move |(mut rx, first)| {
+        let closing = closing.clone();
+        async move {
+            if let Some(o) = first {
+                return Some((event(&o), (rx, None)));
             }
-            () = tokio::time::sleep_until(until) => None,
+            tokio::select! {
+                changed = rx.changed() => {
+                    changed.ok()?;
+                    let o = rx.borrow_and_update().clone()?;
+                    Some((event(&o), (rx, None)))
+                }
+                () = tokio::time::sleep_until(until) => None,
+                () = closing.cancelled() => None,
+            }
         }
     });
     Ok(Sse::new(stream)
