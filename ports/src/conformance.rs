@@ -1402,9 +1402,11 @@ pub mod store {
             .map(|s| s.saga_id)
             .collect();
         assert_eq!(first, vec![ids[1], ids[3]]);
-        // Narrowed like a list: by one live status (a finished status has nothing stuck).
+        // Narrowed like a list: by one live status (a finished status has nothing stuck). The
+        // saga shaped as waiting for a downstream (`ids[4]`) runs, its command out.
         for (status, want) in [
-            (StatusKind::Running, vec![ids[1]]),
+            (StatusKind::Running, vec![ids[1], ids[4]]),
+            (StatusKind::Compensating, vec![ids[3]]),
             (StatusKind::NeedsOperator, vec![ids[0]]),
             (StatusKind::Confirmed, vec![]),
         ] {

@@ -321,6 +321,14 @@ pub async fn reads(args: &BenchArgs, settings: Settings) -> anyhow::Result<Reads
         ),
         ("by member", format!("/v1/sagas?member={member}&limit=50")),
         ("retrying with errors", "/v1/sagas?retrying=true".into()),
+        // What the dashboard reads: the stuck list on each live event, and the overview (read
+        // afresh at most every 2 s; between reads it is the last one).
+        (
+            "dashboard: stuck list",
+            "/v1/stuck?older_than=0s&status=waiting_for_downstream,reconciling,needs_operator&limit=100"
+                .into(),
+        ),
+        ("dashboard: overview", "/v1/overview".into()),
     ];
     if let Some(c) = &deep {
         plan.push(("list, page 101", format!("/v1/sagas?limit=50&cursor={c}")));
