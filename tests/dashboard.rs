@@ -11,6 +11,8 @@
 //! finds no action offered, and has a forged action request refused with 403. This test then
 //! checks the outcome from outside: the simulators' ledgers hold exactly one live redemption
 //! and one live reservation for the saga, and the audit list names the operator and reason.
+//! Before it, a booking whose attempts SevenRooms rate-limited three times over shows its
+//! identical attempts folded into one row that opens.
 //!
 //! Chromium comes from Debian's `chromium` package, which `.ci/run` installs; run alone, the
 //! test installs it with apt-get (as root, or through `sudo -n`). With
@@ -30,7 +32,7 @@ use como_api::auth::Role;
 use como_schemas::{BookingRequested, MemberNo, ReceiptNo, SagaId, VenueId, examples};
 use como_simulators::ledger::RedemptionStatus;
 use como_simulators::seed::{MEMBER_LOW_BALANCE, MEMBER_RICH, VENUE_LARGE};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const PLAYWRIGHT: &str = "playwright>=1.55,<2";
 const REASON: &str = "SevenRooms rate limit lifted; retry now (night shift)";
@@ -87,7 +89,11 @@ fn booking_for(request_id: &str, member: &str) -> BookingRequested {
 }
 
 /// Runs the browser script; its output, and the saga id it printed.
-async fn run_script(api: &Api, screenshots: &Path) -> (bool, String, Option<String>) {
+async fn run_script(
+    api: &Api,
+    screenshots: &Path,
+    retried: &str,
+) -> (bool, String, Option<String>) {
     let python = tokio::task::spawn_blocking(|| {
         como_backend_aws::testing::venv("playwright-venv", PLAYWRIGHT)
     })
@@ -112,6 +118,7 @@ async fn run_script(api: &Api, screenshots: &Path) -> (bool, String, Option<Stri
             serde_json::to_string(&booking("dashboard-e2e-1")).unwrap(),
         )
         .env("SCREENSHOTS", screenshots)
+        .env("RETRIED_SAGA", retried)
         .env("CHROMIUM", browser)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .stdout(Stdio::piped())
@@ -169,6 +176,30 @@ async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act
             .map(|c| c["count"].as_u64().unwrap())
             .sum();
     }
+    // A booking that SevenRooms rate-limited twelve times before it went through (three of the
+    // saga's attempts, each retried four times by the worker's client): its timeline has a run
+    // of identical attempts for the dashboard to fold.
+    api.put_faults(
+        &api.sevenrooms(),
+        json!([{"kind": "rate_limited", "retry_after_secs": 0, "ops": ["book"], "times": 12}]),
+    )
+    .await;
+    let retried = booking_for("dashboard-retried", MEMBER_RICH);
+    sagas.push(retried.saga_id());
+    api.submit(&retried).await;
+    let retried = retried.saga_id().to_string();
+    loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "the retried booking never finished"
+        );
+        let (_, view) = api.get(&format!("/v1/sagas/{retried}"), Role::Viewer).await;
+        if view["status"]["status"] == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    api.delete_faults(&api.sevenrooms()).await;
     // The overview is read at most every 2 s: wait for one that counts them (and so has their
     // minute in its last hour).
     loop {
@@ -177,7 +208,7 @@ async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act
             "the overview never counted them"
         );
         let (_, overview) = api.get("/v1/overview", Role::Viewer).await;
-        if overview["counts"]["total"] == 10 && overview["series"][0]["started"] == 10 {
+        if overview["counts"]["total"] == 11 && overview["series"][0]["started"] == 11 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -186,7 +217,7 @@ async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act
     let scratch = tempfile::tempdir().unwrap();
     let screenshots = kept.clone().unwrap_or_else(|| scratch.path().to_owned());
     std::fs::create_dir_all(&screenshots).unwrap();
-    let (ok, said, saga) = run_script(&api, &screenshots).await;
+    let (ok, said, saga) = run_script(&api, &screenshots, &retried).await;
     println!("{said}");
     if !ok {
         // Keep the screenshots of a failure for whoever reads the log.
@@ -219,7 +250,7 @@ async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act
         states.push(Some(api.keys(id).await.0));
     }
     let (counts, violations) = support::verdict(&states, &ledger);
-    assert_eq!(counts.get("confirmed"), Some(&9), "{counts:?}");
+    assert_eq!(counts.get("confirmed"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("compensated"), Some(&2), "{counts:?}");
     assert!(violations.is_empty(), "{violations:#?}");
 

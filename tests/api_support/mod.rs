@@ -162,4 +162,31 @@ impl Api {
             .await
             .unwrap()
     }
+
+    /// Replaces a simulator's fault rules through its admin route.
+    pub async fn put_faults(&self, base: &str, rules: Value) {
+        let response = self
+            .http
+            .put(format!("{base}/_sim/faults"))
+            .json(&rules)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{base} refused the rules {rules}: {}",
+            response.text().await.unwrap()
+        );
+    }
+
+    pub async fn delete_faults(&self, base: &str) {
+        self.http
+            .delete(format!("{base}/_sim/faults"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("DELETE {base}/_sim/faults: {e}"));
+    }
 }

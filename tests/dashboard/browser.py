@@ -5,11 +5,13 @@ Run by tests/dashboard.rs once the whole system is up on 127.0.0.1. It signs in 
 operator, opens the stuck list, makes the SevenRooms simulator rate-limit the next booking
 and submits one, sees the saga appear in the list without a reload, opens it, retries it
 with a reason, and follows it to `confirmed` with the operator and the reason in its
-timeline. Then, as a viewer, it finds no action offered anywhere and has a forged action
+timeline; it opens a saga whose attempts SevenRooms rate-limited over and over and finds the
+identical attempts folded into one row that opens. Then, as a viewer, it finds no action offered anywhere and has a forged action
 request refused with 403.
 
 Environment: DASHBOARD_URL (the API base; the dashboard is at /dashboard/), OPERATOR_TOKEN,
-VIEWER_TOKEN, SUBMITTER_TOKEN, SEVENROOMS_URL, BOOKING_JSON, SCREENSHOTS (optional: a
+VIEWER_TOKEN, SUBMITTER_TOKEN, SEVENROOMS_URL, BOOKING_JSON, RETRIED_SAGA (a saga whose booking
+was rate-limited, attempt after attempt, before it went through), SCREENSHOTS (optional: a
 directory for PNG screenshots), CHROMIUM (default /usr/bin/chromium; Playwright never
 downloads a browser of its own).
 
@@ -19,6 +21,7 @@ on a failure, says which step failed and why, saves failure.png, and exits 1.
 
 import json
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -227,6 +230,21 @@ def scenario(run, browser):
     expect(acted.first).to_contain_text(operator_id)
     expect(acted.first).to_contain_text(REASON)
     run.shot("saga-confirmed.png")
+
+    run.at("a saga retried with the same error shows the identical attempts folded, and opens them")
+    retried = need("RETRIED_SAGA")
+    page.goto(f"{run.base}/dashboard/#/saga/{retried}")
+    expect(saga_status).to_have_text("confirmed", timeout=SHORT)
+    folded = timeline.locator("tr.collapsed")
+    expect(folded).to_have_count(1)
+    expect(folded).to_contain_text(re.compile(r"\d+ more identical attempts? \(attempts? \d"))
+    hidden = int(re.search(r"(\d+) more identical", folded.inner_text()).group(1))
+    sent = timeline.locator("tr[data-kind=command_sent]")
+    shown = sent.count()
+    folded.locator("button").click()
+    expect(folded.locator("button")).to_have_attribute("aria-expanded", "true")
+    expect(sent).to_have_count(shown + hidden)
+    run.shot("saga-retried.png")
     page.context.close()
 
     run.at("a viewer is offered no action")
