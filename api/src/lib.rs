@@ -570,8 +570,9 @@ fn saga_id_of(id: &str) -> Result<SagaId, ApiError> {
 }
 
 /// One saga: its request (the guest's contact only for the operator role), status, steps with
-/// what each produced (hold, receipt, reservation), deadlines, and what it waits for right now (`waiting_on`: a reply to a command since when, a downstream that is down, a
-/// timer and why, or a person).
+/// what each produced (hold, receipt, reservation), deadlines, and what it waits for right now
+/// (`waiting_on`: a reply to a command since when, a downstream that is down, a timer and why,
+/// or a person).
 #[utoipa::path(get, path = "/v1/sagas/{id}", params(("id" = SagaId, Path, description = "the saga id")), responses(
     (status = 200, body = SagaView, description = "the saga, with what it waits on now"),
     (status = 400, body = error::ErrorBody), (status = 401, body = error::ErrorBody),
