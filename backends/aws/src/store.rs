@@ -163,7 +163,17 @@ fn time_key(ms: i64, id: SagaId) -> String {
     format!("{:015}#{id}", ms.max(0))
 }
 
-/// Every key with a time before `ms` sorts below this.
+/// An index entry's sort key and the saga it names; none for the entry at `upper` itself (a
+/// cursor names the last key of the page before) or a key not in the `<time>#<saga>` form.
+fn index_key(item: &Item, upper: Option<&str>) -> Option<(String, SagaId)> {
+    let key = get_s(item, "gs_sk")?;
+    if Some(key) == upper {
+        return None;
+    }
+    let id = SagaId::parse(key.split_once('#')?.1).ok()?;
+    Some((key.to_owned(), id))
+}
+
 /// A status-index query of partition `:p` limited to `(lower, upper)`: `upper` exclusive and
 /// `lower` inclusive (with both, `BETWEEN` takes `upper` too, and the caller skips it).
 fn ranged(q: QueryFluentBuilder, lower: Option<&str>, upper: Option<&str>) -> QueryFluentBuilder {
@@ -182,6 +192,7 @@ fn ranged(q: QueryFluentBuilder, lower: Option<&str>, upper: Option<&str>) -> Qu
     }
 }
 
+/// Every key with a time before `ms` sorts below this.
 fn time_bound(ms: i64) -> String {
     format!("{:015}", ms.max(0))
 }
@@ -849,9 +860,21 @@ impl AwsPorts {
         Ok(())
     }
 
-    /// Up to `want` summaries that pass `keep`, from one index partition, newest first, below
-    /// `upper`. The index holds keys only (so that a transition writes it only when the status
-    /// changes); the items are read in batches for what a list shows and filters on.
+    /// One index partition within `(lower, upper)`, newest first, `page` keys a request.
+    fn partition_pages(
+        &self,
+        partition: String,
+        (lower, upper): (Option<&str>, Option<&str>),
+        page: usize,
+    ) -> aws_sdk_dynamodb::operation::query::paginator::QueryPaginator {
+        let q = self
+            .status_query()
+            .scan_index_forward(false)
+            .limit(i32::try_from(page).unwrap_or(i32::MAX))
+            .expression_attribute_values(":p", s(partition));
+        ranged(q, lower, upper).into_paginator()
+    }
+
     /// Up to `want` index keys of one partition within `(lower, upper)`, newest first.
     async fn keys_part(
         &self,
@@ -860,35 +883,27 @@ impl AwsPorts {
         want: usize,
     ) -> PortResult<Vec<(String, SagaId)>> {
         let mut out = Vec::new();
-        let q = self
-            .status_query()
-            .scan_index_forward(false)
-            .limit(i32::try_from(want.clamp(1, 1_000)).unwrap_or(1_000))
-            .expression_attribute_values(":p", s(partition));
-        let q = ranged(q, lower, upper);
-        let mut pages = q.into_paginator().send();
+        let mut pages = self
+            .partition_pages(partition, (lower, upper), want.clamp(1, 1_000))
+            .send();
         while let Some(page) = self.page(pages.next().await)? {
-            for item in page.items() {
-                let Some(key) = get_s(item, "gs_sk") else {
-                    continue;
-                };
-                if Some(key) == upper {
-                    continue;
-                }
-                if let Some(id) = key
-                    .split_once('#')
-                    .and_then(|(_, id)| SagaId::parse(id).ok())
-                {
-                    out.push((key.to_owned(), id));
-                    if out.len() >= want {
-                        return Ok(out);
-                    }
+            for key in page
+                .items()
+                .iter()
+                .filter_map(|item| index_key(item, upper))
+            {
+                out.push(key);
+                if out.len() >= want {
+                    return Ok(out);
                 }
             }
         }
         Ok(out)
     }
 
+    /// Up to `want` summaries that pass `keep`, from one index partition, newest first, below
+    /// `upper`. The index holds keys only (so that a transition writes it only when the status
+    /// changes); the items are read in batches for what a list shows and filters on.
     async fn query_part(
         &self,
         partition: String,
@@ -897,25 +912,14 @@ impl AwsPorts {
         want: usize,
     ) -> PortResult<Vec<(String, SagaSummary)>> {
         let mut out = Vec::new();
-        let q = self
-            .status_query()
-            .scan_index_forward(false)
-            .limit(i32::try_from(want.clamp(1, 100)).unwrap_or(100))
-            .expression_attribute_values(":p", s(partition));
-        let q = ranged(q, lower, upper);
-        let mut pages = q.into_paginator().send();
+        let mut pages = self
+            .partition_pages(partition, (lower, upper), want.clamp(1, 100))
+            .send();
         while let Some(page) = self.page(pages.next().await)? {
             let keys: Vec<(String, SagaId)> = page
                 .items()
                 .iter()
-                .filter_map(|item| {
-                    let key = get_s(item, "gs_sk")?;
-                    if Some(key) == upper {
-                        return None;
-                    }
-                    let id = SagaId::parse(key.split_once('#')?.1).ok()?;
-                    Some((key.to_owned(), id))
-                })
+                .filter_map(|item| index_key(item, upper))
                 .collect();
             let ids: Vec<SagaId> = keys.iter().map(|(_, id)| *id).collect();
             let summaries = self.summaries(&ids).await?;
