@@ -30,27 +30,6 @@ impl Api {
             .unwrap();
         sevenrooms
     }
-
-    /// Polls the saga until its status is `want`; panics after `within`.
-    async fn wait_status(&self, saga: &str, want: &str, within: Duration) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            let (status, body) = self.get(&format!("/v1/sagas/{saga}"), Role::Viewer).await;
-            // Not found until the orchestrator has taken the request off its queue.
-            assert!(
-                status == StatusCode::OK || status == StatusCode::NOT_FOUND,
-                "{status}: {body}"
-            );
-            if body["status"]["status"] == want {
-                return body;
-            }
-            assert!(
-                Instant::now() < until,
-                "saga {saga} never became {want}: {body:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 /// The value of one series (name and labels, as written) in a Prometheus text scrape.

@@ -188,17 +188,8 @@ async fn an_operator_retries_a_stuck_saga_in_the_browser_and_a_viewer_cannot_act
     sagas.push(retried.saga_id());
     api.submit(&retried).await;
     let retried = retried.saga_id().to_string();
-    loop {
-        assert!(
-            std::time::Instant::now() < until,
-            "the retried booking never finished"
-        );
-        let (_, view) = api.get(&format!("/v1/sagas/{retried}"), Role::Viewer).await;
-        if view["status"]["status"] == "confirmed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    api.wait_status(&retried, "confirmed", Duration::from_secs(60))
+        .await;
     api.delete_faults(&api.sevenrooms()).await;
     // The overview is read at most every 2 s: wait for one that counts them (and so has their
     // minute in its last hour).

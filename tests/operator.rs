@@ -72,52 +72,6 @@ impl Api {
         body
     }
 
-    /// The saga's view, or `None` until the orchestrator has taken the request off its queue.
-    async fn saga(&self, saga: &str) -> Option<Value> {
-        let response = self
-            .http
-            .get(format!("{}/v1/sagas/{saga}", self.base))
-            .bearer_auth(self.token(Role::Viewer))
-            .send()
-            .await
-            .unwrap();
-        match response.status() {
-            StatusCode::NOT_FOUND => None,
-            StatusCode::OK => Some(response.json().await.unwrap()),
-            other => panic!(
-                "GET /v1/sagas/{saga}: {other}: {}",
-                response.text().await.unwrap()
-            ),
-        }
-    }
-
-    /// Polls the saga until its status is `want`; panics after `within`, or at once when it
-    /// ends otherwise, with the saga's view.
-    async fn wait_status(&self, saga: &str, want: &str, within: Duration) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            let view = self.saga(saga).await;
-            let status = view.as_ref().map(|v| v["status"]["status"].clone());
-            if status.as_ref().is_some_and(|s| s == want) {
-                return view.unwrap();
-            }
-            let ended = status
-                .as_ref()
-                .and_then(Value::as_str)
-                .is_some_and(|s| ["confirmed", "compensated", "cancelled"].contains(&s));
-            let view = view.unwrap_or(Value::Null);
-            assert!(
-                !ended,
-                "saga {saga} ended without ever being {want}; it is: {view:#}"
-            );
-            assert!(
-                Instant::now() < until,
-                "saga {saga} did not become {want} within {within:?}; it is: {view:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     /// Every entry of the saga's history, paged to the end.
     async fn history(&self, saga: &str) -> Vec<Value> {
         let mut entries = Vec::new();
