@@ -6,9 +6,10 @@
 //!
 //! `tests/dashboard/browser.py` signs in with an operator's token, opens the stuck list,
 //! makes SevenRooms rate-limit the next booking (a 429 asking for 45 s) and submits one, sees
-//! the saga appear in the stuck list without a reload, opens it, retries it with a reason,
-//! and sees it reach `confirmed` with the reason in its timeline; then signs in as a viewer,
-//! finds no action offered, and has a forged action request refused with 403. This test then
+//! the saga appear in the stuck list without a reload and in the failing view with its last
+//! error, opens it, retries it with a reason, and sees it reach `confirmed` with the reason in
+//! its timeline and on the audit page; then signs in as a viewer, finds no action offered, and
+//! has a forged action request refused with 403. This test then
 //! checks the outcome from outside: the simulators' ledgers hold exactly one live redemption
 //! and one live reservation for the saga, and the audit list names the operator and reason.
 //! Before it, a booking whose attempts SevenRooms rate-limited three times over shows its

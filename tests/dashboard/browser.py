@@ -3,11 +3,12 @@
 
 Run by tests/dashboard.rs once the whole system is up on 127.0.0.1. It signs in as an
 operator, opens the stuck list, makes the SevenRooms simulator rate-limit the next booking
-and submits one, sees the saga appear in the list without a reload, opens it, retries it
-with a reason, and follows it to `confirmed` with the operator and the reason in its
-timeline; it opens a saga whose attempts SevenRooms rate-limited over and over and finds the
-identical attempts folded into one row that opens. Then, as a viewer, it finds no action offered anywhere and has a forged action
-request refused with 403.
+and submits one, sees the saga appear in the list without a reload and in the failing view
+with its last error and next attempt, opens it, retries it with a reason, and follows it to
+`confirmed` with the operator and the reason in its timeline and on the audit page. It opens
+a saga whose attempts SevenRooms rate-limited over and over and finds the identical attempts
+folded into one row that opens. Then, as a viewer, it finds no action offered anywhere and
+has a forged action request refused with 403.
 
 Environment: DASHBOARD_URL (the API base; the dashboard is at /dashboard/), OPERATOR_TOKEN,
 VIEWER_TOKEN, SUBMITTER_TOKEN, SEVENROOMS_URL, BOOKING_JSON, RETRIED_SAGA (a saga whose booking
@@ -169,6 +170,16 @@ def scenario(run, browser):
         raise Failed("the page was reloaded: the stuck list must follow the live stream by itself")
     run.shot("stuck.png")
 
+    run.at("the failing view lists it with its last error and next attempt")
+    page.goto(f"{run.base}/dashboard/#/failing")
+    failing = page.locator(f'main tr[data-saga-id="{saga}"]')
+    failing.wait_for(state="visible", timeout=SHORT)
+    expect(failing).to_contain_text("rate limited by the downstream (429)")
+    expect(failing).to_contain_text("book_experience")
+    expect(failing).to_contain_text(re.compile(r"\d{2}:\d{2}:\d{2}"))  # the next attempt's time
+    page.goto(f"{run.base}/dashboard/#/stuck?older_than=0s")
+    row.wait_for(state="visible", timeout=SHORT)
+
     run.at("the saga's page shows what it waits on")
     row.locator("a").first.click()
     waiting = page.locator("[data-testid=waiting-on]")
@@ -230,6 +241,15 @@ def scenario(run, browser):
     expect(acted.first).to_contain_text(operator_id)
     expect(acted.first).to_contain_text(REASON)
     run.shot("saga-confirmed.png")
+
+    run.at("the audit page lists the action: who, what, why, applied")
+    page.goto(f"{run.base}/dashboard/#/audit")
+    entry = page.locator("main tbody tr", has_text=REASON)
+    expect(entry).to_have_count(1, timeout=SHORT)
+    expect(entry).to_contain_text(operator_id)
+    expect(entry).to_contain_text("retry now")
+    expect(entry).to_contain_text("applied")
+    expect(entry.locator(f'a[href="#/saga/{saga}"]')).to_have_count(1)
 
     run.at("a saga retried with the same error shows the identical attempts folded, and opens them")
     retried = need("RETRIED_SAGA")
