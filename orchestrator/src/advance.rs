@@ -148,19 +148,31 @@ pub async fn advance_with(
     input: &Input,
     ack: Option<(QueueName, Receipt)>,
 ) -> Result<Advanced, RuntimeError> {
-    let forget = |id| cache.is_some_and(|c| c.forget(id));
+    // Whether the state read is the store's own. Through the cache it may be a remembered
+    // one, which may be stale; whether it was cannot be told afterwards (another task of this
+    // process may have dropped the entry since), so an input that the state read refuses or
+    // learns nothing from is judged again against a read of the store itself before it is
+    // dead-lettered or acknowledged.
+    let mut fresh = cache.is_none();
     for _ in 0..MAX_CONFLICTS {
-        let Some(stored) = ports.store.get(saga_id).await? else {
+        let stored = match cache {
+            Some(c) if fresh => c.read_store(saga_id).await?,
+            _ => ports.store.get(saga_id).await?,
+        };
+        let Some(stored) = stored else {
             return Ok(Advanced::NoSaga);
         };
         let def = definition_of(&stored.value)?;
         let decision = match transition(&def, Some(&stored.value), input, ports.clock.now()) {
             Ok(d) => d,
-            // Judged against a remembered state, which may be stale: judge it again.
-            Err(_) if forget(saga_id) => continue,
+            Err(_) if !fresh => {
+                fresh = true;
+                continue;
+            }
             Err(e) => return Ok(Advanced::Refused(e)),
         };
-        if !decision.changed && forget(saga_id) {
+        if !decision.changed && !fresh {
+            fresh = true;
             continue;
         }
         if !decision.changed {

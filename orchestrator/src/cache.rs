@@ -7,9 +7,10 @@
 //! yet (it is remembered as its write starts), which is safe by construction:
 //! - a write computed from it carries the remembered version, so the store's conditional
 //!   write refuses it (`Conflict`), the entry is forgotten, and `advance` reads and retries;
-//! - an input that teaches nothing, or that the engine refuses, against a remembered state is
-//!   judged again against a fresh read before it is acknowledged or dead-lettered
-//!   ([`RememberingStore::forget`] says whether there was anything to forget).
+//! - an input that teaches nothing, or that the engine refuses, against a state read through
+//!   the cache is judged again against the store's own ([`RememberingStore::read_store`])
+//!   before it is acknowledged or dead-lettered: whether the state read was a remembered one
+//!   cannot be told afterwards, since another task may have dropped the entry meanwhile.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,10 +39,11 @@ impl RememberingStore {
         }
     }
 
-    /// Drop what is remembered of saga `id`, so that the next `get` reads the store; says
-    /// whether anything was remembered (`advance` then judges its input again, afresh).
-    pub fn forget(&self, id: SagaId) -> bool {
-        self.recent().remove(&id).is_some()
+    /// Saga `id` as the store has it, whatever is remembered (which is dropped: the store's
+    /// state is what the next input is judged against).
+    pub async fn read_store(&self, id: SagaId) -> PortResult<Option<Versioned<SagaState>>> {
+        self.recent().remove(&id);
+        self.inner.get(id).await
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, Versioned<SagaState>>> {

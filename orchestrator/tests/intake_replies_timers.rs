@@ -432,3 +432,122 @@ async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
     ));
     assert_eq!(r.ports.store.get(id).await.unwrap().unwrap().version, 3);
 }
+
+/// The cache seen by a task of an orchestrator while another task of the same process, say a
+/// timer or a reply for the same saga that lost its write, drops the saga's entry: every read
+/// returns what is remembered, and the entry is gone right after.
+struct DroppedMeanwhile(Arc<como_orchestrator::cache::RememberingStore>);
+
+#[async_trait::async_trait]
+impl como_ports::SagaReader for DroppedMeanwhile {
+    async fn get(
+        &self,
+        id: como_schemas::SagaId,
+    ) -> PortResult<Option<como_ports::Versioned<como_engine::SagaState>>> {
+        let got = self.0.get(id).await;
+        self.0.read_store(id).await?;
+        got
+    }
+    async fn query(&self, q: &como_ports::SagaQuery) -> PortResult<como_ports::SagaPage> {
+        self.0.query(q).await
+    }
+    async fn history(
+        &self,
+        id: como_schemas::SagaId,
+    ) -> PortResult<Vec<como_engine::HistoryEntry>> {
+        self.0.history(id).await
+    }
+    async fn counts(&self) -> PortResult<Vec<(StatusKind, u64)>> {
+        self.0.counts().await
+    }
+    async fn stuck(
+        &self,
+        q: &como_ports::SagaQuery,
+        limit: usize,
+    ) -> PortResult<Vec<como_ports::SagaSummary>> {
+        self.0.stuck(q, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl como_ports::SagaWriter for DroppedMeanwhile {
+    async fn create(
+        &self,
+        state: &como_engine::SagaState,
+        effects: como_ports::Effects,
+    ) -> PortResult<como_ports::CreateOutcome> {
+        self.0.create(state, effects).await
+    }
+    async fn update(
+        &self,
+        state: &como_engine::SagaState,
+        expected: u64,
+        effects: como_ports::Effects,
+    ) -> PortResult<como_ports::UpdateOutcome> {
+        self.0.update(state, expected, effects).await
+    }
+    async fn due(
+        &self,
+        now: como_schemas::Timestamp,
+        limit: usize,
+    ) -> PortResult<Vec<como_schemas::SagaId>> {
+        self.0.due(now, limit).await
+    }
+}
+
+/// The race the crash runs on AWS met ("reply for action attempt 3 of hold_slot, but 2 were
+/// sent", dead-lettered, and the booking compensated): a reply judged against a stale
+/// remembered state whose entry another task dropped before the refusal was looked at. It is
+/// judged again against the store all the same, and applied.
+#[tokio::test]
+async fn a_reply_refused_by_a_stale_memory_is_judged_again_even_if_another_task_dropped_it() {
+    use como_orchestrator::cache::RememberingStore;
+    use como_orchestrator::{Advanced, advance, advance_with};
+
+    let r = rig();
+    let cache = Arc::new(RememberingStore::new(r.ports.store.clone()));
+    let mut mine = r.ports.clone();
+    mine.store = cache.clone();
+    let req = request();
+    submit(&mine, &req).await.unwrap();
+    let d = next(&mine, QueueName::Requests).await.unwrap();
+    handle_request(&mine, &r.catalogue, &d).await.unwrap();
+    let id = req.saga_id();
+
+    // The other orchestrator moves the saga on to the hold; this one remembers version 1.
+    let check: WorkerCommand = serde_json::from_str(
+        &next(&r.ports, QueueName::Commands(Worker::Crm))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let input = como_engine::Input::Reply {
+        reply: succeeded(&check),
+    };
+    assert!(matches!(
+        advance(&r.ports, id, &input, None).await.unwrap(),
+        Advanced::Applied(_)
+    ));
+    let hold: WorkerCommand = serde_json::from_str(
+        &next(&r.ports, QueueName::Commands(Worker::Sevenrooms))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+
+    let mut racing = r.ports.clone();
+    racing.store = Arc::new(DroppedMeanwhile(cache.clone()));
+    let input = como_engine::Input::Reply {
+        reply: succeeded(&hold),
+    };
+    match advance_with(&racing, Some(&cache), id, &input, None)
+        .await
+        .unwrap()
+    {
+        Advanced::Applied(applied) => assert_eq!(applied.version, 3),
+        other => panic!("the hold's reply must be applied, not {other:?}"),
+    }
+    assert_eq!(r.ports.store.get(id).await.unwrap().unwrap().version, 3);
+}
