@@ -12,7 +12,13 @@
 //!   again: commands are idempotent downstream, events carry ids);
 //! - a live saga always has a timer of its own, whose write does that carrying; a saga
 //!   without one (finished, or stopped for an operator) is indexed as due at the write plus
-//!   `outbox_grace`, and the timer sweep's `due` re-sends a pending outbox it finds there.
+//!   `outbox_grace`, and the timer sweep's `due` re-sends a pending outbox it finds there;
+//! - the sweep never re-sends a single command while the saga has a timer (its reply may
+//!   simply not have come yet: the downstream is slow, or down and the command waits in its
+//!   queue; a hold sent twice is a second hold), nor any outbox younger than `outbox_grace`
+//!   (its writer may be marking it at that moment). A sweep can meet both: a write leaves an
+//!   earlier index entry that is still ahead where it is, and another orchestrator's sweep
+//!   finds it before the saga's own timer.
 //!
 //! History is not part of the outbox: it stays in the saga item (see `store`) until there is
 //! enough of it to go to a history item of its own.
@@ -75,11 +81,20 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
 /// What one write (and the undelivered writes before it) must still carry out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbox {
     /// The version whose write this outbox belongs to.
     pub version: u64,
+    /// When that write was made (ms since the epoch; 0 in items written before it was kept):
+    /// the sweep leaves an outbox younger than the grace to its writer, which may still be
+    /// carrying it out.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub at: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sends: Vec<PendingSend>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -90,12 +105,13 @@ impl Outbox {
     /// The outbox of a write at `version`, or `None` when the write has nothing to send or
     /// publish (the acknowledgement is not kept: a crash before it redelivers the input, which
     /// then changes nothing and is acknowledged).
-    pub fn of(version: u64, effects: &Effects) -> Option<Outbox> {
+    pub fn of(version: u64, at: i64, effects: &Effects) -> Option<Outbox> {
         if effects.sends.is_empty() && effects.events.is_empty() {
             return None;
         }
         Some(Outbox {
             version,
+            at,
             sends: effects
                 .sends
                 .iter()
@@ -114,6 +130,7 @@ impl Outbox {
     pub fn after(self, earlier: Option<Outbox>) -> Outbox {
         let Some(mut e) = earlier else { return self };
         e.version = self.version;
+        e.at = self.at;
         e.sends.extend(self.sends);
         e.events.extend(self.events);
         e
@@ -142,12 +159,12 @@ mod tests {
             sends: vec![(QueueName::Replies, OutgoingMessage::new(body.into()))],
             ..Effects::default()
         };
-        let first = Outbox::of(2, &effects("a")).unwrap();
-        let second = Outbox::of(3, &effects("b")).unwrap().after(Some(first));
+        let first = Outbox::of(2, 0, &effects("a")).unwrap();
+        let second = Outbox::of(3, 0, &effects("b")).unwrap().after(Some(first));
         assert_eq!(second.version, 3);
         let bodies: Vec<&str> = second.sends.iter().map(|s| s.body.as_str()).collect();
         assert_eq!(bodies, ["a", "b"]);
-        assert!(Outbox::of(4, &Effects::default()).is_none());
+        assert!(Outbox::of(4, 0, &Effects::default()).is_none());
     }
 
     #[test]
@@ -161,6 +178,7 @@ mod tests {
         ] {
             let outbox = Outbox::of(
                 1,
+                0,
                 &Effects {
                     sends: vec![(QueueName::Replies, OutgoingMessage::new(body.into()))],
                     ..Effects::default()
@@ -174,6 +192,7 @@ mod tests {
         let json = serde_json::to_string(
             &Outbox::of(
                 1,
+                0,
                 &Effects {
                     sends: vec![(
                         QueueName::Replies,

@@ -544,11 +544,13 @@ impl AwsPorts {
         let carried = before
             .pending
             .filter(|o| !proven_by(o, effects.answers.as_deref()));
-        let outbox = match (Outbox::of(version, &effects), carried) {
+        let now = self.clock.now().as_millis();
+        let outbox = match (Outbox::of(version, now, &effects), carried) {
             (None, None) => None,
             (own, carried) => Some(
                 own.unwrap_or(Outbox {
                     version,
+                    at: now,
                     ..Outbox::default()
                 })
                 .after(carried),
@@ -559,7 +561,6 @@ impl AwsPorts {
             history.push((version, effects.history.clone()));
         }
 
-        let now = self.clock.now().as_millis();
         let real_wake = state.wake_at.map(|w| w.as_millis());
         // An outbox left undelivered by a crash is found again:
         // - by the saga's next write, which its own timer guarantees (carried forward);
@@ -745,26 +746,40 @@ impl AwsPorts {
         }
     }
 
-    /// A saga the due index lists whose own timer has not come: re-send a pending outbox,
-    /// then index it by its own timer (or not at all).
-    async fn recover(&self, stored: Stored) -> PortResult<()> {
+    /// A saga the due index lists whose own timer has not come: re-send a pending outbox that
+    /// its writer must have left behind, then index the saga by its own timer (or not at all).
+    /// `now`: the sweep's time. `redelivered`: the message that brought the write came again,
+    /// so its writer is gone.
+    ///
+    /// Left alone (see `outbox`): a single command while the saga has a timer, which its reply
+    /// proves delivered or the timer's write carries forward; and an outbox younger than the
+    /// grace, looked at again when the grace is over.
+    async fn recover(&self, stored: Stored, now: i64, redelivered: bool) -> PortResult<()> {
         let id = stored.state.saga_id;
-        let known = stored.known();
-        if let Some(pending) = &known.pending {
-            tracing::info!(saga = %id, version = stored.version, "re-sending an undelivered outbox");
-            self.deliver(pending).await?;
-            self.store.delivered(id, stored.version);
-        }
         let real_wake = stored.state.wake_at.map(|w| w.as_millis());
-        self.set_due(
-            id,
-            stored.version,
-            real_wake,
-            true,
-            stored.due,
-            stored.bytes,
-        )
-        .await
+        let grace_ms = i64::try_from(self.config.outbox_grace.as_millis()).unwrap_or(i64::MAX / 2);
+        let pending = stored
+            .known()
+            .pending
+            .filter(|p| !(p.sends.len() == 1 && real_wake.is_some()));
+        let (due, delivered) = match pending {
+            Some(p) if !redelivered && p.at.saturating_add(grace_ms) > now => {
+                let grace_over = p.at.saturating_add(grace_ms);
+                (
+                    Some(real_wake.map_or(grace_over, |w| w.min(grace_over))),
+                    false,
+                )
+            }
+            Some(p) => {
+                tracing::info!(saga = %id, version = stored.version, "re-sending an undelivered outbox");
+                self.deliver(&p).await?;
+                self.store.delivered(id, stored.version);
+                (real_wake, true)
+            }
+            None => (real_wake, false),
+        };
+        self.set_due(id, stored.version, due, delivered, stored.due, stored.bytes)
+            .await
     }
 
     /// The window scan: every live saga that reached `TIMER_WINDOW_MS` of age since the last
@@ -1219,7 +1234,8 @@ impl SagaWriter for AwsPorts {
             return Ok(());
         }
         tracing::info!(saga = %id, version = stored.version, "re-sending an outbox on a redelivered input");
-        self.recover(stored).await
+        self.recover(stored, self.clock.now().as_millis(), true)
+            .await
     }
 
     async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
@@ -1287,7 +1303,7 @@ impl SagaWriter for AwsPorts {
             match wake {
                 Some(w) if w <= now => due.push((w.as_millis(), id)),
                 _ => {
-                    if let Err(e) = self.recover(stored).await {
+                    if let Err(e) = self.recover(stored, now.as_millis(), false).await {
                         // It stays indexed; the next sweep tries again.
                         tracing::warn!(saga = %id, error = %e, "cannot re-send an outbox yet");
                     }

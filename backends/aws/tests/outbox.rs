@@ -256,3 +256,165 @@ async fn a_redelivered_input_carries_out_what_its_write_left_behind() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(bodies(&ports, CRM).await.is_empty());
 }
+
+/// A command body with this id, as the engine writes it (the outbox knows a command by it).
+fn command(id: &str) -> OutgoingMessage {
+    OutgoingMessage::new(format!(r#"{{"command_id":"{id}"}}"#))
+}
+
+/// A saga old enough that its timers are indexed (a young one's are left to the window
+/// scan), written once with a timer in 5 s and one command.
+async fn waiting_saga(ports: &Backend, name: &str) -> (SagaState, como_schemas::Timestamp) {
+    let (mut state, events, history) = started(name);
+    let now = ports.clock.now();
+    state.started_at = como_schemas::Timestamp::from_millis(now.as_millis() - 60_000);
+    state.wake_at = Some(now.plus_ms(5_000));
+    let out = ports
+        .store
+        .create(
+            &state,
+            Effects {
+                sends: vec![(CRM, command("check-1"))],
+                events,
+                history,
+                ack: None,
+                answers: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        out,
+        como_ports::CreateOutcome::Created { version: 1 }
+    ));
+    (state, now)
+}
+
+/// The crash runs on AWS saw a hold sent twice with no crash at all: a write leaves the
+/// earlier index entry (5 s ahead) where it is, and a sweep (another orchestrator's, say)
+/// that met it before the saga's own timer re-sent the write's single command, still awaiting
+/// its reply. Its reply proves it delivered, and the saga's timer carries it forward if it
+/// was not: the sweep leaves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_never_re_sends_a_command_awaiting_its_reply() {
+    let (backend, _sdk) = testing::fresh("outbox-awaiting", config()).await.unwrap();
+    let ports = backend.ports();
+    let (mut state, now) = waiting_saga(&ports, "outbox-awaiting-1").await;
+    let id = state.saga_id;
+    // The check's reply: version 2 sends the hold and waits up to a minute for its reply.
+    state.transitions += 1;
+    state.wake_at = Some(now.plus_ms(60_000));
+    let out = ports
+        .store
+        .update(
+            &state,
+            1,
+            Effects {
+                sends: vec![(QueueName::Commands(Worker::Sevenrooms), command("hold-1"))],
+                answers: Some("check-1".into()),
+                ..Effects::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, UpdateOutcome::Updated { version: 2 });
+    assert_eq!(bodies(&ports, CRM).await, [r#"{"command_id":"check-1"}"#]);
+    let holds = QueueName::Commands(Worker::Sevenrooms);
+    assert_eq!(bodies(&ports, holds).await, [r#"{"command_id":"hold-1"}"#]);
+
+    // The index entry from version 1 comes before the saga's timer, and past the grace.
+    for at in [10_000, 40_000] {
+        assert!(
+            ports
+                .store
+                .due(now.plus_ms(at), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            bodies(&ports, holds).await.is_empty(),
+            "the hold awaiting its reply was sent again by the sweep at +{at} ms"
+        );
+    }
+    // The saga's own timer still comes.
+    assert_eq!(
+        ports.store.due(now.plus_ms(61_000), 10).await.unwrap(),
+        [id]
+    );
+}
+
+/// An outbox of several sends is marked delivered right after it went out; a sweep that
+/// meets it unmarked before the grace is over leaves it to its writer (which may be marking it
+/// at that moment), and re-sends it once the grace is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_leaves_a_young_outbox_to_its_writer() {
+    let (first, sdk) = testing::fresh("outbox-young", config()).await.unwrap();
+    let (mut state, now) = waiting_saga(&first.ports(), "outbox-young-1").await;
+    let id = state.saga_id;
+    assert_eq!(
+        bodies(&first.ports(), CRM).await,
+        [r#"{"command_id":"check-1"}"#]
+    );
+    // Version 2 sends two commands, and its writer stops before they are out.
+    state.transitions += 1;
+    state.wake_at = Some(now.plus_ms(120_000));
+    delete_queue(&sdk, &first, CRM).await;
+    let failed = first
+        .ports()
+        .store
+        .update(
+            &state,
+            1,
+            Effects {
+                sends: vec![(CRM, command("a")), (CRM, command("b"))],
+                answers: Some("check-1".into()),
+                ..Effects::default()
+            },
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+
+    let second = another_process(&sdk, &first).await;
+    let ports = second.ports();
+    assert!(
+        ports
+            .store
+            .due(now.plus_ms(10_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        bodies(&ports, CRM).await.is_empty(),
+        "re-sent within the grace"
+    );
+    // Past the grace (30 s): sent, once.
+    assert!(
+        ports
+            .store
+            .due(now.plus_ms(31_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut got = bodies(&ports, CRM).await;
+    got.sort();
+    assert_eq!(got, [r#"{"command_id":"a"}"#, r#"{"command_id":"b"}"#]);
+    assert!(
+        ports
+            .store
+            .due(now.plus_ms(32_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(bodies(&ports, CRM).await.is_empty());
+    assert_eq!(
+        ports.store.due(now.plus_ms(121_000), 10).await.unwrap(),
+        [id]
+    );
+}
