@@ -242,6 +242,15 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl Settings {
+    /// Where this process keeps sagas and queues, as its start-up line says it:
+    /// `database data/saga.sqlite`, or `AWS deployment como-saga`.
+    pub fn store_location(&self) -> String {
+        match self.backend {
+            BackendKind::Embedded => format!("database {}", self.database.display()),
+            BackendKind::Aws => format!("AWS deployment {}", self.aws_prefix),
+        }
+    }
+
     /// The local stack's settings, from nothing in the environment: the embedded backend on
     /// `database`, the simulators at `sims` with their credentials, the demo venues, and the
     /// default rate limits. What [`crate::spawn_app`] and the tests start from.

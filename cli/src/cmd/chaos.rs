@@ -21,11 +21,20 @@
 //! through were shorter than its forward deadline.
 //! It exits non-zero on any violation, and on a saga that needs an operator unless
 //! `--allow-needs-operator`.
+//!
+//! On the AWS backend (`--backend aws`, after `infra bootstrap`) the roles run on the same
+//! deployment, two orchestrators by default (`--orchestrators`), and the Memberson token secret
+//! is rotated every [`ROTATE_EVERY`] as the deployment's schedule does (the workers there read
+//! the token and never mint one). A role that stops by itself is started again and counted; one
+//! that keeps stopping right after its start (it cannot reach the backend, say) stops the run
+//! with the end of its log.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -45,7 +54,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::settings::{CommonArgs, DEV_DEFAULTS_ENV, DownstreamArgs, Settings};
+use crate::settings::{BackendKind, CommonArgs, DEV_DEFAULTS_ENV, DownstreamArgs, Settings};
 use crate::stack;
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +82,11 @@ pub struct ChaosArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Orchestrator processes run side by side, each killed at random like the others (the
+    /// store's conditional writes keep every saga serial). Default: 2 on the AWS backend, 1 on
+    /// the embedded one (one SQLite writer at a time; a second process only waits for it).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub orchestrators: Option<u8>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -126,10 +140,25 @@ pub struct ChaosReport {
     pub compensated_by_outage: usize,
     /// Each of them; those whose outages were shorter than its deadline are violations.
     pub outage_compensations: Vec<OutageCompensation>,
+    /// Roles that stopped by themselves (not killed by chaos) and were started again, by role.
+    pub role_exits: BTreeMap<String, u64>,
+    /// AWS backend: rotations of the Memberson token secret run on the deployment's schedule
+    /// (every [`ROTATE_EVERY`]), and those that failed (Memberson down, say).
+    pub token_rotations: u64,
+    pub token_rotations_failed: u64,
     #[serde(skip)]
     pub allow_needs_operator: bool,
     pub elapsed_ms: u128,
 }
+
+/// How often chaos on the AWS backend rotates the Memberson token secret, as the deployment's
+/// scheduled `rotate-tokens` does (the simulators' tokens live 60 s here).
+pub const ROTATE_EVERY: Duration = Duration::from_secs(20);
+
+/// A role that stops by itself this many times, each within [`EARLY_EXIT`] of its start, is
+/// not going to run: chaos stops and says why.
+const EARLY_EXITS: u32 = 3;
+const EARLY_EXIT: Duration = Duration::from_secs(10);
 
 /// An outage chaos injected: every call to `downstream` (the probes' reads included) answered
 /// 503 for `length_ms`.
@@ -219,6 +248,9 @@ struct Proc {
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
+    started: Instant,
+    /// Exits by itself within [`EARLY_EXIT`] of a start, in a row.
+    early_exits: u32,
 }
 
 impl Proc {
@@ -234,9 +266,51 @@ impl Proc {
             env: env.to_vec(),
             log: dir.join(format!("{name}.log")),
             child: None,
+            started: Instant::now(),
+            early_exits: 0,
         };
         p.spawn()?;
         Ok(p)
+    }
+
+    /// If the process stopped by itself: start it again and say so (`Ok(true)`); an error
+    /// naming the role and the end of its log when it keeps stopping right after its start
+    /// (it cannot reach the backend, say).
+    fn restart_if_exited(&mut self) -> anyhow::Result<bool> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(false);
+        };
+        let Some(status) = child.try_wait()? else {
+            return Ok(false);
+        };
+        self.child = None;
+        if self.started.elapsed() < EARLY_EXIT {
+            self.early_exits += 1;
+        } else {
+            self.early_exits = 0;
+        }
+        if self.early_exits >= EARLY_EXITS {
+            anyhow::bail!(
+                "the {} process keeps stopping right after it starts ({status}); its log {} ends with: {}",
+                self.name,
+                self.log.display(),
+                self.last_words()
+            );
+        }
+        self.spawn()?;
+        Ok(true)
+    }
+
+    /// The last few lines of the process's log, on one line.
+    fn last_words(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+        if tail.is_empty() {
+            "(nothing)".to_owned()
+        } else {
+            tail
+        }
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -253,6 +327,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("cannot start {}", self.name))?;
         self.child = Some(child);
+        self.started = Instant::now();
         Ok(())
     }
 
@@ -712,6 +787,8 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         env: Vec::new(),
         log: dir.join("simulators.log"),
         child: Some(sims),
+        started: Instant::now(),
+        early_exits: 0,
     };
     let urls: serde_json::Value =
         serde_json::from_str(&line).context("the simulators did not print their URLs")?;
@@ -750,13 +827,45 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     if let Some(config) = &args.common.config {
         env.push(("COMO_SAGA_CONFIG".to_owned(), config.display().to_string()));
     }
-    let mut roles = vec![
-        Proc::start("orchestrator", &["orchestrator"], &env, dir)?,
-        Proc::start("worker-crm", &["worker", "crm"], &env, dir)?,
-        Proc::start("worker-sevenrooms", &["worker", "sevenrooms"], &env, dir)?,
-    ];
     let backend = stack::open_backend(settings)?;
     let ports = backend.ports.clone();
+    let rotations = if settings.backend == BackendKind::Aws {
+        // The workers read the Memberson token from the secret and never mint one: a token
+        // these simulators accept first, then a rotation on a schedule, as deployed.
+        let mut with_sims = settings.clone();
+        with_sims.memberson.base_url = Some(memberson.clone());
+        como_app::tokens::ensure_token(&with_sims, ports.secrets.as_ref())
+            .await
+            .context("cannot put a Memberson token in the secret store")?;
+        Some(rotate_on_schedule(with_sims, ports.secrets.clone()))
+    } else {
+        None
+    };
+    let orchestrators = args.orchestrators.unwrap_or(match settings.backend {
+        BackendKind::Aws => 2,
+        BackendKind::Embedded => 1,
+    });
+    let mut roles = Vec::new();
+    for i in 1..=orchestrators {
+        let name = if orchestrators == 1 {
+            "orchestrator".to_owned()
+        } else {
+            format!("orchestrator-{i}")
+        };
+        roles.push(Proc::start(&name, &["orchestrator"], &env, dir)?);
+    }
+    roles.push(Proc::start("worker-crm", &["worker", "crm"], &env, dir)?);
+    roles.push(Proc::start(
+        "worker-sevenrooms",
+        &["worker", "sevenrooms"],
+        &env,
+        dir,
+    )?);
+    say(format!(
+        "roles: {} on the {}",
+        join(roles.iter().map(|r| r.name.clone())),
+        settings.store_location()
+    ));
 
     let replayer = replayer(&sevenrooms, settings);
     let mut replayed = std::collections::HashSet::new();
@@ -829,6 +938,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         if Instant::now() >= phase_end {
             break;
         }
+        restart_exited(&mut roles, &mut report)?;
         match rng.random_range(0..100) {
             0..=24 => {
                 let i = rng.random_range(0..roles.len());
@@ -995,6 +1105,7 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         if finished || Instant::now() > drain_end {
             break states;
         }
+        restart_exited(&mut roles, &mut report)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
 
@@ -1034,10 +1145,48 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     for r in &mut roles {
         r.stop();
     }
+    if let Some((task, counts)) = rotations {
+        task.abort();
+        report.token_rotations = counts.0.load(Ordering::Relaxed);
+        report.token_rotations_failed = counts.1.load(Ordering::Relaxed);
+    }
     drop(sims);
     backend.close().await;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// Starts again each role that stopped by itself, counting it.
+fn restart_exited(roles: &mut [Proc], report: &mut ChaosReport) -> anyhow::Result<()> {
+    for r in roles {
+        if r.restart_if_exited()? {
+            *report.role_exits.entry(r.name.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok(())
+}
+
+type RotationCounts = Arc<(AtomicU64, AtomicU64)>;
+
+/// Rotates the Memberson token secret every [`ROTATE_EVERY`] until aborted, as the
+/// deployment's schedule does; counts the rotations and the failures.
+fn rotate_on_schedule(
+    settings: Settings,
+    secrets: Arc<dyn como_ports::SecretStore>,
+) -> (tokio::task::JoinHandle<()>, RotationCounts) {
+    let counts: RotationCounts = Arc::default();
+    let c = counts.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ROTATE_EVERY).await;
+            let member = como_simulators::seed::MEMBER_RICH;
+            match como_app::tokens::rotate_once(&settings, secrets.as_ref(), member).await {
+                Ok(_) => c.0.fetch_add(1, Ordering::Relaxed),
+                Err(_) => c.1.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    });
+    (task, counts)
 }
 
 /// Reads every saga's history for its waits for a downstream, and finds those compensated
@@ -1119,6 +1268,18 @@ fn print_report(r: &ChaosReport) {
         "kill -9: {}",
         join(r.kills.iter().map(|(k, v)| format!("{k} {v}")))
     );
+    if !r.role_exits.is_empty() {
+        println!(
+            "roles that stopped by themselves (started again): {}",
+            join(r.role_exits.iter().map(|(k, v)| format!("{k} {v}")))
+        );
+    }
+    if r.token_rotations + r.token_rotations_failed > 0 {
+        println!(
+            "Memberson token rotations: {} ({} failed)",
+            r.token_rotations, r.token_rotations_failed
+        );
+    }
     println!(
         "late effects: {} injected (hung or late calls), {} undone by the late-effect audit",
         r.late_effects_injected, r.late_effects_undone

@@ -24,10 +24,7 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
     )?;
     stack::runtime()?.block_on(async {
         let app = crate::aws_credentials::open_app(settings).await?;
-        println!(
-            "orchestrator: database {}",
-            app.settings().database.display()
-        );
+        println!("orchestrator: {}", app.settings().store_location());
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
         let running = app.spawn(&Roles::orchestrator(), &shutdown, Observers::default())?;

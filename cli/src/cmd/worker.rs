@@ -50,8 +50,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     stack::runtime()?.block_on(async {
         let app = crate::aws_credentials::open_app(settings).await?;
         println!(
-            "worker {worker}: database {}, calling {}",
-            app.settings().database.display(),
+            "worker {worker}: {}, calling {}",
+            app.settings().store_location(),
             worker.downstream()
         );
         let shutdown = CancellationToken::new();
