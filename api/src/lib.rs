@@ -13,7 +13,7 @@
 //! | route | roles | what |
 //! |---|---|---|
 //! | `GET /healthz` | none | the process is up |
-//! | `GET /readyz` | none | the store and the queues answer |
+//! | `GET /readyz` | none | the store and the queues answer, and this process's writes go through |
 //! | `GET /openapi.json` | none | this API's OpenAPI document |
 //! | `GET /metrics` | none | Prometheus text: sagas by status, queue depths, dead letters, and the roles this process runs |
 //! | `POST /v1/bookings` | submitter | submit a booking (idempotent on its request id; 409 for a reused id) |
@@ -289,11 +289,15 @@ async fn healthz() -> axum::Json<Health> {
     })
 }
 
-/// The store and the queues answer.
+/// The store and the queues answer, and this process's writes go through (not ready while
+/// they fail: a full disk, a locked or read-only file, a throttled AWS; the answer says why).
 #[utoipa::path(get, path = "/readyz", security(()), responses(
     (status = 200, body = Health), (status = 503, body = error::ErrorBody)
 ))]
 async fn readyz(State(state): State<ApiState>) -> Result<axum::Json<Health>, ApiError> {
+    if let Some(why) = como_ports::health::not_ready() {
+        return Err(ApiError::unavailable(why));
+    }
     state.reader.counts().await.map_err(ApiError::unavailable)?;
     // The queue's depth: an attribute read, where listing dead letters would receive (and on
     // SQS hide for a moment) the messages it looks at.

@@ -84,6 +84,10 @@ pub fn open_backend(settings: &Settings) -> anyhow::Result<OpenBackend> {
                 // so this only catches messages that keep failing to be handled.
                 max_receives: 10,
                 read_connections: 64,
+                commit_delay: std::env::var(COMMIT_DELAY_ENV)
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map(std::time::Duration::from_millis),
                 ..EmbeddedConfig::default()
             };
             let embedded = EmbeddedBackend::open(&settings.database, config, Arc::new(SystemClock))
@@ -231,6 +235,11 @@ fn guards(name: &str, rate: RateLimitSetting) -> Guards {
         )),
     )
 }
+
+/// Fault injection for the crash tests and `chaos --store-faults`: the embedded writer holds
+/// each transaction open this many ms before committing, so that a `kill -9` lands inside it.
+/// Never set in production.
+pub const COMMIT_DELAY_ENV: &str = "COMO_SAGA_FAULT_COMMIT_DELAY_MS";
 
 /// How long a worker on the AWS backend answers from its copy of the Memberson token before
 /// reading the secret again (a 401 makes it read at once).

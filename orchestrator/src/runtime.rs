@@ -199,7 +199,11 @@ impl Orchestrator {
 
     fn failed(&self, what: &str, e: &crate::RuntimeError) {
         bump(&self.stats.errors);
-        tracing::warn!(error = %e, "{what} not handled; it will be received again");
+        let port = match e {
+            crate::RuntimeError::Port(p) => Some(p),
+            _ => None,
+        };
+        como_ports::health::not_done(&format!("a {what}"), e, port);
     }
 
     async fn consume<F, Fut>(&self, queue: QueueName, shutdown: CancellationToken, handle: F)
@@ -256,8 +260,7 @@ impl Orchestrator {
                     }
                 }
                 Err(e) => {
-                    bump(&self.stats.errors);
-                    tracing::warn!(error = %e, "timer sweep failed");
+                    self.failed("timer sweep", &e);
                     pause(&shutdown, c.error_backoff).await;
                 }
             }

@@ -97,7 +97,7 @@ pub async fn consume<F, Fut>(
                 }
             }
             Err(e) => {
-                tracing::warn!(queue = %name, error = %e, "receive failed");
+                crate::health::not_done(&format!("a receive on {name}"), &e, Some(&e));
                 drop(permits);
                 tokio::select! {
                     _ = shutdown.cancelled() => {}

@@ -12,6 +12,8 @@
 //! - [`audit`]: the audit list of operator actions, by actor, action and period.
 //! - [`bus`]: the event bus for lifecycle events.
 //! - [`secrets`]: the secret store with the pending / current versions of a rotation.
+//! - [`health`]: whether this process can write to its store, for the log, readiness and the
+//!   edge.
 //! - [`clock`]: time, as a trait, so that timers are testable without sleeping.
 //! - [`consumer`]: the pump every queue consumer runs: bounded concurrency, no batch waiting
 //!   on its slowest message, graceful shutdown.
@@ -28,6 +30,7 @@ pub mod clock;
 pub mod conformance;
 pub mod consumer;
 pub mod error;
+pub mod health;
 pub mod queue;
 pub mod records;
 pub mod secrets;

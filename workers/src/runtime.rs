@@ -279,15 +279,21 @@ impl WorkerRuntime {
             _ => None,
         };
         let me = self.clone();
-        consume(self.ports.queue.clone(), self.queue(), options, shutdown, move |d| {
-            let me = me.clone();
-            async move {
-                if let Err(e) = me.handle(&d).await {
-                    bump(&me.stats.errors);
-                    tracing::warn!(error = %e, "command not answered; it will be received again");
+        consume(
+            self.ports.queue.clone(),
+            self.queue(),
+            options,
+            shutdown,
+            move |d| {
+                let me = me.clone();
+                async move {
+                    if let Err(e) = me.handle(&d).await {
+                        bump(&me.stats.errors);
+                        como_ports::health::not_done("a command", &e, Some(&e));
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         if let Some(monitor) = monitor {
             let _ = monitor.await;

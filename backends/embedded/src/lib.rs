@@ -78,6 +78,11 @@ pub struct EmbeddedConfig {
     pub background_checkpoint: bool,
     /// Idle read connections kept open.
     pub read_connections: usize,
+    /// Fault injection: the writer holds every transaction open this long after its last
+    /// operation, before the commit, so that a `kill -9` lands inside it (the crash tests and
+    /// `chaos --store-faults` check that the WAL keeps its promise). Never set in production;
+    /// `COMO_SAGA_FAULT_COMMIT_DELAY_MS` sets it for a role.
+    pub commit_delay: Option<Duration>,
 }
 
 impl Default for EmbeddedConfig {
@@ -91,6 +96,7 @@ impl Default for EmbeddedConfig {
             checkpoint_pages: 10_000,
             background_checkpoint: true,
             read_connections: 4,
+            commit_delay: None,
         }
     }
 }
@@ -125,11 +131,20 @@ pub enum OpenError {
     NewerSchema { found: i64 },
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(
+        "the file is read-only (its permissions, its directory's, or a file system mounted read-only); every role writes to it"
+    )]
+    ReadOnly,
 }
 
 impl From<rusqlite::Error> for OpenError {
     fn from(e: rusqlite::Error) -> Self {
-        OpenError::Sqlite(e)
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly => {
+                OpenError::ReadOnly
+            }
+            _ => OpenError::Sqlite(e),
+        }
     }
 }
 
@@ -171,6 +186,10 @@ impl EmbeddedBackend {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // SQLite opens a file it may not write read-only, silently; every write would fail.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(OpenError::ReadOnly);
+        }
         schema::prepare_writer(
             &conn,
             config.durability,
@@ -196,6 +215,7 @@ impl EmbeddedBackend {
                 max_receives,
                 restart_wal: Arc::clone(&restart_wal),
                 commits: Arc::clone(&commits),
+                commit_delay: config.commit_delay,
             },
         )?;
         let readers = Arc::new(read::Readers::new(path.clone(), config.read_connections));

@@ -15,7 +15,15 @@
 //!
 //! If a SQLite error aborts the group, the transaction is rolled back and its operations are
 //! run again one per transaction, so that one bad operation fails alone and no operation is
-//! ever half committed.
+//! ever half committed; unless the error is the ground's, not an operation's (the disk is
+//! full, another process holds the write lock past the busy timeout, the file is read-only,
+//! an I/O error): then every operation of the group fails with it at once, naming the file and
+//! the cause, and `como_ports::health` hears of it (one warning a period, not ready).
+//!
+//! Before each transaction the writer checks that its path still leads to the file it opened:
+//! a file (or directory) removed or replaced under a running process would otherwise take
+//! every later write with it, silently, when the process ends. Then nothing more is written,
+//! each caller hears why, and the process goes on reading what it has.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,10 +95,15 @@ pub struct WriterConfig {
     pub restart_wal: Arc<AtomicBool>,
     /// Counts the committed transactions.
     pub commits: Arc<AtomicU64>,
+    /// Fault injection (see `EmbeddedConfig::commit_delay`).
+    pub commit_delay: Option<Duration>,
 }
 
 struct Writer {
     conn: Connection,
+    /// The file as opened (device and inode), and where.
+    file: Option<(u64, u64)>,
+    path: std::path::PathBuf,
     ids: Ids,
     /// `PRAGMA data_version` as last seen: it moves when another connection commits.
     data_version: i64,
@@ -108,7 +121,10 @@ pub fn spawn(
     let ids = Ids::load(&conn)?;
     let (tx, rx) = mpsc::channel();
     let data_version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    let path = std::path::PathBuf::from(conn.path().unwrap_or_default());
     let writer = Writer {
+        file: identity(&path),
+        path,
         conn,
         ids,
         data_version,
@@ -225,6 +241,10 @@ impl Writer {
     /// Commits `group` (which may be empty when only the waiting receives have something to
     /// look at) and answers everybody concerned.
     fn commit_group(&mut self, group: &mut Vec<Pending>, now: i64) {
+        if let Err(cause) = self.still_the_file() {
+            self.fail_all(group, &cause);
+            return;
+        }
         match self.transaction(group.iter().map(|p| &p.op), now) {
             Ok(answers) => {
                 self.committed(now);
@@ -232,6 +252,10 @@ impl Writer {
                     // A caller that stopped waiting still had its write committed.
                     let _ = p.reply.send(answer);
                 }
+            }
+            Err(e) if ground_error(&e).is_some() => {
+                let cause = self.cause(&e);
+                self.fail_all(group, &cause);
             }
             Err(e) => {
                 if group.is_empty() {
@@ -257,10 +281,45 @@ impl Writer {
         }
     }
 
+    /// Every operation of `group` fails with `cause`, which the process's health hears of (so
+    /// does a look for waiting receives alone: leasing a message is a write, and receives that
+    /// cannot lease would otherwise just find nothing, silently).
+    fn fail_all(&mut self, group: &mut Vec<Pending>, cause: &str) {
+        como_ports::health::write_failed(cause);
+        for p in group.drain(..) {
+            let _ = p.reply.send(Err(PortError::Unavailable(cause.to_owned())));
+        }
+    }
+
+    /// The store's words for an error of the ground: the file, what happened, what to do.
+    fn cause(&self, e: &rusqlite::Error) -> String {
+        let what = ground_error(e).unwrap_or("it failed");
+        format!("cannot write to {}: {what} ({e})", self.path.display())
+    }
+
+    /// Whether the path still leads to the file this writer opened.
+    fn still_the_file(&self) -> Result<(), String> {
+        match (self.file, identity(&self.path)) {
+            (Some(opened), Some(now)) if opened == now => Ok(()),
+            (None, _) => Ok(()),
+            (Some(_), found) => Err(format!(
+                "cannot write to {}: the database file was {} while this process had it open; nothing more is written to it (every later write would be lost with the process). Put the file back, or copy the open one from /proc/{}/fd/, and restart the process",
+                self.path.display(),
+                if found.is_some() {
+                    "replaced"
+                } else {
+                    "removed"
+                },
+                std::process::id()
+            )),
+        }
+    }
+
     /// A transaction committed: the message ids it reserved are safe, and the waiting receives
-    /// it gave messages to hear of them. Messages given to a receive whose caller stopped
+    /// it gave messages to hear of them (and the process's health, that writes go through). Messages given to a receive whose caller stopped
     /// waiting in the meantime are made visible again straight away.
     fn committed(&mut self, now: i64) {
+        como_ports::health::write_succeeded();
         loop {
             self.ids.committed();
             self.config.commits.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +380,9 @@ impl Writer {
                 }
             }
         }
+        if let (None, Some(delay)) = (&failed, self.config.commit_delay) {
+            std::thread::sleep(delay);
+        }
         let committed = match failed {
             None => ops::look(&self.conn, &mut cx).and_then(|()| {
                 self.conn
@@ -350,4 +412,32 @@ impl Writer {
             tracing::debug!(error = %e, "checkpoint on close failed");
         }
     }
+}
+
+/// The device and inode of the file at `path`, if there is one.
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// What an error says about the ground the store stands on, when it is not the operation's
+/// fault: running the group's operations one by one would fail each the same way.
+fn ground_error(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode as C;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return None;
+    };
+    Some(match f.code {
+        C::DiskFull => {
+            "the database or the disk is full; free space (or raise the quota) and writes resume by themselves"
+        }
+        C::DatabaseBusy | C::DatabaseLocked => {
+            "the database is locked: another process has held its write lock for longer than the busy timeout (5 s); writes resume when it lets go"
+        }
+        C::ReadOnly => "the file or its directory is read-only",
+        C::SystemIoFailure => "an I/O error (the disk, or the file system under it)",
+        C::CannotOpen => "the file cannot be opened (its directory may be gone)",
+        C::PermissionDenied => "permission denied",
+        _ => return None,
+    })
 }
