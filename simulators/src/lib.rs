@@ -23,6 +23,7 @@
 // would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
+pub mod aws_proxy;
 pub mod clock;
 mod common;
 pub mod faults;

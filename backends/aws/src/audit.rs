@@ -46,7 +46,12 @@ impl AuditLog for AwsPorts {
             .item("entry", s(text))
             .send()
             .await
-            .map_err(|e| unavailable("PutItem (audit)", e))?;
+            .map_err(|e| {
+                unavailable(
+                    &format!("DynamoDB PutItem on table {} (audit)", self.names.table()),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
@@ -75,7 +80,7 @@ impl AuditLog for AwsPorts {
         let mut filters = Vec::new();
         let mut request = self
             .clients
-            .dynamo
+            .dynamo_pages
             .query()
             .table_name(self.names.table())
             .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
@@ -102,7 +107,12 @@ impl AuditLog for AwsPorts {
         let mut last_sk: Option<String> = None;
         while let Some(out) = pages.next().await {
             self.clients.calls.count("dynamodb", "Query (audit)");
-            let out = out.map_err(|e| unavailable("Query (audit)", e))?;
+            let out = out.map_err(|e| {
+                unavailable(
+                    &format!("DynamoDB Query on table {} (audit)", self.names.table()),
+                    e,
+                )
+            })?;
             for item in out.items() {
                 let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned();
                 // The cursor is exclusive: `BETWEEN` includes it, so it is skipped here.

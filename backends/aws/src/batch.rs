@@ -6,7 +6,9 @@
 //! turns one request per message into one per ten, which is most of what SQS costs.
 //!
 //! The batches are flushed by a spawned task, not by a caller's future: a caller that is
-//! cancelled while waiting cannot strand the others' messages.
+//! cancelled while waiting cannot strand the others' messages. Each caller hears the outcome
+//! of its own items: the entries of a batch that SQS reports failed are tried again alone (see
+//! `queue::send_messages`), and only the callers whose items still failed get the error.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -36,15 +38,6 @@ impl Item {
             }
             Item::Delete(r) => r.len(),
         }
-    }
-}
-
-/// A copy of an error for every caller of a batch.
-fn copy(e: &PortError) -> PortError {
-    match e {
-        PortError::Unavailable(m) => PortError::Unavailable(m.clone()),
-        PortError::Invalid(m) => PortError::Invalid(m.clone()),
-        PortError::Corrupt(m) => PortError::Corrupt(m.clone()),
     }
 }
 
@@ -122,9 +115,11 @@ impl Batcher {
                     break;
                 }
                 let (items, answers): (Vec<Item>, Vec<_>) = batch.into_iter().unzip();
-                let result = self.call(items).await;
-                for answer in answers {
-                    let _ = answer.send(result.as_ref().map(|_| ()).map_err(copy));
+                // Each caller hears of its own items only: a message SQS took is not
+                // reported failed because another in its batch was not.
+                let outcomes = self.call(items).await;
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(outcome);
                 }
             }
             self.flushing.store(false, Ordering::Release);
@@ -136,21 +131,41 @@ impl Batcher {
         }
     }
 
-    async fn call(&self, items: Vec<Item>) -> PortResult<()> {
+    /// The outcome of each item, in order.
+    async fn call(&self, items: Vec<Item>) -> Vec<PortResult<()>> {
         let mut sends = Vec::new();
         let mut deletes = Vec::new();
+        let mut order = Vec::with_capacity(items.len());
         for item in items {
             match item {
-                Item::Send(m) => sends.push(m),
-                Item::Delete(r) => deletes.push(r),
+                Item::Send(m) => {
+                    order.push(true);
+                    sends.push(m);
+                }
+                Item::Delete(r) => {
+                    order.push(false);
+                    deletes.push(r);
+                }
             }
         }
-        if !sends.is_empty() {
-            send_messages(&self.clients, &self.url, sends).await?;
+        let mut sent = if sends.is_empty() {
+            Vec::new()
+        } else {
+            send_messages(&self.clients, &self.url, sends).await
         }
-        if !deletes.is_empty() {
-            delete_receipts(&self.clients, &self.url, deletes).await?;
+        .into_iter();
+        let mut deleted = if deletes.is_empty() {
+            Vec::new()
+        } else {
+            delete_receipts(&self.clients, &self.url, deletes).await
         }
-        Ok(())
+        .into_iter();
+        order
+            .into_iter()
+            .map(|send| {
+                let next = if send { sent.next() } else { deleted.next() };
+                next.unwrap_or_else(|| Err(PortError::Unavailable("a batch lost an item".into())))
+            })
+            .collect()
     }
 }

@@ -5,7 +5,7 @@
 //! A bus cannot be read back, so `recent` answers from what this process published (a bounded
 //! log, once per `event_id`); an event already published by this process is not sent again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -15,6 +15,7 @@ use como_schemas::events::SagaEventBody;
 use como_schemas::{BookingRejected, SagaEvent};
 
 use crate::error::unavailable;
+use crate::queue::{codes_text, entry_backoff};
 use crate::{AwsPorts, EventSelection, names};
 
 const BATCH: usize = 10;
@@ -58,15 +59,24 @@ pub fn selected(selection: EventSelection, event: &SagaEvent) -> bool {
 pub const EVENT_ENTRIES: &str = "events (entries)";
 
 impl AwsPorts {
+    /// `PutEvents`, 10 entries to a call. The entries EventBridge reports failed are put
+    /// again, those alone, after a backoff, up to `entry_attempts` tries; then the call fails
+    /// naming the bus and the entries' error codes. A call that fails (after the SDK's retries)
+    /// fails at once. Entries already accepted go out again with the next try of the caller
+    /// (events carry ids: a consumer drops the copy).
     async fn put_entries(&self, entries: Vec<PutEventsRequestEntry>) -> PortResult<()> {
+        let what = format!("EventBridge PutEvents on bus {}", self.names.bus());
+        let policy = &self.clients.policy;
+        let tries = policy.entry_attempts.max(1);
         for chunk in entries.chunks(BATCH) {
             let mut pending = chunk.to_vec();
-            for attempt in 0..3u32 {
+            let mut codes = BTreeMap::new();
+            for attempt in 0..tries {
                 if pending.is_empty() {
                     break;
                 }
                 if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                    tokio::time::sleep(entry_backoff(policy.entry_backoff, attempt)).await;
                 }
                 self.clients.calls.count("eventbridge", "PutEvents");
                 self.clients.calls.add(
@@ -81,23 +91,35 @@ impl AwsPorts {
                     .set_entries(Some(pending.clone()))
                     .send()
                     .await
-                    .map_err(|e| unavailable("PutEvents", e))?;
+                    .map_err(|e| unavailable(&what, e))?;
                 if out.failed_entry_count() == 0 {
                     pending.clear();
                     break;
                 }
-                // Entries answer in order; a failed one has an error code.
+                // Entries answer in order; a failed one has an error code (one without an
+                // answer is put again: a duplicate at worst).
+                codes.clear();
+                let answers = out.entries();
                 pending = pending
                     .into_iter()
-                    .zip(out.entries())
-                    .filter(|(_, r)| r.error_code().is_some())
-                    .map(|(e, _)| e)
+                    .enumerate()
+                    .filter_map(|(i, e)| {
+                        let code = match answers.get(i) {
+                            Some(r) => r.error_code()?,
+                            None => "no answer for the entry",
+                        };
+                        *codes.entry(code.to_owned()).or_insert(0) += 1;
+                        Some(e)
+                    })
                     .collect();
+                tracing::debug!(call = %what, failed = pending.len(), codes = %codes_text(&codes), "entries of a batch failed");
             }
             if !pending.is_empty() {
                 return Err(PortError::Unavailable(format!(
-                    "PutEvents: {} entries not accepted",
-                    pending.len()
+                    "{what}: {} of {} events not accepted after {tries} tries: {}",
+                    pending.len(),
+                    chunk.len(),
+                    codes_text(&codes)
                 )));
             }
         }

@@ -1,10 +1,10 @@
 //! Counting AWS API calls by service and operation: what a saga costs is what it calls, so
 //! the backend counts every request it makes (`AwsBackend::api_calls`). Counted where each
-//! call is made, one per request sent; the SDK's own retries of a throttled request are not
-//! counted (AWS bills them too, so under throttling the count is a lower bound).
+//! call is made, one per request sent. The SDK's own retries (of a throttled, failed or
+//! timed-out attempt) are counted apart, by service, as [`SDK_RETRIES`] (AWS bills them too).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -16,8 +16,12 @@ pub struct ApiCall {
     pub count: u64,
 }
 
-#[derive(Debug, Default)]
-pub struct Calls(Mutex<BTreeMap<(&'static str, &'static str), u64>>);
+/// The counts; clones share them.
+#[derive(Debug, Default, Clone)]
+pub struct Calls(Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>);
+
+/// What the SDK's retries are counted as, under each service.
+pub const SDK_RETRIES: &str = "retries (SDK)";
 
 impl Calls {
     pub fn count(&self, service: &'static str, operation: &'static str) {
@@ -48,6 +52,108 @@ impl Calls {
 
     pub fn reset(&self) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Counts each retry the SDK makes (an attempt after the first: the `amz-sdk-request` header
+/// the SDK sends says `attempt=N; max=M`) under the client's service, says each at debug, and
+/// at warn the first one and then at most one line every [`RETRY_WARN_EVERY`] with the count
+/// since the last line and what the last failed attempt got.
+#[derive(Debug)]
+pub struct CountRetries {
+    service: &'static str,
+    calls: Calls,
+    state: Mutex<RetryLog>,
+}
+
+#[derive(Debug, Default)]
+struct RetryLog {
+    /// What the last failed attempt got: an HTTP status, or no answer.
+    last_failure: String,
+    warned_at: Option<std::time::Instant>,
+    unsaid: u64,
+}
+
+/// At most one warning this often about a service's calls being retried.
+pub const RETRY_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl CountRetries {
+    pub fn new(service: &'static str, calls: Calls) -> Self {
+        Self {
+            service,
+            calls,
+            state: Mutex::new(RetryLog::default()),
+        }
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for CountRetries {
+    fn name(&self) -> &'static str {
+        "CountRetries"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let headers = context.request().headers();
+        let attempt = headers
+            .get("amz-sdk-request")
+            .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("attempt=")))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(1);
+        if attempt <= 1 {
+            return Ok(());
+        }
+        self.calls.count(self.service, SDK_RETRIES);
+        let operation = headers
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit_once('.'))
+            .map_or("", |(_, op)| op);
+        tracing::debug!(
+            service = self.service,
+            operation,
+            attempt,
+            "the SDK retries a call"
+        );
+        let mut log = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        log.unsaid += 1;
+        if log
+            .warned_at
+            .is_none_or(|at| at.elapsed() >= RETRY_WARN_EVERY)
+        {
+            tracing::warn!(
+                service = self.service,
+                operation,
+                retries = log.unsaid,
+                last_failure = %log.last_failure,
+                "AWS calls are being retried (throttling, 5xx, no answer in time or a broken connection); a call still failing after its retries is reported by its caller"
+            );
+            log.warned_at = Some(std::time::Instant::now());
+            log.unsaid = 0;
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if matches!(context.output_or_error(), Some(Err(_))) {
+            let got = context.response().map_or_else(
+                || "no answer (a timeout or a broken connection)".to_owned(),
+                |r| format!("HTTP {}", r.status().as_u16()),
+            );
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_failure = got;
+        }
+        Ok(())
     }
 }
 

@@ -34,7 +34,7 @@ use como_schemas::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batcher, Item};
-use crate::error::{code, unavailable};
+use crate::error::{code, copy, unavailable};
 use crate::{AwsPorts, Clients, ConnectError, Names};
 
 /// SQS's limits.
@@ -149,7 +149,9 @@ impl Queues {
                 .send()
                 .await
                 .map_err(|e| {
-                    ConnectError::Service(unavailable("GetQueueAttributes", e).to_string())
+                    ConnectError::Service(
+                        unavailable(&on_queue("GetQueueAttributes", &main), e).to_string(),
+                    )
                 })?;
             let max_receives = attrs
                 .attributes()
@@ -230,7 +232,7 @@ async fn queue_url(clients: &Clients, name: &str) -> Result<String, ConnectError
             })
         }
         Err(e) => Err(ConnectError::Service(
-            unavailable("GetQueueUrl", e).to_string(),
+            unavailable(&format!("SQS GetQueueUrl of queue {name}"), e).to_string(),
         )),
     }
 }
@@ -278,37 +280,161 @@ fn event_detail(body: &str) -> Option<String> {
     serde_json::to_string(o.get("detail")?).ok()
 }
 
-/// Send messages to one queue URL, 10 to a call; entries SQS refused are retried twice.
+/// A queue's name, from its URL (the last part of its path).
+pub fn queue_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+/// "SQS `op` on queue P-requests", as errors name the call.
+fn on_queue(op: &str, url: &str) -> String {
+    format!("SQS {op} on queue {}", queue_name(url))
+}
+
+/// The pause before the `attempt`-th try (from 1) of a batch's failed entries: `base`
+/// doubled each time, half of it random.
+pub fn entry_backoff(base: Duration, attempt: u32) -> Duration {
+    let full = base.saturating_mul(1 << attempt.saturating_sub(1).min(10));
+    full / 2 + full.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+/// The error codes of a batch's failed entries, most frequent first: "InternalError (3)".
+pub fn codes_text(codes: &BTreeMap<String, usize>) -> String {
+    let mut all: Vec<(&String, &usize)> = codes.iter().collect();
+    all.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    all.iter()
+        .map(|(c, n)| format!("{c} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One batch call's entries, each with its place among the caller's items.
+type Entries<T> = Vec<(usize, T)>;
+
+/// The outcome of each of `n` items, all `Ok` unless set otherwise.
+fn outcomes(n: usize) -> Vec<PortResult<()>> {
+    (0..n).map(|_| Ok(())).collect()
+}
+
+/// Set the outcome of each item at `places` to (a copy of) `e`.
+fn fail_each(out: &mut [PortResult<()>], e: &PortError, places: impl IntoIterator<Item = usize>) {
+    for i in places {
+        out[i] = Err(copy(e));
+    }
+}
+
+/// The rounds of a batch operation on one queue: the first takes every entry, each one after
+/// takes only the entries the round before left failed (through no fault of ours), after a
+/// backoff, up to `entry_attempts` rounds; the entries failed still then fail with the call
+/// and the last round's error codes. A caller loops `while rounds.next(&pending)`, counts each
+/// failed entry of its batch calls with `failed`, ends each round with `pending =
+/// rounds.ended(failed)`, and after the loop fails what is left with `finish`.
+struct EntryRounds<'a> {
+    clients: &'a Clients,
+    what: &'a str,
+    tries: u32,
+    done: u32,
+    /// The error codes of this round's failed entries, and how many of each.
+    codes: BTreeMap<String, usize>,
+}
+
+impl<'a> EntryRounds<'a> {
+    fn new(clients: &'a Clients, what: &'a str) -> Self {
+        Self {
+            clients,
+            what,
+            tries: clients.policy.entry_attempts.max(1),
+            done: 0,
+            codes: BTreeMap::new(),
+        }
+    }
+
+    /// Whether to make another round of `pending` (none when nothing is pending or no try is
+    /// left); after the first, once its backoff has passed.
+    async fn next<T>(&mut self, pending: &Entries<T>) -> bool {
+        if pending.is_empty() || self.done == self.tries {
+            return false;
+        }
+        if self.done > 0 {
+            tokio::time::sleep(entry_backoff(self.clients.policy.entry_backoff, self.done)).await;
+        }
+        self.done += 1;
+        self.codes.clear();
+        true
+    }
+
+    /// An entry of this round failed with `code`.
+    fn failed(&mut self, code: &str) {
+        *self.codes.entry(code.to_owned()).or_insert(0) += 1;
+    }
+
+    /// The end of a round whose `failed` entries are the next round's.
+    fn ended<T>(&self, failed: Entries<T>) -> Entries<T> {
+        if !failed.is_empty() {
+            tracing::debug!(call = %self.what, failed = failed.len(), codes = %codes_text(&self.codes), "entries of a batch failed");
+        }
+        failed
+    }
+
+    /// Fail the entries still `pending` after the last round: "SQS SendMessageBatch on queue
+    /// Q: 1 of 4 messages not `done` after 3 tries: InternalError (1)".
+    fn finish<T>(&self, out: &mut [PortResult<()>], pending: &Entries<T>, done: &str) {
+        if pending.is_empty() {
+            return;
+        }
+        let e = PortError::Unavailable(format!(
+            "{}: {} of {} messages not {done} after {} tries: {}",
+            self.what,
+            pending.len(),
+            out.len(),
+            self.tries,
+            codes_text(&self.codes)
+        ));
+        fail_each(out, &e, pending.iter().map(|(i, _)| *i));
+    }
+}
+
+/// Send messages to one queue URL, 10 to a call. The outcome of each message, in order: the
+/// entries SQS reports failed through no fault of ours are sent again, those alone, after a
+/// backoff, up to `entry_attempts` tries, then fail with the queue and the entries' error
+/// codes; an entry SQS refuses as wrong is `Invalid`; a call that fails (after the SDK's
+/// retries) fails its entries and the ones not sent yet.
 pub async fn send_messages(
     clients: &Clients,
     url: &str,
     messages: Vec<OutgoingMessage>,
-) -> PortResult<()> {
-    let mut pending: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(messages.len());
+) -> Vec<PortResult<()>> {
+    let total = messages.len();
+    let mut out = outcomes(total);
+    let mut pending: Entries<SendMessageBatchRequestEntry> = Vec::with_capacity(total);
     for (i, m) in messages.into_iter().enumerate() {
-        let mut attributes = HashMap::new();
-        for (k, v) in &m.attributes {
-            attributes.insert(k.clone(), string_attribute(v)?);
+        let attributes: PortResult<HashMap<String, MessageAttributeValue>> = m
+            .attributes
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), string_attribute(v)?)))
+            .collect();
+        let entry = attributes.and_then(|attributes| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(m.body)
+                .delay_seconds(seconds_up(m.delay, MAX_DELAY_SECONDS))
+                .set_message_attributes((!attributes.is_empty()).then_some(attributes))
+                .build()
+                .map_err(|e| PortError::Invalid(format!("message: {e}")))
+        });
+        match entry {
+            Ok(entry) => pending.push((i, entry)),
+            Err(e) => out[i] = Err(e),
         }
-        let entry = SendMessageBatchRequestEntry::builder()
-            .id(i.to_string())
-            .message_body(m.body)
-            .delay_seconds(seconds_up(m.delay, MAX_DELAY_SECONDS))
-            .set_message_attributes((!attributes.is_empty()).then_some(attributes))
-            .build()
-            .map_err(|e| PortError::Invalid(format!("message: {e}")))?;
-        pending.push(entry);
     }
-    for _attempt in 0..3 {
-        if pending.is_empty() {
-            return Ok(());
-        }
+    let what = on_queue("SendMessageBatch", url);
+    let mut rounds = EntryRounds::new(clients, &what);
+    while rounds.next(&pending).await {
         let mut failed = Vec::new();
-        let mut rest = pending.into_iter().peekable();
+        let mut rest = std::mem::take(&mut pending).into_iter().peekable();
         while rest.peek().is_some() {
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch: Entries<SendMessageBatchRequestEntry> = Vec::with_capacity(BATCH);
             let mut bytes = 0;
-            while let Some(e) = rest.peek() {
+            while let Some((_, e)) = rest.peek() {
                 let size = e.message_body().len();
                 if batch.len() == BATCH || (!batch.is_empty() && bytes + size > BATCH_BYTES) {
                     break;
@@ -316,78 +442,139 @@ pub async fn send_messages(
                 bytes += size;
                 batch.extend(rest.next());
             }
-            let by_id: HashMap<String, SendMessageBatchRequestEntry> = batch
-                .iter()
-                .map(|e| (e.id().to_owned(), e.clone()))
-                .collect();
             clients.calls.count("sqs", "SendMessageBatch");
-            let out = clients
+            let sent = clients
                 .sqs
                 .send_message_batch()
                 .queue_url(url)
-                .set_entries(Some(batch))
+                .set_entries(Some(batch.iter().map(|(_, e)| e.clone()).collect()))
                 .send()
-                .await
-                .map_err(|e| unavailable("SendMessageBatch", e))?;
-            for f in out.failed() {
-                if f.sender_fault() {
-                    return Err(PortError::Invalid(format!(
-                        "SendMessageBatch refused a message: {} {}",
-                        f.code(),
-                        f.message().unwrap_or_default()
-                    )));
+                .await;
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let unsent = batch.iter().map(|(i, _)| *i);
+                    let unsent = unsent.chain(rest.by_ref().map(|(i, _)| i));
+                    let unsent = unsent.chain(failed.iter().map(|(i, _)| *i));
+                    fail_each(&mut out, &unavailable(&what, e), unsent);
+                    return out;
                 }
-                failed.extend(by_id.get(f.id()).cloned());
+            };
+            let ok: std::collections::HashSet<&str> =
+                answer.successful().iter().map(|r| r.id()).collect();
+            let refused = refused_entries(answer.failed());
+            for (i, entry) in batch {
+                match refused.get(entry.id()) {
+                    Some(f) if f.sender_fault() => {
+                        out[i] = Err(PortError::Invalid(format!(
+                            "{what}: a message was refused: {} {}",
+                            f.code(),
+                            f.message().unwrap_or_default()
+                        )));
+                    }
+                    Some(f) => {
+                        rounds.failed(f.code());
+                        failed.push((i, entry));
+                    }
+                    // Neither taken nor refused: sent again (a duplicate at worst).
+                    None if !ok.contains(entry.id()) => {
+                        rounds.failed("no answer for the entry");
+                        failed.push((i, entry));
+                    }
+                    None => {}
+                }
             }
         }
-        pending = failed;
+        pending = rounds.ended(failed);
     }
-    if pending.is_empty() {
-        Ok(())
-    } else {
-        Err(PortError::Unavailable(format!(
-            "SendMessageBatch: {} messages not accepted",
-            pending.len()
-        )))
-    }
+    rounds.finish(&mut out, &pending, "accepted");
+    out
 }
 
-/// Delete by receipt handle, 10 to a call. An invalid receipt is a message already gone.
+/// The entries a batch call's answer reports failed, by id.
+fn refused_entries(
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+) -> HashMap<&str, &aws_sdk_sqs::types::BatchResultErrorEntry> {
+    failed.iter().map(|f| (f.id(), f)).collect()
+}
+
+/// Delete by receipt handle, 10 to a call. The outcome of each receipt, in order: an invalid
+/// receipt is a message already gone (done); other failed entries are deleted again, those
+/// alone, after a backoff, up to `entry_attempts` tries, then fail with the queue and the
+/// entries' error codes.
 pub async fn delete_receipts(
     clients: &Clients,
     url: &str,
     receipts: Vec<String>,
-) -> PortResult<()> {
-    for chunk in receipts.chunks(BATCH) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .build()
-                    .map_err(|e| PortError::Invalid(format!("receipt: {e}")))
-            })
-            .collect::<PortResult<Vec<_>>>()?;
-        clients.calls.count("sqs", "DeleteMessageBatch");
-        let out = clients
-            .sqs
-            .delete_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| unavailable("DeleteMessageBatch", e))?;
-        if let Some(f) = out.failed().iter().find(|f| !f.sender_fault()) {
-            return Err(PortError::Unavailable(format!(
-                "DeleteMessageBatch: {} {}",
-                f.code(),
-                f.message().unwrap_or_default()
-            )));
+) -> Vec<PortResult<()>> {
+    let mut out = outcomes(receipts.len());
+    let mut pending: Entries<String> = receipts.into_iter().enumerate().collect();
+    let what = on_queue("DeleteMessageBatch", url);
+    let mut rounds = EntryRounds::new(clients, &what);
+    while rounds.next(&pending).await {
+        let mut failed = Vec::new();
+        let batches: Vec<Entries<String>> = std::mem::take(&mut pending)
+            .chunks(BATCH)
+            .map(<[_]>::to_vec)
+            .collect();
+        let mut batches = batches.into_iter();
+        while let Some(batch) = batches.next() {
+            let entries = batch
+                .iter()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>();
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(e) => {
+                    let e = PortError::Invalid(format!("receipt: {e}"));
+                    fail_each(&mut out, &e, batch.iter().map(|(i, _)| *i));
+                    continue;
+                }
+            };
+            clients.calls.count("sqs", "DeleteMessageBatch");
+            let sent = clients
+                .sqs
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(e) => {
+                    let unsent = batch.iter().map(|(i, _)| *i);
+                    let unsent = unsent.chain(batches.by_ref().flatten().map(|(i, _)| i));
+                    let unsent = unsent.chain(failed.iter().map(|(i, _)| *i));
+                    fail_each(&mut out, &unavailable(&what, e), unsent);
+                    return out;
+                }
+            };
+            let refused = refused_entries(answer.failed());
+            for (i, receipt) in batch {
+                match refused.get(i.to_string().as_str()) {
+                    Some(f) if !f.sender_fault() => {
+                        rounds.failed(f.code());
+                        failed.push((i, receipt));
+                    }
+                    // Done, or gone already (an invalid receipt).
+                    _ => {}
+                }
+            }
         }
+        pending = rounds.ended(failed);
     }
-    Ok(())
+    rounds.finish(&mut out, &pending, "deleted");
+    out
+}
+
+/// The first failure among outcomes, if any.
+pub fn first_failure(outcomes: Vec<PortResult<()>>) -> PortResult<()> {
+    outcomes.into_iter().find(Result::is_err).unwrap_or(Ok(()))
 }
 
 impl AwsPorts {
@@ -452,11 +639,11 @@ impl AwsPorts {
         url: &str,
         messages: Vec<OutgoingMessage>,
     ) -> PortResult<()> {
-        send_messages(&self.clients, url, messages).await
+        first_failure(send_messages(&self.clients, url, messages).await)
     }
 
     async fn delete_from(&self, url: &str, receipts: Vec<String>) -> PortResult<()> {
-        delete_receipts(&self.clients, url, receipts).await
+        first_failure(delete_receipts(&self.clients, url, receipts).await)
     }
 
     async fn receive_from(
@@ -467,20 +654,27 @@ impl AwsPorts {
         wait: i32,
     ) -> PortResult<Vec<Message>> {
         self.clients.calls.count("sqs", "ReceiveMessage");
-        let out = self
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(i32::try_from(max.clamp(1, BATCH)).unwrap_or(1))
-            .visibility_timeout(visibility)
-            .wait_time_seconds(wait)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .send()
-            .await
-            .map_err(|e| unavailable("ReceiveMessage", e))?;
+        let out =
+            self.clients
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(i32::try_from(max.clamp(1, BATCH)).unwrap_or(1))
+                .visibility_timeout(visibility)
+                .wait_time_seconds(wait)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .customize()
+                // A long poll's attempt lasts up to its wait: its timeouts are counted from it.
+                .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(
+                    self.clients.policy.poll_timeouts(Duration::from_secs(
+                        u64::try_from(wait.max(0)).unwrap_or(0),
+                    )),
+                ))
+                .send()
+                .await
+                .map_err(|e| unavailable(&on_queue("ReceiveMessage", url), e))?;
         Ok(out.messages().to_vec())
     }
 
@@ -512,7 +706,7 @@ impl AwsPorts {
                 .send()
                 .await
             {
-                tracing::warn!(error = %unavailable("ChangeMessageVisibilityBatch", e), "dead letters stay hidden a little longer");
+                tracing::warn!(error = %unavailable(&on_queue("ChangeMessageVisibilityBatch", url), e), "dead letters stay hidden a little longer");
             }
         }
     }
@@ -693,7 +887,7 @@ impl Queue for AwsPorts {
             .clients
             .sqs
             .change_message_visibility()
-            .queue_url(url)
+            .queue_url(&url)
             .receipt_handle(&receipt.0)
             .visibility_timeout(seconds_up(visibility, MAX_VISIBILITY_SECONDS))
             .send()
@@ -708,10 +902,10 @@ impl Queue for AwsPorts {
                 self.queues.held().release(&receipt.0);
                 Err(PortError::Invalid(format!(
                     "stale receipt: {}",
-                    unavailable("ChangeMessageVisibility", e)
+                    unavailable(&on_queue("ChangeMessageVisibility", &url), e)
                 )))
             }
-            Err(e) => Err(unavailable("ChangeMessageVisibility", e)),
+            Err(e) => Err(unavailable(&on_queue("ChangeMessageVisibility", &url), e)),
         }
     }
 
@@ -788,13 +982,13 @@ impl Queue for AwsPorts {
                 .clients
                 .sqs
                 .get_queue_attributes()
-                .queue_url(url)
+                .queue_url(&url)
                 .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
                 .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
                 .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
                 .send()
                 .await
-                .map_err(|e| unavailable("GetQueueAttributes", e))?;
+                .map_err(|e| unavailable(&on_queue("GetQueueAttributes", &url), e))?;
             let read = |name: QueueAttributeName| {
                 out.attributes()
                     .and_then(|a| a.get(&name))

@@ -39,7 +39,15 @@ impl AwsPorts {
         {
             Ok(_) => return Ok(()),
             Err(e) if not_found(code(&e)) => {}
-            Err(e) => return Err(unavailable("PutSecretValue", e)),
+            Err(e) => {
+                return Err(unavailable(
+                    &format!(
+                        "Secrets Manager PutSecretValue on secret {}",
+                        self.names.secret(name)
+                    ),
+                    e,
+                ));
+            }
         }
         self.clients.calls.count("secretsmanager", "CreateSecret");
         match self
@@ -54,7 +62,13 @@ impl AwsPorts {
             Ok(_) => Ok(()),
             // Created beside us: it has its first version now.
             Err(e) if code(&e) == Some("ResourceExistsException") => Ok(()),
-            Err(e) => Err(unavailable("CreateSecret", e)),
+            Err(e) => Err(unavailable(
+                &format!(
+                    "Secrets Manager CreateSecret on secret {}",
+                    self.names.secret(name)
+                ),
+                e,
+            )),
         }
     }
 
@@ -80,7 +94,13 @@ impl AwsPorts {
             },
             // No such secret, or no version with this label.
             Err(e) if not_found(code(&e)) => Ok(None),
-            Err(e) => Err(unavailable("GetSecretValue", e)),
+            Err(e) => Err(unavailable(
+                &format!(
+                    "Secrets Manager GetSecretValue on secret {}",
+                    self.names.secret(name)
+                ),
+                e,
+            )),
         }
     }
 
@@ -103,7 +123,15 @@ impl AwsPorts {
             .set_remove_from_version_id(remove_from.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| unavailable("UpdateSecretVersionStage", e))?;
+            .map_err(|e| {
+                unavailable(
+                    &format!(
+                        "Secrets Manager UpdateSecretVersionStage on secret {}",
+                        self.names.secret(name)
+                    ),
+                    e,
+                )
+            })?;
         Ok(())
     }
 }
@@ -137,7 +165,15 @@ impl SecretStore for AwsPorts {
             {
                 Ok(_) => return Ok(version),
                 Err(e) if not_found(code(&e)) => self.placeholder(name).await?,
-                Err(e) => return Err(unavailable("PutSecretValue", e)),
+                Err(e) => {
+                    return Err(unavailable(
+                        &format!(
+                            "Secrets Manager PutSecretValue on secret {}",
+                            self.names.secret(name)
+                        ),
+                        e,
+                    ));
+                }
             }
         }
         Err(PortError::Unavailable(format!(
@@ -163,7 +199,15 @@ impl SecretStore for AwsPorts {
             Err(e) if not_found(code(&e)) => {
                 return Err(PortError::Invalid(format!("no secret {name}")));
             }
-            Err(e) => return Err(unavailable("DescribeSecret", e)),
+            Err(e) => {
+                return Err(unavailable(
+                    &format!(
+                        "Secrets Manager DescribeSecret on secret {}",
+                        self.names.secret(name)
+                    ),
+                    e,
+                ));
+            }
         };
         let stages = described.version_ids_to_stages();
         let Some(labels) = stages.and_then(|s| s.get(version_id)) else {

@@ -2,7 +2,7 @@
 //!
 //! | item | `pk` | `sk` | what it holds |
 //! |---|---|---|---|
-//! | saga | `S#<saga id>` | `S` | the state, its outbox and its recent history (`sz`), the version `v`, index keys, the outbox marker `m` |
+//! | saga | `S#<saga id>` | `S` | the state, its outbox and its recent history (`sz`), the version `v`, the write's mark `w`, index keys, the outbox marker `m` |
 //! | history | `S#<saga id>` | `H#<version>` | the history groups up to that version that the saga item no longer holds |
 //! | idempotency record | `R#<key>` | `R` | a worker's recorded reply (with a TTL), or a small shared value changed by `swap` (without one; see `records`) |
 //!
@@ -12,7 +12,10 @@
 //! of the state, which deflates away. The history stays in the item until it holds more than
 //! `HISTORY_IN_ITEM` entries, then goes to a history item, so no item grows towards
 //! DynamoDB's 400 KB limit however long a saga runs. Each write is one conditional `PutItem`
-//! on the version (`attribute_not_exists(pk)` for a create).
+//! on the version (`attribute_not_exists(pk)` for a create), marked with 8 random bytes of
+//! its own (`w`): a write whose answer was lost (an error, or a refused condition on the SDK's
+//! retry of a put that had committed) is read back, and is done if the item holds its mark
+//! (see `settle`), so it is never applied twice nor reported a conflict with itself.
 //!
 //! Indexes, keys only (sharded by the saga id's first byte, `index_shards` ways, so that no
 //! one status or timer is a hot partition; queries fan out over the shards and merge). A write
@@ -46,7 +49,7 @@ use como_ports::{
 };
 use como_schemas::{SagaId, Timestamp};
 
-use crate::error::{code, unavailable};
+use crate::error::{code, reported, unavailable, words};
 use crate::names;
 use crate::outbox::Outbox;
 use crate::{AwsPorts, Clients, ConnectError, Names};
@@ -123,7 +126,11 @@ pub async fn check_table(clients: &Clients, names: &Names) -> Result<(), Connect
             detail: "it does not exist".into(),
         }),
         Err(e) => Err(ConnectError::Service(
-            unavailable("DescribeTable", e).to_string(),
+            unavailable(
+                &format!("DynamoDB DescribeTable on table {}", names.table()),
+                e,
+            )
+            .to_string(),
         )),
     }
 }
@@ -342,6 +349,24 @@ fn item_bytes(item: &Item) -> usize {
         .sum()
 }
 
+/// The attribute holding a saga write's own mark (8 random bytes).
+const WRITE_MARK: &str = "w";
+
+fn write_mark(mark: u64) -> AttributeValue {
+    AttributeValue::B(Blob::new(mark.to_be_bytes().to_vec()))
+}
+
+fn read_mark(item: &Item) -> Option<u64> {
+    let bytes = item.get(WRITE_MARK)?.as_b().ok()?.as_ref();
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// What a saga write that got no answer saying "done" turned out to be.
+enum Settled {
+    Written,
+    Conflict,
+}
+
 /// A saga item as read.
 struct Stored {
     version: u64,
@@ -354,6 +379,8 @@ struct Stored {
     /// The due time the item is indexed under.
     due: Option<i64>,
     bytes: usize,
+    /// The mark of the write that wrote the item (none in items written before marks).
+    mark: Option<u64>,
 }
 
 impl Stored {
@@ -409,6 +436,11 @@ impl AwsPorts {
         self.names.table()
     }
 
+    /// "DynamoDB `op` on table P-sagas", as errors name the call.
+    fn on_table(&self, op: &str) -> String {
+        format!("DynamoDB {op} on table {}", self.table())
+    }
+
     fn shard(&self, id: SagaId) -> u8 {
         id.as_uuid().as_bytes()[0] % self.config.index_shards.max(1)
     }
@@ -430,7 +462,7 @@ impl AwsPorts {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable("GetItem", e))?;
+            .map_err(|e| unavailable(&self.on_table("GetItem"), e))?;
         let Some(saga) = out.item() else {
             return Ok(None);
         };
@@ -453,6 +485,7 @@ impl AwsPorts {
             .and_then(|(ms, _)| ms.parse().ok());
         let bytes = item_bytes(saga);
         let stored = Stored {
+            mark: read_mark(saga),
             bytes,
             version,
             state,
@@ -482,6 +515,7 @@ impl AwsPorts {
         &self,
         state: &SagaState,
         version: u64,
+        mark: u64,
         outbox: Option<&Outbox>,
         history: &[(u64, Vec<HistoryEntry>)],
         due: Option<i64>,
@@ -493,6 +527,7 @@ impl AwsPorts {
         item.insert("pk".into(), s(saga_pk(id)));
         item.insert("sk".into(), s(SAGA_SK));
         item.insert("v".into(), n(version));
+        item.insert(WRITE_MARK.into(), write_mark(mark));
         item.insert(
             "sz".into(),
             packed(
@@ -586,7 +621,10 @@ impl AwsPorts {
             _ if leave_to_window => None,
             (_, w) => w,
         };
-        let mut item = self.saga_item(state, version, outbox.as_ref(), &history, due)?;
+        // This write's own mark: read back after an answer that did not say "done", it tells
+        // this write from another writer's.
+        let mark: u64 = rand::random();
+        let mut item = self.saga_item(state, version, mark, outbox.as_ref(), &history, due)?;
         if !history.is_empty()
             && (item_bytes(&item) > ITEM_BUDGET
                 || history.iter().map(|(_, h)| h.len()).sum::<usize>() > HISTORY_IN_ITEM)
@@ -596,7 +634,7 @@ impl AwsPorts {
             // its race, the winner's groups override this one's (later items win, by version).
             self.put_history(id, version, &history).await?;
             history.clear();
-            item = self.saga_item(state, version, outbox.as_ref(), &history, due)?;
+            item = self.saga_item(state, version, mark, outbox.as_ref(), &history, due)?;
         }
 
         let bytes = item_bytes(&item);
@@ -613,15 +651,15 @@ impl AwsPorts {
                 .condition_expression("v = :expected")
                 .expression_attribute_values(":expected", n(e)),
         };
-        match put.send().await {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                return Ok(None);
+        if let Err(e) = put.send().await {
+            let refused = e
+                .as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception());
+            let cause = (!refused).then(|| unavailable(&self.on_table("PutItem"), e));
+            match self.settle(id, version, mark, expected, cause).await? {
+                Settled::Written => {}
+                Settled::Conflict => return Ok(None),
             }
-            Err(e) => return Err(unavailable("PutItem", e)),
         }
         let calls = &self.clients.calls;
         // A replace costs the larger of the old and the new item.
@@ -661,6 +699,59 @@ impl AwsPorts {
         Ok(Some(version))
     }
 
+    /// A conditional put of saga `id` at `version`, marked `mark`, got no answer saying it
+    /// was done: an error (`cause`: throttled past the retries, a 5xx, no answer in time, a
+    /// broken connection), or a refused condition (`cause` none), which may be an SDK retry of
+    /// this very put after its first attempt committed and its answer was lost. Whether it
+    /// happened is read back: the item holds this write (its mark), and it is `Written`; or it
+    /// holds the version the write expected (none, for a create), and the write did not
+    /// happen: the error is returned and the caller tries again (a put still on its way that
+    /// lands later is then like a crash after a commit: its outbox is carried out by the
+    /// saga's next write, a flush or the sweep); or another writer's, a `Conflict`.
+    async fn settle(
+        &self,
+        id: SagaId,
+        version: u64,
+        mark: u64,
+        expected: Option<u64>,
+        cause: Option<PortError>,
+    ) -> PortResult<Settled> {
+        let found = match self
+            .read(id, "GetItem (saga, after an unanswered write)")
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                return Err(PortError::Unavailable(match cause {
+                    Some(cause) => format!(
+                        "{}; whether saga {id}'s write of version {version} happened is unknown, the read back failed too: {}",
+                        words(&cause),
+                        words(&e)
+                    ),
+                    None => format!(
+                        "{}: saga {id}'s write of version {version} was refused (it may be an SDK retry of this write), and the read back failed: {}",
+                        self.on_table("PutItem"),
+                        words(&e)
+                    ),
+                }));
+            }
+        };
+        let at = found.as_ref().map(|f| f.version);
+        if at == Some(version) && found.as_ref().and_then(|f| f.mark) == Some(mark) {
+            tracing::info!(
+                saga = %id,
+                version,
+                cause = %cause.as_ref().map_or("its condition failed on a retry".to_owned(), ToString::to_string),
+                "a saga write's answer was lost; the item holds it: it is done"
+            );
+            return Ok(Settled::Written);
+        }
+        match cause {
+            Some(cause) if at == expected => Err(cause),
+            _ => Ok(Settled::Conflict),
+        }
+    }
+
     /// Events, then sends (so that a reply to a command proves the events went out).
     async fn deliver(&self, outbox: &Outbox) -> PortResult<()> {
         self.publish_events(&outbox.events).await?;
@@ -695,7 +786,7 @@ impl AwsPorts {
             .set_item(Some(item))
             .send()
             .await
-            .map_err(|e| unavailable("PutItem", e))?;
+            .map_err(|e| unavailable(&self.on_table("PutItem"), e))?;
         Ok(())
     }
 
@@ -742,7 +833,7 @@ impl AwsPorts {
             {
                 Ok(())
             }
-            Err(e) => Err(unavailable("UpdateItem", e)),
+            Err(e) => Err(unavailable(&self.on_table("UpdateItem"), e)),
         }
     }
 
@@ -812,7 +903,7 @@ impl AwsPorts {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable("GetItem", e))?;
+            .map_err(|e| unavailable(&self.on_table("GetItem"), e))?;
         let from = mark
             .item()
             .and_then(|i| get_n(i, "t"))
@@ -871,7 +962,7 @@ impl AwsPorts {
             .set_item(Some(mark))
             .send()
             .await
-            .map_err(|e| unavailable("PutItem", e))?;
+            .map_err(|e| unavailable(&self.on_table("PutItem"), e))?;
         Ok(())
     }
 
@@ -981,12 +1072,12 @@ impl AwsPorts {
                 self.clients.calls.count("dynamodb", "BatchGetItem");
                 let got = self
                     .clients
-                    .dynamo
+                    .dynamo_pages
                     .batch_get_item()
                     .request_items(self.table(), request)
                     .send()
                     .await
-                    .map_err(|e| unavailable("BatchGetItem", e))?;
+                    .map_err(|e| unavailable(&self.on_table("BatchGetItem"), e))?;
                 for item in got
                     .responses()
                     .and_then(|r| r.get(&self.table()))
@@ -1010,8 +1101,10 @@ impl AwsPorts {
             }
             if !keys.is_empty() {
                 return Err(PortError::Unavailable(format!(
-                    "BatchGetItem: {} keys left unprocessed",
-                    keys.len()
+                    "{}: {} of {} keys left unprocessed after 5 tries",
+                    self.on_table("BatchGetItem"),
+                    keys.len(),
+                    chunk.len()
                 )));
             }
         }
@@ -1036,7 +1129,7 @@ impl AwsPorts {
     /// A query on the status index (`gs_pk` = `<status>#<shard>`, `gs_sk` = `<started_at>#<saga>`).
     fn status_query(&self) -> QueryFluentBuilder {
         self.clients
-            .dynamo
+            .dynamo_pages
             .query()
             .table_name(self.table())
             .index_name(names::STATUS_INDEX)
@@ -1052,7 +1145,8 @@ impl AwsPorts {
             return Ok(None);
         };
         self.clients.calls.count("dynamodb", "Query");
-        page.map(Some).map_err(|e| unavailable("Query", e))
+        page.map(Some)
+            .map_err(|e| unavailable(&self.on_table("Query"), e))
     }
 }
 
@@ -1161,7 +1255,7 @@ impl SagaReader for AwsPorts {
         let mut groups: BTreeMap<u64, Vec<HistoryEntry>> = BTreeMap::new();
         let mut pages = self
             .clients
-            .dynamo
+            .dynamo_pages
             .query()
             .table_name(self.table())
             .key_condition_expression("pk = :pk")
@@ -1205,7 +1299,7 @@ impl SagaReader for AwsPorts {
 #[async_trait]
 impl SagaWriter for AwsPorts {
     async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
-        Ok(match self.write(state, None, effects).await? {
+        Ok(match reported(self.write(state, None, effects).await)? {
             Some(version) => CreateOutcome::Created { version },
             None => CreateOutcome::Exists,
         })
@@ -1218,7 +1312,7 @@ impl SagaWriter for AwsPorts {
         effects: Effects,
     ) -> PortResult<UpdateOutcome> {
         Ok(
-            match self.write(state, Some(expected_version), effects).await? {
+            match reported(self.write(state, Some(expected_version), effects).await)? {
                 Some(version) => UpdateOutcome::Updated { version },
                 None => UpdateOutcome::Conflict,
             },
@@ -1256,7 +1350,7 @@ impl SagaWriter for AwsPorts {
             let mut here = 0;
             let mut pages = self
                 .clients
-                .dynamo
+                .dynamo_pages
                 .query()
                 .table_name(self.table())
                 .index_name(names::DUE_INDEX)

@@ -3,13 +3,17 @@
 //! carried out, by the timer sweep when the saga will not be written again soon, or by the
 //! saga's next write, from another process.
 
+mod common;
+
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use como_backend_aws::{AwsBackend, AwsConfig, bootstrap, testing};
-use como_engine::{Input, SagaState, como};
+use como_engine::SagaState;
 use como_ports::{Backend, Effects, OutgoingMessage, QueueName, UpdateOutcome};
-use como_schemas::{SagaEvent, Worker, examples};
+use como_schemas::Worker;
+
+use common::{bodies, started};
 
 const CRM: QueueName = QueueName::Commands(Worker::Crm);
 
@@ -21,15 +25,6 @@ fn config() -> AwsConfig {
         events: como_backend_aws::EventSelection::All,
         ..AwsConfig::default()
     }
-}
-
-fn started(name: &str) -> (SagaState, Vec<SagaEvent>, Vec<como_engine::HistoryEntry>) {
-    let date = chrono::Utc::now().date_naive() + chrono::Days::new(30);
-    let request = examples::booking_request(name, date);
-    let now = como_ports::Clock::now(&como_ports::SystemClock);
-    let d = como_engine::transition(&como::current(), None, &Input::Start { request }, now)
-        .expect("the engine starts a saga");
-    (d.state, d.events, d.history)
 }
 
 async fn delete_queue(sdk: &SdkConfig, backend: &AwsBackend, queue: QueueName) {
@@ -53,21 +48,6 @@ async fn another_process(sdk: &SdkConfig, first: &AwsBackend) -> AwsBackend {
     AwsBackend::connect_with(sdk, config)
         .await
         .expect("connect")
-}
-
-async fn bodies(ports: &Backend, queue: QueueName) -> Vec<String> {
-    let mut out = Vec::new();
-    loop {
-        let got = ports
-            .queue
-            .receive(queue, 10, Duration::from_secs(60), Duration::ZERO)
-            .await
-            .unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(got.into_iter().map(|d| d.body));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
