@@ -804,3 +804,58 @@ async fn a_sevenrooms_outage_on_aws_makes_bookings_wait_then_confirm_without_spe
     );
     let _ = sim.shutdown().await;
 }
+
+/// `chaos --backend aws --store-faults` against moto, small: two orchestrators, kills, and
+/// every call of the roles through the AWS fault proxy (throttling, 5xx, slow answers, resets,
+/// lost answers, partial batches); nothing lost, nothing doubled, every saga finished.
+#[test]
+fn chaos_on_aws_with_two_orchestrators_and_store_faults() {
+    let endpoint = testing::moto().endpoint.clone();
+    let prefix = testing::unique_prefix("clichaos");
+    json_of(&como(
+        &endpoint,
+        &prefix,
+        &["infra", "bootstrap", "--backend", "aws", "--json"],
+    ));
+    let out = como(
+        &endpoint,
+        &prefix,
+        &[
+            "chaos",
+            "--store-faults",
+            "--sagas",
+            "60",
+            "--seed",
+            "5",
+            "--duration",
+            "30s",
+            "--drain-timeout",
+            "5m",
+            "--allow-needs-operator",
+            "--json",
+        ],
+    );
+    let report = json_of(&out);
+    eprintln!("{report}");
+    assert_eq!(report["lost"], serde_json::json!([]));
+    assert_eq!(report["unfinished"], serde_json::json!([]));
+    assert_eq!(report["money_invariant_violations"], serde_json::json!([]));
+    let kills = report["kills"].as_object().unwrap();
+    assert!(
+        kills.keys().any(|k| k.starts_with("orchestrator-")),
+        "two orchestrators ran and were killed: {report}"
+    );
+    let injected: u64 = report["store_faults"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(injected > 0, "the proxy injected faults: {report}");
+    assert!(
+        report["token_rotations"].as_u64().unwrap_or(0)
+            + report["token_rotations_failed"].as_u64().unwrap_or(0)
+            > 0,
+        "the token secret was rotated on a schedule: {report}"
+    );
+}

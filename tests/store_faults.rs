@@ -376,7 +376,7 @@ async fn a_write_lock_held_past_the_busy_timeout_is_a_clear_error_and_work_resum
     }
 
     // Another process takes the write lock and keeps it 8 s (the busy timeout is 5 s).
-    let holder = Command::new("python3")
+    let mut holder = Command::new("python3")
         .args([
             "-c",
             "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(8); c.execute('ROLLBACK')",
@@ -387,7 +387,7 @@ async fn a_write_lock_held_past_the_busy_timeout_is_a_clear_error_and_work_resum
         .expect("python3 holds the lock");
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.unwrap()),
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -401,7 +401,7 @@ async fn a_write_lock_held_past_the_busy_timeout_is_a_clear_error_and_work_resum
     );
     all_running(&mut roles);
     // The lock goes: the rest goes through, and every saga finishes.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(holder.wait().unwrap().success());
     for r in &requests[20..] {
         como_orchestrator::submit(&ports, r).await.unwrap();
         ids.push(r.saga_id());

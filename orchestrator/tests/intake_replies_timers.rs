@@ -365,15 +365,24 @@ fn succeeded(cmd: &WorkerCommand) -> como_schemas::WorkerReply {
     examples::reply(cmd, outcome)
 }
 
-#[tokio::test]
-async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
-    use como_orchestrator::cache::RememberingStore;
-    use como_orchestrator::{Advanced, advance, advance_with};
-
-    let r = rig();
-    // This orchestrator remembers what it writes; the other one shares the file.
+/// An orchestrator that remembers what it writes (its ports' store is the cache) and
+/// another one sharing its file: the first starts a saga (version 1, which it remembers), the
+/// other applies the check's reply (version 2 sends the hold). Returns the cache, the first
+/// one's ports, the saga, the check and the hold.
+async fn moved_on_by_another(
+    r: &Rig,
+) -> (
+    Arc<como_orchestrator::cache::RememberingStore>,
+    como_ports::Backend,
+    como_schemas::SagaId,
+    WorkerCommand,
+    WorkerCommand,
+) {
+    use como_orchestrator::{Advanced, advance};
     let mut mine = r.ports.clone();
-    let cache = Arc::new(RememberingStore::new(r.ports.store.clone()));
+    let cache = Arc::new(como_orchestrator::cache::RememberingStore::new(
+        r.ports.store.clone(),
+    ));
     mine.store = cache.clone();
     let req = request();
     submit(&mine, &req).await.unwrap();
@@ -381,15 +390,13 @@ async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
     handle_request(&mine, &r.catalogue, &d).await.unwrap();
     let id = req.saga_id();
     assert_eq!(mine.store.get(id).await.unwrap().unwrap().version, 1);
-
-    // The other orchestrator applies the check's reply: version 2 sends the hold.
-    let check: WorkerCommand = serde_json::from_str(
-        &next(&r.ports, QueueName::Commands(Worker::Crm))
+    let command = |body: String| serde_json::from_str::<WorkerCommand>(&body).unwrap();
+    let check = command(
+        next(&r.ports, QueueName::Commands(Worker::Crm))
             .await
             .unwrap()
             .body,
-    )
-    .unwrap();
+    );
     let input = como_engine::Input::Reply {
         reply: succeeded(&check),
     };
@@ -397,19 +404,27 @@ async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
         advance(&r.ports, id, &input, None).await.unwrap(),
         Advanced::Applied(_)
     ));
+    let hold = command(
+        next(&r.ports, QueueName::Commands(Worker::Sevenrooms))
+            .await
+            .unwrap()
+            .body,
+    );
+    (cache, mine, id, check, hold)
+}
+
+#[tokio::test]
+async fn a_remembered_saga_that_another_orchestrator_moved_on_is_read_again() {
+    use como_orchestrator::{Advanced, advance_with};
+
+    let r = rig();
+    let (cache, mine, id, check, hold) = moved_on_by_another(&r).await;
     // This one still remembers version 1.
     assert_eq!(mine.store.get(id).await.unwrap().unwrap().version, 1);
 
     // The hold's reply is for an attempt that version 1 never sent: judged against the
     // remembered state it would be refused (and dead-lettered); it is judged again against
     // the store, and applied.
-    let hold: WorkerCommand = serde_json::from_str(
-        &next(&r.ports, QueueName::Commands(Worker::Sevenrooms))
-            .await
-            .unwrap()
-            .body,
-    )
-    .unwrap();
     let input = como_engine::Input::Reply {
         reply: succeeded(&hold),
     };
@@ -501,41 +516,10 @@ impl como_ports::SagaWriter for DroppedMeanwhile {
 /// judged again against the store all the same, and applied.
 #[tokio::test]
 async fn a_reply_refused_by_a_stale_memory_is_judged_again_even_if_another_task_dropped_it() {
-    use como_orchestrator::cache::RememberingStore;
-    use como_orchestrator::{Advanced, advance, advance_with};
+    use como_orchestrator::{Advanced, advance_with};
 
     let r = rig();
-    let cache = Arc::new(RememberingStore::new(r.ports.store.clone()));
-    let mut mine = r.ports.clone();
-    mine.store = cache.clone();
-    let req = request();
-    submit(&mine, &req).await.unwrap();
-    let d = next(&mine, QueueName::Requests).await.unwrap();
-    handle_request(&mine, &r.catalogue, &d).await.unwrap();
-    let id = req.saga_id();
-
-    // The other orchestrator moves the saga on to the hold; this one remembers version 1.
-    let check: WorkerCommand = serde_json::from_str(
-        &next(&r.ports, QueueName::Commands(Worker::Crm))
-            .await
-            .unwrap()
-            .body,
-    )
-    .unwrap();
-    let input = como_engine::Input::Reply {
-        reply: succeeded(&check),
-    };
-    assert!(matches!(
-        advance(&r.ports, id, &input, None).await.unwrap(),
-        Advanced::Applied(_)
-    ));
-    let hold: WorkerCommand = serde_json::from_str(
-        &next(&r.ports, QueueName::Commands(Worker::Sevenrooms))
-            .await
-            .unwrap()
-            .body,
-    )
-    .unwrap();
+    let (cache, _mine, id, _check, hold) = moved_on_by_another(&r).await;
 
     let mut racing = r.ports.clone();
     racing.store = Arc::new(DroppedMeanwhile(cache.clone()));

@@ -87,6 +87,18 @@ pub struct ChaosArgs {
     /// the embedded one (one SQLite writer at a time; a second process only waits for it).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub orchestrators: Option<u8>,
+    /// Break the ground under the roles too. Embedded backend: the database goes on a tmpfs
+    /// of its own (mounting it needs root or CAP_SYS_ADMIN), filled to the last byte for 2-6 s
+    /// now and then; another connection holds the write lock for 6-8 s (past the 5 s busy
+    /// timeout) now and then; the roles' writers hold each transaction open 5 ms, so that kills
+    /// land inside them. The run's own submissions retry while the store refuses them, as an
+    /// edge client would. AWS backend (with `AWS_ENDPOINT_URL`, a local AWS-compatible server):
+    /// the roles reach it through a fault-injecting proxy that throttles DynamoDB, answers SQS
+    /// and EventBridge with 500 and 503, answers slowly past the SDK's timeouts, resets
+    /// connections, loses the answers of writes that took effect, and fails some entries of
+    /// batches.
+    #[arg(long)]
+    pub store_faults: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -142,6 +154,9 @@ pub struct ChaosReport {
     pub outage_compensations: Vec<OutageCompensation>,
     /// Roles that stopped by themselves (not killed by chaos) and were started again, by role.
     pub role_exits: BTreeMap<String, u64>,
+    /// With `--store-faults`: the faults of the ground injected, by kind, and how many times
+    /// the store refused one of this run's submissions (each retried until accepted).
+    pub store_faults: BTreeMap<String, u64>,
     /// AWS backend: rotations of the Memberson token secret run on the deployment's schedule
     /// (every [`ROTATE_EVERY`]), and those that failed (Memberson down, say).
     pub token_rotations: u64,
@@ -226,9 +241,37 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     if args.common.database.is_none() {
         settings.database = dir.join("chaos.sqlite");
     }
-    let report = stack::runtime()?.block_on(chaos(&args, &settings, &dir));
+    let tmpfs = if args.store_faults && settings.backend == BackendKind::Embedded {
+        if args.common.database.is_some() {
+            anyhow::bail!(
+                "--store-faults puts the database on a tmpfs of its own (to fill it); leave out --database"
+            );
+        }
+        let fs = super::store_faults::Tmpfs::mount(&dir.join("store"))?;
+        settings.database = fs.path().join("chaos.sqlite");
+        Some(fs)
+    } else {
+        None
+    };
+    let report = stack::runtime()?.block_on(chaos(&args, &settings, &dir, tmpfs.as_ref()));
+    let keep = report.as_ref().map_or(true, |r| !r.ok());
+    if keep && let Some(fs) = &tmpfs {
+        // The database goes with the tmpfs: keep a copy with the logs.
+        for suffix in ["", "-wal"] {
+            let from = fs.path().join(format!("chaos.sqlite{suffix}"));
+            let _ = std::fs::copy(&from, dir.join(format!("chaos.sqlite{suffix}")));
+        }
+    }
+    drop(tmpfs);
+    if keep {
+        eprintln!(
+            "the roles' logs and the database are kept in {}",
+            dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let report = report?;
-    let _ = std::fs::remove_dir_all(&dir);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -745,7 +788,12 @@ async fn ledger(
     })
 }
 
-async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Result<ChaosReport> {
+async fn chaos(
+    args: &ChaosArgs,
+    settings: &Settings,
+    dir: &Path,
+    tmpfs: Option<&super::store_faults::Tmpfs>,
+) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(args.seed);
     let http = reqwest::Client::new();
@@ -827,6 +875,32 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     if let Some(config) = &args.common.config {
         env.push(("COMO_SAGA_CONFIG".to_owned(), config.display().to_string()));
     }
+    let proxy = if args.store_faults && settings.backend == BackendKind::Aws {
+        let upstream = std::env::var("AWS_ENDPOINT_URL").map_err(|_| {
+            anyhow::anyhow!(
+                "--store-faults on the AWS backend puts a fault-injecting proxy in front of a local AWS-compatible server: set AWS_ENDPOINT_URL to it"
+            )
+        })?;
+        let proxy = como_simulators::aws_proxy::AwsFaultProxy::start(&upstream, args.seed)
+            .await
+            .context("cannot start the AWS fault proxy")?;
+        proxy.set_rules(aws_store_faults());
+        say(format!(
+            "AWS fault proxy: {} in front of {upstream} (the roles' AWS_ENDPOINT_URL)",
+            proxy.endpoint()
+        ));
+        env.push(("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint()));
+        Some(proxy)
+    } else {
+        None
+    };
+    let mut ground = tmpfs.map(|fs| {
+        env.push((
+            como_app::stack::COMMIT_DELAY_ENV.to_owned(),
+            super::store_faults::COMMIT_DELAY_MS.to_owned(),
+        ));
+        super::store_faults::GroundFaults::new(&settings.database, fs)
+    });
     let backend = stack::open_backend(settings)?;
     let ports = backend.ports.clone();
     let rotations = if settings.backend == BackendKind::Aws {
@@ -928,9 +1002,9 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
         };
         while next_request < due {
             let r = &requests[next_request];
-            como_orchestrator::submit(&ports, r).await?;
+            submit(&ports, r, &mut report).await?;
             if rng.random_bool(0.05) {
-                como_orchestrator::submit(&ports, r).await?;
+                submit(&ports, r, &mut report).await?;
                 bump(&mut report.faults, "duplicate_request");
             }
             next_request += 1;
@@ -939,6 +1013,9 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
             break;
         }
         restart_exited(&mut roles, &mut report)?;
+        if let Some(g) = ground.as_mut() {
+            g.tick(&mut rng);
+        }
         match rng.random_range(0..100) {
             0..=24 => {
                 let i = rng.random_range(0..roles.len());
@@ -965,7 +1042,13 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
                     QueueName::Commands(Worker::Sevenrooms),
                     QueueName::Requests,
                 ][rng.random_range(0..4)];
-                let (found, delayed) = duplicate_one(&ports, queue, &mut rng).await?;
+                // A refused receive or send is the ground's fault, not the run's: the message
+                // stays on its queue.
+                let (found, delayed) = match duplicate_one(&ports, queue, &mut rng).await {
+                    Ok(r) => r,
+                    Err(_) if ground.is_some() => (false, false),
+                    Err(e) => return Err(e),
+                };
                 if found {
                     bump(
                         &mut report.faults,
@@ -1037,6 +1120,18 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+    }
+    if let Some(g) = ground.as_mut() {
+        g.stop();
+        for (k, v) in &g.injected {
+            *report.store_faults.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    if let Some(p) = &proxy {
+        p.clear();
+        for (k, v) in p.fired() {
+            *report.store_faults.entry(k).or_insert(0) += v;
+        }
     }
     say(format!(
         "fault phase over after {:.1} s; draining",
@@ -1117,7 +1212,11 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     let mut keys = Vec::new();
     for (request, state) in requests.iter().zip(&states) {
         match state {
-            None => report.lost.push(request.request_id.to_string()),
+            None => report.lost.push(format!(
+                "{} ({})",
+                request.request_id,
+                whereabouts(&ports, request).await
+            )),
             Some(s) => {
                 let kind = s.status.kind();
                 *report.outcomes.entry(kind.as_str().to_owned()).or_insert(0) += 1;
@@ -1154,6 +1253,75 @@ async fn chaos(args: &ChaosArgs, settings: &Settings, dir: &Path) -> anyhow::Res
     backend.close().await;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// Submits `r`, again and again while the store refuses it (a full disk, a held lock), as an
+/// edge client retries a 503; counts the refusals.
+async fn submit(
+    ports: &Backend,
+    r: &BookingRequested,
+    report: &mut ChaosReport,
+) -> anyhow::Result<()> {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        match como_orchestrator::submit(ports, r).await {
+            Ok(_) => return Ok(()),
+            Err(como_orchestrator::RuntimeError::Port(como_ports::PortError::Unavailable(_)))
+                if Instant::now() < give_up =>
+            {
+                *report
+                    .store_faults
+                    .entry("submission_refused".to_owned())
+                    .or_insert(0) += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What the AWS fault proxy does to the roles' calls during the fault phase: a share of every
+/// kind of fault, on every service the roles use.
+fn aws_store_faults() -> Vec<como_simulators::aws_proxy::Rule> {
+    use como_simulators::aws_proxy::{Fault, Rule};
+    vec![
+        Rule::new("dynamodb", None, Fault::ProvisionedThroughputExceeded).probability(0.02),
+        Rule::new("dynamodb", None, Fault::Throttling).probability(0.01),
+        Rule::new("dynamodb", Some("PutItem"), Fault::LostAnswer).probability(0.01),
+        Rule::new("dynamodb", Some("GetItem"), Fault::Slow { ms: 4_000 }).probability(0.003),
+        Rule::new("sqs", None, Fault::ServerError { status: 503 }).probability(0.02),
+        Rule::new("sqs", None, Fault::ServerError { status: 500 }).probability(0.01),
+        Rule::new("sqs", Some("SendMessageBatch"), Fault::PartialBatch).probability(0.02),
+        Rule::new("sqs", Some("SendMessageBatch"), Fault::LostAnswer).probability(0.005),
+        Rule::new(
+            "events",
+            Some("PutEvents"),
+            Fault::ServerError { status: 500 },
+        )
+        .probability(0.05),
+        Rule::new("*", None, Fault::Reset).probability(0.005),
+    ]
+}
+
+/// Where a request that has no saga is: dead-lettered (with the reason), still on the
+/// request queue, or nowhere.
+async fn whereabouts(ports: &Backend, r: &BookingRequested) -> String {
+    let id = format!("\"{}\"", r.request_id);
+    match ports.queue.dead_letters(QueueName::Requests, 10_000).await {
+        Ok(dead) => {
+            if let Some(d) = dead.iter().find(|d| d.body.contains(&id)) {
+                return format!("dead-lettered: {}", d.reason);
+            }
+        }
+        Err(e) => return format!("cannot read the dead letters: {e}"),
+    }
+    match ports.queue.depth(QueueName::Requests).await {
+        Ok(depth) if depth.visible + depth.not_visible > 0 => {
+            format!("not in the dead letters; the request queue holds {depth:?}")
+        }
+        Ok(_) => "not in the dead letters, and the request queue is empty".to_owned(),
+        Err(e) => format!("cannot read the request queue: {e}"),
+    }
 }
 
 /// Starts again each role that stopped by itself, counting it.
@@ -1268,6 +1436,12 @@ fn print_report(r: &ChaosReport) {
         "kill -9: {}",
         join(r.kills.iter().map(|(k, v)| format!("{k} {v}")))
     );
+    if !r.store_faults.is_empty() {
+        println!(
+            "store faults: {}",
+            join(r.store_faults.iter().map(|(k, v)| format!("{k} {v}")))
+        );
+    }
     if !r.role_exits.is_empty() {
         println!(
             "roles that stopped by themselves (started again): {}",

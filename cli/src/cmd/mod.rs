@@ -10,6 +10,7 @@ pub mod orchestrator;
 pub mod rotate_tokens;
 pub mod schemas;
 pub mod simulators;
+pub mod store_faults;
 pub mod submit;
 pub mod token;
 pub mod up;
