@@ -5,7 +5,7 @@
 //! see [`same_request`]) is refused the same way, and the saga of the first is left untouched.
 
 use como_engine::{Input, transition};
-use como_ports::{Backend, CreateOutcome, Delivery, OutgoingMessage, QueueName};
+use como_ports::{Backend, CreateOutcome, Delivery, OutgoingMessage, PortError, QueueName};
 use como_schemas::{
     BookingRejected, BookingRequested, GuestContact, InvalidInput, SagaId, SchemaVersion,
     parse_booking_request,
@@ -86,10 +86,14 @@ pub async fn handle_request(
             // never written: whatever the verdict, the first saga stays as it is. Every store
             // reads its own writes here (SQLite; DynamoDB with a consistent read), so a saga
             // that `create` found is there to compare with.
-            if let Some(existing) = ports.store.get(saga_id).await?
-                && let Err(conflict) =
-                    same_request(&existing.value.request, &decision.state.request)
-            {
+            let Some(existing) = ports.store.get(saga_id).await? else {
+                // The store said the saga exists and the read finds none: never acknowledge a
+                // request whose saga cannot be seen; it comes back and is judged again.
+                return Err(RuntimeError::Port(PortError::Unavailable(format!(
+                    "the store said saga {saga_id} exists, but it cannot be read; the request is kept"
+                ))));
+            };
+            if let Err(conflict) = same_request(&existing.value.request, &decision.state.request) {
                 reject(ports, delivery, &conflict).await?;
                 return Ok(IntakeOutcome::Rejected(conflict));
             }

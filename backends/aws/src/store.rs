@@ -748,6 +748,12 @@ impl AwsPorts {
         }
         match cause {
             Some(cause) if at == expected => Err(cause),
+            // Refused, yet the item is as the write expected it (none, for a create): not a
+            // conflict anyone won, and a create must never be taken for a saga that exists.
+            None if at == expected => Err(PortError::Unavailable(format!(
+                "{}: saga {id}'s write of version {version} was refused, yet the item holds the version it expected; it is tried again",
+                self.on_table("PutItem")
+            ))),
             _ => Ok(Settled::Conflict),
         }
     }

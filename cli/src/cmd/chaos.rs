@@ -99,6 +99,10 @@ pub struct ChaosArgs {
     /// batches.
     #[arg(long)]
     pub store_faults: bool,
+    /// The roles' log level (their logs are in the run's directory, kept when the run finds a
+    /// violation), e.g. `info` to follow a saga through them.
+    #[arg(long, default_value = "error")]
+    pub role_log: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -867,7 +871,7 @@ async fn chaos(
         ),
         ("COMO_SAGA_MEMBERSON_URL".to_owned(), memberson.clone()),
         ("COMO_SAGA_SEVENROOMS_URL".to_owned(), sevenrooms.clone()),
-        ("COMO_SAGA_LOG".to_owned(), "error".to_owned()),
+        ("COMO_SAGA_LOG".to_owned(), args.role_log.clone()),
         ("COMO_SAGA_AUDIT_AFTER".to_owned(), "30s,60s".to_owned()),
         // The roles run against the simulators: their credentials and the demo venues.
         (DEV_DEFAULTS_ENV.to_owned(), "1".to_owned()),
