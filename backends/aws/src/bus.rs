@@ -5,7 +5,7 @@
 //! A bus cannot be read back, so `recent` answers from what this process published (a bounded
 //! log, once per `event_id`); an event already published by this process is not sent again.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use como_schemas::events::SagaEventBody;
 use como_schemas::{BookingRejected, SagaEvent};
 
 use crate::error::unavailable;
-use crate::queue::{codes_text, entry_backoff};
+use crate::queue::{Entries, EntryRounds};
 use crate::{AwsPorts, EventSelection, names};
 
 const BATCH: usize = 10;
@@ -66,18 +66,11 @@ impl AwsPorts {
     /// (events carry ids: a consumer drops the copy).
     async fn put_entries(&self, entries: Vec<PutEventsRequestEntry>) -> PortResult<()> {
         let what = format!("EventBridge PutEvents on bus {}", self.names.bus());
-        let policy = &self.clients.policy;
-        let tries = policy.entry_attempts.max(1);
         for chunk in entries.chunks(BATCH) {
-            let mut pending = chunk.to_vec();
-            let mut codes = BTreeMap::new();
-            for attempt in 0..tries {
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(entry_backoff(policy.entry_backoff, attempt)).await;
-                }
+            let mut pending: Entries<PutEventsRequestEntry> =
+                chunk.iter().cloned().enumerate().collect();
+            let mut rounds = EntryRounds::new(&self.clients, &what);
+            while rounds.next(&pending).await {
                 self.clients.calls.count("eventbridge", "PutEvents");
                 self.clients.calls.add(
                     "eventbridge",
@@ -88,39 +81,29 @@ impl AwsPorts {
                     .clients
                     .events
                     .put_events()
-                    .set_entries(Some(pending.clone()))
+                    .set_entries(Some(pending.iter().map(|(_, e)| e.clone()).collect()))
                     .send()
                     .await
                     .map_err(|e| unavailable(&what, e))?;
-                if out.failed_entry_count() == 0 {
-                    pending.clear();
-                    break;
-                }
                 // Entries answer in order; a failed one has an error code (one without an
                 // answer is put again: a duplicate at worst).
-                codes.clear();
                 let answers = out.entries();
-                pending = pending
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, e)| {
-                        let code = match answers.get(i) {
-                            Some(r) => r.error_code()?,
-                            None => "no answer for the entry",
-                        };
-                        *codes.entry(code.to_owned()).or_insert(0) += 1;
-                        Some(e)
-                    })
-                    .collect();
-                tracing::debug!(call = %what, failed = pending.len(), codes = %codes_text(&codes), "entries of a batch failed");
+                let mut failed = Vec::new();
+                for (k, entry) in std::mem::take(&mut pending).into_iter().enumerate() {
+                    let code = match answers.get(k) {
+                        Some(r) => match r.error_code() {
+                            Some(code) => code,
+                            None => continue,
+                        },
+                        None => "no answer for the entry",
+                    };
+                    rounds.failed(code);
+                    failed.push(entry);
+                }
+                pending = rounds.ended(failed);
             }
             if !pending.is_empty() {
-                return Err(PortError::Unavailable(format!(
-                    "{what}: {} of {} events not accepted after {tries} tries: {}",
-                    pending.len(),
-                    chunk.len(),
-                    codes_text(&codes)
-                )));
+                return Err(rounds.error(pending.len(), chunk.len(), "events", "accepted"));
             }
         }
         Ok(())

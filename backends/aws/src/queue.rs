@@ -308,7 +308,7 @@ pub fn codes_text(codes: &BTreeMap<String, usize>) -> String {
 }
 
 /// One batch call's entries, each with its place among the caller's items.
-type Entries<T> = Vec<(usize, T)>;
+pub(crate) type Entries<T> = Vec<(usize, T)>;
 
 /// The outcome of each of `n` items, all `Ok` unless set otherwise.
 fn outcomes(n: usize) -> Vec<PortResult<()>> {
@@ -328,7 +328,7 @@ fn fail_each(out: &mut [PortResult<()>], e: &PortError, places: impl IntoIterato
 /// and the last round's error codes. A caller loops `while rounds.next(&pending)`, counts each
 /// failed entry of its batch calls with `failed`, ends each round with `pending =
 /// rounds.ended(failed)`, and after the loop fails what is left with `finish`.
-struct EntryRounds<'a> {
+pub(crate) struct EntryRounds<'a> {
     clients: &'a Clients,
     what: &'a str,
     tries: u32,
@@ -338,7 +338,7 @@ struct EntryRounds<'a> {
 }
 
 impl<'a> EntryRounds<'a> {
-    fn new(clients: &'a Clients, what: &'a str) -> Self {
+    pub(crate) fn new(clients: &'a Clients, what: &'a str) -> Self {
         Self {
             clients,
             what,
@@ -350,7 +350,7 @@ impl<'a> EntryRounds<'a> {
 
     /// Whether to make another round of `pending` (none when nothing is pending or no try is
     /// left); after the first, once its backoff has passed.
-    async fn next<T>(&mut self, pending: &Entries<T>) -> bool {
+    pub(crate) async fn next<T>(&mut self, pending: &Entries<T>) -> bool {
         if pending.is_empty() || self.done == self.tries {
             return false;
         }
@@ -363,12 +363,12 @@ impl<'a> EntryRounds<'a> {
     }
 
     /// An entry of this round failed with `code`.
-    fn failed(&mut self, code: &str) {
+    pub(crate) fn failed(&mut self, code: &str) {
         *self.codes.entry(code.to_owned()).or_insert(0) += 1;
     }
 
     /// The end of a round whose `failed` entries are the next round's.
-    fn ended<T>(&self, failed: Entries<T>) -> Entries<T> {
+    pub(crate) fn ended<T>(&self, failed: Entries<T>) -> Entries<T> {
         if !failed.is_empty() {
             tracing::debug!(call = %self.what, failed = failed.len(), codes = %codes_text(&self.codes), "entries of a batch failed");
         }
@@ -381,15 +381,19 @@ impl<'a> EntryRounds<'a> {
         if pending.is_empty() {
             return;
         }
-        let e = PortError::Unavailable(format!(
-            "{}: {} of {} messages not {done} after {} tries: {}",
+        let e = self.error(pending.len(), out.len(), "messages", done);
+        fail_each(out, &e, pending.iter().map(|(i, _)| *i));
+    }
+
+    /// The error of `left` of `total` entries (`what`: "messages", "events") still not `done`
+    /// after the last round, with the last round's error codes.
+    pub(crate) fn error(&self, left: usize, total: usize, what: &str, done: &str) -> PortError {
+        PortError::Unavailable(format!(
+            "{}: {left} of {total} {what} not {done} after {} tries: {}",
             self.what,
-            pending.len(),
-            out.len(),
             self.tries,
             codes_text(&self.codes)
-        ));
-        fail_each(out, &e, pending.iter().map(|(i, _)| *i));
+        ))
     }
 }
 

@@ -1,9 +1,9 @@
 //! A local moto server for tests (feature `moto`): installed on first use into a virtual
 //! environment under the cargo target directory (`target/moto-venv`, `pip install
 //! 'moto[server]'`, one install however many test processes ask at once, under a file lock),
-//! and started once per test process on a free loopback port. The server stops when the test
-//! process ends: it runs under a small Python wrapper that exits when its standard input
-//! closes.
+//! and started once per test process on a free loopback port by `backends/aws/moto/serve.py`,
+//! which mends a race in moto's SQS first. The server stops when the test process ends: the
+//! script exits when its standard input closes.
 //!
 //! Nothing here talks to anything but 127.0.0.1 and, for the one-time install, the Python
 //! package index that pip is configured with.
@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 
 use crate::{AwsBackend, AwsConfig, ConnectError, bootstrap};
+
+/// The script that serves moto, with its one mend (see the script: a race in moto's SQS that
+/// can drop a message sent while another is deleted).
+pub const MOTO_SERVE: &str = include_str!("../moto/serve.py");
 
 /// The moto release line the tests are written against.
 const MOTO: &str = "moto[server]>=5.1,<6";
@@ -111,17 +115,8 @@ fn start() -> Result<Moto, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free port: {e}"))?
         .port();
-    let script = format!(
-        "import sys\n\
-         from moto.server import ThreadedMotoServer\n\
-         server = ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False)\n\
-         server.start()\n\
-         print('ready', flush=True)\n\
-         sys.stdin.read()\n\
-         server.stop()\n"
-    );
     let mut child = Command::new(&python)
-        .args(["-c", &script])
+        .args(["-c", MOTO_SERVE, "--port", &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
