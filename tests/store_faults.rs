@@ -376,10 +376,37 @@ async fn a_write_lock_held_past_the_busy_timeout_is_a_clear_error_and_work_resum
     }
 
     // Another process takes the write lock and keeps it 8 s (the busy timeout is 5 s).
+    let mut holder = hold_lock(&db, 8);
+    let out = submit_cli(&db, "lock-cli-1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("locked") && stderr.contains(&db.display().to_string()),
+        "names the file and the cause: {stderr}"
+    );
+    all_running(&mut roles);
+    // The lock goes: the rest goes through, and every saga finishes.
+    assert!(holder.wait().unwrap().success());
+    for r in &requests[20..] {
+        como_orchestrator::submit(&ports, r).await.unwrap();
+        ids.push(r.saga_id());
+    }
+    all_finished_and_consistent(&ports, &sims, &ids).await;
+    all_running(&mut roles);
+    backend.close().await;
+}
+
+/// Another process (python3's sqlite3) takes `db`'s write lock and keeps it `secs` seconds;
+/// returns once it holds it.
+fn hold_lock(db: &Path, secs: u32) -> std::process::Child {
     let mut holder = Command::new("python3")
         .args([
             "-c",
-            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(8); c.execute('ROLLBACK')",
+            &format!(
+                "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); \
+                 c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep({secs}); \
+                 c.execute('ROLLBACK')"
+            ),
             db.to_str().unwrap(),
         ])
         .stdout(std::process::Stdio::piped())
@@ -392,17 +419,33 @@ async fn a_write_lock_held_past_the_busy_timeout_is_a_clear_error_and_work_resum
     )
     .unwrap();
     assert_eq!(line.trim(), "held");
-    let out = submit_cli(&db, "lock-cli-1");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("locked") && stderr.contains(&db.display().to_string()),
-        "names the file and the cause: {stderr}"
-    );
+    holder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_started_while_another_process_holds_the_lock_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("saga.sqlite");
+    let sims = Sims::start(dir.path(), None);
+    let (backend, ports) = open(&db);
+    // The lock is held for 12 s, past the busy timeout (5 s) of the roles' first tries.
+    let mut holder = hold_lock(&db, 12);
+    let mut roles = roles(&db, &sims, dir.path(), &[]);
+    std::thread::sleep(Duration::from_secs(8));
     all_running(&mut roles);
-    // The lock goes: the rest goes through, and every saga finishes.
+    for r in &roles {
+        assert!(
+            r.output()
+                .contains("another process holds the database's lock; waiting for it"),
+            "{:?} says why it waits: {}",
+            r.args,
+            r.output()
+        );
+    }
     assert!(holder.wait().unwrap().success());
-    for r in &requests[20..] {
+    let requests = bookings(10, "startlock");
+    let mut ids = Vec::new();
+    for r in &requests {
         como_orchestrator::submit(&ports, r).await.unwrap();
         ids.push(r.saga_id());
     }

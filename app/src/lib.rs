@@ -73,6 +73,16 @@ pub struct Observers {
     pub workers: Option<DownstreamObserver>,
 }
 
+/// How long a role starting on the embedded backend waits for a lock another process holds.
+pub const START_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether `e` is the embedded file's lock held by another process.
+fn locked(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<como_backend_embedded::OpenError>())
+        .any(como_backend_embedded::OpenError::is_locked)
+}
+
 /// The application: settings and the backend they name, ready to run roles.
 pub struct App {
     settings: Settings,
@@ -85,10 +95,38 @@ pub struct App {
 
 impl App {
     /// Opens the backend that `settings` name (creating the embedded database on first use,
-    /// or connecting to the AWS deployment).
+    /// or connecting to the AWS deployment). A role starting while another process holds the
+    /// embedded file's lock (a backup, an operator's shell) waits for it, saying so, up to
+    /// [`START_LOCK_WAIT`], rather than exiting.
     pub fn build(settings: Settings) -> anyhow::Result<App> {
-        let backend = stack::open_backend(&settings)?;
-        Ok(App::on(settings, backend))
+        let started = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match stack::open_backend(&settings) {
+                Ok(backend) => {
+                    if said {
+                        tracing::warn!(
+                            database = %settings.database.display(),
+                            waited_s = started.elapsed().as_secs(),
+                            "the database's lock is free again; starting"
+                        );
+                    }
+                    return Ok(App::on(settings, backend));
+                }
+                Err(e) if locked(&e) && started.elapsed() < START_LOCK_WAIT => {
+                    if !said {
+                        tracing::warn!(
+                            database = %settings.database.display(),
+                            "another process holds the database's lock; waiting for it (up to {} s)",
+                            START_LOCK_WAIT.as_secs()
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The application on a backend opened already (a test's fresh AWS deployment).

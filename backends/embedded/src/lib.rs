@@ -137,6 +137,15 @@ pub enum OpenError {
     ReadOnly,
 }
 
+impl OpenError {
+    /// Whether another connection held the file's lock past the busy timeout: a state that
+    /// passes, unlike the others.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, OpenError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    }
+}
+
 impl From<rusqlite::Error> for OpenError {
     fn from(e: rusqlite::Error) -> Self {
         match &e {
