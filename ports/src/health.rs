@@ -52,15 +52,53 @@ fn state() -> std::sync::MutexGuard<'static, Option<Failing>> {
 /// A write to the store failed for `cause` (the store's own words, naming the file or the
 /// service). Says so at warn the first time and then once a [`WARN_EVERY`].
 pub fn write_failed(cause: &str) {
-    let now = Instant::now();
     let mut s = state();
-    match s.as_mut() {
+    match failed_at(&mut s, cause, Instant::now()) {
+        Some(Said::Started) => tracing::warn!(
+            cause,
+            "the store refuses writes; every role keeps running and retries, and this process reports not ready until a write goes through"
+        ),
+        Some(Said::Still {
+            failing_for,
+            failed_writes,
+        }) => tracing::warn!(
+            cause,
+            failing_for_s = failing_for.as_secs(),
+            failed_writes,
+            "the store still refuses writes"
+        ),
+        None => {}
+    }
+}
+
+/// What a failed write makes this process say.
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    /// The first failure of an episode.
+    Started,
+    /// A period has passed since the last line: `failed_writes` more failed meanwhile.
+    Still {
+        failing_for: Duration,
+        failed_writes: u64,
+    },
+}
+
+/// Records a write failed at `now` for `cause` in `state`; what to say, if anything. The
+/// cause kept is the latest, but a new cause is no reason for a line of its own: under a
+/// throttled or failing AWS nearly every error's text differs (it names a saga, a version, a
+/// count of entries), and a line per message is what this module is for avoiding. A failure
+/// more than [`RECENT`] after the last one starts a new episode: the old one ended unseen (a
+/// process that wrote nothing since).
+fn failed_at(state: &mut Option<Failing>, cause: &str, now: Instant) -> Option<Said> {
+    if state
+        .as_ref()
+        .is_some_and(|f| now.saturating_duration_since(f.last) >= RECENT)
+    {
+        *state = None;
+    }
+    match state.as_mut() {
         None => {
-            tracing::warn!(
-                cause,
-                "the store refuses writes; every role keeps running and retries, and this process reports not ready until a write goes through"
-            );
-            *s = Some(Failing {
+            *state = Some(Failing {
                 since: now,
                 cause: cause.to_owned(),
                 unsaid: 0,
@@ -68,22 +106,23 @@ pub fn write_failed(cause: &str) {
                 warned_at: now,
                 last: now,
             });
+            Some(Said::Started)
         }
         Some(f) => {
             f.unsaid += 1;
             f.total += 1;
             f.last = now;
-            if f.cause != cause || now.duration_since(f.warned_at) >= WARN_EVERY {
-                tracing::warn!(
-                    cause,
-                    failing_for_s = f.since.elapsed().as_secs(),
-                    failed_writes = f.unsaid,
-                    "the store still refuses writes"
-                );
-                f.cause = cause.to_owned();
-                f.unsaid = 0;
-                f.warned_at = now;
+            f.cause = cause.to_owned();
+            if now.saturating_duration_since(f.warned_at) < WARN_EVERY {
+                return None;
             }
+            let said = Said::Still {
+                failing_for: now.saturating_duration_since(f.since),
+                failed_writes: f.unsaid,
+            };
+            f.unsaid = 0;
+            f.warned_at = now;
+            Some(said)
         }
     }
 }
@@ -136,6 +175,35 @@ pub fn not_done(what: &str, e: &dyn std::fmt::Display, port: Option<&PortError>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_a_period_whatever_the_causes_and_a_new_episode_after_a_quiet_spell() {
+        let t0 = Instant::now();
+        let mut s = None;
+        assert_eq!(
+            failed_at(&mut s, "throttled: saga a", t0),
+            Some(Said::Started)
+        );
+        // Every cause differs (a saga, a version): still no line before the period is over.
+        for i in 1..300u64 {
+            let at = t0 + Duration::from_millis(i * 100);
+            assert_eq!(failed_at(&mut s, &format!("throttled: saga {i}"), at), None);
+        }
+        assert_eq!(s.as_ref().unwrap().cause, "throttled: saga 299");
+        assert_eq!(
+            failed_at(&mut s, "throttled: saga z", t0 + WARN_EVERY),
+            Some(Said::Still {
+                failing_for: WARN_EVERY,
+                failed_writes: 300
+            })
+        );
+        // Quiet for longer than RECENT (an idle process): the next failure is a new episode,
+        // not one that has lasted all along.
+        let later = t0 + WARN_EVERY + RECENT;
+        assert_eq!(failed_at(&mut s, "disk full", later), Some(Said::Started));
+        assert_eq!(s.as_ref().unwrap().since, later);
+        assert_eq!(s.as_ref().unwrap().total, 1);
+    }
 
     #[test]
     fn failing_then_recovered() {

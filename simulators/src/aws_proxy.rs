@@ -612,8 +612,14 @@ impl AwsFaultProxy {
         let router = admin(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, say: pause rather than spin.
+                        tracing::warn!(error = %e, "the AWS fault proxy cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 tokio::spawn(serve(stream, router.clone(), stopped.clone()));
             }

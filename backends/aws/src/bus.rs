@@ -19,6 +19,11 @@ use crate::queue::{Entries, EntryRounds};
 use crate::{AwsPorts, EventSelection, names};
 
 const BATCH: usize = 10;
+
+/// The entry error codes that say the event itself is wrong: putting it again cannot help.
+/// Every other code (`InternalFailure`, `ThrottlingException`, a permission being granted) is
+/// put again.
+const WRONG_ENTRY: &[&str] = &["MalformedDetail", "InvalidArgument", "ValidationException"];
 const KEPT: usize = 10_000;
 
 pub struct BusState {
@@ -61,7 +66,8 @@ pub const EVENT_ENTRIES: &str = "events (entries)";
 impl AwsPorts {
     /// `PutEvents`, 10 entries to a call. The entries EventBridge reports failed are put
     /// again, those alone, after a backoff, up to `entry_attempts` tries; then the call fails
-    /// naming the bus and the entries' error codes. A call that fails (after the SDK's retries)
+    /// naming the bus and the entries' error codes; an entry refused as wrong (`WRONG_ENTRY`) is
+    /// `Invalid` at once. A call that fails (after the SDK's retries)
     /// fails at once. Entries already accepted go out again with the next try of the caller
     /// (events carry ids: a consumer drops the copy).
     async fn put_entries(&self, entries: Vec<PutEventsRequestEntry>) -> PortResult<()> {
@@ -97,6 +103,15 @@ impl AwsPorts {
                         },
                         None => "no answer for the entry",
                     };
+                    if WRONG_ENTRY.contains(&code) {
+                        let message = answers
+                            .get(k)
+                            .and_then(|r| r.error_message())
+                            .unwrap_or_default();
+                        return Err(PortError::Invalid(format!(
+                            "{what}: an event was refused: {code} {message}"
+                        )));
+                    }
                     rounds.failed(code);
                     failed.push(entry);
                 }

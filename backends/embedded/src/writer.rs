@@ -273,6 +273,13 @@ impl Writer {
                             self.committed(now);
                             answers.pop().unwrap_or_else(|| Err(closed()))
                         }
+                        // The ground may have failed meanwhile (the disk filled up): said
+                        // as it is for a group, with the file and the cause.
+                        Err(e) if ground_error(&e).is_some() => {
+                            let cause = self.cause(&e);
+                            como_ports::health::write_failed(&cause);
+                            Err(PortError::Unavailable(cause))
+                        }
                         Err(e) => Err(codec::db_error(e)),
                     };
                     let _ = p.reply.send(answer);
