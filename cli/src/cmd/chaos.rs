@@ -993,17 +993,14 @@ async fn chaos(
     ));
 
     // The fault phase: submit the bookings over its length, and act every few hundred ms.
-    let phase_end = Instant::now() + args.duration;
+    let phase_start = Instant::now();
     let mut next_request = 0usize;
-    while Instant::now() < phase_end || next_request < requests.len() {
-        let due = if Instant::now() >= phase_end {
-            requests.len()
-        } else {
-            let share = 1.0
-                - (phase_end - Instant::now()).as_secs_f64()
-                    / args.duration.as_secs_f64().max(1e-9);
-            ((share * requests.len() as f64).ceil() as usize).min(requests.len())
-        };
+    loop {
+        // Whether the phase is over is decided before what is due: once it is, every booking
+        // is, and all of them are submitted before the loop ends.
+        let elapsed = phase_start.elapsed();
+        let over = elapsed >= args.duration;
+        let due = due_by(requests.len(), elapsed, args.duration);
         while next_request < due {
             let r = &requests[next_request];
             submit(&ports, r, &mut report).await?;
@@ -1013,7 +1010,7 @@ async fn chaos(
             }
             next_request += 1;
         }
-        if Instant::now() >= phase_end {
+        if over {
             break;
         }
         restart_exited(&mut roles, &mut report)?;
@@ -1125,6 +1122,13 @@ async fn chaos(
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
     }
+    // Every booking counted was submitted: a request that chaos never sent is not one the
+    // system lost.
+    anyhow::ensure!(
+        next_request == requests.len(),
+        "chaos submitted {next_request} of its {} bookings",
+        requests.len()
+    );
     if let Some(g) = ground.as_mut() {
         g.stop();
         for (k, v) in &g.injected {
@@ -1257,6 +1261,16 @@ async fn chaos(
     backend.close().await;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// How many of `total` bookings are due `elapsed` into a fault phase of `length`: spread
+/// evenly over it, and all of them once it is over.
+fn due_by(total: usize, elapsed: Duration, length: Duration) -> usize {
+    if elapsed >= length {
+        return total;
+    }
+    let share = elapsed.as_secs_f64() / length.as_secs_f64().max(1e-9);
+    ((share * total as f64).ceil() as usize).min(total)
 }
 
 /// Submits `r`, again and again while the store refuses it (a full disk, a held lock), as an
@@ -1555,6 +1569,24 @@ fn join(items: impl Iterator<Item = String>) -> String {
 mod tests {
     use super::*;
     use como_schemas::StepName;
+
+    #[test]
+    fn the_bookings_are_spread_over_the_phase_and_all_due_at_its_end() {
+        let length = Duration::from_secs(120);
+        assert_eq!(due_by(300, Duration::ZERO, length), 0);
+        assert_eq!(due_by(300, Duration::from_secs(60), length), 150);
+        // Just before the end, a few are still to come; at and after it, every one is due.
+        assert_eq!(due_by(300, Duration::from_millis(118_000), length), 295);
+        assert_eq!(due_by(300, length, length), 300);
+        assert_eq!(due_by(300, Duration::from_secs(500), length), 300);
+        let mut last = 0;
+        for ms in (0..=120_000).step_by(250) {
+            let due = due_by(300, Duration::from_millis(ms), length);
+            assert!(due >= last && due <= 300);
+            last = due;
+        }
+        assert_eq!(last, 300);
+    }
 
     const T0: i64 = 1_767_225_600_000;
 
