@@ -342,7 +342,11 @@ impl WorkerRuntime {
         let parked = delivery.attributes.contains_key(PARKED);
         // Whether a delivery of this message before this one may have run the command (it was
         // received before, by a worker that may have died in the call).
-        let maybe_ran = delivery.receive_count > 1 || delivery.attributes.contains_key(MAYBE_RAN);
+        // A command that writes nothing (a balance check, a search) changed nothing if it ran,
+        // so an earlier delivery of it does not count: a receive whose answer was lost on the
+        // way (a throttled or reset SQS) must not cost a read its attempt.
+        let maybe_ran = command.operation.kind().writes()
+            && (delivery.receive_count > 1 || delivery.attributes.contains_key(MAYBE_RAN));
         if now >= command.deadline {
             bump(&self.stats.expired);
             self.stats.done_waiting(command.command_id.as_str());

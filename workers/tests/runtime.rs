@@ -254,6 +254,45 @@ async fn an_expired_command_is_not_run_and_its_outcome_is_unknown() {
     assert_eq!(redeem_calls(&r.sim), 0);
 }
 
+#[tokio::test]
+async fn an_expired_redelivery_costs_an_attempt_only_if_an_earlier_delivery_could_have_written() {
+    let r = rig().await;
+    let mut redeem_cmd = redeem(Duration::from_secs(15));
+    redeem_cmd.deadline = redeem_cmd.sent_at;
+    let mut check = examples::command(
+        &examples::booking_request("runtime-2", NaiveDate::from_ymd_opt(2030, 1, 15).unwrap()),
+        "check_credits",
+        CommandKind::Action,
+        OperationKind::CheckCredits,
+        &[],
+    );
+    check.deadline = redeem_cmd.sent_at;
+    for cmd in [&redeem_cmd, &check] {
+        let mut d = deliver(&r.ports, serde_json::to_string(cmd).unwrap()).await;
+        // Received before (by a receive whose answer was lost, or a worker that died).
+        d.receive_count = 2;
+        r.worker.handle(&d).await.unwrap();
+    }
+    let got = replies(&r.ports).await;
+    let unavailable = |cmd: &WorkerCommand| {
+        let reply = got
+            .iter()
+            .find(|g| g.command_id == cmd.command_id)
+            .unwrap_or_else(|| panic!("a reply to {:?}: {got:?}", cmd.command_id));
+        match &reply.outcome {
+            ReplyOutcome::UnknownOutcome {
+                downstream_unavailable,
+                ..
+            } => *downstream_unavailable,
+            other => panic!("{other:?}"),
+        }
+    };
+    // A redemption may have happened: the saga spends an attempt and looks it up.
+    assert!(!unavailable(&redeem_cmd));
+    // A balance check changed nothing even if it ran: the wait spends no attempt.
+    assert!(unavailable(&check));
+}
+
 /// 2100-01-01 and 2001-09-09: a test clock far from the wall clock either way.
 const LATE: Timestamp = Timestamp::from_millis(4_102_444_800_000);
 const EARLY: Timestamp = Timestamp::from_millis(1_000_000_000_000);
