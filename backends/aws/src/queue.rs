@@ -322,6 +322,23 @@ fn fail_each(out: &mut [PortResult<()>], e: &PortError, places: impl IntoIterato
     }
 }
 
+/// A batch call failed (after the SDK's retries): its entries, the entries not sent yet
+/// (`rest`) and those this round already left failed all fail with `e`.
+fn fail_call<A, B>(
+    out: &mut [PortResult<()>],
+    e: &PortError,
+    batch: &Entries<A>,
+    rest: impl Iterator<Item = usize>,
+    failed: &Entries<B>,
+) {
+    let batch = batch.iter().map(|(i, _)| *i);
+    fail_each(
+        out,
+        e,
+        batch.chain(rest).chain(failed.iter().map(|(i, _)| *i)),
+    );
+}
+
 /// The rounds of a batch operation on one queue: the first takes every entry, each one after
 /// takes only the entries the round before left failed (through no fault of ours), after a
 /// backoff, up to `entry_attempts` rounds; the entries failed still then fail with the call
@@ -457,10 +474,8 @@ pub async fn send_messages(
             let answer = match sent {
                 Ok(answer) => answer,
                 Err(e) => {
-                    let unsent = batch.iter().map(|(i, _)| *i);
-                    let unsent = unsent.chain(rest.by_ref().map(|(i, _)| i));
-                    let unsent = unsent.chain(failed.iter().map(|(i, _)| *i));
-                    fail_each(&mut out, &unavailable(&what, e), unsent);
+                    let rest = rest.by_ref().map(|(i, _)| i);
+                    fail_call(&mut out, &unavailable(&what, e), &batch, rest, &failed);
                     return out;
                 }
             };
@@ -551,10 +566,8 @@ pub async fn delete_receipts(
             let answer = match sent {
                 Ok(answer) => answer,
                 Err(e) => {
-                    let unsent = batch.iter().map(|(i, _)| *i);
-                    let unsent = unsent.chain(batches.by_ref().flatten().map(|(i, _)| i));
-                    let unsent = unsent.chain(failed.iter().map(|(i, _)| *i));
-                    fail_each(&mut out, &unavailable(&what, e), unsent);
+                    let rest = batches.by_ref().flatten().map(|(i, _)| i);
+                    fail_call(&mut out, &unavailable(&what, e), &batch, rest, &failed);
                     return out;
                 }
             };
