@@ -15,6 +15,7 @@
 pub mod notify;
 pub mod settings;
 pub mod stack;
+pub mod telemetry;
 pub mod tokens;
 
 use std::path::PathBuf;

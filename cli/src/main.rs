@@ -14,6 +14,7 @@ mod report;
 use como_app::{settings, stack};
 
 use clap::{Parser, Subcommand};
+use como_app::telemetry::{self, LogFormat};
 
 /// See the workspace manifest for why.
 #[global_allocator]
@@ -23,6 +24,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "como-saga", version, after_help = exit::HELP)]
 struct Cli {
+    /// How log lines on standard error are written: `human` (the default), or `json`, one
+    /// object per line with the saga id and trace id of the work it belongs to.
+    #[arg(
+        long,
+        global = true,
+        env = "COMO_SAGA_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,7 +74,8 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Flushes the spans still queued when the command is done.
+    let _telemetry = telemetry::init(cli.log_format, role(&cli.command));
     let result = match cli.command {
         Command::Up(a) => cmd::up::run(a),
         Command::Orchestrator(a) => cmd::orchestrator::run(a),
@@ -89,17 +101,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to standard error, at `warn` unless `COMO_SAGA_LOG` (or `RUST_LOG`) says otherwise.
-/// By default the SDK's configuration loader says only errors: what it warns of (a provider
-/// of the credential chain that failed, with a debug dump) is what the credentials check
-/// (`aws_credentials`) then says in one line.
-fn init_logging() {
-    let filter = std::env::var("COMO_SAGA_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn,aws_config=error".to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+/// The process's role, as its spans name it (`como.role`).
+fn role(command: &Command) -> &'static str {
+    match command {
+        Command::Up(_) => "up",
+        Command::Orchestrator(_) => "orchestrator",
+        Command::Worker(_) => "worker",
+        Command::Api(_) => "api",
+        Command::Bench(_) => "bench",
+        Command::Chaos(_) => "chaos",
+        Command::Simulators(_) => "simulators",
+        _ => "cli",
+    }
 }

@@ -8,6 +8,7 @@ use como_schemas::events::SagaEventBody;
 use como_schemas::{CommandId, SagaId};
 
 use crate::cache::RememberingStore;
+use tracing::Instrument;
 
 /// How an input ended.
 #[derive(Debug)]
@@ -163,7 +164,16 @@ pub async fn advance_with(
             return Ok(Advanced::NoSaga);
         };
         let def = definition_of(&stored.value)?;
-        let decision = match transition(&def, Some(&stored.value), input, ports.clock.now()) {
+        let decision = {
+            let _transition = tracing::info_span!(
+                "transition",
+                status = ?stored.value.status.kind(),
+                version = stored.version,
+            )
+            .entered();
+            transition(&def, Some(&stored.value), input, ports.clock.now())
+        };
+        let decision = match decision {
             Ok(d) => d,
             Err(_) if !fresh => {
                 fresh = true;
@@ -191,12 +201,29 @@ pub async fn advance_with(
         if let Input::Reply { reply } = input {
             effects.answers = Some(reply.command_id.as_str().to_owned());
         }
-        match ports
+        let persist = tracing::info_span!(
+            "persist",
+            version = stored.version,
+            commands = decision.commands.len(),
+            events = decision.events.len(),
+            outcome = tracing::field::Empty,
+        );
+        let written = ports
             .store
             .update(&decision.state, stored.version, effects)
-            .await?
-        {
+            .instrument(persist.clone())
+            .await;
+        persist.record(
+            "outcome",
+            match &written {
+                Ok(UpdateOutcome::Updated { .. }) => "updated",
+                Ok(UpdateOutcome::Conflict) => "conflict",
+                Err(_) => "error",
+            },
+        );
+        match written? {
             UpdateOutcome::Updated { version } => {
+                say_outcome(&decision);
                 let replied = match input {
                     Input::Reply { reply } => Some(reply.command_id.clone()),
                     _ => None,
@@ -224,6 +251,47 @@ pub async fn advance_with(
     Err(RuntimeError::Contention(saga_id))
 }
 
+/// The one line at the default log level (target `saga`) for an outcome an operator must hear
+/// of: the saga compensates, needs an operator, or had a late effect undone; with the reason.
+/// Inside the work's span, so with the saga id and trace id. Reasons are the engine's and the
+/// workers' words about the call, never the request's personal fields.
+fn say_outcome(decision: &Decision) {
+    for event in &decision.events {
+        match &event.body {
+            SagaEventBody::BookingFailed { step, code, reason } => tracing::info!(
+                target: "saga",
+                step = step.as_str(),
+                code = code.as_str(),
+                reason = reason.as_str(),
+                "saga compensating"
+            ),
+            SagaEventBody::SagaNeedsOperator {
+                reason,
+                step,
+                detail,
+            } => tracing::warn!(
+                target: "saga",
+                step = step.as_str(),
+                reason = ?reason,
+                detail = detail.as_str(),
+                "saga needs an operator"
+            ),
+            _ => {}
+        }
+    }
+    for h in &decision.history {
+        if h.kind == como_engine::HistoryKind::LateEffectUndone {
+            let detail = h.detail.as_deref().unwrap_or("");
+            tracing::warn!(
+                target: "saga",
+                step = h.step.as_ref().map(|s| s.as_str()),
+                detail,
+                "late effect undone"
+            );
+        }
+    }
+}
+
 /// What the store must carry out with a decision: its commands go to their worker's queue,
 /// and an event a person must hear of (`SagaNeedsOperator`) to the notifications queue, with
 /// the write, so that the notifier delivers it at least once.
@@ -231,28 +299,40 @@ pub fn effects_of(
     decision: &Decision,
     ack: Option<(QueueName, Receipt)>,
 ) -> Result<Effects, serde_json::Error> {
+    // Each message carries the context of the work that sent it, so that the worker's span
+    // is a child of it.
+    let traced = |body: String| {
+        let mut m = OutgoingMessage::new(body);
+        como_ports::trace::inject(&mut m.attributes);
+        m
+    };
     let commands = decision.commands.iter().map(|cmd| {
         Ok((
             QueueName::Commands(cmd.worker),
-            OutgoingMessage::new(serde_json::to_string(cmd)?),
+            traced(serde_json::to_string(cmd)?),
         ))
     });
     let notifications = decision
         .events
         .iter()
         .filter(|e| matches!(e.body, SagaEventBody::SagaNeedsOperator { .. }))
-        .map(|e| {
-            Ok((
-                QueueName::Notifications,
-                OutgoingMessage::new(serde_json::to_string(e)?),
-            ))
-        });
+        .map(|e| Ok((QueueName::Notifications, traced(serde_json::to_string(e)?))));
     let sends = commands
         .chain(notifications)
         .collect::<Result<Vec<_>, serde_json::Error>>()?;
     Ok(Effects {
         sends,
-        events: decision.events.clone(),
+        events: {
+            // Events leave through the bus with the context of the work that made them.
+            let traceparent = como_ports::trace::current_traceparent();
+            let mut events = decision.events.clone();
+            if traceparent.is_some() {
+                for e in &mut events {
+                    e.traceparent.clone_from(&traceparent);
+                }
+            }
+            events
+        },
         history: decision.history.clone(),
         ack,
         answers: None,

@@ -5,11 +5,12 @@
 //! see [`same_request`]) is refused the same way, and the saga of the first is left untouched.
 
 use como_engine::{Input, transition};
-use como_ports::{Backend, CreateOutcome, Delivery, OutgoingMessage, PortError, QueueName};
+use como_ports::{Backend, CreateOutcome, Delivery, OutgoingMessage, PortError, QueueName, trace};
 use como_schemas::{
     BookingRejected, BookingRequested, GuestContact, InvalidInput, SagaId, SchemaVersion,
-    parse_booking_request,
+    Timestamp, parse_booking_request,
 };
+use tracing::Instrument;
 
 use crate::advance::{Applied, RuntimeError, effects_of};
 use crate::catalogue::VenueCatalogue;
@@ -28,11 +29,18 @@ pub enum IntakeOutcome {
 /// Returns the id of the saga it will run as.
 pub async fn submit(ports: &Backend, request: &BookingRequested) -> Result<SagaId, RuntimeError> {
     let body = serde_json::to_string(request)?;
-    ports
-        .queue
-        .send(QueueName::Requests, vec![OutgoingMessage::new(body)])
-        .await?;
-    Ok(request.saga_id())
+    let saga = request.saga_id();
+    let span =
+        tracing::info_span!("submit", saga_id = %saga, trace_id = %trace::trace_id_hex(saga));
+    trace::join_saga(&span, saga);
+    async {
+        let mut message = OutgoingMessage::new(body);
+        trace::inject(&mut message.attributes);
+        ports.queue.send(QueueName::Requests, vec![message]).await
+    }
+    .instrument(span)
+    .await?;
+    Ok(saga)
 }
 
 /// Handle one message from the request queue.
@@ -47,6 +55,32 @@ pub async fn handle_request(
         catalogue.check(&r)?;
         Ok(r)
     });
+    let span = trace::receive_span(
+        QueueName::Requests,
+        delivery,
+        parsed.as_ref().ok().map(BookingRequested::saga_id),
+    );
+    let outcome = intake(ports, delivery, parsed, now)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "outcome",
+        match &outcome {
+            Ok(IntakeOutcome::Started(_)) => "started",
+            Ok(IntakeOutcome::Duplicate(_)) => "duplicate",
+            Ok(IntakeOutcome::Rejected(_)) => "rejected",
+            Err(_) => "error",
+        },
+    );
+    outcome
+}
+
+async fn intake(
+    ports: &Backend,
+    delivery: &Delivery,
+    parsed: Result<BookingRequested, InvalidInput>,
+    now: Timestamp,
+) -> Result<IntakeOutcome, RuntimeError> {
     let request = match parsed {
         Ok(r) => r,
         Err(invalid) => {
@@ -65,22 +99,28 @@ pub async fn handle_request(
         }
     };
     let ack = Some((QueueName::Requests, delivery.receipt.clone()));
+    let effects = effects_of(&decision, ack)?;
+    let persist = tracing::info_span!("persist", version = 0, commands = decision.commands.len());
     match ports
         .store
-        .create(&decision.state, effects_of(&decision, ack)?)
+        .create(&decision.state, effects)
+        .instrument(persist)
         .await?
     {
-        CreateOutcome::Created { version } => Ok(IntakeOutcome::Started(Box::new(Applied {
-            sent: decision
-                .commands
-                .iter()
-                .map(|c| c.command_id.clone())
-                .collect(),
-            state: decision.state,
-            version,
-            replied: None,
-            late_effects_undone: 0,
-        }))),
+        CreateOutcome::Created { version } => {
+            trace::start_booking(saga_id, decision.state.request.request_id.as_str());
+            Ok(IntakeOutcome::Started(Box::new(Applied {
+                sent: decision
+                    .commands
+                    .iter()
+                    .map(|c| c.command_id.clone())
+                    .collect(),
+                state: decision.state,
+                version,
+                replied: None,
+                late_effects_undone: 0,
+            })))
+        }
         CreateOutcome::Exists => {
             // Nothing was written. Only now is the stored saga read (a repeat is rare), and
             // never written: whatever the verdict, the first saga stays as it is. Every store

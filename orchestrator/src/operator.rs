@@ -230,7 +230,30 @@ pub async fn act(
         &action_id,
     )
     .await?;
-    let result = apply(ports, saga, action, who, why, action_id).await;
+    // The action is part of the saga's trace, under its root, however long after the booking.
+    let span = tracing::error_span!(
+        "operator",
+        saga_id = %saga,
+        trace_id = %como_ports::trace::trace_id_hex(saga),
+        action = action.as_str(),
+        action_id = %action_id,
+        outcome = tracing::field::Empty,
+    );
+    como_ports::trace::join_saga(&span, saga);
+    let result = tracing::Instrument::instrument(
+        apply(ports, saga, action, who, why, action_id),
+        span.clone(),
+    )
+    .await;
+    span.record(
+        "outcome",
+        match &result {
+            Ok(done) if done.repeated => "repeated",
+            Ok(_) => "applied",
+            Err(OperatorError::Refused { .. } | OperatorError::NotFound(_)) => "refused",
+            Err(_) => "failed",
+        },
+    );
     match &result {
         Ok(done) => {
             let outcome = if done.repeated {
@@ -337,7 +360,6 @@ async fn apply(
     };
     tracing::info!(
         saga = %saga,
-        operator = %who,
         reason = why,
         action = action.as_str(),
         action_id = %outcome.action_id,

@@ -3,8 +3,9 @@
 //! orchestrator.
 
 use como_engine::Input;
-use como_ports::{Backend, Delivery, QueueName};
+use como_ports::{Backend, Delivery, QueueName, trace};
 use como_schemas::{InvalidInput, WorkerReply};
+use tracing::Instrument;
 
 use crate::advance::{Advanced, Applied, RuntimeError, advance_with};
 use crate::cache::RememberingStore;
@@ -23,7 +24,40 @@ pub(crate) async fn handle_reply_with(
     cache: Option<&RememberingStore>,
     delivery: &Delivery,
 ) -> Result<Option<Box<Applied>>, RuntimeError> {
-    let reply: WorkerReply = match InvalidInput::parse_json(delivery.body.as_bytes()) {
+    let parsed = InvalidInput::parse_json::<WorkerReply>(delivery.body.as_bytes());
+    let span = trace::receive_span(
+        QueueName::Replies,
+        delivery,
+        parsed.as_ref().ok().map(|r| r.saga_id),
+    );
+    if let Ok(reply) = &parsed
+        && !span.is_disabled()
+    {
+        span.record("step", reply.step.as_str());
+        span.record("kind", reply.kind.as_str());
+        span.record("attempt", reply.attempt);
+    }
+    let result = apply(ports, cache, delivery, parsed)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "outcome",
+        match &result {
+            Ok(Some(_)) => "applied",
+            Ok(None) => "unchanged",
+            Err(_) => "error",
+        },
+    );
+    result
+}
+
+async fn apply(
+    ports: &Backend,
+    cache: Option<&RememberingStore>,
+    delivery: &Delivery,
+    parsed: Result<WorkerReply, InvalidInput>,
+) -> Result<Option<Box<Applied>>, RuntimeError> {
+    let reply = match parsed {
         Ok(r) => r,
         Err(invalid) => {
             dead_letter(ports, delivery, &format!("unreadable reply: {invalid}")).await?;

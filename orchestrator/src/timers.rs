@@ -3,8 +3,9 @@
 //! or that fires early, is harmless: the engine acts only on what is due.
 
 use como_engine::Input;
-use como_ports::Backend;
+use como_ports::{Backend, trace};
 use futures::StreamExt;
+use tracing::Instrument;
 
 use crate::advance::{Advanced, Observer, RuntimeError, advance_with};
 use crate::cache::RememberingStore;
@@ -31,17 +32,37 @@ pub(crate) async fn sweep_observed(
     let due = ports.store.due(ports.clock.now(), limit).await?;
     let n = due.len();
     futures::stream::iter(due)
-        .for_each_concurrent(concurrency, |saga_id| async move {
-            match advance_with(ports, cache, saga_id, &Input::Timer, None).await {
-                Ok(Advanced::Applied(applied)) => {
-                    if let Some(observe) = observer {
-                        observe(&applied);
+        .for_each_concurrent(concurrency, |saga_id| {
+            // A timer's work (a retry, a time-out, a reconciliation, a late-effect audit) has
+            // no message to take a parent from: it hangs under the saga's root.
+            let span = tracing::error_span!(
+                "timer",
+                saga_id = %saga_id,
+                trace_id = %trace::trace_id_hex(saga_id),
+                outcome = tracing::field::Empty,
+            );
+            trace::join_saga(&span, saga_id);
+            let work = async move {
+                let outcome = match advance_with(ports, cache, saga_id, &Input::Timer, None).await {
+                    Ok(Advanced::Applied(applied)) => {
+                        if let Some(observe) = observer {
+                            observe(&applied);
+                        }
+                        "applied"
                     }
-                }
-                Ok(Advanced::Unchanged | Advanced::NoSaga) => {}
-                Ok(Advanced::Refused(e)) => tracing::warn!(%saga_id, error = %e, "timer refused"),
-                Err(e) => tracing::warn!(%saga_id, error = %e, "timer failed; it stays due"),
-            }
+                    Ok(Advanced::Unchanged | Advanced::NoSaga) => "nothing due",
+                    Ok(Advanced::Refused(e)) => {
+                        tracing::warn!(error = %e, "timer refused");
+                        "refused"
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "timer failed; it stays due");
+                        "error"
+                    }
+                };
+                tracing::Span::current().record("outcome", outcome);
+            };
+            work.instrument(span)
         })
         .await;
     Ok(n)

@@ -265,6 +265,7 @@ fn event(state: &SagaState, seq: u32) -> SagaEvent {
         saga_id: state.saga_id,
         request_id: state.request.request_id.clone(),
         at: state.updated_at,
+        traceparent: None,
         body: como_schemas::events::SagaEventBody::StepCompleted {
             step: state.steps[0].name.clone(),
             attempt: seq,

@@ -35,6 +35,7 @@ pub mod queue;
 pub mod records;
 pub mod secrets;
 pub mod store;
+pub mod trace;
 
 pub use audit::{AuditEntry, AuditLog, AuditOutcome, AuditPage, AuditQuery};
 pub use bus::EventBus;

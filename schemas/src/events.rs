@@ -21,6 +21,11 @@ pub struct SagaEvent {
     pub saga_id: SagaId,
     pub request_id: RequestId,
     pub at: Timestamp,
+    /// The W3C trace context of the work that produced the event, when traces are exported:
+    /// a consumer continues the booking's trace from it (EventBridge has no message
+    /// attributes to carry it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     #[serde(flatten)]
     pub body: SagaEventBody,
 }

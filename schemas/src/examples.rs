@@ -203,6 +203,7 @@ pub fn all_events(request: &BookingRequested) -> Vec<SagaEvent> {
             saga_id: request.saga_id(),
             request_id: request.request_id.clone(),
             at: Timestamp::from_millis(1_780_000_000_000 + i as i64),
+            traceparent: None,
             body,
         })
         .collect()

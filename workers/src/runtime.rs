@@ -25,10 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use como_ports::consumer::{ConsumeOptions, consume};
-use como_ports::{Backend, Clock, Delivery, OutgoingMessage, PortError, QueueName, SystemClock};
+use como_ports::{
+    Backend, Clock, Delivery, OutgoingMessage, PortError, QueueName, SystemClock, trace,
+};
 use como_schemas::{InvalidInput, ReplyOutcome, SchemaVersion, WorkerCommand, WorkerReply};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::breaker::BreakerSnapshot;
 use crate::clients::Deadline;
@@ -302,9 +305,38 @@ impl WorkerRuntime {
 
     /// Answer one delivery.
     pub async fn handle(&self, delivery: &Delivery) -> Result<(), PortError> {
+        let parsed = InvalidInput::parse_json::<WorkerCommand>(delivery.body.as_bytes());
+        let span = trace::receive_span(
+            self.queue(),
+            delivery,
+            parsed.as_ref().ok().map(|c| c.saga_id),
+        );
+        if let Ok(command) = &parsed
+            && !span.is_disabled()
+        {
+            span.record("step", command.step.as_str());
+            span.record("kind", command.kind.as_str());
+            span.record("attempt", command.attempt);
+            span.record("operation", tracing::field::debug(command.operation.kind()));
+        }
+        let result = self
+            .handle_parsed(delivery, parsed)
+            .instrument(span.clone())
+            .await;
+        if result.is_err() {
+            span.record("outcome", "error");
+        }
+        result
+    }
+
+    async fn handle_parsed(
+        &self,
+        delivery: &Delivery,
+        parsed: Result<WorkerCommand, InvalidInput>,
+    ) -> Result<(), PortError> {
         let queue = self.queue();
         let ack = Some((queue, delivery.receipt.clone()));
-        let command: WorkerCommand = match InvalidInput::parse_json(delivery.body.as_bytes()) {
+        let command: WorkerCommand = match parsed {
             Ok(c) => c,
             Err(invalid) => {
                 bump(&self.stats.dead_lettered);
@@ -335,7 +367,8 @@ impl WorkerRuntime {
         let key = command.command_id.as_str();
         if let Some(recorded) = self.ports.records.get(key).await? {
             bump(&self.stats.replayed);
-            let sends = vec![(QueueName::Replies, OutgoingMessage::new(recorded))];
+            tracing::Span::current().record("outcome", "replayed");
+            let sends = vec![(QueueName::Replies, traced(recorded))];
             return self.ports.records.complete(None, sends, ack).await;
         }
         let now = self.ports.clock.now();
@@ -384,6 +417,7 @@ impl WorkerRuntime {
         } = self.handler.availability()
         {
             bump(&self.stats.parked);
+            tracing::Span::current().record("outcome", "parked");
             self.stats.wait(
                 command.command_id.as_str(),
                 command.deadline.as_millis(),
@@ -445,7 +479,7 @@ impl WorkerRuntime {
         };
         let body = serde_json::to_string(&reply)
             .map_err(|e| PortError::Invalid(format!("cannot encode a reply: {e}")))?;
-        Ok(OutgoingMessage::new(body))
+        Ok(traced(body))
     }
 
     /// Record the reply under the command id, send it, acknowledge the command: together.
@@ -455,6 +489,7 @@ impl WorkerRuntime {
         outcome: ReplyOutcome,
         ack: Option<(QueueName, como_ports::Receipt)>,
     ) -> Result<(), PortError> {
+        tracing::Span::current().record("outcome", outcome_name(&outcome));
         let recorded = !(matches!(outcome, ReplyOutcome::Succeeded { .. })
             && command.operation.kind().repeats_safely());
         let message = self.reply_message(command, outcome)?;
@@ -467,6 +502,26 @@ impl WorkerRuntime {
                 ack,
             )
             .await
+    }
+}
+
+/// A reply, carrying the context of the command's span (the orchestrator's span for the reply
+/// becomes its child).
+fn traced(body: String) -> OutgoingMessage {
+    let mut m = OutgoingMessage::new(body);
+    trace::inject(&mut m.attributes);
+    m
+}
+
+/// How a span names a reply's outcome.
+fn outcome_name(outcome: &ReplyOutcome) -> &'static str {
+    match outcome {
+        ReplyOutcome::Succeeded { .. } => "succeeded",
+        ReplyOutcome::BusinessFailure { .. } => "business_failure",
+        ReplyOutcome::RetryableFailure { .. } => "retryable_failure",
+        ReplyOutcome::UnknownOutcome { .. } => "unknown_outcome",
+        ReplyOutcome::NotApplied { .. } => "not_applied",
+        ReplyOutcome::Deferred { .. } => "deferred",
     }
 }
 

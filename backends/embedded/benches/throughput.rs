@@ -133,6 +133,7 @@ fn event(state: &SagaState) -> SagaEvent {
         saga_id: state.saga_id,
         request_id: state.request.request_id.clone(),
         at: state.updated_at,
+        traceparent: None,
         body: como_schemas::events::SagaEventBody::StepCompleted {
             step: state.steps[0].name.clone(),
             attempt: 1,

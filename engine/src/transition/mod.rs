@@ -366,6 +366,7 @@ impl<'a> Machine<'a> {
             saga_id: self.s.saga_id,
             request_id: self.s.request.request_id.clone(),
             at: self.now,
+            traceparent: None,
             body,
         });
     }

@@ -38,6 +38,7 @@ use como_schemas::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::breaker::{BreakerState, CircuitBreaker, Verdict};
 use crate::rate_limit::RateLimit;
@@ -418,10 +419,26 @@ where
     // Set by any attempt that may have landed: the call is then unknown unless a later attempt
     // settles it.
     let maybe_applied = AtomicBool::new(false);
+    let downstream = guards
+        .breaker
+        .as_ref()
+        .map(|b| b.name().to_owned())
+        .or_else(|| guards.rate_limit.as_ref().map(|l| l.name().to_owned()))
+        .unwrap_or_else(|| "downstream".to_owned());
+    let tries = std::sync::atomic::AtomicU32::new(0);
     let run_once = || {
         // Futures are lazy: nothing is sent until the guards below have let the attempt through.
         let fut = attempt();
-        async {
+        // One span per attempt within the call (the command's attempt is its parent's).
+        let span = tracing::info_span!(
+            "call",
+            otel.kind = "client",
+            downstream = downstream.as_str(),
+            call_attempt = tries.fetch_add(1, Ordering::Relaxed) + 1,
+            outcome = tracing::field::Empty,
+        );
+        let traced = span.clone();
+        let attempt = async {
             if let Some(limit) = &guards.rate_limit
                 && let Err(wait) = limit.acquire(deadline).await
             {
@@ -465,6 +482,19 @@ where
                     Err(t) => t.verdict,
                 });
             }
+            result
+        };
+        async move {
+            let result = attempt.instrument(traced).await;
+            span.record(
+                "outcome",
+                match &result {
+                    Ok(o) if o.is_success() => "success",
+                    Ok(_) => "refused",
+                    Err(t) if t.maybe_applied => "maybe_applied",
+                    Err(_) => "not_applied",
+                },
+            );
             result
         }
     };
