@@ -170,6 +170,9 @@ async fn a_booking_is_one_trace_through_the_orchestrator_and_both_workers() {
     telemetry.flush();
     let spans = exporter.get_finished_spans().unwrap();
 
+    if std::env::var("SHOW_TRACE").is_ok() {
+        show(&spans, retried);
+    }
     // The retried step: its reconciliation and its second attempt, each a worker's span whose
     // parent is the orchestrator's span that sent it, in the booking's trace.
     let trace = trace_of(&spans, retried);
@@ -249,4 +252,25 @@ async fn a_booking_is_one_trace_through_the_orchestrator_and_both_workers() {
     // A plain booking is one tree too, and no span of it strays into another trace.
     let trace = trace_of(&spans, plain);
     assert!(trace.contains_key("command"));
+}
+
+/// Prints a booking's trace as a tree (`SHOW_TRACE=1`), for the README's example.
+fn show(spans: &[SpanData], saga: SagaId) {
+    let trace = TraceId::from_bytes(*saga.as_uuid().as_bytes());
+    let mut mine: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.span_context.trace_id() == trace)
+        .collect();
+    mine.sort_by_key(|s| s.start_time);
+    fn walk(all: &[&SpanData], parent: SpanId, depth: usize) {
+        for s in all.iter().filter(|s| s.parent_span_id == parent) {
+            let fields: Vec<String> = ["queue", "step", "kind", "attempt", "downstream", "call_attempt", "outcome"]
+                .iter()
+                .filter_map(|k| attribute(s, k).map(|v| format!("{k}={v}")))
+                .collect();
+            eprintln!("{}{} {}", "  ".repeat(depth), s.name, fields.join(" "));
+            walk(all, s.span_context.span_id(), depth + 1);
+        }
+    }
+    walk(&mine, SpanId::INVALID, 0);
 }

@@ -145,6 +145,17 @@ pub fn span_counts() -> Option<Arc<SpanCounts>> {
     COUNTS.get().cloned()
 }
 
+/// The process's tracer provider, when spans are exported: [`flush`] reaches it from anywhere.
+static PROVIDER: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// Export the spans queued now and wait for it (`bench` does before it counts them). Call it
+/// outside an async context, or from a blocking task.
+pub fn flush() {
+    if let Some(p) = PROVIDER.get() {
+        let _ = p.force_flush();
+    }
+}
+
 /// Set up logs and, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
 /// is set, trace export. `role` names the process in its spans (`como.role`). An error is a
 /// configuration the operator must fix (an unknown protocol or sampler); the process then
@@ -245,6 +256,9 @@ pub fn init_with<E: SpanExporter + 'static>(
             .with_threads(false)
             .with_filter(traced)
     });
+    if let Some(p) = &provider {
+        let _ = PROVIDER.set(p.clone());
+    }
     let _ = tracing_subscriber::registry()
         .with(wire_cap)
         .with(fmt)

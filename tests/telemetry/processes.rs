@@ -415,6 +415,18 @@ fn trace_problems(spans: &[Received]) -> (usize, Vec<String>) {
     for s in spans {
         by_trace.entry(s.trace_id()).or_default().push(s);
     }
+    // Every span that names a saga is in the saga's trace.
+    for s in spans {
+        if let Some(saga_id) = s.attr("saga_id")
+            && s.trace_id() != saga_hex(&saga_id)
+        {
+            problems.push(format!(
+                "a `{}` span of saga {saga_id} is in trace {}, not in the saga's",
+                s.span.name,
+                s.trace_id()
+            ));
+        }
+    }
     let bookings: Vec<&Received> = spans.iter().filter(|s| s.span.name == "booking").collect();
     let mut sagas = BTreeSet::new();
     for booking in &bookings {
@@ -663,50 +675,36 @@ fn found_in(text: &str, needle: &str) -> Option<String> {
         .map(|l| l.chars().take(400).collect())
 }
 
-#[test]
-fn personal_data_never_reaches_logs_or_spans() {
+/// One run of the whole system for personal data: `up` logging everything in `up_format`,
+/// each guest's booking made through `como-saga submit` logging everything in `submit_format`,
+/// both exporting their spans over OTLP/HTTP.
+struct PiiRun {
+    label: String,
+    /// Each process's standard output and error, named.
+    outputs: Vec<(String, String)>,
+    spans: Vec<Received>,
+    census: String,
+    /// What would show that the guests' data was not really used, or not traced.
+    sanity: Vec<String>,
+    reservations: usize,
+    sagas: usize,
+    tail: String,
+}
+
+fn book_guests(up_format: &str, submit_format: &str, tag: &str, guests: &[Guest]) -> PiiRun {
     use como_schemas::{RequestId, SagaId};
     use como_simulators::seed;
 
-    let started = Instant::now();
+    let label = format!("`up` logging {up_format}, `submit` logging {submit_format}");
     let receiver = Receiver::start(Protocol::Http);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("como-saga.sqlite");
-    // Values no log line or span could hold by chance.
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        ^ u128::from(std::process::id());
-    let tag: String = format!("{:x}", nonce % 0xffff_ffff)
-        .chars()
-        .map(|c| match c {
-            // Letters only, so that a name is one word of letters.
-            '0'..='9' => (b'g' + (c as u8 - b'0')) as char,
-            c => c,
-        })
-        .collect();
-    let digits = |salt: u128| format!("{:07}", (nonce / 7 + salt * 7_919) % 10_000_000);
-    let guests = [
-        Guest {
-            first_name: format!("Quillonia{tag}"),
-            last_name: format!("Vexbrandt{tag}"),
-            phone: format!("+6598{}", digits(1)),
-            email: format!("quillonia.{tag}@example.org"),
-        },
-        Guest {
-            first_name: format!("Marisolde{tag}"),
-            last_name: format!("Oxenthwaite{tag}"),
-            phone: format!("+4479{}4", digits(2)),
-            email: format!("m.oxenthwaite.{tag}@example.net"),
-        },
-    ];
 
-    // The whole system, logging everything, as JSON lines.
+    // The whole system, logging everything.
     let mut cmd = como(dir.path(), &receiver);
     cmd.args([
         "--log-format",
-        "json",
+        up_format,
         "up",
         "--listen",
         "127.0.0.1:0",
@@ -717,9 +715,16 @@ fn personal_data_never_reaches_logs_or_spans() {
     let ready = Instant::now() + Duration::from_secs(60);
     while !up.stdout().contains("press Ctrl-C to stop") {
         if let Some(status) = up.child.try_wait().unwrap() {
-            panic!("`up` ended before it was up ({status}):\n{}", up.said(60));
+            panic!(
+                "{label}: `up` ended before it was up ({status}):\n{}",
+                up.said(60)
+            );
         }
-        assert!(Instant::now() < ready, "`up` is not up:\n{}", up.said(60));
+        assert!(
+            Instant::now() < ready,
+            "{label}: `up` is not up:\n{}",
+            up.said(60)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let sevenrooms = up
@@ -727,25 +732,25 @@ fn personal_data_never_reaches_logs_or_spans() {
         .lines()
         .find(|l| l.contains("SevenRooms simulator:"))
         .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        .unwrap_or_else(|| panic!("no SevenRooms URL:\n{}", up.said(20)));
+        .unwrap_or_else(|| panic!("{label}: no SevenRooms URL:\n{}", up.said(20)));
     assert!(
         sevenrooms.starts_with("http://127.0.0.1:"),
         "the simulator is not on 127.0.0.1: {sevenrooms}"
     );
 
-    // Each guest's booking through `submit`, logging everything for people.
+    // Each guest's booking, waited for.
     let today = chrono::Utc::now().date_naive();
     let mut submits = Vec::new();
     let mut sagas = Vec::new();
     let mut reservations = Vec::new();
     for (i, guest) in guests.iter().enumerate() {
-        let request_id = format!("pii-{tag}-{i}");
+        let request_id = format!("pii-{tag}-{up_format}-{i}");
         let date = today
             .checked_add_days(chrono::Days::new(3 + i as u64))
             .unwrap()
             .to_string();
         let mut cmd = como(dir.path(), &receiver);
-        cmd.args(["submit", "--database"])
+        cmd.args(["--log-format", submit_format, "submit", "--database"])
             .arg(&db)
             .args([
                 "--member",
@@ -778,21 +783,21 @@ fn personal_data_never_reaches_logs_or_spans() {
         let said = submit.stdout();
         assert!(
             status.success() && said.contains("confirmed"),
-            "guest {i}'s booking was not confirmed ({status}):\n{}\n{}",
+            "{label}: guest {i}'s booking was not confirmed ({status}):\n{}\n{}",
             submit.said(40),
             up.said(40)
         );
         let reservation = said
             .split(|c: char| c.is_whitespace() || c == ':')
             .find(|w| w.starts_with("res-"))
-            .unwrap_or_else(|| panic!("no reservation in {said:?}"))
+            .unwrap_or_else(|| panic!("{label}: no reservation in {said:?}"))
             .to_owned();
         reservations.push(reservation);
         sagas.push(SagaId::for_request(&RequestId::parse(&request_id).unwrap()).simple());
         submits.push(submit);
     }
 
-    // The bookings were made with SevenRooms: its ledger, as anyone outside reads it.
+    // SevenRooms' ledger, as anyone outside reads it.
     let ledger: serde_json::Value = receiver._runtime.block_on(async {
         let text = reqwest::Client::builder()
             .no_proxy()
@@ -811,51 +816,15 @@ fn personal_data_never_reaches_logs_or_spans() {
     let status = up.stop(Duration::from_secs(60));
     assert!(
         status.success(),
-        "`up` did not stop cleanly ({status}):\n{}",
+        "{label}: `up` did not stop cleanly ({status}):\n{}",
         up.said(40)
     );
     let spans = receiver.inbox.settle();
     let census = census(&receiver, &spans);
 
-    // Personal data: in no output of any process, in no span.
-    let mut outputs = vec![
-        ("`up` standard output".to_owned(), up.stdout()),
-        ("`up` standard error (JSON logs)".to_owned(), up.stderr()),
-    ];
-    for s in &submits {
-        outputs.push((format!("`{}` standard output", s.name), s.stdout()));
-        outputs.push((
-            format!("`{}` standard error (human logs)", s.name),
-            s.stderr(),
-        ));
-    }
-    let logged_lines: usize = outputs.iter().map(|(_, t)| t.lines().count()).sum();
-    let mut leaks = Vec::new();
-    for (g, guest) in guests.iter().enumerate() {
-        for (what, needle) in guest.needles() {
-            for (source, text) in &outputs {
-                if let Some(line) = found_in(text, &needle) {
-                    leaks.push(format!(
-                        "guest {g}'s {what} {needle:?} is in {source}: {line}"
-                    ));
-                }
-            }
-            for s in &spans {
-                if let Some(at) = found_in(&format!("{s:?}"), &needle) {
-                    leaks.push(format!(
-                        "guest {g}'s {what} {needle:?} is in a `{}` span (trace {}, role {}): {at}",
-                        s.span.name,
-                        s.trace_id(),
-                        s.resource_attr("como.role").unwrap_or_default()
-                    ));
-                }
-            }
-        }
-    }
-
-    // And the data was really used: each booking is in SevenRooms' ledger, and the trace of
-    // each saga was exported, with its call to SevenRooms, and joins across the processes
-    // (the request `submit` sent is the parent of the orchestrator's work on it).
+    // The data was really used: each booking is in SevenRooms' ledger, and each saga's trace
+    // was exported, with its call to SevenRooms, and joins across the processes (the request
+    // `submit` sent is the parent of the orchestrator's work on it).
     let mut sanity = Vec::new();
     let booked = ledger["reservations"]
         .as_array()
@@ -901,24 +870,145 @@ fn personal_data_never_reaches_logs_or_spans() {
     }
     let (traced, trace_problems) = trace_problems(&spans);
     sanity.extend(trace_problems);
+
+    let mut outputs = vec![
+        ("`up` standard output".to_owned(), up.stdout()),
+        (
+            format!("`up` standard error ({up_format} logs)"),
+            up.stderr(),
+        ),
+    ];
+    for s in &submits {
+        outputs.push((format!("`{}` standard output", s.name), s.stdout()));
+        outputs.push((
+            format!("`{}` standard error ({submit_format} logs)", s.name),
+            s.stderr(),
+        ));
+    }
+    PiiRun {
+        label,
+        outputs,
+        spans,
+        census,
+        sanity,
+        reservations: reservations.len(),
+        sagas: traced,
+        tail: up.said(20),
+    }
+}
+
+#[test]
+fn personal_data_never_reaches_logs_or_spans() {
+    let started = Instant::now();
+    // Values no log line or span could hold by chance.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        ^ u128::from(std::process::id());
+    let tag: String = format!("{:x}", nonce % 0xffff_ffff)
+        .chars()
+        .map(|c| match c {
+            // Letters only, so that a name is one word of letters.
+            '0'..='9' => (b'g' + (c as u8 - b'0')) as char,
+            c => c,
+        })
+        .collect();
+    let digits = |salt: u128| format!("{:07}", (nonce / 7 + salt * 7_919) % 10_000_000);
+    let guests = [
+        Guest {
+            first_name: format!("Quillonia{tag}"),
+            last_name: format!("Vexbrandt{tag}"),
+            phone: format!("+6598{}", digits(1)),
+            email: format!("quillonia.{tag}@example.org"),
+        },
+        Guest {
+            first_name: format!("Marisolde{tag}"),
+            last_name: format!("Oxenthwaite{tag}"),
+            phone: format!("+4479{}4", digits(2)),
+            email: format!("m.oxenthwaite.{tag}@example.net"),
+        },
+        Guest {
+            first_name: format!("Thadwick{tag}"),
+            last_name: format!("Pelloquin{tag}"),
+            phone: format!("+6193{}1", digits(3)),
+            email: format!("thadwick_{tag}@example.com"),
+        },
+        Guest {
+            first_name: format!("Ysoldine{tag}"),
+            last_name: format!("Grumbacher{tag}"),
+            phone: format!("+3367{}8", digits(4)),
+            email: format!("ysoldine+{tag}@example.org"),
+        },
+    ];
+    // JSON logs from the system and human ones from `submit`, then the other way round.
+    let runs = [
+        book_guests("json", "human", &tag, &guests[..2]),
+        book_guests("human", "json", &tag, &guests[2..]),
+    ];
+
+    // Personal data: in no output of any process, in no span, of either run.
+    let mut leaks = Vec::new();
+    let mut lines = 0;
+    let mut spans = 0;
+    for run in &runs {
+        lines += run
+            .outputs
+            .iter()
+            .map(|(_, t)| t.lines().count())
+            .sum::<usize>();
+        spans += run.spans.len();
+        for (g, guest) in guests.iter().enumerate() {
+            for (what, needle) in guest.needles() {
+                for (source, text) in &run.outputs {
+                    if let Some(line) = found_in(text, &needle) {
+                        leaks.push(format!(
+                            "{}: guest {g}'s {what} {needle:?} is in {source}: {line}",
+                            run.label
+                        ));
+                    }
+                }
+                for s in &run.spans {
+                    if let Some(at) = found_in(&format!("{s:?}"), &needle) {
+                        leaks.push(format!(
+                            "{}: guest {g}'s {what} {needle:?} is in a `{}` span (trace {}, \
+                             role {}): {at}",
+                            run.label,
+                            s.span.name,
+                            s.trace_id(),
+                            s.resource_attr("como.role").unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
     assert!(
         leaks.is_empty(),
-        "personal data reached the logs or the spans:\n  - {}\n{census}",
-        leaks.join("\n  - ")
+        "personal data reached the logs or the spans:\n  - {}\n{}",
+        leaks.join("\n  - "),
+        runs.iter()
+            .map(|r| format!("{}: {}", r.label, r.census))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    assert!(
-        sanity.is_empty(),
-        "no personal data was found, but the run does not show that it was looked for in the \
-         right place:\n  - {}\n{census}\n{}",
-        sanity.join("\n  - "),
-        up.said(20)
-    );
+    for run in &runs {
+        assert!(
+            run.sanity.is_empty(),
+            "{}: no personal data was found, but the run does not show that the guests' data \
+             was used and traced:\n  - {}\n{}\n{}",
+            run.label,
+            run.sanity.join("\n  - "),
+            run.census,
+            run.tail
+        );
+    }
     eprintln!(
-        "no personal data of {} guests in {logged_lines} lines of output at `trace` (JSON and \
-         human) or in {} spans of {traced} sagas; {} reservations made; took {:?}",
+        "no personal data of {} guests in {lines} lines of output at `trace` (JSON and human) \
+         or in {spans} spans of {} sagas; {} reservations made; took {:?}",
         guests.len(),
-        spans.len(),
-        reservations.len(),
+        runs.iter().map(|r| r.sagas).sum::<usize>(),
+        runs.iter().map(|r| r.reservations).sum::<usize>(),
         started.elapsed()
     );
 }

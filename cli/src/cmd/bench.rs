@@ -113,6 +113,12 @@ pub struct BenchReport {
     /// With --poll: what the dashboard's reads took while the bookings ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub polling: Option<PollFigures>,
+    /// When traces are exported (`OTEL_EXPORTER_OTLP_ENDPOINT`): spans exported per saga, and
+    /// spans dropped over the run (the collector slow or down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans_exported_per_saga: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans_dropped: Option<u64>,
 }
 
 /// A dashboard polling the API during the run.
@@ -480,7 +486,19 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
             )
         })
         .collect();
+    let spans = match como_app::telemetry::span_counts() {
+        Some(counts) if como_ports::trace::enabled() => {
+            tokio::task::spawn_blocking(como_app::telemetry::flush).await?;
+            Some((
+                counts.exported() as f64 / args.sagas.max(1) as f64,
+                counts.dropped(),
+            ))
+        }
+        _ => None,
+    };
     Ok(BenchReport {
+        spans_exported_per_saga: spans.map(|s| s.0),
+        spans_dropped: spans.map(|s| s.1),
         backend: format!("{:?}", settings.backend).to_lowercase(),
         sagas: args.sagas,
         concurrency: args.concurrency,
@@ -610,6 +628,9 @@ fn print_report(r: &BenchReport) {
     println!("peak memory:            {:.1} MiB", r.peak_rss_mib);
     if let Some(c) = r.commits_per_saga {
         println!("commits per saga:       {c:.2}");
+    }
+    if let (Some(per_saga), Some(dropped)) = (r.spans_exported_per_saga, r.spans_dropped) {
+        println!("spans exported per saga: {per_saga:.1} ({dropped} dropped)");
     }
     if let Some(poll) = &r.polling {
         println!(
