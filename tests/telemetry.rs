@@ -90,7 +90,7 @@ fn trace_of(spans: &[SpanData], saga: SagaId) -> BTreeMap<String, Vec<SpanData>>
     by_name
 }
 
-fn commands<'a>(trace: &'a BTreeMap<String, Vec<SpanData>>) -> Vec<&'a SpanData> {
+fn commands(trace: &BTreeMap<String, Vec<SpanData>>) -> Vec<&SpanData> {
     trace
         .get("command")
         .map(|v| v.iter().collect())
@@ -264,10 +264,18 @@ fn show(spans: &[SpanData], saga: SagaId) {
     mine.sort_by_key(|s| s.start_time);
     fn walk(all: &[&SpanData], parent: SpanId, depth: usize) {
         for s in all.iter().filter(|s| s.parent_span_id == parent) {
-            let fields: Vec<String> = ["queue", "step", "kind", "attempt", "downstream", "call_attempt", "outcome"]
-                .iter()
-                .filter_map(|k| attribute(s, k).map(|v| format!("{k}={v}")))
-                .collect();
+            let fields: Vec<String> = [
+                "queue",
+                "step",
+                "kind",
+                "attempt",
+                "downstream",
+                "call_attempt",
+                "outcome",
+            ]
+            .iter()
+            .filter_map(|k| attribute(s, k).map(|v| format!("{k}={v}")))
+            .collect();
             eprintln!("{}{} {}", "  ".repeat(depth), s.name, fields.join(" "));
             walk(all, s.span_context.span_id(), depth + 1);
         }

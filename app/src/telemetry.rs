@@ -472,17 +472,19 @@ impl<E: SpanExporter> DynExporter for E {
     }
 }
 
+// Each call goes to the boxed exporter (`**self`): the box is itself a `DynExporter` through
+// the blanket impl above, and `self.…` would call back into this impl for ever.
 impl SpanExporter for Box<dyn DynExporter> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.export_boxed(batch).await
+        (**self).export_boxed(batch).await
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.shutdown_boxed(timeout)
+        (**self).shutdown_boxed(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.set_resource_boxed(resource);
+        (**self).set_resource_boxed(resource);
     }
 }
 
