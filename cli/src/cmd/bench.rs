@@ -468,6 +468,16 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     }
     app.close().await;
 
+    let spans = match como_app::telemetry::span_counts() {
+        Some(counts) if como_ports::trace::enabled() => {
+            tokio::task::spawn_blocking(como_app::telemetry::flush).await?;
+            Some((
+                counts.exported() as f64 / args.sagas.max(1) as f64,
+                counts.dropped(),
+            ))
+        }
+        _ => None,
+    };
     let f = lock(&recorder.figures);
     let steps = f
         .latency
@@ -486,16 +496,6 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
             )
         })
         .collect();
-    let spans = match como_app::telemetry::span_counts() {
-        Some(counts) if como_ports::trace::enabled() => {
-            tokio::task::spawn_blocking(como_app::telemetry::flush).await?;
-            Some((
-                counts.exported() as f64 / args.sagas.max(1) as f64,
-                counts.dropped(),
-            ))
-        }
-        _ => None,
-    };
     Ok(BenchReport {
         spans_exported_per_saga: spans.map(|s| s.0),
         spans_dropped: spans.map(|s| s.1),
