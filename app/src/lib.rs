@@ -331,6 +331,24 @@ impl Running {
                         histogram: None,
                     });
                 };
+            if let Some(counts) = telemetry::span_counts()
+                && como_ports::trace::enabled()
+            {
+                push(
+                    "trace_spans_exported",
+                    "Spans the collector took",
+                    Kind::Counter,
+                    vec![],
+                    counts.exported(),
+                );
+                push(
+                    "trace_spans_dropped",
+                    "Spans dropped: the export queue was full or the collector did not take them",
+                    Kind::Counter,
+                    vec![],
+                    counts.dropped(),
+                );
+            }
             if let Some(stats) = &orchestrator {
                 let s = stats.snapshot();
                 let help = "Inputs the orchestrator handled, by outcome";

@@ -165,13 +165,26 @@ pub async fn advance_with(
         };
         let def = definition_of(&stored.value)?;
         let decision = {
-            let _transition = tracing::info_span!(
+            // `to` and, for a compensated or cancelled saga under its late-effect audit, the
+            // audit's round: what a trace shows of the engine's step.
+            let span = tracing::info_span!(
                 "transition",
-                status = ?stored.value.status.kind(),
+                from = stored.value.status.kind().as_str(),
+                to = tracing::field::Empty,
+                audit_round = tracing::field::Empty,
                 version = stored.version,
-            )
-            .entered();
-            transition(&def, Some(&stored.value), input, ports.clock.now())
+            );
+            let _entered = span.enter();
+            let decision = transition(&def, Some(&stored.value), input, ports.clock.now());
+            if let Ok(d) = &decision
+                && !span.is_disabled()
+            {
+                span.record("to", d.state.status.kind().as_str());
+                if let Some(audit) = &d.state.audit {
+                    span.record("audit_round", audit.rounds + 1);
+                }
+            }
+            decision
         };
         let decision = match decision {
             Ok(d) => d,

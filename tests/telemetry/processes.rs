@@ -496,11 +496,41 @@ fn trace_problems(spans: &[Received]) -> (usize, Vec<String>) {
 // Every role's spans, one trace per booking
 // ---------------------------------------------------------------------------------------------
 
+/// The environment that puts a `como-saga` process on the AWS backend of the local
+/// AWS-compatible server, under `prefix`.
+fn on_aws(cmd: &mut Command, endpoint: &str, prefix: &str) {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("COMO_SAGA_BACKEND", "aws")
+        .env("COMO_SAGA_AWS_PREFIX", prefix);
+}
+
 fn up_demo_exports_every_roles_spans(protocol: Protocol) {
+    up_demo_exports_every_roles_spans_on(protocol, None);
+}
+
+fn up_demo_exports_every_roles_spans_on(protocol: Protocol, aws: Option<(&str, &str)>) {
     let started = Instant::now();
     let receiver = Receiver::start(protocol);
     let dir = tempfile::tempdir().unwrap();
+    if let Some((endpoint, prefix)) = aws {
+        let mut boot = como(dir.path(), &receiver);
+        boot.args(["infra", "bootstrap", "--backend", "aws"]);
+        on_aws(&mut boot, endpoint, prefix);
+        let mut boot = Run::spawn(boot, dir.path(), "bootstrap");
+        let status = boot.wait(Duration::from_secs(120));
+        assert!(
+            status.success(),
+            "infra bootstrap failed:\n{}",
+            boot.said(30)
+        );
+    }
     let mut cmd = como(dir.path(), &receiver);
+    if let Some((endpoint, prefix)) = aws {
+        on_aws(&mut cmd, endpoint, prefix);
+    }
     cmd.args([
         "up",
         "--demo",
@@ -518,6 +548,14 @@ fn up_demo_exports_every_roles_spans(protocol: Protocol) {
         "`up --demo 20 --exit-when-done` failed ({status}):\n{}",
         up.said(60)
     );
+    if let Some((_, prefix)) = aws {
+        let said = format!("{}{}", up.stdout(), up.stderr());
+        assert!(
+            said.contains(&format!("AWS deployment {prefix}")),
+            "`up` ran on the AWS deployment {prefix}:\n{}",
+            up.said(20)
+        );
+    }
     let took = up.started.elapsed();
     let stdout = up.stdout();
     let summary: serde_json::Value = stdout
@@ -592,6 +630,8 @@ fn up_demo_exports_every_roles_spans(protocol: Protocol) {
         .iter()
         .map(|s| s.resource_attr("como.role").unwrap_or_default())
         .collect();
+    // (The bootstrap's process, if any, has spans of its own; only `up`'s carry saga work.)
+    let roles: BTreeSet<String> = roles.into_iter().filter(|r| r != "cli").collect();
     if roles != BTreeSet::from(["up".to_owned()]) {
         problems.push(format!(
             "como.role should be \"up\" on every span's resource, is {roles:?}"
@@ -634,6 +674,15 @@ fn up_demo_exports_every_roles_spans_over_otlp_http() {
 #[test]
 fn up_demo_exports_every_roles_spans_over_otlp_grpc() {
     up_demo_exports_every_roles_spans(Protocol::Grpc);
+}
+
+/// The same on the AWS backend (SQS message attributes, the DynamoDB outbox), against the
+/// local AWS-compatible server.
+#[test]
+fn up_demo_on_the_aws_backend_exports_whole_traces() {
+    let moto = como_backend_aws::testing::moto();
+    let prefix = como_backend_aws::testing::unique_prefix("otel");
+    up_demo_exports_every_roles_spans_on(Protocol::Http, Some((&moto.endpoint, &prefix)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1010,5 +1059,135 @@ fn personal_data_never_reaches_logs_or_spans() {
         runs.iter().map(|r| r.sagas).sum::<usize>(),
         runs.iter().map(|r| r.reservations).sum::<usize>(),
         started.elapsed()
+    );
+}
+
+/// `up --demo` as a newcomer runs it, with `extra` environment; returns the run and its JSON
+/// summary once it exited 0.
+fn demo(
+    dir: &Path,
+    receiver: &Receiver,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Run, serde_json::Value) {
+    let mut cmd = como(dir, receiver);
+    cmd.args([
+        "up",
+        "--demo",
+        "30",
+        "--exit-when-done",
+        "--json",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-needs-operator",
+    ])
+    .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut up = Run::spawn(cmd, dir, "up");
+    let status = up.wait(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "`up --demo` failed ({status}):\n{}",
+        up.said(60)
+    );
+    let summary: serde_json::Value = up
+        .stdout()
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON summary on stdout:\n{}", up.said(60)));
+    (up, summary)
+}
+
+/// At the default log level, with `--log-format json`, an operator gets one JSON line per
+/// saga that compensates, with the step, code and reason, and the saga id and trace id of the
+/// work it happened in; every log line is JSON.
+#[test]
+fn json_logs_say_each_compensation_once_with_its_saga_and_trace() {
+    let receiver = Receiver::start(Protocol::Http);
+    let dir = tempfile::tempdir().unwrap();
+    // No trace export: the saga id and trace id are in the logs all the same.
+    let (up, summary) = demo(
+        dir.path(),
+        &receiver,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "")],
+        &["--log-format", "json"],
+    );
+    assert!(
+        receiver.inbox.spans().is_empty(),
+        "nothing is exported without an endpoint"
+    );
+    let compensated = summary["compensated"].as_u64().unwrap();
+    assert!(
+        compensated > 0,
+        "the demo compensates some bookings: {summary}"
+    );
+    let mut sagas = BTreeSet::new();
+    for line in up.stderr().lines().filter(|l| l.starts_with('{')) {
+        let log: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        if log["message"] != "saga compensating" {
+            continue;
+        }
+        for field in ["step", "code", "reason"] {
+            assert!(log[field].is_string(), "no {field} in {line}");
+        }
+        assert_eq!(log["level"], "INFO", "{line}");
+        let span = log["spans"]
+            .as_array()
+            .and_then(|spans| spans.iter().find(|s| s.get("saga_id").is_some()))
+            .unwrap_or_else(|| panic!("no span with the saga id in {line}"));
+        let saga = span["saga_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            span["trace_id"].as_str(),
+            Some(saga.replace('-', "").as_str()),
+            "the trace id is the saga id: {line}"
+        );
+        assert!(
+            sagas.insert(saga.clone()),
+            "saga {saga} said twice that it compensates"
+        );
+    }
+    assert_eq!(
+        sagas.len() as u64,
+        compensated,
+        "one line per compensated saga; stderr:\n{}",
+        up.said(40)
+    );
+}
+
+/// A collector that is down costs no booking and holds none up: every booking finishes, and
+/// the spans that could not be exported are counted and reported.
+#[test]
+fn a_collector_that_is_down_costs_no_booking() {
+    let receiver = Receiver::start(Protocol::Http);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let dir = tempfile::tempdir().unwrap();
+    let (up, summary) = demo(
+        dir.path(),
+        &receiver,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        &[],
+    );
+    assert_eq!(summary["in_flight"], 0, "{summary}");
+    assert_eq!(
+        summary["confirmed"].as_u64().unwrap()
+            + summary["compensated"].as_u64().unwrap()
+            + summary["needs_operator"].as_u64().unwrap()
+            + summary["cancelled"].as_u64().unwrap(),
+        summary["submitted"].as_u64().unwrap() - summary["rejected"].as_u64().unwrap(),
+        "{summary}"
+    );
+    let stderr = up.stderr();
+    assert!(
+        stderr.contains("spans were dropped"),
+        "the dropped spans are reported:\n{}",
+        up.said(20)
     );
 }

@@ -118,7 +118,7 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     say(format!(
         "como-saga is up on the {} backend ({})",
         format!("{:?}", settings.backend).to_lowercase(),
-        settings.database.display()
+        settings.store_location()
     ));
     say(format!(
         "  Memberson simulator:  {}  (ledger: {0}/_sim/ledger)",
