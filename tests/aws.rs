@@ -390,6 +390,7 @@ fn sure_bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
             time: SlotTime::parse("19:00").unwrap(),
             party_size: PartySize::new(2).unwrap(),
             quoted_credits: Credits::new(1_200).unwrap(),
+            traceparent: None,
             guest: GuestContact {
                 first_name: PersonName::parse("Test").unwrap(),
                 last_name: PersonName::parse(format!("Guest {tag} {i}")).unwrap(),

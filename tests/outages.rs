@@ -35,6 +35,7 @@ fn fair_weather_bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
             time: SlotTime::parse(["19:00", "19:30", "20:00"][(i / 10) % 3]).unwrap(),
             party_size: PartySize::new(2).unwrap(),
             quoted_credits: Credits::new(1_200).unwrap(),
+            traceparent: None,
             guest: GuestContact {
                 first_name: PersonName::parse("Test").unwrap(),
                 last_name: PersonName::parse(format!("Guest {i}")).unwrap(),

@@ -166,6 +166,15 @@ async fn a_booking_is_one_trace_through_the_orchestrator_and_both_workers() {
     assert_eq!(state.status.kind(), StatusKind::Compensated, "{state:?}");
     let (plain, state) = run(Vec::new()).await;
     assert_eq!(state.status.kind(), StatusKind::Confirmed, "{state:?}");
+    // A request sent as an event carries its submitter's context in its body: the booking's
+    // trace links to it.
+    let submitter = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut linked_request = bookings.next().unwrap();
+    linked_request.traceparent = Some(submitter.to_owned());
+    let linked = como_orchestrator::submit(&ports, &linked_request)
+        .await
+        .unwrap();
+    support::wait_all(&ports, &[linked], Duration::from_secs(60)).await;
     spawned.stop().await.unwrap();
     telemetry.flush();
     let spans = exporter.get_finished_spans().unwrap();
@@ -252,6 +261,17 @@ async fn a_booking_is_one_trace_through_the_orchestrator_and_both_workers() {
     // A plain booking is one tree too, and no span of it strays into another trace.
     let trace = trace_of(&spans, plain);
     assert!(trace.contains_key("command"));
+
+    let trace = trace_of(&spans, linked);
+    let request = &trace["request"][0];
+    assert!(
+        request
+            .links
+            .iter()
+            .any(|l| l.span_context.trace_id().to_string() == "4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the intake span links the submitter's trace: {:?}",
+        request.links
+    );
 }
 
 /// Prints a booking's trace as a tree (`SHOW_TRACE=1`), for the README's example.

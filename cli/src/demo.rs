@@ -121,6 +121,7 @@ pub fn bookings(
                 time: must(SlotTime::parse(time)),
                 party_size: party,
                 quoted_credits: must(Credits::new(quoted)),
+                traceparent: None,
                 guest: GuestContact {
                     first_name: must(PersonName::parse("Demo")),
                     last_name: must(PersonName::parse(format!("Guest {i}"))),

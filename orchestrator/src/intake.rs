@@ -60,6 +60,14 @@ pub async fn handle_request(
         delivery,
         parsed.as_ref().ok().map(BookingRequested::saga_id),
     );
+    // A request sent as an EventBridge event carries its submitter's context in its body.
+    if let Ok(BookingRequested {
+        traceparent: Some(traceparent),
+        ..
+    }) = &parsed
+    {
+        trace::link(&span, traceparent);
+    }
     let outcome = intake(ports, delivery, parsed, now)
         .instrument(span.clone())
         .await;
@@ -181,6 +189,7 @@ pub fn same_request(
                 phone,
                 email,
             },
+        traceparent: _,
     } = repeat;
     let differs = [
         ("request_id", *request_id != first.request_id),

@@ -143,6 +143,19 @@ pub fn join(span: &tracing::Span, saga: Option<SagaId>, attributes: &BTreeMap<St
     let _ = span.set_parent(parent);
 }
 
+/// Link `span` (created, not yet entered) to the context a `traceparent` names, when valid:
+/// a booking request sent as an event carries its submitter's context in its body.
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    if !enabled() {
+        return;
+    }
+    let mut attributes = BTreeMap::new();
+    attributes.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
+    if let Some(sc) = extract(&attributes) {
+        span.add_link(sc);
+    }
+}
+
 /// Make `span` part of saga `saga`'s trace, under its root: for work no message brought (a
 /// timer, an operator action, a submission).
 pub fn join_saga(span: &tracing::Span, saga: SagaId) {

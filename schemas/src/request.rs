@@ -36,6 +36,15 @@ pub struct BookingRequested {
     pub quoted_credits: Credits,
     /// Who the reservation is for.
     pub guest: GuestContact,
+    /// The submitter's W3C trace context, for a request sent as an EventBridge event (which
+    /// has no message attributes to carry it): the booking's trace links to it. Transport
+    /// metadata, not part of the booking: a repeat with another value is the same request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"),
+        length(max = 256)
+    )]
+    pub traceparent: Option<String>,
 }
 
 /// The guest named on the reservation. Personal data: never logged, never put in a span.
@@ -78,8 +87,35 @@ impl BookingRequested {
                 "must be greater than 0: an experience paid with credits has a price",
             ));
         }
+        if let Some(tp) = &self.traceparent
+            && !is_traceparent(tp)
+        {
+            return Err(InvalidInput::new(
+                "traceparent",
+                "must be a W3C traceparent: 2 hex digits of version, 32 of trace id, 16 of parent id \
+                 and 2 of flags, joined by '-' (for example \
+                 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01)",
+            ));
+        }
         Ok(())
     }
+}
+
+/// Whether `s` has the shape of a W3C `traceparent` (version 00's four fields; a later
+/// version may append fields after a '-').
+fn is_traceparent(s: &str) -> bool {
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let parts: Vec<&str> = s.splitn(5, '-').collect();
+    s.len() <= 256
+        && parts.len() >= 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
 /// Parse and validate a `BookingRequested` event from JSON. The error names the field and the

@@ -298,3 +298,23 @@ fn mutated_messages() -> impl Strategy<Value = Vec<u8>> {
             bytes
         })
 }
+
+#[test]
+fn a_traceparent_is_taken_when_well_formed_and_refused_by_name_otherwise() {
+    let mut doc = good();
+    doc["traceparent"] = json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let parsed = parse_booking_request(&serde_json::to_vec(&doc).unwrap(), today()).unwrap();
+    assert_eq!(
+        parsed.traceparent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    for bad in [
+        "",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+    ] {
+        doc["traceparent"] = json!(bad);
+        assert_eq!(refuse(&doc).field, "traceparent", "{bad:?}");
+    }
+}

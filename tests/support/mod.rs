@@ -225,6 +225,7 @@ pub fn bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
                 .checked_add_days(Days::new(1 + (i % 3) as u64))
                 .unwrap();
             BookingRequested {
+                traceparent: None,
                 schema_version: SchemaVersion::CURRENT,
                 request_id: RequestId::parse(format!("{tag}-{i}")).unwrap(),
                 member_no: MemberNo::parse(member).unwrap(),

@@ -710,6 +710,7 @@ fn bookings(
                     .unwrap_or_else(|e| unreachable!("{e}")),
                 party_size: party,
                 quoted_credits: Credits::new(price).unwrap_or_default(),
+                traceparent: None,
                 guest: GuestContact {
                     first_name: PersonName::parse("Chaos").unwrap_or_else(|e| unreachable!("{e}")),
                     last_name: PersonName::parse(format!("Guest {i}"))
