@@ -489,7 +489,7 @@ impl WorkerRuntime {
         outcome: ReplyOutcome,
         ack: Option<(QueueName, como_ports::Receipt)>,
     ) -> Result<(), PortError> {
-        tracing::Span::current().record("outcome", outcome_name(&outcome));
+        tracing::Span::current().record("outcome", outcome.label());
         let recorded = !(matches!(outcome, ReplyOutcome::Succeeded { .. })
             && command.operation.kind().repeats_safely());
         let message = self.reply_message(command, outcome)?;
@@ -511,18 +511,6 @@ fn traced(body: String) -> OutgoingMessage {
     let mut m = OutgoingMessage::new(body);
     trace::inject(&mut m.attributes);
     m
-}
-
-/// How a span names a reply's outcome.
-fn outcome_name(outcome: &ReplyOutcome) -> &'static str {
-    match outcome {
-        ReplyOutcome::Succeeded { .. } => "succeeded",
-        ReplyOutcome::BusinessFailure { .. } => "business_failure",
-        ReplyOutcome::RetryableFailure { .. } => "retryable_failure",
-        ReplyOutcome::UnknownOutcome { .. } => "unknown_outcome",
-        ReplyOutcome::NotApplied { .. } => "not_applied",
-        ReplyOutcome::Deferred { .. } => "deferred",
-    }
 }
 
 #[cfg(test)]
