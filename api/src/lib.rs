@@ -359,7 +359,7 @@ async fn submit_booking(
         .map_err(|invalid| ApiError::invalid(&invalid.field, &invalid.reason))?;
     let saga_id = request.saga_id();
     if let Some(existing) = state.reader.get(saga_id).await.map_err(ApiError::store)? {
-        if existing.value.request != request {
+        if como_orchestrator::intake::same_request(&existing.value.request, &request).is_err() {
             return Err(ApiError::conflict(format!(
                 "request id {} was used for another booking (saga {saga_id}); use a new request id",
                 request.request_id

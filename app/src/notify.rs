@@ -119,16 +119,30 @@ async fn handle(
             return;
         }
     };
+    // The notification's work is part of its saga's trace, and its log lines say whose.
+    let span = como_ports::trace::receive_span(q, &d, Some(event.saga_id));
+    tracing::Instrument::instrument(notify(queue, http, webhook, &d, &event), span).await;
+}
+
+async fn notify(
+    queue: &dyn como_ports::Queue,
+    http: &reqwest::Client,
+    webhook: Option<&Webhook>,
+    d: &Delivery,
+    event: &SagaEvent,
+) {
+    let q = QueueName::Notifications;
     let delivered = match webhook {
         None => {
-            tracing::debug!(saga = %event.saga_id, "no webhook configured: the notification is dropped");
+            tracing::debug!("no webhook configured: the notification is dropped");
             true
         }
-        Some(hook) => deliver(http, hook, &event, &d.body).await,
+        Some(hook) => deliver(http, hook, event, &d.body).await,
     };
+    tracing::Span::current().record("outcome", if delivered { "delivered" } else { "retrying" });
     if delivered {
         if let Err(e) = queue.delete(q, vec![d.receipt.clone()]).await {
-            tracing::warn!(error = %e, saga = %event.saga_id, "a delivered notification could not be deleted; it may be delivered again");
+            tracing::warn!(error = %e, "a delivered notification could not be deleted; it may be delivered again");
         }
     } else {
         let wait = backoff(d.receive_count);
@@ -155,15 +169,18 @@ async fn deliver(http: &reqwest::Client, hook: &Webhook, event: &SagaEvent, body
         .await;
     match answer {
         Ok(r) if r.status().is_success() => {
-            tracing::info!(saga = %event.saga_id, event = %event.event_id, "operator notified by webhook");
+            tracing::info!(event = %event.event_id, "operator notified by webhook");
             true
         }
         Ok(r) => {
-            tracing::warn!(saga = %event.saga_id, status = r.status().as_u16(), "the webhook refused a notification; it is tried again");
+            tracing::warn!(
+                status = r.status().as_u16(),
+                "the webhook refused a notification; it is tried again"
+            );
             false
         }
         Err(e) => {
-            tracing::warn!(saga = %event.saga_id, error = %e, "the webhook could not be reached; the notification is tried again");
+            tracing::warn!(error = %e, "the webhook could not be reached; the notification is tried again");
             false
         }
     }

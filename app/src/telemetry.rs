@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use como_ports::trace::SagaRatio;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
@@ -127,13 +128,20 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(p) = self.provider.take() {
             let _ = p.shutdown_with_timeout(Duration::from_secs(5));
-            let dropped = self.counts.dropped();
+            // Whatever did not reach the collector by now is lost: dropped, or still on its
+            // way to a collector that did not answer in time.
+            let ended = self.counts.ended.load(Ordering::Relaxed);
+            let dropped = ended.saturating_sub(self.counts.exported());
             if dropped > 0 {
                 eprintln!(
                     "warning: {dropped} spans were dropped (the collector was slow or down); {} were exported",
                     self.counts.exported()
                 );
             }
+        }
+        // After the last export; never blocks, even if dropped inside an async context.
+        if let Some(runtime) = self._runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -361,10 +369,9 @@ fn sampler_named(name: &str, arg: Option<&str>) -> Result<Sampler, String> {
         "always_on" => Sampler::AlwaysOn,
         "always_off" => Sampler::AlwaysOff,
         "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
-        "parentbased_traceidratio" => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?)))
-        }
+        // On the saga id's hash bits (see `SagaRatio`), not the SDK's `TraceIdRatioBased`.
+        "traceidratio" => Sampler::ParentBased(Box::new(SagaRatio(ratio()?))),
+        "parentbased_traceidratio" => Sampler::ParentBased(Box::new(SagaRatio(ratio()?))),
         other => {
             return Err(format!(
                 "OTEL_TRACES_SAMPLER {other:?} is not a known sampler"
@@ -517,7 +524,7 @@ mod tests {
         ));
         assert!(matches!(
             sampler_named("traceidratio", Some("0.25")),
-            Ok(Sampler::TraceIdRatioBased(r)) if (r - 0.25).abs() < 1e-9
+            Ok(Sampler::ParentBased(_))
         ));
         assert!(sampler_named("traceidratio", Some("2")).is_err());
         assert!(sampler_named("sometimes", None).is_err());

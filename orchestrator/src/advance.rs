@@ -269,13 +269,15 @@ pub async fn advance_with(
 /// Inside the work's span, so with the saga id and trace id. Reasons are the engine's and the
 /// workers' words about the call, never the request's personal fields.
 fn say_outcome(decision: &Decision) {
+    // A downstream's words may quote the request back: the guest's own fields are masked.
+    let scrub = |text: &str| mask_guest(text, &decision.state.request.guest);
     for event in &decision.events {
         match &event.body {
             SagaEventBody::BookingFailed { step, code, reason } => tracing::info!(
                 target: "saga",
                 step = step.as_str(),
                 code = code.as_str(),
-                reason = reason.as_str(),
+                reason = scrub(reason),
                 "saga compensating"
             ),
             SagaEventBody::SagaNeedsOperator {
@@ -286,7 +288,7 @@ fn say_outcome(decision: &Decision) {
                 target: "saga",
                 step = step.as_str(),
                 reason = ?reason,
-                detail = detail.as_str(),
+                detail = scrub(detail),
                 "saga needs an operator"
             ),
             _ => {}
@@ -294,7 +296,7 @@ fn say_outcome(decision: &Decision) {
     }
     for h in &decision.history {
         if h.kind == como_engine::HistoryKind::LateEffectUndone {
-            let detail = h.detail.as_deref().unwrap_or("");
+            let detail = scrub(h.detail.as_deref().unwrap_or(""));
             tracing::warn!(
                 target: "saga",
                 step = h.step.as_ref().map(|s| s.as_str()),
@@ -303,6 +305,26 @@ fn say_outcome(decision: &Decision) {
             );
         }
     }
+}
+
+/// `text` with the guest's name, phone (with and without its `+`) and e-mail replaced by
+/// `[guest]`: for what a log line quotes from a downstream's answer.
+pub(crate) fn mask_guest(text: &str, guest: &como_schemas::GuestContact) -> String {
+    let mut text = text.to_owned();
+    let phone = guest.phone.as_str();
+    let personal = [
+        Some(guest.first_name.as_str()),
+        Some(guest.last_name.as_str()),
+        Some(phone),
+        Some(phone.trim_start_matches('+')),
+        guest.email.as_ref().map(|e| e.as_str()),
+    ];
+    for value in personal.into_iter().flatten() {
+        if value.chars().count() >= 2 {
+            text = text.replace(value, "[guest]");
+        }
+    }
+    text
 }
 
 /// What the store must carry out with a decision: its commands go to their worker's queue,
@@ -350,4 +372,42 @@ pub fn effects_of(
         ack,
         answers: None,
     })
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_guest;
+
+    #[test]
+    fn a_downstream_message_quoting_the_guest_is_masked() {
+        let request = como_schemas::examples::booking_request(
+            "r-1",
+            chrono::NaiveDate::from_ymd_opt(2030, 1, 1).unwrap(),
+        );
+        let g = &request.guest;
+        let echoed = format!(
+            "invalid guest {} {} ({}, {}) phone {}",
+            g.first_name.as_str(),
+            g.last_name.as_str(),
+            g.phone.as_str().trim_start_matches('+'),
+            g.email.as_ref().map_or("", |e| e.as_str()),
+            g.phone.as_str(),
+        );
+        let masked = mask_guest(&echoed, g);
+        for value in [
+            g.first_name.as_str(),
+            g.last_name.as_str(),
+            g.phone.as_str(),
+        ] {
+            assert!(!masked.contains(value), "{masked}");
+        }
+        assert!(
+            !masked.contains(g.phone.as_str().trim_start_matches('+')),
+            "{masked}"
+        );
+        assert!(
+            masked.starts_with("invalid guest [guest] [guest]"),
+            "{masked}"
+        );
+    }
 }

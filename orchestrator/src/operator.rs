@@ -359,7 +359,7 @@ async fn apply(
         }
     };
     tracing::info!(
-        saga = %saga,
+        saga_id = %saga,
         reason = why,
         action = action.as_str(),
         action_id = %outcome.action_id,
@@ -394,7 +394,7 @@ pub async fn redrive(
             audit
                 .finish(ports, AuditOutcome::Applied, format!("{n} redriven"))
                 .await;
-            tracing::info!(operator = %who, reason = why, %queue, redriven = n, "dead letters redriven");
+            tracing::info!(reason = why, %queue, redriven = n, "dead letters redriven");
             Ok(n)
         }
         Err(e) => {

@@ -50,7 +50,7 @@ pub(crate) async fn sweep_observed(
                         }
                         "applied"
                     }
-                    Ok(Advanced::Unchanged | Advanced::NoSaga) => "nothing due",
+                    Ok(Advanced::Unchanged | Advanced::NoSaga) => "nothing_due",
                     Ok(Advanced::Refused(e)) => {
                         tracing::warn!(error = %e, "timer refused");
                         "refused"

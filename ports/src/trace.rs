@@ -74,6 +74,49 @@ fn root_span_id(saga: SagaId) -> SpanId {
     SpanId::from_bytes(folded.max(1).to_be_bytes())
 }
 
+/// A ratio sampler for trace ids that are saga ids. The SDK's `TraceIdRatioBased` reads the
+/// trace id's low 64 bits, whose top bits in a UUID v5 are the fixed variant bits `10`: it
+/// would sample no saga below a ratio of one half. This one reads the 56 bits after them,
+/// all of them hash. It decides on the trace id alone, so every process agrees on a booking.
+#[derive(Debug, Clone, Copy)]
+pub struct SagaRatio(pub f64);
+
+impl SagaRatio {
+    pub fn samples(&self, trace_id: TraceId) -> bool {
+        let bytes = trace_id.to_bytes();
+        let mut low = [0u8; 8];
+        low[1..].copy_from_slice(&bytes[9..16]);
+        let draw = u64::from_be_bytes(low);
+        let ratio = self.0.clamp(0.0, 1.0);
+        (draw as f64) < ratio * (1u64 << 56) as f64
+    }
+}
+
+impl ShouldSample for SagaRatio {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        _name: &str,
+        _span_kind: &SpanKind,
+        _attributes: &[opentelemetry::KeyValue],
+        _links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        let decision = if self.samples(trace_id) {
+            SamplingDecision::RecordAndSample
+        } else {
+            SamplingDecision::Drop
+        };
+        opentelemetry_sdk::trace::SamplingResult {
+            decision,
+            attributes: Vec::new(),
+            trace_state: parent_context
+                .map(|cx| cx.span().span_context().trace_state().clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Whether the deployment's sampler samples this saga's trace (a ratio sampler decides on the
 /// trace id alone, so every process agrees).
 fn sampled(saga: SagaId) -> bool {
@@ -298,13 +341,45 @@ struct AttributesMut<'a>(&'a mut BTreeMap<String, String>);
 
 impl Injector for AttributesMut<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_owned(), value);
+        // The propagator sets `tracestate` even when it is empty; SQS refuses a message
+        // attribute without a value.
+        if !value.is_empty() {
+            self.0.insert(key.to_owned(), value);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ratio_sampler_samples_its_share_of_sagas() {
+        let ids: Vec<TraceId> = (0..20_000)
+            .map(|i| {
+                let request = como_schemas::RequestId::parse(format!("r-{i}")).unwrap();
+                trace_id(SagaId::for_request(&request))
+            })
+            .collect();
+        for ratio in [0.0, 0.01, 0.1, 0.5, 0.9, 1.0] {
+            let sampler = SagaRatio(ratio);
+            let share =
+                ids.iter().filter(|t| sampler.samples(**t)).count() as f64 / ids.len() as f64;
+            assert!(
+                (share - ratio).abs() < 0.02,
+                "ratio {ratio}: {share} of the sagas sampled"
+            );
+        }
+    }
+
+    #[test]
+    fn no_injected_attribute_is_empty() {
+        let mut attributes = BTreeMap::new();
+        AttributesMut(&mut attributes).set(TRACESTATE, String::new());
+        AttributesMut(&mut attributes).set(TRACEPARENT, "00-1-2-01".to_owned());
+        assert_eq!(attributes.len(), 1);
+        assert!(attributes.values().all(|v| !v.is_empty()));
+    }
 
     #[test]
     fn a_sagas_trace_id_is_its_id_and_its_root_span_id_is_never_zero() {

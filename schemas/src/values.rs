@@ -14,6 +14,9 @@ use crate::SCHEMA_VERSION;
 
 /// Defines a string newtype whose every instance passed `$check`, with a JSON Schema that
 /// states the same rule.
+/// The newtypes that hold personal data: their refusals do not quote the value.
+const PERSONAL: [&str; 3] = ["PersonName", "Phone", "Email"];
+
 macro_rules! string_newtype {
     (
         $(#[$meta:meta])*
@@ -39,6 +42,11 @@ macro_rules! string_newtype {
                 }
                 let check: fn(&str) -> bool = $check;
                 if !check(&value) {
+                    // A guest's name, phone or e-mail is personal data: the refusal, which
+                    // reaches logs, dead letters and `BookingRejected`, never repeats it.
+                    if PERSONAL.contains(&stringify!($name)) {
+                        return Err(format!("the value given is not {}", $expected));
+                    }
                     return Err(format!("{:?} is not {}", value, $expected));
                 }
                 Ok(Self(value))

@@ -318,3 +318,21 @@ fn a_traceparent_is_taken_when_well_formed_and_refused_by_name_otherwise() {
         assert_eq!(refuse(&doc).field, "traceparent", "{bad:?}");
     }
 }
+
+#[test]
+fn a_refused_name_phone_or_email_is_not_quoted_in_the_refusal() {
+    for (field, value) in [
+        ("phone", "+65 8777 6655"),
+        ("email", "zyxwvu.guest-at-example"),
+        ("first_name", " Zyxwvu"),
+    ] {
+        let mut doc = good();
+        doc["guest"][field] = json!(value);
+        let err = refuse(&doc);
+        assert_eq!(err.field, format!("guest.{field}"), "{err}");
+        assert!(
+            !err.to_string().contains(value.trim()) && !err.to_string().contains("8777"),
+            "the refusal quotes the guest's {field}: {err}"
+        );
+    }
+}

@@ -33,6 +33,14 @@ use prost::Message;
 const BIN: &str = env!("CARGO_BIN_EXE_como-saga");
 const SERVICE: &str = "como-saga-test";
 
+/// The tests here each run the whole system as a process (some several): one at a time, so
+/// that two cores are not shared by several systems racing their timeouts.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The receiver
 // ---------------------------------------------------------------------------------------------
@@ -668,11 +676,13 @@ fn up_demo_exports_every_roles_spans_on(protocol: Protocol, aws: Option<(&str, &
 
 #[test]
 fn up_demo_exports_every_roles_spans_over_otlp_http() {
+    let _one = one_at_a_time();
     up_demo_exports_every_roles_spans(Protocol::Http);
 }
 
 #[test]
 fn up_demo_exports_every_roles_spans_over_otlp_grpc() {
+    let _one = one_at_a_time();
     up_demo_exports_every_roles_spans(Protocol::Grpc);
 }
 
@@ -680,6 +690,7 @@ fn up_demo_exports_every_roles_spans_over_otlp_grpc() {
 /// local AWS-compatible server.
 #[test]
 fn up_demo_on_the_aws_backend_exports_whole_traces() {
+    let _one = one_at_a_time();
     let moto = como_backend_aws::testing::moto();
     let prefix = como_backend_aws::testing::unique_prefix("otel");
     up_demo_exports_every_roles_spans_on(Protocol::Http, Some((&moto.endpoint, &prefix)));
@@ -948,6 +959,7 @@ fn book_guests(up_format: &str, submit_format: &str, tag: &str, guests: &[Guest]
 
 #[test]
 fn personal_data_never_reaches_logs_or_spans() {
+    let _one = one_at_a_time();
     let started = Instant::now();
     // Values no log line or span could hold by chance.
     let nonce = std::time::SystemTime::now()
@@ -1106,6 +1118,7 @@ fn demo(
 /// work it happened in; every log line is JSON.
 #[test]
 fn json_logs_say_each_compensation_once_with_its_saga_and_trace() {
+    let _one = one_at_a_time();
     let receiver = Receiver::start(Protocol::Http);
     let dir = tempfile::tempdir().unwrap();
     // No trace export: the saga id and trace id are in the logs all the same.
@@ -1162,12 +1175,32 @@ fn json_logs_say_each_compensation_once_with_its_saga_and_trace() {
 /// the spans that could not be exported are counted and reported.
 #[test]
 fn a_collector_that_is_down_costs_no_booking() {
-    let receiver = Receiver::start(Protocol::Http);
+    let _one = one_at_a_time();
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let endpoint = format!("http://127.0.0.1:{closed}");
+    collector_that_does_not_answer_costs_no_booking(format!("http://127.0.0.1:{closed}"));
+}
+
+/// The worse case: a collector that takes the connection and never answers. The exporter
+/// waits on it on its own thread; saga work does not.
+#[test]
+fn a_collector_that_never_answers_costs_no_booking() {
+    let _one = one_at_a_time();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    collector_that_does_not_answer_costs_no_booking(format!("http://127.0.0.1:{port}"));
+}
+
+fn collector_that_does_not_answer_costs_no_booking(endpoint: String) {
+    let receiver = Receiver::start(Protocol::Http);
     let dir = tempfile::tempdir().unwrap();
     let (up, summary) = demo(
         dir.path(),
@@ -1183,6 +1216,12 @@ fn a_collector_that_is_down_costs_no_booking() {
             + summary["cancelled"].as_u64().unwrap(),
         summary["submitted"].as_u64().unwrap() - summary["rejected"].as_u64().unwrap(),
         "{summary}"
+    );
+    // The demo takes seconds; the exit waits at most 5 s for the last export.
+    assert!(
+        up.started.elapsed() < Duration::from_secs(60),
+        "a collector that does not answer held the run up: {:?}",
+        up.started.elapsed()
     );
     let stderr = up.stderr();
     assert!(

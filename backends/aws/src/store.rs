@@ -739,7 +739,7 @@ impl AwsPorts {
         let at = found.as_ref().map(|f| f.version);
         if at == Some(version) && found.as_ref().and_then(|f| f.mark) == Some(mark) {
             tracing::info!(
-                saga = %id,
+                saga_id = %id,
                 version,
                 cause = %cause.as_ref().map_or("its condition failed on a retry".to_owned(), ToString::to_string),
                 "a saga write's answer was lost; the item holds it: it is done"
@@ -868,7 +868,7 @@ impl AwsPorts {
                 )
             }
             Some(p) => {
-                tracing::info!(saga = %id, version = stored.version, "re-sending an undelivered outbox");
+                tracing::info!(saga_id = %id, version = stored.version, "re-sending an undelivered outbox");
                 self.deliver(&p).await?;
                 self.store.delivered(id, stored.version);
                 (real_wake, true)
@@ -1333,7 +1333,7 @@ impl SagaWriter for AwsPorts {
         if live_timer || stored.known().pending.is_none() {
             return Ok(());
         }
-        tracing::info!(saga = %id, version = stored.version, "re-sending an outbox on a redelivered input");
+        tracing::info!(saga_id = %id, version = stored.version, "re-sending an outbox on a redelivered input");
         self.recover(stored, self.clock.now().as_millis(), true)
             .await
     }
@@ -1405,7 +1405,7 @@ impl SagaWriter for AwsPorts {
                 _ => {
                     if let Err(e) = self.recover(stored, now.as_millis(), false).await {
                         // It stays indexed; the next sweep tries again.
-                        tracing::warn!(saga = %id, error = %e, "cannot re-send an outbox yet");
+                        tracing::warn!(saga_id = %id, error = %e, "cannot re-send an outbox yet");
                     }
                 }
             }

@@ -489,7 +489,7 @@ where
             span.record(
                 "outcome",
                 match &result {
-                    Ok(o) if o.is_success() => "success",
+                    Ok(o) if o.is_success() => "succeeded",
                     Ok(_) => "refused",
                     Err(t) if t.maybe_applied => "maybe_applied",
                     Err(_) => "not_applied",
