@@ -239,7 +239,7 @@ async fn a_booking_is_one_trace_through_the_orchestrator_and_both_workers() {
             "a reply hangs from the worker's command span"
         );
     }
-    for name in ["request", "transition", "persist", "reply", "timer"] {
+    for name in ["request", "persist", "reply", "timer"] {
         assert!(
             trace.contains_key(name),
             "no {name} span in the booking's trace: {:?}",

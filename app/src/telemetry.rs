@@ -255,9 +255,10 @@ pub fn init_with<E: SpanExporter + 'static>(
             .build()
     });
     let traces = provider.as_ref().map(|p| {
-        let traced = TRACED.iter().fold(Targets::new(), |t, target| {
-            t.with_target(*target, LevelFilter::INFO)
-        });
+        let level = trace_level();
+        let traced = TRACED
+            .iter()
+            .fold(Targets::new(), |t, target| t.with_target(*target, level));
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("como-saga"))
             // What a span costs on the hot path: no source location, thread, target or
@@ -283,6 +284,20 @@ pub fn init_with<E: SpanExporter + 'static>(
         provider,
         counts,
         _runtime: None,
+    }
+}
+
+/// Which spans are exported: `COMO_SAGA_TRACE` (`info` by default: every unit of saga work;
+/// `debug` adds each engine transition).
+fn trace_level() -> LevelFilter {
+    match std::env::var("COMO_SAGA_TRACE") {
+        Err(_) => LevelFilter::INFO,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!(
+                "warning: COMO_SAGA_TRACE {v:?} is not a level (error, warn, info, debug, trace); using info"
+            );
+            LevelFilter::INFO
+        }),
     }
 }
 

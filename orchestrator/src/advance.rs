@@ -166,8 +166,10 @@ pub async fn advance_with(
         let def = definition_of(&stored.value)?;
         let decision = {
             // `to` and, for a compensated or cancelled saga under its late-effect audit, the
-            // audit's round: what a trace shows of the engine's step.
-            let span = tracing::info_span!(
+            // audit's round: what a trace shows of the engine's step. A `debug` span: the
+            // transition is microseconds of pure computation, and its outcome is on `persist`
+            // too; traces carry it with `COMO_SAGA_TRACE=debug`.
+            let span = tracing::debug_span!(
                 "transition",
                 from = stored.value.status.kind().as_str(),
                 to = tracing::field::Empty,
@@ -217,6 +219,7 @@ pub async fn advance_with(
         let persist = tracing::info_span!(
             "persist",
             version = stored.version,
+            to = decision.state.status.kind().as_str(),
             commands = decision.commands.len(),
             events = decision.events.len(),
             outcome = tracing::field::Empty,

@@ -539,6 +539,11 @@ fn up_demo_exports_every_roles_spans_on(protocol: Protocol, aws: Option<(&str, &
     if let Some((endpoint, prefix)) = aws {
         on_aws(&mut cmd, endpoint, prefix);
     }
+    // Engine transitions are `debug` spans: exported over HTTP here, not over gRPC.
+    let transitions = protocol == Protocol::Http && aws.is_none();
+    if transitions {
+        cmd.env("COMO_SAGA_TRACE", "debug");
+    }
     cmd.args([
         "up",
         "--demo",
@@ -586,18 +591,18 @@ fn up_demo_exports_every_roles_spans_on(protocol: Protocol, aws: Option<(&str, &
     // Every role: intake, the orchestrator, both workers and their calls downstream.
     let names: BTreeSet<&str> = spans.iter().map(|s| s.span.name.as_str()).collect();
     for needed in [
-        "submit",
-        "request",
-        "booking",
-        "reply",
-        "command",
-        "call",
-        "transition",
-        "persist",
+        "submit", "request", "booking", "reply", "command", "call", "persist",
     ] {
         if !names.contains(needed) {
             problems.push(format!("no `{needed}` span was received"));
         }
+    }
+    if names.contains("transition") != transitions {
+        problems.push(format!(
+            "`transition` spans were {}received with COMO_SAGA_TRACE={}",
+            if transitions { "not " } else { "" },
+            if transitions { "debug" } else { "unset" }
+        ));
     }
     let values = |name: &str, key: &str| -> BTreeSet<String> {
         spans
