@@ -120,7 +120,8 @@ async fn handle(
         }
     };
     // The notification's work is part of its saga's trace, and its log lines say whose.
-    let span = como_ports::trace::receive_span(q, &d, Some(event.saga_id));
+    let span =
+        como_ports::trace::receive_span(q, &d, como_ports::trace::Work::saga(Some(event.saga_id)));
     tracing::Instrument::instrument(notify(queue, http, webhook, &d, &event), span).await;
 }
 

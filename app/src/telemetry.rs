@@ -31,7 +31,7 @@ use opentelemetry_sdk::trace::{
     BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
 };
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -208,6 +208,15 @@ pub fn init_with<E: SpanExporter + 'static>(
         );
         EnvFilter::new(DEFAULT_FILTER)
     });
+    // The wire-level cap is part of the log layer's own filter, not a layer of its own: a
+    // global layer that enables what the log filter does not would make every disabled
+    // `debug!` in the program ask the filters again at each hit (the callsite's interest
+    // becomes "sometimes"), which costs throughput with telemetry off.
+    let wire_cap = WIRE_LEVEL.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::DEBUG),
+    );
+    let logs = logs.and(wire_cap);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
@@ -224,10 +233,6 @@ pub fn init_with<E: SpanExporter + 'static>(
             .with_filter(logs)
             .boxed(),
     };
-    let wire_cap = WIRE_LEVEL.iter().fold(
-        Targets::new().with_default(LevelFilter::TRACE),
-        |t, target| t.with_target(*target, LevelFilter::DEBUG),
-    );
     let provider = exporter.map(|exporter| {
         let sampler = sampler_from_env();
         como_ports::trace::install(sampler.clone());
@@ -276,7 +281,6 @@ pub fn init_with<E: SpanExporter + 'static>(
         let _ = PROVIDER.set(p.clone());
     }
     let _ = tracing_subscriber::registry()
-        .with(wire_cap)
         .with(fmt)
         .with(traces)
         .try_init();

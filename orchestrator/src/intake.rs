@@ -58,7 +58,7 @@ pub async fn handle_request(
     let span = trace::receive_span(
         QueueName::Requests,
         delivery,
-        parsed.as_ref().ok().map(BookingRequested::saga_id),
+        trace::Work::saga(parsed.as_ref().ok().map(BookingRequested::saga_id)),
     );
     // A request sent as an EventBridge event carries its submitter's context in its body.
     if let Ok(BookingRequested {

@@ -25,18 +25,17 @@ pub(crate) async fn handle_reply_with(
     delivery: &Delivery,
 ) -> Result<Option<Box<Applied>>, RuntimeError> {
     let parsed = InvalidInput::parse_json::<WorkerReply>(delivery.body.as_bytes());
-    let span = trace::receive_span(
-        QueueName::Replies,
-        delivery,
-        parsed.as_ref().ok().map(|r| r.saga_id),
-    );
-    if let Ok(reply) = &parsed
-        && !span.is_disabled()
-    {
-        span.record("step", reply.step.as_str());
-        span.record("kind", reply.kind.as_str());
-        span.record("attempt", reply.attempt);
-    }
+    let work = match &parsed {
+        Ok(r) => trace::Work {
+            saga: Some(r.saga_id),
+            step: Some(r.step.as_str()),
+            kind: Some(r.kind.as_str()),
+            attempt: Some(r.attempt),
+            operation: None,
+        },
+        Err(_) => trace::Work::default(),
+    };
+    let span = trace::receive_span(QueueName::Replies, delivery, work);
     let result = apply(ports, cache, delivery, parsed)
         .instrument(span.clone())
         .await;

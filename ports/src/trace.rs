@@ -62,8 +62,8 @@ pub fn trace_id(saga: SagaId) -> TraceId {
 }
 
 /// The trace id as logs and collectors print it: 32 lower-case hex digits.
-pub fn trace_id_hex(saga: SagaId) -> String {
-    saga.simple()
+pub fn trace_id_hex(saga: SagaId) -> impl std::fmt::Display {
+    saga.as_uuid().simple()
 }
 
 /// The span id of a saga's root span (`booking`): the two halves of the saga id folded, never
@@ -233,21 +233,27 @@ pub fn current_traceparent() -> Option<String> {
 pub fn receive_span(
     queue: crate::QueueName,
     delivery: &crate::Delivery,
-    saga: Option<SagaId>,
+    work: Work<'_>,
 ) -> tracing::Span {
+    // Every field is given here, at creation, rather than recorded afterwards: each record is
+    // one more formatting of the span's fields for the log layer, on every message.
+    let saga_id = work.saga.map(tracing::field::display);
+    let trace_id = work
+        .saga
+        .map(|s| tracing::field::display(s.as_uuid().simple()));
     macro_rules! receive {
         ($name:literal) => {
             tracing::error_span!(
                 $name,
                 queue = queue.as_str(),
-                message_id = %delivery.message_id,
+                message_id = delivery.message_id.as_str(),
                 receive_count = delivery.receive_count,
-                saga_id = tracing::field::Empty,
-                trace_id = tracing::field::Empty,
-                step = tracing::field::Empty,
-                attempt = tracing::field::Empty,
-                kind = tracing::field::Empty,
-                operation = tracing::field::Empty,
+                saga_id,
+                trace_id,
+                step = work.step,
+                attempt = work.attempt,
+                kind = work.kind,
+                operation = work.operation,
                 outcome = tracing::field::Empty,
             )
         };
@@ -259,20 +265,29 @@ pub fn receive_span(
         crate::QueueName::Commands(_) => receive!("command"),
         crate::QueueName::Notifications => receive!("notification"),
     };
-    if let Some(saga) = saga {
-        record_saga(&span, saga);
-    }
-    join(&span, saga, &delivery.attributes);
+    join(&span, work.saga, &delivery.attributes);
     span
 }
 
-/// Fill in a span's `saga_id` and `trace_id`.
-pub fn record_saga(span: &tracing::Span, saga: SagaId) {
-    if !span.is_disabled() {
-        span.record("saga_id", tracing::field::display(saga));
-        span.record("trace_id", trace_id_hex(saga));
+/// What a received message is about, as far as it could be read: the fields of its span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Work<'a> {
+    pub saga: Option<SagaId>,
+    pub step: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub attempt: Option<u32>,
+    pub operation: Option<&'a str>,
+}
+
+impl Work<'_> {
+    pub fn saga(saga: Option<SagaId>) -> Self {
+        Work {
+            saga,
+            ..Work::default()
+        }
     }
 }
+
 
 thread_local! {
     /// Ids the next span built on this thread must take (see [`SagaIds`]).
@@ -388,7 +403,7 @@ mod tests {
             trace_id(saga).to_string(),
             "6f1d35a29c1e4c4ba7c23f0e8b51d9a4"
         );
-        assert_eq!(trace_id_hex(saga), trace_id(saga).to_string());
+        assert_eq!(trace_id_hex(saga).to_string(), trace_id(saga).to_string());
         // Halves that fold to zero still give a valid span id.
         let folded = SagaId::parse("12345678-9abc-def0-1234-56789abcdef0").unwrap();
         assert_ne!(root_span_id(folded), SpanId::INVALID);

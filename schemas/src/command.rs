@@ -143,6 +143,22 @@ pub enum OperationKind {
 }
 
 impl OperationKind {
+    /// The operation as the wire spells it (`check_credits`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OperationKind::CheckCredits => "check_credits",
+            OperationKind::HoldSlot => "hold_slot",
+            OperationKind::ReleaseHold => "release_hold",
+            OperationKind::RedeemCredits => "redeem_credits",
+            OperationKind::VoidRedemption => "void_redemption",
+            OperationKind::ReplayRedemption => "replay_redemption",
+            OperationKind::BookExperience => "book_experience",
+            OperationKind::CancelReservation => "cancel_reservation",
+            OperationKind::FindReservation => "find_reservation",
+            OperationKind::PublishConfirmation => "publish_confirmation",
+        }
+    }
+
     /// The worker that runs it; `None` for what the orchestrator does itself.
     pub fn worker(&self) -> Option<Worker> {
         use OperationKind::*;
@@ -411,5 +427,31 @@ mod tests {
         assert_eq!(id.parts(), Some(("hold_slot", "compensation", 3)));
         let nonsense: CommandId = serde_json::from_str("\"nonsense\"").unwrap();
         assert_eq!(nonsense.parts(), None);
+    }
+}
+
+#[cfg(test)]
+mod operation_names {
+    use super::OperationKind;
+
+    #[test]
+    fn an_operations_name_is_its_wire_name() {
+        for op in [
+            OperationKind::CheckCredits,
+            OperationKind::HoldSlot,
+            OperationKind::ReleaseHold,
+            OperationKind::RedeemCredits,
+            OperationKind::VoidRedemption,
+            OperationKind::ReplayRedemption,
+            OperationKind::BookExperience,
+            OperationKind::CancelReservation,
+            OperationKind::FindReservation,
+            OperationKind::PublishConfirmation,
+        ] {
+            assert_eq!(
+                serde_json::to_value(op).unwrap(),
+                serde_json::Value::String(op.as_str().to_owned())
+            );
+        }
     }
 }

@@ -306,19 +306,17 @@ impl WorkerRuntime {
     /// Answer one delivery.
     pub async fn handle(&self, delivery: &Delivery) -> Result<(), PortError> {
         let parsed = InvalidInput::parse_json::<WorkerCommand>(delivery.body.as_bytes());
-        let span = trace::receive_span(
-            self.queue(),
-            delivery,
-            parsed.as_ref().ok().map(|c| c.saga_id),
-        );
-        if let Ok(command) = &parsed
-            && !span.is_disabled()
-        {
-            span.record("step", command.step.as_str());
-            span.record("kind", command.kind.as_str());
-            span.record("attempt", command.attempt);
-            span.record("operation", tracing::field::debug(command.operation.kind()));
-        }
+        let work = match &parsed {
+            Ok(c) => trace::Work {
+                saga: Some(c.saga_id),
+                step: Some(c.step.as_str()),
+                kind: Some(c.kind.as_str()),
+                attempt: Some(c.attempt),
+                operation: Some(c.operation.kind().as_str()),
+            },
+            Err(_) => trace::Work::default(),
+        };
+        let span = trace::receive_span(self.queue(), delivery, work);
         let result = self
             .handle_parsed(delivery, parsed)
             .instrument(span.clone())
