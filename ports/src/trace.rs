@@ -288,7 +288,6 @@ impl Work<'_> {
     }
 }
 
-
 thread_local! {
     /// Ids the next span built on this thread must take (see [`SagaIds`]).
     static NEXT_TRACE: Cell<Option<TraceId>> = const { Cell::new(None) };
