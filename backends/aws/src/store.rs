@@ -758,13 +758,27 @@ impl AwsPorts {
         }
     }
 
-    /// Events, then sends (so that a reply to a command proves the events went out).
+    /// Events, then sends (so that a reply to a command proves the events went out). An
+    /// `emit` span in the trace of the work that wrote the outbox (or of the sweep that
+    /// re-sends it).
     async fn deliver(&self, outbox: &Outbox) -> PortResult<()> {
-        self.publish_events(&outbox.events).await?;
-        for (queue, messages) in outbox.sends_by_queue() {
-            como_ports::Queue::send(self, queue, messages).await?;
-        }
-        Ok(())
+        let span = tracing::info_span!(
+            "emit",
+            version = outbox.version,
+            events = outbox.events.len(),
+            sends = outbox.sends.len(),
+        );
+        tracing::Instrument::instrument(
+            async {
+                self.publish_events(&outbox.events).await?;
+                for (queue, messages) in outbox.sends_by_queue() {
+                    como_ports::Queue::send(self, queue, messages).await?;
+                }
+                Ok(())
+            },
+            span,
+        )
+        .await
     }
 
     /// The history groups of a saga up to `version`, in a history item of their own; later
