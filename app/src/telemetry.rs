@@ -311,12 +311,16 @@ fn otlp_configured() -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
-type BoxedExporter = (Box<dyn DynExporter>, Option<tokio::runtime::Runtime>);
+/// The exporter (one type for both transports) and, for gRPC, the runtime that drives it.
+type OtlpExporter = (
+    opentelemetry_otlp::SpanExporter,
+    Option<tokio::runtime::Runtime>,
+);
 
 /// The OTLP exporter the environment asks for. The HTTP client is built on a thread of its own
 /// (a blocking client must not be built inside an async runtime); the gRPC channel on a small
 /// runtime of its own, which then drives the connection.
-fn otlp_exporter() -> anyhow::Result<BoxedExporter> {
+fn otlp_exporter() -> anyhow::Result<OtlpExporter> {
     use opentelemetry_otlp::{Protocol, WithExportConfig};
     let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
@@ -336,7 +340,7 @@ fn otlp_exporter() -> anyhow::Result<BoxedExporter> {
                     .build()
                     .context("cannot set up the OTLP/gRPC exporter")?
             };
-            Ok((Box::new(exporter), Some(runtime)))
+            Ok((exporter, Some(runtime)))
         }
         "http/protobuf" => {
             let exporter = std::thread::spawn(|| {
@@ -348,7 +352,7 @@ fn otlp_exporter() -> anyhow::Result<BoxedExporter> {
             .join()
             .map_err(|_| anyhow::anyhow!("the OTLP/HTTP exporter's set-up panicked"))?
             .context("cannot set up the OTLP/HTTP exporter")?;
-            Ok((Box::new(exporter), None))
+            Ok((exporter, None))
         }
         other => anyhow::bail!(
             "OTEL_EXPORTER_OTLP_PROTOCOL {other:?} is not supported: use \"http/protobuf\" (the default) or \"grpc\""
@@ -475,49 +479,6 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
-    }
-}
-
-/// The OTLP exporters have different types; one box over them.
-trait DynExporter: std::fmt::Debug + Send + Sync {
-    fn export_boxed(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = OTelSdkResult> + Send + '_>>;
-    fn shutdown_boxed(&self, timeout: Duration) -> OTelSdkResult;
-    fn set_resource_boxed(&mut self, resource: &Resource);
-}
-
-impl<E: SpanExporter> DynExporter for E {
-    fn export_boxed(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = OTelSdkResult> + Send + '_>> {
-        Box::pin(self.export(batch))
-    }
-
-    fn shutdown_boxed(&self, timeout: Duration) -> OTelSdkResult {
-        self.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource_boxed(&mut self, resource: &Resource) {
-        self.set_resource(resource);
-    }
-}
-
-// Each call goes to the boxed exporter (`**self`): the box is itself a `DynExporter` through
-// the blanket impl above, and `self.…` would call back into this impl for ever.
-impl SpanExporter for Box<dyn DynExporter> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        (**self).export_boxed(batch).await
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        (**self).shutdown_boxed(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        (**self).set_resource_boxed(resource);
     }
 }
 

@@ -54,6 +54,29 @@ pub struct Applied {
     pub late_effects_undone: u32,
 }
 
+impl Applied {
+    /// The transition `decision` as stored at `version`; `replied` is the command whose reply
+    /// it applied.
+    pub(crate) fn stored(decision: Decision, version: u64, replied: Option<CommandId>) -> Self {
+        let late_effects_undone = decision
+            .history
+            .iter()
+            .filter(|h| h.kind == como_engine::HistoryKind::LateEffectUndone)
+            .count() as u32;
+        Applied {
+            sent: decision
+                .commands
+                .iter()
+                .map(|c| c.command_id.clone())
+                .collect(),
+            state: decision.state,
+            version,
+            replied,
+            late_effects_undone,
+        }
+    }
+}
+
 /// Something in the same process that wants to see every stored transition (the benchmark,
 /// tests). Called after the write committed; must be quick.
 pub type Observer = std::sync::Arc<dyn Fn(&Applied) + Send + Sync>;
@@ -244,22 +267,9 @@ pub async fn advance_with(
                     Input::Reply { reply } => Some(reply.command_id.clone()),
                     _ => None,
                 };
-                let late_effects_undone = decision
-                    .history
-                    .iter()
-                    .filter(|h| h.kind == como_engine::HistoryKind::LateEffectUndone)
-                    .count() as u32;
-                return Ok(Advanced::Applied(Box::new(Applied {
-                    late_effects_undone,
-                    sent: decision
-                        .commands
-                        .iter()
-                        .map(|c| c.command_id.clone())
-                        .collect(),
-                    state: decision.state,
-                    version,
-                    replied,
-                })));
+                return Ok(Advanced::Applied(Box::new(Applied::stored(
+                    decision, version, replied,
+                ))));
             }
             UpdateOutcome::Conflict => continue,
         }

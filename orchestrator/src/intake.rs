@@ -117,17 +117,9 @@ async fn intake(
     {
         CreateOutcome::Created { version } => {
             trace::start_booking(saga_id, decision.state.request.request_id.as_str());
-            Ok(IntakeOutcome::Started(Box::new(Applied {
-                sent: decision
-                    .commands
-                    .iter()
-                    .map(|c| c.command_id.clone())
-                    .collect(),
-                state: decision.state,
-                version,
-                replied: None,
-                late_effects_undone: 0,
-            })))
+            Ok(IntakeOutcome::Started(Box::new(Applied::stored(
+                decision, version, None,
+            ))))
         }
         CreateOutcome::Exists => {
             // Nothing was written. Only now is the stored saga read (a repeat is rare), and
