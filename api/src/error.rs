@@ -16,7 +16,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `invalid`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `refused`,
-    /// `unavailable` or `internal`.
+    /// `unavailable`, `sevenrooms_unavailable` (with `Retry-After`) or `internal`.
     pub code: String,
     pub message: String,
     /// The input field at fault, for `invalid`.
@@ -31,6 +31,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// `Retry-After`, in seconds, for a 503 that knows when to try again.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -40,6 +42,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -80,6 +83,19 @@ impl ApiError {
             "unavailable",
             format!("the store or the queues did not answer: {cause}; try again"),
         )
+    }
+
+    /// SevenRooms cannot be read and nothing is cached: 503 `sevenrooms_unavailable`, with
+    /// `Retry-After`.
+    pub fn sevenrooms_unavailable(message: String, retry_after: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after.as_secs().max(1)),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sevenrooms_unavailable",
+                message,
+            )
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
@@ -125,6 +141,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

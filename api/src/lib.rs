@@ -17,6 +17,8 @@
 //! | `GET /openapi.json` | none | this API's OpenAPI document |
 //! | `GET /metrics` | none | Prometheus text: sagas by status, queue depths, dead letters, and the roles this process runs |
 //! | `POST /v1/bookings` | submitter | submit a booking (idempotent on its request id; 409 for a reused id) |
+//! | `GET /v1/experiences` | submitter | the venues bookable with credits: SevenRooms details and prices (cached; stale when SevenRooms is down) |
+//! | `GET /v1/experiences/{venue}/availability` | submitter | a venue's times on a date for a party, in the shifts sold for credits, with the price (cached for seconds; stale or 503 when SevenRooms is down) |
 //! | `GET /v1/sagas` | any | sagas by status, step and age, newest first, by pages |
 //! | `GET /v1/sagas/{id}` | any | one saga |
 //! | `GET /v1/sagas/{id}/history` | any | its history, oldest first, by pages |
@@ -38,6 +40,7 @@ pub mod auth;
 pub mod bulk;
 pub mod dashboard;
 pub mod error;
+pub mod experiences;
 pub mod live;
 pub mod metrics;
 
@@ -50,7 +53,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use como_engine::StatusKind;
-use como_orchestrator::VenueCatalogue;
+use como_orchestrator::LiveCatalogue;
 use como_orchestrator::operator::{self, OperatorAction, ResolvedOutcome};
 use como_orchestrator::view::{HistoryView, SagaView};
 use como_ports::{Backend, QueueName, SagaQuery, SagaReader, SagaSummary};
@@ -70,7 +73,9 @@ pub struct ApiState {
     ports: Backend,
     reader: Arc<dyn SagaReader>,
     verifier: Arc<Verifier>,
-    catalogue: Arc<VenueCatalogue>,
+    catalogue: LiveCatalogue,
+    /// Viewing experiences: the cache in front of SevenRooms, when this API reads one.
+    experiences: Option<Arc<experiences::ExperienceCache>>,
     previews: Arc<bulk::PreviewSigner>,
     process_metrics: Option<metrics::ProcessMetrics>,
     pulse: live::Pulse,
@@ -84,12 +89,13 @@ impl ApiState {
     pub fn new(
         ports: Backend,
         verifier: Verifier,
-        catalogue: VenueCatalogue,
+        catalogue: impl Into<LiveCatalogue>,
     ) -> Result<ApiState, String> {
         Ok(ApiState {
             reader: ports.reader(),
             verifier: Arc::new(verifier),
-            catalogue: Arc::new(catalogue),
+            catalogue: catalogue.into(),
+            experiences: None,
             previews: Arc::new(bulk::PreviewSigner::new()?),
             process_metrics: None,
             pulse: live::Pulse::new(ports.clone(), live::LiveConfig::default()),
@@ -102,6 +108,12 @@ impl ApiState {
     /// How often the dashboard's overview is read (the default: every 2 s while watched).
     pub fn with_live(mut self, config: live::LiveConfig) -> ApiState {
         self.pulse = live::Pulse::new(self.ports.clone(), config);
+        self
+    }
+
+    /// Serve `/v1/experiences` through `cache`.
+    pub fn with_experiences(mut self, cache: experiences::ExperienceCache) -> ApiState {
+        self.experiences = Some(Arc::new(cache));
         self
     }
 
@@ -126,6 +138,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics_text))
         .route("/v1/bookings", post(submit_booking))
+        .route("/v1/experiences", get(experiences::list_experiences))
+        .route(
+            "/v1/experiences/{venue_id}/availability",
+            get(experiences::venue_availability),
+        )
         .route("/v1/sagas", get(list_sagas))
         .route("/v1/sagas/{id}", get(show_saga))
         .route("/v1/sagas/{id}/history", get(saga_history))
@@ -177,7 +194,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     paths(
         healthz, readyz, metrics_text, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
         counts, stuck, latency, bulk_preview, bulk_execute, dead_letters, redrive, audit_list,
-        me, overview, live_stream
+        me, overview, live_stream, experiences::list_experiences, experiences::venue_availability
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, Health, BookingAccepted, SagaPage, HistoryPage,
@@ -186,7 +203,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
         bulk::ExecuteResult, AuditPageView, AuditItem, Latency, StepLatency, SagaView, HistoryView,
         SagaSummary, como_engine::SagaStatus, Me, live::Overview, live::Minute, live::Circuit,
-        live::QueueView
+        live::QueueView, experiences::ExperienceList, experiences::Experience,
+        experiences::AvailabilityView, experiences::ShiftTimes, experiences::TimeSlot,
+        experiences::Freshness
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -232,7 +251,7 @@ impl FromRequestParts<ApiState> for Caller {
 }
 
 /// Query parameters; a malformed one is 400 naming it, as JSON like every refusal.
-struct ApiQuery<T>(T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<ApiState> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -255,7 +274,7 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<ApiState> for ApiQu
 }
 
 /// 403 unless the caller holds one of `roles`.
-fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
+pub(crate) fn require(caller: &Caller, roles: &[Role]) -> Result<(), ApiError> {
     if caller.has_any(roles) {
         return Ok(());
     }
@@ -355,7 +374,7 @@ async fn submit_booking(
     require(&caller, &[Role::Submitter])?;
     let today = chrono::Utc::now().date_naive();
     let request = parse_booking_request(&body, today)
-        .and_then(|r| state.catalogue.check(&r).map(|()| r))
+        .and_then(|r| state.catalogue.current().venues.check(&r).map(|()| r))
         .map_err(|invalid| ApiError::invalid(&invalid.field, &invalid.reason))?;
     let saga_id = request.saga_id();
     if let Some(existing) = state.reader.get(saga_id).await.map_err(ApiError::store)? {

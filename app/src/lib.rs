@@ -12,6 +12,7 @@
 //!   and rate limits, the handlers, the orchestrator and the workers;
 //! - this file: [`App`], [`Roles`], [`Running`], and [`spawn_app`].
 
+pub mod experiences;
 pub mod notify;
 pub mod settings;
 pub mod stack;
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use como_orchestrator::runtime::OrchestratorStats;
-use como_orchestrator::{Observer, OrchestratorConfig};
+use como_orchestrator::{LiveCatalogue, Observer, OrchestratorConfig};
 use como_ports::Backend;
 use como_schemas::Worker;
 use como_simulators::{SimConfig, SimHandle, Simulators};
@@ -92,6 +93,9 @@ pub struct App {
     orchestrator_config: OrchestratorConfig,
     worker_config: WorkerConfig,
     webhook: Option<notify::Webhook>,
+    /// The venue catalogue this process follows in the store (see `como_orchestrator::catalogue`).
+    catalogue: LiveCatalogue,
+    following: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl App {
@@ -135,11 +139,30 @@ impl App {
         App {
             ports: backend.ports.clone(),
             webhook: settings.webhook.clone(),
+            catalogue: LiveCatalogue::pending(settings.venues.clone()),
+            following: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             settings,
             backend,
             orchestrator_config: OrchestratorConfig::default(),
             worker_config: WorkerConfig::default(),
         }
+    }
+
+    /// The venue catalogue this process uses: the store's, seeded from the settings' venues
+    /// when the store has none, and followed in the store from the first call on (one task per
+    /// process, until `shutdown`).
+    pub fn catalogue(&self, shutdown: &CancellationToken) -> LiveCatalogue {
+        if !self
+            .following
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(
+                self.catalogue
+                    .clone()
+                    .open_and_follow(self.ports.records.clone(), shutdown.clone()),
+            );
+        }
+        self.catalogue.clone()
     }
 
     /// Where the notifier (which runs with the orchestrator) delivers `SagaNeedsOperator`, in
@@ -202,18 +225,24 @@ impl App {
             tasks: Vec::new(),
         };
         if roles.orchestrator {
+            let catalogue = self.catalogue(shutdown);
             let mut orchestrator = como_orchestrator::Orchestrator::new(
                 self.ports.clone(),
-                self.settings.venues.clone(),
+                catalogue.clone(),
                 self.orchestrator_config.clone(),
             );
             if let Some(observer) = &observers.orchestrator {
                 orchestrator = orchestrator.with_observer(observer.clone());
             }
             running.orchestrator = Some(orchestrator.stats());
-            running
-                .tasks
-                .push(tokio::spawn(orchestrator.run(shutdown.clone())));
+            // It prices its first request with the store's catalogue, not the settings'.
+            let stop = shutdown.clone();
+            running.tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = catalogue.opened() => orchestrator.run(stop).await,
+                    _ = stop.cancelled() => {}
+                }
+            }));
             running.tasks.push(tokio::spawn(notify::run(
                 self.ports.clone(),
                 self.webhook.clone(),
@@ -248,9 +277,8 @@ impl App {
     ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
         let verifier = como_api::auth::Verifier::new(auth)
             .map_err(|e| anyhow::anyhow!("cannot check the API's tokens: {e}"))?;
-        let state =
-            como_api::ApiState::new(self.ports.clone(), verifier, self.settings.venues.clone())
-                .map_err(anyhow::Error::msg)?;
+        let state = como_api::ApiState::new(self.ports.clone(), verifier, self.catalogue(shutdown))
+            .map_err(anyhow::Error::msg)?;
         let state = match process {
             Some(metrics) => state.with_process_metrics(metrics),
             None => state,
@@ -265,6 +293,21 @@ impl App {
                 .dashboard_refresh
                 .max(std::time::Duration::from_secs(60)),
         });
+        let state = match experiences::SevenRoomsViews::new(
+            &self.settings,
+            self.ports.records.clone(),
+            self.ports.clock.clone(),
+        )? {
+            Some(source) => state.with_experiences(como_api::experiences::ExperienceCache::new(
+                Arc::new(source),
+                como_api::experiences::CacheConfig {
+                    details_ttl: self.settings.experiences.details,
+                    availability_ttl: self.settings.experiences.availability,
+                    ..como_api::experiences::CacheConfig::default()
+                },
+            )),
+            None => state,
+        };
         Ok(tokio::spawn(como_api::serve(
             listener,
             state,

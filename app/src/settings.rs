@@ -77,6 +77,19 @@ struct FileSettings {
     webhook: WebhookFile,
     #[serde(default)]
     dashboard: DashboardFile,
+    #[serde(default)]
+    experiences: ExperiencesFile,
+    /// How often `up` rotates the downstream tokens, e.g. `"12h"` (`"off"`: never).
+    rotate_tokens_every: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperiencesFile {
+    /// How long venue details read from SevenRooms are served from the cache, e.g. `"6h"`.
+    details_ttl: Option<String>,
+    /// How long a venue's availability is served from the cache, e.g. `"10s"`.
+    availability_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,7 +148,32 @@ pub struct Settings {
     pub dashboard_signin_url: Option<String>,
     /// How often the dashboard's overview is read while anyone watches.
     pub dashboard_refresh: std::time::Duration,
+    /// How long the API serves experiences from its cache.
+    pub experiences: ExperienceTtls,
+    /// How often `up` rotates the downstream tokens (none: never).
+    pub rotate_tokens_every: Option<std::time::Duration>,
 }
+
+/// How long the API's cache in front of SevenRooms serves each kind of value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExperienceTtls {
+    pub details: std::time::Duration,
+    pub availability: std::time::Duration,
+}
+
+impl Default for ExperienceTtls {
+    fn default() -> Self {
+        ExperienceTtls {
+            details: std::time::Duration::from_secs(6 * 3600),
+            availability: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// How often `up` rotates the tokens when nothing says: twice a day (a Memberson token lives
+/// a day).
+pub const DEFAULT_ROTATE_TOKENS_EVERY: std::time::Duration =
+    std::time::Duration::from_secs(12 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct MembersonTarget {
@@ -280,6 +318,8 @@ impl Settings {
             webhook: None,
             dashboard_signin_url: None,
             dashboard_refresh: DEFAULT_DASHBOARD_REFRESH,
+            experiences: ExperienceTtls::default(),
+            rotate_tokens_every: Some(DEFAULT_ROTATE_TOKENS_EVERY),
         }
     }
 
@@ -479,6 +519,36 @@ impl Settings {
             webhook: webhook(file.webhook)?,
             dashboard_refresh: dashboard_refresh(file.dashboard.refresh.as_deref())?,
             dashboard_signin_url: dashboard_signin_url(file.dashboard)?,
+            experiences: ExperienceTtls {
+                details: duration_setting(
+                    "COMO_SAGA_VIEW_DETAILS_TTL",
+                    file.experiences.details_ttl.as_deref(),
+                    ExperienceTtls::default().details,
+                    (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600)),
+                )?,
+                availability: duration_setting(
+                    "COMO_SAGA_VIEW_AVAILABILITY_TTL",
+                    file.experiences.availability_ttl.as_deref(),
+                    ExperienceTtls::default().availability,
+                    (Duration::from_millis(100), Duration::from_secs(3600)),
+                )?,
+            },
+            rotate_tokens_every: match env("COMO_SAGA_ROTATE_TOKENS_EVERY")
+                .or(file.rotate_tokens_every.clone())
+                .as_deref()
+                .map(str::trim)
+            {
+                Some("off") => None,
+                _ => Some(duration_setting(
+                    "COMO_SAGA_ROTATE_TOKENS_EVERY",
+                    file.rotate_tokens_every.as_deref(),
+                    DEFAULT_ROTATE_TOKENS_EVERY,
+                    (
+                        Duration::from_millis(100),
+                        Duration::from_secs(7 * 24 * 3600),
+                    ),
+                )?),
+            },
         };
         Ok((settings, defaulted))
     }
@@ -520,6 +590,30 @@ fn webhook(file: WebhookFile) -> anyhow::Result<Option<crate::notify::Webhook>> 
 }
 
 const DEFAULT_DASHBOARD_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+use std::time::Duration;
+
+/// A duration from the environment variable `name`, else the settings file's `file`, else
+/// `default`; refused, naming the variable, outside `range`.
+fn duration_setting(
+    name: &str,
+    file: Option<&str>,
+    default: Duration,
+    range: (Duration, Duration),
+) -> anyhow::Result<Duration> {
+    let Some(text) = env(name).or(file.map(str::to_owned)) else {
+        return Ok(default);
+    };
+    let value = parse_duration(text.trim()).map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}"))?;
+    if value < range.0 || value > range.1 {
+        anyhow::bail!(
+            "{name} {text:?}: give {} ms to {} s",
+            range.0.as_millis(),
+            range.1.as_secs()
+        );
+    }
+    Ok(value)
+}
 
 /// How often the dashboard's overview is read while anyone watches: `COMO_SAGA_DASHBOARD_REFRESH`
 /// (or `[dashboard] refresh`), 1 s to 5 min; 2 s when not given. On DynamoDB each read counts

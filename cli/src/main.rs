@@ -67,6 +67,9 @@ enum Command {
     Infra(cmd::infra::InfraCommand),
     /// Rotate the Memberson service token in the secret store (the four rotation steps).
     RotateTokens(cmd::rotate_tokens::RotateArgs),
+    /// The venues bookable with Como Credits: list, set (price, SevenRooms settings), remove.
+    #[command(subcommand)]
+    Venues(cmd::venues::VenuesCommand),
     /// Message contracts: export the JSON Schema files, validate a message against them.
     #[command(subcommand)]
     Schemas(cmd::schemas::SchemasCommand),
@@ -91,6 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Schemas(c) => cmd::schemas::run(c),
         Command::Infra(c) => cmd::infra::run(c),
         Command::RotateTokens(a) => cmd::rotate_tokens::run(a),
+        Command::Venues(c) => cmd::venues::run(c),
     };
     match result {
         Ok(code) => code,

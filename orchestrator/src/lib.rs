@@ -4,7 +4,8 @@
 //! only then acknowledges the input. It never calls a downstream API itself.
 //!
 //! Layout:
-//! - [`catalogue`]: the venues and their prices; a quote is checked against them at intake.
+//! - [`catalogue`]: the venues, their prices and SevenRooms settings, kept in the store; a quote
+//!   is checked against them at intake.
 //! - [`advance`]: load a saga, apply one input, write it back conditionally, re-read and
 //!   re-apply on a conflict. Every change to a saga goes through it.
 //! - [`cache`]: the sagas this orchestrator wrote last, so that the next input skips a read.
@@ -32,7 +33,7 @@ pub mod timers;
 pub mod view;
 
 pub use advance::{Advanced, Applied, Observer, RuntimeError, advance, advance_with};
-pub use catalogue::{VenueCatalogue, VenuePrice};
+pub use catalogue::{LiveCatalogue, VenueCatalogue, VenuePrice, VenueSettings};
 pub use intake::{IntakeOutcome, submit};
 pub use operator::{OperatorError, OperatorOutcome};
 pub use runtime::{Orchestrator, OrchestratorConfig};

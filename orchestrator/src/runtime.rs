@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::advance::{Applied, Observer};
-use crate::catalogue::VenueCatalogue;
+use crate::catalogue::LiveCatalogue;
 use crate::intake::{IntakeOutcome, handle_request};
 use crate::replies::handle_reply_with;
 use crate::timers::sweep_observed;
@@ -106,21 +106,25 @@ pub struct Orchestrator {
     /// The backend's ports, with `cache` in place of its saga store.
     ports: Backend,
     cache: Arc<RememberingStore>,
-    catalogue: Arc<VenueCatalogue>,
+    catalogue: LiveCatalogue,
     config: OrchestratorConfig,
     stats: Arc<OrchestratorStats>,
     observer: Option<Observer>,
 }
 
 impl Orchestrator {
-    pub fn new(mut ports: Backend, catalogue: VenueCatalogue, config: OrchestratorConfig) -> Self {
+    pub fn new(
+        mut ports: Backend,
+        catalogue: impl Into<LiveCatalogue>,
+        config: OrchestratorConfig,
+    ) -> Self {
         // This orchestrator remembers the sagas it wrote last (see `cache`).
         let cache = Arc::new(RememberingStore::new(ports.store));
         ports.store = cache.clone();
         Self {
             ports,
             cache,
-            catalogue: Arc::new(catalogue),
+            catalogue: catalogue.into(),
             config,
             stats: Arc::new(OrchestratorStats::default()),
             observer: None,
@@ -151,7 +155,7 @@ impl Orchestrator {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 me.consume(QueueName::Requests, shutdown, |me, d| async move {
-                    match handle_request(&me.ports, &me.catalogue, &d).await {
+                    match handle_request(&me.ports, &me.catalogue.current().venues, &d).await {
                         Ok(IntakeOutcome::Started(applied)) => {
                             bump(&me.stats.started);
                             me.observe(&applied);

@@ -42,12 +42,21 @@ pub struct TokenArgs {
 }
 
 pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load_for_role(
+    let mut settings = Settings::load_for_role(
         "api",
         &args.common,
         &DownstreamArgs::default(),
         &[Required::Venues],
     )?;
+    // Viewing experiences reads SevenRooms: with its URL, its real credentials too.
+    if settings.sevenrooms.base_url.is_some() {
+        settings = Settings::load_for_role(
+            "api",
+            &args.common,
+            &DownstreamArgs::default(),
+            &[Required::Venues, Required::SevenRoomsCredentials],
+        )?;
+    }
     stack::runtime()?.block_on(async {
         let app = crate::aws_credentials::open_app(settings).await?;
         let auth = auth_config(&app, &args.tokens).await?;

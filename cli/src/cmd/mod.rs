@@ -14,4 +14,5 @@ pub mod store_faults;
 pub mod submit;
 pub mod token;
 pub mod up;
+pub mod venues;
 pub mod worker;

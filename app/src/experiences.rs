@@ -1,0 +1,202 @@
+//! The API's [`ExperienceSource`]: SevenRooms read with its client (token from `POST /auth`,
+//! cached and renewed on a 401), one client per API base URL (a venue may name its own), a
+//! rate limit, and the workers' shared health record (`health/sevenrooms`) as the circuit:
+//! while the SevenRooms worker's breaker holds SevenRooms down, a view reads nothing and the
+//! cache serves what it has (see `como_api::experiences`).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use como_api::experiences::{
+    ExperienceSource, ShiftTimes, SourceError, SourceTarget, TimeSlot, VenueDetails,
+};
+use como_ports::records::SharedHealth;
+use como_ports::{Clock, IdempotencyRecords};
+use como_workers::clients::sevenrooms::{
+    AvailabilityRequest, SevenRoomsClient, SevenRoomsSettings,
+};
+use como_workers::clients::{CallPolicy, Deadline, Guards, Outcome};
+use como_workers::rate_limit::{RateLimit, RateLimitConfig};
+
+use crate::settings::Settings;
+
+/// How long a member's view waits for SevenRooms, all attempts included.
+const VIEW_DEADLINE: Duration = Duration::from_secs(4);
+
+pub struct SevenRoomsViews {
+    http: reqwest::Client,
+    default_url: String,
+    settings: SevenRoomsSettings,
+    guards: Guards,
+    clients: Mutex<HashMap<String, SevenRoomsClient>>,
+    health: Arc<dyn IdempotencyRecords>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SevenRoomsViews {
+    /// The source for `settings`' SevenRooms, or `None` when no SevenRooms URL is configured.
+    pub fn new(
+        settings: &Settings,
+        health: Arc<dyn IdempotencyRecords>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Option<SevenRoomsViews>> {
+        let r = &settings.sevenrooms;
+        let Some(url) = r.base_url.clone() else {
+            return Ok(None);
+        };
+        let mut client_settings = SevenRoomsSettings::new(url.clone(), r.credentials.clone());
+        // A member waits on this: two short attempts, not a worker's patient retries.
+        client_settings.policy = CallPolicy {
+            attempt_timeout: Duration::from_secs(2),
+            max_attempts: 2,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+            max_elapsed: VIEW_DEADLINE,
+            jitter: true,
+        };
+        let positive = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        let guards = Guards {
+            breaker: None,
+            rate_limit: Some(Arc::new(RateLimit::new(
+                "sevenrooms-views",
+                RateLimitConfig {
+                    per_second: positive(r.rate_limit.per_second),
+                    burst: positive(r.rate_limit.burst),
+                },
+            ))),
+        };
+        Ok(Some(SevenRoomsViews {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(32)
+                .build()?,
+            default_url: url,
+            settings: client_settings,
+            guards,
+            clients: Mutex::new(HashMap::new()),
+            health,
+            clock,
+        }))
+    }
+
+    fn client(&self, target: &SourceTarget) -> SevenRoomsClient {
+        let url = target.api_url.as_deref().unwrap_or(&self.default_url);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(url.to_owned())
+            .or_insert_with(|| {
+                let mut s = self.settings.clone();
+                s.base_url = url.to_owned();
+                SevenRoomsClient::connect(self.http.clone(), s).with_guards(self.guards.clone())
+            })
+            .clone()
+    }
+
+    /// `Err` while the workers hold SevenRooms down (their breaker is open), with when their
+    /// next probe goes.
+    async fn circuit(&self) -> Result<(), SourceError> {
+        let Ok(Some(text)) = self.health.get(&SharedHealth::key("sevenrooms")).await else {
+            return Ok(());
+        };
+        let Ok(health) = serde_json::from_str::<SharedHealth>(&text) else {
+            return Ok(());
+        };
+        if health.up {
+            return Ok(());
+        }
+        let now = self.clock.now().as_millis();
+        Err(SourceError::Unavailable {
+            reason: "its circuit is open (the SevenRooms worker found it down)".into(),
+            retry_after: Some(Duration::from_millis(
+                u64::try_from(health.next_probe_at_ms - now).unwrap_or(0),
+            )),
+        })
+    }
+}
+
+fn failed<T>(outcome: Outcome<T>) -> Result<T, SourceError> {
+    match outcome {
+        Outcome::Success(t) => Ok(t),
+        Outcome::BusinessFailure { code, message } => {
+            Err(SourceError::Refused(format!("{code}: {message}")))
+        }
+        Outcome::Retryable {
+            reason,
+            retry_after,
+        }
+        | Outcome::Unavailable {
+            reason,
+            retry_after,
+            ..
+        } => Err(SourceError::Unavailable {
+            reason,
+            retry_after,
+        }),
+        Outcome::Unknown { reason } => Err(SourceError::Unavailable {
+            reason,
+            retry_after: None,
+        }),
+    }
+}
+
+#[async_trait]
+impl ExperienceSource for SevenRoomsViews {
+    async fn venues(&self, target: &SourceTarget) -> Result<Vec<VenueDetails>, SourceError> {
+        self.circuit().await?;
+        let group = target.venue_group_id.as_deref().unwrap_or_default();
+        let venues = failed(
+            self.client(target)
+                .venues(group, Deadline::after(VIEW_DEADLINE))
+                .await,
+        )?;
+        Ok(venues
+            .into_iter()
+            .map(|v| VenueDetails {
+                id: v.id,
+                name: v.name,
+                timezone: v.timezone,
+                currency_code: v.currency_code,
+            })
+            .collect())
+    }
+
+    async fn availability(
+        &self,
+        target: &SourceTarget,
+        venue_id: &str,
+        date: NaiveDate,
+        party: u32,
+    ) -> Result<Vec<ShiftTimes>, SourceError> {
+        self.circuit().await?;
+        let request = AvailabilityRequest {
+            date,
+            party_size: party,
+            start_time: None,
+            end_time: None,
+        };
+        let shifts = failed(
+            self.client(target)
+                .availability(venue_id, &request, Deadline::after(VIEW_DEADLINE))
+                .await,
+        )?;
+        Ok(shifts
+            .into_iter()
+            .map(|s| ShiftTimes {
+                times: s
+                    .times
+                    .iter()
+                    .map(|t| TimeSlot {
+                        time: t.time.get(..5).unwrap_or(&t.time).to_owned(),
+                        bookable: t.is_bookable(),
+                    })
+                    .collect(),
+                name: s.name,
+                shift_persistent_id: s.shift_persistent_id,
+                is_closed: s.is_closed,
+            })
+            .collect())
+    }
+}
