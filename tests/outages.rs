@@ -36,6 +36,7 @@ fn fair_weather_bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
             party_size: PartySize::new(2).unwrap(),
             quoted_credits: Credits::new(1_200).unwrap(),
             traceparent: None,
+            availability_id: None,
             guest: GuestContact {
                 first_name: PersonName::parse("Test").unwrap(),
                 last_name: PersonName::parse(format!("Guest {i}")).unwrap(),

@@ -215,8 +215,13 @@ impl App {
         for &worker in &roles.workers {
             handlers.push((
                 worker,
-                stack::handler(&self.settings, worker, &self.ports)
-                    .with_context(|| format!("cannot start the {worker} worker"))?,
+                stack::handler(
+                    &self.settings,
+                    worker,
+                    &self.ports,
+                    (worker == Worker::Sevenrooms).then(|| self.catalogue(shutdown)),
+                )
+                .with_context(|| format!("cannot start the {worker} worker"))?,
             ));
         }
         let mut running = Running {

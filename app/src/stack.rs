@@ -18,7 +18,7 @@ use como_workers::clients::secret_token::SecretTokenSource;
 use como_workers::clients::sevenrooms::{SevenRoomsClient, SevenRoomsSettings};
 use como_workers::clients::token::TokenSource;
 use como_workers::clients::{Deadline, Guards};
-use como_workers::handlers::{CommandHandler, CrmHandler, SevenRoomsHandler};
+use como_workers::handlers::{CommandHandler, CrmHandler, SevenRoomsHandler, VenueRouting};
 use como_workers::rate_limit::{RateLimit, RateLimitConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -251,14 +251,16 @@ pub fn handler(
     settings: &Settings,
     worker: Worker,
     ports: &Backend,
+    catalogue: Option<como_orchestrator::LiveCatalogue>,
 ) -> anyhow::Result<Arc<dyn CommandHandler>> {
-    handler_with(settings, worker, ports.secrets.clone())
+    handler_with(settings, worker, ports.secrets.clone(), catalogue)
 }
 
 fn handler_with(
     settings: &Settings,
     worker: Worker,
     secrets: Arc<dyn SecretStore>,
+    catalogue: Option<como_orchestrator::LiveCatalogue>,
 ) -> anyhow::Result<Arc<dyn CommandHandler>> {
     let http = http_client()?;
     Ok(match worker {
@@ -282,12 +284,26 @@ fn handler_with(
                 "no SevenRooms URL: set --sevenrooms-url or COMO_SAGA_SEVENROOMS_URL (`como-saga simulators` prints one)",
             )?;
             let s = SevenRoomsSettings::new(url, r.credentials.clone());
+            let guards = guards("sevenrooms", r.rate_limit);
             let client =
-                SevenRoomsClient::connect(http, s).with_guards(guards("sevenrooms", r.rate_limit));
-            Arc::new(SevenRoomsHandler {
-                client,
-                hold_seconds: r.hold_seconds,
-            })
+                SevenRoomsClient::connect(http.clone(), s.clone()).with_guards(guards.clone());
+            let mut handler = SevenRoomsHandler::new(client, r.hold_seconds);
+            if let Some(catalogue) = catalogue {
+                handler = handler.with_venues(
+                    Arc::new(move |venue: &str| {
+                        catalogue.current().venues.get(venue).map(|v| VenueRouting {
+                            api_url: v.api_url.clone(),
+                            credit_shifts: v.credit_shifts.clone(),
+                        })
+                    }),
+                    Arc::new(move |url: &str| {
+                        let mut at = s.clone();
+                        at.base_url = url.to_owned();
+                        SevenRoomsClient::connect(http.clone(), at).with_guards(guards.clone())
+                    }),
+                );
+            }
+            Arc::new(handler)
         }
     })
 }

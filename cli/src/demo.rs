@@ -122,6 +122,7 @@ pub fn bookings(
                 party_size: party,
                 quoted_credits: must(Credits::new(quoted)),
                 traceparent: None,
+                availability_id: None,
                 guest: GuestContact {
                     first_name: must(PersonName::parse("Demo")),
                     last_name: must(PersonName::parse(format!("Guest {i}"))),

@@ -182,6 +182,7 @@ pub fn same_request(
                 email,
             },
         traceparent: _,
+        availability_id: _,
     } = repeat;
     let differs = [
         ("request_id", *request_id != first.request_id),

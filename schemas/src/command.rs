@@ -371,6 +371,21 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The venue a SevenRooms operation is about (none for Memberson's).
+    pub fn venue_id(&self) -> Option<&VenueId> {
+        match self {
+            Operation::HoldSlot { venue_id, .. }
+            | Operation::ReleaseHold { venue_id, .. }
+            | Operation::BookExperience { venue_id, .. }
+            | Operation::CancelReservation { venue_id, .. }
+            | Operation::FindReservation { venue_id, .. } => Some(venue_id),
+            Operation::CheckCredits { .. }
+            | Operation::RedeemCredits { .. }
+            | Operation::VoidRedemption { .. }
+            | Operation::ReplayRedemption { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> OperationKind {
         match self {
             Operation::CheckCredits { .. } => OperationKind::CheckCredits,

@@ -26,6 +26,7 @@ pub fn booking_request(request_id: &str, date: NaiveDate) -> BookingRequested {
         party_size: must(PartySize::new(2)),
         quoted_credits: must(Credits::new(1_200)),
         traceparent: None,
+        availability_id: None,
         guest: GuestContact {
             first_name: must(PersonName::parse("Mei Ling")),
             last_name: must(PersonName::parse("Tan")),

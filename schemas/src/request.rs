@@ -45,6 +45,13 @@ pub struct BookingRequested {
         length(max = 256)
     )]
     pub traceparent: Option<String>,
+    /// The availability view the member booked from (`availability_id` of `GET
+    /// /v1/experiences/{venue}/availability`), kept with the saga for whoever looks into it
+    /// later. It changes nothing: the price is the venue's configured one, and the hold step
+    /// reads SevenRooms' availability again. Not part of the booking when a repeat is compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub availability_id: Option<String>,
 }
 
 /// The guest named on the reservation. Personal data: never logged, never put in a span.
@@ -85,6 +92,14 @@ impl BookingRequested {
             return Err(InvalidInput::new(
                 "quoted_credits",
                 "must be greater than 0: an experience paid with credits has a price",
+            ));
+        }
+        if let Some(id) = &self.availability_id
+            && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+        {
+            return Err(InvalidInput::new(
+                "availability_id",
+                "1 to 128 printable characters, as GET /v1/experiences/{venue}/availability gave it",
             ));
         }
         if let Some(tp) = &self.traceparent

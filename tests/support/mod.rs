@@ -226,6 +226,7 @@ pub fn bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
                 .unwrap();
             BookingRequested {
                 traceparent: None,
+                availability_id: None,
                 schema_version: SchemaVersion::CURRENT,
                 request_id: RequestId::parse(format!("{tag}-{i}")).unwrap(),
                 member_no: MemberNo::parse(member).unwrap(),

@@ -342,6 +342,7 @@ fn bookings(n: usize, run: &str, price_per_guest: u64) -> Vec<BookingRequested> 
             let slot = i / 90; // 90 bookings of 2 in a slot of 200 covers
             BookingRequested {
                 traceparent: None,
+                availability_id: None,
                 schema_version: SchemaVersion::CURRENT,
                 request_id: must(RequestId::parse(format!("bench-{run}-{i}"))),
                 member_no: must(MemberNo::parse(como_simulators::seed::bulk_member_no(

@@ -711,6 +711,7 @@ fn bookings(
                 party_size: party,
                 quoted_credits: Credits::new(price).unwrap_or_default(),
                 traceparent: None,
+                availability_id: None,
                 guest: GuestContact {
                     first_name: PersonName::parse("Chaos").unwrap_or_else(|e| unreachable!("{e}")),
                     last_name: PersonName::parse(format!("Guest {i}"))

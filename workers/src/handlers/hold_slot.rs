@@ -18,6 +18,7 @@ pub async fn hold(
     time: SlotTime,
     party: PartySize,
     hold_seconds: u32,
+    routing: &super::VenueRouting,
     deadline: Deadline,
 ) -> ReplyOutcome {
     let wanted = time.time();
@@ -40,6 +41,8 @@ pub async fn hold(
     let slot = shifts
         .into_iter()
         .filter(|s| !s.is_closed)
+        // Only the shifts sold for credits: a time in another shift is not for sale here.
+        .filter(|s| routing.sells(s.name.as_deref(), s.shift_persistent_id.as_deref()))
         .find_map(|shift| {
             shift
                 .times
@@ -55,7 +58,13 @@ pub async fn hold(
     let Some((shift, access)) = slot else {
         return ReplyOutcome::BusinessFailure {
             code: codes::SLOT_UNAVAILABLE.into(),
-            message: format!("no bookable slot at {time} on {date} for {party}"),
+            message: format!(
+                "no bookable slot at {time} on {date} for {party}{}",
+                match routing.credit_shifts.is_empty() {
+                    true => "",
+                    false => " in the shifts sold for credits",
+                }
+            ),
         };
     };
     let request = HoldRequest {

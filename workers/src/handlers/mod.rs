@@ -230,11 +230,78 @@ impl CommandHandler for CrmHandler {
     }
 }
 
+/// How one venue is booked, from the venue catalogue: its SevenRooms API (the deployment's
+/// when `None`) and the shifts sold for credits (empty: every shift).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VenueRouting {
+    pub api_url: Option<String>,
+    pub credit_shifts: Vec<String>,
+}
+
+impl VenueRouting {
+    pub fn sells(&self, name: Option<&str>, persistent_id: Option<&str>) -> bool {
+        self.credit_shifts.is_empty()
+            || self
+                .credit_shifts
+                .iter()
+                .any(|s| Some(s.as_str()) == name || Some(s.as_str()) == persistent_id)
+    }
+}
+
+/// Looks a venue's routing up (the application reads the live venue catalogue).
+pub type VenueLookup = Arc<dyn Fn(&str) -> Option<VenueRouting> + Send + Sync>;
+
+/// Makes a client for another SevenRooms API base URL (its own token, the same guards).
+pub type ConnectApi = Arc<dyn Fn(&str) -> SevenRoomsClient + Send + Sync>;
+
 /// The SevenRooms worker's commands.
 pub struct SevenRoomsHandler {
     pub client: SevenRoomsClient,
     /// How long a hold lasts before SevenRooms lets it go.
     pub hold_seconds: u32,
+    /// Each venue's API and credit shifts, and how to reach another API; none: every venue on
+    /// `client`, every shift.
+    pub venues: Option<(VenueLookup, ConnectApi)>,
+    /// Clients for venues with their own API base URL, made on first use; they share
+    /// `client`'s guards (one circuit and one rate limit for SevenRooms).
+    pub other_apis: std::sync::Mutex<std::collections::HashMap<String, SevenRoomsClient>>,
+}
+
+impl SevenRoomsHandler {
+    pub fn new(client: SevenRoomsClient, hold_seconds: u32) -> Self {
+        SevenRoomsHandler {
+            client,
+            hold_seconds,
+            venues: None,
+            other_apis: Default::default(),
+        }
+    }
+
+    pub fn with_venues(mut self, venues: VenueLookup, connect: ConnectApi) -> Self {
+        self.venues = Some((venues, connect));
+        self
+    }
+
+    fn routing(&self, venue: &como_schemas::VenueId) -> VenueRouting {
+        self.venues
+            .as_ref()
+            .and_then(|(lookup, _)| lookup(venue.as_str()))
+            .unwrap_or_default()
+    }
+
+    /// The client for a venue's API.
+    fn client_for(&self, routing: &VenueRouting) -> SevenRoomsClient {
+        match (&routing.api_url, &self.venues) {
+            (Some(url), Some((_, connect))) => {
+                let mut others = self.other_apis.lock().unwrap_or_else(|e| e.into_inner());
+                others
+                    .entry(url.clone())
+                    .or_insert_with(|| connect(url))
+                    .clone()
+            }
+            _ => self.client.clone(),
+        }
+    }
 }
 
 #[async_trait]
@@ -256,7 +323,11 @@ impl CommandHandler for SevenRoomsHandler {
     }
 
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
-        let c = &self.client;
+        let Some(venue) = command.operation.venue_id() else {
+            return misrouted(command, Worker::Sevenrooms);
+        };
+        let routing = self.routing(venue);
+        let c = &self.client_for(&routing);
         match &command.operation {
             Operation::HoldSlot {
                 venue_id,
@@ -271,6 +342,7 @@ impl CommandHandler for SevenRoomsHandler {
                     *time,
                     *party_size,
                     self.hold_seconds,
+                    &routing,
                     deadline,
                 )
                 .await
