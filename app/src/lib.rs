@@ -360,6 +360,13 @@ impl Running {
         self.tasks.iter().any(|t| t.is_finished())
     }
 
+    /// Whether every role's loop still runs, asked at any time (a health endpoint's check).
+    pub fn liveness(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let handles: Vec<tokio::task::AbortHandle> =
+            self.tasks.iter().map(|t| t.abort_handle()).collect();
+        Arc::new(move || handles.iter().all(|h| !h.is_finished()))
+    }
+
     /// The roles' counters and circuits, for `/metrics`, read at each scrape.
     pub fn metrics(&self) -> como_api::metrics::ProcessMetrics {
         use como_api::metrics::{Kind, Sample};

@@ -67,6 +67,11 @@ enum Command {
     Infra(cmd::infra::InfraCommand),
     /// Rotate the Memberson service token in the secret store (the four rotation steps).
     RotateTokens(cmd::rotate_tokens::RotateArgs),
+    /// What a member sees before paying, through the API: the experiences, or a venue's
+    /// availability (--date, --party).
+    Experiences(cmd::operate::ExperiencesArgs),
+    /// Exit 0 if a health endpoint answers 2xx within 2 s (a container's health check).
+    Healthcheck(cmd::health::HealthcheckArgs),
     /// The venues bookable with Como Credits: list, set (price, SevenRooms settings), remove.
     #[command(subcommand)]
     Venues(cmd::venues::VenuesCommand),
@@ -95,6 +100,8 @@ fn main() -> std::process::ExitCode {
         Command::Infra(c) => cmd::infra::run(c),
         Command::RotateTokens(a) => cmd::rotate_tokens::run(a),
         Command::Venues(c) => cmd::venues::run(c),
+        Command::Healthcheck(a) => cmd::health::run(a),
+        Command::Experiences(a) => cmd::operate::run_experiences(a),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ pub mod api;
 pub mod bench;
 pub mod bench_reads;
 pub mod chaos;
+pub mod health;
 pub mod infra;
 pub mod operate;
 pub mod orchestrator;

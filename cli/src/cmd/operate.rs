@@ -687,3 +687,102 @@ fn print_saga(saga: &Value, history: &[Value]) {
         println!("{line}");
     }
 }
+
+/// `como-saga experiences`: what a member sees before paying, through the API (a submitter's
+/// token): the venues bookable with credits, or one venue's availability.
+#[derive(Debug, clap::Args)]
+pub struct ExperiencesArgs {
+    /// A venue: show its availability (with --date and --party); without one, list the venues.
+    pub venue: Option<String>,
+    /// The day, YYYY-MM-DD.
+    #[arg(long, requires = "venue")]
+    pub date: Option<String>,
+    /// Guests.
+    #[arg(long, requires = "venue", default_value_t = 2)]
+    pub party: u32,
+    #[command(flatten)]
+    pub client: ApiClientArgs,
+}
+
+pub fn run_experiences(args: ExperiencesArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.client)?;
+    let json = args.client.json;
+    stack::runtime()?.block_on(async move {
+        let Some(venue) = &args.venue else {
+            let list = client
+                .call(reqwest::Method::GET, "/v1/experiences", None)
+                .await?;
+            if json {
+                println!("{list}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<28} {:<40} {:>13}  details",
+                "venue", "name", "credits/guest"
+            );
+            for e in list["experiences"].as_array().into_iter().flatten() {
+                let details = match &e["details"] {
+                    Value::Null => "never read (SevenRooms unavailable)".to_owned(),
+                    d if d["stale"] == true => {
+                        format!("STALE, {} s old", d["age_seconds"])
+                    }
+                    d => format!("{} s old", d["age_seconds"]),
+                };
+                println!(
+                    "{:<28} {:<40} {:>13}  {details}",
+                    text(&e["venue_id"]),
+                    text(&e["name"]),
+                    text(&e["credits_per_guest"]),
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        };
+        let date = args
+            .date
+            .clone()
+            .context("--date YYYY-MM-DD is needed with a venue")?;
+        let view = client
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "/v1/experiences/{venue}/availability{}",
+                    query_string(&[("date", date), ("party_size", args.party.to_string())])
+                ),
+                None,
+            )
+            .await?;
+        if json {
+            println!("{view}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{venue} on {} for {}: {} credits ({} per guest){}",
+            text(&view["date"]),
+            text(&view["party_size"]),
+            text(&view["credits"]),
+            text(&view["credits_per_guest"]),
+            match view["stale"] == true {
+                true => format!(
+                    ", STALE: read {} s ago ({})",
+                    view["age_seconds"],
+                    text(&view["stale_reason"])
+                ),
+                false => String::new(),
+            }
+        );
+        for shift in view["shifts"].as_array().into_iter().flatten() {
+            let times: Vec<String> = shift["times"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| match t["bookable"] == true {
+                    true => text(&t["time"]),
+                    false => format!("({})", text(&t["time"])),
+                })
+                .collect();
+            println!("  {:<10} {}", text(&shift["name"]), times.join(" "));
+        }
+        println!("availability_id: {}", text(&view["availability_id"]));
+        Ok(ExitCode::SUCCESS)
+    })
+}

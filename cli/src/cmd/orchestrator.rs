@@ -11,6 +11,10 @@ use crate::stack;
 
 #[derive(Debug, clap::Args)]
 pub struct OrchestratorArgs {
+    /// Serve GET /healthz here (200 while the orchestrator's loops run), for a container's
+    /// health check (`como-saga healthcheck http://ADDR/healthz`).
+    #[arg(long, env = "COMO_SAGA_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -29,6 +33,9 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         stack::cancel_on_signal(shutdown.clone());
         let running = app.spawn(&Roles::orchestrator(), &shutdown, Observers::default())?;
         let stats = running.orchestrator.clone();
+        if let Some(addr) = args.health_listen {
+            super::health::serve(addr, running.liveness(), shutdown.clone()).await?;
+        }
         shutdown.cancelled().await;
         if let Err(e) = running.stopped(stack::SHUTDOWN_GRACE).await {
             tracing::warn!("{e:#}");

@@ -14,6 +14,10 @@ pub struct WorkerArgs {
     /// Which worker: `crm` (Memberson) or `sevenrooms`.
     #[arg(value_enum)]
     pub kind: WorkerKind,
+    /// Serve GET /healthz here (200 while the worker's loops run), for a container's health
+    /// check (`como-saga healthcheck http://ADDR/healthz`).
+    #[arg(long, env = "COMO_SAGA_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -58,6 +62,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         stack::cancel_on_signal(shutdown.clone());
         let running = app.spawn(&Roles::worker(worker), &shutdown, Observers::default())?;
         let runtime = running.workers[0].1.clone();
+        if let Some(addr) = args.health_listen {
+            super::health::serve(addr, running.liveness(), shutdown.clone()).await?;
+        }
         // While its downstream is down, say so every few seconds: how many commands wait, and
         // since when; then once more when it is back.
         let watch = runtime.clone();
