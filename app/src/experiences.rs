@@ -95,6 +95,23 @@ impl SevenRoomsViews {
             .clone()
     }
 
+    /// Mints new tokens for every SevenRooms API these views read (a scheduled rotation).
+    pub async fn rotate_tokens(&self) -> Result<(), String> {
+        let clients: Vec<SevenRoomsClient> = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for client in clients {
+            client
+                .rotate_token(Deadline::after(Duration::from_secs(30)))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// `Err` while the workers hold SevenRooms down (their breaker is open), with when their
     /// next probe goes.
     async fn circuit(&self) -> Result<(), SourceError> {

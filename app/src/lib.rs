@@ -96,6 +96,14 @@ pub struct App {
     /// The venue catalogue this process follows in the store (see `como_orchestrator::catalogue`).
     catalogue: LiveCatalogue,
     following: Arc<std::sync::atomic::AtomicBool>,
+    /// What a token rotation renews in this process: the workers' clients, the API's views.
+    rotators: Arc<std::sync::Mutex<Rotators>>,
+}
+
+#[derive(Default)]
+struct Rotators {
+    handlers: Vec<Arc<dyn como_workers::handlers::CommandHandler>>,
+    views: Vec<Arc<experiences::SevenRoomsViews>>,
 }
 
 impl App {
@@ -141,6 +149,7 @@ impl App {
             webhook: settings.webhook.clone(),
             catalogue: LiveCatalogue::pending(settings.venues.clone()),
             following: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            rotators: Arc::default(),
             settings,
             backend,
             orchestrator_config: OrchestratorConfig::default(),
@@ -255,6 +264,11 @@ impl App {
             )));
         }
         for (worker, handler) in handlers {
+            self.rotators
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .handlers
+                .push(handler.clone());
             let mut runtime =
                 WorkerRuntime::new(self.ports.clone(), handler, self.worker_config.clone());
             if let Some(observer) = &observers.workers {
@@ -304,7 +318,15 @@ impl App {
             self.ports.clock.clone(),
         )? {
             Some(source) => state.with_experiences(como_api::experiences::ExperienceCache::new(
-                Arc::new(source),
+                {
+                    let source = Arc::new(source);
+                    self.rotators
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .views
+                        .push(source.clone());
+                    source
+                },
                 como_api::experiences::CacheConfig {
                     details_ttl: self.settings.experiences.details,
                     availability_ttl: self.settings.experiences.availability,
@@ -320,6 +342,46 @@ impl App {
         )))
     }
 
+    /// One token rotation, as `como-saga rotate-tokens` and `up`'s schedule do it: on the AWS
+    /// backend the Memberson token secret (minted, tested, promoted: the workers read it
+    /// again); then every downstream token this process holds (the workers' clients, the API's
+    /// views) is taken anew. A call in flight with an old token that is refused retries once
+    /// with the new one, so no view or booking fails because of a rotation.
+    pub async fn rotate_tokens(&self) -> anyhow::Result<()> {
+        rotate_with(&self.settings, &self.ports, &self.rotators).await
+    }
+
+    /// Rotates the tokens every `every` until `shutdown` (`up`'s schedule); a failed round is
+    /// logged and tried again at the next.
+    pub fn schedule_token_rotation(
+        &self,
+        every: Duration,
+        shutdown: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (settings, ports, rotators) = (
+            self.settings.clone(),
+            self.ports.clone(),
+            self.rotators.clone(),
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut rounds = 0u64;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                rounds += 1;
+                match rotate_with(&settings, &ports, &rotators).await {
+                    Ok(()) => tracing::info!(round = rounds, "tokens rotated"),
+                    Err(e) => {
+                        tracing::warn!(round = rounds, error = %format!("{e:#}"), "token rotation failed; the current tokens stay; trying again at the next round")
+                    }
+                }
+            }
+        })
+    }
+
     /// The local signing key of this application's database (made on first use): what `up`
     /// and `como-saga token` sign tokens with.
     pub fn local_key(&self) -> anyhow::Result<como_api::auth::LocalKey> {
@@ -330,6 +392,39 @@ impl App {
     pub async fn close(&self) {
         self.backend.close().await;
     }
+}
+
+/// One token rotation (see [`App::rotate_tokens`]).
+async fn rotate_with(
+    settings: &Settings,
+    ports: &Backend,
+    rotators: &std::sync::Mutex<Rotators>,
+) -> anyhow::Result<()> {
+    if settings.backend == BackendKind::Aws && settings.memberson.base_url.is_some() {
+        tokens::rotate_once(
+            settings,
+            ports.secrets.as_ref(),
+            como_simulators::seed::MEMBER_RICH,
+        )
+        .await?;
+    }
+    let (handlers, views) = {
+        let r = rotators.lock().unwrap_or_else(|e| e.into_inner());
+        (r.handlers.clone(), r.views.clone())
+    };
+    let deadline = como_workers::clients::Deadline::after(Duration::from_secs(30));
+    for handler in handlers {
+        handler
+            .rotate_tokens(deadline)
+            .await
+            .map_err(|e| anyhow::anyhow!("the {} worker's token: {e}", handler.worker()))?;
+    }
+    for view in views {
+        view.rotate_tokens()
+            .await
+            .map_err(|e| anyhow::anyhow!("the views' SevenRooms token: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Where the local signing key of `settings`' database lives: next to it, readable by its

@@ -30,7 +30,10 @@ pub async fn serve(
             async move {
                 match up {
                     true => (StatusCode::OK, "up\n"),
-                    false => (StatusCode::SERVICE_UNAVAILABLE, "a role's loop has stopped\n"),
+                    false => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "a role's loop has stopped\n",
+                    ),
                 }
             }
         }),

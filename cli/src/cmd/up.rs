@@ -150,6 +150,16 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     say(format!(
         "  Dashboard:            http://{address}/dashboard/  (sign in with a token below)"
     ));
+    match settings.rotate_tokens_every {
+        Some(every) => {
+            app.schedule_token_rotation(every, &shutdown);
+            say(format!(
+                "  Token rotation:       every {} s (COMO_SAGA_ROTATE_TOKENS_EVERY; `off` for never)",
+                every.as_secs_f64()
+            ));
+        }
+        None => say("  Token rotation:       off (COMO_SAGA_ROTATE_TOKENS_EVERY)".to_owned()),
+    }
     say(format!(
         "  API tokens (12 h; more with `como-saga token --role R --database {}`):",
         settings.database.display()

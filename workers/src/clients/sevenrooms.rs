@@ -414,6 +414,13 @@ impl SevenRoomsClient {
         &self.guards
     }
 
+    /// Mints a new token now (see [`super::token::rotate`]).
+    pub async fn rotate_token(&self, deadline: Deadline) -> Result<(), String> {
+        super::token::rotate(self.tokens.as_ref(), deadline)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn url(&self, path: &str) -> String {
         join(&self.base_url, path)
     }

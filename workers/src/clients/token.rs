@@ -68,6 +68,13 @@ pub trait TokenSource: Send + Sync {
     async fn refresh(&self, rejected: &Token, deadline: Deadline) -> Result<Token, TokenError>;
 }
 
+/// Replaces the token `tokens` hands out now with a new one (a scheduled rotation): calls in
+/// flight with the old one that are refused get the new one on their retry.
+pub async fn rotate(tokens: &dyn TokenSource, deadline: Deadline) -> Result<(), TokenError> {
+    let current = tokens.token(deadline).await?;
+    tokens.refresh(&current, deadline).await.map(|_| ())
+}
+
 /// Obtains a new token from the API.
 #[async_trait]
 pub trait TokenMinter: Send + Sync {

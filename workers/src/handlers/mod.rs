@@ -45,6 +45,11 @@ pub trait CommandHandler: Send + Sync {
 
     /// Run the command against the downstream, within `deadline`.
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome;
+
+    /// Take new downstream tokens now (a scheduled rotation); calls in flight are unharmed.
+    async fn rotate_tokens(&self, _deadline: Deadline) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A command that would wait longer than this for its turn under the rate limit waits in the
@@ -186,6 +191,10 @@ impl CommandHandler for CrmHandler {
         self.client.probe(deadline).await
     }
 
+    async fn rotate_tokens(&self, deadline: Deadline) -> Result<(), String> {
+        self.client.rotate_token(deadline).await
+    }
+
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
         let c = &self.client;
         match &command.operation {
@@ -320,6 +329,21 @@ impl CommandHandler for SevenRoomsHandler {
 
     async fn probe(&self, deadline: Deadline) -> Result<(), String> {
         self.client.probe(deadline).await
+    }
+
+    async fn rotate_tokens(&self, deadline: Deadline) -> Result<(), String> {
+        self.client.rotate_token(deadline).await?;
+        let others: Vec<SevenRoomsClient> = self
+            .other_apis
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for client in others {
+            client.rotate_token(deadline).await?;
+        }
+        Ok(())
     }
 
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
