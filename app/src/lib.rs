@@ -189,6 +189,12 @@ impl App {
         self
     }
 
+    /// How long the API's views of SevenRooms stay fresh, in place of the settings'.
+    pub fn with_experience_ttls(mut self, ttls: settings::ExperienceTtls) -> App {
+        self.settings.experiences = ttls;
+        self
+    }
+
     pub fn with_orchestrator_config(mut self, config: OrchestratorConfig) -> App {
         self.orchestrator_config = config;
         self
