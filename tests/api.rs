@@ -85,6 +85,21 @@ fn routes(saga: &str) -> Vec<(Method, String, Option<String>, Vec<Role>)> {
         ),
         (
             Method::GET,
+            "/v1/experiences".into(),
+            None,
+            vec![Role::Submitter],
+        ),
+        (
+            Method::GET,
+            format!(
+                "/v1/experiences/{VENUE_LARGE}/availability?date={}&party_size=2",
+                Utc::now().date_naive() + chrono::Days::new(3)
+            ),
+            None,
+            vec![Role::Submitter],
+        ),
+        (
+            Method::GET,
             "/v1/dead-letters?queue=requests".into(),
             None,
             vec![Role::Viewer, Role::Operator],
