@@ -211,3 +211,65 @@ async fn a_sevenrooms_outage_makes_sagas_wait_then_complete() {
     }
     backend.close().await;
 }
+
+/// `como-saga healthcheck URL`: its exit code and what it said.
+fn healthcheck(url: &str) -> (i32, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["healthcheck", url])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What a container's health check runs: each role serves `/healthz` on `--health-listen`
+/// (`COMO_SAGA_HEALTH_LISTEN`) while it runs, and `como-saga healthcheck` says so by its exit
+/// code; once the role has stopped, the check fails.
+#[test]
+fn each_role_answers_its_health_check_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("saga.sqlite");
+    let sims = Sims::start(dir.path(), None);
+    for (name, args) in [
+        ("orchestrator", &["orchestrator"][..]),
+        ("worker-crm", &["worker", "crm"][..]),
+        ("worker-sevenrooms", &["worker", "sevenrooms"][..]),
+    ] {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let url = format!("http://{addr}/healthz");
+        let mut role = Role::start_with(
+            args,
+            &[("COMO_SAGA_HEALTH_LISTEN", addr.as_str())],
+            &db,
+            &sims,
+            dir.path().join(format!("{name}.log")),
+        );
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, said) = healthcheck(&url);
+            if code == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{name} never answered its health check ({said}): {}",
+                role.output()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        role.stop();
+        let (code, said) = healthcheck(&url);
+        assert_eq!(code, 1, "{name} stopped: the check fails");
+        assert!(said.contains(&url), "{said}");
+    }
+}
