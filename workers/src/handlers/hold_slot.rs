@@ -11,16 +11,26 @@ use crate::clients::sevenrooms::{
 };
 use crate::clients::{Deadline, codes};
 
+/// How a hold is made: how long it lasts, and which shifts the venue sells for credits.
+#[derive(Clone, Copy)]
+pub struct HoldTerms<'a> {
+    pub seconds: u32,
+    pub routing: &'a super::VenueRouting,
+}
+
 pub async fn hold(
     client: &SevenRoomsClient,
     venue: &VenueId,
     date: NaiveDate,
     time: SlotTime,
     party: PartySize,
-    hold_seconds: u32,
-    routing: &super::VenueRouting,
+    terms: HoldTerms<'_>,
     deadline: Deadline,
 ) -> ReplyOutcome {
+    let HoldTerms {
+        seconds: hold_seconds,
+        routing,
+    } = terms;
     let wanted = time.time();
     let availability = client
         .availability(

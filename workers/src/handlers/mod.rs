@@ -365,8 +365,10 @@ impl CommandHandler for SevenRoomsHandler {
                     *date,
                     *time,
                     *party_size,
-                    self.hold_seconds,
-                    &routing,
+                    hold_slot::HoldTerms {
+                        seconds: self.hold_seconds,
+                        routing: &routing,
+                    },
                     deadline,
                 )
                 .await
