@@ -6,7 +6,7 @@
 //! `GET /v1/live` stream (server-sent events) forwards each new overview, so the cost of the
 //! reads does not grow with the number of dashboards open: one read set per interval while
 //! anyone watches ([`LiveConfig::every`]), one a minute while no one does
-//! ([`LiveConfig::idle_every`]: enough to keep the last hour's per-minute figures).
+//! ([`LiveConfig::idle_every`]: enough to keep the last hour's per-minute figures; or none).
 //!
 //! The last hour ([`Overview::series`]) comes from the differences between consecutive counts:
 //! sagas started (the total grew) and finished, and of those compensated, per minute. It
@@ -32,15 +32,17 @@ use crate::{Counts, StatusCount, StepCountView};
 pub struct LiveConfig {
     /// While at least one stream is open.
     pub every: Duration,
-    /// While none is: only for the last hour's figures.
-    pub idle_every: Duration,
+    /// While none is: only for the last hour's figures; `None`: no reads while no one
+    /// watches (the last hour then covers only the minutes someone watched; what a
+    /// deployment whose every count is a paid read of the table may prefer).
+    pub idle_every: Option<Duration>,
 }
 
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
             every: Duration::from_secs(2),
-            idle_every: Duration::from_secs(60),
+            idle_every: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -218,15 +220,17 @@ async fn run(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         let watched = inner.tx.receiver_count() > 0;
         let every = if watched {
-            inner.config.every
+            Some(inner.config.every)
         } else {
             inner.config.idle_every
         };
-        let due = inner
-            .tx
-            .borrow()
-            .as_ref()
-            .is_none_or(|o| inner.age_ms(o.at) >= millis(every) - 50);
+        let due = every.is_some_and(|every| {
+            inner
+                .tx
+                .borrow()
+                .as_ref()
+                .is_none_or(|o| inner.age_ms(o.at) >= millis(every) - 50)
+        });
         if due && let Err(e) = inner.sample().await {
             tracing::warn!(error = %e, "the dashboard's overview could not be read");
         }
@@ -417,5 +421,42 @@ mod tests {
         assert_eq!(v.len(), 60);
         assert_eq!(v[0].minute.as_millis(), 140 * MINUTE_MS);
         assert_eq!(v[59].minute.as_millis(), 199 * MINUTE_MS);
+    }
+
+    /// With no idle reads, a process nobody watches reads nothing; with them, it reads at once
+    /// (and then once an interval), keeping the last hour's figures.
+    #[tokio::test]
+    async fn without_idle_reads_nobody_watching_means_no_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = como_backend_embedded::EmbeddedBackend::open(
+            &dir.path().join("live.sqlite"),
+            como_backend_embedded::EmbeddedConfig::default(),
+            Arc::new(como_ports::SystemClock),
+        )
+        .unwrap();
+        let read_once = |idle_every| {
+            let pulse = Pulse::new(
+                backend.ports(),
+                LiveConfig {
+                    every: Duration::from_secs(2),
+                    idle_every,
+                },
+            );
+            pulse.start();
+            pulse
+        };
+        let idle_off = read_once(None);
+        let idle_on = read_once(Some(Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(
+            idle_off.inner.tx.borrow().is_none(),
+            "read with nobody watching"
+        );
+        assert!(idle_on.inner.tx.borrow().is_some(), "the idle read");
+        // A watcher makes the idle-off pulse read.
+        let _watching = idle_off.subscribe();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(idle_off.inner.tx.borrow().is_some(), "read while watched");
+        backend.close().await;
     }
 }

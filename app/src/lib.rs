@@ -315,8 +315,8 @@ impl App {
             every: self.settings.dashboard_refresh,
             idle_every: self
                 .settings
-                .dashboard_refresh
-                .max(std::time::Duration::from_secs(60)),
+                .dashboard_idle_refresh
+                .map(|idle| idle.max(self.settings.dashboard_refresh)),
         });
         let state = match experiences::SevenRoomsViews::new(
             &self.settings,

@@ -99,6 +99,8 @@ struct DashboardFile {
     signin_url: Option<String>,
     /// How often the overview is read while a dashboard watches, e.g. `"2s"`.
     refresh: Option<String>,
+    /// How often while none does, e.g. `"1m"`, or `"off"`.
+    idle_refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +150,8 @@ pub struct Settings {
     pub dashboard_signin_url: Option<String>,
     /// How often the dashboard's overview is read while anyone watches.
     pub dashboard_refresh: std::time::Duration,
+    /// How often it is read while no one watches (none: never).
+    pub dashboard_idle_refresh: Option<std::time::Duration>,
     /// How long the API serves experiences from its cache.
     pub experiences: ExperienceTtls,
     /// How often `up` rotates the downstream tokens (none: never).
@@ -318,6 +322,7 @@ impl Settings {
             webhook: None,
             dashboard_signin_url: None,
             dashboard_refresh: DEFAULT_DASHBOARD_REFRESH,
+            dashboard_idle_refresh: Some(DEFAULT_DASHBOARD_IDLE_REFRESH),
             experiences: ExperienceTtls::default(),
             rotate_tokens_every: Some(DEFAULT_ROTATE_TOKENS_EVERY),
         }
@@ -518,6 +523,19 @@ impl Settings {
             venues,
             webhook: webhook(file.webhook)?,
             dashboard_refresh: dashboard_refresh(file.dashboard.refresh.as_deref())?,
+            dashboard_idle_refresh: match env("COMO_SAGA_DASHBOARD_IDLE_REFRESH")
+                .or(file.dashboard.idle_refresh.clone())
+                .as_deref()
+                .map(str::trim)
+            {
+                Some("off") => None,
+                _ => Some(duration_setting(
+                    "COMO_SAGA_DASHBOARD_IDLE_REFRESH",
+                    file.dashboard.idle_refresh.as_deref(),
+                    DEFAULT_DASHBOARD_IDLE_REFRESH,
+                    (Duration::from_secs(10), Duration::from_secs(3600)),
+                )?),
+            },
             dashboard_signin_url: dashboard_signin_url(file.dashboard)?,
             experiences: ExperienceTtls {
                 details: duration_setting(
@@ -590,6 +608,10 @@ fn webhook(file: WebhookFile) -> anyhow::Result<Option<crate::notify::Webhook>> 
 }
 
 const DEFAULT_DASHBOARD_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often the overview is read while no one watches, when nothing says: enough to keep the
+/// last hour's per-minute figures.
+const DEFAULT_DASHBOARD_IDLE_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 use std::time::Duration;
 

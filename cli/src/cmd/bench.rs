@@ -49,9 +49,28 @@ pub struct BenchArgs {
     /// API on loopback, and time each dashboard read over HTTP.
     #[arg(long)]
     pub reads: bool,
-    /// With --reads: how many times each read is timed.
-    #[arg(long, default_value_t = 200, value_name = "N")]
+    /// With --reads: how many times each read is timed. With --views: how many cached views
+    /// of each kind are timed (20,000 when not given).
+    #[arg(
+        long,
+        default_value_t = 200,
+        default_value_if("views", "true", "20000"),
+        value_name = "N"
+    )]
     pub queries: usize,
+    /// Measure viewing experiences instead: serve the API on loopback with the simulators, time
+    /// --queries cached views (availability and the experiences list) one at a time, then send
+    /// 1,000 views a second of one venue for --view-load-for with the availability cached for
+    /// --view-ttl, and count the SevenRooms calls they cost (at most one a cache period, and
+    /// one more for the first fill; otherwise the exit status is 1).
+    #[arg(long, conflicts_with = "reads")]
+    pub views: bool,
+    /// With --views: the availability's cache period during the sustained load.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::settings::parse_duration)]
+    pub view_ttl: Duration,
+    /// With --views: how long the sustained load of one venue lasts.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::settings::parse_duration)]
+    pub view_load_for: Duration,
     /// While the bookings run, a dashboard polls the API on loopback: counts and the stuck list,
     /// each this many times a second (0: no polling). Its latencies are reported.
     #[arg(long, default_value_t = 0, value_name = "HZ")]
@@ -252,6 +271,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let tmp = tempfile_dir()?;
     if args.common.database.is_none() {
         settings.database = tmp.join("bench.sqlite");
+    }
+    if args.views {
+        let report = stack::runtime()?.block_on(super::bench_views::views(&args, settings));
+        if !args.keep_database {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        let report = report?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            super::bench_views::print(&report);
+        }
+        return Ok(if report.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     if args.reads {
         let report = stack::runtime()?.block_on(super::bench_reads::reads(&args, settings));

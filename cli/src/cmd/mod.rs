@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_reads;
+pub mod bench_views;
 pub mod chaos;
 pub mod health;
 pub mod infra;
