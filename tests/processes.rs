@@ -234,7 +234,8 @@ fn free_port() -> u16 {
 
 /// What a container's health check runs: each role serves `/healthz` on `--health-listen`
 /// (`COMO_SAGA_HEALTH_LISTEN`) while it runs, and `como-saga healthcheck` says so by its exit
-/// code; once the role has stopped, the check fails.
+/// code; once the role has stopped, the check fails. With `COMO_SAGA_EMF_NAMESPACE`, each
+/// prints its heartbeat metric (what the deployment's autoscaling counts tasks by).
 #[test]
 fn each_role_answers_its_health_check_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +250,10 @@ fn each_role_answers_its_health_check_while_it_runs() {
         let url = format!("http://{addr}/healthz");
         let mut role = Role::start_with(
             args,
-            &[("COMO_SAGA_HEALTH_LISTEN", addr.as_str())],
+            &[
+                ("COMO_SAGA_HEALTH_LISTEN", addr.as_str()),
+                ("COMO_SAGA_EMF_NAMESPACE", "como-test"),
+            ],
             &db,
             &sims,
             dir.path().join(format!("{name}.log")),
@@ -267,6 +271,24 @@ fn each_role_answers_its_health_check_while_it_runs() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // Its heartbeat, one embedded-metric line on standard output, counted for its service.
+        let until = Instant::now() + Duration::from_secs(15);
+        let beat = loop {
+            let output = role.output();
+            if let Some(line) = output.lines().find(|l| l.contains("RunningTaskBeats")) {
+                break serde_json::from_str::<serde_json::Value>(line).unwrap();
+            }
+            assert!(
+                Instant::now() < until,
+                "{name} printed no heartbeat: {output}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(beat["Service"], name, "{beat}");
+        assert_eq!(
+            beat["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "como-test"
+        );
         role.stop();
         let (code, said) = healthcheck(&url);
         assert_eq!(code, 1, "{name} stopped: the check fails");

@@ -69,6 +69,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());
         let served = app.serve_api(listener, &auth, None, &shutdown)?;
+        super::health::heartbeat("api", &shutdown);
         let result = served.await;
         app.close().await;
         result.context("the API stopped abnormally")??;

@@ -78,3 +78,81 @@ pub fn run(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
         }
     })
 }
+
+/// Where a role's heartbeat metric goes: `COMO_SAGA_EMF_NAMESPACE` (none: no heartbeat) and the
+/// service it counts for, `COMO_SAGA_EMF_SERVICE` (default: the role's name).
+pub const EMF_NAMESPACE_ENV: &str = "COMO_SAGA_EMF_NAMESPACE";
+pub const EMF_SERVICE_ENV: &str = "COMO_SAGA_EMF_SERVICE";
+
+/// How often a task beats.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// One heartbeat in CloudWatch's embedded metric format: a log line that CloudWatch Logs turns
+/// into one sample of `RunningTaskBeats` (1) for `service`.
+pub fn heartbeat_line(namespace: &str, service: &str, at_ms: i64) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": at_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["Service"]],
+                "Metrics": [{"Name": "RunningTaskBeats", "Unit": "Count"}],
+            }],
+        },
+        "Service": service,
+        "RunningTaskBeats": 1,
+    })
+    .to_string()
+}
+
+/// While `shutdown` is not cancelled, prints a heartbeat on standard output every
+/// [`HEARTBEAT_EVERY`] when `COMO_SAGA_EMF_NAMESPACE` is set: on ECS the log driver sends it to
+/// CloudWatch Logs, which counts each task's beats, so that a service's running tasks are its
+/// beats a minute divided by six without Container Insights (what the autoscaling's backlog per
+/// task divides by; see infra/modules/compute/autoscaling.tf).
+pub fn heartbeat(role: &str, shutdown: &CancellationToken) {
+    let Some(namespace) = std::env::var(EMF_NAMESPACE_ENV)
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+    else {
+        return;
+    };
+    let service = std::env::var(EMF_SERVICE_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| role.to_owned());
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            println!(
+                "{}",
+                heartbeat_line(&namespace, &service, chrono::Utc::now().timestamp_millis())
+            );
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_heartbeat_is_one_embedded_metric_sample_of_its_service() {
+        let line: serde_json::Value = serde_json::from_str(&super::heartbeat_line(
+            "como-saga",
+            "worker-crm",
+            1_700_000_000_000,
+        ))
+        .unwrap();
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(line["_aws"]["Timestamp"], 1_700_000_000_000_i64);
+        assert_eq!(directive["Namespace"], "como-saga");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["Service"]]));
+        let name = directive["Metrics"][0]["Name"].as_str().unwrap();
+        assert_eq!(line[name], 1);
+        assert_eq!(line["Service"], "worker-crm");
+    }
+}

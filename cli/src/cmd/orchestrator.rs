@@ -36,6 +36,7 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         if let Some(addr) = args.health_listen {
             super::health::serve(addr, running.liveness(), shutdown.clone()).await?;
         }
+        super::health::heartbeat("orchestrator", &shutdown);
         shutdown.cancelled().await;
         if let Err(e) = running.stopped(stack::SHUTDOWN_GRACE).await {
             tracing::warn!("{e:#}");

@@ -65,6 +65,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         if let Some(addr) = args.health_listen {
             super::health::serve(addr, running.liveness(), shutdown.clone()).await?;
         }
+        super::health::heartbeat(&format!("worker-{worker}"), &shutdown);
         // While its downstream is down, say so every few seconds: how many commands wait, and
         // since when; then once more when it is back.
         let watch = runtime.clone();
