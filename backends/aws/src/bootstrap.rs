@@ -1,7 +1,7 @@
 //! Creating every resource of a deployment through the SDK, idempotently: run it twice and
 //! the second run finds everything and changes nothing (queue attributes are set again, to
 //! converge). Used against a local AWS-compatible server (moto) and by `como-saga infra
-//! bootstrap`; a real deployment uses the Terraform under `infra/terraform/`, which follows
+//! bootstrap`; a real deployment uses the Terraform under `infra/` (modules, `envs/prod`), which follows
 //! the same names and settings.
 //!
 //! What it makes, for prefix `P` (see [`names`](crate::names)):

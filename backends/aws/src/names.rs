@@ -1,5 +1,5 @@
 //! Every AWS resource name in one place. The bootstrap, the backend and the Terraform under
-//! `infra/terraform/` all spell names through here (the Terraform by the same rules, checked
+//! `infra/` (its `modules/data/names.tf`) all spell names through here (the Terraform by the same rules, checked
 //! by `tests/names.rs`), so that they cannot drift apart.
 //!
 //! A deployment has a prefix (`como-saga` by default; tests use a unique one each); every name

@@ -1,4 +1,4 @@
-//! The Terraform and the backend spell every resource name the same way: `infra/terraform/
+//! The Terraform and the backend spell every resource name the same way: `infra/modules/data/
 //! names.tf` holds the Terraform's names, and this test compares them with `names.rs` (what
 //! `como-saga infra bootstrap` and the backend use), rendering the Terraform's name templates
 //! with a sample prefix. No other Terraform file builds a name of its own.
@@ -11,7 +11,7 @@ use como_backend_aws::{AwsConfig, Names, names};
 use como_ports::QueueName;
 
 fn terraform_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/terraform")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/modules/data")
 }
 
 /// `name = value` lines of a Terraform file, the value as written.

@@ -1,7 +1,7 @@
 //! `como-saga infra bootstrap`: create the resources of a deployment through the SDK,
 //! idempotently (queues with their dead-letter queues, the table with its indexes and TTL, the
 //! bus with the booking rule, the secrets), for a local AWS-compatible server or a quick
-//! account; a production deployment uses the Terraform under `infra/terraform/`, which follows
+//! account; a production deployment uses the Terraform under `infra/` (modules, `envs/prod`), which follows
 //! the same names. The service credentials from the settings seed the credential secrets
 //! that have no value yet.
 

@@ -1,8 +1,9 @@
 # Every resource name, by the same rules as backends/aws/src/names.rs: the prefix, a dash, the
 # resource's own name (secrets: the prefix, a slash, the name). The test
-# backends/aws/tests/names.rs reads this file and compares it with the backend's constants, so
-# that `como-saga infra bootstrap` and this Terraform cannot drift apart. Other files use
-# these locals only.
+# backends/aws/tests/names.rs reads this file and compares it with the backend's constants, and
+# infra/tests/test_terraform.py checks that the resources take their names from here, so that
+# `como-saga infra bootstrap` and this Terraform cannot drift apart. Other files use these
+# locals only.
 locals {
   queue_names             = ["requests", "replies", "commands-crm", "commands-sevenrooms", "notifications"]
   dlq_suffix              = "-dlq"

@@ -1,17 +1,20 @@
 # Least privilege: one task role per role, each allowed exactly the calls its code makes on
 # exactly its resources (backends/aws/src lists them; every role connects by looking up the
-# queue URLs and redrive policies and describing the table).
+# queue URLs and redrive policies and describing the table). The key is usable only through
+# the services that encrypt with it (kms:ViaService).
 
 locals {
-  queue_arns = { for q, queue in aws_sqs_queue.main : q => queue.arn }
-  dlq_arns   = { for q, queue in aws_sqs_queue.dlq : q => queue.arn }
-  table_arns = [aws_dynamodb_table.sagas.arn, "${aws_dynamodb_table.sagas.arn}/index/*"]
+  queue_arns = { for q, queue in var.queues : q => queue.arn }
+  dlq_arns   = { for q, queue in var.dead_letter_queues : q => queue.arn }
+  table_arns = [var.table_arn, "${var.table_arn}/index/*"]
   task_roles = {
+    api               = data.aws_iam_policy_document.api.json
     orchestrator      = data.aws_iam_policy_document.orchestrator.json
     worker-crm        = data.aws_iam_policy_document.worker["crm"].json
     worker-sevenrooms = data.aws_iam_policy_document.worker["sevenrooms"].json
     rotate-tokens     = data.aws_iam_policy_document.rotate_tokens.json
   }
+  account = data.aws_caller_identity.current.account_id
 }
 
 data "aws_iam_policy_document" "ecs_tasks_assume" {
@@ -24,12 +27,13 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
-      values   = [data.aws_caller_identity.current.account_id]
+      values   = [local.account]
     }
   }
 }
 
-# Every role: look the queues and the table up at start.
+# Every role: look the queues and the table up at start, and use the key through the services
+# that hold its data (the queues, the table, the secrets).
 data "aws_iam_policy_document" "connect" {
   statement {
     sid       = "resolve-queues"
@@ -39,20 +43,49 @@ data "aws_iam_policy_document" "connect" {
   statement {
     sid       = "describe-table"
     actions   = ["dynamodb:DescribeTable"]
-    resources = [aws_dynamodb_table.sagas.arn]
+    resources = [var.table_arn]
   }
   statement {
-    sid       = "use-the-key-through-dynamodb-and-secrets-manager"
+    sid       = "use-the-key-through-sqs-dynamodb-and-secrets-manager"
     actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.como.arn]
+    resources = [var.kms_key_arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
       values = [
-        "dynamodb.${data.aws_region.current.name}.amazonaws.com",
-        "secretsmanager.${data.aws_region.current.name}.amazonaws.com",
+        "sqs.${local.region}.amazonaws.com",
+        "dynamodb.${local.region}.amazonaws.com",
+        "secretsmanager.${local.region}.amazonaws.com",
       ]
     }
+  }
+}
+
+# The operator API: reads sagas, their history, the audit list and the workers' health records
+# (lists read items in batches); an operator's action advances a saga like the orchestrator
+# does (the write, then its commands, notifications and lifecycle events); a submitter's
+# booking goes to the request queue; dead letters are listed and put back on their queues.
+data "aws_iam_policy_document" "api" {
+  source_policy_documents = [data.aws_iam_policy_document.connect.json]
+  statement {
+    sid       = "send-requests-commands-notifications-and-redriven-messages"
+    actions   = ["sqs:SendMessage"]
+    resources = values(local.queue_arns)
+  }
+  statement {
+    sid       = "list-and-redrive-dead-letters"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
+    resources = values(local.dlq_arns)
+  }
+  statement {
+    sid       = "saga-store-reads-actions-and-audit"
+    actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    resources = local.table_arns
+  }
+  statement {
+    sid       = "lifecycle-events"
+    actions   = ["events:PutEvents"]
+    resources = [var.bus_arn]
   }
 }
 
@@ -84,7 +117,7 @@ data "aws_iam_policy_document" "orchestrator" {
   statement {
     sid       = "lifecycle-events"
     actions   = ["events:PutEvents"]
-    resources = [aws_cloudwatch_event_bus.como.arn]
+    resources = [var.bus_arn]
   }
 }
 
@@ -112,7 +145,7 @@ data "aws_iam_policy_document" "worker" {
   statement {
     sid       = "idempotency-records-only"
     actions   = ["dynamodb:GetItem", "dynamodb:PutItem"]
-    resources = [aws_dynamodb_table.sagas.arn]
+    resources = [var.table_arn]
     condition {
       test     = "ForAllValues:StringLike"
       variable = "dynamodb:LeadingKeys"
@@ -124,7 +157,7 @@ data "aws_iam_policy_document" "worker" {
     content {
       sid       = "read-the-memberson-token"
       actions   = ["secretsmanager:GetSecretValue"]
-      resources = [aws_secretsmanager_secret.como["memberson-token"].arn]
+      resources = [var.secret_arns["memberson-token"]]
     }
   }
 }
@@ -140,7 +173,7 @@ data "aws_iam_policy_document" "rotate_tokens" {
       "secretsmanager:DescribeSecret",
       "secretsmanager:UpdateSecretVersionStage",
     ]
-    resources = [aws_secretsmanager_secret.como["memberson-token"].arn]
+    resources = [var.secret_arns["memberson-token"]]
   }
 }
 
@@ -157,32 +190,45 @@ resource "aws_iam_role_policy" "task" {
   policy   = each.value
 }
 
-# The execution role: pull the image, write logs, and put the service credentials into the
-# containers' environment.
+# The execution role: pull the image, write each role's logs, and put the service credentials
+# into the containers' environment.
 data "aws_iam_policy_document" "execution" {
   statement {
-    sid       = "pull-the-image"
-    actions   = ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+    sid       = "registry-sign-in"
+    actions   = ["ecr:GetAuthorizationToken"]
     resources = ["*"]
-    #checkov:skip=CKV_AWS_356:ecr:GetAuthorizationToken cannot be scoped to a resource; the image pull actions name any repository the image may come from
+    #checkov:skip=CKV_AWS_356:ecr:GetAuthorizationToken has no resource to scope it to; the image pulls are scoped to the repository below
+  }
+  statement {
+    sid       = "pull-the-image"
+    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+    resources = [aws_ecr_repository.como.arn]
   }
   statement {
     sid       = "write-logs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${aws_cloudwatch_log_group.como.arn}:*"]
+    resources = [for group in values(var.log_groups) : "${group.arn}:*"]
   }
   statement {
     sid     = "service-credentials"
     actions = ["secretsmanager:GetSecretValue"]
     resources = [
-      aws_secretsmanager_secret.como["memberson-credentials"].arn,
-      aws_secretsmanager_secret.como["sevenrooms-credentials"].arn,
+      var.secret_arns["memberson-credentials"],
+      var.secret_arns["sevenrooms-credentials"],
     ]
   }
   statement {
-    sid       = "decrypt-the-credentials"
+    sid       = "decrypt-the-credentials-and-the-image"
     actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.como.arn]
+    resources = [var.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values = [
+        "secretsmanager.${local.region}.amazonaws.com",
+        "ecr.${local.region}.amazonaws.com",
+      ]
+    }
   }
 }
 
@@ -197,18 +243,24 @@ resource "aws_iam_role_policy" "execution" {
   policy = data.aws_iam_policy_document.execution.json
 }
 
-# EventBridge's scheduler role: run the rotation task.
-data "aws_iam_policy_document" "events_assume" {
+# EventBridge Scheduler's role: run the rotation task, hand it its roles, read its encrypted
+# schedule.
+data "aws_iam_policy_document" "scheduler_assume" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
-      identifiers = ["events.amazonaws.com"]
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account]
     }
   }
 }
 
-data "aws_iam_policy_document" "run_rotation" {
+data "aws_iam_policy_document" "scheduler" {
   statement {
     sid       = "run-the-rotation-task"
     actions   = ["ecs:RunTask"]
@@ -223,16 +275,26 @@ data "aws_iam_policy_document" "run_rotation" {
     sid       = "pass-its-roles"
     actions   = ["iam:PassRole"]
     resources = [aws_iam_role.execution.arn, aws_iam_role.task["rotate-tokens"].arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+  statement {
+    sid       = "read-the-encrypted-schedule"
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
   }
 }
 
-resource "aws_iam_role" "run_rotation" {
-  name               = "${var.prefix}-run-rotation"
-  assume_role_policy = data.aws_iam_policy_document.events_assume.json
+resource "aws_iam_role" "scheduler" {
+  name               = "${var.prefix}-scheduler"
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
 }
 
-resource "aws_iam_role_policy" "run_rotation" {
-  name   = "${var.prefix}-run-rotation"
-  role   = aws_iam_role.run_rotation.id
-  policy = data.aws_iam_policy_document.run_rotation.json
+resource "aws_iam_role_policy" "scheduler" {
+  name   = "${var.prefix}-scheduler"
+  role   = aws_iam_role.scheduler.id
+  policy = data.aws_iam_policy_document.scheduler.json
 }

@@ -1,8 +1,8 @@
 # The secrets, without values: Terraform state never holds a credential. Set the credentials
 # once (`aws secretsmanager put-secret-value`, JSON as `como-saga infra bootstrap` writes
-# them); the Memberson token is minted by `como-saga rotate-tokens`.
+# them; docs/DEPLOY.md); the Memberson token is minted by `como-saga rotate-tokens`.
 resource "aws_secretsmanager_secret" "como" {
-  #checkov:skip=CKV2_AWS_57:the Memberson token is rotated by the scheduled rotate-tokens task (ecs.tf), in Secrets Manager's four steps but without a rotation Lambda; the service credentials are issued and rotated by Memberson and SevenRooms
+  #checkov:skip=CKV2_AWS_57:the Memberson token is rotated by the scheduled rotate-tokens task (compute module), in Secrets Manager's four steps but without a rotation Lambda; the service credentials are issued and rotated by Memberson and SevenRooms
   for_each                = local.secret
   name                    = each.value
   description             = "como-saga ${each.key}"

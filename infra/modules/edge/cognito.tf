@@ -1,9 +1,16 @@
 # Who may use the operator API and the dashboard: a Cognito user pool whose groups are the API's
 # roles (viewer, operator, submitter; they reach the API as `cognito:groups`), and the hosted UI
 # as the dashboard's sign-in page. Nothing here is built by como-saga: the dashboard only links
-# to the hosted UI (COMO_SAGA_DASHBOARD_SIGNIN_URL, the output below) and reads the token that
-# Cognito hands back in the URL's fragment; the API checks it against the pool's key set
-# (`como-saga api --jwks <api_jwks_url> --issuer <api_issuer> --audience <api_audience>`).
+# to the hosted UI (COMO_SAGA_DASHBOARD_SIGNIN_URL, `signin_url` below) and reads the token that
+# Cognito hands back in the URL's fragment; the API checks it against the pool's key set. The
+# compute module passes `jwks_url`, `issuer` and `audience` below to the API's tasks as
+# COMO_SAGA_JWKS, COMO_SAGA_JWT_ISSUER and COMO_SAGA_JWT_AUDIENCE, so that the API accepts the
+# tokens of this pool's dashboard client and no other.
+
+locals {
+  dashboard_url = "https://${var.api_domain_name}/dashboard/"
+  region        = data.aws_region.current.name
+}
 
 resource "aws_cognito_user_pool" "operators" {
   name = "${var.prefix}-operators"
@@ -24,10 +31,12 @@ resource "aws_cognito_user_pool" "operators" {
     require_symbols                  = true
     temporary_password_validity_days = 3
   }
+  # Threat protection (compromised credentials, adaptive authentication) needs the Plus plan.
+  user_pool_tier = "PLUS"
   user_pool_add_ons {
     advanced_security_mode = "ENFORCED"
   }
-  deletion_protection = "ACTIVE"
+  deletion_protection = var.deletion_protection ? "ACTIVE" : "INACTIVE"
 }
 
 resource "aws_cognito_user_group" "roles" {
@@ -52,8 +61,8 @@ resource "aws_cognito_user_pool_client" "dashboard" {
   allowed_oauth_flows                  = ["implicit"]
   allowed_oauth_scopes                 = ["openid", "email", "profile"]
   supported_identity_providers         = ["COGNITO"]
-  callback_urls                        = [var.dashboard_url]
-  logout_urls                          = [var.dashboard_url]
+  callback_urls                        = [local.dashboard_url]
+  logout_urls                          = [local.dashboard_url]
   access_token_validity                = 60
   id_token_validity                    = 60
   token_validity_units {
@@ -65,23 +74,5 @@ resource "aws_cognito_user_pool_client" "dashboard" {
 }
 
 locals {
-  cognito_issuer = "https://cognito-idp.${var.region}.amazonaws.com/${aws_cognito_user_pool.operators.id}"
-}
-
-output "dashboard_signin_url" {
-  description = "COMO_SAGA_DASHBOARD_SIGNIN_URL for `como-saga api`: the hosted UI, returning the token to the dashboard."
-  value       = "https://${aws_cognito_user_pool_domain.hosted_ui.domain}.auth.${var.region}.amazoncognito.com/oauth2/authorize?response_type=token&client_id=${aws_cognito_user_pool_client.dashboard.id}&scope=openid+email+profile&redirect_uri=${urlencode(var.dashboard_url)}"
-}
-
-output "api_jwks_url" {
-  value = "${local.cognito_issuer}/.well-known/jwks.json"
-}
-
-output "api_issuer" {
-  value = local.cognito_issuer
-}
-
-output "api_audience" {
-  description = "The dashboard client's id: the `aud` of its ID tokens and the `client_id` of its access tokens."
-  value       = aws_cognito_user_pool_client.dashboard.id
+  cognito_issuer = "https://cognito-idp.${local.region}.amazonaws.com/${aws_cognito_user_pool.operators.id}"
 }

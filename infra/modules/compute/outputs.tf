@@ -1,0 +1,27 @@
+output "cluster_name" {
+  value = aws_ecs_cluster.como.name
+}
+
+output "cluster_arn" {
+  value = aws_ecs_cluster.como.arn
+}
+
+output "service_names" {
+  description = "Each service's name by role."
+  value       = { for role, service in aws_ecs_service.role : role => service.name }
+}
+
+output "ecr_repository_url" {
+  description = "Where CI pushes the image."
+  value       = aws_ecr_repository.como.repository_url
+}
+
+output "deploy_role_arn" {
+  description = "The role the deploy workflow assumes (the repository variable AWS_DEPLOY_ROLE_ARN)."
+  value       = aws_iam_role.deploy.arn
+}
+
+output "tasks_security_group_id" {
+  description = "The orchestrator's and workers' security group (also the rotation task's)."
+  value       = aws_security_group.tasks.id
+}

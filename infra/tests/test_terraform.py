@@ -1,0 +1,613 @@
+"""The deployment's promises, read from the Terraform itself (no Terraform binary here).
+
+python-hcl2 parses every .tf under infra/; each test follows the values it checks from the
+environment root (infra/envs/*) through the module calls to the resources, so that a promise
+broken in any one place fails here:
+
+- every service runs at least two tasks, in private subnets of at least two zones;
+- every queue has a dead-letter queue;
+- every queue, table, secret and log group (and the alarm topic, the image repository and the
+  rotation's schedule) is encrypted with the deployment's customer-managed key, and the key lets
+  CloudWatch Logs encrypt every log group the deployment makes;
+- no IAM statement allows a data action (SQS, DynamoDB, Secrets Manager, KMS, EventBridge,
+  Logs, S3, ECR's image actions...) on "*";
+- the queue, table, index, bus, rule and secret names are the backend's
+  (backends/aws/src/names.rs and the queue names of ports/src/queue.rs: what
+  `como-saga infra bootstrap` creates), spelled in names.tf only;
+- the API checks tokens against the edge's user pool and client, and nothing else.
+
+Run: `python -m pytest infra/tests` (infra/check.sh installs python-hcl2 and pytest).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import hcl2
+import pytest
+from hcl2 import SerializationOptions
+
+INFRA = Path(__file__).resolve().parents[1]
+REPO = INFRA.parent
+ENVS = INFRA / "envs"
+MODULES = INFRA / "modules"
+
+OPTIONS = SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+
+# The services of the compute module, each of which must run active-active.
+SERVICES = {"api", "orchestrator", "worker-crm", "worker-sevenrooms"}
+
+
+# --- reading the Terraform ------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def parse(path: Path) -> dict:
+    with path.open() as f:
+        return hcl2.load(f, serialization_options=OPTIONS)
+
+
+def tf_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.tf"))
+
+
+class Directory:
+    """One Terraform directory (a module or an environment root), merged over its files."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.files = tf_files(path)
+        assert self.files, f"no .tf files in {path}"
+
+    def blocks(self, kind: str):
+        """(file, body) of every top-level block of a kind: resource, data, module..."""
+        for f in self.files:
+            for block in parse(f).get(kind, []):
+                yield f, block
+
+    def labelled(self, kind: str, type_: str) -> dict[str, dict]:
+        """{name: body} of the `kind "type_" "name"` blocks (resource, data)."""
+        found = {}
+        for _, block in self.blocks(kind):
+            for t, named in block.items():
+                if t == type_:
+                    found.update(named)
+        return found
+
+    def resources(self, type_: str) -> dict[str, dict]:
+        return self.labelled("resource", type_)
+
+    def data(self, type_: str) -> dict[str, dict]:
+        return self.labelled("data", type_)
+
+    def all_resources(self):
+        """(type, name, body) of every resource."""
+        for _, block in self.blocks("resource"):
+            for type_, named in block.items():
+                for name, body in named.items():
+                    yield type_, name, body
+
+    def variables(self) -> dict[str, dict]:
+        found = {}
+        for _, block in self.blocks("variable"):
+            found.update(block)
+        return found
+
+    def locals(self) -> dict:
+        found = {}
+        for _, block in self.blocks("locals"):
+            found.update(block)
+        return found
+
+    def outputs(self) -> dict[str, dict]:
+        found = {}
+        for _, block in self.blocks("output"):
+            found.update(block)
+        return found
+
+    def modules(self) -> dict[str, dict]:
+        found = {}
+        for _, block in self.blocks("module"):
+            found.update(block)
+        return found
+
+    def module_path(self, call: dict) -> Path:
+        return (self.path / call["source"]).resolve()
+
+
+def module(name: str) -> Directory:
+    return Directory(MODULES / name)
+
+
+def envs() -> list[Directory]:
+    found = [Directory(p) for p in sorted(ENVS.iterdir()) if p.is_dir() and tf_files(p)]
+    assert found, "no environment root under infra/envs"
+    return found
+
+
+def calls_of(name: str) -> list[tuple[Directory, dict]]:
+    """Every environment root's call of a module, with the root."""
+    found = []
+    for env in envs():
+        for call in env.modules().values():
+            if env.module_path(call) == (MODULES / name).resolve():
+                found.append((env, call))
+    assert found, f"no environment calls the {name} module"
+    return found
+
+
+def one(blocks):
+    """A nested block that appears once (python-hcl2 gives nested blocks as lists)."""
+    assert isinstance(blocks, list) and len(blocks) == 1, blocks
+    return blocks[0]
+
+
+def default(directory: Directory, variable: str):
+    v = directory.variables()[variable]
+    assert "default" in v, f"{directory.path}: variable {variable} has no default"
+    return v["default"]
+
+
+def validations(directory: Directory, variable: str) -> list[str]:
+    v = directory.variables()[variable]
+    return [c["condition"] for c in v.get("validation", [])]
+
+
+# --- the backend's names (the single source of truth) ---------------------------------------
+
+
+@lru_cache(maxsize=None)
+def backend_names() -> dict:
+    """The constants of backends/aws/src/names.rs, and the queue names of ports/src/queue.rs."""
+    text = (REPO / "backends/aws/src/names.rs").read_text()
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]*)";', text))
+    arrays = {
+        name: [
+            consts.get(item.strip(), item.strip().strip('"'))
+            for item in body.split(",")
+            if item.strip()
+        ]
+        for name, body in re.findall(r"pub const (\w+): \[&str; \d+\] = \[([^\]]*)\];", text)
+    }
+    # The naming rules themselves: the prefix and a dash, the dead-letter suffix, the slash.
+    assert 'format!("{}-{name}", self.prefix)' in text
+    assert 'format!("{}{DLQ_SUFFIX}", self.queue(queue))' in text
+    assert 'format!("{}/{name}", self.prefix)' in text
+
+    queue_rs = (REPO / "ports/src/queue.rs").read_text()
+    as_str = queue_rs[queue_rs.index("fn as_str") :]
+    as_str = as_str[: as_str.index("\n    }\n")]
+    queues = re.findall(r'=> "([a-z-]+)"', as_str)
+    assert len(queues) >= 5, queues
+
+    bootstrap = (REPO / "backends/aws/src/bootstrap.rs").read_text()
+    projections = {
+        name: [s.strip().strip('"') for s in body.split(",") if s.strip()]
+        for name, body in re.findall(r"pub const (\w+_PROJECTION): \[&str; \d+\] = \[([^\]]*)\];", bootstrap)
+    }
+    return {"consts": consts, "arrays": arrays, "queues": queues, "projections": projections}
+
+
+def render(template: str, prefix: str, item: str = "") -> str:
+    """A names.tf name template with the prefix and the item (q, s) filled in."""
+    names = module("data").locals()
+    out = template
+    for local in ("dlq_suffix", "table", "bus", "booking_rule"):
+        out = out.replace("${local.%s}" % local, names[local])
+    out = out.replace("${var.prefix}", prefix)
+    for var in ("${q}", "${s}"):
+        out = out.replace(var, item)
+    assert "${" not in out, out
+    return out
+
+
+def for_template(expr: str) -> tuple[str, str]:
+    """`${{for q in local.LIST : q => "TEMPLATE"}}` -> (LIST, TEMPLATE)."""
+    m = re.fullmatch(r'\$\{\{for (\w) in local\.(\w+) : \1 => "(.*)"\}\}', expr)
+    assert m, f"not a name template: {expr}"
+    return m.group(2), m.group(3)
+
+
+# --- 1. every service runs at least two tasks in subnets of two zones -----------------------
+
+
+def test_every_service_runs_at_least_two_tasks_in_two_zones():
+    compute = module("compute")
+    services = compute.locals()["services"]
+    assert set(services) == SERVICES, "the compute module's services changed: update SERVICES"
+
+    # The tasks per service: at least two at the start and under autoscaling, whatever the root.
+    assert any(">= 2" in c for c in validations(compute, "min_tasks"))
+    for env, call in calls_of("compute"):
+        assert call.get("min_tasks") == "${var.min_tasks}", f"{env.path}: min_tasks must come from the root"
+        floor = default(env, "min_tasks")
+        assert set(floor) == SERVICES, f"{env.path}: min_tasks names every service"
+        assert all(n >= 2 for n in floor.values()), f"{env.path}: fewer than two tasks: {floor}"
+    assert all(n >= 2 for n in default(compute, "min_tasks").values())
+
+    service = compute.resources("aws_ecs_service")["role"]
+    assert service["for_each"] == "${local.services}"
+    assert service["desired_count"] == "${var.min_tasks[each.key]}"
+    assert service["launch_type"] == "FARGATE"
+    net = one(service["network_configuration"])
+    assert net["subnets"] == "${var.private_subnet_ids}"
+    assert net["assign_public_ip"] is False
+    breaker = one(service["deployment_circuit_breaker"])
+    assert breaker["enable"] is True and breaker["rollback"] is True
+
+    target = compute.resources("aws_appautoscaling_target")["role"]
+    assert target["for_each"] == "${local.services}"
+    assert target["min_capacity"] == "${var.min_tasks[each.key]}"
+    for name, action in compute.resources("aws_appautoscaling_scheduled_action").items():
+        floor = one(action["scalable_target_action"])["min_capacity"]
+        assert "var.min_tasks[each.key]" in str(floor), f"scheduled action {name} may go below min_tasks"
+
+    # The subnets: the network module's private subnets, one per zone, at least two zones.
+    assert any("length(var.private_subnet_ids) >= 2" in c for c in validations(compute, "private_subnet_ids"))
+    network = module("network")
+    for env, call in calls_of("compute"):
+        assert call["private_subnet_ids"] == "${module.network.private_subnet_ids}", env.path
+    assert network.outputs()["private_subnet_ids"]["value"] == "${[for az in local.azs : aws_subnet.private[az].id]}"
+    private = network.resources("aws_subnet")["private"]
+    assert private["for_each"] == "${toset(local.azs)}"
+    assert private["availability_zone"] == "${each.value}"
+    assert "map_public_ip_on_launch" not in private or private["map_public_ip_on_launch"] is False
+    assert network.locals()["azs"] == "${data.aws_availability_zones.chosen.names}"
+    chosen = network.data("aws_availability_zones")["chosen"]
+    zone_filter = one(chosen["filter"])
+    assert zone_filter["name"] == "zone-name" and zone_filter["values"] == "${var.availability_zones}"
+    assert any("length(var.availability_zones) >= 2" in c for c in validations(network, "availability_zones"))
+    for env, call in calls_of("network"):
+        assert call["availability_zones"] == "${var.availability_zones}", env.path
+        zones = default(env, "availability_zones")
+        assert len(set(zones)) >= 2, f"{env.path}: the default zones are fewer than two: {zones}"
+
+    # The private subnets reach the internet through NAT only, and only the load balancer is public.
+    route = one(network.resources("aws_route_table")["private"]["route"])
+    assert "nat_gateway_id" in route and "gateway_id" not in route
+    lb = module("edge").resources("aws_lb")["api"]
+    assert lb["subnets"] == "${var.public_subnet_ids}"
+    for env, call in calls_of("edge"):
+        assert call["public_subnet_ids"] == "${module.network.public_subnet_ids}", env.path
+
+
+# --- 2. every queue has a dead-letter queue -------------------------------------------------
+
+
+def test_every_queue_has_a_dead_letter_queue():
+    data = module("data")
+    queues = data.resources("aws_sqs_queue")
+    names = data.locals()
+    dlqs = {n for n, q in queues.items() if q.get("for_each") == "${local.dlq}"}
+    assert dlqs, "no dead-letter queues"
+    for name, queue in queues.items():
+        if name in dlqs:
+            continue
+        policy = queue.get("redrive_policy", "")
+        m = re.search(r"deadLetterTargetArn = aws_sqs_queue\.(\w+)\[each\.key\]\.arn", policy)
+        assert m, f"aws_sqs_queue.{name} has no dead-letter queue"
+        assert m.group(1) in dlqs, f"aws_sqs_queue.{name} dead-letters into a queue that is not one"
+        assert "maxReceiveCount = var.max_receives" in policy
+        # The queue and its dead-letter queue are made for the same names.
+        main_list, _ = for_template(names[queue["for_each"].removeprefix("${local.").removesuffix("}")])
+        dlq_list, _ = for_template(names["dlq"])
+        assert main_list == dlq_list, f"aws_sqs_queue.{name} and its dead-letter queues differ"
+    # Every dead-letter queue takes from its own queue only.
+    allow = data.resources("aws_sqs_queue_redrive_allow_policy")
+    assert any("byQueue" in a["redrive_allow_policy"] for a in allow.values())
+
+    # No queue is made anywhere else.
+    for directory in [module(m.name) for m in MODULES.iterdir() if m.is_dir()] + envs():
+        if directory.path.name == "data":
+            continue
+        assert not directory.resources("aws_sqs_queue"), f"{directory.path} makes a queue"
+
+
+# --- 3. every queue, table, secret and log group names the key -------------------------------
+
+
+KEY_ATTRIBUTE = {
+    "aws_sqs_queue": lambda r: r.get("kms_master_key_id"),
+    "aws_dynamodb_table": lambda r: one(r["server_side_encryption"]).get("kms_key_arn")
+    if one(r["server_side_encryption"]).get("enabled") is True
+    else None,
+    "aws_secretsmanager_secret": lambda r: r.get("kms_key_id"),
+    "aws_cloudwatch_log_group": lambda r: r.get("kms_key_id"),
+    "aws_sns_topic": lambda r: r.get("kms_master_key_id"),
+    "aws_ecr_repository": lambda r: one(r["encryption_configuration"]).get("kms_key")
+    if one(r["encryption_configuration"]).get("encryption_type") == "KMS"
+    else None,
+    "aws_scheduler_schedule": lambda r: r.get("kms_key_arn"),
+}
+
+
+def names_the_key(directory: Directory, value) -> bool:
+    """The value is the data module's customer-managed key: directly, or through the module
+    variable kms_key_arn that every root sets to module.data.kms_key_arn."""
+    if directory.path == (MODULES / "data").resolve():
+        keys = directory.resources("aws_kms_key")
+        return any(value == f"${{aws_kms_key.{k}.arn}}" for k in keys)
+    if value != "${var.kms_key_arn}":
+        return False
+    data_output = module("data").outputs()["kms_key_arn"]["value"]
+    assert re.fullmatch(r"\$\{aws_kms_key\.\w+\.arn\}", data_output)
+    for env, call in calls_of(directory.path.name):
+        if call.get("kms_key_arn") != "${module.data.kms_key_arn}":
+            return False
+    return True
+
+
+def test_every_queue_table_secret_and_log_group_names_the_key():
+    checked = {t: 0 for t in KEY_ATTRIBUTE}
+    for m in sorted(p for p in MODULES.iterdir() if p.is_dir()):
+        directory = Directory(m.resolve())
+        for type_, name, body in directory.all_resources():
+            if type_ not in KEY_ATTRIBUTE:
+                continue
+            assert "sqs_managed_sse_enabled" not in body, f"{m.name}: {type_}.{name} uses SQS-managed keys"
+            value = KEY_ATTRIBUTE[type_](body)
+            assert names_the_key(directory, value), f"{m.name}: {type_}.{name} is not encrypted with the key ({value})"
+            checked[type_] += 1
+    for env in envs():
+        for type_, name, _ in env.all_resources():
+            assert type_ not in KEY_ATTRIBUTE, f"{env.path}: {type_}.{name} belongs in a module"
+    for type_ in ("aws_sqs_queue", "aws_dynamodb_table", "aws_secretsmanager_secret", "aws_cloudwatch_log_group"):
+        assert checked[type_] > 0, f"no {type_} found"
+    keys = module("data").resources("aws_kms_key")
+    assert len(keys) == 1 and all(k["enable_key_rotation"] is True for k in keys.values())
+
+
+def log_group_names(prefix: str) -> list[str]:
+    """Every log group the modules make, named for a prefix (for_each over the roles)."""
+    names = []
+    for m in sorted(p for p in MODULES.iterdir() if p.is_dir()):
+        directory = Directory(m)
+        for name, group in directory.resources("aws_cloudwatch_log_group").items():
+            template = group["name"].replace("${var.prefix}", prefix)
+            if "${each.value}" in template:
+                roles = default(directory, "roles")
+                assert group["for_each"] == "${toset(var.roles)}", f"{m.name}: log group {name}"
+                names += [template.replace("${each.value}", r) for r in roles]
+            else:
+                assert "${" not in template, f"{m.name}: log group {name} is named {template}"
+                names.append(template)
+    return names
+
+
+def test_the_key_lets_cloudwatch_logs_encrypt_every_log_group():
+    kms = module("data").data("aws_iam_policy_document")["kms"]
+    logs = [s for s in kms["statement"] if "logs." in str(s.get("principals"))]
+    assert logs, "the key policy does not let CloudWatch Logs use the key"
+    assert "var.log_group_patterns" in str(logs[0]["condition"])
+    for env, call in calls_of("data"):
+        prefix = default(env, "prefix")
+        assert call["log_group_patterns"] == "${local.log_group_patterns}"
+        patterns = [p.replace("${var.prefix}", prefix) for p in env.locals()["log_group_patterns"]]
+        for group in log_group_names(prefix):
+            assert any(fnmatch.fnmatchcase(group, p) for p in patterns), (
+                f"{env.path}: the key policy does not cover log group {group} ({patterns})"
+            )
+
+
+# --- 4. no IAM statement for data actions has "*" as its resource -----------------------------
+
+# Services whose actions read or write the deployment's data.
+DATA_SERVICES = {"sqs", "dynamodb", "secretsmanager", "kms", "events", "logs", "s3", "sns", "ssm", "ecr"}
+# Actions that take no resource at all: "*" is the only way to grant them.
+NO_RESOURCE_ACTIONS = {"ecr:GetAuthorizationToken", "ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
+
+
+def key_policies() -> set[tuple[Path, str]]:
+    """The policy documents attached to KMS keys as key policies: their "*" is the key."""
+    found = set()
+    for m in sorted(p for p in MODULES.iterdir() if p.is_dir()):
+        directory = Directory(m)
+        for key in directory.resources("aws_kms_key").values():
+            ref = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", key["policy"])
+            assert ref, "a key policy not from an aws_iam_policy_document"
+            found.add((m.resolve(), ref.group(1)))
+    return found
+
+
+def statements(document: dict):
+    for s in document.get("statement", []):
+        yield s
+    for d in document.get("dynamic", []):
+        for s in d.get("statement", {}).get("content", []):
+            yield s
+
+
+def wildcard(resources) -> bool:
+    if isinstance(resources, list):
+        return any(r == "*" for r in resources)
+    return '"*"' in str(resources)
+
+
+def test_no_iam_statement_allows_data_actions_on_every_resource():
+    keys = key_policies()
+    checked = 0
+    for m in sorted(p for p in MODULES.iterdir() if p.is_dir()):
+        directory = Directory(m)
+        for name, document in directory.data("aws_iam_policy_document").items():
+            if (m.resolve(), name) in keys:
+                continue
+            for s in statements(document):
+                checked += 1
+                assert "not_resources" not in s, f"{m.name}: {name} uses not_resources"
+                actions = s.get("actions", [])
+                data_actions = [a for a in actions if a.split(":")[0] in DATA_SERVICES or a == "*"]
+                if not wildcard(s.get("resources", [])):
+                    continue
+                assert set(actions) <= NO_RESOURCE_ACTIONS, (
+                    f'{m.name}: {name}, statement {s.get("sid")}: {data_actions or actions} on "*"'
+                )
+    assert checked > 20, "the IAM policy documents were not found"
+
+    # Every policy attached anywhere comes from a policy document the loop above read.
+    attach = {
+        "aws_iam_role_policy": "policy",
+        "aws_iam_policy": "policy",
+        "aws_sqs_queue_policy": "policy",
+        "aws_cloudwatch_log_resource_policy": "policy_document",
+        "aws_sns_topic_policy": "policy",
+        "aws_iam_role": "assume_role_policy",
+        "aws_vpc_endpoint": "policy",
+    }
+    for m in sorted(p for p in MODULES.iterdir() if p.is_dir()):
+        for type_, name, body in Directory(m).all_resources():
+            if type_ in attach and attach[type_] in body:
+                assert re.fullmatch(
+                    r"\$\{(each\.value|data\.aws_iam_policy_document\.\w+(\[[^\]]+\])?\.json)\}", body[attach[type_]]
+                ), f"{m.name}: {type_}.{name} has an inline policy"
+        for type_, name, body in Directory(m).all_resources():
+            if type_ == "aws_iam_role_policy" and body["policy"] == "${each.value}":
+                roles = Directory(m).locals()["task_roles"]
+                assert all(re.fullmatch(r"\$\{data\.aws_iam_policy_document\.\w+(\[[^\]]+\])?\.json\}", v) for v in roles.values())
+
+
+# --- 5. the names are the ones `como-saga infra bootstrap` creates ----------------------------
+
+
+def test_names_tf_spells_the_backends_names():
+    truth = backend_names()
+    consts, arrays = truth["consts"], truth["arrays"]
+    names = module("data").locals()
+    assert names["queue_names"] == truth["queues"]
+    expected = {
+        "dlq_suffix": "DLQ_SUFFIX",
+        "table": "TABLE",
+        "status_index": "STATUS_INDEX",
+        "due_index": "DUE_INDEX",
+        "ttl_attribute": "TTL_ATTRIBUTE",
+        "bus": "BUS",
+        "booking_rule": "BOOKING_RULE",
+        "booking_target_id": "BOOKING_TARGET_ID",
+        "booking_source": "BOOKING_SOURCE",
+        "booking_detail_type": "BOOKING_DETAIL_TYPE",
+        "event_source": "EVENT_SOURCE",
+    }
+    for local, const in expected.items():
+        assert names[local] == consts[const], f"names.tf {local} = {names[local]!r}, names.rs {const} = {consts[const]!r}"
+    assert names["secret_names"] == arrays["SECRETS"]
+    assert names["roles"] == arrays["ROLES"]
+    assert names["status_index_projection"] == truth["projections"]["STATUS_INDEX_PROJECTION"]
+    assert names["due_index_projection"] == truth["projections"]["DUE_INDEX_PROJECTION"]
+
+    # The full names, by names.rs's rules, for the default prefix and another.
+    for prefix in (consts["DEFAULT_PREFIX"], "p"):
+        for q in truth["queues"]:
+            assert render(for_template(names["queue"])[1], prefix, q) == f"{prefix}-{q}"
+            assert render(for_template(names["dlq"])[1], prefix, q) == f"{prefix}-{q}{consts['DLQ_SUFFIX']}"
+        assert render(names["table_name"], prefix) == f"{prefix}-{consts['TABLE']}"
+        assert render(names["bus_name"], prefix) == f"{prefix}-{consts['BUS']}"
+        assert render(names["rule_name"], prefix) == f"{prefix}-{consts['BOOKING_RULE']}"
+        for s in arrays["SECRETS"]:
+            assert render(for_template(names["secret"])[1], prefix, s) == f"{prefix}/{s}"
+
+    # The default prefix, in the module and in every root, is the backend's.
+    assert default(module("data"), "prefix") == consts["DEFAULT_PREFIX"]
+    for env, call in calls_of("data"):
+        assert default(env, "prefix") == consts["DEFAULT_PREFIX"], f"{env.path}: the default prefix is not the backend's"
+        assert call["prefix"] == "${var.prefix}"
+        assert default(env, "max_receives") == default(module("data"), "max_receives")
+        assert call["max_receives"] == "${var.max_receives}"
+    # Every role that runs as a service of its own is one of the compute module's services.
+    assert set(arrays["ROLES"]) <= SERVICES
+
+
+def test_the_resources_take_their_names_from_names_tf():
+    data = module("data")
+    queues = data.resources("aws_sqs_queue")
+    assert {q["for_each"] for q in queues.values()} == {"${local.queue}", "${local.dlq}"}
+    assert all(q["name"] == "${each.value}" for q in queues.values())
+
+    table = one(list(data.resources("aws_dynamodb_table").values()))
+    assert table["name"] == "${local.table_name}"
+    assert (table["hash_key"], table["range_key"]) == ("pk", "sk")
+    assert {i["name"] for i in table["global_secondary_index"]} == {"${local.status_index}", "${local.due_index}"}
+    assert one(table["ttl"])["attribute_name"] == "${local.ttl_attribute}"
+
+    bus = one(list(data.resources("aws_cloudwatch_event_bus").values()))
+    assert bus["name"] == "${local.bus_name}"
+    rule = data.resources("aws_cloudwatch_event_rule")["booking"]
+    assert rule["name"] == "${local.rule_name}"
+    assert "local.booking_source" in rule["event_pattern"] and "local.booking_detail_type" in rule["event_pattern"]
+    target = data.resources("aws_cloudwatch_event_target")["booking"]
+    assert target["target_id"] == "${local.booking_target_id}"
+    assert target["arn"] == '${aws_sqs_queue.main["requests"].arn}'
+
+    secrets = one(list(data.resources("aws_secretsmanager_secret").values()))
+    assert secrets["for_each"] == "${local.secret}" and secrets["name"] == "${each.value}"
+
+    # No other file anywhere under infra/ builds one of these names itself.
+    truth = backend_names()
+    own = truth["queues"] + [truth["consts"][c] for c in ("TABLE", "BUS", "BOOKING_RULE")] + truth["arrays"]["SECRETS"]
+    for path in sorted(INFRA.rglob("*.tf")):
+        if path == MODULES / "data" / "names.tf" or ".terraform" in path.parts:
+            continue
+        text = path.read_text()
+        for name in own:
+            for built in (f'${{var.prefix}}-{name}"', f'${{var.prefix}}/{name}"'):
+                assert built not in text, f"{path.relative_to(REPO)} builds the name {built}: use names.tf"
+
+
+# --- 6. the API checks tokens against the edge's user pool, and nothing else ----------------
+
+
+def test_the_api_accepts_exactly_the_user_pools_tokens():
+    compute = module("compute")
+    env_vars = {e["name"]: e["value"] for e in compute.locals()["api_environment"]}
+    assert env_vars["COMO_SAGA_JWKS"] == "${var.api_auth.jwks_url}"
+    assert env_vars["COMO_SAGA_JWT_ISSUER"] == "${var.api_auth.issuer}"
+    assert env_vars["COMO_SAGA_JWT_AUDIENCE"] == "${var.api_auth.audience}"
+    assert env_vars["COMO_SAGA_DASHBOARD_SIGNIN_URL"] == "${var.api_auth.signin_url}"
+    for env, call in calls_of("compute"):
+        auth = call["api_auth"]
+        assert auth == {
+            "jwks_url": "${module.edge.jwks_url}",
+            "issuer": "${module.edge.issuer}",
+            "audience": "${module.edge.audience}",
+            "signin_url": "${module.edge.signin_url}",
+        }, f"{env.path}: the API's token settings do not all come from the edge's user pool"
+    edge = module("edge")
+    outputs = edge.outputs()
+    assert outputs["issuer"]["value"] == "${local.cognito_issuer}"
+    assert outputs["jwks_url"]["value"] == "${local.cognito_issuer}/.well-known/jwks.json"
+    assert outputs["audience"]["value"] == "${aws_cognito_user_pool_client.dashboard.id}"
+    issuer = edge.locals()["cognito_issuer"]
+    assert issuer == "https://cognito-idp.${local.region}.amazonaws.com/${aws_cognito_user_pool.operators.id}"
+    groups = edge.resources("aws_cognito_user_group")["roles"]
+    assert groups["for_each"] == '${toset(["viewer", "operator", "submitter"])}'
+
+
+# --- 7. what every container shares -----------------------------------------------------------
+
+
+def test_every_container_logs_json_and_checks_its_health():
+    compute = module("compute")
+    env_vars = {e["name"]: e["value"] for e in compute.locals()["environment"]}
+    assert env_vars["COMO_SAGA_LOG_FORMAT"] == "json"
+    assert env_vars["COMO_SAGA_BACKEND"] == "aws"
+    health = {e["name"]: e["value"] for e in compute.locals()["health_environment"]}
+    assert health["COMO_SAGA_HEALTH_LISTEN"] == "127.0.0.1:9090"
+    for role, service in compute.locals()["services"].items():
+        port = "8080" if role == "api" else "9090"
+        assert service["health"] == f"http://127.0.0.1:{port}/healthz", role
+    # The load balancer checks liveness: /readyz counts every saga in the table on each check.
+    check = one(module("edge").resources("aws_lb_target_group")["api"]["health_check"])
+    assert check["path"] == "/healthz"
+    task = compute.resources("aws_ecs_task_definition")["role"]["container_definitions"]
+    assert '["CMD", "/usr/local/bin/como-saga", "healthcheck", each.value.health]' in task
+    assert "local.environment" in task and "readonlyRootFilesystem" in str(compute.locals()["container_defaults"])
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "/usr/local/bin/como-saga" in dockerfile
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0", "0:0"), "the runtime image runs as root"
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__, "-q"]))
