@@ -1,6 +1,6 @@
 //! Every AWS resource name in one place. The bootstrap, the backend and the Terraform under
-//! `infra/` (its `modules/data/names.tf`) all spell names through here (the Terraform by the same rules, checked
-//! by `tests/names.rs`), so that they cannot drift apart.
+//! `infra/` (its `modules/data/names.tf`) all spell names through here (the Terraform by the
+//! same rules, checked by `tests/names.rs`), so that they cannot drift apart.
 //!
 //! A deployment has a prefix (`como-saga` by default; tests use a unique one each); every name
 //! is the prefix, a dash, and the resource's own name.
