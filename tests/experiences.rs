@@ -737,3 +737,96 @@ fn venues_are_set_listed_and_removed_in_the_store_and_bad_settings_are_refused_b
     let stored: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stored["venues"], json!({}));
 }
+
+/// Polls views (a new day each time, so that each is a SevenRooms call) until one reaches the
+/// SevenRooms at `base`: the processes follow the catalogue.
+async fn until_views_reach(api: &Api, base: &str) {
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut ahead = 30;
+    loop {
+        let before = calls(api, base, "availability").await;
+        ahead += 1;
+        assert_eq!(
+            view(api, VENUE_LARGE, day(ahead), 2).await.status,
+            StatusCode::OK
+        );
+        if calls(api, base, "availability").await > before {
+            return;
+        }
+        assert!(Instant::now() < until, "the views never reached {base}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A saga's SevenRooms effects stay where its hold was made. The venue's API changes while the
+/// saga waits between its hold and its redemption (a Memberson outage); the redemption is then
+/// refused, and the compensation releases the hold at the API that holds it, not at the one
+/// the venue names by then (where it would find nothing, leaving the hold behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_undoes_its_hold_where_it_made_it_when_the_venues_api_changes_meanwhile() {
+    let api = Api::start().await;
+    let other = como_simulators::Simulators::start(como_simulators::SimConfig::default())
+        .await
+        .unwrap();
+    let other_sr = other.sevenrooms_url().to_owned();
+    let moved = VenueSettings {
+        api_url: Some(other_sr.clone()),
+        ..VenueSettings::priced(600)
+    };
+    set_venue(&api, VENUE_LARGE, moved).await;
+    until_views_reach(&api, &other_sr).await;
+
+    api.http
+        .post(format!("{}/_sim/outage", api.memberson()))
+        .json(&json!({"for_ms": 300_000, "status": 503, "ops": ["redeem"]}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap();
+    let (status, body) = api
+        .submit(&booking("pinned-hold", day(14), "19:00", 1_200))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let saga = body["saga_id"].as_str().unwrap().to_owned();
+    api.wait_status(&saga, "waiting_for_downstream", Duration::from_secs(30))
+        .await;
+    let held: Vec<_> = other
+        .sevenrooms_ledger()
+        .holds
+        .into_iter()
+        .filter(|h| h.status == como_simulators::ledger::HoldStatus::Held)
+        .collect();
+    assert_eq!(held.len(), 1, "the hold is at the venue's API of the time");
+
+    // The venue moves back to the deployment's SevenRooms while the saga waits.
+    set_venue(&api, VENUE_LARGE, VenueSettings::priced(600)).await;
+    until_views_reach(&api, &api.sevenrooms()).await;
+    let releases_here = calls(&api, &api.sevenrooms(), "release_hold").await;
+
+    // Memberson is back, and refuses the redemption: the saga compensates.
+    api.put_faults(
+        &api.memberson(),
+        json!([{"kind": "refuse", "code": "INSUFFICIENT_POINTS", "ops": ["redeem"]}]),
+    )
+    .await;
+    api.wait_status(&saga, "compensated", Duration::from_secs(60))
+        .await;
+    let hold = other
+        .sevenrooms_ledger()
+        .holds
+        .into_iter()
+        .find(|h| h.reservation_hold_id == held[0].reservation_hold_id)
+        .unwrap();
+    assert_eq!(
+        hold.status,
+        como_simulators::ledger::HoldStatus::Released,
+        "released where it was made"
+    );
+    assert_eq!(
+        calls(&api, &api.sevenrooms(), "release_hold").await,
+        releases_here,
+        "nothing sent to the venue's new API"
+    );
+    api.spawned.stop().await.unwrap();
+    other.shutdown().await.unwrap();
+}

@@ -429,7 +429,7 @@ mod tests {
     async fn without_idle_reads_nobody_watching_means_no_read() {
         let dir = tempfile::tempdir().unwrap();
         let backend = como_backend_embedded::EmbeddedBackend::open(
-            &dir.path().join("live.sqlite"),
+            dir.path().join("live.sqlite"),
             como_backend_embedded::EmbeddedConfig::default(),
             Arc::new(como_ports::SystemClock),
         )

@@ -880,6 +880,7 @@ fn success(cmd: &WorkerCommand) -> ReplyOutcome {
         },
         OperationKind::HoldSlot => StepOutput::SlotHeld {
             hold_id: HoldId::parse(format!("h{}", cmd.attempt)).unwrap(),
+            sevenrooms_api: None,
         },
         OperationKind::RedeemCredits | OperationKind::ReplayRedemption => {
             StepOutput::CreditsRedeemed {

@@ -41,6 +41,7 @@ fn main() {
 
     let held = StepOutput::SlotHeld {
         hold_id: HoldId::parse("hold-1").unwrap(),
+        sevenrooms_api: None,
     };
     let booked = StepOutput::ExperienceBooked {
         reservation_id: ReservationId::parse("res-1").unwrap(),

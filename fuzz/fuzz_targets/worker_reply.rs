@@ -32,6 +32,7 @@ fn waiting() -> &'static [(SagaState, WorkerCommand)] {
             },
             StepOutput::SlotHeld {
                 hold_id: HoldId::parse("hold-1").unwrap(),
+                sevenrooms_api: None,
             },
             StepOutput::CreditsRedeemed {
                 transaction_id: TransactionId::parse("TX1").unwrap(),

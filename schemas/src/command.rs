@@ -220,6 +220,7 @@ impl OperationKind {
             OperationKind::ReleaseHold => Operation::ReleaseHold {
                 venue_id: r.venue_id.clone(),
                 hold_id: ctx.hold_id(),
+                sevenrooms_api: ctx.sevenrooms_api(),
             },
             OperationKind::RedeemCredits => Operation::RedeemCredits {
                 member_no: r.member_no.clone(),
@@ -246,17 +247,20 @@ impl OperationKind {
                 external_id: ctx.saga_id.to_string(),
                 loyalty_id: r.member_no.clone(),
                 guest: r.guest.clone(),
+                sevenrooms_api: ctx.sevenrooms_api(),
             },
             OperationKind::CancelReservation => Operation::CancelReservation {
                 venue_id: r.venue_id.clone(),
                 reservation_id: ctx.reservation_id(),
                 external_id: ctx.saga_id.to_string(),
                 date: r.date,
+                sevenrooms_api: ctx.sevenrooms_api(),
             },
             OperationKind::FindReservation => Operation::FindReservation {
                 venue_id: r.venue_id.clone(),
                 external_id: ctx.saga_id.to_string(),
                 date: r.date,
+                sevenrooms_api: ctx.sevenrooms_api(),
             },
             OperationKind::PublishConfirmation => return None,
         };
@@ -285,7 +289,15 @@ pub struct OperationContext<'a> {
 impl OperationContext<'_> {
     fn hold_id(&self) -> Option<HoldId> {
         self.outputs.iter().find_map(|o| match o {
-            StepOutput::SlotHeld { hold_id } => Some(hold_id.clone()),
+            StepOutput::SlotHeld { hold_id, .. } => Some(hold_id.clone()),
+            _ => None,
+        })
+    }
+
+    /// The SevenRooms API the saga's hold was made at, if not the deployment's.
+    fn sevenrooms_api(&self) -> Option<String> {
+        self.outputs.iter().find_map(|o| match o {
+            StepOutput::SlotHeld { sevenrooms_api, .. } => sevenrooms_api.clone(),
             _ => None,
         })
     }
@@ -320,6 +332,11 @@ pub enum Operation {
         venue_id: VenueId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hold_id: Option<HoldId>,
+        /// The SevenRooms API the saga's hold was made at (its `SlotHeld` output), when not
+        /// the deployment's: the saga's every SevenRooms effect is there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 512))]
+        sevenrooms_api: Option<String>,
     },
     /// Memberson: redeem `credits` under `receipt_no`. Every field is derived from the saga,
     /// so that a replay sends the very same body (Memberson refuses a used `ReceiptNo` with
@@ -353,6 +370,11 @@ pub enum Operation {
         external_id: String,
         loyalty_id: MemberNo,
         guest: GuestContact,
+        /// The SevenRooms API the saga's hold was made at (its `SlotHeld` output), when not
+        /// the deployment's: the saga's every SevenRooms effect is there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 512))]
+        sevenrooms_api: Option<String>,
     },
     /// SevenRooms: cancel the reservation; without its id, find it by `external_id` first.
     CancelReservation {
@@ -361,16 +383,38 @@ pub enum Operation {
         reservation_id: Option<ReservationId>,
         external_id: String,
         date: NaiveDate,
+        /// The SevenRooms API the saga's hold was made at (its `SlotHeld` output), when not
+        /// the deployment's: the saga's every SevenRooms effect is there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 512))]
+        sevenrooms_api: Option<String>,
     },
     /// SevenRooms: search for a reservation with `external_id` (reconcile).
     FindReservation {
         venue_id: VenueId,
         external_id: String,
         date: NaiveDate,
+        /// The SevenRooms API the saga's hold was made at (its `SlotHeld` output), when not
+        /// the deployment's: the saga's every SevenRooms effect is there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 512))]
+        sevenrooms_api: Option<String>,
     },
 }
 
 impl Operation {
+    /// The SevenRooms API an operation is pinned to (its saga's hold's), if not the
+    /// deployment's.
+    pub fn sevenrooms_api(&self) -> Option<&str> {
+        match self {
+            Operation::ReleaseHold { sevenrooms_api, .. }
+            | Operation::BookExperience { sevenrooms_api, .. }
+            | Operation::CancelReservation { sevenrooms_api, .. }
+            | Operation::FindReservation { sevenrooms_api, .. } => sevenrooms_api.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The venue a SevenRooms operation is about (none for Memberson's).
     pub fn venue_id(&self) -> Option<&VenueId> {
         match self {

@@ -103,6 +103,7 @@ pub fn success(command: &WorkerCommand) -> ReplyOutcome {
         },
         (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
             hold_id: must(HoldId::parse("hold-1")),
+            sevenrooms_api: None,
         },
         (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
             StepOutput::CreditsRedeemed {
@@ -126,6 +127,7 @@ pub fn all_outcomes() -> Vec<ReplyOutcome> {
     vec![
         ReplyOutcome::Succeeded {
             output: StepOutput::SlotHeld {
+                sevenrooms_api: None,
                 hold_id: must(HoldId::parse("hold-1")),
             },
         },

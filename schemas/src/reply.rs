@@ -92,6 +92,12 @@ pub enum StepOutput {
     },
     SlotHeld {
         hold_id: HoldId,
+        /// The SevenRooms API the hold was made at, when the venue has its own (not the
+        /// deployment's): every later SevenRooms command of the saga goes there, whatever the
+        /// venue's settings say by then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 512))]
+        sevenrooms_api: Option<String>,
     },
     CreditsRedeemed {
         transaction_id: TransactionId,

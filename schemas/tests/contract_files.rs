@@ -99,6 +99,7 @@ fn examples_validate_against_the_files() {
 
     let held = StepOutput::SlotHeld {
         hold_id: HoldId::parse("h-1").unwrap(),
+        sevenrooms_api: None,
     };
     let steps = [
         (

@@ -85,7 +85,7 @@ impl SagaKeys {
             _ => None,
         };
         let hold_id = state.steps.iter().find_map(|s| match &s.output {
-            Some(como_schemas::StepOutput::SlotHeld { hold_id }) => Some(hold_id.to_string()),
+            Some(como_schemas::StepOutput::SlotHeld { hold_id, .. }) => Some(hold_id.to_string()),
             _ => None,
         });
         let request = &state.request;

@@ -136,6 +136,7 @@ pub fn success(cmd: &WorkerCommand) -> ReplyOutcome {
         },
         (_, OperationKind::HoldSlot) => StepOutput::SlotHeld {
             hold_id: HoldId::parse(format!("hold-{}", cmd.attempt)).unwrap(),
+            sevenrooms_api: None,
         },
         (_, OperationKind::RedeemCredits | OperationKind::ReplayRedemption) => {
             StepOutput::CreditsRedeemed {

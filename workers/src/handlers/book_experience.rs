@@ -30,6 +30,7 @@ pub async fn book(
         external_id,
         loyalty_id,
         guest,
+        ..
     } = operation
     else {
         unreachable!("dispatched on BookExperience")

@@ -88,7 +88,10 @@ pub async fn hold(
     reply(
         client.hold(venue.as_str(), &request, deadline).await,
         |h| match HoldId::parse(h.reservation_hold_id) {
-            Ok(hold_id) => succeeded(StepOutput::SlotHeld { hold_id }),
+            Ok(hold_id) => succeeded(StepOutput::SlotHeld {
+                hold_id,
+                sevenrooms_api: routing.api_url.clone(),
+            }),
             Err(e) => super::unreadable("hold id", e),
         },
     )

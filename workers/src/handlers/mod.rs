@@ -298,13 +298,13 @@ impl SevenRoomsHandler {
             .unwrap_or_default()
     }
 
-    /// The client for a venue's API.
-    fn client_for(&self, routing: &VenueRouting) -> SevenRoomsClient {
-        match (&routing.api_url, &self.venues) {
+    /// The client for a SevenRooms API: `api`, or the deployment's when `None`.
+    fn client_at(&self, api: Option<&str>) -> SevenRoomsClient {
+        match (api, &self.venues) {
             (Some(url), Some((_, connect))) => {
                 let mut others = self.other_apis.lock().unwrap_or_else(|e| e.into_inner());
                 others
-                    .entry(url.clone())
+                    .entry(url.to_owned())
                     .or_insert_with(|| connect(url))
                     .clone()
             }
@@ -351,7 +351,13 @@ impl CommandHandler for SevenRoomsHandler {
             return misrouted(command, Worker::Sevenrooms);
         };
         let routing = self.routing(venue);
-        let c = &self.client_for(&routing);
+        // A hold goes to the venue's API as the catalogue says now; the saga's later commands
+        // to the API its hold went to (pinned in the hold's output and carried by each
+        // command), even if the venue's settings have changed since.
+        let c = &match &command.operation {
+            Operation::HoldSlot { .. } => self.client_at(routing.api_url.as_deref()),
+            other => self.client_at(other.sevenrooms_api()),
+        };
         match &command.operation {
             Operation::HoldSlot {
                 venue_id,
@@ -373,9 +379,9 @@ impl CommandHandler for SevenRoomsHandler {
                 )
                 .await
             }
-            Operation::ReleaseHold { venue_id, hold_id } => {
-                hold_slot::release(c, venue_id, hold_id.as_ref(), deadline).await
-            }
+            Operation::ReleaseHold {
+                venue_id, hold_id, ..
+            } => hold_slot::release(c, venue_id, hold_id.as_ref(), deadline).await,
             Operation::BookExperience { .. } => {
                 book_experience::book(c, &command.operation, deadline).await
             }
@@ -383,12 +389,14 @@ impl CommandHandler for SevenRoomsHandler {
                 venue_id,
                 external_id,
                 date,
+                ..
             } => book_experience::find(c, venue_id, *date, external_id, deadline).await,
             Operation::CancelReservation {
                 venue_id,
                 reservation_id,
                 external_id,
                 date,
+                ..
             } => {
                 book_experience::cancel(
                     c,
