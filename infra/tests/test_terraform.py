@@ -4,7 +4,10 @@ python-hcl2 parses every .tf under infra/; each test follows the values it check
 environment root (infra/envs/*) through the module calls to the resources, so that a promise
 broken in any one place fails here:
 
-- every service runs at least two tasks, in private subnets of at least two zones;
+- every service runs at least two tasks, in private subnets of at least two zones, and that
+  floor runs on Fargate on demand (Spot only above it);
+- the queue-driven services scale on their backlog divided by the running tasks that the tasks'
+  own heartbeat counts (cli/src/cmd/health.rs), which every service sends; no Container Insights;
 - every queue has a dead-letter queue;
 - every queue, table, secret and log group (and the alarm topic, the image repository and the
   rotation's schedule) is encrypted with the deployment's customer-managed key, and the key lets
@@ -231,7 +234,24 @@ def test_every_service_runs_at_least_two_tasks_in_two_zones():
     service = compute.resources("aws_ecs_service")["role"]
     assert service["for_each"] == "${local.services}"
     assert service["desired_count"] == "${var.min_tasks[each.key]}"
-    assert service["launch_type"] == "FARGATE"
+
+    # The floor runs on Fargate on demand: the strategy's base is min_tasks on FARGATE, and no
+    # other provider (Spot) has a base; Spot is for the queue-driven services only, never the API.
+    assert "launch_type" not in service, "a launch type would bypass the capacity provider strategy"
+    strategy = service["capacity_provider_strategy"]
+    on_demand = [s for s in strategy if s["capacity_provider"] == "FARGATE"]
+    assert len(on_demand) == 1 and on_demand[0]["base"] == "${var.min_tasks[each.key]}", strategy
+    for s in strategy:
+        if s["capacity_provider"] != "FARGATE":
+            assert s.get("base", 0) == 0, f"{s['capacity_provider']} has a base: the floor must be on demand"
+    for d in service.get("dynamic", []):
+        for c in d.get("capacity_provider_strategy", {}).get("content", []):
+            assert c.get("base", 0) == 0, "a dynamic capacity provider has a base: the floor must be on demand"
+    assert {"FARGATE", "FARGATE_SPOT"} >= set(
+        one(list(compute.resources("aws_ecs_cluster_capacity_providers").values()))["capacity_providers"]
+    )
+    assert "local.backlog_queues" in compute.locals()["spot"], "Spot must be limited to the queue-driven services"
+    assert "api" not in compute.locals()["backlog_queues"]
     net = one(service["network_configuration"])
     assert net["subnets"] == "${var.private_subnet_ids}"
     assert net["assign_public_ip"] is False
@@ -272,6 +292,98 @@ def test_every_service_runs_at_least_two_tasks_in_two_zones():
     assert lb["subnets"] == "${var.public_subnet_ids}"
     for env, call in calls_of("edge"):
         assert call["public_subnet_ids"] == "${module.network.public_subnet_ids}", env.path
+
+
+# --- 1b. the backlog per task divides by the tasks' heartbeat, not Container Insights --------
+
+
+@lru_cache(maxsize=None)
+def heartbeat_in_code() -> dict:
+    """What cli/src/cmd/health.rs prints: the environment variables, the metric, its dimension
+    and how often a task beats."""
+    text = (REPO / "cli/src/cmd/health.rs").read_text()
+    consts = dict(re.findall(r'pub const (\w+_ENV): &str = "([^"]*)";', text))
+    every = re.search(r"pub const HEARTBEAT_EVERY: Duration = Duration::from_secs\((\d+)\);", text)
+    metric = re.search(r'"Metrics": \[\{"Name": "(\w+)", "Unit": "Count"\}\]', text)
+    dims = re.search(r'"Dimensions": \[\["(\w+)"\]\]', text)
+    assert every and metric and dims, "cli/src/cmd/health.rs no longer reads as expected"
+    return {
+        "namespace_env": consts["EMF_NAMESPACE_ENV"],
+        "service_env": consts["EMF_SERVICE_ENV"],
+        "every_seconds": int(every.group(1)),
+        "metric": metric.group(1),
+        "dimension": dims.group(1),
+    }
+
+
+def test_the_backlog_scaling_divides_by_the_heartbeat_that_every_service_sends():
+    code = heartbeat_in_code()
+    compute = module("compute")
+    heartbeat = compute.locals()["heartbeat"]
+    assert heartbeat["metric"] == code["metric"]
+    assert heartbeat["beats_per_minute"] == 60 // code["every_seconds"]
+
+    # Every service's task definition sets the namespace and names its service (the role).
+    task = compute.resources("aws_ecs_task_definition")["role"]
+    assert task["for_each"] == "${local.services}"
+    defs = task["container_definitions"]
+    assert f'{{name = "{code["namespace_env"]}", value = local.heartbeat.namespace}}' in defs, (
+        f"the services do not set {code['namespace_env']}: no heartbeat, nothing to divide by"
+    )
+    assert f'{{name = "{code["service_env"]}", value = each.key}}' in defs
+
+    # Each queue-driven service's policy: visible messages over its heartbeats a minute / 6.
+    backlog = compute.locals()["backlog_queues"]
+    assert set(backlog) == SERVICES - {"api"}, "every service but the API scales on its backlog"
+    policy = compute.resources("aws_appautoscaling_policy")["backlog"]
+    assert policy["for_each"] == "${local.backlog_queues}"
+    spec = one(one(policy["target_tracking_scaling_policy_configuration"])["customized_metric_specification"])
+    metrics = {m["id"]: m for m in spec["metrics"]}
+    beats = [
+        i
+        for i, m in metrics.items()
+        if "metric_stat" in m
+        and one(one(m["metric_stat"])["metric"])
+        == {
+            "namespace": "${local.heartbeat.namespace}",
+            "metric_name": "${local.heartbeat.metric}",
+            "dimensions": [{"name": code["dimension"], "value": "${each.key}"}],
+        }
+        and one(m["metric_stat"])["stat"] in ("SampleCount", "Sum")
+    ]
+    assert len(beats) == 1, "the backlog policy does not read the service's heartbeat"
+    tasks = [i for i, m in metrics.items() if m.get("expression") == f"{beats[0]} / ${{local.heartbeat.beats_per_minute}}"]
+    assert len(tasks) == 1, "no running-task count from the heartbeat (beats a minute / beats per task)"
+    returned = [m for m in metrics.values() if m.get("return_data") is True]
+    assert len(returned) == 1
+    divided = re.fullmatch(r"\((.+)\) / IF\((\w+) > 1, \2, 1\)", returned[0]["expression"])
+    assert divided and divided.group(2) == tasks[0], (
+        f"the backlog is not divided by the running tasks, guarded to at least one: {returned[0]['expression']}"
+    )
+    queues = [d["metrics"] for d in spec.get("dynamic", []) if "metrics" in d]
+    assert queues and "ApproximateNumberOfMessagesVisible" in str(queues) and "q${i}" in divided.group(1)
+
+    # Container Insights is off and nothing reads its metrics.
+    cluster = compute.resources("aws_ecs_cluster")["como"]
+    assert {s["name"]: s["value"] for s in cluster.get("setting", [])}.get("containerInsights", "disabled") == "disabled"
+    for path in sorted(INFRA.rglob("*.tf")):
+        text = path.read_text()
+        assert "ECS/ContainerInsights" not in text and "RunningTaskCount" not in text, (
+            f"{path.relative_to(REPO)} reads Container Insights"
+        )
+
+    # The observability module alarms on the same heartbeat, below each service's floor.
+    assert compute.outputs()["heartbeat"]["value"] == {
+        "namespace": "${local.heartbeat.namespace}",
+        "metric": "${local.heartbeat.metric}",
+        "beats_per_minute": "${local.heartbeat.beats_per_minute}",
+        "floor": "${{for role in keys(local.services) : role => var.min_tasks[role]}}",
+    }
+    for env, call in calls_of("observability"):
+        assert call["heartbeat"] == "${module.compute.heartbeat}", env.path
+    floor = module("observability").resources("aws_cloudwatch_metric_alarm")["below_floor"]
+    assert floor["for_each"] == "${var.heartbeat.floor}"
+    assert floor["treat_missing_data"] == "breaching", "no heartbeat at all must alarm"
 
 
 # --- 2. every queue has a dead-letter queue -------------------------------------------------
@@ -596,6 +708,10 @@ def test_every_container_logs_json_and_checks_its_health():
     for role, service in compute.locals()["services"].items():
         port = "8080" if role == "api" else "9090"
         assert service["health"] == f"http://127.0.0.1:{port}/healthz", role
+    # The API reads the dashboard's overview (a count of every saga in the table) only while a
+    # dashboard is open.
+    api = {e["name"]: e["value"] for e in compute.locals()["api_environment"]}
+    assert api["COMO_SAGA_DASHBOARD_IDLE_REFRESH"] == "off"
     # The load balancer checks liveness: /readyz counts every saga in the table on each check.
     check = one(module("edge").resources("aws_lb_target_group")["api"]["health_check"])
     assert check["path"] == "/healthz"

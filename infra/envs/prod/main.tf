@@ -9,7 +9,6 @@ locals {
     "aws-waf-logs-${var.prefix}",
     "/aws/events/${var.prefix}/*",
     "/aws/vpc/${var.prefix}-flow-logs",
-    "/aws/ecs/containerinsights/${var.prefix}/*",
   ]
 }
 
@@ -41,6 +40,7 @@ module "edge" {
   certificate_arn       = var.certificate_arn
   route53_zone_id       = var.route53_zone_id
   cognito_domain_prefix = var.cognito_domain_prefix
+  user_pool_tier        = var.user_pool_tier
   waf_rate_limit        = var.waf_rate_limit
   waf_log_group_arn     = module.observability.waf_log_group_arn
   deletion_protection   = var.deletion_protection
@@ -55,6 +55,7 @@ module "compute" {
   min_tasks               = var.min_tasks
   max_tasks               = var.max_tasks
   backlog_per_task        = var.backlog_per_task
+  spot_above_floor        = var.spot_above_floor
   peak                    = var.peak
   vpc_id                  = module.network.vpc_id
   private_subnet_ids      = module.network.private_subnet_ids
@@ -98,6 +99,7 @@ module "observability" {
   cluster_name            = module.compute.cluster_name
   cluster_arn             = module.compute.cluster_arn
   service_names           = module.compute.service_names
+  heartbeat               = module.compute.heartbeat
   alb_arn_suffix          = module.edge.alb_arn_suffix
   target_group_arn_suffix = module.edge.target_group_arn_suffix
   web_acl_name            = module.edge.web_acl_name

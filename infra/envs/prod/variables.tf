@@ -68,6 +68,12 @@ variable "cognito_domain_prefix" {
   type        = string
 }
 
+variable "user_pool_tier" {
+  description = "The Cognito user pool's feature plan: LITE, ESSENTIALS or PLUS (threat protection). docs/DEPLOY.md weighs them."
+  type        = string
+  default     = "LITE"
+}
+
 variable "waf_rate_limit" {
   description = "Requests one client address may make in 5 minutes before the firewall blocks it."
   type        = number
@@ -127,6 +133,12 @@ variable "max_tasks" {
   }
 }
 
+variable "spot_above_floor" {
+  description = "Run the orchestrator's and the workers' tasks above min_tasks on Fargate Spot (the floor stays on demand; docs/DEPLOY.md)."
+  type        = bool
+  default     = true
+}
+
 variable "backlog_per_task" {
   description = "Visible messages per running task the queue-driven services scale to."
   type        = number
@@ -176,7 +188,7 @@ variable "deadline" {
 }
 
 variable "dashboard_refresh" {
-  description = "COMO_SAGA_DASHBOARD_REFRESH: how often an API task reads the dashboard's overview (docs/DEPLOY.md prices it)."
+  description = "COMO_SAGA_DASHBOARD_REFRESH: how often an API task reads the dashboard's overview while a dashboard is open on it (none while none is; docs/DEPLOY.md prices it)."
   type        = string
   default     = "5m"
 }

@@ -1,7 +1,10 @@
 # Each service scales between min_tasks (two or more: one per zone) and max_tasks.
 # - The orchestrator and the workers track their queue's backlog per running task: visible
-#   messages (the orchestrator: requests and replies together) divided by the service's
-#   RunningTaskCount (Container Insights), held near var.backlog_per_task.
+#   messages (the orchestrator: requests and replies together) divided by the service's running
+#   tasks, held near var.backlog_per_task. The running tasks are the service's heartbeats in the
+#   minute divided by six (each task beats every 10 s: local.heartbeat in ecs.tf), never less
+#   than one, so the division is always defined; a minute without any heartbeat gives no data
+#   point, and target tracking takes no action on it. No Container Insights.
 # - The API tracks requests per task through the load balancer, and CPU.
 # - A known peak raises the queue-driven services' floor ahead of time (scheduled actions).
 
@@ -57,29 +60,31 @@ resource "aws_appautoscaling_policy" "backlog" {
         }
       }
       metrics {
-        id          = "tasks"
-        label       = "running tasks"
+        id          = "beats"
+        label       = "heartbeats of the ${each.key} tasks"
         return_data = false
         metric_stat {
-          stat = "Average"
+          stat = "SampleCount"
           metric {
-            namespace   = "ECS/ContainerInsights"
-            metric_name = "RunningTaskCount"
+            namespace   = local.heartbeat.namespace
+            metric_name = local.heartbeat.metric
             dimensions {
-              name  = "ClusterName"
-              value = aws_ecs_cluster.como.name
-            }
-            dimensions {
-              name  = "ServiceName"
-              value = aws_ecs_service.role[each.key].name
+              name  = "Service"
+              value = each.key
             }
           }
         }
       }
       metrics {
+        id          = "tasks"
+        label       = "running tasks (heartbeats a minute / ${local.heartbeat.beats_per_minute})"
+        expression  = "beats / ${local.heartbeat.beats_per_minute}"
+        return_data = false
+      }
+      metrics {
         id          = "backlog_per_task"
         label       = "visible messages per running task"
-        expression  = "(${join(" + ", [for i, _ in each.value : "q${i}"])}) / tasks"
+        expression  = "(${join(" + ", [for i, _ in each.value : "q${i}"])}) / IF(tasks > 1, tasks, 1)"
         return_data = true
       }
     }

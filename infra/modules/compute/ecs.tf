@@ -4,6 +4,8 @@
 # over the zones of its subnets, so losing a zone leaves every service running. A failed
 # deployment rolls back by itself (the circuit breaker). Logs are JSON lines
 # (COMO_SAGA_LOG_FORMAT=json), so that the observability module can count what they report.
+# Every service's tasks beat (local.heartbeat): a service's running tasks are read from its
+# beats, not from Container Insights, which is off.
 
 locals {
   region = data.aws_region.current.name
@@ -29,6 +31,20 @@ locals {
   }
   api_port = 8080
 
+  # The heartbeat: with COMO_SAGA_EMF_NAMESPACE set, every role process (the API, the
+  # orchestrator, each worker) prints one CloudWatch embedded-metric line on standard output
+  # every 10 s: RunningTaskBeats = 1 with the dimension Service = COMO_SAGA_EMF_SERVICE (here the
+  # role's name, the service's short name). The awslogs driver ships it to the role's log group
+  # and CloudWatch Logs turns it into the metric, so a service's running tasks are its beats in
+  # a minute divided by six: what the backlog per task divides by (autoscaling.tf), what the
+  # "fewer tasks than the floor" alarms and the dashboard read (observability module). One
+  # custom metric per service, no Container Insights (docs/DEPLOY.md prices both).
+  heartbeat = {
+    namespace        = var.prefix
+    metric           = "RunningTaskBeats"
+    beats_per_minute = 6
+  }
+
   environment = [
     { name = "COMO_SAGA_BACKEND", value = "aws" },
     { name = "COMO_SAGA_AWS_PREFIX", value = var.prefix },
@@ -48,6 +64,9 @@ locals {
     { name = "COMO_SAGA_JWT_AUDIENCE", value = var.api_auth.audience },
     { name = "COMO_SAGA_DASHBOARD_SIGNIN_URL", value = var.api_auth.signin_url },
     { name = "COMO_SAGA_DASHBOARD_REFRESH", value = var.dashboard_refresh },
+    # No overview reads while no dashboard is open: each read counts every saga in the table
+    # (docs/DEPLOY.md prices the reads by the hours a dashboard is watched).
+    { name = "COMO_SAGA_DASHBOARD_IDLE_REFRESH", value = "off" },
   ]
   # The orchestrator and the workers answer their liveness inside the task only.
   health_environment = [
@@ -74,22 +93,43 @@ locals {
   }
 
   # What every container shares: no writable root, no Linux capabilities, JSON logs to its
-  # role's log group.
+  # role's log group. On SIGTERM (a deployment, a scale-in, a Spot interruption) a role stops
+  # taking messages and finishes its batch for up to 30 s (the binary's shutdown grace): ECS
+  # waits 45 s before SIGKILL, so the grace runs out first.
   container_defaults = {
     image                  = var.image
     essential              = true
     readonlyRootFilesystem = true
     linuxParameters        = { capabilities = { drop = ["ALL"] } }
+    stopTimeout            = 45
   }
+
+  # Where each service's tasks run. The floor (min_tasks: two or more, one per zone) is always
+  # Fargate on demand (the FARGATE provider's base). Above the floor (scale-out, the scheduled
+  # peak) the queue-driven services' extra tasks run on Fargate Spot when var.spot_above_floor
+  # is set; the API's stay on demand.
+  spot = { for role in keys(local.services) : role => var.spot_above_floor && contains(keys(local.backlog_queues), role) }
 }
 
 resource "aws_ecs_cluster" "como" {
+  #checkov:skip=CKV_AWS_65:Container Insights would cost about $34 a month here (about 112 metrics for 4 services, docs/DEPLOY.md); the running tasks come from the tasks' own heartbeat metric, CPU from the free AWS/ECS metrics, task failures from ECS's task state events (alarmed in the observability module)
   name = var.prefix
-  # Container Insights publishes RunningTaskCount, which the queue-driven services' scaling
-  # divides their backlog by (autoscaling.tf); docs/DEPLOY.md prices it.
+  # Container Insights stays off (it would cost about $34 a month here: docs/DEPLOY.md): the
+  # running tasks that the scaling divides by come from the tasks' heartbeat (local.heartbeat),
+  # CPU from the free AWS/ECS metrics, task failures from ECS's own events.
   setting {
     name  = "containerInsights"
-    value = "enabled"
+    value = "disabled"
+  }
+}
+
+# Fargate on demand and Fargate Spot, for the services' capacity provider strategies.
+resource "aws_ecs_cluster_capacity_providers" "como" {
+  cluster_name       = aws_ecs_cluster.como.name
+  capacity_providers = ["FARGATE", "FARGATE_SPOT"]
+  default_capacity_provider_strategy {
+    capacity_provider = "FARGATE"
+    weight            = 1
   }
 }
 
@@ -148,6 +188,11 @@ resource "aws_ecs_task_definition" "role" {
     command = each.value.command
     environment = concat(
       local.environment,
+      # The heartbeat: RunningTaskBeats of Service = the role, in the deployment's namespace.
+      [
+        { name = "COMO_SAGA_EMF_NAMESPACE", value = local.heartbeat.namespace },
+        { name = "COMO_SAGA_EMF_SERVICE", value = each.key },
+      ],
       each.key == "api" ? local.api_environment : local.health_environment,
     )
     secrets      = local.credentials[each.key]
@@ -178,13 +223,29 @@ resource "aws_ecs_service" "role" {
   cluster                            = aws_ecs_cluster.como.id
   task_definition                    = aws_ecs_task_definition.role[each.key].arn
   desired_count                      = var.min_tasks[each.key]
-  launch_type                        = "FARGATE"
   platform_version                   = "LATEST"
   deployment_minimum_healthy_percent = 100
   deployment_maximum_percent         = 200
   health_check_grace_period_seconds  = each.key == "api" ? 60 : null
   propagate_tags                     = "SERVICE"
   enable_ecs_managed_tags            = true
+
+  # The first min_tasks tasks (the floor, one per zone at least) on Fargate on demand; the rest
+  # on Fargate Spot for the queue-driven services (local.spot), on demand for the API. ECS spreads
+  # a service's tasks over the zones of its subnets.
+  capacity_provider_strategy {
+    capacity_provider = "FARGATE"
+    base              = var.min_tasks[each.key]
+    weight            = local.spot[each.key] ? 0 : 1
+  }
+  dynamic "capacity_provider_strategy" {
+    for_each = local.spot[each.key] ? ["FARGATE_SPOT"] : []
+    content {
+      capacity_provider = capacity_provider_strategy.value
+      base              = 0
+      weight            = 1
+    }
+  }
 
   network_configuration {
     subnets          = var.private_subnet_ids
@@ -211,4 +272,6 @@ resource "aws_ecs_service" "role" {
   lifecycle {
     ignore_changes = [task_definition, desired_count]
   }
+
+  depends_on = [aws_ecs_cluster_capacity_providers.como]
 }

@@ -25,3 +25,13 @@ output "tasks_security_group_id" {
   description = "The orchestrator's and workers' security group (also the rotation task's)."
   value       = aws_security_group.tasks.id
 }
+
+output "heartbeat" {
+  description = "The services' heartbeat metric (ecs.tf, local.heartbeat): its namespace and name, the beats a task sends a minute, and each service's floor by its Service dimension (the role)."
+  value = {
+    namespace        = local.heartbeat.namespace
+    metric           = local.heartbeat.metric
+    beats_per_minute = local.heartbeat.beats_per_minute
+    floor            = { for role in keys(local.services) : role => var.min_tasks[role] }
+  }
+}

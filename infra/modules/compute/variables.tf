@@ -58,6 +58,12 @@ variable "max_tasks" {
   }
 }
 
+variable "spot_above_floor" {
+  description = "Run the orchestrator's and the workers' tasks above min_tasks (scale-out, the scheduled peak) on Fargate Spot; the floor stays on demand. A Spot interruption is SIGTERM with two minutes' notice: the task finishes its batch and what it had not deleted returns to its queue (docs/DEPLOY.md)."
+  type        = bool
+  default     = true
+}
+
 variable "backlog_per_task" {
   description = "The target of the queue-driven services' scaling: visible messages per running task."
   type        = number
@@ -192,7 +198,7 @@ variable "api_auth" {
 }
 
 variable "dashboard_refresh" {
-  description = "COMO_SAGA_DASHBOARD_REFRESH: how often an API task reads the dashboard's overview while one is open (once a minute, or this if longer, while none is). Each read counts every saga in the table: docs/DEPLOY.md prices it."
+  description = "COMO_SAGA_DASHBOARD_REFRESH: how often an API task reads the dashboard's overview while a dashboard is open on it; while none is, it reads none (COMO_SAGA_DASHBOARD_IDLE_REFRESH=off). Each read counts every saga in the table: docs/DEPLOY.md prices it by the hours watched."
   type        = string
   default     = "5m"
 }

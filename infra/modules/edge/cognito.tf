@@ -31,10 +31,16 @@ resource "aws_cognito_user_pool" "operators" {
     require_symbols                  = true
     temporary_password_validity_days = 3
   }
-  # Threat protection (compromised credentials, adaptive authentication) needs the Plus plan.
-  user_pool_tier = "PLUS"
-  user_pool_add_ons {
-    advanced_security_mode = "ENFORCED"
+  # The feature plan (var.user_pool_tier; docs/DEPLOY.md weighs them). Lite has all this pool
+  # uses: administrator-created users, groups, TOTP MFA for everyone, the password policy, the
+  # classic hosted UI and the implicit grant. Threat protection (compromised credentials,
+  # adaptive authentication) needs Plus, and is enforced when the plan is Plus.
+  user_pool_tier = var.user_pool_tier
+  dynamic "user_pool_add_ons" {
+    for_each = var.user_pool_tier == "PLUS" ? ["ENFORCED"] : []
+    content {
+      advanced_security_mode = user_pool_add_ons.value
+    }
   }
   deletion_protection = var.deletion_protection ? "ACTIVE" : "INACTIVE"
 }

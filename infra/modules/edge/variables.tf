@@ -49,6 +49,17 @@ variable "cognito_domain_prefix" {
   type        = string
 }
 
+variable "user_pool_tier" {
+  description = "The user pool's feature plan: LITE ($0.0055 a monthly active user), ESSENTIALS ($0.015) or PLUS ($0.02, with threat protection: compromised-credential checks and adaptive authentication, enforced). docs/DEPLOY.md weighs them."
+  type        = string
+  default     = "LITE"
+
+  validation {
+    condition     = contains(["LITE", "ESSENTIALS", "PLUS"], var.user_pool_tier)
+    error_message = "user_pool_tier is LITE, ESSENTIALS or PLUS."
+  }
+}
+
 variable "waf_rate_limit" {
   description = "Requests one client address may make in any 5 minutes before the firewall blocks it for a while."
   type        = number

@@ -4,8 +4,9 @@
 # - a queue's oldest message is older than its limit (its consumers are down or behind);
 # - a saga stopped for an operator (the metric filter in logs.tf);
 # - the API answers too many 5xx, or a target behind the load balancer is unhealthy;
-# - a service lost a task other than by a deployment or a scale-in (a crash, a failed health
-#   check, a task that never started).
+# - a service lost a task other than by a deployment, a scale-in or a Spot interruption (a
+#   crash, a failed health check, a task that never started);
+# - a service ran fewer tasks than its floor for five minutes, or sent no heartbeat at all.
 
 resource "aws_sns_topic" "alarms" {
   name              = "${var.prefix}-alarms"
@@ -123,7 +124,7 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
 
 resource "aws_cloudwatch_metric_alarm" "api_unhealthy" {
   alarm_name          = "${var.prefix}-api-unhealthy-targets"
-  alarm_description   = "An API task behind the load balancer fails its readiness check (GET /readyz)."
+  alarm_description   = "An API task behind the load balancer fails its health check (GET /healthz)."
   namespace           = "AWS/ApplicationELB"
   metric_name         = "UnHealthyHostCount"
   dimensions          = { LoadBalancer = var.alb_arn_suffix, TargetGroup = var.target_group_arn_suffix }
@@ -137,9 +138,13 @@ resource "aws_cloudwatch_metric_alarm" "api_unhealthy" {
   ok_actions          = local.actions
 }
 
-# Task restarts: ECS reports every stopped task on the default bus; this rule keeps those of
-# the deployment's services that stopped because something failed (not a deployment or a
-# scale-in), records them (logs.tf), and the alarm counts the rule's matches.
+# Task restarts: ECS reports every stopped task on the default bus (free); this rule keeps those
+# of the deployment's services that stopped because something failed: an essential container
+# exited (a crash, or a failed container health check), the task failed to start, or the load
+# balancer's health check failed ("Task failed ..."). Deployments and scale-ins
+# (ServiceSchedulerInitiated) and Spot interruptions (SpotInterruption) are not counted. The rule
+# records each stop (logs.tf) and the alarm counts the rule's matches (AWS/Events TriggeredRules,
+# the per-rule count: free, like every AWS/Events metric).
 resource "aws_cloudwatch_event_rule" "task_stops" {
   name        = "${var.prefix}-task-stops"
   description = "A service's task stopped because a container exited, a health check failed or it never started"
@@ -176,4 +181,38 @@ resource "aws_cloudwatch_metric_alarm" "task_stops" {
   comparison_operator = "GreaterThanOrEqualToThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.actions
+}
+
+# Fewer tasks than the floor: a service's running tasks (its heartbeats a minute divided by the
+# beats a task sends) below its min_tasks for five minutes in a row. No heartbeat at all (every
+# task gone, or the heartbeat lost, which would also blind the backlog scaling) is treated as
+# breaching. The floor is the normal one; the scheduled peak's higher floor is not watched.
+resource "aws_cloudwatch_metric_alarm" "below_floor" {
+  for_each            = var.heartbeat.floor
+  alarm_name          = "${var.prefix}-${each.key}-below-floor"
+  alarm_description   = "The ${each.key} service ran fewer than ${each.value} tasks (or sent no heartbeat) for 5 minutes: `aws ecs describe-services`, and the task stops in ${aws_cloudwatch_log_group.task_stops.name}."
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  threshold           = each.value - 0.5
+  comparison_operator = "LessThanThreshold"
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+
+  metric_query {
+    id          = "tasks"
+    expression  = "beats / ${var.heartbeat.beats_per_minute}"
+    label       = "running ${each.key} tasks"
+    return_data = true
+  }
+  metric_query {
+    id = "beats"
+    metric {
+      namespace   = var.heartbeat.namespace
+      metric_name = var.heartbeat.metric
+      dimensions  = { Service = each.key }
+      stat        = "SampleCount"
+      period      = 60
+    }
+  }
 }

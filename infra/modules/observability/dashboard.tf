@@ -14,9 +14,13 @@ locals {
   dlq_metrics = [
     for q in values(var.dead_letter_queues) : ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", q.name]
   ]
-  running_task_metrics = [
-    for s in values(var.service_names) : ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", var.cluster_name, "ServiceName", s]
-  ]
+  # Running tasks per service: its heartbeats a minute (hidden) divided by the beats a task sends
+  # a minute (the compute module's heartbeat; no Container Insights).
+  heartbeat_roles = sort(keys(var.heartbeat.floor))
+  running_task_metrics = concat(
+    [for i, role in local.heartbeat_roles : [var.heartbeat.namespace, var.heartbeat.metric, "Service", role, { id = "b${i}", stat = "SampleCount", visible = false }]],
+    [for i, role in local.heartbeat_roles : [{ id = "t${i}", expression = "b${i} / ${var.heartbeat.beats_per_minute}", label = role }]],
+  )
   cpu_metrics = [
     for s in values(var.service_names) : ["AWS/ECS", "CPUUtilization", "ClusterName", var.cluster_name, "ServiceName", s]
   ]
@@ -59,7 +63,7 @@ resource "aws_cloudwatch_dashboard" "como" {
         ]
       } },
       { type = "metric", x = 0, y = 12, width = 12, height = local.widget.height, properties = {
-        title = "Running tasks per service", region = local.region, stat = "Average", period = 60, view = "timeSeries",
+        title = "Running tasks per service (heartbeats a minute / ${var.heartbeat.beats_per_minute})", region = local.region, period = 60, view = "timeSeries",
         metrics = local.running_task_metrics
       } },
       { type = "metric", x = 12, y = 12, width = 12, height = local.widget.height, properties = {

@@ -1,6 +1,7 @@
-# The log groups: one per role (the containers' JSON lines), the firewall's, the record of
-# stopped tasks, and Container Insights'. Every one keeps its logs var.log_retention_days and is encrypted with the
-# deployment's key (whose policy lets CloudWatch Logs use it for these names only).
+# The log groups: one per role (the containers' JSON lines and their heartbeat metric lines),
+# the firewall's, and the record of stopped tasks. Every one keeps its logs
+# var.log_retention_days and is encrypted with the deployment's key (whose policy lets
+# CloudWatch Logs use it for these names only).
 
 resource "aws_cloudwatch_log_group" "role" {
   for_each          = toset(var.roles)
@@ -21,14 +22,6 @@ resource "aws_cloudwatch_log_group" "waf" {
 # says why (a container exited, a health check failed, the task never started).
 resource "aws_cloudwatch_log_group" "task_stops" {
   name              = "/aws/events/${var.prefix}/task-stops"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = var.kms_key_arn
-}
-
-# Container Insights writes its performance events here (ECS makes the group if it is missing,
-# without the key and keeping the events forever): made here first, it has both.
-resource "aws_cloudwatch_log_group" "container_insights" {
-  name              = "/aws/ecs/containerinsights/${var.prefix}/performance"
   retention_in_days = var.log_retention_days
   kms_key_id        = var.kms_key_arn
 }

@@ -54,6 +54,16 @@ variable "service_names" {
   type        = map(string)
 }
 
+variable "heartbeat" {
+  description = "The compute module's heartbeat metric (output heartbeat): namespace, metric name, beats per task a minute, and each service's floor (min_tasks) by its Service dimension."
+  type = object({
+    namespace        = string
+    metric           = string
+    beats_per_minute = number
+    floor            = map(number)
+  })
+}
+
 variable "alb_arn_suffix" {
   type = string
 }
