@@ -354,13 +354,58 @@ async fn with_nothing_cached_an_outage_or_an_open_circuit_is_a_503_that_says_whe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_venue_sevenrooms_does_not_know_is_a_refusal_not_an_outage() {
+    let api = Api::start().await;
+    set_venue(&api, "como-ghost", VenueSettings::priced(500)).await;
+    let until = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        let a = view(&api, "como-ghost", day(7), 2).await;
+        if a.status != StatusCode::NOT_FOUND {
+            break a;
+        }
+        assert!(
+            Instant::now() < until,
+            "the catalogue change was never followed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "sevenrooms_refused");
+    assert_eq!(refused.retry_after, None, "retrying will not help");
+    api.spawned.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_price_is_the_venues_configured_one_whatever_the_client_quotes() {
     let api = Api::start().await;
     let date = day(9);
+    let stats = api.spawned.running.orchestrator.clone().unwrap();
+    // A booking at today's price, before the change.
+    let before = booking("view-price-before", date, "19:30", 1_200);
+    let (status, first) = api.submit(&before).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    api.wait_status(
+        first["saga_id"].as_str().unwrap(),
+        "confirmed",
+        Duration::from_secs(30),
+    )
+    .await;
+
     // The venue's price changes in the store; the API and the orchestrator follow it.
     set_venue(&api, VENUE_LARGE, VenueSettings::priced(750)).await;
     let shown = until_view(&api, date, |v| v["credits"] == 1_500).await;
     assert_eq!(shown["credits_per_guest"], 750);
+
+    // A client retrying the earlier request is told its booking, not refused for the new price,
+    // at the API and at intake.
+    let rejected_before = stats.snapshot().rejected;
+    let (status, again) = api.submit(&before).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["saga_id"], first["saga_id"]);
+    assert_eq!(again["status"], "confirmed");
+    como_orchestrator::submit(api.spawned.ports(), &before)
+        .await
+        .unwrap();
 
     // A client quoting another price (the old one, or any) is refused, naming the field.
     let (status, refused) = api
@@ -418,6 +463,19 @@ async fn the_price_is_the_venues_configured_one_whatever_the_client_quotes() {
             .iter()
             .any(|r| r.receipt_no == receipt(&sneaky_saga.to_string())),
         "nothing charged for the refused quote"
+    );
+    // The only request intake refused is the sneaky one, not the retried one.
+    let until = Instant::now() + Duration::from_secs(10);
+    while stats.snapshot().rejected < rejected_before + 1 || stats.snapshot().duplicates == 0 {
+        assert!(Instant::now() < until, "{:?}", stats.snapshot());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stats.snapshot().rejected,
+        rejected_before + 1,
+        "{:?}",
+        stats.snapshot()
     );
     // The saga keeps the view it was booked from.
     let (state, _) = api.keys(request.saga_id()).await;
@@ -537,13 +595,33 @@ async fn tokens_rotate_while_views_and_bookings_run_and_none_fails() {
         async move { api.get_json(&format!("{base}/_sim/stats")).await }
     };
     let issued = |s: &Value| s["tokens_issued"].as_u64().unwrap();
-    let (sr0, crm0) = (stats(sr.clone()).await, stats(crm.clone()).await);
 
-    // `up`'s schedule, quickened; and the simulators refuse every old token now and then, so
-    // that a rotation lands on calls in flight.
+    // `up`'s schedule, quickened. Alone first: each round takes a new token for the SevenRooms
+    // worker, the views and the CRM worker (the views' client exists once a view was read).
+    assert_eq!(
+        view(&api, VENUE_LARGE, day(11), 2).await.status,
+        StatusCode::OK
+    );
+    let (sr0, crm0) = (stats(sr.clone()).await, stats(crm.clone()).await);
     api.spawned
         .app
         .schedule_token_rotation(Duration::from_millis(300), &api.spawned.shutdown);
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let (sr_a, crm_a) = (stats(sr.clone()).await, stats(crm.clone()).await);
+    assert!(
+        issued(&sr_a) - issued(&sr0) >= 6,
+        "the schedule rotates: {sr0} -> {sr_a}"
+    );
+    assert!(
+        issued(&crm_a) - issued(&crm0) >= 3,
+        "the schedule rotates: {crm0} -> {crm_a}"
+    );
+    assert_eq!(
+        sr_a["unauthorized"], sr0["unauthorized"],
+        "no call was refused"
+    );
+    // Then the simulators also refuse every old token now and then, so that a rotation lands
+    // on calls in flight.
     let run_for = Duration::from_secs(4);
     let expire = async {
         let end = Instant::now() + run_for;

@@ -16,7 +16,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `invalid`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `refused`,
-    /// `unavailable`, `sevenrooms_unavailable` (with `Retry-After`) or `internal`.
+    /// `unavailable`, `sevenrooms_unavailable` (with `Retry-After`), `sevenrooms_refused`, `not_configured`
+    /// or `internal`.
     pub code: String,
     pub message: String,
     /// The input field at fault, for `invalid`.
@@ -89,13 +90,24 @@ impl ApiError {
     /// `Retry-After`.
     pub fn sevenrooms_unavailable(message: String, retry_after: std::time::Duration) -> ApiError {
         ApiError {
-            retry_after: Some(retry_after.as_secs().max(1)),
+            retry_after: Some(whole_seconds(retry_after)),
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "sevenrooms_unavailable",
                 message,
             )
         }
+    }
+
+    /// SevenRooms answered a view's read with a refusal and nothing is cached: 502
+    /// `sevenrooms_refused`, without `Retry-After` (the same read would be refused again).
+    pub fn sevenrooms_refused(message: String) -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, "sevenrooms_refused", message)
+    }
+
+    /// This API cannot serve the route as configured (no `Retry-After`: waiting will not help).
+    pub fn not_configured(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", message)
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
@@ -155,6 +167,11 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// `d` in whole seconds, rounded up, at least 1: a `Retry-After` that is never too early.
+pub fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// A JSON body, or 400 naming the field at fault.

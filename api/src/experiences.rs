@@ -168,7 +168,9 @@ where
                 .build(),
             last: moka::future::Cache::builder()
                 .max_capacity(config.capacity)
-                .time_to_live(config.stale_limit)
+                // Never shorter than a fresh entry lives: there is always a last value to fall
+                // back on.
+                .time_to_live(config.stale_limit.max(ttl.saturating_mul(2)))
                 .build(),
             failed: moka::future::Cache::builder()
                 .max_capacity(config.capacity)
@@ -191,19 +193,28 @@ where
         if let Some(error) = self.failed.get(&key).await {
             return self.fallback(&key, error).await;
         }
-        let last = &self.last;
+        let (last, failed) = (&self.last, &self.failed);
         let k = key.clone();
         let outcome = self
             .fresh
             .try_get_with(key.clone(), async move {
-                let value = read.await?;
-                let fetched = Arc::new(Fetched {
-                    value,
-                    at: Instant::now(),
-                    at_wall: chrono::Utc::now(),
-                });
-                last.insert(k, fetched.clone()).await;
-                Ok::<_, SourceError>(fetched)
+                match read.await {
+                    Ok(value) => {
+                        let fetched = Arc::new(Fetched {
+                            value,
+                            at: Instant::now(),
+                            at_wall: chrono::Utc::now(),
+                        });
+                        last.insert(k, fetched.clone()).await;
+                        Ok(fetched)
+                    }
+                    Err(error) => {
+                        // Remembered before the waiters are let go, so that none of them, nor
+                        // a view right after, reads again during the backoff.
+                        failed.insert(k, error.clone()).await;
+                        Err(error)
+                    }
+                }
             })
             .await;
         match outcome {
@@ -211,11 +222,7 @@ where
                 fetched,
                 stale: None,
             }),
-            Err(error) => {
-                let error = SourceError::clone(&error);
-                self.failed.insert(key.clone(), error.clone()).await;
-                self.fallback(&key, error).await
-            }
+            Err(error) => self.fallback(&key, SourceError::clone(&error)).await,
         }
     }
 
@@ -386,19 +393,22 @@ fn target(settings: &VenueSettings) -> SourceTarget {
 
 fn cache(state: &ApiState) -> Result<&ExperienceCache, ApiError> {
     state.experiences.as_deref().ok_or_else(|| {
-        ApiError::sevenrooms_unavailable(
-            "this API reads no SevenRooms (no SevenRooms URL is configured for it)".into(),
-            Duration::from_secs(3600),
+        ApiError::not_configured(
+            "this API reads no SevenRooms: set COMO_SAGA_SEVENROOMS_URL (and its credentials) for it",
         )
     })
 }
 
 fn unavailable(what: &str, nothing: NothingCached) -> ApiError {
+    if let SourceError::Refused(why) = &nothing.error {
+        // SevenRooms answered, and refused: trying again will not help.
+        return ApiError::sevenrooms_refused(format!("SevenRooms refused to show {what}: {why}"));
+    }
+    let seconds = crate::error::whole_seconds(nothing.retry_after);
     ApiError::sevenrooms_unavailable(
         format!(
-            "{}; nothing is cached for {what}; try again in {} s",
-            nothing.error,
-            nothing.retry_after.as_secs().max(1)
+            "{}; nothing is cached for {what}; try again in {seconds} s",
+            nothing.error
         ),
         nothing.retry_after,
     )
@@ -410,6 +420,7 @@ fn unavailable(what: &str, nothing: NothingCached) -> ApiError {
 #[utoipa::path(get, path = "/v1/experiences", responses(
     (status = 200, body = ExperienceList),
     (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+    (status = 502, body = crate::error::ErrorBody, description = "SevenRooms refused to list the venues (`sevenrooms_refused`), and nothing was read before"),
     (status = 503, body = crate::error::ErrorBody, description = "SevenRooms is unavailable and no venue's details were ever read; the `Retry-After` header says when to try again"),
 ))]
 pub(crate) async fn list_experiences(
@@ -482,6 +493,7 @@ pub(crate) async fn list_experiences(
         (status = 400, body = crate::error::ErrorBody, description = "a bad date or party size: names the parameter"),
         (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody, description = "not a venue bookable with Como Credits"),
+        (status = 502, body = crate::error::ErrorBody, description = "SevenRooms refused to show this availability (`sevenrooms_refused`), and nothing was read before"),
         (status = 503, body = crate::error::ErrorBody, description = "SevenRooms is unavailable and this availability was never read; the `Retry-After` header says when to try again"),
     ))]
 pub(crate) async fn venue_availability(

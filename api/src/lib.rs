@@ -374,10 +374,20 @@ async fn submit_booking(
     require(&caller, &[Role::Submitter])?;
     let today = chrono::Utc::now().date_naive();
     let request = parse_booking_request(&body, today)
-        .and_then(|r| state.catalogue.current().venues.check(&r).map(|()| r))
         .map_err(|invalid| ApiError::invalid(&invalid.field, &invalid.reason))?;
     let saga_id = request.saga_id();
-    if let Some(existing) = state.reader.get(saga_id).await.map_err(ApiError::store)? {
+    // A repeat is answered with its saga before the price is checked: a request that started
+    // its saga before the venue's price changed is still that booking, not a refusal.
+    let existing = state.reader.get(saga_id).await.map_err(ApiError::store)?;
+    if existing.is_none() {
+        state
+            .catalogue
+            .current()
+            .venues
+            .check(&request)
+            .map_err(|invalid| ApiError::invalid(&invalid.field, &invalid.reason))?;
+    }
+    if let Some(existing) = existing {
         if como_orchestrator::intake::same_request(&existing.value.request, &request).is_err() {
             return Err(ApiError::conflict(format!(
                 "request id {} was used for another booking (saga {saga_id}); use a new request id",

@@ -5,7 +5,6 @@
 //! cache serves what it has (see `como_api::experiences`).
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,9 +19,11 @@ use como_workers::clients::sevenrooms::{
     AvailabilityRequest, SevenRoomsClient, SevenRoomsSettings,
 };
 use como_workers::clients::{CallPolicy, Deadline, Guards, Outcome};
-use como_workers::rate_limit::{RateLimit, RateLimitConfig};
 
 use crate::settings::Settings;
+
+/// How long past its next probe a "down" health record is still believed.
+const STALE_DOWN_MS: i64 = 60_000;
 
 /// How long a member's view waits for SevenRooms, all attempts included.
 const VIEW_DEADLINE: Duration = Duration::from_secs(4);
@@ -58,16 +59,9 @@ impl SevenRoomsViews {
             max_elapsed: VIEW_DEADLINE,
             jitter: true,
         };
-        let positive = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
         let guards = Guards {
             breaker: None,
-            rate_limit: Some(Arc::new(RateLimit::new(
-                "sevenrooms-views",
-                RateLimitConfig {
-                    per_second: positive(r.rate_limit.per_second),
-                    burst: positive(r.rate_limit.burst),
-                },
-            ))),
+            rate_limit: Some(crate::stack::rate_limit("sevenrooms-views", r.rate_limit)),
         };
         Ok(Some(SevenRoomsViews {
             http: reqwest::Client::builder()
@@ -121,10 +115,12 @@ impl SevenRoomsViews {
         let Ok(health) = serde_json::from_str::<SharedHealth>(&text) else {
             return Ok(());
         };
-        if health.up {
+        let now = self.clock.now().as_millis();
+        // A "down" whose next probe is long overdue was left by workers that are gone (nobody
+        // probes): it says nothing about SevenRooms now, so the view asks.
+        if health.up || now > health.next_probe_at_ms + STALE_DOWN_MS {
             return Ok(());
         }
-        let now = self.clock.now().as_millis();
         Err(SourceError::Unavailable {
             reason: "its circuit is open (the SevenRooms worker found it down)".into(),
             retry_after: Some(Duration::from_millis(

@@ -157,19 +157,19 @@ impl App {
         }
     }
 
-    /// The venue catalogue this process uses: the store's, seeded from the settings' venues
-    /// when the store has none, and followed in the store from the first call on (one task per
-    /// process, until `shutdown`).
-    pub fn catalogue(&self, shutdown: &CancellationToken) -> LiveCatalogue {
+    /// The venue catalogue this process uses: the store's, followed in the store from the
+    /// first call on (one task per process, until `shutdown`). With `seed` (a process that
+    /// runs the orchestrator), the settings' venues become the store's when it has none.
+    pub fn catalogue(&self, shutdown: &CancellationToken, seed: bool) -> LiveCatalogue {
         if !self
             .following
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            tokio::spawn(
-                self.catalogue
-                    .clone()
-                    .open_and_follow(self.ports.records.clone(), shutdown.clone()),
-            );
+            tokio::spawn(self.catalogue.clone().open_and_follow(
+                self.ports.records.clone(),
+                seed,
+                shutdown.clone(),
+            ));
         }
         self.catalogue.clone()
     }
@@ -226,6 +226,8 @@ impl App {
         shutdown: &CancellationToken,
         observers: Observers,
     ) -> anyhow::Result<Running> {
+        let catalogue = (roles.orchestrator || roles.workers.contains(&Worker::Sevenrooms))
+            .then(|| self.catalogue(shutdown, roles.orchestrator));
         let mut handlers = Vec::new();
         for &worker in &roles.workers {
             handlers.push((
@@ -234,7 +236,7 @@ impl App {
                     &self.settings,
                     worker,
                     &self.ports,
-                    (worker == Worker::Sevenrooms).then(|| self.catalogue(shutdown)),
+                    catalogue.clone().filter(|_| worker == Worker::Sevenrooms),
                 )
                 .with_context(|| format!("cannot start the {worker} worker"))?,
             ));
@@ -244,8 +246,7 @@ impl App {
             workers: Vec::new(),
             tasks: Vec::new(),
         };
-        if roles.orchestrator {
-            let catalogue = self.catalogue(shutdown);
+        if let Some(catalogue) = catalogue.clone().filter(|_| roles.orchestrator) {
             let mut orchestrator = como_orchestrator::Orchestrator::new(
                 self.ports.clone(),
                 catalogue.clone(),
@@ -281,9 +282,19 @@ impl App {
                 runtime = runtime.with_observer(observer.clone());
             }
             running.workers.push((worker, runtime.clone()));
-            running
-                .tasks
-                .push(tokio::spawn(runtime.run(shutdown.clone())));
+            // The SevenRooms worker routes each venue by the store's catalogue: it takes its
+            // first command once that has been read.
+            let opened = catalogue.clone().filter(|_| worker == Worker::Sevenrooms);
+            let stop = shutdown.clone();
+            running.tasks.push(tokio::spawn(async move {
+                if let Some(catalogue) = opened {
+                    tokio::select! {
+                        _ = catalogue.opened() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                runtime.run(stop).await
+            }));
         }
         Ok(running)
     }
@@ -302,8 +313,12 @@ impl App {
     ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
         let verifier = como_api::auth::Verifier::new(auth)
             .map_err(|e| anyhow::anyhow!("cannot check the API's tokens: {e}"))?;
-        let state = como_api::ApiState::new(self.ports.clone(), verifier, self.catalogue(shutdown))
-            .map_err(anyhow::Error::msg)?;
+        let state = como_api::ApiState::new(
+            self.ports.clone(),
+            verifier,
+            self.catalogue(shutdown, false),
+        )
+        .map_err(anyhow::Error::msg)?;
         let state = match process {
             Some(metrics) => state.with_process_metrics(metrics),
             None => state,
@@ -406,31 +421,39 @@ async fn rotate_with(
     ports: &Backend,
     rotators: &std::sync::Mutex<Rotators>,
 ) -> anyhow::Result<()> {
-    if settings.backend == BackendKind::Aws && settings.memberson.base_url.is_some() {
-        tokens::rotate_once(
+    let mut failed = Vec::new();
+    if settings.backend == BackendKind::Aws
+        && settings.memberson.base_url.is_some()
+        && let Err(e) = tokens::rotate_once(
             settings,
             ports.secrets.as_ref(),
             como_simulators::seed::MEMBER_RICH,
         )
-        .await?;
+        .await
+    {
+        failed.push(format!("the Memberson token secret: {e:#}"));
     }
     let (handlers, views) = {
         let r = rotators.lock().unwrap_or_else(|e| e.into_inner());
         (r.handlers.clone(), r.views.clone())
     };
     let deadline = como_workers::clients::Deadline::after(Duration::from_secs(30));
+    // Each token on its own: one that cannot be renewed now keeps its current token and does
+    // not hold the others back.
     for handler in handlers {
-        handler
-            .rotate_tokens(deadline)
-            .await
-            .map_err(|e| anyhow::anyhow!("the {} worker's token: {e}", handler.worker()))?;
+        if let Err(e) = handler.rotate_tokens(deadline).await {
+            failed.push(format!("the {} worker's token: {e}", handler.worker()));
+        }
     }
     for view in views {
-        view.rotate_tokens()
-            .await
-            .map_err(|e| anyhow::anyhow!("the views' SevenRooms token: {e}"))?;
+        if let Err(e) = view.rotate_tokens().await {
+            failed.push(format!("the views' SevenRooms token: {e}"));
+        }
     }
-    Ok(())
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(failed.join("; "))),
+    }
 }
 
 /// Where the local signing key of `settings`' database lives: next to it, readable by its

@@ -481,6 +481,13 @@ impl Settings {
             });
             demo_catalogue()
         });
+        for (id, venue) in venues.venues() {
+            como_schemas::VenueId::parse(id)
+                .map_err(|e| anyhow::anyhow!("the venues: {id:?} is not a venue id: {e}"))?;
+            venue
+                .validate()
+                .map_err(|e| anyhow::anyhow!("the venues: {id}: {e}"))?;
+        }
         let memberson_rate = RateLimitSetting::resolve(
             "COMO_SAGA_MEMBERSON",
             m.rate_limit_per_second,
@@ -523,19 +530,12 @@ impl Settings {
             venues,
             webhook: webhook(file.webhook)?,
             dashboard_refresh: dashboard_refresh(file.dashboard.refresh.as_deref())?,
-            dashboard_idle_refresh: match env("COMO_SAGA_DASHBOARD_IDLE_REFRESH")
-                .or(file.dashboard.idle_refresh.clone())
-                .as_deref()
-                .map(str::trim)
-            {
-                Some("off") => None,
-                _ => Some(duration_setting(
-                    "COMO_SAGA_DASHBOARD_IDLE_REFRESH",
-                    file.dashboard.idle_refresh.as_deref(),
-                    DEFAULT_DASHBOARD_IDLE_REFRESH,
-                    (Duration::from_secs(10), Duration::from_secs(3600)),
-                )?),
-            },
+            dashboard_idle_refresh: duration_or_off(
+                "COMO_SAGA_DASHBOARD_IDLE_REFRESH",
+                file.dashboard.idle_refresh.as_deref(),
+                DEFAULT_DASHBOARD_IDLE_REFRESH,
+                (Duration::from_secs(10), Duration::from_secs(3600)),
+            )?,
             dashboard_signin_url: dashboard_signin_url(file.dashboard)?,
             experiences: ExperienceTtls {
                 details: duration_setting(
@@ -551,22 +551,12 @@ impl Settings {
                     (Duration::from_millis(100), Duration::from_secs(3600)),
                 )?,
             },
-            rotate_tokens_every: match env("COMO_SAGA_ROTATE_TOKENS_EVERY")
-                .or(file.rotate_tokens_every.clone())
-                .as_deref()
-                .map(str::trim)
-            {
-                Some("off") => None,
-                _ => Some(duration_setting(
-                    "COMO_SAGA_ROTATE_TOKENS_EVERY",
-                    file.rotate_tokens_every.as_deref(),
-                    DEFAULT_ROTATE_TOKENS_EVERY,
-                    (
-                        Duration::from_millis(100),
-                        Duration::from_secs(7 * 24 * 3600),
-                    ),
-                )?),
-            },
+            rotate_tokens_every: duration_or_off(
+                "COMO_SAGA_ROTATE_TOKENS_EVERY",
+                file.rotate_tokens_every.as_deref(),
+                DEFAULT_ROTATE_TOKENS_EVERY,
+                (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600)),
+            )?,
         };
         Ok((settings, defaulted))
     }
@@ -614,6 +604,23 @@ const DEFAULT_DASHBOARD_REFRESH: std::time::Duration = std::time::Duration::from
 const DEFAULT_DASHBOARD_IDLE_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 use std::time::Duration;
+
+/// As [`duration_setting`], where `off` means none.
+fn duration_or_off(
+    name: &str,
+    file: Option<&str>,
+    default: Duration,
+    range: (Duration, Duration),
+) -> anyhow::Result<Option<Duration>> {
+    match env(name)
+        .or(file.map(str::to_owned))
+        .as_deref()
+        .map(str::trim)
+    {
+        Some("off") => Ok(None),
+        _ => duration_setting(name, file, default, range).map(Some),
+    }
+}
 
 /// A duration from the environment variable `name`, else the settings file's `file`, else
 /// `default`; refused, naming the variable, outside `range`.

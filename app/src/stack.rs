@@ -223,17 +223,22 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 }
 
 fn guards(name: &str, rate: RateLimitSetting) -> Guards {
-    let positive = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
     Guards::new(
         Arc::new(CircuitBreaker::new(name, BreakerConfig::default())),
-        Arc::new(RateLimit::new(
-            name,
-            RateLimitConfig {
-                per_second: positive(rate.per_second),
-                burst: positive(rate.burst),
-            },
-        )),
+        rate_limit(name, rate),
     )
+}
+
+/// A rate limit named `name` at `rate`.
+pub fn rate_limit(name: &str, rate: RateLimitSetting) -> Arc<RateLimit> {
+    let positive = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimit::new(
+        name,
+        RateLimitConfig {
+            per_second: positive(rate.per_second),
+            burst: positive(rate.burst),
+        },
+    ))
 }
 
 /// Fault injection for the crash tests and `chaos --store-faults`: the embedded writer holds

@@ -68,11 +68,7 @@ impl VenueSettings {
 
     /// Whether a shift (its name or persistent id) is sold for credits.
     pub fn sells(&self, name: Option<&str>, persistent_id: Option<&str>) -> bool {
-        self.credit_shifts.is_empty()
-            || self
-                .credit_shifts
-                .iter()
-                .any(|s| Some(s.as_str()) == name || Some(s.as_str()) == persistent_id)
+        como_schemas::sold_for_credits(&self.credit_shifts, name, persistent_id)
     }
 
     /// Refuses settings no booking could use, naming the field.
@@ -84,11 +80,28 @@ impl VenueSettings {
             ));
         }
         if let Some(url) = &self.api_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+            && !is_api_url(url)
         {
             return Err(InvalidInput::new(
                 "api_url",
-                format!("{url:?} is not an http(s) URL"),
+                format!(
+                    "{url:?} is not an https URL (the deployment's SevenRooms credentials go there; plain http only to this machine's loopback)"
+                ),
+            ));
+        }
+        if Credits::new(
+            self.credits_per_guest
+                .saturating_mul(u64::from(PartySize::MAX)),
+        )
+        .is_err()
+        {
+            return Err(InvalidInput::new(
+                "credits_per_guest",
+                format!(
+                    "{} credits a guest is more than a booking of {} guests can be charged",
+                    self.credits_per_guest,
+                    PartySize::MAX
+                ),
             ));
         }
         if self.credit_shifts.iter().any(|s| s.trim().is_empty()) {
@@ -99,6 +112,24 @@ impl VenueSettings {
         }
         Ok(())
     }
+}
+
+/// Whether `url` may be a venue's SevenRooms API: https with a host, or http to the loopback
+/// (a local simulator).
+fn is_api_url(url: &str) -> bool {
+    let rest = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => rest,
+        (None, Some(rest))
+            if ["127.0.0.1", "localhost", "[::1]"]
+                .iter()
+                .any(|h| rest.starts_with(h) && rest[h.len()..].starts_with([':', '/'])) =>
+        {
+            rest
+        }
+        _ => return false,
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    !host.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Venue id to settings.
@@ -294,29 +325,32 @@ impl LiveCatalogue {
         let _ = rx.wait_for(|o| *o).await;
     }
 
-    /// Seeds the store's record from the settings' venues when it has none, takes the store's,
-    /// then follows it (see [`open`] and [`LiveCatalogue::follow`]). While the store cannot be
-    /// read at start, it tries again every second, and after 30 s goes on with the settings'
-    /// venues, saying so.
+    /// Takes the store's catalogue, then follows it (see [`open`] and
+    /// [`LiveCatalogue::follow`]). With `seed` (the orchestrator's process), the settings'
+    /// venues become the store's when it has none; other processes only read, and until the
+    /// store has a catalogue they go on with the settings' venues without writing them. While
+    /// the store cannot be read, it tries again every second (saying so every 30 s): nothing
+    /// is priced or routed on a guess meanwhile ([`LiveCatalogue::opened`]).
     pub async fn open_and_follow(
         self,
         records: Arc<dyn IdempotencyRecords>,
+        seed: bool,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let configured = self.current().venues.clone();
-        let started = std::time::Instant::now();
+        let mut attempts: u64 = 0;
         loop {
-            match open(records.as_ref(), &configured).await {
+            match open(records.as_ref(), &configured, seed).await {
                 Ok(live) => {
                     self.replace(live.current().as_ref().clone());
                     break;
                 }
-                Err(e) if started.elapsed() >= Duration::from_secs(30) => {
-                    tracing::warn!(error = %e, "cannot read the venue catalogue; going on with the settings' venues");
-                    break;
-                }
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the venue catalogue yet");
+                    // Once at once, then every 30 tries (a second apart).
+                    if attempts.is_multiple_of(30) {
+                        tracing::warn!(error = %e, waited_s = attempts, "cannot read the venue catalogue yet; nothing is priced or booked until it can be read");
+                    }
+                    attempts += 1;
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -377,17 +411,21 @@ impl LiveCatalogue {
     }
 }
 
-/// A catalogue read from the store, seeded from `configured` when the store has none; with a
-/// warning when the settings name venues that differ from the store's (the store wins:
-/// `como-saga venues set` changes it).
+/// A catalogue read from the store; when the store has none, `configured`, written to the
+/// store first with `seed_it`. With a warning when the settings name venues that differ from
+/// the store's (the store wins: `como-saga venues set` changes it).
 pub async fn open(
     records: &dyn IdempotencyRecords,
     configured: &VenueCatalogue,
+    seed_it: bool,
 ) -> Result<LiveCatalogue, CatalogueError> {
-    let stored = if configured.is_empty() {
-        load(records).await?.unwrap_or_default()
-    } else {
-        seed(records, configured).await?
+    let stored = match load(records).await? {
+        Some(stored) => stored,
+        None if seed_it && !configured.is_empty() => seed(records, configured).await?,
+        None => StoredCatalogue {
+            version: 0,
+            venues: configured.clone(),
+        },
     };
     if !configured.is_empty() && stored.venues != *configured {
         tracing::warn!(
@@ -397,4 +435,55 @@ pub async fn open(
         );
     }
     Ok(LiveCatalogue::new(stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_venues_settings_are_refused_by_the_field_at_fault() {
+        let with_url = |url: &str| VenueSettings {
+            api_url: Some(url.to_owned()),
+            ..VenueSettings::priced(600)
+        };
+        for fine in [
+            "https://api.sevenrooms.com/2_4",
+            "https://eu.sevenrooms.example",
+            "http://127.0.0.1:4411",
+            "http://localhost:8080/sr",
+        ] {
+            assert_eq!(with_url(fine).validate(), Ok(()), "{fine}");
+        }
+        for bad in [
+            "http://api.sevenrooms.com",
+            "http://127.0.0.1.evil.example",
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "sevenrooms.com",
+        ] {
+            assert_eq!(
+                with_url(bad).validate().unwrap_err().field,
+                "api_url",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            VenueSettings::priced(0).validate().unwrap_err().field,
+            "credits_per_guest"
+        );
+        assert_eq!(
+            VenueSettings::priced(u64::MAX / 2)
+                .validate()
+                .unwrap_err()
+                .field,
+            "credits_per_guest"
+        );
+        let shifts = VenueSettings {
+            credit_shifts: vec![" ".into()],
+            ..VenueSettings::priced(600)
+        };
+        assert_eq!(shifts.validate().unwrap_err().field, "credit_shifts");
+    }
 }

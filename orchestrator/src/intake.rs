@@ -51,10 +51,13 @@ pub async fn handle_request(
 ) -> Result<IntakeOutcome, RuntimeError> {
     let now = ports.clock.now();
     let today = now.to_datetime().date_naive();
-    let parsed = parse_booking_request(delivery.body.as_bytes(), today).and_then(|r| {
-        catalogue.check(&r)?;
-        Ok(r)
-    });
+    let parsed = parse_booking_request(delivery.body.as_bytes(), today);
+    // The price is checked with the catalogue of now; a repeat of a request that started its
+    // saga before a price change is still that saga's (see `intake`).
+    let priced = match &parsed {
+        Ok(r) => catalogue.check(r),
+        Err(_) => Ok(()),
+    };
     let span = trace::receive_span(
         QueueName::Requests,
         delivery,
@@ -68,7 +71,7 @@ pub async fn handle_request(
     {
         trace::link(&span, traceparent);
     }
-    let outcome = intake(ports, delivery, parsed, now)
+    let outcome = intake(ports, delivery, parsed, priced, now)
         .instrument(span.clone())
         .await;
     span.record(
@@ -87,6 +90,7 @@ async fn intake(
     ports: &Backend,
     delivery: &Delivery,
     parsed: Result<BookingRequested, InvalidInput>,
+    priced: Result<(), InvalidInput>,
     now: Timestamp,
 ) -> Result<IntakeOutcome, RuntimeError> {
     let request = match parsed {
@@ -97,6 +101,22 @@ async fn intake(
         }
     };
     let saga_id = request.saga_id();
+    if let Err(invalid) = priced {
+        // Not the venue's price now. A repeat of a request whose saga started before the
+        // price changed is that saga's duplicate, not a refusal: its answer must not tell a
+        // client that retried that the booking was not made.
+        if let Some(existing) = ports.store.get(saga_id).await?
+            && same_request(&existing.value.request, &request).is_ok()
+        {
+            ports
+                .queue
+                .delete(QueueName::Requests, vec![delivery.receipt.clone()])
+                .await?;
+            return Ok(IntakeOutcome::Duplicate(saga_id));
+        }
+        reject(ports, delivery, &invalid).await?;
+        return Ok(IntakeOutcome::Rejected(invalid));
+    }
     let def = crate::advance::current_definition();
     let decision = match transition(&def, None, &Input::Start { request }, now) {
         Ok(d) => d,

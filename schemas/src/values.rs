@@ -563,3 +563,16 @@ impl fmt::Display for Worker {
         f.write_str(self.as_str())
     }
 }
+
+/// Whether a SevenRooms shift (its name or persistent id) is sold for credits at a venue that
+/// sells `credit_shifts` (empty: every shift). The API's views and the hold step decide alike.
+pub fn sold_for_credits(
+    credit_shifts: &[String],
+    name: Option<&str>,
+    persistent_id: Option<&str>,
+) -> bool {
+    credit_shifts.is_empty()
+        || credit_shifts
+            .iter()
+            .any(|s| Some(s.as_str()) == name || Some(s.as_str()) == persistent_id)
+}

@@ -216,7 +216,7 @@ pub async fn views(args: &BenchArgs, settings: Settings) -> anyhow::Result<Views
         ..ExperienceTtls::default()
     });
     // The venue catalogue is followed until the end (serve_api would tie it to its phase).
-    let _ = app.catalogue(&shutdown);
+    let _ = app.catalogue(&shutdown, false);
     let token = app
         .local_key()?
         .mint("bench", &[Role::Submitter], Duration::from_secs(3_600))

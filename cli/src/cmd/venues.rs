@@ -20,7 +20,8 @@ pub enum VenuesCommand {
     /// Add a venue, or change one: only the settings given change (a new venue needs
     /// --credits-per-guest).
     Set(SetArgs),
-    /// Stop selling a venue for credits (sagas already running finish as they are).
+    /// Stop selling a venue for credits (sagas already past intake finish as they are, at the
+    /// SevenRooms API their hold was made at).
     Remove(RemoveArgs),
 }
 
@@ -119,11 +120,8 @@ async fn act(
 }
 
 fn set(venues: &mut catalogue::VenueCatalogue, a: &SetArgs) -> Result<(), InvalidInput> {
-    if a.venue.trim().is_empty() || a.venue.len() > 64 {
-        return Err(InvalidInput::new(
-            "venue",
-            "a venue id of 1 to 64 characters",
-        ));
+    if let Err(e) = como_schemas::VenueId::parse(&a.venue) {
+        return Err(InvalidInput::new("venue", format!("{:?}: {e}", a.venue)));
     }
     let mut settings = match (venues.get(&a.venue), a.credits_per_guest) {
         (Some(existing), _) => existing.clone(),

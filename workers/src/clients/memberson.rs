@@ -301,12 +301,10 @@ pub struct MembersonClient {
 pub const DEFAULT_REDEEM_DESCRIPTION: &str = "Experience paid with Como Credits";
 
 impl MembersonClient {
-    /// Takes a new token now (see [`super::token::rotate`]): minted where the client mints its
+    /// Takes a new token now (see [`super::token::TokenSource::renew`]): minted where the client mints its
     /// own, read from the secret store where the secret holds it.
     pub async fn rotate_token(&self, deadline: Deadline) -> Result<(), String> {
-        super::token::rotate(self.tokens.as_ref(), deadline)
-            .await
-            .map_err(|e| e.to_string())
+        self.tokens.renew(deadline).await.map_err(|e| e.to_string())
     }
 
     /// A client over any token source (the cached authenticator, or a secret store).

@@ -144,6 +144,12 @@ impl TokenSource for SecretTokenSource {
         self.read_current().await
     }
 
+    /// The rotation wrote the secret: read its current version now (no refusal involved).
+    async fn renew(&self, _deadline: Deadline) -> Result<(), TokenError> {
+        let _guard = self.reading.lock().await;
+        self.read_current().await.map(|_| ())
+    }
+
     async fn refresh(&self, rejected: &Token, _deadline: Deadline) -> Result<Token, TokenError> {
         let _guard = self.reading.lock().await;
         if let Some((token, _)) = self.cached()

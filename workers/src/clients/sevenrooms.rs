@@ -414,11 +414,9 @@ impl SevenRoomsClient {
         &self.guards
     }
 
-    /// Mints a new token now (see [`super::token::rotate`]).
+    /// Mints a new token now (see [`super::token::TokenSource::renew`]).
     pub async fn rotate_token(&self, deadline: Deadline) -> Result<(), String> {
-        super::token::rotate(self.tokens.as_ref(), deadline)
-            .await
-            .map_err(|e| e.to_string())
+        self.tokens.renew(deadline).await.map_err(|e| e.to_string())
     }
 
     fn url(&self, path: &str) -> String {

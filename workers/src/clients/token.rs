@@ -66,13 +66,14 @@ pub trait TokenSource: Send + Sync {
     /// `rejected` was answered with 401: give a fresher token (one other than `rejected` when
     /// another caller already refreshed it).
     async fn refresh(&self, rejected: &Token, deadline: Deadline) -> Result<Token, TokenError>;
-}
 
-/// Replaces the token `tokens` hands out now with a new one (a scheduled rotation): calls in
-/// flight with the old one that are refused get the new one on their retry.
-pub async fn rotate(tokens: &dyn TokenSource, deadline: Deadline) -> Result<(), TokenError> {
-    let current = tokens.token(deadline).await?;
-    tokens.refresh(&current, deadline).await.map(|_| ())
+    /// A scheduled rotation: take a new token now. By default a refresh of the current one (a
+    /// source that mints mints anew); a source that reads a store the rotation has written
+    /// reads it again instead.
+    async fn renew(&self, deadline: Deadline) -> Result<(), TokenError> {
+        let current = self.token(deadline).await?;
+        self.refresh(&current, deadline).await.map(|_| ())
+    }
 }
 
 /// Obtains a new token from the API.

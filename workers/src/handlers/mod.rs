@@ -249,11 +249,7 @@ pub struct VenueRouting {
 
 impl VenueRouting {
     pub fn sells(&self, name: Option<&str>, persistent_id: Option<&str>) -> bool {
-        self.credit_shifts.is_empty()
-            || self
-                .credit_shifts
-                .iter()
-                .any(|s| Some(s.as_str()) == name || Some(s.as_str()) == persistent_id)
+        como_schemas::sold_for_credits(&self.credit_shifts, name, persistent_id)
     }
 }
 
