@@ -203,6 +203,44 @@ async fn a_cache_hit_costs_no_call_and_a_hundred_concurrent_views_cost_one() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
     let (status, _) = api.get("/v1/experiences", Role::Viewer).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The command line reads the same views through the API, with a submitter's token.
+    let token = api.token(Role::Submitter);
+    let cli = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_como-saga"))
+            .args(&args)
+            .args(["--api", &api.base, "--token", &token])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(vec!["experiences".into()]);
+    assert!(listed.contains("Candlenut, COMO Dempsey"), "{listed}");
+    let shown = cli(vec![
+        "experiences".into(),
+        VENUE_LARGE.into(),
+        "--date".into(),
+        date.to_string(),
+        "--party".into(),
+        "2".into(),
+        "--json".into(),
+    ]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["fetched_at"], first["fetched_at"], "the cached view");
+    let no_token = std::process::Command::new(env!("CARGO_BIN_EXE_como-saga"))
+        .args(["experiences", "--api", &api.base])
+        .env_remove("COMO_SAGA_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&no_token.stderr).contains("--role submitter"),
+        "the hint names the role the command needs"
+    );
     api.spawned.stop().await.unwrap();
 }
 

@@ -434,10 +434,12 @@ pub(crate) async fn list_experiences(
         catalogue.venues.venues().map(|(_, v)| target(v)).collect();
     targets.sort_by(|a, b| (&a.api_url, &a.venue_group_id).cmp(&(&b.api_url, &b.venue_group_id)));
     targets.dedup();
+    // Each venue group (and API) once, all at the same time.
+    let answers = futures::future::join_all(targets.iter().map(|t| cache.venues(t))).await;
     let mut read = Vec::with_capacity(targets.len());
     let mut last_failure = None;
-    for t in targets {
-        match cache.venues(&t).await {
+    for (t, answer) in targets.into_iter().zip(answers) {
+        match answer {
             Ok(served) => read.push((t, served)),
             Err(nothing) => last_failure = Some(nothing),
         }

@@ -134,6 +134,23 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(ms))
 }
 
+/// Writes a duration as [`parse_duration`] reads it, in its largest whole unit: `12h`, `90s`,
+/// `1500ms`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +218,20 @@ mod tests {
         );
         for bad in ["", "soon", "10 minutes", "-5s", "5w"] {
             assert!(super::parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_written_duration_reads_back_as_itself() {
+        for (d, text) in [
+            (std::time::Duration::from_secs(12 * 3600), "12h"),
+            (std::time::Duration::from_secs(90), "90s"),
+            (std::time::Duration::from_secs(120), "2m"),
+            (std::time::Duration::from_millis(1500), "1500ms"),
+            (std::time::Duration::ZERO, "0ms"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
         }
     }
 }

@@ -224,9 +224,16 @@ struct Client {
 
 impl Client {
     fn new(args: &ApiClientArgs) -> anyhow::Result<Client> {
-        let token = args.token.clone().filter(|t| !t.trim().is_empty()).context(
-            "no token: set COMO_SAGA_TOKEN (locally: export COMO_SAGA_TOKEN=$(como-saga token --role operator))",
-        )?;
+        Client::for_role(args, "operator")
+    }
+
+    /// A client whose token should carry `role` (named in the hint when there is none).
+    fn for_role(args: &ApiClientArgs, role: &str) -> anyhow::Result<Client> {
+        let token = args.token.clone().filter(|t| !t.trim().is_empty()).with_context(|| {
+            format!(
+                "no token: set COMO_SAGA_TOKEN (locally: export COMO_SAGA_TOKEN=$(como-saga token --role {role}))"
+            )
+        })?;
         Ok(Client {
             http: reqwest::Client::new(),
             base: args.api.trim_end_matches('/').to_owned(),
@@ -705,7 +712,7 @@ pub struct ExperiencesArgs {
 }
 
 pub fn run_experiences(args: ExperiencesArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.client)?;
+    let client = Client::for_role(&args.client, "submitter")?;
     let json = args.client.json;
     stack::runtime()?.block_on(async move {
         let Some(venue) = &args.venue else {

@@ -154,8 +154,8 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
         Some(every) => {
             app.schedule_token_rotation(every, &shutdown);
             say(format!(
-                "  Token rotation:       every {} s (COMO_SAGA_ROTATE_TOKENS_EVERY; `off` for never)",
-                every.as_secs_f64()
+                "  Token rotation:       every {} (COMO_SAGA_ROTATE_TOKENS_EVERY; `off` for never)",
+                como_schemas::time::format_duration(every)
             ));
         }
         None => say("  Token rotation:       off (COMO_SAGA_ROTATE_TOKENS_EVERY)".to_owned()),
