@@ -4,8 +4,7 @@
 //! while the SevenRooms worker's breaker holds SevenRooms down, a view reads nothing and the
 //! cache serves what it has (see `como_api::experiences`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +15,7 @@ use como_api::experiences::{
 use como_ports::records::SharedHealth;
 use como_ports::{Clock, IdempotencyRecords};
 use como_workers::clients::sevenrooms::{
-    AvailabilityRequest, SevenRoomsClient, SevenRoomsSettings,
+    ApiClients, AvailabilityRequest, SevenRoomsClient, SevenRoomsSettings,
 };
 use como_workers::clients::{CallPolicy, Deadline, Guards, Outcome};
 
@@ -29,11 +28,7 @@ const STALE_DOWN_MS: i64 = 60_000;
 const VIEW_DEADLINE: Duration = Duration::from_secs(4);
 
 pub struct SevenRoomsViews {
-    http: reqwest::Client,
-    default_url: String,
-    settings: SevenRoomsSettings,
-    guards: Guards,
-    clients: Mutex<HashMap<String, SevenRoomsClient>>,
+    clients: ApiClients,
     health: Arc<dyn IdempotencyRecords>,
     clock: Arc<dyn Clock>,
 }
@@ -63,47 +58,30 @@ impl SevenRoomsViews {
             breaker: None,
             rate_limit: Some(crate::stack::rate_limit("sevenrooms-views", r.rate_limit)),
         };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(32)
+            .build()?;
+        let connect = move |url: &str| {
+            let mut at = client_settings.clone();
+            at.base_url = url.to_owned();
+            SevenRoomsClient::connect(http.clone(), at).with_guards(guards.clone())
+        };
         Ok(Some(SevenRoomsViews {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(32)
-                .build()?,
-            default_url: url,
-            settings: client_settings,
-            guards,
-            clients: Mutex::new(HashMap::new()),
+            clients: ApiClients::new(connect(&url)).connecting(Arc::new(connect)),
             health,
             clock,
         }))
     }
 
     fn client(&self, target: &SourceTarget) -> SevenRoomsClient {
-        let url = target.api_url.as_deref().unwrap_or(&self.default_url);
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(url.to_owned())
-            .or_insert_with(|| {
-                let mut s = self.settings.clone();
-                s.base_url = url.to_owned();
-                SevenRoomsClient::connect(self.http.clone(), s).with_guards(self.guards.clone())
-            })
-            .clone()
+        self.clients.at(target.api_url.as_deref())
     }
 
     /// Mints new tokens for every SevenRooms API these views read (a scheduled rotation).
     pub async fn rotate_tokens(&self) -> Result<(), String> {
-        let clients: Vec<SevenRoomsClient> = self
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for client in clients {
-            client
-                .rotate_token(Deadline::after(Duration::from_secs(30)))
-                .await?;
-        }
-        Ok(())
+        self.clients
+            .rotate_tokens(Deadline::after(Duration::from_secs(30)))
+            .await
     }
 
     /// `Err` while the workers hold SevenRooms down (their breaker is open), with when their

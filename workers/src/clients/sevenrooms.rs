@@ -365,6 +365,76 @@ fn hhmm(t: NaiveTime) -> String {
     t.format("%H:%M").to_string()
 }
 
+/// Makes a client for another SevenRooms API base URL (its own token, the same guards).
+pub type ConnectApi = Arc<dyn Fn(&str) -> SevenRoomsClient + Send + Sync>;
+
+/// SevenRooms clients by API base URL: the deployment's, and one for each other API a venue
+/// names, made on first use by `connect`.
+pub struct ApiClients {
+    default: SevenRoomsClient,
+    connect: Option<ConnectApi>,
+    others: std::sync::Mutex<std::collections::HashMap<String, SevenRoomsClient>>,
+}
+
+impl ApiClients {
+    /// `default` only, until [`ApiClients::connecting`] says how to reach another API.
+    pub fn new(default: SevenRoomsClient) -> Self {
+        ApiClients {
+            default,
+            connect: None,
+            others: Default::default(),
+        }
+    }
+
+    pub fn connecting(mut self, connect: ConnectApi) -> Self {
+        self.connect = Some(connect);
+        self
+    }
+
+    /// The deployment's client.
+    pub fn default_client(&self) -> &SevenRoomsClient {
+        &self.default
+    }
+
+    /// The client for `api`, or the deployment's when `None` (or when no other API can be
+    /// reached).
+    pub fn at(&self, api: Option<&str>) -> SevenRoomsClient {
+        match (api, &self.connect) {
+            (Some(url), Some(connect)) => self
+                .others
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(url.to_owned())
+                .or_insert_with(|| connect(url))
+                .clone(),
+            _ => self.default.clone(),
+        }
+    }
+
+    /// Takes a new token for every API (a scheduled rotation); each on its own, the failures
+    /// named together.
+    pub async fn rotate_tokens(&self, deadline: Deadline) -> Result<(), String> {
+        let mut clients = vec![self.default.clone()];
+        clients.extend(
+            self.others
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned(),
+        );
+        let mut failed = Vec::new();
+        for client in clients {
+            if let Err(e) = client.rotate_token(deadline).await {
+                failed.push(format!("{}: {e}", client.base_url));
+            }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(failed.join("; ")),
+        }
+    }
+}
+
 /// The SevenRooms client. Cheap to clone; clones share the connection pool and token cache.
 #[derive(Clone)]
 pub struct SevenRoomsClient {

@@ -14,7 +14,7 @@ use como_schemas::{Operation, ReplyOutcome, StepOutput, Worker, WorkerCommand};
 
 use crate::breaker::CircuitBreaker;
 use crate::clients::memberson::MembersonClient;
-use crate::clients::sevenrooms::SevenRoomsClient;
+use crate::clients::sevenrooms::{ApiClients, SevenRoomsClient};
 use crate::clients::{Deadline, Guards, Outcome};
 
 /// Whether the downstream can be called now.
@@ -256,56 +256,40 @@ impl VenueRouting {
 /// Looks a venue's routing up (the application reads the live venue catalogue).
 pub type VenueLookup = Arc<dyn Fn(&str) -> Option<VenueRouting> + Send + Sync>;
 
-/// Makes a client for another SevenRooms API base URL (its own token, the same guards).
-pub type ConnectApi = Arc<dyn Fn(&str) -> SevenRoomsClient + Send + Sync>;
+pub use crate::clients::sevenrooms::ConnectApi;
 
 /// The SevenRooms worker's commands.
 pub struct SevenRoomsHandler {
-    pub client: SevenRoomsClient,
+    /// The deployment's API, and the others venues name (they share its guards: one circuit
+    /// and one rate limit for SevenRooms).
+    pub clients: ApiClients,
     /// How long a hold lasts before SevenRooms lets it go.
     pub hold_seconds: u32,
-    /// Each venue's API and credit shifts, and how to reach another API; none: every venue on
-    /// `client`, every shift.
-    pub venues: Option<(VenueLookup, ConnectApi)>,
-    /// Clients for venues with their own API base URL, made on first use; they share
-    /// `client`'s guards (one circuit and one rate limit for SevenRooms).
-    pub other_apis: std::sync::Mutex<std::collections::HashMap<String, SevenRoomsClient>>,
+    /// Each venue's API and credit shifts; none: every venue on the deployment's API, every
+    /// shift.
+    pub venues: Option<VenueLookup>,
 }
 
 impl SevenRoomsHandler {
     pub fn new(client: SevenRoomsClient, hold_seconds: u32) -> Self {
         SevenRoomsHandler {
-            client,
+            clients: ApiClients::new(client),
             hold_seconds,
             venues: None,
-            other_apis: Default::default(),
         }
     }
 
     pub fn with_venues(mut self, venues: VenueLookup, connect: ConnectApi) -> Self {
-        self.venues = Some((venues, connect));
+        self.venues = Some(venues);
+        self.clients = self.clients.connecting(connect);
         self
     }
 
     fn routing(&self, venue: &como_schemas::VenueId) -> VenueRouting {
         self.venues
             .as_ref()
-            .and_then(|(lookup, _)| lookup(venue.as_str()))
+            .and_then(|lookup| lookup(venue.as_str()))
             .unwrap_or_default()
-    }
-
-    /// The client for a SevenRooms API: `api`, or the deployment's when `None`.
-    fn client_at(&self, api: Option<&str>) -> SevenRoomsClient {
-        match (api, &self.venues) {
-            (Some(url), Some((_, connect))) => {
-                let mut others = self.other_apis.lock().unwrap_or_else(|e| e.into_inner());
-                others
-                    .entry(url.to_owned())
-                    .or_insert_with(|| connect(url))
-                    .clone()
-            }
-            _ => self.client.clone(),
-        }
     }
 }
 
@@ -316,30 +300,19 @@ impl CommandHandler for SevenRoomsHandler {
     }
 
     fn availability(&self) -> Availability {
-        availability_of(self.client.guards(), "SevenRooms")
+        availability_of(self.clients.default_client().guards(), "SevenRooms")
     }
 
     fn breaker(&self) -> Option<Arc<CircuitBreaker>> {
-        self.client.guards().breaker.clone()
+        self.clients.default_client().guards().breaker.clone()
     }
 
     async fn probe(&self, deadline: Deadline) -> Result<(), String> {
-        self.client.probe(deadline).await
+        self.clients.default_client().probe(deadline).await
     }
 
     async fn rotate_tokens(&self, deadline: Deadline) -> Result<(), String> {
-        self.client.rotate_token(deadline).await?;
-        let others: Vec<SevenRoomsClient> = self
-            .other_apis
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for client in others {
-            client.rotate_token(deadline).await?;
-        }
-        Ok(())
+        self.clients.rotate_tokens(deadline).await
     }
 
     async fn handle(&self, command: &WorkerCommand, deadline: Deadline) -> ReplyOutcome {
@@ -351,8 +324,8 @@ impl CommandHandler for SevenRoomsHandler {
         // to the API its hold went to (pinned in the hold's output and carried by each
         // command), even if the venue's settings have changed since.
         let c = &match &command.operation {
-            Operation::HoldSlot { .. } => self.client_at(routing.api_url.as_deref()),
-            other => self.client_at(other.sevenrooms_api()),
+            Operation::HoldSlot { .. } => self.clients.at(routing.api_url.as_deref()),
+            other => self.clients.at(other.sevenrooms_api()),
         };
         match &command.operation {
             Operation::HoldSlot {
