@@ -397,7 +397,8 @@ fn sure_bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
                 last_name: PersonName::parse(format!("Guest {tag} {i}")).unwrap(),
                 phone: Phone::parse(format!("+6592{:06}", i)).unwrap(),
                 email: None,
-            },
+            }
+            .into(),
         })
         .collect()
 }

@@ -185,6 +185,18 @@ impl Queue for Duplicating {
         self.inner.dead_letter(queue, receipt, reason).await
     }
 
+    async fn dead_letter_as(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+        body: String,
+    ) -> PortResult<()> {
+        self.inner
+            .dead_letter_as(queue, receipt, reason, body)
+            .await
+    }
+
     async fn dead_letters(&self, queue: QueueName, limit: usize) -> PortResult<Vec<DeadLetter>> {
         self.inner.dead_letters(queue, limit).await
     }

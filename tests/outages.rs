@@ -42,7 +42,8 @@ fn fair_weather_bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
                 last_name: PersonName::parse(format!("Guest {i}")).unwrap(),
                 phone: Phone::parse(format!("+6592{:06}", i)).unwrap(),
                 email: None,
-            },
+            }
+            .into(),
         })
         .collect()
 }

@@ -388,7 +388,14 @@ async fn submit_booking(
             .map_err(|invalid| ApiError::invalid(&invalid.field, &invalid.reason))?;
     }
     if let Some(existing) = existing {
-        if como_orchestrator::intake::same_request(&existing.value.request, &request).is_err() {
+        if como_orchestrator::intake::same_request(
+            state.ports.vault.as_ref(),
+            &existing.value.request,
+            &request,
+        )
+        .await
+        .is_err()
+        {
             return Err(ApiError::conflict(format!(
                 "request id {} was used for another booking (saga {saga_id}); use a new request id",
                 request.request_id
@@ -629,7 +636,17 @@ async fn show_saga(
     let mut view = SagaView::from(&stored.value);
     view.waiting_on = como_orchestrator::view::waiting_on(&stored.value, Some(&history));
     if caller.has_any(PERSONAL_DATA) {
-        view.request.with_guest(&stored.value);
+        // Opened here, for this caller only; an erased guest has nothing to open.
+        match state
+            .ports
+            .vault
+            .open(id, &stored.value.request.guest)
+            .await
+        {
+            Ok(Some(contact)) => view.request.with_guest(&contact),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(saga_id = %id, error = %e, "cannot open the guest's contact"),
+        }
     }
     Ok(axum::Json(view))
 }

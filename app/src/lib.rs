@@ -98,6 +98,8 @@ pub struct App {
     following: Arc<std::sync::atomic::AtomicBool>,
     /// What a token rotation renews in this process: the workers' clients, the API's views.
     rotators: Arc<std::sync::Mutex<Rotators>>,
+    /// The data keys, once read ([`App::with_data_keys`]): the ports' vault.
+    keys: Option<Arc<como_privacy::Keys>>,
 }
 
 #[derive(Default)]
@@ -150,6 +152,7 @@ impl App {
             catalogue: LiveCatalogue::pending(settings.venues.clone()),
             following: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             rotators: Arc::default(),
+            keys: None,
             settings,
             backend,
             orchestrator_config: OrchestratorConfig::default(),
@@ -172,6 +175,31 @@ impl App {
             ));
         }
         self.catalogue.clone()
+    }
+
+    /// The application with its data keys read (made first, for the embedded backend's key
+    /// file): the roles seal and open the guest's contact with them. A process that runs the
+    /// orchestrator, the SevenRooms worker or the API needs them; the CRM worker does not.
+    pub async fn with_data_keys(self) -> anyhow::Result<App> {
+        self.data_keys_made(false).await
+    }
+
+    /// [`App::with_data_keys`], making them first wherever they are missing, the AWS secret
+    /// too: for a local stack (`up`, tests, benchmarks), never a deployment's roles.
+    pub async fn with_local_data_keys(self) -> anyhow::Result<App> {
+        self.data_keys_made(true).await
+    }
+
+    async fn data_keys_made(mut self, make: bool) -> anyhow::Result<App> {
+        let keys = stack::data_keys(&self.settings, self.ports.secrets.clone(), make).await?;
+        self.ports.vault = keys.clone();
+        self.keys = Some(keys);
+        Ok(self)
+    }
+
+    /// The data keys, once read.
+    pub fn data_keys(&self) -> Option<&Arc<como_privacy::Keys>> {
+        self.keys.as_ref()
     }
 
     /// Where the notifier (which runs with the orchestrator) delivers `SagaNeedsOperator`, in
@@ -246,6 +274,14 @@ impl App {
             workers: Vec::new(),
             tasks: Vec::new(),
         };
+        if let Some(keys) = &self.keys {
+            // A rotation made elsewhere is learnt here within a minute (at once, from the
+            // first value sealed with the new key).
+            running.tasks.push(tokio::spawn(
+                keys.clone()
+                    .follow(como_privacy::RELOAD_EVERY, shutdown.clone()),
+            ));
+        }
         if let Some(catalogue) = catalogue.clone().filter(|_| roles.orchestrator) {
             let mut orchestrator = como_orchestrator::Orchestrator::new(
                 self.ports.clone(),
@@ -723,7 +759,7 @@ pub async fn spawn_app(
     if let Some(venues) = options.venues {
         settings.venues = venues;
     }
-    let mut app = App::build(settings)?;
+    let mut app = App::build(settings)?.with_local_data_keys().await?;
     if options.quick {
         app = app
             .with_orchestrator_config(OrchestratorConfig {

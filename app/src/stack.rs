@@ -115,6 +115,53 @@ pub fn open_backend(settings: &Settings) -> anyhow::Result<OpenBackend> {
     }
 }
 
+/// The keyring's text, in place of the key file or the secret (`{"primary": ..., "keys": ...}`).
+pub const DATA_KEYS_ENV: &str = "COMO_SAGA_DATA_KEYS";
+/// Where the embedded backend's key file is, in place of beside the database.
+pub const DATA_KEY_FILE_ENV: &str = "COMO_SAGA_DATA_KEY_FILE";
+/// The AWS backend's secret of data keys (`<prefix>/data-keys`).
+pub const DATA_KEYS_SECRET: &str = "data-keys";
+
+/// Where this deployment keeps its data keys: `COMO_SAGA_DATA_KEYS` when set; else the
+/// embedded backend's key file (beside the database: `como-saga.sqlite` → `como-saga.keys`,
+/// or `COMO_SAGA_DATA_KEY_FILE`), or the AWS backend's secret `<prefix>/data-keys`.
+pub fn key_source(settings: &Settings, secrets: Arc<dyn SecretStore>) -> como_privacy::KeySource {
+    if let Ok(text) = std::env::var(DATA_KEYS_ENV)
+        && !text.trim().is_empty()
+    {
+        return como_privacy::KeySource::Text(text);
+    }
+    match settings.backend {
+        BackendKind::Embedded => como_privacy::KeySource::File(
+            std::env::var_os(DATA_KEY_FILE_ENV)
+                .filter(|p| !p.is_empty())
+                .map_or_else(|| settings.database.with_extension("keys"), Into::into),
+        ),
+        BackendKind::Aws => como_privacy::KeySource::Secret {
+            store: secrets,
+            name: DATA_KEYS_SECRET.to_owned(),
+        },
+    }
+}
+
+/// The data keys of this deployment. The embedded backend's key file is made on first use
+/// (mode 0600); the AWS secret is made once, by `como-saga keys init`, or here with `make`
+/// (a local stack: `up`, tests, benchmarks).
+pub async fn data_keys(
+    settings: &Settings,
+    secrets: Arc<dyn SecretStore>,
+    make: bool,
+) -> anyhow::Result<Arc<como_privacy::Keys>> {
+    let source = key_source(settings, secrets);
+    let create = make || matches!(source, como_privacy::KeySource::File(_));
+    let described = source.describe();
+    como_privacy::Keys::load(source, create)
+        .await
+        .with_context(|| {
+            format!("cannot read the data keys ({described}) that seal the guests' contact details")
+        })
+}
+
 /// Fails, in one line naming the path and the reason, if the embedded backend's file cannot
 /// be its database: SQLite's own words ("unable to open database file", "file is not a
 /// database") name neither, and come wrapped two or three times. A file that does not exist
@@ -258,15 +305,16 @@ pub fn handler(
     ports: &Backend,
     catalogue: Option<como_orchestrator::LiveCatalogue>,
 ) -> anyhow::Result<Arc<dyn CommandHandler>> {
-    handler_with(settings, worker, ports.secrets.clone(), catalogue)
+    handler_with(settings, worker, ports, catalogue)
 }
 
 fn handler_with(
     settings: &Settings,
     worker: Worker,
-    secrets: Arc<dyn SecretStore>,
+    ports: &Backend,
     catalogue: Option<como_orchestrator::LiveCatalogue>,
 ) -> anyhow::Result<Arc<dyn CommandHandler>> {
+    let secrets = ports.secrets.clone();
     let http = http_client()?;
     Ok(match worker {
         Worker::Crm => {
@@ -292,7 +340,8 @@ fn handler_with(
             let guards = guards("sevenrooms", r.rate_limit);
             let client =
                 SevenRoomsClient::connect(http.clone(), s.clone()).with_guards(guards.clone());
-            let mut handler = SevenRoomsHandler::new(client, r.hold_seconds);
+            let mut handler =
+                SevenRoomsHandler::new(client, r.hold_seconds).with_vault(ports.vault.clone());
             if let Some(catalogue) = catalogue {
                 handler = handler.with_venues(
                     Arc::new(move |venue: &str| {

@@ -128,7 +128,8 @@ pub fn bookings(
                     last_name: must(PersonName::parse(format!("Guest {i}"))),
                     phone: must(Phone::parse(format!("+659{:07}", i % 10_000_000))),
                     email: Some(must(Email::parse(format!("guest{i}@example.com")))),
-                },
+                }
+                .into(),
             }
         })
         .collect()

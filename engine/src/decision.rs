@@ -69,4 +69,9 @@ pub enum HistoryKind {
     AuditChecked,
     /// A late-effect audit found an effect that landed after the saga ended, and undid it.
     LateEffectUndone,
+    /// The guest's personal data will be erased when the saga finishes.
+    ErasureRequested,
+    /// The guest's personal data was erased (`reason`: retention or the member's request);
+    /// the money facts stay.
+    PersonalDataErased,
 }

@@ -1,6 +1,6 @@
 //! What can happen to a saga.
 
-use como_schemas::{BookingRequested, OperatorId, WorkerReply};
+use como_schemas::{BookingRequested, ErasureReason, OperatorId, WorkerReply};
 use serde::{Deserialize, Serialize};
 
 /// One input to the transition function. The current time comes alongside, never from a clock.
@@ -16,6 +16,9 @@ pub enum Input {
     Timer,
     /// A person acted.
     Operator { command: OperatorCommand },
+    /// Erase the guest's personal data: at once for a finished saga, when it finishes for a
+    /// running one (the booking still needs the guest). Erasing twice changes nothing.
+    Erase { reason: ErasureReason },
 }
 
 /// An operator's action, with who and why; `action_id` makes a repeated submission harmless.

@@ -44,6 +44,10 @@ pub struct SagaState {
     /// Since when the current step has been waiting for its downstream to come back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Timestamp>,
+    /// The guest's personal data is to be erased as soon as the saga finishes, and why
+    /// ([`crate::Input::Erase`] on a running saga).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase_when_done: Option<como_schemas::ErasureReason>,
 }
 
 /// The late-effect audit of a saga that ended compensated or cancelled: at each of the

@@ -39,6 +39,9 @@ pub enum RuntimeError {
     Contention(SagaId),
     #[error("cannot encode a message: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The guest's contact cannot be sealed or opened here (no data keys, or not these).
+    #[error("the guest's contact: {0}")]
+    Vault(#[from] como_ports::VaultError),
 }
 
 /// A stored transition, as observers see it.
@@ -282,8 +285,9 @@ pub async fn advance_with(
 /// Inside the work's span, so with the saga id and trace id. Reasons are the engine's and the
 /// workers' words about the call, never the request's personal fields.
 fn say_outcome(decision: &Decision) {
-    // A downstream's words may quote the request back: the guest's own fields are masked.
-    let scrub = |text: &str| mask_guest(text, &decision.state.request.guest);
+    // A downstream's words may quote the request back: the SevenRooms worker, the one that
+    // holds the guest's contact, masks it before replying (`como_privacy::mask_guest`).
+    let scrub = |text: &str| text.to_owned();
     for event in &decision.events {
         match &event.body {
             SagaEventBody::BookingFailed { step, code, reason } => tracing::info!(
@@ -318,26 +322,6 @@ fn say_outcome(decision: &Decision) {
             );
         }
     }
-}
-
-/// `text` with the guest's name, phone (with and without its `+`) and e-mail replaced by
-/// `[guest]`: for what a log line quotes from a downstream's answer.
-pub(crate) fn mask_guest(text: &str, guest: &como_schemas::GuestContact) -> String {
-    let mut text = text.to_owned();
-    let phone = guest.phone.as_str();
-    let personal = [
-        Some(guest.first_name.as_str()),
-        Some(guest.last_name.as_str()),
-        Some(phone),
-        Some(phone.trim_start_matches('+')),
-        guest.email.as_ref().map(|e| e.as_str()),
-    ];
-    for value in personal.into_iter().flatten() {
-        if value.chars().count() >= 2 {
-            text = text.replace(value, "[guest]");
-        }
-    }
-    text
 }
 
 /// What the store must carry out with a decision: its commands go to their worker's queue,
@@ -385,42 +369,4 @@ pub fn effects_of(
         ack,
         answers: None,
     })
-}
-
-#[cfg(test)]
-mod mask_tests {
-    use super::mask_guest;
-
-    #[test]
-    fn a_downstream_message_quoting_the_guest_is_masked() {
-        let request = como_schemas::examples::booking_request(
-            "r-1",
-            chrono::NaiveDate::from_ymd_opt(2030, 1, 1).unwrap(),
-        );
-        let g = &request.guest;
-        let echoed = format!(
-            "invalid guest {} {} ({}, {}) phone {}",
-            g.first_name.as_str(),
-            g.last_name.as_str(),
-            g.phone.as_str().trim_start_matches('+'),
-            g.email.as_ref().map_or("", |e| e.as_str()),
-            g.phone.as_str(),
-        );
-        let masked = mask_guest(&echoed, g);
-        for value in [
-            g.first_name.as_str(),
-            g.last_name.as_str(),
-            g.phone.as_str(),
-        ] {
-            assert!(!masked.contains(value), "{masked}");
-        }
-        assert!(
-            !masked.contains(g.phone.as_str().trim_start_matches('+')),
-            "{masked}"
-        );
-        assert!(
-            masked.starts_with("invalid guest [guest] [guest]"),
-            "{masked}"
-        );
-    }
 }

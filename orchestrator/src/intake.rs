@@ -5,7 +5,10 @@
 //! see [`same_request`]) is refused the same way, and the saga of the first is left untouched.
 
 use como_engine::{Input, transition};
-use como_ports::{Backend, CreateOutcome, Delivery, OutgoingMessage, PortError, QueueName, trace};
+use como_ports::{
+    Backend, CreateOutcome, Delivery, GuestVault, OutgoingMessage, PortError, QueueName,
+    VaultError, trace,
+};
 use como_schemas::{
     BookingRejected, BookingRequested, GuestContact, InvalidInput, SagaId, SchemaVersion,
     Timestamp, parse_booking_request,
@@ -27,9 +30,14 @@ pub enum IntakeOutcome {
 
 /// Put a booking request on the request queue (what the HTTP API and `como-saga submit` do).
 /// Returns the id of the saga it will run as.
+///
+/// The guest's contact is sealed first (`Backend::vault`): the queue, and a dead letter the
+/// request may become, hold it sealed only.
 pub async fn submit(ports: &Backend, request: &BookingRequested) -> Result<SagaId, RuntimeError> {
-    let body = serde_json::to_string(request)?;
     let saga = request.saga_id();
+    let mut sealed = request.clone();
+    sealed.guest = ports.vault.seal(saga, &request.guest)?;
+    let body = serde_json::to_string(&sealed)?;
     let span =
         tracing::info_span!("submit", saga_id = %saga, trace_id = %trace::trace_id_hex(saga));
     trace::join_saga(&span, saga);
@@ -96,17 +104,28 @@ async fn intake(
     let request = match parsed {
         Ok(r) => r,
         Err(invalid) => {
-            reject(ports, delivery, &invalid).await?;
+            reject(ports, delivery, &invalid, None).await?;
             return Ok(IntakeOutcome::Rejected(invalid));
         }
     };
     let saga_id = request.saga_id();
+    // From here on the guest is kept sealed only. A guest that came sealed (by the API or
+    // `submit`) must open for this saga: one that does not is refused before anything moves.
+    let request = match seal_request(ports, request).await? {
+        Ok(r) => r,
+        Err((invalid, r)) => {
+            reject(ports, delivery, &invalid, Some(&r)).await?;
+            return Ok(IntakeOutcome::Rejected(invalid));
+        }
+    };
     if let Err(invalid) = priced {
         // Not the venue's price now. A repeat of a request whose saga started before the
         // price changed is that saga's duplicate, not a refusal: its answer must not tell a
         // client that retried that the booking was not made.
         if let Some(existing) = ports.store.get(saga_id).await?
-            && same_request(&existing.value.request, &request).is_ok()
+            && same_request(ports.vault.as_ref(), &existing.value.request, &request)
+                .await
+                .is_ok()
         {
             ports
                 .queue
@@ -114,15 +133,22 @@ async fn intake(
                 .await?;
             return Ok(IntakeOutcome::Duplicate(saga_id));
         }
-        reject(ports, delivery, &invalid).await?;
+        reject(ports, delivery, &invalid, Some(&request)).await?;
         return Ok(IntakeOutcome::Rejected(invalid));
     }
     let def = crate::advance::current_definition();
-    let decision = match transition(&def, None, &Input::Start { request }, now) {
+    let decision = match transition(
+        &def,
+        None,
+        &Input::Start {
+            request: request.clone(),
+        },
+        now,
+    ) {
         Ok(d) => d,
         Err(e) => {
             let invalid = InvalidInput::new(".", e.to_string());
-            reject(ports, delivery, &invalid).await?;
+            reject(ports, delivery, &invalid, Some(&request)).await?;
             return Ok(IntakeOutcome::Rejected(invalid));
         }
     };
@@ -153,8 +179,14 @@ async fn intake(
                     "the store said saga {saga_id} exists, but it cannot be read; the request is kept"
                 ))));
             };
-            if let Err(conflict) = same_request(&existing.value.request, &decision.state.request) {
-                reject(ports, delivery, &conflict).await?;
+            if let Err(conflict) = same_request(
+                ports.vault.as_ref(),
+                &existing.value.request,
+                &decision.state.request,
+            )
+            .await
+            {
+                reject(ports, delivery, &conflict, Some(&decision.state.request)).await?;
                 return Ok(IntakeOutcome::Rejected(conflict));
             }
             ports
@@ -181,7 +213,8 @@ async fn intake(
 /// a client may send the same request any number of times, from new messages, and it stays one
 /// booking. The fields are listed without `..`, so that a field added to the request must be
 /// placed on one side or the other here.
-pub fn same_request(
+pub async fn same_request(
+    vault: &dyn GuestVault,
     first: &BookingRequested,
     repeat: &BookingRequested,
 ) -> Result<(), InvalidInput> {
@@ -194,17 +227,11 @@ pub fn same_request(
         time,
         party_size,
         quoted_credits,
-        guest:
-            GuestContact {
-                first_name,
-                last_name,
-                phone,
-                email,
-            },
+        guest: _,
         traceparent: _,
         availability_id: _,
     } = repeat;
-    let differs = [
+    let mut differs = vec![
         ("request_id", *request_id != first.request_id),
         ("member_no", *member_no != first.member_no),
         ("venue_id", *venue_id != first.venue_id),
@@ -212,11 +239,31 @@ pub fn same_request(
         ("time", *time != first.time),
         ("party_size", *party_size != first.party_size),
         ("quoted_credits", *quoted_credits != first.quoted_credits),
-        ("guest.first_name", *first_name != first.guest.first_name),
-        ("guest.last_name", *last_name != first.guest.last_name),
-        ("guest.phone", *phone != first.guest.phone),
-        ("guest.email", *email != first.guest.email),
     ];
+    // The guests are compared in the clear: each is sealed with a nonce of its own, so two
+    // seals of one contact never match. One that does not open (or was erased) differs.
+    let saga = first.saga_id();
+    let opened = (
+        vault.open(saga, &first.guest).await.ok().flatten(),
+        vault.open(saga, &repeat.guest).await.ok().flatten(),
+    );
+    match opened {
+        (Some(a), Some(b)) => {
+            let GuestContact {
+                first_name,
+                last_name,
+                phone,
+                email,
+            } = b;
+            differs.extend([
+                ("guest.first_name", first_name != a.first_name),
+                ("guest.last_name", last_name != a.last_name),
+                ("guest.phone", phone != a.phone),
+                ("guest.email", email != a.email),
+            ]);
+        }
+        _ => differs.push(("guest", true)),
+    }
     let fields: Vec<&str> = differs
         .iter()
         .filter(|(_, d)| *d)
@@ -242,16 +289,46 @@ pub fn same_request(
     ))
 }
 
+/// `request` with its guest sealed for its saga, or the refusal (with the request as it may
+/// be kept) when a guest that came sealed does not open for it.
+async fn seal_request(
+    ports: &Backend,
+    mut request: BookingRequested,
+) -> Result<Result<BookingRequested, (InvalidInput, BookingRequested)>, RuntimeError> {
+    let saga = request.saga_id();
+    if request.guest.sealed().is_some()
+        && let Err(e) = ports.vault.open(saga, &request.guest).await
+    {
+        if e == VaultError::NoKeys {
+            return Err(e.into());
+        }
+        let invalid = InvalidInput::new(
+            "guest",
+            format!(
+                "{e}; a sealed guest comes from this deployment's own API, for this request id"
+            ),
+        );
+        return Ok(Err((invalid, request)));
+    }
+    request.guest = ports.vault.seal(saga, &request.guest)?;
+    Ok(Ok(request))
+}
+
 /// How the reason of a refusal for a reused request id begins (`BookingRejected` has no code
 /// field, so the code leads the reason, where a consumer can match it).
 pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
 
 /// Publish `BookingRejected`, then move the request to the dead letters. In this order, a
 /// crash in between publishes the rejection again (same event id) rather than losing it.
+///
+/// The dead letter keeps no personal data in the clear: a request that was read keeps its
+/// guest sealed; one that could not be read loses its `guest` (a refusal of that shape comes
+/// back the same if redriven), and a body that is not JSON at all is not kept.
 async fn reject(
     ports: &Backend,
     delivery: &Delivery,
     invalid: &InvalidInput,
+    read: Option<&BookingRequested>,
 ) -> Result<(), RuntimeError> {
     let request_id = serde_json::from_str::<serde_json::Value>(&delivery.body)
         .ok()
@@ -268,9 +345,47 @@ async fn reject(
             reason: invalid.reason.clone(),
         })
         .await?;
+    let body = kept_body(ports, &delivery.body, read)?;
     ports
         .queue
-        .dead_letter(QueueName::Requests, &delivery.receipt, &invalid.to_string())
+        .dead_letter_as(
+            QueueName::Requests,
+            &delivery.receipt,
+            &invalid.to_string(),
+            body,
+        )
         .await?;
     Ok(())
+}
+
+/// The body a refused request is dead-lettered with: see [`reject`].
+fn kept_body(
+    ports: &Backend,
+    body: &str,
+    read: Option<&BookingRequested>,
+) -> Result<String, RuntimeError> {
+    if let Some(request) = read {
+        let mut kept = request.clone();
+        kept.guest = ports.vault.seal(request.saga_id(), &request.guest)?;
+        return Ok(serde_json::to_string(&kept)?);
+    }
+    Ok(match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut doc)) => {
+            let sealed = doc
+                .get("guest")
+                .and_then(|g| g.get("sealed"))
+                .is_some_and(|s| s.is_string() && doc["guest"].as_object().is_some_and(|g| g.len() == 1));
+            if !sealed {
+                doc.remove("guest");
+            }
+            serde_json::Value::Object(doc).to_string()
+        }
+        Ok(_) | Err(_) => serde_json::json!({
+            "withheld": format!(
+                "a body of {} bytes that is not a JSON object: not kept, as it may hold personal data",
+                body.len()
+            )
+        })
+        .to_string(),
+    })
 }

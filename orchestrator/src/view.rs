@@ -90,6 +90,11 @@ pub struct RequestSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub guest: Option<GuestView>,
+    /// When and why the guest's contact was erased (retention, or the member's request), once
+    /// it was: the booking's money facts stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub guest_erased: Option<como_schemas::Erasure>,
 }
 
 /// The guest named on the reservation (personal data).
@@ -104,9 +109,9 @@ pub struct GuestView {
 }
 
 impl RequestSummary {
-    /// Adds the guest's contact details from the saga: for a reader allowed to see them.
-    pub fn with_guest(&mut self, s: &SagaState) {
-        let g = &s.request.guest;
+    /// Adds the guest's contact details, opened from the saga: for a reader allowed to see
+    /// them.
+    pub fn with_guest(&mut self, g: &como_schemas::GuestContact) {
         self.guest = Some(GuestView {
             first_name: g.first_name.clone(),
             last_name: g.last_name.clone(),
@@ -487,6 +492,7 @@ impl From<&SagaState> for SagaView {
                 party_size: r.party_size,
                 credits: r.quoted_credits,
                 guest: None,
+                guest_erased: r.guest.erasure().cloned(),
             },
             status: status_view(s),
             current_step: current

@@ -168,7 +168,9 @@ async fn a_reused_request_id_with_other_content_is_refused_and_the_first_saga_is
 
     // Only the guest's phone differs: refused too, naming the field and not the number.
     let mut other_phone = request();
-    other_phone.guest.phone = como_schemas::Phone::parse("+6599999999").unwrap();
+    let mut contact = other_phone.guest.contact().unwrap().clone();
+    contact.phone = como_schemas::Phone::parse("+6599999999").unwrap();
+    other_phone.guest = contact.into();
     submit(&r.ports, &other_phone).await.unwrap();
     let d = next(&r.ports, QueueName::Requests).await.unwrap();
     match handle_request(&r.ports, &catalogue, &d).await.unwrap() {

@@ -14,6 +14,8 @@
 //! - [`secrets`]: the secret store with the pending / current versions of a rotation.
 //! - [`health`]: whether this process can write to its store, for the log, readiness and the
 //!   edge.
+//! - [`vault`]: the guest's contact sealed before it is kept and opened where it is needed
+//!   (implemented by `como-privacy` with the data keys).
 //! - [`clock`]: time, as a trait, so that timers are testable without sleeping.
 //! - [`consumer`]: the pump every queue consumer runs: bounded concurrency, no batch waiting
 //!   on its slowest message, graceful shutdown.
@@ -36,6 +38,7 @@ pub mod records;
 pub mod secrets;
 pub mod store;
 pub mod trace;
+pub mod vault;
 
 pub use audit::{AuditEntry, AuditLog, AuditOutcome, AuditPage, AuditQuery};
 pub use bus::EventBus;
@@ -48,6 +51,7 @@ pub use store::{
     CreateOutcome, Effects, SagaPage, SagaQuery, SagaReader, SagaStore, SagaSummary, SagaWriter,
     StepCount, UpdateOutcome, Versioned,
 };
+pub use vault::{GuestVault, NoKeys, VaultError};
 
 /// Every port of one backend, as the runtime holds them.
 #[derive(Clone)]
@@ -59,9 +63,19 @@ pub struct Backend {
     pub secrets: std::sync::Arc<dyn SecretStore>,
     pub audit: std::sync::Arc<dyn AuditLog>,
     pub clock: std::sync::Arc<dyn Clock>,
+    /// Seals and opens the guest's contact: the data keys, which the application gives
+    /// (`como-privacy`); a backend on its own has [`NoKeys`].
+    pub vault: std::sync::Arc<dyn GuestVault>,
 }
 
 impl Backend {
+    /// These ports with `vault` sealing and opening the guest's contact.
+    #[must_use]
+    pub fn with_vault(mut self, vault: std::sync::Arc<dyn GuestVault>) -> Self {
+        self.vault = vault;
+        self
+    }
+
     /// The read port of the saga store alone: what a process that must not change sagas holds.
     pub fn reader(&self) -> std::sync::Arc<dyn SagaReader> {
         self.store.clone()

@@ -160,6 +160,17 @@ pub trait Queue: Send + Sync {
         reason: &str,
     ) -> PortResult<()>;
 
+    /// Move a received message to the dead letters now, with the reason, keeping `body` in
+    /// place of the message's own: a request whose guest intake sealed first, so that a dead
+    /// letter holds no personal data in the clear.
+    async fn dead_letter_as(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+        body: String,
+    ) -> PortResult<()>;
+
     /// The dead letters of `queue`, oldest first.
     async fn dead_letters(&self, queue: QueueName, limit: usize) -> PortResult<Vec<DeadLetter>>;
 

@@ -12,8 +12,9 @@ use chrono::NaiveDate;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::personal::Guest;
 use crate::reply::StepOutput;
-use crate::request::{BookingRequested, GuestContact};
+use crate::request::BookingRequested;
 use crate::time::Timestamp;
 use crate::values::{
     Credits, HoldId, MemberNo, PartySize, ReceiptNo, ReservationId, SagaId, SchemaVersion,
@@ -369,7 +370,8 @@ pub enum Operation {
         hold_id: Option<HoldId>,
         external_id: String,
         loyalty_id: MemberNo,
-        guest: GuestContact,
+        /// Sealed by intake; only the SevenRooms worker opens it.
+        guest: Guest,
         /// The SevenRooms API the saga's hold was made at (its `SlotHeld` output), when not
         /// the deployment's: the saga's every SevenRooms effect is there.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,7 +32,8 @@ pub fn booking_request(request_id: &str, date: NaiveDate) -> BookingRequested {
             last_name: must(PersonName::parse("Tan")),
             phone: must(Phone::parse("+6591234567")),
             email: Some(must(Email::parse("mei.ling@example.com"))),
-        },
+        }
+        .into(),
     }
 }
 

@@ -4,6 +4,8 @@
 //! - [`values`]: domain newtypes (`MemberNo`, `Credits`, `SagaId`, `VenueId`, ...) that cannot
 //!   hold an invalid value; parsing them is the only way in.
 //! - [`request`]: the `BookingRequested` event and its validation at the edge.
+//! - [`personal`]: the guest's contact as it travels and is kept: in the clear, sealed, or
+//!   erased.
 //! - [`command`]: commands from the orchestrator to a worker, and the operations they carry.
 //! - [`reply`]: a worker's reply to a command.
 //! - [`events`]: saga lifecycle events published for the outside world.
@@ -18,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod examples;
 pub mod export;
+pub mod personal;
 pub mod reply;
 pub mod request;
 pub mod time;
@@ -29,6 +32,7 @@ pub use command::{
 };
 pub use error::InvalidInput;
 pub use events::{BookingRejected, SagaEvent};
+pub use personal::{Erasure, ErasureReason, Guest, SealedGuest};
 pub use reply::{ReplyOutcome, StepOutput, WorkerReply};
 pub use request::{BookingRequested, GuestContact, parse_booking_request};
 pub use time::Timestamp;

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidInput;
+use crate::personal::Guest;
 use crate::values::{
     Credits, Email, MemberNo, PartySize, PersonName, Phone, RequestId, SagaId, SchemaVersion,
     SlotTime, VenueId,
@@ -34,8 +35,9 @@ pub struct BookingRequested {
     pub party_size: PartySize,
     /// The price in credits the member was quoted; checked against the venue's price.
     pub quoted_credits: Credits,
-    /// Who the reservation is for.
-    pub guest: GuestContact,
+    /// Who the reservation is for: the contact in the clear, or sealed by como-saga's own API
+    /// (see [`crate::personal`]).
+    pub guest: Guest,
     /// The submitter's W3C trace context, for a request sent as an EventBridge event (which
     /// has no message attributes to carry it): the booking's trace links to it. Transport
     /// metadata, not part of the booking: a repeat with another value is the same request.
@@ -86,6 +88,12 @@ impl BookingRequested {
             return Err(InvalidInput::new(
                 "date",
                 format!("{} is in the past (today is {today})", self.date),
+            ));
+        }
+        if !self.guest.is_personal() {
+            return Err(InvalidInput::new(
+                "guest",
+                "is erased: a booking request names its guest",
             ));
         }
         if self.quoted_credits.get() == 0 {

@@ -240,7 +240,8 @@ pub fn bookings(n: usize, tag: &str) -> Vec<BookingRequested> {
                     last_name: PersonName::parse(format!("Guest {i}")).unwrap(),
                     phone: Phone::parse(format!("+6591{:06}", i)).unwrap(),
                     email: None,
-                },
+                }
+                .into(),
             }
         })
         .collect()

@@ -375,6 +375,7 @@ impl AwsBackend {
             secrets: self.ports.clone(),
             audit: self.ports.clone(),
             clock: Arc::clone(&self.ports.clock),
+            vault: Arc::new(como_ports::NoKeys),
         }
     }
 

@@ -33,6 +33,7 @@
 mod audit;
 mod bus;
 mod codec;
+pub mod files;
 mod handoff;
 mod ops;
 mod queue;
@@ -120,6 +121,11 @@ pub enum OpenError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("cannot create {path} readable by its owner only: {error}")]
+    Private {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("sqlite: {0}")]
     Sqlite(rusqlite::Error),
     #[error("the file refused WAL mode (journal mode {0})")]
@@ -189,6 +195,8 @@ impl EmbeddedBackend {
                 error,
             })?;
         }
+        // Created private before SQLite creates it with the umask's mode (see `files`).
+        let before = files::create_private(&path)?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -209,6 +217,8 @@ impl EmbeddedBackend {
                 config.checkpoint_pages
             },
         )?;
+        // In WAL mode now: the `-wal` and the `-shm` are there.
+        files::settle(&path, &before)?;
 
         let mut max_receives = [config.max_receives; codec::QUEUES];
         for q in QueueName::ALL {
@@ -261,6 +271,7 @@ impl EmbeddedBackend {
             secrets: self.ports.clone(),
             audit: self.ports.clone(),
             clock: Arc::clone(&self.ports.clock),
+            vault: Arc::new(como_ports::NoKeys),
         }
     }
 

@@ -91,6 +91,8 @@ pub enum Op {
         queue: QueueName,
         receipt: ReceiptKey,
         reason: String,
+        /// Kept in place of the message's body, when given.
+        body: Option<String>,
     },
     Redrive {
         queue: QueueName,
@@ -318,12 +320,13 @@ pub fn execute(
             queue,
             receipt,
             reason,
+            body,
         } => {
             let moved = conn
                 .prepare_cached(
                     "INSERT INTO dead_letters
                          (id, queue, dead_lettered_at, receive_count, sent_at, reason, body, attrs)
-                     SELECT id, queue, ?4, receive_count, sent_at, ?5, body, attrs
+                     SELECT id, queue, ?4, receive_count, sent_at, ?5, coalesce(?6, body), attrs
                      FROM messages WHERE id = ?1 AND receipt = ?2 AND queue = ?3",
                 )?
                 .execute(params![
@@ -331,7 +334,8 @@ pub fn execute(
                     receipt.token,
                     codec::queue_code(*queue),
                     cx.now,
-                    reason
+                    reason,
+                    body
                 ])?;
             if moved == 0 {
                 return Ok(Err(stale(*queue, receipt)));

@@ -118,6 +118,26 @@ impl Queue for EmbeddedPorts {
                 queue,
                 receipt,
                 reason: reason.to_owned(),
+                body: None,
+            })
+            .await?
+            .done()
+    }
+
+    async fn dead_letter_as(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+        body: String,
+    ) -> PortResult<()> {
+        let receipt = ReceiptKey::parse(receipt)?;
+        self.writer
+            .submit(Op::DeadLetter {
+                queue,
+                receipt,
+                reason: reason.to_owned(),
+                body: Some(body),
             })
             .await?
             .done()

@@ -58,7 +58,10 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     stack::runtime()?.block_on(async {
-        let app = crate::aws_credentials::open_app(settings).await?;
+        let app = crate::aws_credentials::open_app(settings)
+            .await?
+            .with_data_keys()
+            .await?;
         let auth = auth_config(&app, &args.tokens).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -396,7 +396,8 @@ fn bookings(n: usize, run: &str, price_per_guest: u64) -> Vec<BookingRequested> 
                     last_name: must(PersonName::parse("Guest")),
                     phone: must(Phone::parse("+6591234567")),
                     email: None,
-                },
+                }
+                .into(),
             }
         })
         .collect()
@@ -413,7 +414,7 @@ async fn bench(args: &BenchArgs, mut settings: Settings) -> anyhow::Result<Bench
     };
     settings.memberson.rate_limit = unlimited;
     settings.sevenrooms.rate_limit = unlimited;
-    let app = App::build(settings)?;
+    let app = App::build(settings)?.with_local_data_keys().await?;
     let settings = app.settings().clone();
     let backend = app.backend();
     let ports = app.ports().clone();

@@ -201,7 +201,7 @@ fn histogram() -> Histogram<u64> {
 pub async fn reads(args: &BenchArgs, settings: Settings) -> anyhow::Result<ReadsReport> {
     let database = settings.database.clone();
     let backend = format!("{:?}", settings.backend).to_lowercase();
-    let app = App::build(settings)?;
+    let app = App::build(settings)?.with_local_data_keys().await?;
     let have: u64 = app
         .ports()
         .store

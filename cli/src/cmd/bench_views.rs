@@ -211,10 +211,13 @@ pub async fn views(args: &BenchArgs, settings: Settings) -> anyhow::Result<Views
     .context("cannot start the simulators")?;
     let settings = Settings::local(settings.database, &sims);
     let shutdown = CancellationToken::new();
-    let app = App::build(settings)?.with_experience_ttls(ExperienceTtls {
-        availability: CACHED_TTL,
-        ..ExperienceTtls::default()
-    });
+    let app = App::build(settings)?
+        .with_local_data_keys()
+        .await?
+        .with_experience_ttls(ExperienceTtls {
+            availability: CACHED_TTL,
+            ..ExperienceTtls::default()
+        });
     // The venue catalogue is followed until the end (serve_api would tie it to its phase).
     let _ = app.catalogue(&shutdown, false);
     let token = app

@@ -719,7 +719,8 @@ fn bookings(
                     phone: Phone::parse(format!("+6598{:06}", i % 1_000_000))
                         .unwrap_or_else(|e| unreachable!("{e}")),
                     email: None,
-                },
+                }
+                .into(),
             }
         })
         .collect()
@@ -907,7 +908,8 @@ async fn chaos(
         ));
         super::store_faults::GroundFaults::new(&settings.database, fs)
     });
-    let backend = stack::open_backend(settings)?;
+    let mut backend = stack::open_backend(settings)?;
+    backend.ports.vault = stack::data_keys(settings, backend.ports.secrets.clone(), true).await?;
     let ports = backend.ports.clone();
     let rotations = if settings.backend == BackendKind::Aws {
         // The workers read the Memberson token from the secret and never mint one: a token

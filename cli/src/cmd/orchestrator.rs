@@ -27,7 +27,10 @@ pub fn run(args: OrchestratorArgs) -> anyhow::Result<ExitCode> {
         &[Required::Venues],
     )?;
     stack::runtime()?.block_on(async {
-        let app = crate::aws_credentials::open_app(settings).await?;
+        let app = crate::aws_credentials::open_app(settings)
+            .await?
+            .with_data_keys()
+            .await?;
         println!("orchestrator: {}", app.settings().store_location());
         let shutdown = CancellationToken::new();
         stack::cancel_on_signal(shutdown.clone());

@@ -116,7 +116,9 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     stack::runtime()?.block_on(async {
         crate::aws_credentials::check(&settings).await?;
-        let backend = stack::open_backend(&settings)?;
+        let mut backend = stack::open_backend(&settings)?;
+        // The guest's contact goes on the queue sealed with the deployment's data keys.
+        backend.ports.vault = stack::data_keys(&settings, backend.ports.secrets.clone(), false).await?;
         let saga = como_orchestrator::submit(&backend.ports, &request)
             .await
             .context("cannot submit the request")?;
@@ -134,16 +136,19 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
         // A request id already used by another booking: the orchestrator refuses the request
         // (it was sent all the same, so that the refusal is recorded as for any other client).
-        let refused = |existing: &como_engine::SagaState| {
+        let vault = backend.ports.vault.clone();
+        let refused = async |existing: &como_engine::SagaState| {
             let conflict =
-                como_orchestrator::intake::same_request(&existing.request, &request).err()?;
+                como_orchestrator::intake::same_request(vault.as_ref(), &existing.request, &request)
+                    .await
+                    .err()?;
             eprintln!("error: the request was refused: {}", conflict.reason);
             Some(exit::code(NOT_BOOKED))
         };
         let mut code = ExitCode::SUCCESS;
         if !args.wait {
             if let Some(s) = backend.ports.store.get(saga).await? {
-                code = refused(&s.value).unwrap_or(code);
+                code = refused(&s.value).await.unwrap_or(code);
             }
         } else {
             let give_up = tokio::time::Instant::now() + Duration::from_secs(300);
@@ -162,7 +167,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(s) = backend.ports.store.get(saga).await? {
                     last_status = Some(s.value.status.clone());
-                    if let Some(c) = refused(&s.value) {
+                    if let Some(c) = refused(&s.value).await {
                         code = c;
                         break;
                     }

@@ -85,7 +85,7 @@ async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     // One `up` per database: a second one would run its own simulators against the first one's
     // sagas, and report their ledgers as broken. Held until this process ends.
     let _lock = claim_database(&settings)?;
-    let app = App::build(settings)?;
+    let app = App::build(settings)?.with_local_data_keys().await?;
     let settings = app.settings().clone();
     let ports = app.ports().clone();
     if settings.backend == BackendKind::Aws {

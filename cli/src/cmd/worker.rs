@@ -52,7 +52,12 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         &[required],
     )?;
     stack::runtime()?.block_on(async {
-        let app = crate::aws_credentials::open_app(settings).await?;
+        let mut app = crate::aws_credentials::open_app(settings).await?;
+        // Only the SevenRooms worker opens the guest's contact (to book); the CRM worker
+        // never holds the data keys.
+        if worker == Worker::Sevenrooms {
+            app = app.with_data_keys().await?;
+        }
         println!(
             "worker {worker}: {}, calling {}",
             app.settings().store_location(),

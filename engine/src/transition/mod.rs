@@ -32,6 +32,7 @@ mod audit;
 mod compensation;
 mod forward;
 mod operator;
+mod privacy;
 mod reply;
 mod timer;
 
@@ -80,6 +81,7 @@ pub fn transition(
         Input::Reply { reply } => m.on_reply(reply)?,
         Input::Timer => m.on_timer(),
         Input::Operator { command } => m.on_operator(command)?,
+        Input::Erase { reason } => m.on_erase(*reason),
     }
     Ok(m.finish(state))
 }
@@ -132,6 +134,7 @@ fn start(
         operator_actions: Vec::new(),
         audit: None,
         waiting_since: None,
+        erase_when_done: None,
     };
     let mut m = Machine::new(def, state, now);
     m.emit(SagaEventBody::SagaStarted {
@@ -289,6 +292,7 @@ impl<'a> Machine<'a> {
     /// Close the transition: number it, derive the status and the next wake-up, or report
     /// that nothing changed.
     fn finish(mut self, before: &SagaState) -> Decision {
+        self.erase_if_done();
         if self.s == *before
             && self.commands.is_empty()
             && self.events.is_empty()

@@ -30,7 +30,10 @@ pub fn rig() -> Rig {
     )
     .unwrap();
     Rig {
-        ports: backend.ports(),
+        // Guests are sealed with a key of this test's own.
+        ports: backend
+            .ports()
+            .with_vault(como_privacy::Keys::fixed(como_privacy::Keyring::generate())),
         _dir: dir,
         _backend: backend,
         clock,

@@ -3,7 +3,7 @@
 //! was never learnt; a reservation already cancelled, or never made, is nothing to undo.
 
 use chrono::NaiveDate;
-use como_schemas::{Operation, ReplyOutcome, ReservationId, StepOutput, VenueId};
+use como_schemas::{GuestContact, Operation, ReplyOutcome, ReservationId, StepOutput, VenueId};
 
 use super::{compensated, reply, succeeded, undone};
 use crate::clients::sevenrooms::{BookRequest, CancelOutcome, SevenRoomsClient};
@@ -16,9 +16,11 @@ fn booked(id: String) -> ReplyOutcome {
     }
 }
 
+/// Book with the guest's contact, opened from the command by the caller.
 pub async fn book(
     client: &SevenRoomsClient,
     operation: &Operation,
+    guest: &GuestContact,
     deadline: Deadline,
 ) -> ReplyOutcome {
     let Operation::BookExperience {
@@ -29,7 +31,6 @@ pub async fn book(
         hold_id,
         external_id,
         loyalty_id,
-        guest,
         ..
     } = operation
     else {

@@ -80,6 +80,44 @@ fn availability_of(guards: &Guards, downstream: &str) -> Availability {
 }
 
 /// The reply for a client outcome; `ok` turns the success value into the step's output.
+/// `outcome` with the guest's own fields masked out of its words.
+fn masked(outcome: ReplyOutcome, guest: &como_schemas::GuestContact) -> ReplyOutcome {
+    let mask = |t: String| como_privacy::mask_guest(&t, guest);
+    match outcome {
+        ReplyOutcome::BusinessFailure { code, message } => ReplyOutcome::BusinessFailure {
+            code,
+            message: mask(message),
+        },
+        ReplyOutcome::RetryableFailure {
+            reason,
+            retry_after_ms,
+            downstream_unavailable,
+        } => ReplyOutcome::RetryableFailure {
+            reason: mask(reason),
+            retry_after_ms,
+            downstream_unavailable,
+        },
+        ReplyOutcome::UnknownOutcome {
+            reason,
+            downstream_unavailable,
+        } => ReplyOutcome::UnknownOutcome {
+            reason: mask(reason),
+            downstream_unavailable,
+        },
+        ReplyOutcome::NotApplied { reason } => ReplyOutcome::NotApplied {
+            reason: mask(reason),
+        },
+        ReplyOutcome::Deferred {
+            reason,
+            retry_after_ms,
+        } => ReplyOutcome::Deferred {
+            reason: mask(reason),
+            retry_after_ms,
+        },
+        ok @ ReplyOutcome::Succeeded { .. } => ok,
+    }
+}
+
 fn reply<T>(outcome: Outcome<T>, ok: impl FnOnce(T) -> ReplyOutcome) -> ReplyOutcome {
     match success(outcome) {
         Ok(t) => ok(t),
@@ -268,6 +306,8 @@ pub struct SevenRoomsHandler {
     /// Each venue's API and credit shifts; none: every venue on the deployment's API, every
     /// shift.
     pub venues: Option<VenueLookup>,
+    /// Opens the guest's contact for the booking: this worker is the one that needs it.
+    pub vault: Arc<dyn como_ports::GuestVault>,
 }
 
 impl SevenRoomsHandler {
@@ -276,7 +316,15 @@ impl SevenRoomsHandler {
             clients: ApiClients::new(client),
             hold_seconds,
             venues: None,
+            vault: Arc::new(como_ports::NoKeys),
         }
+    }
+
+    /// Opens sealed guests with `vault` (the deployment's data keys).
+    #[must_use]
+    pub fn with_vault(mut self, vault: Arc<dyn como_ports::GuestVault>) -> Self {
+        self.vault = vault;
+        self
     }
 
     pub fn with_venues(mut self, venues: VenueLookup, connect: ConnectApi) -> Self {
@@ -351,8 +399,35 @@ impl CommandHandler for SevenRoomsHandler {
             Operation::ReleaseHold {
                 venue_id, hold_id, ..
             } => hold_slot::release(c, venue_id, hold_id.as_ref(), deadline).await,
-            Operation::BookExperience { .. } => {
-                book_experience::book(c, &command.operation, deadline).await
+            Operation::BookExperience { guest, .. } => {
+                let guest = match self.vault.open(command.saga_id, guest).await {
+                    Ok(Some(contact)) => contact,
+                    Ok(None) => {
+                        return ReplyOutcome::BusinessFailure {
+                            code: "GUEST_ERASED".into(),
+                            message: "the guest's contact was erased: nobody to book for".into(),
+                        };
+                    }
+                    Err(e @ como_ports::VaultError::Unauthentic(_)) => {
+                        return ReplyOutcome::BusinessFailure {
+                            code: "GUEST_UNREADABLE".into(),
+                            message: e.to_string(),
+                        };
+                    }
+                    // The keys may yet come (a rotation on its way here): try again.
+                    Err(e) => {
+                        return ReplyOutcome::RetryableFailure {
+                            reason: e.to_string(),
+                            retry_after_ms: None,
+                            downstream_unavailable: false,
+                        };
+                    }
+                };
+                // SevenRooms' words may quote the guest back: masked before they leave.
+                masked(
+                    book_experience::book(c, &command.operation, &guest, deadline).await,
+                    &guest,
+                )
             }
             Operation::FindReservation {
                 venue_id,
