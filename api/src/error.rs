@@ -133,7 +133,8 @@ impl From<OperatorError> for ApiError {
             OperatorError::Conflict { .. } => ApiError::conflict(message),
             OperatorError::Store { .. }
             | OperatorError::Unrecorded(_)
-            | OperatorError::Redrive(_) => {
+            | OperatorError::Redrive(_)
+            | OperatorError::Forget(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
             OperatorError::Runtime { .. } => {

@@ -30,6 +30,7 @@
 //! | `POST /v1/bulk/execute` | operator | the previewed action on exactly the previewed sagas, rate-limited, each result read back |
 //! | `GET /v1/dead-letters` | viewer, operator | the dead letters of a queue |
 //! | `POST /v1/dead-letters/redrive` | operator | put dead letters back on their queue |
+//! | `POST /v1/members/{member_no}/forget` | operator | erase one member's personal data from every saga of theirs (a data-protection request) |
 //! | `GET /v1/audit` | viewer, operator | operator actions by actor, action and period, newest first |
 //! | `GET /v1/me` | any | who the token names, and its roles |
 //! | `GET /v1/overview` | any | counts, the last hour per minute, circuits, queues, dead letters |
@@ -154,6 +155,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/bulk/execute", post(bulk_execute))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/redrive", post(redrive))
+        .route("/v1/members/{member_no}/forget", post(forget_member))
         .route("/v1/audit", get(audit_list))
         .route("/v1/me", get(me))
         .route("/v1/overview", get(overview))
@@ -193,13 +195,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ),
     paths(
         healthz, readyz, metrics_text, submit_booking, list_sagas, show_saga, saga_history, act_on_saga,
-        counts, stuck, latency, bulk_preview, bulk_execute, dead_letters, redrive, audit_list,
+        counts, stuck, latency, bulk_preview, bulk_execute, dead_letters, redrive, forget_member, audit_list,
         me, overview, live_stream, experiences::list_experiences, experiences::venue_availability
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail, Health, BookingAccepted, SagaPage, HistoryPage,
         Counts, StatusCount, StepCountView, ActionRequest, ActionKind, Outcome, ActionResult, DeadLetters,
-        DeadLetterItem, RedriveRequest, Redriven, bulk::BulkAction, bulk::PreviewRequest,
+        DeadLetterItem, RedriveRequest, Redriven, ForgetRequest, MemberForgotten, bulk::BulkAction, bulk::PreviewRequest,
         bulk::PreviewItem, bulk::PreviewResult, bulk::ExecuteRequest, bulk::ExecuteItem,
         bulk::ExecuteResult, AuditPageView, AuditItem, Latency, StepLatency, SagaView, HistoryView,
         SagaSummary, como_engine::SagaStatus, Me, live::Overview, live::Minute, live::Circuit,
@@ -515,6 +517,7 @@ impl Filters<'_> {
             started_before,
             downstream,
             retrying: self.retrying.unwrap_or(false),
+            personal_data: None,
             cursor,
             limit,
         })
@@ -1108,13 +1111,70 @@ async fn redrive(
     }))
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ForgetRequest {
+    /// Why (the data-protection request it answers); kept in the audit list. Required.
+    reason: String,
+}
+
+/// What forgetting a member did.
+#[derive(Serialize, ToSchema)]
+struct MemberForgotten {
+    member_no: String,
+    /// Sagas whose guest contact was erased now.
+    erased: u64,
+    /// Running sagas whose guest contact is erased when they finish.
+    when_done: u64,
+    /// Sagas with nothing left to erase (erased before).
+    already: u64,
+    /// Whether the store's older copies (the embedded backend's WAL) were rewritten too.
+    compacted: bool,
+}
+
+/// Erase one member's personal data (the guest's name, phone and e-mail) from every saga of
+/// theirs: finished sagas at once, running ones when they finish. The money facts and the
+/// history stay. Recorded in the audit list and in each saga's history; repeating it erases
+/// what is left.
+#[utoipa::path(post, path = "/v1/members/{member_no}/forget", request_body = ForgetRequest, params(("member_no" = String, Path, description = "the Memberson member number")), responses(
+    (status = 200, body = MemberForgotten), (status = 400, body = error::ErrorBody),
+    (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
+    (status = 503, body = error::ErrorBody),
+))]
+async fn forget_member(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(member_no): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<MemberForgotten>, ApiError> {
+    require(&caller, &[Role::Operator])?;
+    let member = MemberNo::parse(member_no).map_err(|e| ApiError::invalid("member_no", &e))?;
+    let request: ForgetRequest = error::parse_body(&body)?;
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "reason",
+            "say why you erase (the data-protection request it answers)",
+        ));
+    }
+    let who = OperatorId::parse(&caller.id)
+        .map_err(|e| ApiError::forbidden(format!("the token's user cannot act: {e}")))?;
+    let done = operator::forget_member(&state.ports, &member, &who, &request.reason).await?;
+    Ok(axum::Json(MemberForgotten {
+        member_no: member.to_string(),
+        erased: done.report.erased,
+        when_done: done.report.when_done,
+        already: done.report.already,
+        compacted: done.compacted,
+    }))
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct AuditParams {
     /// Only this person's actions (the token's user).
     actor: Option<String>,
     /// Only this action: `retry_now`, `force_compensation`, `cancel`, `resolve_confirmed`,
-    /// `resolve_compensated` or `redrive`.
+    /// `resolve_compensated`, `redrive` or `forget_member`.
     action: Option<String>,
     /// At or after this time (RFC 3339).
     from: Option<String>,
@@ -1154,13 +1214,14 @@ struct AuditPageView {
     next_cursor: Option<String>,
 }
 
-const AUDIT_ACTIONS: [&str; 6] = [
+const AUDIT_ACTIONS: [&str; 7] = [
     "retry_now",
     "force_compensation",
     "cancel",
     "resolve_confirmed",
     "resolve_compensated",
     "redrive",
+    "forget_member",
 ];
 
 fn time_of(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {

@@ -275,7 +275,7 @@ impl App {
             tasks: Vec::new(),
         };
         if let Some(keys) = &self.keys {
-            // A rotation made elsewhere is learnt here within a minute (at once, from the
+            // A rotation made elsewhere is learnt here within ten minutes (at once, from the
             // first value sealed with the new key).
             running.tasks.push(tokio::spawn(
                 keys.clone()

@@ -75,6 +75,11 @@ enum Command {
     /// The venues bookable with Como Credits: list, set (price, SevenRooms settings), remove.
     #[command(subcommand)]
     Venues(cmd::venues::VenuesCommand),
+    /// The data keys that seal the guests' contact details: init, show, rotate, reencrypt.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Members' personal data through the API: `forget` erases it from every saga of theirs.
+    Members(cmd::members::MembersArgs),
     /// Message contracts: export the JSON Schema files, validate a message against them.
     #[command(subcommand)]
     Schemas(cmd::schemas::SchemasCommand),
@@ -100,6 +105,8 @@ fn main() -> std::process::ExitCode {
         Command::Infra(c) => cmd::infra::run(c),
         Command::RotateTokens(a) => cmd::rotate_tokens::run(a),
         Command::Venues(c) => cmd::venues::run(c),
+        Command::Keys(c) => cmd::keys::run(c),
+        Command::Members(a) => cmd::members::run(a),
         Command::Healthcheck(a) => cmd::health::run(a),
         Command::Experiences(a) => cmd::operate::run_experiences(a),
     };

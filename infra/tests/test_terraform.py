@@ -17,7 +17,11 @@ broken in any one place fails here:
 - the queue, table, index, bus, rule and secret names are the backend's
   (backends/aws/src/names.rs and the queue names of ports/src/queue.rs: what
   `como-saga infra bootstrap` creates), spelled in names.tf only;
-- the API checks tokens against the edge's user pool and client, and nothing else.
+- the API checks tokens against the edge's user pool and client, and nothing else;
+- the data keys' secret (`<prefix>/data-keys`, named as app/src/stack.rs names it) is made
+  empty (no secret version: no key in the state) and read only by the roles that seal or open
+  a guest's contact (the API, the orchestrator, the SevenRooms worker), written only by the
+  `keys` role that the deploy workflow's `keys init` runs under.
 
 Run: `python -m pytest infra/tests` (infra/check.sh installs python-hcl2 and pytest).
 """
@@ -192,6 +196,35 @@ def backend_names() -> dict:
         for name, body in re.findall(r"pub const (\w+_PROJECTION): \[&str; \d+\] = \[([^\]]*)\];", bootstrap)
     }
     return {"consts": consts, "arrays": arrays, "queues": queues, "projections": projections}
+
+
+@lru_cache(maxsize=None)
+def data_keys_secret() -> str:
+    """The data keys' secret's own name, as the application reads it: names.rs's if it names
+    it, else app/src/stack.rs's DATA_KEYS_SECRET."""
+    for path in ("backends/aws/src/names.rs", "app/src/stack.rs"):
+        m = re.search(r'pub const DATA_KEYS_SECRET: &str = "([^"]+)";', (REPO / path).read_text())
+        if m:
+            return m.group(1)
+    raise AssertionError("no DATA_KEYS_SECRET in names.rs or app/src/stack.rs")
+
+
+def secrets_made(names: dict) -> list[str]:
+    """The own names of the secrets names.tf's `secret` map makes: its list local, a list or a
+    concat() of list locals and lists of string locals."""
+    list_name, _ = for_template(names["secret"])
+    members = names[list_name]
+    if isinstance(members, list):
+        return members
+    m = re.fullmatch(r"\$\{concat\((.*)\)\}", members)
+    assert m, f"names.tf {list_name} is neither a list nor a concat(): {members}"
+    made = []
+    for part in re.findall(r"\[[^\]]*\]|[\w.]+", m.group(1)):
+        if part.startswith("["):
+            made += [names[r.strip().removeprefix("local.")] for r in part[1:-1].split(",") if r.strip()]
+        else:
+            made += names[part.removeprefix("local.")]
+    return made
 
 
 def render(template: str, prefix: str, item: str = "") -> str:
@@ -604,6 +637,11 @@ def test_names_tf_spells_the_backends_names():
     for local, const in expected.items():
         assert names[local] == consts[const], f"names.tf {local} = {names[local]!r}, names.rs {const} = {consts[const]!r}"
     assert names["secret_names"] == arrays["SECRETS"]
+    # The data keys' secret is the application's name, made besides the backend's SECRETS (which
+    # `infra bootstrap` creates and seeds), once.
+    assert names["data_keys_secret"] == data_keys_secret()
+    assert sorted(secrets_made(names)) == sorted(set(arrays["SECRETS"]) | {data_keys_secret()})
+    assert len(secrets_made(names)) == len(set(secrets_made(names))), secrets_made(names)
     assert names["roles"] == arrays["ROLES"]
     assert names["status_index_projection"] == truth["projections"]["STATUS_INDEX_PROJECTION"]
     assert names["due_index_projection"] == truth["projections"]["DUE_INDEX_PROJECTION"]
@@ -616,7 +654,7 @@ def test_names_tf_spells_the_backends_names():
         assert render(names["table_name"], prefix) == f"{prefix}-{consts['TABLE']}"
         assert render(names["bus_name"], prefix) == f"{prefix}-{consts['BUS']}"
         assert render(names["rule_name"], prefix) == f"{prefix}-{consts['BOOKING_RULE']}"
-        for s in arrays["SECRETS"]:
+        for s in arrays["SECRETS"] + [data_keys_secret()]:
             assert render(for_template(names["secret"])[1], prefix, s) == f"{prefix}/{s}"
 
     # The default prefix, in the module and in every root, is the backend's.
@@ -656,7 +694,12 @@ def test_the_resources_take_their_names_from_names_tf():
 
     # No other file anywhere under infra/ builds one of these names itself.
     truth = backend_names()
-    own = truth["queues"] + [truth["consts"][c] for c in ("TABLE", "BUS", "BOOKING_RULE")] + truth["arrays"]["SECRETS"]
+    own = (
+        truth["queues"]
+        + [truth["consts"][c] for c in ("TABLE", "BUS", "BOOKING_RULE")]
+        + truth["arrays"]["SECRETS"]
+        + [data_keys_secret()]
+    )
     for path in sorted(INFRA.rglob("*.tf")):
         if path == MODULES / "data" / "names.tf" or ".terraform" in path.parts:
             continue
@@ -664,6 +707,156 @@ def test_the_resources_take_their_names_from_names_tf():
         for name in own:
             for built in (f'${{var.prefix}}-{name}"', f'${{var.prefix}}/{name}"'):
                 assert built not in text, f"{path.relative_to(REPO)} builds the name {built}: use names.tf"
+
+
+# --- 5b. the data keys: made empty, read by the roles that seal or open a contact only ---------
+
+# The task roles that read the data keys (GetSecretValue only), and the one that writes them.
+DATA_KEY_READERS = {"api", "orchestrator", "worker-sevenrooms"}
+DATA_KEY_WRITER = "keys"
+NO_DATA_KEYS = {"worker-crm", "rotate-tokens"}
+DATA_KEY_WRITES = {
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:UpdateSecretVersionStage",
+}
+DOCUMENT_REF = r"\$\{data\.aws_iam_policy_document\.(\w+)(?:\[\"([\w-]+)\"\])?\.json\}"
+
+
+def document_statements(directory: Directory, name: str, key: str | None = None) -> list[dict]:
+    """Every statement of a policy document as one instance (`key`: its for_each key) has it: its
+    own, its dynamic ones whose `each.key == "..."` condition holds, and its source documents'."""
+    docs = directory.data("aws_iam_policy_document")
+    doc = docs[name]
+    if "for_each" in doc:
+        assert key is not None and f'"{key}"' in doc["for_each"], f"{name}[{key}]: not one of {doc['for_each']}"
+    found = list(doc.get("statement", []))
+    for d in doc.get("dynamic", []):
+        block = d.get("statement")
+        if block is None:
+            continue
+        cond = re.fullmatch(r'\$\{each\.key (==|!=) "([\w-]+)" \? \[1\] : \[\]\}', str(block["for_each"]))
+        assert cond and key is not None, f"{name}: a dynamic statement this test cannot read: {block['for_each']}"
+        if (key == cond.group(2)) == (cond.group(1) == "=="):
+            found += block["content"]
+    for source in doc.get("source_policy_documents", []) + doc.get("override_policy_documents", []):
+        ref = re.fullmatch(DOCUMENT_REF, source)
+        assert ref and ref.group(2) is None, f"{name}: a source document this test cannot read: {source}"
+        found += document_statements(directory, ref.group(1))
+    return found
+
+
+def role_statements(compute: Directory, role: str) -> list[dict]:
+    ref = re.fullmatch(DOCUMENT_REF, compute.locals()["task_roles"][role])
+    assert ref, f"task role {role}: {compute.locals()['task_roles'][role]}"
+    return document_statements(compute, ref.group(1), ref.group(2))
+
+
+def names_secrets(statement: dict) -> list[str]:
+    """The secrets a statement's resources name (var.secret_arns["..."]), each by name only: a
+    statement on all of them (values(var.secret_arns)) would give the data keys unnoticed."""
+    text = str(statement.get("resources", []))
+    refs = re.findall(r'secret_arns(\[\\?"([\w-]+)\\?"\])?', text)
+    assert all(index for index, _ in refs), f"statement {statement.get('sid')} names the secrets without a name: {text}"
+    return [name for _, name in refs]
+
+
+def test_the_data_keys_are_made_empty_and_read_only_by_the_roles_that_seal_or_open_contacts():
+    name = data_keys_secret()
+
+    # The secret: in the data module (local.secret, the one secret resource), with the key, and
+    # recoverable for the longest window.
+    data = module("data")
+    names = data.locals()
+    assert name in secrets_made(names), f"names.tf makes no {name} secret"
+    secret = one(list(data.resources("aws_secretsmanager_secret").values()))
+    assert secret["for_each"] == "${local.secret}"
+    assert names_the_key(data, secret["kms_key_id"])
+    assert secret["recovery_window_in_days"] == 30, "losing the data keys loses every sealed contact"
+    assert data.outputs()["secret_arns"]["value"] == "${{for s, secret in aws_secretsmanager_secret.como : s => secret.arn}}"
+
+    # Made empty: no secret version anywhere (a value in Terraform is a value in its state).
+    for directory in [Directory(m) for m in sorted(MODULES.iterdir()) if m.is_dir()] + envs():
+        for type_, resource, _ in directory.all_resources():
+            assert type_ != "aws_secretsmanager_secret_version", (
+                f"{directory.path}: {type_}.{resource}: no secret's value belongs in Terraform"
+            )
+
+    # The task roles: the readers read, the writer writes, the others cannot touch it.
+    compute = module("compute")
+    roles = compute.locals()["task_roles"]
+    assert DATA_KEY_READERS | NO_DATA_KEYS | {DATA_KEY_WRITER} <= set(roles), sorted(roles)
+    for role in roles:
+        statements_ = role_statements(compute, role)
+        on_keys = [s for s in statements_ if name in names_secrets(s)]
+        actions = {a for s in on_keys for a in s["actions"]}
+        if role in DATA_KEY_READERS:
+            assert actions == {"secretsmanager:GetSecretValue"}, f"{role} on the data keys: {sorted(actions)}"
+        elif role == DATA_KEY_WRITER:
+            assert actions == DATA_KEY_WRITES, f"{role} on the data keys: {sorted(actions)}"
+            # ... and nothing else in Secrets Manager.
+            assert all(
+                names_secrets(s) == [name]
+                for s in statements_
+                if any(a.startswith("secretsmanager:") for a in s["actions"])
+            )
+        else:
+            assert not on_keys, f"{role} may use the data keys: {[s.get('sid') for s in on_keys]}"
+        if role in DATA_KEY_READERS or role == DATA_KEY_WRITER:
+            # The secret is encrypted with the key: decrypt (and, to write, encrypt) through
+            # Secrets Manager, as for the other secrets; the key policy leaves that to IAM.
+            through = [
+                s
+                for s in statements_
+                if "kms:Decrypt" in s["actions"]
+                and any("secretsmanager." in str(c.get("values")) for c in s.get("condition", []))
+            ]
+            assert through, f"{role} cannot decrypt the data keys through Secrets Manager"
+            if role == DATA_KEY_WRITER:
+                assert any("kms:GenerateDataKey" in s["actions"] for s in through)
+    kms = data.data("aws_iam_policy_document")["kms"]
+    assert any(
+        s["actions"] == ["kms:*"] and ":root" in str(s.get("principals")) for s in kms["statement"]
+    ), "the key policy does not leave the key's use to the account's IAM policies"
+
+    # No other policy (the execution role, the deploy role, the scheduler...) names it, and no
+    # container gets it in its environment.
+    task_documents = {re.fullmatch(DOCUMENT_REF, ref).group(1) for ref in roles.values()}
+    for m in sorted(p for p in MODULES.iterdir() if p.is_dir()):
+        directory = Directory(m)
+        for doc_name, document in directory.data("aws_iam_policy_document").items():
+            if m.name == "compute" and doc_name in task_documents:
+                continue
+            for s in statements(document):
+                assert name not in names_secrets(s), f"{m.name}: {doc_name}, statement {s.get('sid')} names the data keys"
+    assert name not in str(compute.locals()["credentials"]) and name not in str(compute.locals()), (
+        "a container gets the data keys in its environment"
+    )
+
+
+def test_the_deploy_workflow_makes_the_data_keys_before_the_services_roll():
+    workflow = (REPO / ".github/workflows/deploy.yml").read_text()
+    jobs = workflow[workflow.index("\njobs:") :]
+    keys_job = jobs[jobs.index("\n  keys:") : jobs.index("\n  deploy:")]
+    assert "needs: image" in keys_job
+    assert re.search(r"\n  deploy:\n    needs: \[image, keys\]", jobs), "the services roll before keys init"
+    assert 'command: ["keys", "init"]' in keys_job and "taskRoleArn: $role" in keys_job
+    assert "aws ecs wait tasks-stopped" in keys_job and ".exitCode" in keys_job
+    # The task role it names is the Terraform's: <prefix>-keys (aws_iam_role.task, for_each).
+    assert '/$PREFIX-keys" >> "$GITHUB_OUTPUT"' in keys_job
+    task_role = module("compute").resources("aws_iam_role")["task"]
+    assert task_role["for_each"] == "${local.task_roles}" and task_role["name"] == "${var.prefix}-${each.key}"
+    assert DATA_KEY_WRITER in module("compute").locals()["task_roles"]
+    # The deploy role may run it: the orchestrator's family, in the cluster, and pass the role.
+    deploy = module("compute").data("aws_iam_policy_document")["deploy"]
+    run = [s for s in deploy["statement"] if "ecs:RunTask" in s["actions"]]
+    assert run and all('aws_ecs_task_definition.role[\"orchestrator\"]' in str(s["resources"]) for s in run)
+    assert all("ecs:cluster" in str(s.get("condition")) for s in run)
+    assert any("ecs:DescribeTasks" in s["actions"] for s in deploy["statement"])
+    assert any(
+        "iam:PassRole" in s["actions"] and "aws_iam_role.task" in str(s["resources"]) for s in deploy["statement"]
+    )
 
 
 # --- 6. the API checks tokens against the edge's user pool, and nothing else ----------------

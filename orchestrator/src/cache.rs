@@ -129,6 +129,10 @@ impl SagaWriter for RememberingStore {
         self.inner.flush(id).await
     }
 
+    async fn compact(&self) -> PortResult<bool> {
+        self.inner.compact().await
+    }
+
     async fn due(&self, now: Timestamp, limit: usize) -> PortResult<Vec<SagaId>> {
         self.inner.due(now, limit).await
     }

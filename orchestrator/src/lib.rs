@@ -27,6 +27,7 @@ pub mod catalogue;
 pub mod intake;
 pub mod latency;
 pub mod operator;
+pub mod privacy;
 pub mod replies;
 pub mod runtime;
 pub mod timers;

@@ -23,7 +23,9 @@
 
 use como_engine::{EngineError, Input, OperatorCommand, SagaStatus};
 use como_ports::{AuditEntry, AuditOutcome, Backend, PortError, QueueName};
-use como_schemas::{OperatorId, SagaId};
+use como_schemas::{MemberNo, OperatorId, SagaId};
+
+use crate::privacy::ErasureReport;
 
 pub use como_engine::{OperatorAction, ResolvedOutcome};
 
@@ -60,6 +62,12 @@ pub enum OperatorError {
     /// The queue failed while dead letters were put back: some may have gone back.
     #[error("the redrive failed: {0}; some dead letters may have gone back: list them again")]
     Redrive(#[source] PortError),
+    /// The store failed while a member's sagas were erased: some may be erased already.
+    #[error(
+        "forgetting the member failed: {0}; some of their sagas may be erased already: repeat the \
+         command (it erases what is left and counts the rest as done)"
+    )]
+    Forget(#[source] RuntimeError),
     #[error("no saga has id {0}: check the id")]
     NotFound(SagaId),
     #[error("saga {saga}: {} refused by the engine: {}; nothing changed", .action.as_str(), refusal(.error))]
@@ -402,6 +410,85 @@ pub async fn redrive(
                 .finish(ports, AuditOutcome::Failed, e.to_string())
                 .await;
             Err(OperatorError::Redrive(e))
+        }
+    }
+}
+
+/// What forgetting a member did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Forgotten {
+    pub member_no: MemberNo,
+    #[serde(flatten)]
+    pub report: ErasureReport,
+    /// Whether the store's older copies of the erased data (the embedded backend's WAL) were
+    /// rewritten too; `false` when readers outlasted the wait (they are at the next
+    /// checkpoint).
+    pub compacted: bool,
+}
+
+/// Erase one member's personal data from every saga of theirs at once (a data-protection
+/// request): finished sagas now, running ones when they finish. Recorded in the audit list
+/// (who, why, how many) and in each saga's history. Repeating it erases what is left.
+pub async fn forget_member(
+    ports: &Backend,
+    member: &MemberNo,
+    who: &OperatorId,
+    why: &str,
+) -> Result<Forgotten, OperatorError> {
+    let why = why.trim();
+    if why.is_empty() {
+        return Err(OperatorError::EmptyReason);
+    }
+    let action_id = new_action_id();
+    let mut audit = Audit::pending(
+        ports,
+        who,
+        "forget_member",
+        format!("member/{member}"),
+        why,
+        &action_id,
+    )
+    .await?;
+    let result = async {
+        let report = crate::privacy::forget_member(ports, member).await?;
+        let compacted = ports.store.compact().await?;
+        Ok::<_, RuntimeError>(Forgotten {
+            member_no: member.clone(),
+            report,
+            compacted,
+        })
+    }
+    .await;
+    match result {
+        Ok(done) => {
+            let r = &done.report;
+            audit
+                .finish(
+                    ports,
+                    AuditOutcome::Applied,
+                    format!(
+                        "{} sagas: {} erased now, {} when they finish, {} with nothing left to erase",
+                        r.sagas(),
+                        r.erased,
+                        r.when_done,
+                        r.already
+                    ),
+                )
+                .await;
+            tracing::info!(
+                reason = why,
+                erased = r.erased,
+                when_done = r.when_done,
+                already = r.already,
+                "member forgotten"
+            );
+            Ok(done)
+        }
+        Err(e) => {
+            audit
+                .finish(ports, AuditOutcome::Failed, e.to_string())
+                .await;
+            Err(OperatorError::Forget(e))
         }
     }
 }

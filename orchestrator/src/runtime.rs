@@ -36,6 +36,10 @@ pub struct OrchestratorConfig {
     pub timer_interval: Duration,
     /// After an error from the backend, wait this long before trying again.
     pub error_backoff: Duration,
+    /// How long a finished saga keeps the guest's contact; `None` keeps it (no sweep).
+    pub retention: Option<Duration>,
+    /// How often to look for finished sagas past their retention.
+    pub retention_sweep_every: Duration,
 }
 
 impl Default for OrchestratorConfig {
@@ -49,6 +53,8 @@ impl Default for OrchestratorConfig {
             poll_wait: Duration::from_millis(250),
             timer_interval: Duration::from_millis(100),
             error_backoff: Duration::from_millis(500),
+            retention: Some(crate::privacy::DEFAULT_RETENTION),
+            retention_sweep_every: crate::privacy::DEFAULT_SWEEP_EVERY,
         }
     }
 }
@@ -190,11 +196,16 @@ impl Orchestrator {
                 .await
             })
         };
+        let retention = {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { me.retention(shutdown).await })
+        };
         let timers = {
             let me = self.clone();
             tokio::spawn(async move { me.timers(shutdown).await })
         };
-        for task in [requests, replies, timers] {
+        for task in [requests, replies, retention, timers] {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "an orchestrator loop ended abnormally");
             }
@@ -232,6 +243,35 @@ impl Orchestrator {
             move |d| handle(me.clone(), d),
         )
         .await;
+    }
+
+    /// Erases the guest's contact from finished sagas past their retention: soon after start,
+    /// then every `retention_sweep_every`. Several orchestrators may sweep at once: each
+    /// erasure is a conditional write, and a second one changes nothing.
+    async fn retention(&self, shutdown: CancellationToken) {
+        let Some(retention) = self.config.retention else {
+            return;
+        };
+        let mut wait = Duration::from_secs(5).min(self.config.retention_sweep_every);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = self.config.retention_sweep_every;
+            let now = self.ports.clock.now();
+            match crate::privacy::sweep_retention(&self.ports, Some(&self.cache), retention, now)
+                .await
+            {
+                Ok(r) if r.erased + r.when_done > 0 => tracing::info!(
+                    erased = r.erased,
+                    retention = %como_schemas::time::format_duration(retention),
+                    "erased the guest's contact from finished sagas past their retention"
+                ),
+                Ok(_) => {}
+                Err(e) => self.failed("retention sweep", &e),
+            }
+        }
     }
 
     async fn timers(&self, shutdown: CancellationToken) {

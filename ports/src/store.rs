@@ -88,6 +88,10 @@ pub struct SagaQuery {
     /// [`SagaSummary::retrying`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retrying: bool,
+    /// Only sagas that still hold (`true`) or no longer hold (`false`) the guest's contact:
+    /// what retention has left to erase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_data: Option<bool>,
     /// From a previous page.
     pub cursor: Option<String>,
     pub limit: usize,
@@ -97,7 +101,10 @@ impl SagaQuery {
     /// Whether the filters need the saga itself, not only what a store indexes (status,
     /// step, times, member): such a query reads sagas until it has found a page.
     pub fn reads_sagas(&self) -> bool {
-        self.venue.is_some() || self.downstream.is_some() || self.retrying
+        self.venue.is_some()
+            || self.downstream.is_some()
+            || self.retrying
+            || self.personal_data.is_some()
     }
 
     /// Only live sagas can match (a filter on what a saga is doing now).
@@ -123,6 +130,9 @@ impl SagaQuery {
                 .as_ref()
                 .is_none_or(|d| summary.downstream.as_deref() == Some(d.as_str()))
             && (!self.retrying || summary.retrying)
+            && self
+                .personal_data
+                .is_none_or(|p| summary.personal_data == p)
     }
 }
 
@@ -160,6 +170,11 @@ pub struct SagaSummary {
     #[serde(default)]
     #[schema(required = true)]
     pub retrying: bool,
+    /// Whether the saga still holds the guest's contact (sealed); false once it was erased
+    /// (retention, or the member's request).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub personal_data: bool,
 }
 
 impl SagaSummary {
@@ -209,6 +224,7 @@ impl SagaSummary {
             downstream,
             last_error,
             retrying,
+            personal_data: state.request.guest.is_personal(),
         }
     }
 }
@@ -359,6 +375,13 @@ pub trait SagaWriter: Send + Sync {
     /// the write have nothing to do (the default).
     async fn flush(&self, _id: SagaId) -> PortResult<()> {
         Ok(())
+    }
+
+    /// Rewrite what the store keeps beside its current data so that what was overwritten or
+    /// erased is gone from it too (the embedded backend: the WAL, checkpointed and truncated).
+    /// Returns whether it did all of it; stores that keep no such copies do nothing.
+    async fn compact(&self) -> PortResult<bool> {
+        Ok(true)
     }
 
     /// Sagas whose wake-up time has come, earliest first. On the write port because the timer

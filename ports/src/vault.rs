@@ -27,6 +27,9 @@ pub trait GuestVault: Send + Sync {
 
     /// The contact: in the clear as it is, sealed opened, erased none.
     async fn open(&self, saga: SagaId, guest: &Guest) -> Result<Option<GuestContact>, VaultError>;
+
+    /// The id of the key that seals now, if there is one.
+    fn sealing_key(&self) -> Option<String>;
 }
 
 /// No data keys: a contact is never sealed (so never kept), a sealed one never opened.
@@ -48,5 +51,9 @@ impl GuestVault for NoKeys {
             Guest::Sealed { .. } => Err(VaultError::NoKeys),
             Guest::Erased { .. } => Ok(None),
         }
+    }
+
+    fn sealing_key(&self) -> Option<String> {
+        None
     }
 }

@@ -21,8 +21,10 @@ use como_schemas::{Guest, GuestContact, SagaId, SealedGuest};
 
 use crate::keyring::{Keyring, KeyringError, OpenError};
 
-/// How often a process reads its keys again, beside the reads a new key id prompts.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// How often a process reads its keys again, beside the reads a new key id prompts. Rarely:
+/// on AWS each read is a paid Secrets Manager call (and a KMS decrypt) per task, and a new key
+/// reaches every process at once anyway, with the first value sealed with it.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(600);
 
 /// The least time between two reads prompted by unknown key ids: a flood of values sealed
 /// with a key nobody has does not become a flood of reads.
@@ -410,6 +412,10 @@ impl como_ports::GuestVault for Keys {
         guest: &Guest,
     ) -> Result<Option<GuestContact>, como_ports::VaultError> {
         self.open_guest(saga, guest).await.map_err(vault_error)
+    }
+
+    fn sealing_key(&self) -> Option<String> {
+        Some(self.primary())
     }
 }
 

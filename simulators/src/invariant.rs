@@ -456,6 +456,7 @@ mod tests {
             venue_id: VENUE.to_owned(),
             external_id: Some(external_id.to_owned()),
             loyalty_id: Some(MEMBER.to_owned()),
+            guest: None,
             date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
             time: NaiveTime::from_hms_opt(19, 0, 0).unwrap(),
             party_size: 2,
@@ -695,6 +696,7 @@ mod tests {
             (
                 ReservationEntry {
                     loyalty_id: Some(OTHER_MEMBER.to_owned()),
+                    guest: None,
                     ..b.clone()
                 },
                 format!(
@@ -714,6 +716,7 @@ mod tests {
             vec![r],
             vec![ReservationEntry {
                 loyalty_id: None,
+                guest: None,
                 ..b
             }],
         );

@@ -106,6 +106,10 @@ pub struct ReservationEntry {
     pub venue_id: String,
     pub external_id: Option<String>,
     pub loyalty_id: Option<String>,
+    /// Who the reservation is for, as it was booked (the simulator's own fake guests: what a
+    /// test checks reached SevenRooms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestEntry>,
     pub date: NaiveDate,
     pub time: NaiveTime,
     pub party_size: u32,
@@ -114,6 +118,16 @@ pub struct ReservationEntry {
     pub reservation_hold_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// The guest named on a reservation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestEntry {
+    pub first_name: String,
+    pub last_name: String,
+    pub phone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 impl ReservationEntry {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{Common, Simulated, admin_routes};
 use crate::faults::{Action, Plan};
-use crate::ledger::{HoldEntry, HoldStatus, ReservationEntry, SevenRoomsLedger};
+use crate::ledger::{GuestEntry, HoldEntry, HoldStatus, ReservationEntry, SevenRoomsLedger};
 use crate::seed::{SeedVenue, VENUE_GROUP_ID};
 
 /// Operation names, for fault rules.
@@ -174,6 +174,8 @@ struct Reservation {
     loyalty_id: Option<String>,
     first_name: String,
     last_name: String,
+    phone: String,
+    email: Option<String>,
     date: NaiveDate,
     time: NaiveTime,
     party: u32,
@@ -369,7 +371,6 @@ struct BookForm {
     reservation_hold_id: Option<String>,
     external_id: Option<String>,
     loyalty_id: Option<String>,
-    #[allow(dead_code)]
     email: Option<String>,
     #[allow(dead_code)]
     notes: Option<String>,
@@ -540,6 +541,12 @@ impl SevenRooms {
                     venue_id: self.venues[r.venue].id.to_owned(),
                     external_id: r.external_id.clone(),
                     loyalty_id: r.loyalty_id.clone(),
+                    guest: Some(GuestEntry {
+                        first_name: r.first_name.clone(),
+                        last_name: r.last_name.clone(),
+                        phone: r.phone.clone(),
+                        email: r.email.clone(),
+                    }),
                     date: r.date,
                     time: r.time,
                     party_size: r.party,
@@ -766,6 +773,8 @@ impl SevenRooms {
             loyalty_id: form.loyalty_id.clone().filter(|s| !s.is_empty()),
             first_name: first_name.to_owned(),
             last_name: last_name.to_owned(),
+            phone: phone.to_owned(),
+            email: form.email.clone().filter(|s| !s.is_empty()),
             date,
             time,
             party,

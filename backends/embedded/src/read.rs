@@ -24,6 +24,11 @@ pub struct Readers {
 }
 
 impl Readers {
+    /// The database file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn new(path: PathBuf, keep: usize) -> Self {
         Self {
             path,

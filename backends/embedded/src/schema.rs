@@ -223,6 +223,7 @@ pub fn prepare_writer(
          PRAGMA wal_autocheckpoint = {checkpoint_pages};
          PRAGMA journal_size_limit = 536870912;
          PRAGMA temp_store = MEMORY;
+         PRAGMA secure_delete = ON;
          PRAGMA foreign_keys = OFF;
          PRAGMA busy_timeout = {busy};",
         kib = u64::from(cache_mb) * 1024,

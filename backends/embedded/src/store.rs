@@ -373,6 +373,30 @@ impl SagaReader for EmbeddedPorts {
 
 #[async_trait]
 impl SagaWriter for EmbeddedPorts {
+    /// A TRUNCATE checkpoint: the WAL's frames are copied into the file (where `secure_delete`
+    /// has zeroed what an update or a delete freed) and the WAL is cut to nothing, so that no
+    /// older version of a row survives in it. It waits for the writer and the readers of the
+    /// moment (up to the busy timeout); `false` when they outlasted it.
+    async fn compact(&self) -> PortResult<bool> {
+        let path = self.readers.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db_error)?;
+            conn.busy_timeout(crate::schema::BUSY_TIMEOUT)
+                .map_err(db_error)?;
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(db_error)?;
+            Ok(busy == 0)
+        })
+        .await
+        .map_err(|e| PortError::Unavailable(format!("the checkpoint's thread failed: {e}")))?
+    }
+
     async fn create(&self, state: &SagaState, effects: Effects) -> PortResult<CreateOutcome> {
         let op = Op::Create {
             saga: saga_row(state)?,

@@ -7,6 +7,8 @@ pub mod bench_views;
 pub mod chaos;
 pub mod health;
 pub mod infra;
+pub mod keys;
+pub mod members;
 pub mod operate;
 pub mod orchestrator;
 pub mod rotate_tokens;

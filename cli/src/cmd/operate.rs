@@ -216,7 +216,7 @@ pub struct DlqArgs {
     pub client: ApiClientArgs,
 }
 
-struct Client {
+pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -228,7 +228,7 @@ impl Client {
     }
 
     /// A client whose token should carry `role` (named in the hint when there is none).
-    fn for_role(args: &ApiClientArgs, role: &str) -> anyhow::Result<Client> {
+    pub fn for_role(args: &ApiClientArgs, role: &str) -> anyhow::Result<Client> {
         let token = args.token.clone().filter(|t| !t.trim().is_empty()).with_context(|| {
             format!(
                 "no token: set COMO_SAGA_TOKEN (locally: export COMO_SAGA_TOKEN=$(como-saga token --role {role}))"
@@ -241,7 +241,7 @@ impl Client {
         })
     }
 
-    async fn call(
+    pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -87,3 +87,8 @@ output "tasks_security_group_id" {
   description = "The security group a one-off task runs in."
   value       = module.compute.tasks_security_group_id
 }
+
+output "keys_role_arn" {
+  description = "The task role of `como-saga keys init` and `keys rotate` (the data keys' only writer): a one-off task of the orchestrator's task definition with this taskRoleArn in its overrides."
+  value       = module.compute.keys_role_arn
+}

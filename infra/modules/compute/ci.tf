@@ -1,7 +1,9 @@
 # The role GitHub Actions assumes (OIDC, no stored keys) to deploy: push the image to this
-# repository, register task definition revisions of the deployment's families, and roll the
-# services. Only the workflow runs of pushes to var.github_branch of the repository may assume
-# it.
+# repository, register task definition revisions of the deployment's families, run
+# `como-saga keys init` once per deployment (a one-off task of the orchestrator's task
+# definition under the `keys` task role: the first keyring, or nothing if there is one), and
+# roll the services. Only the workflow runs of pushes to var.github_branch of the repository may
+# assume it.
 
 resource "aws_iam_openid_connect_provider" "github" {
   count           = var.create_github_oidc_provider ? 1 : 0
@@ -71,6 +73,25 @@ data "aws_iam_policy_document" "deploy" {
     actions   = ["ecs:UpdateService", "ecs:DescribeServices"]
     resources = [for role in keys(local.services) : "arn:${data.aws_partition.current.partition}:ecs:${local.region}:${local.account}:service/${var.prefix}/${var.prefix}-${role}"]
   }
+  # `keys init` before the services roll (.github/workflows/deploy.yml): the orchestrator's
+  # family only (any revision: the workflow registers the new image's first), in this cluster
+  # only; then wait for it to stop and read its exit code. Its network configuration is the
+  # orchestrator service's (DescribeServices, above).
+  statement {
+    sid       = "run-keys-init"
+    actions   = ["ecs:RunTask"]
+    resources = [aws_ecs_task_definition.role["orchestrator"].arn_without_revision, "${aws_ecs_task_definition.role["orchestrator"].arn_without_revision}:*"]
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.como.arn]
+    }
+  }
+  statement {
+    sid       = "wait-for-keys-init"
+    actions   = ["ecs:DescribeTasks"]
+    resources = ["arn:${data.aws_partition.current.partition}:ecs:${local.region}:${local.account}:task/${aws_ecs_cluster.como.name}/*"]
+  }
   statement {
     sid       = "hand-the-tasks-their-roles"
     actions   = ["iam:PassRole"]
@@ -89,7 +110,7 @@ resource "aws_iam_role" "deploy" {
 }
 
 resource "aws_iam_role_policy" "deploy" {
-  name     = "${var.prefix}-deploy"
-  role     = aws_iam_role.deploy.id
-  policy   = data.aws_iam_policy_document.deploy.json
+  name   = "${var.prefix}-deploy"
+  role   = aws_iam_role.deploy.id
+  policy = data.aws_iam_policy_document.deploy.json
 }

@@ -2,6 +2,14 @@
 # exactly its resources (backends/aws/src lists them; every role connects by looking up the
 # queue URLs and redrive policies and describing the table). The key is usable only through
 # the services that encrypt with it (kms:ViaService).
+#
+# The data keys (the secret `<prefix>/data-keys`, the keyring that seals the guests' name,
+# phone and e-mail) are read (GetSecretValue, at start and every minute) by the roles that
+# seal or open a contact only: the API (it seals a submitted booking's guest, opens it for
+# operators), the orchestrator (it seals a request that arrives in the clear) and the
+# SevenRooms worker (it opens the guest to book the table). The CRM worker and the token
+# rotation never see a contact and cannot read them. Writing them (`keys init`, `keys rotate`)
+# is the `keys` role's alone.
 
 locals {
   queue_arns = { for q, queue in var.queues : q => queue.arn }
@@ -13,6 +21,7 @@ locals {
     worker-crm        = data.aws_iam_policy_document.worker["crm"].json
     worker-sevenrooms = data.aws_iam_policy_document.worker["sevenrooms"].json
     rotate-tokens     = data.aws_iam_policy_document.rotate_tokens.json
+    keys              = data.aws_iam_policy_document.keys.json
   }
   account = data.aws_caller_identity.current.account_id
 }
@@ -87,6 +96,11 @@ data "aws_iam_policy_document" "api" {
     actions   = ["events:PutEvents"]
     resources = [var.bus_arn]
   }
+  statement {
+    sid       = "read-the-data-keys"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.secret_arns["data-keys"]]
+  }
 }
 
 # The orchestrator: consumes requests and replies, sends commands, owns the saga items and
@@ -118,6 +132,13 @@ data "aws_iam_policy_document" "orchestrator" {
     sid       = "lifecycle-events"
     actions   = ["events:PutEvents"]
     resources = [var.bus_arn]
+  }
+  # Read only: `keys init` and `keys rotate` run with the orchestrator's task definition, but
+  # under the `keys` role (a task role override), not this one.
+  statement {
+    sid       = "read-the-data-keys"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.secret_arns["data-keys"]]
   }
 }
 
@@ -160,6 +181,15 @@ data "aws_iam_policy_document" "worker" {
       resources = [var.secret_arns["memberson-token"]]
     }
   }
+  # The SevenRooms worker opens the guest's contact to book; the CRM worker never reads it.
+  dynamic "statement" {
+    for_each = each.key == "sevenrooms" ? [1] : []
+    content {
+      sid       = "read-the-data-keys"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [var.secret_arns["data-keys"]]
+    }
+  }
 }
 
 # The scheduled rotation of the Memberson token: the token secret only.
@@ -174,6 +204,28 @@ data "aws_iam_policy_document" "rotate_tokens" {
       "secretsmanager:UpdateSecretVersionStage",
     ]
     resources = [var.secret_arns["memberson-token"]]
+  }
+}
+
+# `como-saga keys init` (the first keyring, once: the deploy workflow runs it before the
+# services roll; it does nothing when a keyring is there) and `como-saga keys rotate` (an
+# operator's command): the data keys' secret only, in Secrets Manager's four steps (a pending
+# version, staged AWSPENDING, then promoted to AWSCURRENT). No service of its own and no task
+# definition: both run as a one-off task of the orchestrator's task definition with this role
+# in place of the orchestrator's (`aws ecs run-task --overrides` with `taskRoleArn` and the
+# command; .github/workflows/deploy.yml), so that no long-running service can overwrite the
+# keys. Connecting to the backend (`connect`) is all it needs besides.
+data "aws_iam_policy_document" "keys" {
+  source_policy_documents = [data.aws_iam_policy_document.connect.json]
+  statement {
+    sid = "write-and-rotate-the-data-keys"
+    actions = [
+      "secretsmanager:GetSecretValue",
+      "secretsmanager:PutSecretValue",
+      "secretsmanager:DescribeSecret",
+      "secretsmanager:UpdateSecretVersionStage",
+    ]
+    resources = [var.secret_arns["data-keys"]]
   }
 }
 

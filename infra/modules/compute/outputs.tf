@@ -35,3 +35,8 @@ output "heartbeat" {
     floor            = { for role in keys(local.services) : role => var.min_tasks[role] }
   }
 }
+
+output "keys_role_arn" {
+  description = "The task role that writes the data keys: `keys init` and `keys rotate` run under it as a one-off task of the orchestrator's task definition (aws ecs run-task --overrides taskRoleArn)."
+  value       = aws_iam_role.task["keys"].arn
+}

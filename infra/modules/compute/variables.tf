@@ -147,7 +147,7 @@ variable "bus_arn" {
 }
 
 variable "secret_arns" {
-  description = "The data module's secrets by their own names."
+  description = "The data module's secrets by their own names (memberson-token, memberson-credentials, sevenrooms-credentials, data-keys)."
   type        = map(string)
 }
 

@@ -4,6 +4,11 @@
 # infra/tests/test_terraform.py checks that the resources take their names from here, so that
 # `como-saga infra bootstrap` and this Terraform cannot drift apart. Other files use these
 # locals only.
+#
+# The data keys' secret (`<prefix>/data-keys`: the keyring that seals the guests' contact
+# details) is named by the application (app/src/stack.rs DATA_KEYS_SECRET), not by names.rs's
+# SECRETS, which `infra bootstrap` creates and seeds: it is one more secret of local.secret, but
+# not of secret_names (infra/tests/test_terraform.py checks it against app/src/stack.rs).
 locals {
   queue_names             = ["requests", "replies", "commands-crm", "commands-sevenrooms", "notifications"]
   dlq_suffix              = "-dlq"
@@ -20,6 +25,8 @@ locals {
   booking_detail_type     = "BookingRequested"
   event_source            = "como.saga"
   secret_names            = ["memberson-token", "memberson-credentials", "sevenrooms-credentials"]
+  data_keys_secret        = "data-keys"
+  all_secret_names        = concat(local.secret_names, [local.data_keys_secret])
   roles                   = ["orchestrator", "worker-crm", "worker-sevenrooms"]
 
   queue      = { for q in local.queue_names : q => "${var.prefix}-${q}" }
@@ -27,5 +34,5 @@ locals {
   table_name = "${var.prefix}-${local.table}"
   bus_name   = "${var.prefix}-${local.bus}"
   rule_name  = "${var.prefix}-${local.booking_rule}"
-  secret     = { for s in local.secret_names : s => "${var.prefix}/${s}" }
+  secret     = { for s in local.all_secret_names : s => "${var.prefix}/${s}" }
 }

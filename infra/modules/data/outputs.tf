@@ -30,6 +30,6 @@ output "bus_arn" {
 }
 
 output "secret_arns" {
-  description = "Each secret's ARN by its own name (memberson-token, memberson-credentials, sevenrooms-credentials)."
+  description = "Each secret's ARN by its own name (memberson-token, memberson-credentials, sevenrooms-credentials, data-keys)."
   value       = { for s, secret in aws_secretsmanager_secret.como : s => secret.arn }
 }

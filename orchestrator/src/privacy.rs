@@ -1,0 +1,252 @@
+//! Erasing the guest's personal data: after the retention period once a saga has finished,
+//! and for one member on request (`como-saga members forget`). Both go through the engine
+//! ([`Input::Erase`]): a finished saga loses its contact at once; a running one when it
+//! finishes (its booking still needs the guest). The history and the money facts stay. Both
+//! are idempotent and safe while sagas run: each erasure is a conditional write on the saga's
+//! version, like any other transition.
+
+use std::time::Duration;
+
+use como_engine::Input;
+use como_engine::state::StatusKind;
+use como_ports::{Backend, SagaQuery};
+use como_schemas::{ErasureReason, MemberNo, SagaId, Timestamp};
+
+use crate::advance::{Advanced, RuntimeError, advance_with};
+use crate::cache::RememberingStore;
+
+/// How long a finished saga keeps the guest's contact, by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often the orchestrator looks for sagas past their retention, by default.
+pub const DEFAULT_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Sagas read per page while looking.
+const PAGE: usize = 200;
+
+/// What one erasure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erased {
+    /// The contact is gone.
+    Now,
+    /// The saga still runs: its contact goes when it finishes.
+    WhenDone,
+    /// Nothing to do: erased before, or already waiting for the saga to finish.
+    Already,
+    /// No saga has this id.
+    NoSaga,
+}
+
+/// Erase one saga's personal data for `reason`.
+pub async fn erase(
+    ports: &Backend,
+    saga: SagaId,
+    reason: ErasureReason,
+) -> Result<Erased, RuntimeError> {
+    erase_with(ports, None, saga, reason).await
+}
+
+/// [`erase`] by an orchestrator whose `ports.store` is `cache` (see `advance_with`).
+async fn erase_with(
+    ports: &Backend,
+    cache: Option<&RememberingStore>,
+    saga: SagaId,
+    reason: ErasureReason,
+) -> Result<Erased, RuntimeError> {
+    match advance_with(ports, cache, saga, &Input::Erase { reason }, None).await? {
+        Advanced::Applied(applied) => Ok(if applied.state.request.guest.is_personal() {
+            Erased::WhenDone
+        } else {
+            Erased::Now
+        }),
+        Advanced::Unchanged => Ok(Erased::Already),
+        Advanced::NoSaga => Ok(Erased::NoSaga),
+        Advanced::Refused(e) => Err(RuntimeError::Port(como_ports::PortError::Invalid(format!(
+            "saga {saga}: the engine refused the erasure: {e}"
+        )))),
+    }
+}
+
+/// How many sagas an erasure over many touched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureReport {
+    /// Sagas whose contact was erased now.
+    pub erased: u64,
+    /// Running sagas whose contact goes when they finish.
+    pub when_done: u64,
+    /// Sagas with nothing left to erase.
+    pub already: u64,
+}
+
+impl ErasureReport {
+    fn add(&mut self, e: Erased) {
+        match e {
+            Erased::Now => self.erased += 1,
+            Erased::WhenDone => self.when_done += 1,
+            Erased::Already | Erased::NoSaga => self.already += 1,
+        }
+    }
+
+    /// Every saga looked at.
+    pub fn sagas(&self) -> u64 {
+        self.erased + self.when_done + self.already
+    }
+}
+
+/// Erase `member`'s personal data from every saga of theirs.
+pub async fn forget_member(
+    ports: &Backend,
+    member: &MemberNo,
+) -> Result<ErasureReport, RuntimeError> {
+    let mut report = ErasureReport::default();
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .store
+            .query(&SagaQuery {
+                member: Some(member.clone()),
+                cursor,
+                limit: PAGE,
+                ..SagaQuery::default()
+            })
+            .await?;
+        for s in &page.items {
+            report.add(erase(ports, s.saga_id, ErasureReason::MemberRequest).await?);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(report),
+        }
+    }
+}
+
+/// Erase the personal data of every saga that finished (last changed) before `now -
+/// retention` and still holds it.
+pub async fn sweep_retention(
+    ports: &Backend,
+    cache: Option<&RememberingStore>,
+    retention: Duration,
+    now: Timestamp,
+) -> Result<ErasureReport, RuntimeError> {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let before = Timestamp::from_millis(now.as_millis().saturating_sub(retention_ms));
+    let mut report = ErasureReport::default();
+    for status in StatusKind::ALL.into_iter().filter(StatusKind::is_terminal) {
+        let mut cursor = None;
+        loop {
+            let page = ports
+                .store
+                .query(&SagaQuery {
+                    status: Some(status),
+                    updated_before: Some(before),
+                    personal_data: Some(true),
+                    cursor,
+                    limit: PAGE,
+                    ..SagaQuery::default()
+                })
+                .await?;
+            for s in &page.items {
+                report.add(erase_with(ports, cache, s.saga_id, ErasureReason::Retention).await?);
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// How far a re-encryption has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reencrypted {
+    /// Sagas looked at.
+    pub sagas: u64,
+    /// Sagas whose guest was sealed again with the primary key.
+    pub resealed: u64,
+    /// Sagas whose guest was sealed with the primary key already, or erased.
+    pub current: u64,
+    /// Sagas whose guest does not open with any key this process has (named in the log).
+    pub unreadable: u64,
+}
+
+/// Seal every saga's guest again with the key that seals now (after a rotation), so that an
+/// old key can be retired. Safe while sagas run: each saga is written by a conditional write
+/// on its version (read again and redone when it changed meanwhile), and nothing but the
+/// ciphertext changes (not its history, not when it was last changed). `progress` is called
+/// after every page.
+pub async fn reencrypt(
+    ports: &Backend,
+    mut progress: impl FnMut(&Reencrypted),
+) -> Result<Reencrypted, RuntimeError> {
+    let primary = ports
+        .vault
+        .sealing_key()
+        .ok_or(RuntimeError::Vault(como_ports::VaultError::NoKeys))?;
+    let mut done = Reencrypted::default();
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .store
+            .query(&SagaQuery {
+                cursor,
+                limit: PAGE,
+                ..SagaQuery::default()
+            })
+            .await?;
+        for s in &page.items {
+            done.sagas += 1;
+            match reseal(ports, s.saga_id, &primary).await? {
+                Resealed::Done => done.resealed += 1,
+                Resealed::Current => done.current += 1,
+                Resealed::Unreadable => done.unreadable += 1,
+            }
+        }
+        progress(&done);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(done),
+        }
+    }
+}
+
+enum Resealed {
+    Done,
+    Current,
+    Unreadable,
+}
+
+async fn reseal(ports: &Backend, saga: SagaId, primary: &str) -> Result<Resealed, RuntimeError> {
+    for _ in 0..16 {
+        let Some(stored) = ports.store.get(saga).await? else {
+            return Ok(Resealed::Current);
+        };
+        let guest = &stored.value.request.guest;
+        match guest.sealed() {
+            Some(s) if s.key_id() != primary => {}
+            // Sealed with the primary, erased, or (from before sealing) in the clear: a
+            // contact in the clear is sealed too.
+            Some(_) | None if guest.contact().is_none() => return Ok(Resealed::Current),
+            _ => {}
+        }
+        let contact = match ports.vault.open(saga, guest).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(Resealed::Current),
+            Err(e) => {
+                tracing::warn!(saga_id = %saga, error = %e, "cannot open the guest's contact to seal it again");
+                return Ok(Resealed::Unreadable);
+            }
+        };
+        let mut state = stored.value.clone();
+        state.request.guest = ports.vault.seal(saga, &contact.into())?;
+        match ports
+            .store
+            .update(&state, stored.version, como_ports::Effects::default())
+            .await?
+        {
+            como_ports::UpdateOutcome::Updated { .. } => return Ok(Resealed::Done),
+            como_ports::UpdateOutcome::Conflict => continue,
+        }
+    }
+    Err(RuntimeError::Contention(saga))
+}
