@@ -111,6 +111,12 @@ fn routes(saga: &str) -> Vec<(Method, String, Option<String>, Vec<Role>)> {
             vec![Role::Operator],
         ),
         (
+            Method::POST,
+            "/v1/members/CM100009/forget".into(),
+            Some(json!({"reason": "probe"}).to_string()),
+            vec![Role::Operator],
+        ),
+        (
             Method::GET,
             "/v1/audit".into(),
             None,

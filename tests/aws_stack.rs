@@ -648,3 +648,114 @@ async fn a_saga_that_needs_an_operator_is_pushed_on_the_bus_and_to_the_webhook()
     assert_eq!(entry.target, format!("saga/{saga}"));
     stack.stop().await;
 }
+
+/// A guest found by a plain byte search, and nowhere else.
+const GUEST: [&str; 5] = [
+    "Zyxwvu",
+    "Qwertyson",
+    "+6598761234",
+    "6598761234",
+    "zyxwvu.q@privacy-test.example",
+];
+
+/// Every string and byte string of an attribute value, a packed one also inflated.
+fn attribute_bytes(v: &aws_sdk_dynamodb::types::AttributeValue, out: &mut Vec<Vec<u8>>) {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) | A::N(s) => out.push(s.as_bytes().to_vec()),
+        A::B(b) => {
+            out.push(b.as_ref().to_vec());
+            if let Some(json) = como_backend_aws::testing::unpack(b.as_ref()) {
+                out.push(json);
+            }
+        }
+        A::Ss(ss) | A::Ns(ss) => out.extend(ss.iter().map(|s| s.as_bytes().to_vec())),
+        A::Bs(bs) => out.extend(bs.iter().map(|b| b.as_ref().to_vec())),
+        A::L(l) => l.iter().for_each(|x| attribute_bytes(x, out)),
+        A::M(m) => m.values().for_each(|x| attribute_bytes(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_holds_no_guest_contact_in_the_clear_and_sevenrooms_gets_the_guest() {
+    let stack = start("privacy", AwsConfig::default(), |_, p| p).await;
+    let guest = como_schemas::GuestContact {
+        first_name: como_schemas::PersonName::parse(GUEST[0]).unwrap(),
+        last_name: como_schemas::PersonName::parse(GUEST[1]).unwrap(),
+        phone: como_schemas::Phone::parse(GUEST[2]).unwrap(),
+        email: Some(como_schemas::Email::parse(GUEST[4]).unwrap()),
+    };
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let mut r = booking(&format!("privacy-{n}"), n);
+        r.guest = guest.clone().into();
+        ids.push(r.saga_id());
+        if n == 0 {
+            // In the clear on the request queue, as the bus delivers an event.
+            stack
+                .ports
+                .queue
+                .send(
+                    QueueName::Requests,
+                    vec![OutgoingMessage::new(serde_json::to_string(&r).unwrap())],
+                )
+                .await
+                .unwrap();
+        } else {
+            como_orchestrator::submit(&stack.ports, &r).await.unwrap();
+        }
+    }
+    let done = stack.wait_finished(&ids, Duration::from_secs(120)).await;
+    assert!(
+        done.iter()
+            .all(|s| s.status.kind() == StatusKind::Confirmed),
+        "{:?}",
+        done.iter().map(|s| s.status.kind()).collect::<Vec<_>>()
+    );
+    // SevenRooms booked each with the guest, in full.
+    let ledger = stack.sim.sevenrooms_ledger();
+    for id in &ids {
+        let r = ledger
+            .reservations
+            .iter()
+            .find(|r| r.external_id.as_deref() == Some(id.to_string().as_str()))
+            .expect("a reservation per saga");
+        let g = r.guest.as_ref().unwrap();
+        assert_eq!(
+            (g.first_name.as_str(), g.phone.as_str()),
+            (GUEST[0], GUEST[2])
+        );
+    }
+    // Every item of the table, read raw from the AWS-compatible server.
+    let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let items: Vec<_> = ddb
+        .scan()
+        .table_name(stack.backend().names().table())
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    for item in &items {
+        for v in item.values() {
+            attribute_bytes(v, &mut bytes);
+        }
+    }
+    let find = |needle: &str| {
+        bytes
+            .iter()
+            .any(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    };
+    assert!(
+        find("\"sealed\":\"v1.k1."),
+        "the search reads the sagas' state: it finds their sealed guests ({} items)",
+        items.len()
+    );
+    for needle in GUEST {
+        assert!(!find(needle), "{needle:?} is in the clear in the table");
+    }
+    stack.stop().await;
+}

@@ -146,6 +146,7 @@ impl App {
 
     /// The application on a backend opened already (a test's fresh AWS deployment).
     pub fn on(settings: Settings, backend: OpenBackend) -> App {
+        let retention = settings.retention;
         App {
             ports: backend.ports.clone(),
             webhook: settings.webhook.clone(),
@@ -155,7 +156,10 @@ impl App {
             keys: None,
             settings,
             backend,
-            orchestrator_config: OrchestratorConfig::default(),
+            orchestrator_config: OrchestratorConfig {
+                retention,
+                ..OrchestratorConfig::default()
+            },
             worker_config: WorkerConfig::default(),
         }
     }

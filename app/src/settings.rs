@@ -81,6 +81,9 @@ struct FileSettings {
     experiences: ExperiencesFile,
     /// How often `up` rotates the downstream tokens, e.g. `"12h"` (`"off"`: never).
     rotate_tokens_every: Option<String>,
+    /// How long a finished saga keeps the guest's contact details, e.g. `"30d"` (`"off"`:
+    /// kept).
+    retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +159,9 @@ pub struct Settings {
     pub experiences: ExperienceTtls,
     /// How often `up` rotates the downstream tokens (none: never).
     pub rotate_tokens_every: Option<std::time::Duration>,
+    /// How long a finished saga keeps the guest's contact details before the orchestrator
+    /// erases them (none: kept).
+    pub retention: Option<std::time::Duration>,
 }
 
 /// How long the API's cache in front of SevenRooms serves each kind of value.
@@ -325,6 +331,7 @@ impl Settings {
             dashboard_idle_refresh: Some(DEFAULT_DASHBOARD_IDLE_REFRESH),
             experiences: ExperienceTtls::default(),
             rotate_tokens_every: Some(DEFAULT_ROTATE_TOKENS_EVERY),
+            retention: Some(como_orchestrator::privacy::DEFAULT_RETENTION),
         }
     }
 
@@ -556,6 +563,15 @@ impl Settings {
                 file.rotate_tokens_every.as_deref(),
                 DEFAULT_ROTATE_TOKENS_EVERY,
                 (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600)),
+            )?,
+            retention: duration_or_off(
+                "COMO_SAGA_RETENTION",
+                file.retention.as_deref(),
+                como_orchestrator::privacy::DEFAULT_RETENTION,
+                (
+                    Duration::from_secs(1),
+                    Duration::from_secs(10 * 366 * 24 * 3600),
+                ),
             )?,
         };
         Ok((settings, defaulted))

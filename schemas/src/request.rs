@@ -35,8 +35,7 @@ pub struct BookingRequested {
     pub party_size: PartySize,
     /// The price in credits the member was quoted; checked against the venue's price.
     pub quoted_credits: Credits,
-    /// Who the reservation is for: the contact in the clear, or sealed by como-saga's own API
-    /// (see [`crate::personal`]).
+    /// Who the reservation is for: the contact in the clear, or sealed by como-saga's own API.
     pub guest: Guest,
     /// The submitter's W3C trace context, for a request sent as an EventBridge event (which
     /// has no message attributes to carry it): the booking's trace links to it. Transport

@@ -91,7 +91,13 @@ pub async fn start_with(
     settings.aws_prefix = backend.names().prefix().to_owned();
     settings.venues = catalogue();
     let wrapped = wrap(&backend, backend.ports());
-    let app = prepare(App::on(settings, OpenBackend::of_aws(backend)).wrap_ports(|_| wrapped));
+    // The data keys that seal the guests' contact: made in this deployment's secret.
+    let app = App::on(settings, OpenBackend::of_aws(backend))
+        .wrap_ports(|_| wrapped)
+        .with_local_data_keys()
+        .await
+        .unwrap();
+    let app = prepare(app);
     // The CRM worker reads its Memberson token from the secret store: put one there that these
     // simulators issued, as `up` does.
     tokens::ensure_token(app.settings(), app.ports().secrets.as_ref())

@@ -247,7 +247,10 @@ fn packed<T: serde::Serialize>(what: &str, v: &T) -> PortResult<AttributeValue> 
     Ok(AttributeValue::B(Blob::new(out)))
 }
 
-fn unpacked<T: serde::de::DeserializeOwned>(what: &str, v: &AttributeValue) -> PortResult<T> {
+pub(crate) fn unpacked<T: serde::de::DeserializeOwned>(
+    what: &str,
+    v: &AttributeValue,
+) -> PortResult<T> {
     let blob = v.as_b().map_err(|_| corrupt(what, "not binary"))?;
     let (version, data) = blob
         .as_ref()

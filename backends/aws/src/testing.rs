@@ -191,3 +191,14 @@ pub async fn fresh(
     let backend = AwsBackend::connect_with(&sdk, config).await?;
     Ok((backend, sdk))
 }
+
+/// A packed attribute's JSON as the table keeps it, inflated (for a test that reads the raw
+/// items and must see through the compression, which hides nothing).
+pub fn unpack(bytes: &[u8]) -> Option<Vec<u8>> {
+    let blob = aws_sdk_dynamodb::types::AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+        bytes.to_vec(),
+    ));
+    crate::store::unpacked::<serde_json::Value>("a raw item's attribute", &blob)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok())
+}

@@ -7,6 +7,8 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use como_backend_aws::{bootstrap, names};
 use como_workers::clients::memberson::ExposeSecret;
 
@@ -85,7 +87,25 @@ async fn bootstrap_aws(settings: &Settings, json: bool) -> anyhow::Result<ExitCo
             .to_string(),
         ),
     ];
-    let report = bootstrap::bootstrap(&sdk, &config, &seed).await?;
+    let mut report = bootstrap::bootstrap(&sdk, &config, &seed).await?;
+    // The data keys that seal the guests' contact details (what `keys init` does): made once,
+    // kept by every later bootstrap.
+    let backend = stack::open_backend(settings)?;
+    let source = stack::key_source(settings, backend.ports.secrets.clone());
+    let described = source.describe();
+    let existed = source
+        .read()
+        .await
+        .with_context(|| format!("cannot read the data keys ({described})"))?
+        .is_some();
+    como_privacy::Keys::load(source, true)
+        .await
+        .with_context(|| format!("cannot make the data keys ({described})"))?;
+    if existed {
+        report.found.push(format!("{described} (data keys)"));
+    } else {
+        report.created.push(format!("{described} (data keys)"));
+    }
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

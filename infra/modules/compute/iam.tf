@@ -4,7 +4,7 @@
 # the services that encrypt with it (kms:ViaService).
 #
 # The data keys (the secret `<prefix>/data-keys`, the keyring that seals the guests' name,
-# phone and e-mail) are read (GetSecretValue, at start and every minute) by the roles that
+# phone and e-mail) are read (GetSecretValue, at start and every ten minutes) by the roles that
 # seal or open a contact only: the API (it seals a submitted booking's guest, opens it for
 # operators), the orchestrator (it seals a request that arrives in the clear) and the
 # SevenRooms worker (it opens the guest to book the table). The CRM worker and the token

@@ -1,0 +1,615 @@
+//! Personal data at rest, end to end on a real SQLite file, with the operator API on loopback
+//! and the simulators' ledgers as the truth:
+//! - bookings with recognisable guests (through the API, and in the clear on the request queue
+//!   as a bus event arrives) leave no name, phone or e-mail in the clear anywhere in the file,
+//!   its WAL or its shared memory: not in the sagas, the history, the queues, the events, the
+//!   dead letters of refused requests; yet SevenRooms gets the right guest, an operator reads
+//!   it and a viewer does not;
+//! - forgetting a member erases their contact from every saga (a running one when it
+//!   finishes) and from the WAL once checkpointed, keeps the money facts checkable against the
+//!   ledgers, is audited, and repeats harmlessly;
+//! - retention erases finished sagas' contacts and leaves running ones;
+//! - a key rotation seals new guests with the new key, old ones still open, and a
+//!   re-encryption leaves nothing under the old key.
+
+mod api_support;
+
+use std::time::Duration;
+
+use api_support::{Api, OPERATOR};
+use chrono::Utc;
+use como_api::auth::Role;
+use como_engine::HistoryKind;
+use como_orchestrator::runtime::OrchestratorConfig;
+use como_ports::QueueName;
+use como_schemas::{
+    BookingRequested, Email, ErasureReason, GuestContact, MemberNo, PersonName, Phone, SagaId,
+    VenueId, examples,
+};
+use como_simulators::invariant::{SagaKeys, check};
+use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
+use serde_json::json;
+
+/// A guest whose every field is found by a plain byte search, and found nowhere else.
+struct Person {
+    first: &'static str,
+    last: &'static str,
+    phone: &'static str,
+    email: &'static str,
+}
+
+const ZED: Person = Person {
+    first: "Zyxwvu",
+    last: "Qwertyson",
+    phone: "+6598761234",
+    email: "zyxwvu.q@privacy-test.example",
+};
+
+const YOLANDA: Person = Person {
+    first: "Yolandaq",
+    last: "Vbnmkerr",
+    phone: "+6597653210",
+    email: "yolandaq.v@privacy-test.example",
+};
+
+impl Person {
+    fn contact(&self) -> GuestContact {
+        GuestContact {
+            first_name: PersonName::parse(self.first).unwrap(),
+            last_name: PersonName::parse(self.last).unwrap(),
+            phone: Phone::parse(self.phone).unwrap(),
+            email: Some(Email::parse(self.email).unwrap()),
+        }
+    }
+
+    /// Every spelling of this guest's data that must not be found.
+    fn needles(&self) -> Vec<&'static str> {
+        vec![
+            self.first,
+            self.last,
+            self.phone,
+            self.phone.trim_start_matches('+'),
+            self.email,
+        ]
+    }
+}
+
+fn booking(request_id: &str, member: &str, guest: &Person) -> BookingRequested {
+    let date = Utc::now().date_naive() + chrono::Days::new(30);
+    let mut request = examples::booking_request(request_id, date);
+    request.member_no = MemberNo::parse(member).unwrap();
+    request.venue_id = VenueId::parse(VENUE_LARGE).unwrap();
+    request.guest = guest.contact().into();
+    request
+}
+
+/// The bytes of the database, its WAL and its shared memory, as they are on the disk now.
+fn raw_files(api: &Api) -> Vec<(String, Vec<u8>)> {
+    let db = api.spawned.app.settings().database.clone();
+    ["", "-wal", "-shm"]
+        .into_iter()
+        .filter_map(|suffix| {
+            let path = format!("{}{suffix}", db.display());
+            std::fs::read(&path).ok().map(|b| (path, b))
+        })
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn assert_absent(files: &[(String, Vec<u8>)], needles: &[&str]) {
+    assert!(!files.is_empty());
+    for (path, bytes) in files {
+        for needle in needles {
+            assert!(
+                !contains(bytes, needle),
+                "{needle:?} is in the clear in {path} ({} bytes)",
+                bytes.len()
+            );
+        }
+    }
+}
+
+/// SevenRooms answers 503 to everything until its faults are cleared.
+async fn sevenrooms_down(api: &Api) {
+    api.http
+        .post(format!("{}/_sim/outage", api.sevenrooms()))
+        .json(&json!({"for_ms": 300_000, "status": 503}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
+
+fn saga_of(request: &BookingRequested) -> SagaId {
+    request.saga_id()
+}
+
+async fn stored(api: &Api, saga: SagaId) -> como_engine::SagaState {
+    api.spawned
+        .ports()
+        .store
+        .get(saga)
+        .await
+        .unwrap()
+        .expect("the saga is stored")
+        .value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_guest_contact_is_kept_in_the_clear_and_sevenrooms_still_gets_the_guest() {
+    let api = Api::start().await;
+    let ports = api.spawned.ports().clone();
+    let mut needles = ZED.needles();
+    needles.extend(YOLANDA.needles());
+    // Through the API, and as `como-saga submit` does: sealed before it is queued.
+    let by_api = booking("pd-api", MEMBER_RICH, &ZED);
+    let (status, body) = api.submit(&by_api).await;
+    assert!(status.is_success(), "{status}: {body}");
+    let by_submit = booking("pd-submit", MEMBER_RICH, &YOLANDA);
+    como_orchestrator::submit(&ports, &by_submit).await.unwrap();
+    for r in [&by_api, &by_submit] {
+        api.wait_status(
+            &saga_of(r).to_string(),
+            "confirmed",
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    // Nothing in the clear in the file, its WAL or its shared memory, as they are while the
+    // system runs: not in the sagas, the history, the queues or the events.
+    let files = raw_files(&api);
+    assert!(
+        files
+            .iter()
+            .any(|(_, b)| contains(b, "\"sealed\":\"v1.k1.")),
+        "the search reads the sagas: it finds the sealed guests"
+    );
+    assert_absent(&files, &needles);
+
+    // SevenRooms got each booking's own guest, in full.
+    let ledger = api.ledger().await;
+    for (r, p) in [(&by_api, &ZED), (&by_submit, &YOLANDA)] {
+        let reservation = ledger
+            .sevenrooms
+            .reservations
+            .iter()
+            .find(|x| x.external_id.as_deref() == Some(saga_of(r).to_string().as_str()))
+            .expect("the booking's reservation");
+        let g = reservation.guest.as_ref().expect("the guest booked");
+        assert_eq!(
+            (
+                g.first_name.as_str(),
+                g.last_name.as_str(),
+                g.phone.as_str(),
+                g.email.as_deref()
+            ),
+            (p.first, p.last, p.phone, Some(p.email))
+        );
+    }
+
+    // The operator reads the contact, opened for them; a viewer and a submitter do not.
+    let id = saga_of(&by_api).to_string();
+    let (status, view) = api.get(&format!("/v1/sagas/{id}"), Role::Operator).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["request"]["guest"]["first_name"], ZED.first);
+    assert_eq!(view["request"]["guest"]["phone"], ZED.phone);
+    for role in [Role::Viewer, Role::Submitter] {
+        let (status, view) = api.get(&format!("/v1/sagas/{id}"), role).await;
+        assert_eq!(status, 200);
+        for n in ZED.needles() {
+            assert!(!view.to_string().contains(n), "{role:?} sees {n}: {view}");
+        }
+    }
+
+    // Requests in the clear straight on the request queue, as another producer might put
+    // them: one that books, one read but wrongly priced, one that cannot be read (a misspelt
+    // field), one that is not JSON. The refused ones' dead letters keep no contact.
+    let by_bus = booking("pd-bus", MEMBER_RICH, &YOLANDA);
+    let mut mispriced = booking("pd-mispriced", MEMBER_RICH, &ZED);
+    mispriced.quoted_credits = como_schemas::Credits::new(7).unwrap();
+    let mut unreadable =
+        serde_json::to_value(booking("pd-unreadable", MEMBER_RICH, &YOLANDA)).unwrap();
+    unreadable["party_sise"] = json!(2);
+    for body in [
+        serde_json::to_string(&by_bus).unwrap(),
+        serde_json::to_string(&mispriced).unwrap(),
+        unreadable.to_string(),
+        format!("not json {}", ZED.phone),
+    ] {
+        como_ports::Queue::send(
+            ports.queue.as_ref(),
+            QueueName::Requests,
+            vec![como_ports::OutgoingMessage::new(body)],
+        )
+        .await
+        .unwrap();
+    }
+    api.wait_status(
+        &saga_of(&by_bus).to_string(),
+        "confirmed",
+        Duration::from_secs(60),
+    )
+    .await;
+    let dead = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let d = ports
+                .queue
+                .dead_letters(QueueName::Requests, 10)
+                .await
+                .unwrap();
+            if d.len() >= 3 {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("three refused requests dead-lettered");
+    for d in &dead {
+        for n in &needles {
+            assert!(
+                !d.body.contains(n) && !d.reason.contains(n),
+                "{n} in dead letter {d:?}"
+            );
+        }
+    }
+    assert!(
+        dead.iter().any(|d| d.body.contains("\"sealed\":\"v1.k1.")),
+        "the mispriced request is kept with its guest sealed: {dead:?}"
+    );
+    // The events on the bus carry ids, never the guest.
+    let events = serde_json::to_string(&ports.bus.recent(1000).await.unwrap()).unwrap();
+    assert!(events.contains(&id), "the saga's events are there");
+    for n in &needles {
+        assert!(!events.contains(n), "{n} in an event");
+    }
+    // The clear-text messages were in the WAL until intake took them; once the WAL is
+    // checkpointed (the erased rows zeroed: secure_delete), nothing of them is left.
+    assert!(
+        ports.store.compact().await.unwrap(),
+        "the WAL was checkpointed"
+    );
+    assert_absent(&raw_files(&api), &needles);
+    api.spawned.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money_checkable() {
+    let api = Api::start().await;
+    let ports = api.spawned.ports().clone();
+    let forgotten = MEMBER_RICH;
+    let kept = "CM100002";
+    let mine = [
+        booking("forget-1", forgotten, &ZED),
+        booking("forget-2", forgotten, &ZED),
+    ];
+    let other = booking("keep-1", kept, &YOLANDA);
+    for r in mine.iter().chain([&other]) {
+        let (status, body) = api.submit(r).await;
+        assert!(status.is_success(), "{status}: {body}");
+    }
+    for r in mine.iter().chain([&other]) {
+        api.wait_status(
+            &saga_of(r).to_string(),
+            "confirmed",
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    // A third booking of the member, held up by a SevenRooms outage: still running when the
+    // member is forgotten.
+    sevenrooms_down(&api).await;
+    let running = booking("forget-3", forgotten, &ZED);
+    let (status, body) = api.submit(&running).await;
+    assert!(status.is_success(), "{status}: {body}");
+    let running_id = saga_of(&running);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while ports.store.get(running_id).await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let sealed_before: Vec<String> = {
+        let mut s = Vec::new();
+        for r in &mine {
+            let st = stored(&api, saga_of(r)).await;
+            s.push(st.request.guest.sealed().unwrap().as_str().to_owned());
+        }
+        s
+    };
+    let files = raw_files(&api);
+    assert!(
+        sealed_before
+            .iter()
+            .all(|s| files.iter().any(|(_, b)| contains(b, s))),
+        "before: the sealed contacts are in the file or its WAL"
+    );
+
+    // Only an operator may forget, with a reason.
+    let path = format!("/v1/members/{forgotten}/forget");
+    let (status, _) = api
+        .post(&path, Role::Viewer, &json!({"reason": "x"}).to_string())
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = api
+        .post(&path, Role::Operator, &json!({"reason": " "}).to_string())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, done) = api
+        .post(
+            &path,
+            Role::Operator,
+            &json!({"reason": "DPR-2026-117: erase on request"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["erased"], 2, "{done}");
+    assert_eq!(done["when_done"], 1, "{done}");
+    assert_eq!(done["compacted"], true, "{done}");
+
+    // Gone from both finished sagas, with when and why in their history; the other member's
+    // guest stays and still opens.
+    for r in &mine {
+        let st = stored(&api, saga_of(r)).await;
+        let erasure = st.request.guest.erasure().expect("erased");
+        assert_eq!(erasure.reason, ErasureReason::MemberRequest);
+        let history = ports.store.history(saga_of(r)).await.unwrap();
+        assert!(
+            history
+                .iter()
+                .any(|h| h.kind == HistoryKind::PersonalDataErased)
+        );
+        let (_, view) = api
+            .get(&format!("/v1/sagas/{}", saga_of(r)), Role::Operator)
+            .await;
+        assert!(view["request"].get("guest").is_none(), "{view}");
+        assert_eq!(view["request"]["guest_erased"]["reason"], "member_request");
+    }
+    let (_, view) = api
+        .get(&format!("/v1/sagas/{}", saga_of(&other)), Role::Operator)
+        .await;
+    assert_eq!(
+        view["request"]["guest"]["first_name"], YOLANDA.first,
+        "{view}"
+    );
+    // And from the file and the WAL (checkpointed and truncated by the erasure); the other
+    // member's sealed guest is still found, so the search would have seen them.
+    let files = raw_files(&api);
+    for s in &sealed_before {
+        for (path, bytes) in &files {
+            assert!(
+                !contains(bytes, s),
+                "an erased sealed contact is still in {path}"
+            );
+        }
+    }
+    let kept_sealed = stored(&api, saga_of(&other)).await;
+    let kept_sealed = kept_sealed
+        .request
+        .guest
+        .sealed()
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(files.iter().any(|(_, b)| contains(b, &kept_sealed)));
+
+    // The running saga keeps its guest until it finishes, then loses it.
+    let st = stored(&api, running_id).await;
+    assert!(st.request.guest.sealed().is_some());
+    assert_eq!(st.erase_when_done, Some(ErasureReason::MemberRequest));
+    api.delete_faults(&api.sevenrooms()).await;
+    api.wait_status(
+        &running_id.to_string(),
+        "confirmed",
+        Duration::from_secs(90),
+    )
+    .await;
+    let st = stored(&api, running_id).await;
+    assert_eq!(
+        st.request.guest.erasure().map(|e| e.reason),
+        Some(ErasureReason::MemberRequest)
+    );
+    let ledger = api.ledger().await;
+    let booked = ledger
+        .sevenrooms
+        .reservations
+        .iter()
+        .find(|x| x.external_id.as_deref() == Some(running_id.to_string().as_str()))
+        .expect("the running saga booked");
+    assert_eq!(
+        booked.guest.as_ref().unwrap().first_name,
+        ZED.first,
+        "it booked with the guest"
+    );
+
+    // The money facts stay: every saga checks out against both ledgers.
+    let mut keys = Vec::new();
+    for r in mine.iter().chain([&other, &running]) {
+        keys.push(SagaKeys::of(&stored(&api, saga_of(r)).await));
+    }
+    let report = check(&ledger, &keys);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+
+    // Repeating it erases nothing more; the audit list says who asked and why.
+    let (status, again) = api
+        .post(
+            &path,
+            Role::Operator,
+            &json!({"reason": "DPR-2026-117 again"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (again["erased"].clone(), again["already"].clone()),
+        (json!(0), json!(3)),
+        "{again}"
+    );
+    let (_, audit) = api
+        .get("/v1/audit?action=forget_member", Role::Operator)
+        .await;
+    let entries = audit["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["actor"] == OPERATOR && e["target"] == format!("member/{forgotten}"))
+    );
+    api.spawned.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_erases_finished_sagas_and_leaves_running_ones() {
+    let api = Api::start_with(|app| {
+        app.with_orchestrator_config(OrchestratorConfig {
+            poll_wait: Duration::from_millis(50),
+            retention: Some(Duration::from_secs(2)),
+            retention_sweep_every: Duration::from_millis(300),
+            ..OrchestratorConfig::default()
+        })
+    })
+    .await;
+    let done = booking("retention-done", MEMBER_RICH, &ZED);
+    let (status, _) = api.submit(&done).await;
+    assert!(status.is_success());
+    api.wait_status(
+        &saga_of(&done).to_string(),
+        "confirmed",
+        Duration::from_secs(60),
+    )
+    .await;
+    sevenrooms_down(&api).await;
+    let waiting = booking("retention-waiting", MEMBER_RICH, &YOLANDA);
+    let (status, _) = api.submit(&waiting).await;
+    assert!(status.is_success());
+    // The finished saga loses its contact within its retention and a sweep.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let st = stored(&api, saga_of(&done)).await;
+            if let Some(e) = st.request.guest.erasure() {
+                assert_eq!(e.reason, ErasureReason::Retention);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("erased by retention");
+    // Well past the retention, the running saga keeps its guest: its booking needs it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = stored(&api, saga_of(&waiting)).await;
+    assert!(!st.status.kind().is_terminal(), "{:?}", st.status);
+    assert!(
+        st.request.guest.sealed().is_some(),
+        "a running saga keeps its guest"
+    );
+    api.delete_faults(&api.sevenrooms()).await;
+    api.wait_status(
+        &saga_of(&waiting).to_string(),
+        "confirmed",
+        Duration::from_secs(90),
+    )
+    .await;
+    let ledger = api.ledger().await;
+    assert!(ledger.sevenrooms.reservations.iter().any(|r| {
+        r.external_id.as_deref() == Some(saga_of(&waiting).to_string().as_str())
+            && r.guest
+                .as_ref()
+                .is_some_and(|g| g.first_name == YOLANDA.first)
+    }));
+    api.spawned.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_seals_new_guests_old_ones_still_open_and_reencryption_moves_them() {
+    let api = Api::start().await;
+    let ports = api.spawned.ports().clone();
+    let keys = api
+        .spawned
+        .app
+        .data_keys()
+        .expect("the app's data keys")
+        .clone();
+    let before = booking("rotate-before", MEMBER_RICH, &ZED);
+    api.submit(&before).await;
+    api.wait_status(
+        &saga_of(&before).to_string(),
+        "confirmed",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        stored(&api, saga_of(&before))
+            .await
+            .request
+            .guest
+            .sealed()
+            .unwrap()
+            .key_id(),
+        "k1"
+    );
+    assert_eq!(keys.rotate().await.unwrap(), "k2");
+    let after = booking("rotate-after", MEMBER_RICH, &YOLANDA);
+    api.submit(&after).await;
+    api.wait_status(
+        &saga_of(&after).to_string(),
+        "confirmed",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        stored(&api, saga_of(&after))
+            .await
+            .request
+            .guest
+            .sealed()
+            .unwrap()
+            .key_id(),
+        "k2"
+    );
+    // The old key still opens what it sealed.
+    let (_, view) = api
+        .get(&format!("/v1/sagas/{}", saga_of(&before)), Role::Operator)
+        .await;
+    assert_eq!(view["request"]["guest"]["last_name"], ZED.last);
+    // Re-encryption moves the old one to the new key; the history and the version of the
+    // others are untouched.
+    let history_before = ports.store.history(saga_of(&before)).await.unwrap().len();
+    let done = como_orchestrator::privacy::reencrypt(&ports, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((done.resealed, done.unreadable), (1, 0), "{done:?}");
+    assert!(done.current >= 1, "{done:?}");
+    let st = stored(&api, saga_of(&before)).await;
+    assert_eq!(st.request.guest.sealed().unwrap().key_id(), "k2");
+    assert_eq!(
+        ports.store.history(saga_of(&before)).await.unwrap().len(),
+        history_before
+    );
+    let (_, view) = api
+        .get(&format!("/v1/sagas/{}", saga_of(&before)), Role::Operator)
+        .await;
+    assert_eq!(view["request"]["guest"]["last_name"], ZED.last);
+    // Again: nothing left under the old key.
+    let again = como_orchestrator::privacy::reencrypt(&ports, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.resealed, 0, "{again:?}");
+    // The key file says so too, and is the owner's alone.
+    let key_file = api.spawned.app.settings().database.with_extension("keys");
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    assert!(text.contains("\"primary\": \"k2\""), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    api.spawned.stop().await.unwrap();
+}
