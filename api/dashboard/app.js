@@ -679,7 +679,7 @@ function sagaView(id) {
     const kv = (pairs) => `<dl class="kv">${pairs.filter(Boolean).map(([k, x]) => `<dt>${k}</dt><dd>${x}</dd>`).join('')}</dl>`;
     swap($('#saga-facts'), `<section class="panel" aria-labelledby="h-req"><h2 id="h-req">Booking</h2>${kv([
       ['Member', code(r.member_no)], ['Venue', esc(r.venue_id)], ['When', `${esc(r.date)} ${esc(r.time)}`], ['Party', esc(r.party_size)], ['Credits', esc(r.credits)],
-      ['Guest', g ? `${esc(g.first_name)} ${esc(g.last_name)}, ${esc(g.phone)}${g.email ? `, ${esc(g.email)}` : ''}` : '<span class="muted">hidden for your role</span>'],
+      ['Guest', g ? `${esc(g.first_name)} ${esc(g.last_name)}, ${esc(g.phone)}${g.email ? `, ${esc(g.email)}` : ''}` : r.guest_erased ? `<span class="muted">erased ${t(r.guest_erased.at)} (${esc(human(r.guest_erased.reason))})</span>` : '<span class="muted">hidden for your role</span>'],
       ['Request id', code(r.request_id)]])}</section>
       <section class="panel" aria-labelledby="h-saga"><h2 id="h-saga">Saga</h2>${kv([
       ['Definition', `${esc(sg.definition)} v${esc(sg.definition_version)}`], ['Started', t(sg.started_at)], ['Updated', `${t(sg.updated_at)} <span class="muted">(${age(sg.updated_at)} ago)</span>`],

@@ -195,7 +195,7 @@ impl App {
     }
 
     async fn data_keys_made(mut self, make: bool) -> anyhow::Result<App> {
-        let keys = stack::data_keys(&self.settings, self.ports.secrets.clone(), make).await?;
+        let keys = stack::data_keys(&self.settings, &self.ports, make).await?;
         self.ports.vault = keys.clone();
         self.keys = Some(keys);
         Ok(self)

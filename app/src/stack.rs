@@ -149,17 +149,52 @@ pub fn key_source(settings: &Settings, secrets: Arc<dyn SecretStore>) -> como_pr
 /// (a local stack: `up`, tests, benchmarks).
 pub async fn data_keys(
     settings: &Settings,
-    secrets: Arc<dyn SecretStore>,
+    ports: &Backend,
     make: bool,
 ) -> anyhow::Result<Arc<como_privacy::Keys>> {
-    let source = key_source(settings, secrets);
+    let source = key_source(settings, ports.secrets.clone());
     let create = make || matches!(source, como_privacy::KeySource::File(_));
     let described = source.describe();
+    if create && source.read().await.ok().flatten().is_none() {
+        refuse_new_keys_over_sealed_guests(ports, &described).await?;
+    }
     como_privacy::Keys::load(source, create)
         .await
         .with_context(|| {
             format!("cannot read the data keys ({described}) that seal the guests' contact details")
         })
+}
+
+/// New data keys would open none of the guests sealed before: where the store already holds
+/// sealed guests, their keys were lost or moved (a key file left behind in a copy of the
+/// database), and making new ones would only hide that. Refused, naming what to do.
+pub async fn refuse_new_keys_over_sealed_guests(ports: &Backend, keys: &str) -> anyhow::Result<()> {
+    let page = ports
+        .store
+        .query(&como_ports::SagaQuery {
+            personal_data: Some(true),
+            limit: 20,
+            ..como_ports::SagaQuery::default()
+        })
+        .await
+        .context("cannot look for sealed guests before making the data keys")?;
+    for s in &page.items {
+        let sealed = ports
+            .store
+            .get(s.saga_id)
+            .await
+            .context("cannot look for sealed guests before making the data keys")?
+            .is_some_and(|v| v.value.request.guest.sealed().is_some());
+        if sealed {
+            anyhow::bail!(
+                "no data keys ({keys}), yet the store holds guests sealed with keys (saga {} for one): \
+                 restore the keys they were sealed with (the key file beside the database, \
+                 COMO_SAGA_DATA_KEY_FILE or COMO_SAGA_DATA_KEYS) rather than make new ones that open none of them",
+                s.saga_id
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Fails, in one line naming the path and the reason, if the embedded backend's file cannot

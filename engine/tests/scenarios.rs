@@ -982,3 +982,100 @@ fn an_audit_that_is_refused_asks_for_an_operator_with_late_effect() {
         other => panic!("needs an operator, not {other:?}"),
     }
 }
+
+#[test]
+fn erasing_a_running_saga_waits_for_its_end_and_keeps_the_money_facts() {
+    use como_schemas::{ErasureReason, Guest};
+    let mut s = through(2);
+    let guest_before = s.state().request.guest.clone();
+    // Running: the booking still needs the guest, so the erasure waits.
+    let d = s
+        .apply(Input::Erase {
+            reason: ErasureReason::MemberRequest,
+        })
+        .unwrap();
+    assert_eq!(s.state().request.guest, guest_before);
+    assert_eq!(
+        s.state().erase_when_done,
+        Some(ErasureReason::MemberRequest)
+    );
+    assert!(
+        d.history
+            .iter()
+            .any(|h| h.kind == HistoryKind::ErasureRequested)
+    );
+    assert!(d.commands.is_empty(), "an erasure sends nothing");
+    // Asked again while running: nothing more.
+    let again = s
+        .apply(Input::Erase {
+            reason: ErasureReason::Retention,
+        })
+        .unwrap();
+    assert!(!again.changed);
+    // The booking goes on with the guest, and the transition that finishes it erases it.
+    let book = s.succeed_last();
+    assert!(matches!(
+        &book.commands[0].operation,
+        Operation::BookExperience { guest, .. } if *guest == guest_before
+    ));
+    let done = s.succeed_last();
+    assert_eq!(s.state().status.kind(), StatusKind::Confirmed);
+    let erased = s
+        .state()
+        .request
+        .guest
+        .erasure()
+        .expect("erased at the end");
+    assert_eq!(erased.reason, ErasureReason::MemberRequest);
+    assert_eq!(s.state().erase_when_done, None);
+    assert!(
+        done.history
+            .iter()
+            .any(|h| h.kind == HistoryKind::PersonalDataErased)
+    );
+    // The money facts stay; erasing a finished saga again changes nothing.
+    assert_eq!(
+        s.state().request.quoted_credits,
+        request("req-1").quoted_credits
+    );
+    assert!(
+        s.state()
+            .steps
+            .iter()
+            .all(|st| st.output.is_some() || st.name.as_str() == "confirm")
+    );
+    let again = s
+        .apply(Input::Erase {
+            reason: ErasureReason::Retention,
+        })
+        .unwrap();
+    assert!(!again.changed);
+    assert!(matches!(s.state().request.guest, Guest::Erased { .. }));
+}
+
+#[test]
+fn erasing_a_finished_saga_is_at_once() {
+    use como_schemas::ErasureReason;
+    let mut s = refused_at_booking();
+    assert_eq!(s.state().status.kind(), StatusKind::Compensated);
+    let d = s
+        .apply(Input::Erase {
+            reason: ErasureReason::Retention,
+        })
+        .unwrap();
+    assert!(d.changed);
+    assert_eq!(
+        s.state().request.guest.erasure().map(|e| e.reason),
+        Some(ErasureReason::Retention)
+    );
+    assert!(
+        d.history
+            .iter()
+            .any(|h| h.kind == HistoryKind::PersonalDataErased)
+    );
+    assert_eq!(
+        s.state().status.kind(),
+        StatusKind::Compensated,
+        "its status stays"
+    );
+}

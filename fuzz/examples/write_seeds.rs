@@ -29,7 +29,9 @@ fn main() {
         serde_json::to_vec_pretty(&request).unwrap(),
     );
     let mut no_email = request.clone();
-    no_email.guest.email = None;
+    let mut contact = request.guest.contact().expect("the example's guest").clone();
+    contact.email = None;
+    no_email.guest = contact.into();
     write(
         "booking_request",
         "no-email",

@@ -263,11 +263,17 @@ impl Orchestrator {
             match crate::privacy::sweep_retention(&self.ports, Some(&self.cache), retention, now)
                 .await
             {
-                Ok(r) if r.erased + r.when_done > 0 => tracing::info!(
-                    erased = r.erased,
-                    retention = %como_schemas::time::format_duration(retention),
-                    "erased the guest's contact from finished sagas past their retention"
-                ),
+                Ok(r) if r.erased + r.when_done > 0 => {
+                    tracing::info!(
+                        erased = r.erased,
+                        retention = %como_schemas::time::format_duration(retention),
+                        "erased the guest's contact from finished sagas past their retention"
+                    );
+                    // The store's older copies of what was erased (the embedded WAL) go too.
+                    if let Err(e) = self.ports.store.compact().await {
+                        tracing::warn!(error = %e, "cannot compact the store after erasing; its next checkpoint will");
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => self.failed("retention sweep", &e),
             }

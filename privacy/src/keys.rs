@@ -248,7 +248,7 @@ impl Keys {
         let ring = if create {
             let (ring, created) = source.read_or_create().await?;
             if created {
-                tracing::info!(source = %source.describe(), key = ring.primary(), "made the data keys");
+                tracing::info!(source = %source.describe(), key = ring.primary(), "made new data keys: back them up apart from the database (losing them loses every guest's contact details)");
             }
             ring
         } else {

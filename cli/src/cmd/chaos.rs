@@ -909,7 +909,7 @@ async fn chaos(
         super::store_faults::GroundFaults::new(&settings.database, fs)
     });
     let mut backend = stack::open_backend(settings)?;
-    backend.ports.vault = stack::data_keys(settings, backend.ports.secrets.clone(), true).await?;
+    backend.ports.vault = stack::data_keys(settings, &backend.ports, true).await?;
     let ports = backend.ports.clone();
     let rotations = if settings.backend == BackendKind::Aws {
         // The workers read the Memberson token from the secret and never mint one: a token

@@ -98,6 +98,9 @@ async fn bootstrap_aws(settings: &Settings, json: bool) -> anyhow::Result<ExitCo
         .await
         .with_context(|| format!("cannot read the data keys ({described})"))?
         .is_some();
+    if !existed {
+        stack::refuse_new_keys_over_sealed_guests(&backend.ports, &described).await?;
+    }
     como_privacy::Keys::load(source, true)
         .await
         .with_context(|| format!("cannot make the data keys ({described})"))?;

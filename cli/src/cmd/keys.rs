@@ -56,6 +56,9 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
         let keys = match &command {
             KeysCommand::Init(_) => {
                 let existed = source.read().await?.is_some();
+                if !existed {
+                    stack::refuse_new_keys_over_sealed_guests(&backend.ports, &where_).await?;
+                }
                 let keys = Keys::load(source, true).await?;
                 say(json, &keys, if existed { "already there" } else { "made" });
                 backend.close().await;

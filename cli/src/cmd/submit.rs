@@ -118,7 +118,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         crate::aws_credentials::check(&settings).await?;
         let mut backend = stack::open_backend(&settings)?;
         // The guest's contact goes on the queue sealed with the deployment's data keys.
-        backend.ports.vault = stack::data_keys(&settings, backend.ports.secrets.clone(), false).await?;
+        backend.ports.vault = stack::data_keys(&settings, &backend.ports, false).await?;
         let saga = como_orchestrator::submit(&backend.ports, &request)
             .await
             .context("cannot submit the request")?;

@@ -456,3 +456,60 @@ impl CommandHandler for SevenRoomsHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sevenrooms_words_quoting_the_guest_are_masked_in_every_kind_of_reply() {
+        let request = como_schemas::examples::booking_request(
+            "r-1",
+            chrono::NaiveDate::from_ymd_opt(2030, 1, 1).unwrap(),
+        );
+        let g = request.guest.contact().unwrap().clone();
+        let quote = format!(
+            "guest {} {} ({}) refused",
+            g.first_name.as_str(),
+            g.last_name.as_str(),
+            g.phone.as_str()
+        );
+        let replies = [
+            ReplyOutcome::BusinessFailure {
+                code: "INVALID".into(),
+                message: quote.clone(),
+            },
+            ReplyOutcome::RetryableFailure {
+                reason: quote.clone(),
+                retry_after_ms: Some(5),
+                downstream_unavailable: true,
+            },
+            ReplyOutcome::UnknownOutcome {
+                reason: quote.clone(),
+                downstream_unavailable: false,
+            },
+            ReplyOutcome::NotApplied {
+                reason: quote.clone(),
+            },
+            ReplyOutcome::Deferred {
+                reason: quote.clone(),
+                retry_after_ms: None,
+            },
+        ];
+        for reply in replies {
+            let label = reply.label();
+            let text = serde_json::to_string(&masked(reply, &g)).unwrap();
+            for value in [
+                g.first_name.as_str(),
+                g.last_name.as_str(),
+                g.phone.as_str(),
+            ] {
+                assert!(!text.contains(value), "{label}: {text}");
+            }
+            assert!(
+                text.contains("guest [guest] [guest] ([guest]) refused"),
+                "{text}"
+            );
+        }
+    }
+}
