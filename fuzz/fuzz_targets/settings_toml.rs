@@ -8,6 +8,16 @@
 #[path = "../../app/src/settings.rs"]
 mod settings;
 
+/// What the settings module names of the notifier (`app/src/notify.rs`): the webhook.
+#[allow(dead_code)]
+mod notify {
+    #[derive(Debug, Clone)]
+    pub struct Webhook {
+        pub url: String,
+        pub secret: secrecy::SecretString,
+    }
+}
+
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
