@@ -15,23 +15,6 @@ use como_simulators::seed::{MEMBER_RICH, VENUE_LARGE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-impl Api {
-    /// SevenRooms answers 503 to everything (for five minutes, or until its faults are
-    /// cleared); returns its base URL.
-    async fn sevenrooms_down(&self) -> String {
-        let sevenrooms = self.spawned.sims.sevenrooms_url().to_owned();
-        self.http
-            .post(format!("{sevenrooms}/_sim/outage"))
-            .json(&json!({"for_ms": 300_000, "status": 503}))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
-        sevenrooms
-    }
-}
-
 /// The value of one series (name and labels, as written) in a Prometheus text scrape.
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()

@@ -99,24 +99,48 @@ pub async fn forget_member(
     member: &MemberNo,
 ) -> Result<ErasureReport, RuntimeError> {
     let mut report = ErasureReport::default();
-    let mut cursor = None;
-    loop {
-        let page = ports
-            .store
-            .query(&SagaQuery {
-                member: Some(member.clone()),
-                cursor,
+    let query = SagaQuery {
+        member: Some(member.clone()),
+        ..SagaQuery::default()
+    };
+    let mut pages = Pages::new(ports, query);
+    while let Some(sagas) = pages.next().await? {
+        for saga in sagas {
+            report.add(erase(ports, saga, ErasureReason::MemberRequest).await?);
+        }
+    }
+    Ok(report)
+}
+
+/// The sagas `query` finds, a page of ids at a time.
+struct Pages<'a> {
+    ports: &'a Backend,
+    query: SagaQuery,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    fn new(ports: &'a Backend, query: SagaQuery) -> Self {
+        Pages {
+            ports,
+            query: SagaQuery {
                 limit: PAGE,
-                ..SagaQuery::default()
-            })
-            .await?;
-        for s in &page.items {
-            report.add(erase(ports, s.saga_id, ErasureReason::MemberRequest).await?);
+                ..query
+            },
+            done: false,
         }
+    }
+
+    async fn next(&mut self) -> Result<Option<Vec<SagaId>>, RuntimeError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.ports.store.query(&self.query).await?;
         match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(report),
+            Some(next) => self.query.cursor = Some(next),
+            None => self.done = true,
         }
+        Ok(Some(page.items.iter().map(|s| s.saga_id).collect()))
     }
 }
 
@@ -132,25 +156,16 @@ pub async fn sweep_retention(
     let before = Timestamp::from_millis(now.as_millis().saturating_sub(retention_ms));
     let mut report = ErasureReport::default();
     for status in StatusKind::ALL.into_iter().filter(StatusKind::is_terminal) {
-        let mut cursor = None;
-        loop {
-            let page = ports
-                .store
-                .query(&SagaQuery {
-                    status: Some(status),
-                    updated_before: Some(before),
-                    personal_data: Some(true),
-                    cursor,
-                    limit: PAGE,
-                    ..SagaQuery::default()
-                })
-                .await?;
-            for s in &page.items {
-                report.add(erase_with(ports, cache, s.saga_id, ErasureReason::Retention).await?);
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
+        let query = SagaQuery {
+            status: Some(status),
+            updated_before: Some(before),
+            personal_data: Some(true),
+            ..SagaQuery::default()
+        };
+        let mut pages = Pages::new(ports, query);
+        while let Some(sagas) = pages.next().await? {
+            for saga in sagas {
+                report.add(erase_with(ports, cache, saga, ErasureReason::Retention).await?);
             }
         }
     }
@@ -184,30 +199,19 @@ pub async fn reencrypt(
         .sealing_key()
         .ok_or(RuntimeError::Vault(como_ports::VaultError::NoKeys))?;
     let mut done = Reencrypted::default();
-    let mut cursor = None;
-    loop {
-        let page = ports
-            .store
-            .query(&SagaQuery {
-                cursor,
-                limit: PAGE,
-                ..SagaQuery::default()
-            })
-            .await?;
-        for s in &page.items {
+    let mut pages = Pages::new(ports, SagaQuery::default());
+    while let Some(sagas) = pages.next().await? {
+        for saga in sagas {
             done.sagas += 1;
-            match reseal(ports, s.saga_id, &primary).await? {
+            match reseal(ports, saga, &primary).await? {
                 Resealed::Done => done.resealed += 1,
                 Resealed::Current => done.current += 1,
                 Resealed::Unreadable => done.unreadable += 1,
             }
         }
         progress(&done);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(done),
-        }
     }
+    Ok(done)
 }
 
 enum Resealed {

@@ -114,6 +114,21 @@ impl Api {
         self.post("/v1/bookings", Role::Submitter, &body).await
     }
 
+    /// SevenRooms answers 503 to everything (for five minutes, or until its faults are
+    /// cleared); returns its base URL.
+    pub async fn sevenrooms_down(&self) -> String {
+        let sevenrooms = self.spawned.sims.sevenrooms_url().to_owned();
+        self.http
+            .post(format!("{sevenrooms}/_sim/outage"))
+            .json(&serde_json::json!({"for_ms": 300_000, "status": 503}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        sevenrooms
+    }
+
     pub fn memberson(&self) -> String {
         self.spawned.sims.memberson_url().to_owned()
     }

@@ -28,7 +28,7 @@ pub fn readable_by_others(path: &Path) -> Option<u32> {
 }
 
 /// The database file and the `-wal` and `-shm` SQLite keeps beside it.
-fn family(path: &Path) -> [PathBuf; 3] {
+pub fn family(path: &Path) -> [PathBuf; 3] {
     let with = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);

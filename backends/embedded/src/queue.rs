@@ -36,6 +36,29 @@ pub fn new_message(queue: QueueName, m: OutgoingMessage) -> NewMessage {
     }
 }
 
+impl EmbeddedPorts {
+    /// Move a received message to the dead letters, with `body` in place of its own when
+    /// given.
+    async fn dead_letter_with(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+        body: Option<String>,
+    ) -> PortResult<()> {
+        let receipt = ReceiptKey::parse(receipt)?;
+        self.writer
+            .submit(Op::DeadLetter {
+                queue,
+                receipt,
+                reason: reason.to_owned(),
+                body,
+            })
+            .await?
+            .done()
+    }
+}
+
 #[async_trait]
 impl Queue for EmbeddedPorts {
     async fn send(&self, queue: QueueName, messages: Vec<OutgoingMessage>) -> PortResult<()> {
@@ -112,16 +135,7 @@ impl Queue for EmbeddedPorts {
         receipt: &Receipt,
         reason: &str,
     ) -> PortResult<()> {
-        let receipt = ReceiptKey::parse(receipt)?;
-        self.writer
-            .submit(Op::DeadLetter {
-                queue,
-                receipt,
-                reason: reason.to_owned(),
-                body: None,
-            })
-            .await?
-            .done()
+        self.dead_letter_with(queue, receipt, reason, None).await
     }
 
     async fn dead_letter_as(
@@ -131,16 +145,8 @@ impl Queue for EmbeddedPorts {
         reason: &str,
         body: String,
     ) -> PortResult<()> {
-        let receipt = ReceiptKey::parse(receipt)?;
-        self.writer
-            .submit(Op::DeadLetter {
-                queue,
-                receipt,
-                reason: reason.to_owned(),
-                body: Some(body),
-            })
-            .await?
-            .done()
+        self.dead_letter_with(queue, receipt, reason, Some(body))
+            .await
     }
 
     async fn dead_letters(&self, queue: QueueName, max: usize) -> PortResult<Vec<DeadLetter>> {

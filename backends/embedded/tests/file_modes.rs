@@ -9,11 +9,11 @@
 
 use std::fmt::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use como_backend_embedded::files::readable_by_others;
+use como_backend_embedded::files::{family, readable_by_others};
 use como_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use como_ports::{OutgoingMessage, QueueName, SystemClock};
 
@@ -31,16 +31,6 @@ fn mode(path: &Path) -> u32 {
 
 fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// The database file and its `-wal` and `-shm`.
-fn family(path: &Path) -> [PathBuf; 3] {
-    let with = |suffix: &str| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
-    };
-    [path.to_path_buf(), with("-wal"), with("-shm")]
 }
 
 fn open(path: &Path) -> EmbeddedBackend {
