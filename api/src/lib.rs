@@ -390,14 +390,18 @@ async fn submit_booking(
             .map_err(|invalid| ApiError::invalid(&invalid.field, &invalid.reason))?;
     }
     if let Some(existing) = existing {
-        if como_orchestrator::intake::same_request(
+        let same = como_orchestrator::intake::same_request(
             state.ports.vault.as_ref(),
             &existing.value.request,
             &request,
         )
         .await
-        .is_err()
-        {
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "cannot compare with the first request of this id now ({e})"
+            ))
+        })?;
+        if same.is_err() {
             return Err(ApiError::conflict(format!(
                 "request id {} was used for another booking (saga {saga_id}); use a new request id",
                 request.request_id
@@ -1020,7 +1024,8 @@ struct DeadLetterItem {
     reason: String,
     receive_count: u32,
     dead_lettered_at: String,
-    /// The message as it was sent.
+    /// The message as it was sent; for a reader without the operator role, with any guest
+    /// that is not sealed withheld.
     body: String,
 }
 
@@ -1041,6 +1046,7 @@ async fn dead_letters(
 ) -> Result<axum::Json<DeadLetters>, ApiError> {
     require(&caller, &[Role::Viewer, Role::Operator])?;
     let queue = queue_of(&params.queue)?;
+    let personal = caller.has_any(PERSONAL_DATA);
     let letters = state
         .ports
         .queue
@@ -1056,7 +1062,13 @@ async fn dead_letters(
                 reason: d.reason,
                 receive_count: d.receive_count,
                 dead_lettered_at: d.dead_lettered_at.to_string(),
-                body: d.body,
+                // A guest in the clear (a dead letter from before sealing, or one the queue
+                // set aside by itself) only for a reader who may see personal data.
+                body: if personal {
+                    d.body
+                } else {
+                    como_orchestrator::intake::without_personal_data(&d.body)
+                },
             })
             .collect(),
     }))

@@ -156,7 +156,7 @@ pub async fn data_keys(
     let create = make || matches!(source, como_privacy::KeySource::File(_));
     let described = source.describe();
     if create && source.read().await.ok().flatten().is_none() {
-        refuse_new_keys_over_sealed_guests(ports, &described).await?;
+        refuse_new_keys_over_sealed_guests(ports, &source).await?;
     }
     como_privacy::Keys::load(source, create)
         .await
@@ -167,8 +167,17 @@ pub async fn data_keys(
 
 /// New data keys would open none of the guests sealed before: where the store already holds
 /// sealed guests, their keys were lost or moved (a key file left behind in a copy of the
-/// database), and making new ones would only hide that. Refused, naming what to do.
-pub async fn refuse_new_keys_over_sealed_guests(ports: &Backend, keys: &str) -> anyhow::Result<()> {
+/// database), and making new ones would only hide that. Refused, naming what to do. Only a
+/// key file is checked: a Secrets Manager secret is not left behind by a copy (and the role
+/// that makes it may not read the table).
+pub async fn refuse_new_keys_over_sealed_guests(
+    ports: &Backend,
+    source: &como_privacy::KeySource,
+) -> anyhow::Result<()> {
+    if !matches!(source, como_privacy::KeySource::File(_)) {
+        return Ok(());
+    }
+    let keys = source.describe();
     let page = ports
         .store
         .query(&como_ports::SagaQuery {

@@ -21,7 +21,11 @@ broken in any one place fails here:
 - the data keys' secret (`<prefix>/data-keys`, named as app/src/stack.rs names it) is made
   empty (no secret version: no key in the state) and read only by the roles that seal or open
   a guest's contact (the API, the orchestrator, the SevenRooms worker), written only by the
-  `keys` role that the deploy workflow's `keys init` runs under.
+  `keys` role that the deploy workflow's `keys init` runs under;
+- the deploy workflow makes the data keys before any service rolls, and rolls the SevenRooms
+  worker, then the orchestrator, then the API (every reader of a sealed guest before its
+  writer), each job stable on its new revision before the next starts; the roll-service
+  action's scripts pass shellcheck.
 
 Run: `python -m pytest infra/tests` (infra/check.sh installs python-hcl2 and pytest).
 """
@@ -30,6 +34,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shutil
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -835,12 +842,57 @@ def test_the_data_keys_are_made_empty_and_read_only_by_the_roles_that_seal_or_op
     )
 
 
+# The deploy workflow and its roll-service action, read as text (no YAML parser here): the jobs
+# are the workflow's two-space keys under `jobs:`, their `needs:` a name or a flow list.
+WORKFLOW = REPO / ".github/workflows/deploy.yml"
+ROLL_ACTION = REPO / ".github/actions/roll-service/action.yml"
+
+
+def workflow_jobs() -> dict[str, str]:
+    """{job: its text} of .github/workflows/deploy.yml."""
+    text = WORKFLOW.read_text()
+    parts = re.split(r"\n  ([A-Za-z0-9_-]+):\n", text[text.index("\njobs:\n") :])
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def needs(job: str) -> set[str]:
+    found = re.findall(r"^    needs: (\[[^\]\n]*\]|\S+)$", job, re.M)
+    assert len(found) <= 1
+    return {n.strip() for n in found[0].strip("[]").split(",")} if found else set()
+
+
+def after(jobs: dict[str, str], name: str) -> set[str]:
+    """The jobs that must succeed before `name` starts: its `needs`, and theirs."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for n in needs(jobs[todo.pop()]):
+            assert n in jobs, f"{name} needs {n}, which is no job"
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def rolls(jobs: dict[str, str]) -> dict[str, str]:
+    """{role: the job that rolls it}: every use of the roll-service action, with its `role`."""
+    found: dict[str, str] = {}
+    for name, job in jobs.items():
+        uses = re.findall(r"^      - uses: \./\.github/actions/roll-service\n(?:        .*\n)*", job + "\n", re.M)
+        for use in uses:
+            role = re.findall(r"^          role: (\S+)$", use, re.M)
+            assert len(role) == 1, f"{name}: a roll-service step without one `role`"
+            assert role[0] not in found, f"{role[0]} rolls twice ({found.get(role[0])}, {name})"
+            found[role[0]] = name
+    return found
+
+
 def test_the_deploy_workflow_makes_the_data_keys_before_the_services_roll():
-    workflow = (REPO / ".github/workflows/deploy.yml").read_text()
-    jobs = workflow[workflow.index("\njobs:") :]
-    keys_job = jobs[jobs.index("\n  keys:") : jobs.index("\n  deploy:")]
-    assert "needs: image" in keys_job
-    assert re.search(r"\n  deploy:\n    needs: \[image, keys\]", jobs), "the services roll before keys init"
+    jobs = workflow_jobs()
+    keys_job = jobs["keys"]
+    assert needs(keys_job) == {"image"}
+    for role, job in rolls(jobs).items():
+        assert "keys" in after(jobs, job), f"{role} rolls before keys init"
     assert 'command: ["keys", "init"]' in keys_job and "taskRoleArn: $role" in keys_job
     assert "aws ecs wait tasks-stopped" in keys_job and ".exitCode" in keys_job
     # The task role it names is the Terraform's: <prefix>-keys (aws_iam_role.task, for_each).
@@ -857,6 +909,74 @@ def test_the_deploy_workflow_makes_the_data_keys_before_the_services_roll():
     assert any(
         "iam:PassRole" in s["actions"] and "aws_iam_role.task" in str(s["resources"]) for s in deploy["statement"]
     )
+
+
+def test_the_deploy_workflow_rolls_the_sevenrooms_worker_then_the_orchestrator_then_the_api():
+    # A release may change a message so that the previous release cannot read it (the guest's
+    # contact sealed in the requests, which the API writes and the orchestrator reads, and in
+    # the SevenRooms worker's commands, which the orchestrator writes): every reader must run
+    # the new release before a writer does (docs/DEPLOY.md, "After that").
+    jobs = workflow_jobs()
+    rolled = rolls(jobs)
+    assert set(rolled) == set(module("compute").locals()["services"]) | {"rotate-tokens"}
+    sevenrooms, orchestrator, api = rolled["worker-sevenrooms"], rolled["orchestrator"], rolled["api"]
+    assert len({sevenrooms, orchestrator, api}) == 3, "two of them roll in one job"
+    assert sevenrooms in after(jobs, orchestrator), "the orchestrator may roll before the SevenRooms worker"
+    assert orchestrator in after(jobs, api), "the API may roll before the orchestrator"
+    # And every worker before the API (a release that adds a message field).
+    assert rolled["worker-crm"] in after(jobs, api)
+    for role, name in rolled.items():
+        job = jobs[name]
+        # One role a job, no matrix (whose jobs run in parallel, in no promised order), and no
+        # job condition that would let a job run after one it needs failed.
+        assert "strategy:" not in job and "matrix" not in job, f"{name} is a matrix"
+        assert not re.search(r"^    if:", job, re.M), f"{name} has a condition: it may run after a failure"
+        assert "continue-on-error" not in job
+        # The action comes from the commit being deployed.
+        checkout = job.index("uses: actions/checkout@")
+        assert checkout < job.index("uses: ./.github/actions/roll-service"), f"{name} does not check out the action"
+        assert f"role: {role}" in job and "image: ${{ needs.image.outputs.image }}" in job
+        assert "image" in needs(job)
+    # The action waits until the service is stable, and stable on the new revision (after a
+    # rollback by the circuit breaker, ECS calls the service stable on the previous one).
+    action = ROLL_ACTION.read_text()
+    order = [
+        "aws ecs describe-task-definition",
+        "aws ecs register-task-definition",
+        "if: inputs.role != 'rotate-tokens'",
+        "aws ecs update-service",
+        "aws ecs wait services-stable",
+        "aws ecs describe-services",
+        'if [ "$running" != "$ARN" ]; then',
+        "exit 1",
+    ]
+    at = [action.index(s) for s in order]
+    assert at == sorted(at), "the roll-service action's steps are out of order"
+
+
+def run_scripts(text: str) -> list[str]:
+    """The `run: |` scripts of a workflow or an action, dedented."""
+    scripts = []
+    for m in re.finditer(r"^( *)run: \|\n((?:\1  .*\n|\n)+)", text, re.M):
+        indent = len(m.group(1)) + 2
+        scripts.append("".join(line[indent:] + "\n" for line in m.group(2).splitlines()))
+    return scripts
+
+
+def test_the_roll_service_actions_scripts_pass_shellcheck():
+    # actionlint checks the workflows' scripts with shellcheck, not an action's: this does.
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if not shellcheck:
+        pytest.skip("no shellcheck (infra/check.sh installs it)")
+    scripts = run_scripts(ROLL_ACTION.read_text())
+    assert len(scripts) == 2
+    for script in scripts:
+        # As actionlint runs it: bash, and the variables the step's `env:` sets are not unset.
+        result = subprocess.run(
+            [shellcheck, "--norc", "--shell=bash", "--exclude=SC2154", "-"],
+            input=script, capture_output=True, text=True, check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- 6. the API checks tokens against the edge's user pool, and nothing else ----------------

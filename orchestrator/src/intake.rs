@@ -124,7 +124,7 @@ async fn intake(
         // client that retried that the booking was not made.
         if let Some(existing) = ports.store.get(saga_id).await?
             && same_request(ports.vault.as_ref(), &existing.value.request, &request)
-                .await
+                .await?
                 .is_ok()
         {
             ports
@@ -184,7 +184,7 @@ async fn intake(
                 &existing.value.request,
                 &decision.state.request,
             )
-            .await
+            .await?
             {
                 reject(ports, delivery, &conflict, Some(&decision.state.request)).await?;
                 return Ok(IntakeOutcome::Rejected(conflict));
@@ -213,11 +213,16 @@ async fn intake(
 /// a client may send the same request any number of times, from new messages, and it stays one
 /// booking. The fields are listed without `..`, so that a field added to the request must be
 /// placed on one side or the other here.
+///
+/// The guests are compared in the clear (each is sealed with a nonce of its own, so two seals
+/// of one contact never match). A first request whose guest has been erased since is compared
+/// without it. `Err` when they cannot be compared now (a key this process has not read yet):
+/// the caller tries again later rather than call the repeat another booking.
 pub async fn same_request(
     vault: &dyn GuestVault,
     first: &BookingRequested,
     repeat: &BookingRequested,
-) -> Result<(), InvalidInput> {
+) -> Result<Result<(), InvalidInput>, VaultError> {
     let BookingRequested {
         schema_version: _,
         request_id,
@@ -240,14 +245,17 @@ pub async fn same_request(
         ("party_size", *party_size != first.party_size),
         ("quoted_credits", *quoted_credits != first.quoted_credits),
     ];
-    // The guests are compared in the clear: each is sealed with a nonce of its own, so two
-    // seals of one contact never match. One that does not open (or was erased) differs.
     let saga = first.saga_id();
-    let opened = (
-        vault.open(saga, &first.guest).await.ok().flatten(),
-        vault.open(saga, &repeat.guest).await.ok().flatten(),
-    );
-    match opened {
+    let first_guest = vault.open(saga, &first.guest).await?;
+    let repeat_guest = match vault.open(saga, &repeat.guest).await {
+        Ok(g) => g,
+        // Sealed for another saga, or altered: not the same guest.
+        Err(VaultError::Unauthentic(_)) => None,
+        Err(e) => return Err(e),
+    };
+    match (first_guest, repeat_guest) {
+        // Erased since: the booking is told by its other fields.
+        (None, _) if !first.guest.is_personal() => {}
         (Some(a), Some(b)) => {
             let GuestContact {
                 first_name,
@@ -270,9 +278,9 @@ pub async fn same_request(
         .map(|(name, _)| *name)
         .collect();
     if fields.is_empty() {
-        return Ok(());
+        return Ok(Ok(()));
     }
-    Err(InvalidInput::new(
+    Ok(Err(InvalidInput::new(
         "request_id",
         format!(
             "{REQUEST_ID_REUSED}: request id {} is already used by saga {} with other content \
@@ -286,7 +294,7 @@ pub async fn same_request(
                 "differ"
             },
         ),
-    ))
+    )))
 }
 
 /// `request` with its guest sealed for its saga, or the refusal (with the request as it may
@@ -299,7 +307,9 @@ async fn seal_request(
     if request.guest.sealed().is_some()
         && let Err(e) = ports.vault.open(saga, &request.guest).await
     {
-        if e == VaultError::NoKeys {
+        // A key this process has not read yet (a rotation on its way here) or no keys at all:
+        // the request stays on its queue and is judged again.
+        if matches!(e, VaultError::NoKeys | VaultError::UnknownKey(_)) {
             return Err(e.into());
         }
         let invalid = InvalidInput::new(
@@ -370,22 +380,104 @@ fn kept_body(
         return Ok(serde_json::to_string(&kept)?);
     }
     Ok(match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(mut doc)) => {
-            let sealed = doc
-                .get("guest")
-                .and_then(|g| g.get("sealed"))
-                .is_some_and(|s| s.is_string() && doc["guest"].as_object().is_some_and(|g| g.len() == 1));
-            if !sealed {
-                doc.remove("guest");
-            }
-            serde_json::Value::Object(doc).to_string()
+        // Only the request's own fields that hold no personal data, and a guest only sealed:
+        // a misspelt field may hold anything.
+        Ok(serde_json::Value::Object(doc)) => {
+            let kept: serde_json::Map<String, serde_json::Value> = doc
+                .into_iter()
+                .filter(|(k, v)| match k.as_str() {
+                    "guest" => is_sealed_guest(v),
+                    other => NOT_PERSONAL.contains(&other),
+                })
+                .collect();
+            serde_json::Value::Object(kept).to_string()
         }
-        Ok(_) | Err(_) => serde_json::json!({
-            "withheld": format!(
-                "a body of {} bytes that is not a JSON object: not kept, as it may hold personal data",
-                body.len()
-            )
-        })
-        .to_string(),
+        Ok(_) | Err(_) => withheld(body),
     })
+}
+
+/// The fields of `BookingRequested` that hold no personal data.
+const NOT_PERSONAL: [&str; 10] = [
+    "schema_version",
+    "request_id",
+    "member_no",
+    "venue_id",
+    "date",
+    "time",
+    "party_size",
+    "quoted_credits",
+    "traceparent",
+    "availability_id",
+];
+
+/// Whether `v` is a guest in its sealed form (`{"sealed": "v1...."}` and nothing else).
+fn is_sealed_guest(v: &serde_json::Value) -> bool {
+    v.as_object().is_some_and(|g| {
+        g.len() == 1
+            && g.get("sealed")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|s| como_schemas::SealedGuest::parse(s).is_ok())
+    })
+}
+
+fn withheld(body: &str) -> String {
+    serde_json::json!({
+        "withheld": format!(
+            "a body of {} bytes that is not a JSON object: not kept, as it may hold personal data",
+            body.len()
+        )
+    })
+    .to_string()
+}
+
+/// A message body as a reader who may not see personal data is shown it: every `guest` in it
+/// that is not sealed (a dead letter from before sealing, or one a queue set aside by itself)
+/// is withheld, and a body that is not JSON is not shown.
+pub fn without_personal_data(body: &str) -> String {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if k == "guest" && !is_sealed_guest(child) && child.get("erased").is_none() {
+                        *child =
+                            serde_json::json!({"withheld": "personal data: for the operator role"});
+                    } else {
+                        walk(child);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            walk(&mut v);
+            v.to_string()
+        }
+        Err(_) => withheld(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_without_the_operator_role_sees_no_guest_in_the_clear() {
+        let clear = r#"{"request_id":"r","guest":{"first_name":"Mei","phone":"+6591234567"},"operation":{"guest":{"last_name":"Tan"}},"items":[{"guest":"Mei"}]}"#;
+        let shown = without_personal_data(clear);
+        for word in ["Mei", "Tan", "6591234567"] {
+            assert!(!shown.contains(word), "{shown}");
+        }
+        assert!(shown.contains(r#""request_id":"r""#), "{shown}");
+        let sealed = r#"{"guest":{"sealed":"v1.k1.AAAA"},"x":{"guest":{"erased":{"at":"2026-01-01T00:00:00.000Z","reason":"retention"}}}}"#;
+        let shown: serde_json::Value =
+            serde_json::from_str(&without_personal_data(sealed)).unwrap();
+        assert_eq!(shown["guest"]["sealed"], "v1.k1.AAAA");
+        assert_eq!(shown["x"]["guest"]["erased"]["reason"], "retention");
+        assert!(without_personal_data("Mei Tan +6591234567").contains("withheld"));
+        // A `sealed` that is not a sealed value is withheld too.
+        assert!(!without_personal_data(r#"{"guest":{"sealed":"Mei Tan"}}"#).contains("Mei"));
+    }
 }

@@ -206,7 +206,18 @@ async fn a_reused_request_id_with_other_content_is_refused_and_the_first_saga_is
     let after = r.ports.store.get(id).await.unwrap().unwrap();
     assert_eq!(after.version, before.version);
     assert_eq!(after.value, before.value);
-    assert_eq!(after.value.request, req);
+    // The request as it was sent, its guest kept sealed.
+    let mut kept = after.value.request.clone();
+    assert!(kept.guest.sealed().is_some(), "the guest is kept sealed");
+    kept.guest = r
+        .ports
+        .vault
+        .open(id, &kept.guest)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    assert_eq!(kept, req);
     assert_eq!(
         r.ports.store.history(id).await.unwrap().len(),
         history_before

@@ -200,6 +200,14 @@ impl Keyring {
         self.keys.contains_key(id)
     }
 
+    /// Whether key `id` is the same key in both keyrings.
+    pub fn same_key(&self, other: &Keyring, id: &str) -> bool {
+        match (self.keys.get(id), other.keys.get(id)) {
+            (Some(a), Some(b)) => a.bytes.expose_secret() == b.bytes.expose_secret(),
+            _ => false,
+        }
+    }
+
     /// Seal `contact` for `saga` with the primary key.
     pub fn seal(&self, saga: SagaId, contact: &GuestContact) -> SealedGuest {
         let key = &self.keys[&self.primary];

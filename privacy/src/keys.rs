@@ -67,6 +67,9 @@ pub enum KeyError {
         "the data keys come from COMO_SAGA_DATA_KEYS: rotate them where that value is kept, then restart"
     )]
     Fixed,
+    /// What is kept there changed while a write was being made: nothing was written.
+    #[error("{0}")]
+    Changed(String),
 }
 
 impl KeySource {
@@ -128,27 +131,68 @@ impl KeySource {
                 ))?;
                 Ok((ring, false))
             }
-            KeySource::Secret { .. } => {
-                self.write(&ring).await?;
-                Ok((ring, true))
-            }
+            KeySource::Secret { .. } => match self.write_if(None, &ring).await {
+                Ok(()) => Ok((ring, true)),
+                // Made by another process meanwhile: theirs is the one.
+                Err(KeyError::Changed(_)) => {
+                    let ring = self.read().await?.ok_or(KeyError::Missing(
+                        self.describe(),
+                        "it was made by another process and then removed",
+                    ))?;
+                    Ok((ring, false))
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 
-    /// Replace the keyring kept there (a rotation). A file is replaced whole (written aside,
-    /// then renamed); a secret gets a new current version.
-    pub async fn write(&self, ring: &Keyring) -> Result<(), KeyError> {
+    /// Replace the keyring kept there with `ring` if what is kept there is still `expected`
+    /// (none: nothing kept), so that two rotations at once never leave a key that sealed
+    /// something behind: the second is refused ([`KeyError::Changed`]) and can run again. A
+    /// file is replaced whole (written aside, then renamed) under a lock beside it; a secret
+    /// gets a new current version, promoted only if the current one is still the expected.
+    pub async fn write_if(
+        &self,
+        expected: Option<&Keyring>,
+        ring: &Keyring,
+    ) -> Result<(), KeyError> {
         let io = |e: String| KeyError::Io(self.describe(), e);
+        let same =
+            |now: Option<Keyring>| now.map(|k| k.to_text()) == expected.map(Keyring::to_text);
+        let changed = || {
+            KeyError::Changed(format!(
+                "{} changed while this ran (another rotation?): run it again",
+                self.describe()
+            ))
+        };
         match self {
             KeySource::Text(_) => Err(KeyError::Fixed),
-            KeySource::File(path) => write_file(path, &ring.to_text(), true)
-                .map(|_| ())
-                .map_err(|e| io(e.to_string())),
+            KeySource::File(path) => {
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path.with_extension("keys.lock"))
+                    .map_err(|e| io(e.to_string()))?;
+                lock.lock().map_err(|e| io(e.to_string()))?;
+                if !same(self.read().await?) {
+                    return Err(changed());
+                }
+                write_file(path, &ring.to_text(), true)
+                    .map(|_| ())
+                    .map_err(|e| io(e.to_string()))
+            }
             KeySource::Secret { store, name } => {
+                if !same(self.read().await?) {
+                    return Err(changed());
+                }
                 let version = store
                     .put_pending(name, &ring.to_text())
                     .await
                     .map_err(|e| io(e.to_string()))?;
+                if !same(self.read().await?) {
+                    return Err(changed());
+                }
                 store
                     .promote(name, &version)
                     .await
@@ -230,7 +274,9 @@ fn warn_if_readable_by_others(path: &Path) {
 pub struct Keys {
     ring: ArcSwap<Keyring>,
     source: KeySource,
-    last_prompted: std::sync::Mutex<Option<Instant>>,
+    /// Held while a read prompted by an unknown key id is under way, with when the last one
+    /// ended: one read at a time, and the callers that waited see what it found.
+    last_prompted: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -260,7 +306,7 @@ impl Keys {
         Ok(Arc::new(Self {
             ring: ArcSwap::from_pointee(ring),
             source,
-            last_prompted: std::sync::Mutex::new(None),
+            last_prompted: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -270,7 +316,7 @@ impl Keys {
         Arc::new(Self {
             ring: ArcSwap::from_pointee(ring),
             source: KeySource::Text(text),
-            last_prompted: std::sync::Mutex::new(None),
+            last_prompted: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -303,7 +349,8 @@ impl Keys {
     }
 
     /// Open a contact sealed for `saga`. A key id this process has not seen makes it read its
-    /// keys again first (at most once a second).
+    /// keys again first: one read at a time (callers that meet the same new key meanwhile wait
+    /// for it and use what it found), and at most one a second.
     pub async fn open(
         &self,
         saga: SagaId,
@@ -313,19 +360,17 @@ impl Keys {
             Err(OpenError::UnknownKey(_)) => {}
             done => return done,
         }
-        let prompt = {
-            let mut last = self
-                .last_prompted
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let due = last.is_none_or(|t| t.elapsed() >= RELOAD_AT_MOST_EVERY);
-            if due {
-                *last = Some(Instant::now());
+        let mut last = self.last_prompted.lock().await;
+        // Another caller may have read the keys while this one waited.
+        match self.ring.load().open(saga, sealed) {
+            Err(OpenError::UnknownKey(_)) => {}
+            done => return done,
+        }
+        if last.is_none_or(|t| t.elapsed() >= RELOAD_AT_MOST_EVERY) {
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "cannot read the data keys again");
             }
-            due
-        };
-        if prompt && let Err(e) = self.reload().await {
-            tracing::warn!(error = %e, "cannot read the data keys again");
+            *last = Some(Instant::now());
         }
         self.ring.load().open(saga, sealed)
     }
@@ -352,6 +397,11 @@ impl Keys {
             ));
         };
         let before = self.ring.load();
+        for id in before.key_ids() {
+            if ring.has(&id) && !ring.same_key(&before, &id) {
+                tracing::error!(source = %self.source.describe(), key = %id, "data key {id} is not the key it was: values sealed with the old one no longer open; put the old keyring back");
+            }
+        }
         let changed = before.primary() != ring.primary() || before.key_ids() != ring.key_ids();
         if changed {
             tracing::info!(source = %self.source.describe(), primary = ring.primary(), keys = ?ring.key_ids(), "data keys changed");
@@ -386,7 +436,7 @@ impl Keys {
             "make them once with `como-saga keys init`",
         ))?;
         let rotated = current.rotated();
-        self.source.write(&rotated).await?;
+        self.source.write_if(Some(&current), &rotated).await?;
         let id = rotated.primary().to_owned();
         self.ring.store(Arc::new(rotated));
         Ok(id)
@@ -460,11 +510,55 @@ mod tests {
         assert_eq!(b.open(saga, &old).await.unwrap(), contact());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "a rotated file keeps 0600");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no file left aside"
-        );
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "no file left aside: {left:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_opens_that_meet_a_new_key_at_once_all_open_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = KeySource::File(dir.path().join("k.keys"));
+        let a = Keys::load(source.clone(), true).await.unwrap();
+        let b = Keys::load(source, true).await.unwrap();
+        b.rotate().await.unwrap();
+        let saga = SagaId::for_request(&como_schemas::RequestId::parse("r-1").unwrap());
+        let sealed = b.seal(saga, &contact());
+        // Until now `a` knows k1 only: every one of these meets k2 at once; one read of the
+        // keys serves them all, none is refused.
+        let opens: Vec<_> = (0..32)
+            .map(|_| {
+                let (a, sealed) = (a.clone(), sealed.clone());
+                tokio::spawn(async move { a.open(saga, &sealed).await })
+            })
+            .collect();
+        for o in opens {
+            assert_eq!(o.await.unwrap().unwrap(), contact());
+        }
+    }
+
+    #[tokio::test]
+    async fn two_rotations_at_once_never_lose_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = KeySource::File(dir.path().join("k.keys"));
+        let a = Keys::load(source.clone(), true).await.unwrap();
+        let b = Keys::load(source.clone(), true).await.unwrap();
+        // `b` rotates from what it read before `a` rotated: refused, not written over.
+        let stale = source.read().await.unwrap().unwrap();
+        a.rotate().await.unwrap();
+        let lost = stale.rotated();
+        assert!(matches!(
+            source.write_if(Some(&stale), &lost).await,
+            Err(KeyError::Changed(_))
+        ));
+        let kept = source.read().await.unwrap().unwrap();
+        assert_eq!(kept.key_ids(), ["k1", "k2"]);
+        assert!(kept.same_key(&a.ring.load(), "k2"));
+        // Read again, `b` rotates on top of it.
+        assert_eq!(b.rotate().await.unwrap(), "k3");
     }
 
     #[tokio::test]

@@ -556,7 +556,9 @@ impl AwsPorts {
         if kind.is_terminal() {
             item.insert(
                 names::TTL_ATTRIBUTE.into(),
-                n(epoch_seconds_after(self.clock.now(), self.config.retention)),
+                // From the saga's last change, not this write: a write that changes nothing of
+                // the booking (an erasure, a re-encryption) does not keep the item longer.
+                n(epoch_seconds_after(state.updated_at, self.config.retention)),
             );
         }
         Ok(item)

@@ -172,6 +172,17 @@ impl SagaReader for EmbeddedPorts {
                 Value::Integer(before.as_millis()),
             );
         }
+        // Read in the file itself, before a row is decoded: what a retention sweep looks for
+        // among the many sagas that no longer hold any.
+        match query.personal_data {
+            Some(true) => {
+                filter.push_str(" AND json_type(state, '$.request.guest.erased') IS NULL")
+            }
+            Some(false) => {
+                filter.push_str(" AND json_type(state, '$.request.guest.erased') IS NOT NULL");
+            }
+            None => {}
+        }
         if let Some(cursor) = &query.cursor {
             let c = Cursor::parse(cursor)?;
             args.push(Value::Integer(c.started_at));
@@ -378,6 +389,9 @@ impl SagaWriter for EmbeddedPorts {
     /// older version of a row survives in it. It waits for the writer and the readers of the
     /// moment (up to the busy timeout); `false` when they outlasted it.
     async fn compact(&self) -> PortResult<bool> {
+        // A TRUNCATE checkpoint holds new writes back while it waits for the readers of the
+        // moment: a second at most, then it gives up (the next checkpoint does it).
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
         let path = self.readers.path().to_owned();
         tokio::task::spawn_blocking(move || {
             let conn = rusqlite::Connection::open_with_flags(
@@ -386,8 +400,7 @@ impl SagaWriter for EmbeddedPorts {
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(db_error)?;
-            conn.busy_timeout(crate::schema::BUSY_TIMEOUT)
-                .map_err(db_error)?;
+            conn.busy_timeout(WAIT).map_err(db_error)?;
             let busy: i64 = conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
                 .map_err(db_error)?;

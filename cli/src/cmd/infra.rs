@@ -99,7 +99,7 @@ async fn bootstrap_aws(settings: &Settings, json: bool) -> anyhow::Result<ExitCo
         .with_context(|| format!("cannot read the data keys ({described})"))?
         .is_some();
     if !existed {
-        stack::refuse_new_keys_over_sealed_guests(&backend.ports, &described).await?;
+        stack::refuse_new_keys_over_sealed_guests(&backend.ports, &source).await?;
     }
     como_privacy::Keys::load(source, true)
         .await

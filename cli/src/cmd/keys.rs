@@ -57,7 +57,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             KeysCommand::Init(_) => {
                 let existed = source.read().await?.is_some();
                 if !existed {
-                    stack::refuse_new_keys_over_sealed_guests(&backend.ports, &where_).await?;
+                    stack::refuse_new_keys_over_sealed_guests(&backend.ports, &source).await?;
                 }
                 let keys = Keys::load(source, true).await?;
                 say(json, &keys, if existed { "already there" } else { "made" });

@@ -141,6 +141,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             let conflict =
                 como_orchestrator::intake::same_request(vault.as_ref(), &existing.request, &request)
                     .await
+                    .ok()?
                     .err()?;
             eprintln!("error: the request was refused: {}", conflict.reason);
             Some(exit::code(NOT_BOOKED))

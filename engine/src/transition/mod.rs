@@ -83,7 +83,13 @@ pub fn transition(
         Input::Operator { command } => m.on_operator(command)?,
         Input::Erase { reason } => m.on_erase(*reason),
     }
-    Ok(m.finish(state))
+    let mut decision = m.finish(state);
+    // Erasing a finished saga's guest is no change to the booking: when it was last changed
+    // stays (its retention, and the AWS store's expiry, are timed from that).
+    if matches!(input, Input::Erase { .. }) && matches!(state.phase, Phase::Done { .. }) {
+        decision.state.updated_at = state.updated_at;
+    }
+    Ok(decision)
 }
 
 fn unchanged(state: &SagaState, why: &str) -> Decision {
