@@ -353,6 +353,7 @@ async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money
     assert_eq!(done["erased"], 2, "{done}");
     assert_eq!(done["when_done"], 1, "{done}");
     assert_eq!(done["compacted"], true, "{done}");
+    assert_eq!(done["done"], true, "{done}");
 
     // Gone from both finished sagas, with when and why in their history; the other member's
     // guest stays and still opens.
@@ -460,6 +461,18 @@ async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money
         entries
             .iter()
             .all(|e| e["actor"] == OPERATOR && e["target"] == format!("member/{forgotten}"))
+    );
+    let first = entries
+        .iter()
+        .find(|e| e["action_id"] == done["action_id"])
+        .expect("the answer names its audit entry");
+    assert_eq!(first["outcome"], "applied", "{first}");
+    assert!(
+        first["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 erased now, 1 when they finish"),
+        "{first}"
     );
     api.spawned.stop().await.unwrap();
 }

@@ -1130,10 +1130,15 @@ struct ForgetRequest {
     reason: String,
 }
 
-/// What forgetting a member did.
+/// What forgetting a member did (`done`), or that it goes on (`done: false`, 202: the audit
+/// entry with `action_id` says how it ended).
 #[derive(Serialize, ToSchema)]
 struct MemberForgotten {
     member_no: String,
+    /// The audit list's entry for this erasure.
+    action_id: String,
+    /// Whether it has ended; when not, the counts are not known yet.
+    done: bool,
     /// Sagas whose guest contact was erased now.
     erased: u64,
     /// Running sagas whose guest contact is erased when they finish.
@@ -1149,7 +1154,9 @@ struct MemberForgotten {
 /// history stay. Recorded in the audit list and in each saga's history; repeating it erases
 /// what is left.
 #[utoipa::path(post, path = "/v1/members/{member_no}/forget", request_body = ForgetRequest, params(("member_no" = String, Path, description = "the Memberson member number")), responses(
-    (status = 200, body = MemberForgotten), (status = 400, body = error::ErrorBody),
+    (status = 200, body = MemberForgotten, description = "erased"),
+    (status = 202, body = MemberForgotten, description = "still erasing: the audit entry `action_id` says how it ended"),
+    (status = 400, body = error::ErrorBody),
     (status = 401, body = error::ErrorBody), (status = 403, body = error::ErrorBody),
     (status = 503, body = error::ErrorBody),
 ))]
@@ -1158,7 +1165,7 @@ async fn forget_member(
     caller: Caller,
     Path(member_no): Path<String>,
     body: axum::body::Bytes,
-) -> Result<axum::Json<MemberForgotten>, ApiError> {
+) -> Result<(StatusCode, axum::Json<MemberForgotten>), ApiError> {
     require(&caller, &[Role::Operator])?;
     let member = MemberNo::parse(member_no).map_err(|e| ApiError::invalid("member_no", &e))?;
     let request: ForgetRequest = error::parse_body(&body)?;
@@ -1170,15 +1177,51 @@ async fn forget_member(
     }
     let who = OperatorId::parse(&caller.id)
         .map_err(|e| ApiError::forbidden(format!("the token's user cannot act: {e}")))?;
-    let done = operator::forget_member(&state.ports, &member, &who, &request.reason).await?;
-    Ok(axum::Json(MemberForgotten {
-        member_no: member.to_string(),
-        erased: done.report.erased,
-        when_done: done.report.when_done,
-        already: done.report.already,
-        compacted: done.compacted,
-    }))
+    // A member's sagas are found by reading the store (on AWS every saga item, which a large
+    // table makes slow): the erasure runs on its own, and the answer waits for it a while.
+    // Past that, 202 with the action id; the audit list says how it ended.
+    let action_id = uuid::Uuid::new_v4().to_string();
+    let ports = state.ports.clone();
+    let (m, reason, id) = (member.clone(), request.reason.clone(), action_id.clone());
+    let work =
+        tokio::spawn(
+            async move { operator::forget_member(&ports, &m, &who, &reason, Some(id)).await },
+        );
+    match tokio::time::timeout(FORGET_WAIT, work).await {
+        Ok(joined) => {
+            let done =
+                joined.map_err(|e| ApiError::internal(format!("the erasure stopped: {e}")))??;
+            Ok((
+                StatusCode::OK,
+                axum::Json(MemberForgotten {
+                    member_no: member.to_string(),
+                    action_id,
+                    done: true,
+                    erased: done.report.erased,
+                    when_done: done.report.when_done,
+                    already: done.report.already,
+                    compacted: done.compacted,
+                }),
+            ))
+        }
+        Err(_) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(MemberForgotten {
+                member_no: member.to_string(),
+                action_id,
+                done: false,
+                erased: 0,
+                when_done: 0,
+                already: 0,
+                compacted: false,
+            }),
+        )),
+    }
 }
+
+/// How long `POST /v1/members/{member_no}/forget` waits for the erasure before it answers
+/// 202 (well inside a load balancer's idle timeout).
+const FORGET_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

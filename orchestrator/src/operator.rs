@@ -429,17 +429,20 @@ pub struct Forgotten {
 /// Erase one member's personal data from every saga of theirs at once (a data-protection
 /// request): finished sagas now, running ones when they finish. Recorded in the audit list
 /// (who, why, how many) and in each saga's history. Repeating it erases what is left.
+/// `action_id` names it in the audit list (one is made when none is given), so that a caller
+/// that stops waiting can find how it ended.
 pub async fn forget_member(
     ports: &Backend,
     member: &MemberNo,
     who: &OperatorId,
     why: &str,
+    action_id: Option<String>,
 ) -> Result<Forgotten, OperatorError> {
     let why = why.trim();
     if why.is_empty() {
         return Err(OperatorError::EmptyReason);
     }
-    let action_id = new_action_id();
+    let action_id = action_id.unwrap_or_else(new_action_id);
     let mut audit = Audit::pending(
         ports,
         who,

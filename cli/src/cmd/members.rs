@@ -44,6 +44,24 @@ pub fn run(args: MembersArgs) -> anyhow::Result<ExitCode> {
                         Some(json!({ "reason": reason })),
                     )
                     .await?;
+                if done["done"] == json!(false) {
+                    // Still erasing (a large store): its audit entry says when it has ended.
+                    let ended = wait_for(&client, &done["action_id"], json).await?;
+                    if json {
+                        println!("{ended}");
+                    } else {
+                        println!(
+                            "member {member_no}: {} ({})",
+                            ended["detail"].as_str().unwrap_or_default(),
+                            ended["outcome"].as_str().unwrap_or_default()
+                        );
+                    }
+                    return Ok(if ended["outcome"] == json!("applied") {
+                        ExitCode::SUCCESS
+                    } else {
+                        crate::exit::code(crate::exit::FAILED)
+                    });
+                }
                 if json {
                     println!("{done}");
                 } else {
@@ -63,4 +81,39 @@ pub fn run(args: MembersArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The audit entry of the erasure `action_id` once it has ended, saying every 10 s that it
+/// goes on.
+async fn wait_for(
+    client: &Client,
+    action_id: &serde_json::Value,
+    quiet: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let started = std::time::Instant::now();
+    let mut said = std::time::Instant::now();
+    loop {
+        let page = client
+            .call(
+                reqwest::Method::GET,
+                "/v1/audit?action=forget_member&limit=100",
+                None,
+            )
+            .await?;
+        let entry = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|e| &e["action_id"] == action_id))
+            .cloned();
+        if let Some(e) = entry.filter(|e| e["outcome"] != json!("pending")) {
+            return Ok(e);
+        }
+        if !quiet && said.elapsed() >= std::time::Duration::from_secs(10) {
+            said = std::time::Instant::now();
+            eprintln!(
+                "still erasing ({} s); the audit list's entry {action_id} will say how it ended",
+                started.elapsed().as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
