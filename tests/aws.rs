@@ -230,6 +230,22 @@ async fn bootstrapped(name: &str) -> (String, String, SimHandle, AwsBackend) {
     (endpoint, prefix, sim, backend)
 }
 
+/// The deployment's ports with its data keys (the secret `infra bootstrap` made), as the roles
+/// read them: what submits a booking seals its guest with them.
+async fn keyed(backend: &AwsBackend) -> Backend {
+    let ports = backend.ports();
+    let keys = como_privacy::Keys::load(
+        como_privacy::KeySource::Secret {
+            store: ports.secrets.clone(),
+            name: como_app::stack::DATA_KEYS_SECRET.to_owned(),
+        },
+        false,
+    )
+    .await
+    .expect("infra bootstrap made the data keys");
+    ports.with_vault(keys)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_tokens_promotes_a_tested_new_token() {
     let (endpoint, prefix, sim, backend) = bootstrapped("rotate").await;
@@ -473,7 +489,7 @@ async fn rotate(endpoint: &str, prefix: &str, sim: &SimHandle) -> Value {
 async fn crm_worker_takes_its_token_from_the_secret_and_rereads_it_after_a_401() {
     let started = Instant::now();
     let (endpoint, prefix, sim, backend) = bootstrapped("tokens").await;
-    let ports = backend.ports();
+    let ports = keyed(&backend).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut crm = AwsRole::start(&["worker", "crm"], &endpoint, &prefix, &sim, dir.path());
@@ -587,7 +603,7 @@ async fn crm_worker_takes_its_token_from_the_secret_and_rereads_it_after_a_401()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_on_aws_refuses_a_reused_request_id_with_other_content() {
     let (endpoint, prefix, sim, backend) = bootstrapped("reuse").await;
-    let ports = backend.ports();
+    let ports = keyed(&backend).await;
     assert_eq!(rotate(&endpoint, &prefix, &sim).await["promoted"], true);
     let dir = tempfile::tempdir().unwrap();
     let _roles = AwsRole::all(&endpoint, &prefix, &sim, dir.path());
@@ -676,7 +692,7 @@ async fn a_sevenrooms_outage_on_aws_makes_bookings_wait_then_confirm_without_spe
     const OUTAGE: Duration = Duration::from_secs(20);
     let started = Instant::now();
     let (endpoint, prefix, sim, backend) = bootstrapped("outage").await;
-    let ports = backend.ports();
+    let ports = keyed(&backend).await;
     assert_eq!(rotate(&endpoint, &prefix, &sim).await["promoted"], true);
     let dir = tempfile::tempdir().unwrap();
     let roles = AwsRole::all(&endpoint, &prefix, &sim, dir.path());

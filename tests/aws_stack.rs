@@ -61,7 +61,18 @@ async fn a_booking_requested_event_on_the_bus_becomes_a_confirmed_saga() {
         "{:?}",
         done[0].status
     );
-    assert_eq!(done[0].request, request, "the saga runs the event's detail");
+    // The saga runs the event's detail, its guest kept sealed.
+    let mut kept = done[0].request.clone();
+    assert!(kept.guest.sealed().is_some(), "the guest is kept sealed");
+    kept.guest = stack
+        .ports
+        .vault
+        .open(saga_id, &kept.guest)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    assert_eq!(kept, request, "the saga runs the event's detail");
     let violations = check_money_invariant(&stack.sim.ledger(), &[SagaKeys::of(&done[0])]);
     assert!(violations.is_empty(), "{violations:?}");
 

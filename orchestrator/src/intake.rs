@@ -381,20 +381,36 @@ fn kept_body(
     }
     Ok(match serde_json::from_str::<serde_json::Value>(body) {
         // Only the request's own fields that hold no personal data, and a guest only sealed:
-        // a misspelt field may hold anything.
+        // a misspelt field may hold anything. The names of the others are kept, so that an
+        // operator sees what the sender got wrong.
         Ok(serde_json::Value::Object(doc)) => {
-            let kept: serde_json::Map<String, serde_json::Value> = doc
-                .into_iter()
-                .filter(|(k, v)| match k.as_str() {
-                    "guest" => is_sealed_guest(v),
+            let mut kept = serde_json::Map::new();
+            let mut withheld = Vec::new();
+            for (k, v) in doc {
+                let keep = match k.as_str() {
+                    "guest" => is_sealed_guest(&v),
                     other => NOT_PERSONAL.contains(&other),
-                })
-                .collect();
+                };
+                if keep {
+                    kept.insert(k, v);
+                } else {
+                    withheld.push(serde_json::Value::String(k));
+                }
+            }
+            if !withheld.is_empty() {
+                kept.insert(
+                    WITHHELD_FIELDS.to_owned(),
+                    serde_json::Value::Array(withheld),
+                );
+            }
             serde_json::Value::Object(kept).to_string()
         }
         Ok(_) | Err(_) => withheld(body),
     })
 }
+
+/// Where a refused request's dead letter names the fields whose values were not kept.
+pub const WITHHELD_FIELDS: &str = "withheld_fields";
 
 /// The fields of `BookingRequested` that hold no personal data.
 const NOT_PERSONAL: [&str; 10] = [

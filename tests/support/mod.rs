@@ -203,10 +203,18 @@ pub fn roles(db: &Path, sims: &Sims, dir: &Path, env: &[(&str, &str)]) -> Vec<Ro
     .collect()
 }
 
+/// The database at `db`, with the data keys the roles use on it (the key file beside it, made
+/// if there is none yet), so that what the test submits is sealed as the API would seal it.
 pub fn open(db: &Path) -> (EmbeddedBackend, Backend) {
     let backend = EmbeddedBackend::open(db, EmbeddedConfig::default(), Arc::new(SystemClock))
         .expect("open the database");
-    let ports = backend.ports();
+    // A key file is read and made without the runtime's help.
+    let keys = futures::executor::block_on(como_privacy::Keys::load(
+        como_privacy::KeySource::File(db.with_extension("keys")),
+        true,
+    ))
+    .expect("the data keys beside the database");
+    let ports = backend.ports().with_vault(keys);
     (backend, ports)
 }
 
