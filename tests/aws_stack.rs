@@ -187,24 +187,15 @@ impl Queue for Duplicating {
             .await
     }
 
-    async fn dead_letter(
+    async fn dead_letter_with(
         &self,
         queue: QueueName,
         receipt: &Receipt,
         reason: &str,
-    ) -> PortResult<()> {
-        self.inner.dead_letter(queue, receipt, reason).await
-    }
-
-    async fn dead_letter_as(
-        &self,
-        queue: QueueName,
-        receipt: &Receipt,
-        reason: &str,
-        body: String,
+        body: Option<String>,
     ) -> PortResult<()> {
         self.inner
-            .dead_letter_as(queue, receipt, reason, body)
+            .dead_letter_with(queue, receipt, reason, body)
             .await
     }
 

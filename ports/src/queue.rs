@@ -158,7 +158,9 @@ pub trait Queue: Send + Sync {
         queue: QueueName,
         receipt: &Receipt,
         reason: &str,
-    ) -> PortResult<()>;
+    ) -> PortResult<()> {
+        self.dead_letter_with(queue, receipt, reason, None).await
+    }
 
     /// Move a received message to the dead letters now, with the reason, keeping `body` in
     /// place of the message's own: a request whose guest intake sealed first, so that a dead
@@ -169,6 +171,19 @@ pub trait Queue: Send + Sync {
         receipt: &Receipt,
         reason: &str,
         body: String,
+    ) -> PortResult<()> {
+        self.dead_letter_with(queue, receipt, reason, Some(body))
+            .await
+    }
+
+    /// What both of the above do: the message moved, with `body` in place of its own when
+    /// given.
+    async fn dead_letter_with(
+        &self,
+        queue: QueueName,
+        receipt: &Receipt,
+        reason: &str,
+        body: Option<String>,
     ) -> PortResult<()>;
 
     /// The dead letters of `queue`, oldest first.

@@ -777,58 +777,6 @@ impl AwsPorts {
     }
 }
 
-impl AwsPorts {
-    /// Move a received message to its dead-letter queue, with `body` in place of its own when
-    /// given.
-    async fn dead_letter_with(
-        &self,
-        queue: QueueName,
-        receipt: &Receipt,
-        reason: &str,
-        replacement: Option<String>,
-    ) -> PortResult<()> {
-        let urls = self.queues.urls(queue)?;
-        let message = {
-            let held = self.queues.held();
-            match held.is_current(&receipt.0) {
-                Some(true) => held.by_receipt.get(&receipt.0).cloned(),
-                _ => None,
-            }
-        };
-        let Some(m) = message else {
-            return Err(PortError::Invalid(
-                "no current receipt: the message was deleted, dead-lettered or received again"
-                    .into(),
-            ));
-        };
-        let note = DeadLetterNote {
-            reason: reason.to_owned(),
-            message_id: m.message_id.clone(),
-            receive_count: m.receive_count,
-            at: self.clock.now().as_millis(),
-        };
-        let mut attributes = m.attributes.clone();
-        attributes.insert(
-            DEAD_LETTER_ATTRIBUTE.to_owned(),
-            serde_json::to_string(&note)
-                .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
-        );
-        // Sent first, then deleted: a crash in between leaves the message on its queue as
-        // well, to be handled (or dead-lettered) again, never lost.
-        self.send_to(
-            &urls.dead,
-            vec![OutgoingMessage {
-                body: replacement.unwrap_or(m.body),
-                delay: Duration::ZERO,
-                attributes,
-            }],
-        )
-        .await?;
-        self.queues.held().release(&receipt.0);
-        self.delete_from(&urls.main, vec![receipt.0.clone()]).await
-    }
-}
-
 #[async_trait]
 impl Queue for AwsPorts {
     async fn send(&self, queue: QueueName, messages: Vec<OutgoingMessage>) -> PortResult<()> {
@@ -978,24 +926,54 @@ impl Queue for AwsPorts {
         }
     }
 
-    async fn dead_letter(
+    /// Move a received message to its dead-letter queue, with `body` in place of its own when
+    /// given.
+    async fn dead_letter_with(
         &self,
         queue: QueueName,
         receipt: &Receipt,
         reason: &str,
+        replacement: Option<String>,
     ) -> PortResult<()> {
-        self.dead_letter_with(queue, receipt, reason, None).await
-    }
-
-    async fn dead_letter_as(
-        &self,
-        queue: QueueName,
-        receipt: &Receipt,
-        reason: &str,
-        body: String,
-    ) -> PortResult<()> {
-        self.dead_letter_with(queue, receipt, reason, Some(body))
-            .await
+        let urls = self.queues.urls(queue)?;
+        let message = {
+            let held = self.queues.held();
+            match held.is_current(&receipt.0) {
+                Some(true) => held.by_receipt.get(&receipt.0).cloned(),
+                _ => None,
+            }
+        };
+        let Some(m) = message else {
+            return Err(PortError::Invalid(
+                "no current receipt: the message was deleted, dead-lettered or received again"
+                    .into(),
+            ));
+        };
+        let note = DeadLetterNote {
+            reason: reason.to_owned(),
+            message_id: m.message_id.clone(),
+            receive_count: m.receive_count,
+            at: self.clock.now().as_millis(),
+        };
+        let mut attributes = m.attributes.clone();
+        attributes.insert(
+            DEAD_LETTER_ATTRIBUTE.to_owned(),
+            serde_json::to_string(&note)
+                .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
+        );
+        // Sent first, then deleted: a crash in between leaves the message on its queue as
+        // well, to be handled (or dead-lettered) again, never lost.
+        self.send_to(
+            &urls.dead,
+            vec![OutgoingMessage {
+                body: replacement.unwrap_or(m.body),
+                delay: Duration::ZERO,
+                attributes,
+            }],
+        )
+        .await?;
+        self.queues.held().release(&receipt.0);
+        self.delete_from(&urls.main, vec![receipt.0.clone()]).await
     }
 
     async fn dead_letters(&self, queue: QueueName, limit: usize) -> PortResult<Vec<DeadLetter>> {

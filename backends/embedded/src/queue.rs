@@ -36,29 +36,6 @@ pub fn new_message(queue: QueueName, m: OutgoingMessage) -> NewMessage {
     }
 }
 
-impl EmbeddedPorts {
-    /// Move a received message to the dead letters, with `body` in place of its own when
-    /// given.
-    async fn dead_letter_with(
-        &self,
-        queue: QueueName,
-        receipt: &Receipt,
-        reason: &str,
-        body: Option<String>,
-    ) -> PortResult<()> {
-        let receipt = ReceiptKey::parse(receipt)?;
-        self.writer
-            .submit(Op::DeadLetter {
-                queue,
-                receipt,
-                reason: reason.to_owned(),
-                body,
-            })
-            .await?
-            .done()
-    }
-}
-
 #[async_trait]
 impl Queue for EmbeddedPorts {
     async fn send(&self, queue: QueueName, messages: Vec<OutgoingMessage>) -> PortResult<()> {
@@ -129,24 +106,25 @@ impl Queue for EmbeddedPorts {
             .done()
     }
 
-    async fn dead_letter(
+    /// Move a received message to the dead letters, with `body` in place of its own when
+    /// given.
+    async fn dead_letter_with(
         &self,
         queue: QueueName,
         receipt: &Receipt,
         reason: &str,
+        body: Option<String>,
     ) -> PortResult<()> {
-        self.dead_letter_with(queue, receipt, reason, None).await
-    }
-
-    async fn dead_letter_as(
-        &self,
-        queue: QueueName,
-        receipt: &Receipt,
-        reason: &str,
-        body: String,
-    ) -> PortResult<()> {
-        self.dead_letter_with(queue, receipt, reason, Some(body))
-            .await
+        let receipt = ReceiptKey::parse(receipt)?;
+        self.writer
+            .submit(Op::DeadLetter {
+                queue,
+                receipt,
+                reason: reason.to_owned(),
+                body,
+            })
+            .await?
+            .done()
     }
 
     async fn dead_letters(&self, queue: QueueName, max: usize) -> PortResult<Vec<DeadLetter>> {
