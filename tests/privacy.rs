@@ -11,6 +11,8 @@
 //! - retention erases finished sagas' contacts and leaves running ones;
 //! - a key rotation seals new guests with the new key, old ones still open, and a
 //!   re-encryption leaves nothing under the old key.
+//! - the `keys` command makes, rotates and re-encrypts on the database file, and refuses to
+//!   make new keys over sealed guests whose key file is missing.
 
 mod api_support;
 
@@ -594,8 +596,12 @@ async fn a_rotated_key_seals_new_guests_old_ones_still_open_and_reencryption_mov
     api.spawned.stop().await.unwrap();
 }
 
-/// The binary, run in `dir` with a clean environment.
-fn como(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+/// The binary, run in `dir` with a clean environment and `env`.
+fn como(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> (bool, String, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_como-saga"));
     cmd.args(args).current_dir(dir);
     for (name, _) in std::env::vars() {
@@ -605,6 +611,7 @@ fn como(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     }
     let out = cmd
         .env("HOME", dir)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run como-saga");
@@ -620,16 +627,16 @@ fn the_keys_command_makes_rotates_and_reencrypts_on_the_database_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // No keys yet: `show` says how to make them.
-    let (ok, _, err) = como(d, &["keys", "show"]);
+    let (ok, _, err) = como(d, &["keys", "show"], &[]);
     assert!(!ok);
     assert!(err.contains("keys init"), "{err}");
-    let (ok, out, err) = como(d, &["keys", "init"]);
+    let (ok, out, err) = como(d, &["keys", "init"], &[]);
     assert!(ok, "{err}");
     assert!(
         out.contains("data keys made") && out.contains("k1"),
         "{out}"
     );
-    let (ok, out, _) = como(d, &["keys", "init"]);
+    let (ok, out, _) = como(d, &["keys", "init"], &[]);
     assert!(ok && out.contains("already there"), "{out}");
     use std::os::unix::fs::PermissionsExt;
     let key_file = d.join("como-saga.keys");
@@ -638,13 +645,17 @@ fn the_keys_command_makes_rotates_and_reencrypts_on_the_database_file() {
         0o600
     );
     // Bookings sealed with k1.
-    let (ok, out, err) = como(d, &["up", "--demo", "12", "--exit-when-done", "--json"]);
+    let (ok, out, err) = como(
+        d,
+        &["up", "--demo", "12", "--exit-when-done", "--json"],
+        &[],
+    );
     assert!(ok, "{out}\n{err}");
     // A rotation, then every saga's guest sealed again with the new key.
-    let (ok, out, err) = como(d, &["keys", "rotate"]);
+    let (ok, out, err) = como(d, &["keys", "rotate"], &[]);
     assert!(ok, "{err}");
     assert!(out.contains("k2"), "{out}");
-    let (ok, out, err) = como(d, &["keys", "reencrypt", "--json"]);
+    let (ok, out, err) = como(d, &["keys", "reencrypt", "--json"], &[]);
     assert!(ok, "{out}\n{err}");
     let done: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(done["primary"], "k2", "{done}");
@@ -654,7 +665,7 @@ fn the_keys_command_makes_rotates_and_reencrypts_on_the_database_file() {
         "the demo's sagas were sealed with k1: {done}"
     );
     assert_eq!(done["done"]["unreadable"], 0, "{done}");
-    let (ok, out, _) = como(d, &["keys", "reencrypt", "--json"]);
+    let (ok, out, _) = como(d, &["keys", "reencrypt", "--json"], &[]);
     assert!(ok);
     let again: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
@@ -662,7 +673,7 @@ fn the_keys_command_makes_rotates_and_reencrypts_on_the_database_file() {
         "nothing left under k1: {again}"
     );
     assert_eq!(again["done"]["sagas"], done["done"]["sagas"]);
-    let (ok, out, _) = como(d, &["keys", "show", "--json"]);
+    let (ok, out, _) = como(d, &["keys", "show", "--json"], &[]);
     assert!(ok);
     let shown: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(shown["keys"], json!(["k1", "k2"]));
@@ -678,27 +689,16 @@ fn the_keys_command_makes_rotates_and_reencrypts_on_the_database_file() {
 fn a_lost_key_file_is_not_replaced_while_the_database_holds_sealed_guests() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ok, out, err) = como(d, &["up", "--demo", "5", "--exit-when-done"]);
+    let (ok, out, err) = como(d, &["up", "--demo", "5", "--exit-when-done"], &[]);
     assert!(ok, "{out}\n{err}");
     std::fs::rename(d.join("como-saga.keys"), d.join("elsewhere.keys")).unwrap();
     // Any command that would make new keys refuses, naming what to restore.
-    let (ok, _, err) = como(d, &["keys", "init"]);
+    let (ok, _, err) = como(d, &["keys", "init"], &[]);
     assert!(!ok);
     assert!(err.contains("restore the keys"), "{err}");
     assert!(!d.join("como-saga.keys").exists(), "no new key file");
     // Pointed at the keys, it goes on.
     let keys = d.join("elsewhere.keys");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_como-saga"));
-    let out = cmd
-        .args(["keys", "show"])
-        .current_dir(d)
-        .env("COMO_SAGA_DATA_KEY_FILE", &keys)
-        .env("HOME", d)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, _, err) = como(d, &["keys", "show"], &[("COMO_SAGA_DATA_KEY_FILE", &keys)]);
+    assert!(ok, "{err}");
 }
