@@ -8,6 +8,8 @@
 //!   double effect.
 //! - The AWS API calls of happy-path sagas, counted by service and operation (the figures in
 //!   `docs/aws.md`).
+//! - A request from the bus that intake cannot admit (DynamoDB down, through the fault proxy)
+//!   waits on the request queue with its guest sealed, not in the clear.
 
 mod aws_stack_support;
 
@@ -760,4 +762,169 @@ async fn the_table_holds_no_guest_contact_in_the_clear_and_sevenrooms_gets_the_g
         assert!(!find(needle), "{needle:?} is in the clear in the table");
     }
     stack.stop().await;
+}
+
+/// A request put on the bus with its guest in the clear, while DynamoDB answers 503 to every
+/// call (through the fault proxy): intake cannot admit it, and does not leave it waiting on the
+/// request queue in the clear (where, after the queue's last receive, SQS would set it aside as
+/// it came). The queue holds one message, the request with its guest sealed, read raw from SQS;
+/// once DynamoDB is back, that copy becomes the saga, whose guest opens to the contact sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_request_intake_cannot_admit_waits_sealed_not_in_the_clear() {
+    use como_backend_aws::{AwsBackend, CallPolicy, testing};
+    use como_orchestrator::intake::{SEALED_RETRY_DELAY, handle_request};
+    use como_simulators::aws_proxy::{AwsFaultProxy, Fault, Rule};
+
+    let (direct, sdk) = testing::fresh("sealwait", AwsConfig::default())
+        .await
+        .unwrap();
+    let proxy = AwsFaultProxy::start(&testing::moto().endpoint, 7)
+        .await
+        .unwrap();
+    let through = AwsBackend::connect_with(
+        &testing::sdk_config(&proxy.endpoint()).await,
+        AwsConfig {
+            prefix: direct.names().prefix().to_owned(),
+            calls: CallPolicy {
+                max_attempts: 2,
+                operation_timeout: Duration::from_secs(5),
+                ..CallPolicy::default()
+            },
+            ..AwsConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let keys = como_privacy::Keys::fixed(como_privacy::Keyring::generate());
+    let ports = through.ports().with_vault(keys.clone());
+    let catalogue = aws_stack_support::catalogue();
+
+    let mut request = booking("seal-wait-1", 0);
+    request.guest = como_schemas::GuestContact {
+        first_name: como_schemas::PersonName::parse(GUEST[0]).unwrap(),
+        last_name: como_schemas::PersonName::parse(GUEST[1]).unwrap(),
+        phone: como_schemas::Phone::parse(GUEST[2]).unwrap(),
+        email: Some(como_schemas::Email::parse(GUEST[4]).unwrap()),
+    }
+    .into();
+    let out = aws_sdk_eventbridge::Client::new(&sdk)
+        .put_events()
+        .entries(
+            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                .event_bus_name(direct.names().bus())
+                .source(names::BOOKING_SOURCE)
+                .detail_type(names::BOOKING_DETAIL_TYPE)
+                .detail(serde_json::to_string(&request).unwrap())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_entry_count(), 0);
+    let receive = || async {
+        let until = Instant::now() + Duration::from_secs(40);
+        loop {
+            let got = ports
+                .queue
+                .receive(
+                    QueueName::Requests,
+                    1,
+                    Duration::from_secs(60),
+                    Duration::from_secs(2),
+                )
+                .await
+                .unwrap();
+            if let Some(d) = got.into_iter().next() {
+                return d;
+            }
+            assert!(Instant::now() < until, "no request on the queue");
+        }
+    };
+    let first = receive().await;
+    assert!(
+        first.body.contains(GUEST[2]),
+        "the bus delivers it in the clear"
+    );
+
+    proxy.set_rules(vec![Rule::new(
+        "dynamodb",
+        None,
+        Fault::ServerError { status: 503 },
+    )]);
+    let refused = handle_request(&ports, &catalogue, &first).await;
+    assert!(refused.is_err(), "the store is down: {refused:?}");
+    assert!(
+        proxy.fired().values().sum::<u64>() > 0,
+        "{:?}",
+        proxy.fired()
+    );
+
+    // What the request queue holds now, raw from SQS: the request received is gone (deleted,
+    // not just hidden for the 60 s it was received for), and one copy waits, delayed.
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs
+        .get_queue_url()
+        .queue_name(direct.names().queue(QueueName::Requests))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let count = |name: QueueAttributeName| -> u64 {
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert_eq!(
+        (
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        ),
+        (0, 0, 1),
+        "visible, received, delayed: {attrs:?}"
+    );
+    tokio::time::sleep(SEALED_RETRY_DELAY).await;
+    let raw = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(10)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = raw.messages().iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(bodies[0].contains("\"sealed\":\"v1.k1."), "{}", bodies[0]);
+    for needle in GUEST {
+        assert!(!bodies[0].contains(needle), "{needle:?} waits in the clear");
+    }
+
+    // DynamoDB is back: the sealed copy becomes the saga, with the contact that was sent.
+    proxy.clear();
+    let copy = receive().await;
+    match handle_request(&ports, &catalogue, &copy).await.unwrap() {
+        como_orchestrator::IntakeOutcome::Started(applied) => {
+            assert_eq!(applied.state.saga_id, request.saga_id())
+        }
+        other => panic!("{other:?}"),
+    }
+    let look = direct.ports().with_vault(keys);
+    let saga = look.store.get(request.saga_id()).await.unwrap().unwrap();
+    let opened = look
+        .vault
+        .open(request.saga_id(), &saga.value.request.guest)
+        .await
+        .unwrap();
+    assert_eq!(opened.as_ref(), request.guest.contact());
 }

@@ -4,6 +4,8 @@
 //! half-created saga. A request that reuses the id of another request (same id, other booking,
 //! see [`same_request`]) is refused the same way, and the saga of the first is left untouched.
 
+use std::time::Duration;
+
 use como_engine::{Input, transition};
 use como_ports::{
     Backend, CreateOutcome, Delivery, GuestVault, OutgoingMessage, PortError, QueueName,
@@ -108,9 +110,9 @@ async fn intake(
             return Ok(IntakeOutcome::Rejected(invalid));
         }
     };
-    let saga_id = request.saga_id();
     // From here on the guest is kept sealed only. A guest that came sealed (by the API or
     // `submit`) must open for this saga: one that does not is refused before anything moves.
+    let came_in_the_clear = request.guest.contact().is_some();
     let request = match seal_request(ports, request).await? {
         Ok(r) => r,
         Err((invalid, r)) => {
@@ -118,12 +120,71 @@ async fn intake(
             return Ok(IntakeOutcome::Rejected(invalid));
         }
     };
+    let outcome = admit(ports, delivery, &request, priced, now).await;
+    if came_in_the_clear && outcome.is_err() {
+        keep_sealed(ports, delivery, &request).await;
+    }
+    outcome
+}
+
+/// When a request whose guest came in the clear (from the event bus) is put back sealed,
+/// after it could not be admitted: about when the one received would have been seen again.
+pub const SEALED_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// A request from the event bus that intake could not admit (the store unreachable, say) is
+/// not left on the queue with its guest in the clear, to wait there and, after the queue's
+/// last receive, to become a dead letter as it came: a copy with the guest sealed goes back
+/// on the queue (with the same trace context, after [`SEALED_RETRY_DELAY`]) and the one
+/// received is deleted. The copy is judged like any request, and a queue that gives up on it
+/// sets it aside sealed. If the copy cannot be sent, the one received stays, as before; if it
+/// is sent and the one received cannot be deleted, both come back and the second is the
+/// first's duplicate.
+async fn keep_sealed(ports: &Backend, delivery: &Delivery, request: &BookingRequested) {
+    let saga = request.saga_id();
+    let copy = match serde_json::to_string(request) {
+        Ok(body) => OutgoingMessage {
+            body,
+            delay: SEALED_RETRY_DELAY,
+            attributes: delivery.attributes.clone(),
+        },
+        Err(e) => {
+            tracing::warn!(saga_id = %saga, error = %e, "a request could not be written sealed; it stays as it came");
+            return;
+        }
+    };
+    if let Err(e) = ports.queue.send(QueueName::Requests, vec![copy]).await {
+        tracing::warn!(saga_id = %saga, error = %e, "a request with its guest in the clear could not be put back sealed; it stays as it came");
+        return;
+    }
+    match ports
+        .queue
+        .delete(QueueName::Requests, vec![delivery.receipt.clone()])
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(saga_id = %saga, "a request not admitted yet was put back with its guest sealed")
+        }
+        Err(e) => {
+            tracing::warn!(saga_id = %saga, error = %e, "a request was put back sealed, but the one received could not be deleted; it comes back as a duplicate")
+        }
+    }
+}
+
+/// The rest of intake, for a request whose guest is sealed.
+async fn admit(
+    ports: &Backend,
+    delivery: &Delivery,
+    request: &BookingRequested,
+    priced: Result<(), InvalidInput>,
+    now: Timestamp,
+) -> Result<IntakeOutcome, RuntimeError> {
+    let saga_id = request.saga_id();
     if let Err(invalid) = priced {
         // Not the venue's price now. A repeat of a request whose saga started before the
         // price changed is that saga's duplicate, not a refusal: its answer must not tell a
         // client that retried that the booking was not made.
         if let Some(existing) = ports.store.get(saga_id).await?
-            && same_request(ports.vault.as_ref(), &existing.value.request, &request)
+            && same_request(ports.vault.as_ref(), &existing.value.request, request)
                 .await?
                 .is_ok()
         {
@@ -133,7 +194,7 @@ async fn intake(
                 .await?;
             return Ok(IntakeOutcome::Duplicate(saga_id));
         }
-        reject(ports, delivery, &invalid, Some(&request)).await?;
+        reject(ports, delivery, &invalid, Some(request)).await?;
         return Ok(IntakeOutcome::Rejected(invalid));
     }
     let def = crate::advance::current_definition();
@@ -148,7 +209,7 @@ async fn intake(
         Ok(d) => d,
         Err(e) => {
             let invalid = InvalidInput::new(".", e.to_string());
-            reject(ports, delivery, &invalid, Some(&request)).await?;
+            reject(ports, delivery, &invalid, Some(request)).await?;
             return Ok(IntakeOutcome::Rejected(invalid));
         }
     };
