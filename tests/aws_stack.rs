@@ -24,6 +24,7 @@ use como_backend_aws::{AwsConfig, names};
 use como_engine::StatusKind;
 use como_ports::{
     Backend, DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueName, Receipt,
+    RewriteDeadLetter,
 };
 use como_schemas::SagaId;
 use como_simulators::invariant::{SagaKeys, check_money_invariant};
@@ -207,6 +208,14 @@ impl Queue for Duplicating {
 
     async fn depth(&self, queue: QueueName) -> PortResult<como_ports::QueueDepth> {
         self.inner.depth(queue).await
+    }
+
+    async fn rewrite_dead_letters(
+        &self,
+        queue: QueueName,
+        rewrite: &RewriteDeadLetter,
+    ) -> PortResult<usize> {
+        self.inner.rewrite_dead_letters(queue, rewrite).await
     }
 
     async fn redrive(&self, queue: QueueName, ids: Option<Vec<String>>) -> PortResult<usize> {

@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             change_visibility_extends_and_zero_releases,
             dead_letters_after_max_receives_and_redrives,
             dead_letter_moves_a_message_now,
+            rewrite_changes_only_the_bodies_of_the_dead_letters_chosen,
             depth_counts_each_state,
             delayed_delivery,
             receive_returns_at_most_max,
@@ -534,6 +535,75 @@ pub mod queue {
         );
         let back = receive_one(env, QueueName::Requests, 30).await;
         assert_eq!(back.body, "malformed");
+    }
+
+    /// A dead letter's body is changed in place (for erasing personal data): the others are
+    /// left as they are, and each keeps its id, reason, receive count and when it was set
+    /// aside, also one the queue moved by itself after its last receive; a redrive sends the
+    /// new body.
+    pub async fn rewrite_changes_only_the_bodies_of_the_dead_letters_chosen(env: &impl TestEnv) {
+        let q = &env.backend().queue;
+        let sr = QueueName::Commands(Worker::Sevenrooms);
+        send_one(env, sr, "moved by the queue").await;
+        for _ in 0..env.max_receives() {
+            receive_one(env, sr, 1).await;
+            env.pass(secs(2)).await;
+        }
+        assert!(receive_all(env, sr, 1).await.is_empty());
+        for body in ["keep", "change"] {
+            send_one(env, sr, body).await;
+        }
+        for d in receive_all(env, sr, 30).await {
+            q.dead_letter(sr, &d.receipt, &format!("refused {}", d.body))
+                .await
+                .expect("dead letter");
+        }
+        let before = q.dead_letters(sr, 10).await.expect("dead letters");
+        assert_eq!(before.len(), 3, "{before:?}");
+
+        let changed = q
+            .rewrite_dead_letters(sr, &|d| match d.body.as_str() {
+                "change" => Some("changed".to_owned()),
+                "moved by the queue" => Some("moved, changed".to_owned()),
+                // The same body is no change.
+                "keep" => Some("keep".to_owned()),
+                _ => None,
+            })
+            .await
+            .expect("rewrite");
+        assert_eq!(changed, 2);
+        let after = q.dead_letters(sr, 10).await.expect("dead letters");
+        assert_eq!(after.len(), 3, "nothing doubled or lost: {after:?}");
+        for b in &before {
+            let a = after
+                .iter()
+                .find(|a| a.message_id == b.message_id)
+                .unwrap_or_else(|| panic!("{b:?} kept its id: {after:?}"));
+            let want = match b.body.as_str() {
+                "change" => "changed",
+                "moved by the queue" => "moved, changed",
+                other => other,
+            };
+            assert_eq!(a.body, want);
+            assert_eq!(
+                (&a.reason, a.receive_count, a.dead_lettered_at, a.queue),
+                (&b.reason, b.receive_count, b.dead_lettered_at, b.queue),
+                "only the body changes"
+            );
+        }
+        assert_eq!(
+            q.rewrite_dead_letters(sr, &|_| None)
+                .await
+                .expect("rewrite"),
+            0
+        );
+        let id = after
+            .iter()
+            .find(|a| a.body == "changed")
+            .map(|a| a.message_id.clone())
+            .expect("changed");
+        assert_eq!(q.redrive(sr, Some(vec![id])).await.expect("redrive"), 1);
+        assert_eq!(receive_one(env, sr, 30).await.body, "changed");
     }
 
     pub async fn delayed_delivery(env: &impl TestEnv) {

@@ -44,7 +44,9 @@ pub use audit::{AuditEntry, AuditLog, AuditOutcome, AuditPage, AuditQuery};
 pub use bus::EventBus;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PortError, PortResult};
-pub use queue::{DeadLetter, Delivery, OutgoingMessage, Queue, QueueDepth, QueueName, Receipt};
+pub use queue::{
+    DeadLetter, Delivery, OutgoingMessage, Queue, QueueDepth, QueueName, Receipt, RewriteDeadLetter,
+};
 pub use records::IdempotencyRecords;
 pub use secrets::{SecretStore, SecretVersion};
 pub use store::{

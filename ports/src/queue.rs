@@ -99,6 +99,10 @@ pub struct Delivery {
     pub sent_at: Timestamp,
 }
 
+/// What [`Queue::rewrite_dead_letters`] asks of each dead letter: its new body, or `None` to
+/// leave it.
+pub type RewriteDeadLetter = dyn Fn(&DeadLetter) -> Option<String> + Send + Sync;
+
 /// How many messages a queue holds, by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueDepth {
@@ -192,6 +196,19 @@ pub trait Queue: Send + Sync {
     /// How many messages `queue` holds now, by state, for dashboards and metrics. Counts may be
     /// approximate on a distributed queue (SQS says so of its own).
     async fn depth(&self, queue: QueueName) -> PortResult<QueueDepth>;
+
+    /// Change the bodies of dead letters of `queue` in place: `rewrite` sees each one and
+    /// returns its new body, or `None` to leave it; returns how many were changed. A dead
+    /// letter keeps its message id, reason, receive count and when it was set aside (SQS can
+    /// change no message: there it is sent again to the dead-letter queue with the same note,
+    /// then the old one deleted, so a crash in between leaves both, and the old one is found
+    /// again by the next rewrite). For erasing personal data (`como-saga members forget`, the
+    /// retention).
+    async fn rewrite_dead_letters(
+        &self,
+        queue: QueueName,
+        rewrite: &RewriteDeadLetter,
+    ) -> PortResult<usize>;
 
     /// Put dead letters back on their queue (all of them, or those named); returns how many.
     async fn redrive(

@@ -28,7 +28,7 @@ use aws_sdk_sqs::types::{
 };
 use como_ports::{
     DeadLetter, Delivery, OutgoingMessage, PortError, PortResult, Queue, QueueDepth, QueueName,
-    Receipt,
+    Receipt, RewriteDeadLetter,
 };
 use como_schemas::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -1029,6 +1029,57 @@ impl Queue for AwsPorts {
             dead_letters: dead_visible + dead_hidden,
             oldest_sent_at: None,
         })
+    }
+
+    async fn rewrite_dead_letters(
+        &self,
+        queue: QueueName,
+        rewrite: &RewriteDeadLetter,
+    ) -> PortResult<usize> {
+        let urls = self.queues.urls(queue)?;
+        let messages = self.read_dead_letters(&urls.dead, usize::MAX).await?;
+        let mut rewritten = 0;
+        let mut keep = Vec::new();
+        for m in &messages {
+            let Some(receipt) = m.receipt_handle() else {
+                continue;
+            };
+            let letter = self.dead_letter_of(queue, urls.max_receives, m);
+            let Some(body) = rewrite(&letter).filter(|b| *b != letter.body) else {
+                keep.push(receipt.to_owned());
+                continue;
+            };
+            // The note keeps what the dead letter was (also for one the redrive policy moved,
+            // which had none): its id, reason, receive count and when it was set aside.
+            let note = DeadLetterNote {
+                reason: letter.reason,
+                message_id: letter.message_id,
+                receive_count: letter.receive_count,
+                at: letter.dead_lettered_at.as_millis(),
+            };
+            let mut attributes = string_attributes(m);
+            attributes.insert(
+                DEAD_LETTER_ATTRIBUTE.to_owned(),
+                serde_json::to_string(&note)
+                    .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
+            );
+            // Sent first, then the old one deleted: a crash in between keeps both, and the
+            // next rewrite finds the old one again.
+            self.send_to(
+                &urls.dead,
+                vec![OutgoingMessage {
+                    body,
+                    delay: Duration::ZERO,
+                    attributes,
+                }],
+            )
+            .await?;
+            self.delete_from(&urls.dead, vec![receipt.to_owned()])
+                .await?;
+            rewritten += 1;
+        }
+        self.release_all(&urls.dead, &keep).await;
+        Ok(rewritten)
     }
 
     async fn redrive(

@@ -98,6 +98,11 @@ pub enum Op {
         queue: QueueName,
         ids: Option<Vec<i64>>,
     },
+    /// New bodies for dead letters: (id, the body read, the new body). A dead letter whose
+    /// body changed since it was read (or that was redriven) is left as it is.
+    RewriteDeadLetters {
+        changes: Vec<(i64, String, String)>,
+    },
     Create {
         saga: SagaRow,
         effects: EffectRows,
@@ -346,6 +351,17 @@ pub fn execute(
         }
         Op::Redrive { queue, ids } => {
             redrive(conn, *queue, ids.as_deref(), cx).map(|n| Ok(Output::Count(n)))
+        }
+        Op::RewriteDeadLetters { changes } => {
+            let mut n = 0;
+            for (id, read, body) in changes {
+                n += conn
+                    .prepare_cached(
+                        "UPDATE dead_letters SET body = ?3 WHERE id = ?1 AND body = ?2",
+                    )?
+                    .execute(params![id, read, body])?;
+            }
+            Ok(Ok(Output::Count(n)))
         }
         Op::Create { saga, effects } => {
             let created = conn

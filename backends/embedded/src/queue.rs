@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use como_ports::{
     DeadLetter, Delivery, OutgoingMessage, PortResult, Queue, QueueDepth, QueueName, Receipt,
+    RewriteDeadLetter,
 };
 use como_schemas::Timestamp;
 
@@ -189,6 +190,32 @@ impl Queue for EmbeddedPorts {
                 })
             })
             .await
+    }
+
+    async fn rewrite_dead_letters(
+        &self,
+        queue: QueueName,
+        rewrite: &RewriteDeadLetter,
+    ) -> PortResult<usize> {
+        let letters = self.dead_letters(queue, usize::MAX).await?;
+        let changes: Vec<(i64, String, String)> = letters
+            .into_iter()
+            .filter_map(|d| {
+                let body = rewrite(&d).filter(|b| *b != d.body)?;
+                Some((d.message_id.parse().ok()?, d.body, body))
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        match self
+            .writer
+            .submit(Op::RewriteDeadLetters { changes })
+            .await?
+        {
+            Output::Count(n) => Ok(n),
+            other => Err(other.unexpected()),
+        }
     }
 
     async fn redrive(
