@@ -213,7 +213,7 @@ impl Queue for Duplicating {
     async fn rewrite_dead_letters(
         &self,
         queue: QueueName,
-        rewrite: &RewriteDeadLetter,
+        rewrite: &RewriteDeadLetter<'_>,
     ) -> PortResult<usize> {
         self.inner.rewrite_dead_letters(queue, rewrite).await
     }

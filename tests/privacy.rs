@@ -8,7 +8,8 @@
 //! - forgetting a member erases their contact from every saga (a running one when it
 //!   finishes) and from the WAL once checkpointed, keeps the money facts checkable against the
 //!   ledgers, is audited, and repeats harmlessly;
-//! - retention erases finished sagas' contacts and leaves running ones;
+//! - retention erases finished sagas' contacts and leaves running ones; forgetting a member
+//!   and the retention both erase the guest of refused requests' dead letters too;
 //! - a key rotation seals new guests with the new key, old ones still open, and a
 //!   re-encryption leaves nothing under the old key.
 //! - the `keys` command makes, rotates and re-encrypts on the database file, and refuses to
@@ -136,6 +137,51 @@ async fn book_sealed_with(api: &Api, request: &BookingRequested) -> String {
         .expect("sealed")
         .key_id()
         .to_owned()
+}
+
+/// `request` priced wrongly and put on the request queue sealed (as the API does): intake
+/// refuses it, and its dead letter keeps the guest sealed. Returns that dead letter's sealed
+/// guest, once it is there.
+async fn refused(api: &Api, request_id: &str, member: &str, guest: &Person) -> String {
+    let ports = api.spawned.ports();
+    let mut request = booking(request_id, member, guest);
+    request.quoted_credits = como_schemas::Credits::new(1).unwrap();
+    como_orchestrator::submit(ports, &request).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let dead = ports
+                .queue
+                .dead_letters(QueueName::Requests, 100)
+                .await
+                .unwrap();
+            if let Some(d) = dead.iter().find(|d| d.body.contains(request_id)) {
+                let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+                return body["guest"]["sealed"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("kept sealed: {body}"))
+                    .to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the refused request becomes a dead letter")
+}
+
+/// The guest of the dead letter of request `request_id`, as kept.
+async fn dead_letter_guest(api: &Api, request_id: &str) -> serde_json::Value {
+    let dead = api
+        .spawned
+        .ports()
+        .queue
+        .dead_letters(QueueName::Requests, 100)
+        .await
+        .unwrap();
+    let d = dead
+        .iter()
+        .find(|d| d.body.contains(request_id))
+        .unwrap_or_else(|| panic!("no dead letter of {request_id}: {dead:?}"));
+    serde_json::from_str::<serde_json::Value>(&d.body).unwrap()["guest"].clone()
 }
 
 async fn stored(api: &Api, saga: SagaId) -> como_engine::SagaState {
@@ -318,8 +364,12 @@ async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money
     .await
     .unwrap();
 
+    // A refused request of each member: dead letters that keep the guest sealed.
+    let refused_mine = refused(&api, "forget-refused", forgotten, &ZED).await;
+    let refused_other = refused(&api, "keep-refused", kept, &YOLANDA).await;
+
     let sealed_before: Vec<String> = {
-        let mut s = Vec::new();
+        let mut s = vec![refused_mine.clone()];
         for r in &mine {
             let st = stored(&api, saga_of(r)).await;
             s.push(st.request.guest.sealed().unwrap().as_str().to_owned());
@@ -354,6 +404,7 @@ async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["erased"], 2, "{done}");
     assert_eq!(done["when_done"], 1, "{done}");
+    assert_eq!(done["dead_letters"], 1, "{done}");
     assert_eq!(done["compacted"], true, "{done}");
     assert_eq!(done["done"], true, "{done}");
 
@@ -381,6 +432,14 @@ async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money
     assert_eq!(
         view["request"]["guest"]["first_name"], YOLANDA.first,
         "{view}"
+    );
+    // The member's refused request is still a dead letter, with its guest erased; the other
+    // member's keeps its guest sealed.
+    let guest = dead_letter_guest(&api, "forget-refused").await;
+    assert_eq!(guest["erased"]["reason"], "member_request", "{guest}");
+    assert_eq!(
+        dead_letter_guest(&api, "keep-refused").await["sealed"],
+        refused_other.as_str()
     );
     // And from the file and the WAL (checkpointed and truncated by the erasure); the other
     // member's sealed guest is still found, so the search would have seen them.
@@ -450,8 +509,12 @@ async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        (again["erased"].clone(), again["already"].clone()),
-        (json!(0), json!(3)),
+        (
+            again["erased"].clone(),
+            again["already"].clone(),
+            again["dead_letters"].clone()
+        ),
+        (json!(0), json!(3), json!(0)),
         "{again}"
     );
     let (_, audit) = api
@@ -470,10 +533,9 @@ async fn forgetting_a_member_erases_their_contact_everywhere_and_keeps_the_money
         .expect("the answer names its audit entry");
     assert_eq!(first["outcome"], "applied", "{first}");
     assert!(
-        first["detail"]
-            .as_str()
-            .unwrap()
-            .contains("2 erased now, 1 when they finish"),
+        first["detail"].as_str().unwrap().contains(
+            "2 erased now, 1 when they finish, 0 with nothing left to erase; 1 dead letters erased"
+        ),
         "{first}"
     );
     api.spawned.stop().await.unwrap();
@@ -499,6 +561,8 @@ async fn retention_erases_finished_sagas_and_leaves_running_ones() {
         Duration::from_secs(60),
     )
     .await;
+    // A refused request: its dead letter loses the guest past the retention too.
+    refused(&api, "retention-refused", MEMBER_RICH, &ZED).await;
     api.sevenrooms_down().await;
     let waiting = booking("retention-waiting", MEMBER_RICH, &YOLANDA);
     let (status, _) = api.submit(&waiting).await;
@@ -516,6 +580,14 @@ async fn retention_erases_finished_sagas_and_leaves_running_ones() {
     })
     .await
     .expect("erased by retention");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while dead_letter_guest(&api, "retention-refused").await["erased"]["reason"] != "retention"
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the dead letter's guest erased by retention");
     // Well past the retention, the running saga keeps its guest: its booking needs it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = stored(&api, saga_of(&waiting)).await;

@@ -1145,13 +1145,15 @@ struct MemberForgotten {
     when_done: u64,
     /// Sagas with nothing left to erase (erased before).
     already: u64,
+    /// Dead letters (refused requests, SevenRooms commands set aside) whose guest was erased.
+    dead_letters: u64,
     /// Whether the store's older copies (the embedded backend's WAL) were rewritten too.
     compacted: bool,
 }
 
 /// Erase one member's personal data (the guest's name, phone and e-mail) from every saga of
-/// theirs: finished sagas at once, running ones when they finish. The money facts and the
-/// history stay. Recorded in the audit list and in each saga's history; repeating it erases
+/// theirs (finished sagas at once, running ones when they finish) and from the dead letters
+/// that name them. The money facts and the history stay. Recorded in the audit list and in each saga's history; repeating it erases
 /// what is left.
 #[utoipa::path(post, path = "/v1/members/{member_no}/forget", request_body = ForgetRequest, params(("member_no" = String, Path, description = "the Memberson member number")), responses(
     (status = 200, body = MemberForgotten, description = "erased"),
@@ -1200,6 +1202,7 @@ async fn forget_member(
                     erased: done.report.erased,
                     when_done: done.report.when_done,
                     already: done.report.already,
+                    dead_letters: done.report.dead_letters,
                     compacted: done.compacted,
                 }),
             ))
@@ -1213,6 +1216,7 @@ async fn forget_member(
                 erased: 0,
                 when_done: 0,
                 already: 0,
+                dead_letters: 0,
                 compacted: false,
             }),
         )),

@@ -470,11 +470,12 @@ pub async fn forget_member(
                     ports,
                     AuditOutcome::Applied,
                     format!(
-                        "{} sagas: {} erased now, {} when they finish, {} with nothing left to erase",
+                        "{} sagas: {} erased now, {} when they finish, {} with nothing left to erase; {} dead letters erased",
                         r.sagas(),
                         r.erased,
                         r.when_done,
-                        r.already
+                        r.already,
+                        r.dead_letters
                     ),
                 )
                 .await;
@@ -483,6 +484,7 @@ pub async fn forget_member(
                 erased = r.erased,
                 when_done = r.when_done,
                 already = r.already,
+                dead_letters = r.dead_letters,
                 "member forgotten"
             );
             Ok(done)

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use como_engine::Input;
 use como_engine::state::StatusKind;
-use como_ports::{Backend, SagaQuery};
-use como_schemas::{ErasureReason, MemberNo, SagaId, Timestamp};
+use como_ports::{Backend, DeadLetter, QueueName, SagaQuery};
+use como_schemas::{Erasure, ErasureReason, Guest, MemberNo, SagaId, Timestamp, Worker};
+use serde_json::Value;
 
 use crate::advance::{Advanced, RuntimeError, advance_with};
 use crate::cache::RememberingStore;
@@ -76,6 +77,8 @@ pub struct ErasureReport {
     pub when_done: u64,
     /// Sagas with nothing left to erase.
     pub already: u64,
+    /// Dead letters whose guest was erased.
+    pub dead_letters: u64,
 }
 
 impl ErasureReport {
@@ -109,7 +112,87 @@ pub async fn forget_member(
             report.add(erase(ports, saga, ErasureReason::MemberRequest).await?);
         }
     }
+    let member = member.as_str();
+    report.dead_letters = erase_dead_letters(ports, ErasureReason::MemberRequest, &|_, body| {
+        names_member(body, member)
+    })
+    .await?;
     Ok(report)
+}
+
+/// The queues whose dead letters may hold a guest: refused booking requests, and SevenRooms
+/// commands (`book_experience`) set aside.
+const QUEUES_WITH_GUESTS: [QueueName; 2] =
+    [QueueName::Requests, QueueName::Commands(Worker::Sevenrooms)];
+
+/// Erase the guest from every dead letter `chosen` picks (given the letter and its body as
+/// JSON), on every queue whose dead letters may hold one; returns how many were changed. Each
+/// `guest` that is not erased yet (sealed, or in the clear from before sealing) becomes
+/// `{"erased": {"at", "reason"}}`; the rest of the body, the reason and the letter's id stay,
+/// so an operator still sees what was set aside and why. A dead letter that is not JSON holds
+/// no guest that intake kept (it keeps only a note of its length). Idempotent: a letter with
+/// nothing left to erase is not changed.
+async fn erase_dead_letters(
+    ports: &Backend,
+    reason: ErasureReason,
+    chosen: &(dyn Fn(&DeadLetter, &Value) -> bool + Send + Sync),
+) -> Result<u64, RuntimeError> {
+    let erased = serde_json::to_value(Guest::Erased {
+        erased: Erasure {
+            at: ports.clock.now(),
+            reason,
+        },
+    })
+    .map_err(|e| RuntimeError::Port(como_ports::PortError::Invalid(e.to_string())))?;
+    let rewrite = |d: &DeadLetter| {
+        let mut body: Value = serde_json::from_str(&d.body).ok()?;
+        if !chosen(d, &body) {
+            return None;
+        }
+        erase_guests(&mut body, &erased).then(|| body.to_string())
+    };
+    let mut n = 0;
+    for queue in QUEUES_WITH_GUESTS {
+        n += ports.queue.rewrite_dead_letters(queue, &rewrite).await? as u64;
+    }
+    Ok(n)
+}
+
+/// Replace every `guest` in `v` that is not erased yet with `erased`; whether any was.
+fn erase_guests(v: &mut Value, erased: &Value) -> bool {
+    match v {
+        Value::Object(map) => {
+            let mut any = false;
+            for (k, child) in map.iter_mut() {
+                if k == "guest" {
+                    if child.get("erased").is_none() {
+                        *child = erased.clone();
+                        any = true;
+                    }
+                } else {
+                    any |= erase_guests(child, erased);
+                }
+            }
+            any
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, x| erase_guests(x, erased) | any),
+        _ => false,
+    }
+}
+
+/// Whether a dead letter's body is `member`'s: a request names them as `member_no`, a
+/// SevenRooms command as its `loyalty_id`.
+fn names_member(v: &Value, member: &str) -> bool {
+    match v {
+        Value::Object(map) => map.iter().any(|(k, child)| {
+            (matches!(k.as_str(), "member_no" | "loyalty_id") && child.as_str() == Some(member))
+                || names_member(child, member)
+        }),
+        Value::Array(items) => items.iter().any(|x| names_member(x, member)),
+        _ => false,
+    }
 }
 
 /// The sagas `query` finds, a page of ids at a time.
@@ -169,6 +252,12 @@ pub async fn sweep_retention(
             }
         }
     }
+    // Dead letters set aside longer ago than the retention (on SQS they expire after 14 days
+    // by themselves; on the embedded backend they stay until redriven).
+    report.dead_letters = erase_dead_letters(ports, ErasureReason::Retention, &|d, _| {
+        d.dead_lettered_at < before
+    })
+    .await?;
     Ok(report)
 }
 

@@ -263,11 +263,12 @@ impl Orchestrator {
             match crate::privacy::sweep_retention(&self.ports, Some(&self.cache), retention, now)
                 .await
             {
-                Ok(r) if r.erased + r.when_done > 0 => {
+                Ok(r) if r.erased + r.when_done + r.dead_letters > 0 => {
                     tracing::info!(
                         erased = r.erased,
+                        dead_letters = r.dead_letters,
                         retention = %como_schemas::time::format_duration(retention),
-                        "erased the guest's contact from finished sagas past their retention"
+                        "erased the guest's contact from finished sagas and dead letters past their retention"
                     );
                     // The store's older copies of what was erased (the embedded WAL) go too.
                     if let Err(e) = self.ports.store.compact().await {

@@ -101,7 +101,7 @@ pub struct Delivery {
 
 /// What [`Queue::rewrite_dead_letters`] asks of each dead letter: its new body, or `None` to
 /// leave it.
-pub type RewriteDeadLetter = dyn Fn(&DeadLetter) -> Option<String> + Send + Sync;
+pub type RewriteDeadLetter<'a> = dyn Fn(&DeadLetter) -> Option<String> + Send + Sync + 'a;
 
 /// How many messages a queue holds, by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -207,7 +207,7 @@ pub trait Queue: Send + Sync {
     async fn rewrite_dead_letters(
         &self,
         queue: QueueName,
-        rewrite: &RewriteDeadLetter,
+        rewrite: &RewriteDeadLetter<'_>,
     ) -> PortResult<usize>;
 
     /// Put dead letters back on their queue (all of them, or those named); returns how many.

@@ -1034,7 +1034,7 @@ impl Queue for AwsPorts {
     async fn rewrite_dead_letters(
         &self,
         queue: QueueName,
-        rewrite: &RewriteDeadLetter,
+        rewrite: &RewriteDeadLetter<'_>,
     ) -> PortResult<usize> {
         let urls = self.queues.urls(queue)?;
         let messages = self.read_dead_letters(&urls.dead, usize::MAX).await?;

@@ -195,7 +195,7 @@ impl Queue for EmbeddedPorts {
     async fn rewrite_dead_letters(
         &self,
         queue: QueueName,
-        rewrite: &RewriteDeadLetter,
+        rewrite: &RewriteDeadLetter<'_>,
     ) -> PortResult<usize> {
         let letters = self.dead_letters(queue, usize::MAX).await?;
         let changes: Vec<(i64, String, String)> = letters

@@ -66,10 +66,11 @@ pub fn run(args: MembersArgs) -> anyhow::Result<ExitCode> {
                     println!("{done}");
                 } else {
                     println!(
-                        "member {member_no}: {} sagas erased now, {} when they finish, {} had nothing left to erase{}",
+                        "member {member_no}: {} sagas erased now, {} when they finish, {} had nothing left to erase; {} dead letters erased{}",
                         done["erased"],
                         done["when_done"],
                         done["already"],
+                        done["dead_letters"],
                         if done["compacted"] == json!(false) {
                             " (older copies in the database's log go at its next checkpoint)"
                         } else {
