@@ -343,3 +343,54 @@ async fn reseal(ports: &Backend, saga: SagaId, primary: &str) -> Result<Resealed
     }
     Err(RuntimeError::Contention(saga))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use como_schemas::{CommandKind, OperationKind, WorkerCommand, examples};
+
+    /// A SevenRooms command set aside names its member as `loyalty_id` and holds the guest
+    /// inside its operation: erased there, the letter is still a command, and erasing again
+    /// changes nothing.
+    #[test]
+    fn a_sevenrooms_command_letter_is_found_by_member_and_loses_only_its_guest() {
+        let mut request = examples::booking_request(
+            "dl-1",
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 24).unwrap(),
+        );
+        request.member_no = MemberNo::parse("CM100777").unwrap();
+        let command = examples::command(
+            &request,
+            "book_experience",
+            CommandKind::Action,
+            OperationKind::BookExperience,
+            &[],
+        );
+        let mut body = serde_json::to_value(&command).unwrap();
+        assert!(names_member(&body, "CM100777"));
+        assert!(!names_member(&body, "CM100778"));
+        let erased = serde_json::to_value(Guest::Erased {
+            erased: Erasure {
+                at: Timestamp::from_millis(1_790_000_000_000),
+                reason: ErasureReason::MemberRequest,
+            },
+        })
+        .unwrap();
+        assert!(erase_guests(&mut body, &erased));
+        assert!(!erase_guests(&mut body, &erased), "nothing left to erase");
+        let kept: WorkerCommand = serde_json::from_value(body).unwrap();
+        match kept.operation {
+            como_schemas::Operation::BookExperience {
+                guest, loyalty_id, ..
+            } => {
+                assert_eq!(
+                    guest.erasure().map(|e| e.reason),
+                    Some(ErasureReason::MemberRequest)
+                );
+                assert_eq!(loyalty_id.as_str(), "CM100777");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(kept.saga_id, command.saga_id);
+    }
+}
