@@ -88,6 +88,14 @@ struct HeldMessage {
     received: std::time::Instant,
 }
 
+/// Where [`AwsPorts::move_dead_letters`] sends a dead letter.
+enum Destination {
+    /// Back to its queue (a redrive).
+    Queue,
+    /// To the dead letters again, changed (a rewrite).
+    DeadLetters,
+}
+
 /// What a dead letter carries besides its body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DeadLetterNote {
@@ -743,6 +751,54 @@ impl AwsPorts {
         Ok(all)
     }
 
+    /// Every dead letter of `queue`, read and hidden while in hand; each one `choose` answers
+    /// for is sent where it says, with the body and attributes it gives, then deleted from the
+    /// dead letters: sent first, so that a crash in between keeps both rather than losing it
+    /// (redrive: the consumers tolerate a duplicate; rewrite: the next one finds the old letter
+    /// again). The others are shown again at once. Returns how many were moved.
+    async fn move_dead_letters(
+        &self,
+        queue: QueueName,
+        mut choose: impl FnMut(
+            DeadLetter,
+            &Message,
+        )
+            -> PortResult<Option<(Destination, String, BTreeMap<String, String>)>>,
+    ) -> PortResult<usize> {
+        let urls = self.queues.urls(queue)?;
+        let messages = self.read_dead_letters(&urls.dead, usize::MAX).await?;
+        let mut moved = 0;
+        let mut keep = Vec::new();
+        for m in &messages {
+            let Some(receipt) = m.receipt_handle() else {
+                continue;
+            };
+            let letter = self.dead_letter_of(queue, urls.max_receives, m);
+            let Some((to, body, attributes)) = choose(letter, m)? else {
+                keep.push(receipt.to_owned());
+                continue;
+            };
+            let url = match to {
+                Destination::Queue => &urls.main,
+                Destination::DeadLetters => &urls.dead,
+            };
+            self.send_to(
+                url,
+                vec![OutgoingMessage {
+                    body,
+                    delay: Duration::ZERO,
+                    attributes,
+                }],
+            )
+            .await?;
+            self.delete_from(&urls.dead, vec![receipt.to_owned()])
+                .await?;
+            moved += 1;
+        }
+        self.release_all(&urls.dead, &keep).await;
+        Ok(moved)
+    }
+
     fn dead_letter_of(&self, queue: QueueName, max_receives: u32, m: &Message) -> DeadLetter {
         let note = m
             .message_attributes()
@@ -1036,18 +1092,9 @@ impl Queue for AwsPorts {
         queue: QueueName,
         rewrite: &RewriteDeadLetter<'_>,
     ) -> PortResult<usize> {
-        let urls = self.queues.urls(queue)?;
-        let messages = self.read_dead_letters(&urls.dead, usize::MAX).await?;
-        let mut rewritten = 0;
-        let mut keep = Vec::new();
-        for m in &messages {
-            let Some(receipt) = m.receipt_handle() else {
-                continue;
-            };
-            let letter = self.dead_letter_of(queue, urls.max_receives, m);
+        self.move_dead_letters(queue, |letter, m| {
             let Some(body) = rewrite(&letter).filter(|b| *b != letter.body) else {
-                keep.push(receipt.to_owned());
-                continue;
+                return Ok(None);
             };
             // The note keeps what the dead letter was (also for one the redrive policy moved,
             // which had none): its id, reason, receive count and when it was set aside.
@@ -1063,23 +1110,9 @@ impl Queue for AwsPorts {
                 serde_json::to_string(&note)
                     .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
             );
-            // Sent first, then the old one deleted: a crash in between keeps both, and the
-            // next rewrite finds the old one again.
-            self.send_to(
-                &urls.dead,
-                vec![OutgoingMessage {
-                    body,
-                    delay: Duration::ZERO,
-                    attributes,
-                }],
-            )
-            .await?;
-            self.delete_from(&urls.dead, vec![receipt.to_owned()])
-                .await?;
-            rewritten += 1;
-        }
-        self.release_all(&urls.dead, &keep).await;
-        Ok(rewritten)
+            Ok(Some((Destination::DeadLetters, body, attributes)))
+        })
+        .await
     }
 
     async fn redrive(
@@ -1087,41 +1120,18 @@ impl Queue for AwsPorts {
         queue: QueueName,
         message_ids: Option<Vec<String>>,
     ) -> PortResult<usize> {
-        let urls = self.queues.urls(queue)?;
-        let messages = self.read_dead_letters(&urls.dead, usize::MAX).await?;
-        let mut moved = 0;
-        let mut keep = Vec::new();
-        for m in &messages {
-            let Some(receipt) = m.receipt_handle() else {
-                continue;
-            };
-            let letter = self.dead_letter_of(queue, urls.max_receives, m);
+        self.move_dead_letters(queue, |letter, m| {
             let wanted = message_ids
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&letter.message_id));
             if !wanted {
-                keep.push(receipt.to_owned());
-                continue;
+                return Ok(None);
             }
             let mut attributes = string_attributes(m);
             attributes.remove(DEAD_LETTER_ATTRIBUTE);
-            // Sent back first, then deleted from the DLQ: a crash in between duplicates it,
-            // which the consumers tolerate, rather than losing it.
-            self.send_to(
-                &urls.main,
-                vec![OutgoingMessage {
-                    body: letter.body,
-                    delay: Duration::ZERO,
-                    attributes,
-                }],
-            )
-            .await?;
-            self.delete_from(&urls.dead, vec![receipt.to_owned()])
-                .await?;
-            moved += 1;
-        }
-        self.release_all(&urls.dead, &keep).await;
-        Ok(moved)
+            Ok(Some((Destination::Queue, letter.body, attributes)))
+        })
+        .await
     }
 }
 
