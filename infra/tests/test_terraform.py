@@ -22,6 +22,8 @@ broken in any one place fails here:
   empty (no secret version: no key in the state) and read only by the roles that seal or open
   a guest's contact (the API, the orchestrator, the SevenRooms worker), written only by the
   `keys` role that the deploy workflow's `keys init` runs under;
+- the roles that erase guests (the API, the orchestrator) may rewrite the dead letters that
+  hold them (the request queue's and the SevenRooms command queue's);
 - the deploy workflow makes the data keys before any service rolls, and rolls the SevenRooms
   worker, then the orchestrator, then the API (every reader of a sealed guest before its
   writer), each job stable on its new revision before the next starts; the roll-service
@@ -840,6 +842,31 @@ def test_the_data_keys_are_made_empty_and_read_only_by_the_roles_that_seal_or_op
     assert name not in str(compute.locals()["credentials"]) and name not in str(compute.locals()), (
         "a container gets the data keys in its environment"
     )
+
+
+def grants_on_dead_letters(statements_: list[dict], dlq: str) -> set[str]:
+    """The SQS actions `statements_` allow on the dead-letter queue of queue `dlq`: named
+    (local.dlq_arns["requests"]) or among all of them (values(local.dlq_arns))."""
+    found: set[str] = set()
+    for s in statements_:
+        text = str(s.get("resources", []))
+        names = re.findall(r'dlq_arns\[\\?"([\w-]+)\\?"\]', text)
+        if dlq in names or "values(local.dlq_arns)" in text:
+            found |= {a for a in s["actions"] if a.startswith("sqs:")}
+    return found
+
+
+def test_the_roles_that_erase_guests_may_rewrite_the_dead_letters_that_hold_them():
+    # A member's erasure (the API) and the retention (the orchestrator) rewrite the dead letters
+    # of the request queue and the SevenRooms command queue: receive them, send the changed body
+    # to the same dead-letter queue, delete the old one, and show the others again at once
+    # (backends/aws/src/queue.rs, move_dead_letters).
+    compute = module("compute")
+    rewrite = {"sqs:ReceiveMessage", "sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+    for role in ("api", "orchestrator"):
+        for dlq in ("requests", "commands-sevenrooms"):
+            granted = grants_on_dead_letters(role_statements(compute, role), dlq)
+            assert rewrite <= granted, f"{role} cannot rewrite the dead letters of {dlq}: missing {sorted(rewrite - granted)}"
 
 
 # The deploy workflow and its roll-service action, read as text (no YAML parser here): the jobs

@@ -73,7 +73,8 @@ data "aws_iam_policy_document" "connect" {
 # The operator API: reads sagas, their history, the audit list and the workers' health records
 # (lists read items in batches); an operator's action advances a saga like the orchestrator
 # does (the write, then its commands, notifications and lifecycle events); a submitter's
-# booking goes to the request queue; dead letters are listed and put back on their queues.
+# booking goes to the request queue; dead letters are listed and put back on their queues; a
+# member's erasure rewrites the dead letters that hold a guest (sent again to their DLQ, changed).
 data "aws_iam_policy_document" "api" {
   source_policy_documents = [data.aws_iam_policy_document.connect.json]
   statement {
@@ -85,6 +86,11 @@ data "aws_iam_policy_document" "api" {
     sid       = "list-and-redrive-dead-letters"
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
     resources = values(local.dlq_arns)
+  }
+  statement {
+    sid       = "erase-guests-in-dead-letters"
+    actions   = ["sqs:SendMessage"]
+    resources = [local.dlq_arns["requests"], local.dlq_arns["commands-sevenrooms"]]
   }
   statement {
     sid       = "saga-store-reads-actions-and-audit"
@@ -104,7 +110,8 @@ data "aws_iam_policy_document" "api" {
 }
 
 # The orchestrator: consumes requests and replies, sends commands, owns the saga items and
-# their history, publishes lifecycle events; dead-letters refused requests and replies. Its
+# their history, publishes lifecycle events; dead-letters refused requests and replies, and
+# erases the guest of the dead letters past the retention (requests, SevenRooms commands). Its
 # notifier consumes the notifications it sends with a saga that needs an operator.
 data "aws_iam_policy_document" "orchestrator" {
   source_policy_documents = [data.aws_iam_policy_document.connect.json]
@@ -122,6 +129,11 @@ data "aws_iam_policy_document" "orchestrator" {
     sid       = "dead-letters-of-requests-and-replies"
     actions   = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
     resources = [local.dlq_arns["requests"], local.dlq_arns["replies"], local.dlq_arns["notifications"]]
+  }
+  statement {
+    sid       = "erase-guests-in-sevenrooms-dead-letters"
+    actions   = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
+    resources = [local.dlq_arns["commands-sevenrooms"]]
   }
   statement {
     sid       = "saga-store"
