@@ -168,10 +168,14 @@ impl KeySource {
         match self {
             KeySource::Text(_) => Err(KeyError::Fixed),
             KeySource::File(path) => {
+                // The owner's alone, like the key file: another account that could open it
+                // could hold the lock and stall every rotation.
+                use std::os::unix::fs::OpenOptionsExt;
                 let lock = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
+                    .mode(0o600)
                     .open(path.with_extension("keys.lock"))
                     .map_err(|e| io(e.to_string()))?;
                 lock.lock().map_err(|e| io(e.to_string()))?;

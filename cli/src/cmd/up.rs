@@ -303,6 +303,7 @@ async fn finished(ports: &como_ports::Backend) -> anyhow::Result<u64> {
 /// process id of its holder. Released when the process ends, however it ends.
 fn claim_database(settings: &Settings) -> anyhow::Result<Option<std::fs::File>> {
     use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
     if settings.backend != BackendKind::Embedded {
         return Ok(None);
     }
@@ -312,11 +313,14 @@ fn claim_database(settings: &Settings) -> anyhow::Result<Option<std::fs::File>> 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    // The owner's alone whatever the umask, like the database beside it: another account that
+    // could open it could hold the lock and keep `up` from starting.
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
