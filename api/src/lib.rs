@@ -1153,8 +1153,8 @@ struct MemberForgotten {
 
 /// Erase one member's personal data (the guest's name, phone and e-mail) from every saga of
 /// theirs (finished sagas at once, running ones when they finish) and from the dead letters
-/// that name them. The money facts and the history stay. Recorded in the audit list and in each saga's history; repeating it erases
-/// what is left.
+/// that name them. The money facts and the history stay. Recorded in the audit list and in
+/// each saga's history; repeating it erases what is left.
 #[utoipa::path(post, path = "/v1/members/{member_no}/forget", request_body = ForgetRequest, params(("member_no" = String, Path, description = "the Memberson member number")), responses(
     (status = 200, body = MemberForgotten, description = "erased"),
     (status = 202, body = MemberForgotten, description = "still erasing: the audit entry `action_id` says how it ended"),

@@ -105,6 +105,21 @@ struct DeadLetterNote {
     at: i64,
 }
 
+impl DeadLetterNote {
+    /// `attributes` with this note among them, where [`AwsPorts::dead_letter_of`] reads it.
+    fn attach(
+        &self,
+        mut attributes: BTreeMap<String, String>,
+    ) -> PortResult<BTreeMap<String, String>> {
+        attributes.insert(
+            DEAD_LETTER_ATTRIBUTE.to_owned(),
+            serde_json::to_string(self)
+                .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
+        );
+        Ok(attributes)
+    }
+}
+
 impl Held {
     fn hold(&mut self, receipt: &str, message: HeldMessage) {
         if self.by_receipt.len() >= HELD_MAX {
@@ -1011,12 +1026,7 @@ impl Queue for AwsPorts {
             receive_count: m.receive_count,
             at: self.clock.now().as_millis(),
         };
-        let mut attributes = m.attributes.clone();
-        attributes.insert(
-            DEAD_LETTER_ATTRIBUTE.to_owned(),
-            serde_json::to_string(&note)
-                .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
-        );
+        let attributes = note.attach(m.attributes.clone())?;
         // Sent first, then deleted: a crash in between leaves the message on its queue as
         // well, to be handled (or dead-lettered) again, never lost.
         self.send_to(
@@ -1104,12 +1114,7 @@ impl Queue for AwsPorts {
                 receive_count: letter.receive_count,
                 at: letter.dead_lettered_at.as_millis(),
             };
-            let mut attributes = string_attributes(m);
-            attributes.insert(
-                DEAD_LETTER_ATTRIBUTE.to_owned(),
-                serde_json::to_string(&note)
-                    .map_err(|e| PortError::Invalid(format!("dead letter note: {e}")))?,
-            );
+            let attributes = note.attach(string_attributes(m))?;
             Ok(Some((Destination::DeadLetters, body, attributes)))
         })
         .await

@@ -353,13 +353,11 @@ pub fn execute(
             redrive(conn, *queue, ids.as_deref(), cx).map(|n| Ok(Output::Count(n)))
         }
         Op::RewriteDeadLetters { changes } => {
+            let mut update = conn
+                .prepare_cached("UPDATE dead_letters SET body = ?3 WHERE id = ?1 AND body = ?2")?;
             let mut n = 0;
             for (id, read, body) in changes {
-                n += conn
-                    .prepare_cached(
-                        "UPDATE dead_letters SET body = ?3 WHERE id = ?1 AND body = ?2",
-                    )?
-                    .execute(params![id, read, body])?;
+                n += update.execute(params![id, read, body])?;
             }
             Ok(Ok(Output::Count(n)))
         }
